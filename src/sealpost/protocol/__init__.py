@@ -58,6 +58,7 @@ from sealpost.protocol.wire import (
     PreKeyBundle,
     PreKeyMessage,
     RatchetMessage,
+    SenderCertificate,
     SignedPreKey,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "ProtocolError",
     "RatchetMessage",
     "RemoteProtocolError",
+    "SenderCertificate",
     "Session",
     "SessionNotReady",
     "SignedPreKey",

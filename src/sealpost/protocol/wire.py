@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Final
 
-from sealpost._errors import DecodeError, UnsupportedVersion
+from sealpost._errors import DecodeError, InvalidMessage, UnsupportedVersion
 from sealpost.crypto.aead import TAG_LEN
 from sealpost.crypto.kem import MLKEM768_CIPHERTEXT_LEN, MLKEM768_PUBLIC_LEN
+from sealpost.crypto.sign import SigningKey, VerifyKey
 from sealpost.protocol.consts import MAX_WIRE_MESSAGE, WIRE_VERSION
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "KEM_PREKEY_LEN",
     "ONE_TIME_PREKEY_LEN",
     "RATCHET_HEADER_LEN",
+    "SENDER_CERTIFICATE_LEN",
     "SIGNED_PREKEY_LEN",
     "DeviceCertificate",
     "KemPreKey",
@@ -45,6 +47,7 @@ __all__ = [
     "PreKeyBundle",
     "PreKeyMessage",
     "RatchetMessage",
+    "SenderCertificate",
     "SignedPreKey",
     "WireMessage",
     "WireType",
@@ -66,6 +69,7 @@ class WireType(IntEnum):
     PREKEY_BUNDLE = 0x05
     RATCHET_MESSAGE = 0x10
     PREKEY_MESSAGE = 0x11
+    SENDER_CERTIFICATE = 0x20
 
 
 class KemPreKeyKind(IntEnum):
@@ -402,6 +406,80 @@ class PreKeyMessage:
         return cls(cert, base_key, spk_id, opk_id, kind, kem_id, ct, message)
 
 
+# --------------------------------------------------------------------------- sealed sender
+
+_SENDER_BODY = struct.Struct(">2s16sI32s32sQ")
+SENDER_CERTIFICATE_LEN: Final = _SENDER_BODY.size + _SIG  # 158
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCertificate:
+    """The server's short-lived statement binding a device to its account, for sealed sender.
+
+    A recipient checks it (signature by the server key it pinned, not expired) and that the
+    sender's ratchet session is with the very device and identity key it names.
+    ``signature`` is Ed25519 by the server key over ``CONTEXT || signed_part()``.
+    """
+
+    CONTEXT: ClassVar[bytes] = b"sealpost/v1/sender-certificate\x00"
+
+    account_id: bytes  # 16
+    device_id: int  # u32
+    signing_key: bytes  # the device's DSK, 32
+    identity_key: bytes  # the device's DIK, 32
+    expires: int  # u64 seconds since the epoch
+    signature: bytes  # 64
+
+    @classmethod
+    def issue(
+        cls,
+        server_key: SigningKey,
+        *,
+        account_id: bytes,
+        device_id: int,
+        signing_key: bytes,
+        identity_key: bytes,
+        expires: int,
+    ) -> SenderCertificate:
+        """Issue a certificate (server side)."""
+        if (
+            len(account_id) != ACCOUNT_ID_LEN
+            or len(signing_key) != _KEY
+            or len(identity_key) != _KEY
+        ):
+            raise DecodeError("sender certificate fields have the wrong size")
+        unsigned = cls(account_id, device_id, signing_key, identity_key, expires, b"")
+        sig = server_key.sign(cls.CONTEXT + unsigned.signed_part())
+        return cls(account_id, device_id, signing_key, identity_key, expires, sig)
+
+    def verify(self, server_key: VerifyKey, *, now: int) -> None:
+        """Raise :class:`BadSignature` unless signed by ``server_key``, and
+        :class:`InvalidMessage` if expired at ``now``."""
+        server_key.verify(self.signature, self.CONTEXT + self.signed_part())
+        if now >= self.expires:
+            raise InvalidMessage("sender certificate expired")
+
+    def signed_part(self) -> bytes:
+        return _SENDER_BODY.pack(
+            _prefix(WireType.SENDER_CERTIFICATE),
+            self.account_id,
+            self.device_id,
+            self.signing_key,
+            self.identity_key,
+            self.expires,
+        )
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+    @classmethod
+    def decode(cls, data: bytes) -> SenderCertificate:
+        _check_prefix(data, WireType.SENDER_CERTIFICATE)
+        _check_len(data, SENDER_CERTIFICATE_LEN, "sender certificate")
+        _, account_id, device_id, dsk, dik, expires = _SENDER_BODY.unpack_from(data)
+        return cls(account_id, device_id, dsk, dik, expires, bytes(data[_SENDER_BODY.size :]))
+
+
 WireMessage = (
     DeviceCertificate
     | SignedPreKey
@@ -410,6 +488,7 @@ WireMessage = (
     | PreKeyBundle
     | RatchetMessage
     | PreKeyMessage
+    | SenderCertificate
 )
 
 _DECODERS: Final = {
@@ -420,6 +499,7 @@ _DECODERS: Final = {
     WireType.PREKEY_BUNDLE: PreKeyBundle.decode,
     WireType.RATCHET_MESSAGE: RatchetMessage.decode,
     WireType.PREKEY_MESSAGE: PreKeyMessage.decode,
+    WireType.SENDER_CERTIFICATE: SenderCertificate.decode,
 }
 
 
