@@ -8,14 +8,34 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealpost.protocol import DecodeError, ProtocolError, Session, wire
+from sealpost.crypto import SigningKey
+from sealpost.protocol import (
+    DecodeError,
+    ProtocolError,
+    SenderCertificate,
+    Session,
+    seal,
+    unseal,
+    wire,
+)
 from sealpost.protocol.ratchet import RatchetState
-from support import SeededRng, established_pair, make_party
+from support import NOW, SeededRng, established_pair, make_party
 
 _RNG = SeededRng("robust")
 _BOB = make_party(_RNG)
 _A, _B, _PAIR_RNG = established_pair("robust-pair")
-_FIRST = Session.initiate(make_party(_RNG).device, _BOB.bundle(), rng=_RNG).encrypt(b"hi")
+_ALICE = make_party(_RNG)
+_FIRST = Session.initiate(_ALICE.device, _BOB.bundle(), rng=_RNG).encrypt(b"hi")
+_SERVER = SigningKey.generate(_RNG)
+_SENDER = SenderCertificate.issue(
+    _SERVER,
+    account_id=_ALICE.device.certificate.account_id,
+    device_id=1,
+    signing_key=_ALICE.device.certificate.signing_key,
+    identity_key=_ALICE.device.certificate.identity_key,
+    expires=NOW + 60,
+)
+_SEALED = seal(_FIRST, _SENDER, _BOB.device.identity_key.public_key())
 SAMPLES = [
     _BOB.device.certificate.encode(),
     _BOB.signed_prekey.public.encode(),
@@ -25,6 +45,8 @@ SAMPLES = [
     _BOB.bundle(one_time=False).encode(),
     _A.encrypt(b"a message", rng=_PAIR_RNG),
     _FIRST,
+    _SENDER.encode(),
+    _SEALED,
 ]
 MANY = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -138,3 +160,13 @@ def test_random_storage_records(data: bytes) -> None:
     for loader in (Session.from_bytes, RatchetState.from_bytes):
         with contextlib.suppress(DecodeError):
             loader(data)
+
+
+@SOME
+@given(mutated())
+def test_mutated_envelopes_into_unseal(data: bytes) -> None:
+    try:
+        opened = unseal(data, _BOB.device.identity_key, server_key=_SERVER.public_key(), now=NOW)
+    except ProtocolError:
+        return
+    assert data == _SEALED and opened.sender == _SENDER

@@ -99,6 +99,11 @@ def test_wrong_type_input(value: object) -> None:
 
 def test_oversized_input_refused_before_parsing() -> None:
     with pytest.raises(DecodeError, match="exceeds"):
+        wire.decode(b"\x01\x10" + b"\x00" * wire.SEALED_ENVELOPE_MAX)
+
+
+def test_oversized_message_refused() -> None:
+    with pytest.raises(DecodeError, match="too large"):
         wire.decode(b"\x01\x10" + b"\x00" * MAX_WIRE_MESSAGE)
 
 

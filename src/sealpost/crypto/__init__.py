@@ -8,18 +8,22 @@ failure into a :class:`sealpost.protocol.errors.ProtocolError` subclass.
 
 from sealpost.crypto.aead import aead_decrypt, aead_encrypt
 from sealpost.crypto.dh import DhPrivateKey, DhPublicKey
+from sealpost.crypto.hpke import HPKE, Hpke, Sealer, hpke_open
 from sealpost.crypto.kdf import hkdf, hkdf_expand, hmac_sha256, sha256
 from sealpost.crypto.kem import ML_KEM_768, Kem, KemPrivateKey, KemPublicKey, MlKem768
 from sealpost.crypto.sign import SigningKey, VerifyKey
 
 __all__ = [
+    "HPKE",
     "ML_KEM_768",
     "DhPrivateKey",
     "DhPublicKey",
+    "Hpke",
     "Kem",
     "KemPrivateKey",
     "KemPublicKey",
     "MlKem768",
+    "Sealer",
     "SigningKey",
     "VerifyKey",
     "aead_decrypt",
@@ -27,5 +31,6 @@ __all__ = [
     "hkdf",
     "hkdf_expand",
     "hmac_sha256",
+    "hpke_open",
     "sha256",
 ]

@@ -49,6 +49,7 @@ from sealpost.protocol.keys import (
     VerifiedDevice,
     verify_certificate,
 )
+from sealpost.protocol.sealed import UnsealedMessage, seal, unseal
 from sealpost.protocol.session import Session
 from sealpost.protocol.wire import (
     DeviceCertificate,
@@ -58,6 +59,7 @@ from sealpost.protocol.wire import (
     PreKeyBundle,
     PreKeyMessage,
     RatchetMessage,
+    SealedEnvelope,
     SenderCertificate,
     SignedPreKey,
 )
@@ -83,6 +85,7 @@ __all__ = [
     "ProtocolError",
     "RatchetMessage",
     "RemoteProtocolError",
+    "SealedEnvelope",
     "SenderCertificate",
     "Session",
     "SessionNotReady",
@@ -90,10 +93,13 @@ __all__ = [
     "SignedPreKeyPair",
     "TooManySkipped",
     "UnknownPreKey",
+    "UnsealedMessage",
     "UnsupportedVersion",
     "UntrustedIdentity",
     "VerifiedBundle",
     "VerifiedDevice",
+    "seal",
+    "unseal",
     "verify_bundle",
     "verify_certificate",
     "wire",

@@ -38,6 +38,7 @@ __all__ = [
     "KEM_PREKEY_LEN",
     "ONE_TIME_PREKEY_LEN",
     "RATCHET_HEADER_LEN",
+    "SEALED_ENVELOPE_MAX",
     "SENDER_CERTIFICATE_LEN",
     "SIGNED_PREKEY_LEN",
     "DeviceCertificate",
@@ -47,6 +48,7 @@ __all__ = [
     "PreKeyBundle",
     "PreKeyMessage",
     "RatchetMessage",
+    "SealedEnvelope",
     "SenderCertificate",
     "SignedPreKey",
     "WireMessage",
@@ -70,6 +72,7 @@ class WireType(IntEnum):
     RATCHET_MESSAGE = 0x10
     PREKEY_MESSAGE = 0x11
     SENDER_CERTIFICATE = 0x20
+    SEALED_ENVELOPE = 0x21
 
 
 class KemPreKeyKind(IntEnum):
@@ -480,6 +483,30 @@ class SenderCertificate:
         return cls(account_id, device_id, dsk, dik, expires, bytes(data[_SENDER_BODY.size :]))
 
 
+_SEALED_MIN: Final = 2 + 32 + 16  # prefix, HPKE enc, AEAD tag
+SEALED_ENVELOPE_MAX: Final = MAX_WIRE_MESSAGE + SENDER_CERTIFICATE_LEN + _SEALED_MIN
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEnvelope:
+    """An HPKE-sealed ``SenderCertificate || message`` (see :mod:`.sealed`): opaque to
+    everyone but the recipient device."""
+
+    payload: bytes  # HPKE enc (32) || ciphertext with tag
+
+    def encode(self) -> bytes:
+        return _prefix(WireType.SEALED_ENVELOPE) + self.payload
+
+    @classmethod
+    def decode(cls, data: bytes) -> SealedEnvelope:
+        _check_prefix(data, WireType.SEALED_ENVELOPE)
+        if len(data) < _SEALED_MIN:
+            raise DecodeError("truncated sealed envelope")
+        if len(data) > SEALED_ENVELOPE_MAX:
+            raise DecodeError("sealed envelope too large")
+        return cls(bytes(data[2:]))
+
+
 WireMessage = (
     DeviceCertificate
     | SignedPreKey
@@ -489,6 +516,7 @@ WireMessage = (
     | RatchetMessage
     | PreKeyMessage
     | SenderCertificate
+    | SealedEnvelope
 )
 
 _DECODERS: Final = {
@@ -500,6 +528,7 @@ _DECODERS: Final = {
     WireType.RATCHET_MESSAGE: RatchetMessage.decode,
     WireType.PREKEY_MESSAGE: PreKeyMessage.decode,
     WireType.SENDER_CERTIFICATE: SenderCertificate.decode,
+    WireType.SEALED_ENVELOPE: SealedEnvelope.decode,
 }
 
 
@@ -512,8 +541,8 @@ def decode(data: bytes) -> WireMessage:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if len(data) > MAX_WIRE_MESSAGE:
-        raise DecodeError(f"message of {len(data)} bytes exceeds {MAX_WIRE_MESSAGE}")
+    if len(data) > SEALED_ENVELOPE_MAX:
+        raise DecodeError(f"message of {len(data)} bytes exceeds {SEALED_ENVELOPE_MAX}")
     if len(data) < 2:
         raise DecodeError("truncated: no version and type")
     if data[0] != WIRE_VERSION:
