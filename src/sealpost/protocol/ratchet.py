@@ -65,7 +65,10 @@ _CHAIN_KEY_SEED = b"\x02"
 _HEADER = struct.Struct(">2s32sII")
 _PREFIX = bytes((1, WireType.RATCHET_MESSAGE))
 _U32_MAX = 0xFFFFFFFF
-_digest = hmac.digest
+try:  # OpenSSL's HMAC without hmac.digest's Python-level dispatch (same function)
+    from _hashlib import hmac_digest as _digest
+except ImportError:  # pragma: no cover - CPython without OpenSSL
+    _digest = hmac.digest  # type: ignore[assignment]
 
 
 def _kdf_rk(root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
@@ -106,6 +109,7 @@ class RatchetState:
     :meth:`decrypt`; a failed :meth:`decrypt` changes nothing. ``repr`` shows no secret."""
 
     __slots__ = (
+        "_recv_key_obj",
         "old_chains",
         "prev_n",
         "recv_chain",
@@ -142,6 +146,7 @@ class RatchetState:
         self.recv_n = recv_n  # Nr
         self.skipped = skipped if skipped is not None else {}
         self.old_chains = old_chains if old_chains is not None else []
+        self._recv_key_obj: DhPublicKey | None = None  # parsed recv_key, a cache
 
     @classmethod
     def initiator(cls, shared_key: bytes, responder_ratchet_key: bytes) -> RatchetState:
@@ -163,7 +168,10 @@ class RatchetState:
             if self.recv_key is None:
                 raise SessionNotReady("cannot send before the first message was received")
             new_key = DhPrivateKey.generate(rng)
-            dh_out = new_key.exchange(DhPublicKey.from_public_bytes(self.recv_key))
+            remote = self._recv_key_obj
+            if remote is None or remote.public_bytes_raw() != self.recv_key:
+                remote = DhPublicKey.from_public_bytes(self.recv_key)
+            dh_out = new_key.exchange(remote)
             self.root_key, self.send_chain = _kdf_rk(self.root_key, dh_out)
             self.send_key = new_key
             self.prev_n = self.send_n
@@ -233,7 +241,8 @@ class RatchetState:
                 raise TooManySkipped(pn - self.recv_n, MAX_FORWARD_SKIP)
             assert self.recv_key is not None
             _skip(self.recv_chain, self.recv_key, self.recv_n, pn, new_skipped)
-        dh_out = self.send_key.exchange(DhPublicKey.from_public_bytes(pub))
+        remote = DhPublicKey.from_public_bytes(pub)
+        dh_out = self.send_key.exchange(remote)
         root_key, chain_key = _kdf_rk(self.root_key, dh_out)
         chain_key = _skip(chain_key, pub, 0, n, new_skipped)
         mk = _digest(chain_key, _MESSAGE_KEY_SEED, "sha256")
@@ -243,6 +252,7 @@ class RatchetState:
             self.old_chains.append(self.recv_key)
         self.root_key = root_key
         self.recv_key = pub
+        self._recv_key_obj = remote
         self.recv_chain = _digest(chain_key, _CHAIN_KEY_SEED, "sha256")
         self.recv_n = n + 1
         self.send_chain = None
