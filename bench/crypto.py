@@ -100,8 +100,9 @@ def ours_pair() -> tuple[Session, Session]:
     return a, b
 
 
-def ours_pingpong(size: int) -> Callable[[int], None]:
-    a, b = ours_pair()
+def pingpong(pair: Callable[[], tuple[Any, Any]], size: int) -> Callable[[int], None]:
+    """Alternate directions, so every reply carries a new ratchet key (a DH step)."""
+    a, b = pair()
     msg = b"m" * size
 
     def run(n: int) -> None:
@@ -112,8 +113,9 @@ def ours_pingpong(size: int) -> Callable[[int], None]:
     return run
 
 
-def ours_burst(size: int) -> Callable[[int], None]:
-    a, b = ours_pair()
+def burst(pair: Callable[[], tuple[Any, Any]], size: int) -> Callable[[int], None]:
+    """One direction only: symmetric-chain steps."""
+    a, b = pair()
     msg = b"m" * size
 
     def run(n: int) -> None:
@@ -236,29 +238,6 @@ def olm_pair() -> tuple[Any, Any]:
     return a, b
 
 
-def olm_pingpong(size: int) -> Callable[[int], None]:
-    a, b = olm_pair()
-    msg = b"m" * size
-
-    def run(n: int) -> None:
-        for _ in range(n // 2):
-            b.decrypt(a.encrypt(msg))
-            a.decrypt(b.encrypt(msg))
-
-    return run
-
-
-def olm_burst(size: int) -> Callable[[int], None]:
-    a, b = olm_pair()
-    msg = b"m" * size
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            b.decrypt(a.encrypt(msg))
-
-    return run
-
-
 # ------------------------------------------------------------------ main
 
 
@@ -304,17 +283,17 @@ def main() -> None:
         label = "100 B" if size == 100 else "4 KiB"
         measure(
             f"ping-pong {label}",
-            ours_pingpong(size),
+            pingpong(ours_pair, size),
             floor_pingpong(size),
-            olm_pingpong(size) if have_olm else None,
+            pingpong(olm_pair, size) if have_olm else None,
             n(6000),
             "msgs/s",
         )
         measure(
             f"burst {label}",
-            ours_burst(size),
+            burst(ours_pair, size),
             floor_burst(size),
-            olm_burst(size) if have_olm else None,
+            burst(olm_pair, size) if have_olm else None,
             n(30000),
             "msgs/s",
         )
