@@ -1,0 +1,79 @@
+"""The ``sealpost`` command line. For now one subcommand, ``server``.
+
+Every setting of :class:`~sealpost.server.config.ServerConfig` is a flag (``--max-frame``),
+an environment variable (``SEALPOST_MAX_FRAME``) and a key of the ``[server]`` table of the
+``--config`` TOML file; flags win over the environment, which wins over the file. Errors are
+one line on stderr and a non-zero exit status::
+
+    sealpost server --data ./data --port 8765
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sealpost import __version__
+from sealpost.server.config import (
+    FIELD_TYPES,
+    ConfigError,
+    ServerConfig,
+    env_name,
+    field_doc,
+    flag_name,
+    load_config,
+)
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sealpost", description="sealpost messenger")
+    parser.add_argument("--version", action="version", version=f"sealpost {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server = sub.add_parser("server", help="run the relay server")
+    server.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML file with a [server] table ($SEALPOST_CONFIG)",
+    )
+    for f in dataclasses.fields(ServerConfig):
+        kind = FIELD_TYPES[f.name]
+        default = "required" if f.name == "data" else f"default {f.default!r}"
+        server.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            type=str if kind is Path else kind,
+            default=None,
+            metavar=kind.__name__.upper() if kind is not Path else "DIR",
+            help=f"{field_doc(f.name)} (${env_name(f.name)}; {default})",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "server":
+        flags = {name: getattr(args, name) for name in FIELD_TYPES}
+        try:
+            config = load_config(config_file=args.config, environ=os.environ, flags=flags)
+        except ConfigError as exc:
+            print(f"sealpost: {exc}", file=sys.stderr)
+            return 2
+        from sealpost.server.run import run_server
+        from sealpost.server.server_key import ServerKeyError
+
+        try:
+            run_server(config)
+        except (OSError, ServerKeyError) as exc:
+            print(f"sealpost: cannot start the server: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+    return 0

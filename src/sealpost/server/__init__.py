@@ -1,0 +1,19 @@
+"""The sealpost relay server (DESIGN.md section 5).
+
+An ASGI application (Starlette on uvicorn) that stores and forwards opaque envelopes. It
+holds public keys and ciphertext only: no message content, no private key, and for sealed
+messages no sender. Modules, one concept each:
+
+- :mod:`.config` settings (flags, environment, TOML); :mod:`.run` the uvicorn runner
+- :mod:`.app` routes and wiring; :mod:`.handlers` one module per resource;
+  :mod:`.stream` the WebSocket
+- :mod:`.auth` request signing (pure, shared with clients); :mod:`.authn` checking it
+- :mod:`.storage` the storage interface and SQLite; :mod:`.fanout` wake-ups for sockets
+- :mod:`.blobs` attachments on disk; :mod:`.ratelimit`, :mod:`.metrics`, :mod:`.openapi`
+"""
+
+from sealpost.server.app import create_app
+from sealpost.server.auth import sign_request, sign_websocket_challenge
+from sealpost.server.config import ServerConfig, load_config
+
+__all__ = ["ServerConfig", "create_app", "load_config", "sign_request", "sign_websocket_challenge"]

@@ -1,0 +1,198 @@
+"""The ASGI application: routes, error handling, metrics and the purge loop.
+
+:func:`create_app` receives every dependency (config, storage, fanout, server key, clock,
+RNG) and wires the handlers; nothing is global. Each HTTP endpoint is wrapped once so that
+
+- the per-address rate limit is applied first;
+- an :class:`~sealpost.server.errors.ApiError` becomes its JSON answer, and any other
+  exception a logged ``500 internal`` (no request data in the log line) — no input can take
+  the server down or leak a traceback to the client;
+- a count and a latency are recorded under the route template, never the path sent.
+
+The lifespan opens storage and the blob store, runs the purge of expired messages, nonces
+and attachments every ``purge_interval`` seconds, and closes everything on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from sealpost import __version__
+from sealpost.crypto.sign import SigningKey
+from sealpost.entropy import Rng
+from sealpost.server.authn import Authenticator, rate_limited
+from sealpost.server.blobs import BlobStore
+from sealpost.server.config import ServerConfig
+from sealpost.server.context import Context
+from sealpost.server.errors import ApiError, error_response
+from sealpost.server.fanout.base import Fanout
+from sealpost.server.handlers.accounts import AccountsApi
+from sealpost.server.handlers.attachments import AttachmentsApi
+from sealpost.server.handlers.certificates import CertificatesApi
+from sealpost.server.handlers.keys import KeysApi
+from sealpost.server.handlers.messages import MessagesApi
+from sealpost.server.metrics import Metrics
+from sealpost.server.openapi import openapi_document
+from sealpost.server.ratelimit import RateLimiter
+from sealpost.server.requests import client_address
+from sealpost.server.storage.base import Storage
+from sealpost.server.stream import StreamEndpoint
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sealpost.server")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _wrap(ctx: Context, template: str, endpoint: Endpoint) -> Endpoint:
+    async def handle(request: Request) -> Response:
+        start = time.perf_counter()
+        try:
+            wait = ctx.per_address.take(client_address(request))
+            if wait:
+                raise rate_limited(wait)
+            response = await endpoint(request)
+        except ApiError as exc:
+            response = exc.response()
+        except Exception:
+            log.exception("internal error in %s %s", request.method, template)
+            response = error_response(500, "internal", "internal server error")
+        labels = {"route": template, "method": request.method}
+        ctx.metrics.inc(
+            "sealpost_http_requests_total",
+            "HTTP requests by route template and status",
+            status=str(response.status_code),
+            **labels,
+        )
+        ctx.metrics.observe(
+            "sealpost_http_request_seconds",
+            "HTTP request latency by route template",
+            time.perf_counter() - start,
+            **labels,
+        )
+        return response
+
+    return handle
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        return error_response(405, "method_not_allowed", "method not allowed on this path")
+    return error_response(404, "not_found", "no such endpoint")
+
+
+async def _purge_loop(ctx: Context) -> None:
+    while True:
+        await asyncio.sleep(ctx.config.purge_interval)
+        try:
+            result = await ctx.storage.purge(ctx.clock())
+            for blob_id in result.attachments:
+                ctx.blobs.delete(blob_id)
+            if result.messages or result.attachments:
+                log.info(
+                    "purged %d expired messages and %d attachments",
+                    result.messages,
+                    len(result.attachments),
+                )
+        except Exception:
+            log.exception("purge failed")
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    storage: Storage,
+    fanout: Fanout,
+    server_key: SigningKey,
+    clock: Callable[[], int],
+    rng: Rng,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    ctx = Context(
+        config=config,
+        storage=storage,
+        fanout=fanout,
+        blobs=BlobStore(config.data / "blobs"),
+        server_key=server_key,
+        metrics=Metrics(),
+        clock=clock,
+        rng=rng,
+        per_account=RateLimiter(config.rate_per_account, clock=monotonic),
+        per_address=RateLimiter(config.rate_per_address, clock=monotonic),
+        sealed_per_address=RateLimiter(config.rate_sealed_per_address, clock=monotonic),
+    )
+    ctx.metrics.gauge(
+        "sealpost_websocket_connected", "devices connected now", lambda: fanout.connected()
+    )
+    auth = Authenticator(ctx)
+    accounts = AccountsApi(ctx, auth)
+    keys = KeysApi(ctx, auth)
+    messages = MessagesApi(ctx, auth)
+    certificates = CertificatesApi(ctx, auth)
+    attachments = AttachmentsApi(ctx, auth)
+    document = openapi_document(__version__)
+
+    async def healthz(request: Request) -> Response:
+        await storage.account_by_username("")  # storage answers
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    table: list[tuple[str, Endpoint, str]] = [
+        ("/healthz", healthz, "GET"),
+        ("/metrics", metrics, "GET"),
+        ("/openapi.json", openapi, "GET"),
+        ("/v1/accounts", accounts.register, "POST"),
+        ("/v1/accounts/{username}", accounts.lookup, "GET"),
+        ("/v1/devices", accounts.add_device, "POST"),
+        ("/v1/keys", keys.upload, "PUT"),
+        ("/v1/keys/status", keys.status, "GET"),
+        ("/v1/keys/{account_id}/{device_id}", keys.bundle, "GET"),
+        ("/v1/messages", messages.send, "PUT"),
+        ("/v1/messages", messages.fetch, "GET"),
+        ("/v1/messages/{message_id}", messages.ack, "DELETE"),
+        ("/v1/certificate/sender", certificates.sender, "GET"),
+        ("/v1/certificate/server", certificates.server, "GET"),
+        ("/v1/attachments", attachments.upload, "POST"),
+        ("/v1/attachments/{attachment_id}", attachments.download, "GET"),
+    ]
+    routes: list[Route | WebSocketRoute] = [
+        Route(path, _wrap(ctx, path, fn), methods=[method]) for path, fn, method in table
+    ]
+    routes.append(WebSocketRoute("/v1/stream", StreamEndpoint(ctx).handle))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await storage.open()
+        ctx.blobs.open()
+        purge = asyncio.create_task(_purge_loop(ctx))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+            await storage.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _not_found},
+    )
+    app.state.context = ctx
+    return app

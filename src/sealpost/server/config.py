@@ -1,0 +1,207 @@
+"""Server configuration: one frozen dataclass, filled from defaults, a TOML file, the
+environment and command-line flags, in that order of increasing precedence.
+
+Every field can be set in all three places, under one derived name, so documentation and
+behaviour cannot drift apart:
+
+=========================  ==============================  ==========================
+TOML key (``[server]``)    environment variable            flag
+=========================  ==============================  ==========================
+``max_queue_depth``        ``SEALPOST_MAX_QUEUE_DEPTH``    ``--max-queue-depth``
+=========================  ==============================  ==========================
+
+Every limit a client can push against lives here with its reason beside it; all sizes are
+bytes, all durations seconds. A rate limit of 0 switches that limit off (benchmarks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "ServerConfig", "load_config"]
+
+KiB = 1024
+MiB = 1024 * KiB
+DAY = 24 * 3600
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data: Path = field(metadata=_doc("data directory: database, server key, blobs"))
+    host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
+    port: int = field(default=8765, metadata=_doc("TCP port (0 picks a free one)"))
+    tls_cert: str = field(default="", metadata=_doc("PEM certificate chain for direct HTTPS"))
+    tls_key: str = field(default="", metadata=_doc("PEM private key for direct HTTPS"))
+    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+    forwarded_allow_ips: str = field(
+        default="",
+        metadata=_doc("reverse proxies whose X-Forwarded-For is trusted (comma separated)"),
+    )
+    # -- retention
+    message_ttl: int = field(
+        default=30 * DAY, metadata=_doc("undelivered messages are deleted after this")
+    )
+    attachment_ttl: int = field(default=30 * DAY, metadata=_doc("attachments expire after this"))
+    purge_interval: int = field(default=60, metadata=_doc("how often expired data is purged"))
+    # -- sizes (Signal's limits: 96 KiB per envelope, 256 KiB per multi-recipient request)
+    max_message_request: int = field(
+        default=256 * KiB, metadata=_doc("largest PUT /v1/messages body")
+    )
+    max_envelope: int = field(default=96 * KiB, metadata=_doc("largest single envelope body"))
+    max_envelopes: int = field(
+        default=128, metadata=_doc("envelopes in one send (devices of recipient and self)")
+    )
+    max_request: int = field(
+        default=512 * KiB, metadata=_doc("largest body of any other JSON request")
+    )
+    max_prekeys: int = field(default=200, metadata=_doc("prekeys of each kind in one upload"))
+    max_prekey_stock: int = field(
+        default=1000, metadata=_doc("one-time prekeys of each kind a device may hold")
+    )
+    prekey_refill_below: int = field(
+        default=20, metadata=_doc("stock under which a device is told to refill")
+    )
+    max_frame: int = field(default=16 * KiB, metadata=_doc("largest WebSocket frame from a client"))
+    max_queue_depth: int = field(default=10_000, metadata=_doc("queued messages per device"))
+    max_attachment: int = field(default=100 * MiB, metadata=_doc("largest attachment"))
+    fetch_batch: int = field(default=100, metadata=_doc("messages per GET /v1/messages page"))
+    # -- rates, per minute
+    rate_per_account: int = field(
+        default=1200, metadata=_doc("authenticated requests per account per minute")
+    )
+    rate_per_address: int = field(
+        default=2400, metadata=_doc("requests per client address per minute")
+    )
+    rate_sealed_per_address: int = field(
+        default=600,
+        metadata=_doc("sealed sends without delivery token per address per minute"),
+    )
+    # -- authentication
+    auth_window: int = field(
+        default=300, metadata=_doc("request timestamps may differ from the clock by this")
+    )
+    auth_handshake_timeout: float = field(
+        default=10.0, metadata=_doc("seconds a WebSocket has to answer its challenge")
+    )
+    sender_certificate_ttl: int = field(
+        default=DAY, metadata=_doc("lifetime of issued sender certificates")
+    )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    def validate(self) -> ServerConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level must be debug, info, warning or error, got {self.log_level}"
+            )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{f.name} must not be negative")
+        if self.max_envelope > self.max_message_request:
+            raise ConfigError("max_envelope must not exceed max_message_request")
+        return self
+
+
+def _field_types() -> dict[str, type]:
+    types: dict[str, type] = {}
+    for f in dataclasses.fields(ServerConfig):
+        default = f.default
+        types[f.name] = Path if f.name == "data" else type(default)
+    return types
+
+
+FIELD_TYPES: dict[str, type] = _field_types()
+
+
+def env_name(name: str) -> str:
+    return "SEALPOST_" + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_doc(name: str) -> str:
+    for f in dataclasses.fields(ServerConfig):
+        if f.name == name:
+            return str(f.metadata.get("doc", ""))
+    raise KeyError(name)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = FIELD_TYPES[name]
+    try:
+        if kind is Path:
+            if not isinstance(value, str | Path) or not str(value):
+                raise TypeError
+            return Path(value)
+        if kind is int:
+            if isinstance(value, bool | float):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} from {source}: expected {kind.__name__}") from None
+
+
+def load_config(
+    *,
+    config_file: Path | None,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any],
+) -> ServerConfig:
+    """Merge defaults < TOML file < environment < flags (``None`` flags are unset)."""
+    values: dict[str, Any] = {}
+    if config_file is None and environ.get("SEALPOST_CONFIG"):
+        config_file = Path(environ["SEALPOST_CONFIG"])
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+        table = doc.get("server", doc)
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {config_file}: [server] must be a table")
+        for key, value in table.items():
+            if key not in FIELD_TYPES:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[key] = _coerce(key, value, str(config_file))
+    for name in FIELD_TYPES:
+        env = env_name(name)
+        if env in environ:
+            values[name] = _coerce(name, environ[env], env)
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = _coerce(name, value, flag_name(name))
+    if "data" not in values:
+        raise ConfigError("no data directory: pass --data DIR or set SEALPOST_DATA")
+    return ServerConfig(**values).validate()

@@ -1,0 +1,57 @@
+"""In-process fanout: one asyncio.Event per subscribed stream. Right for a single server
+process; several processes need a shared bus (Redis pub/sub) behind the same interface."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from sealpost.server.fanout.base import DeviceAddress
+
+__all__ = ["LocalFanout", "LocalSubscription"]
+
+
+class LocalSubscription:
+    __slots__ = ("_address", "_event", "_fanout")
+
+    def __init__(self, fanout: LocalFanout, address: DeviceAddress) -> None:
+        self._fanout = fanout
+        self._address = address
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def close(self) -> None:
+        self._fanout._remove(self._address, self)
+
+
+class LocalFanout:
+    def __init__(self) -> None:
+        self._subs: dict[DeviceAddress, set[LocalSubscription]] = {}
+
+    def subscribe(self, address: DeviceAddress) -> LocalSubscription:
+        sub = LocalSubscription(self, address)
+        self._subs.setdefault(address, set()).add(sub)
+        return sub
+
+    async def publish(self, addresses: Iterable[DeviceAddress]) -> None:
+        for address in addresses:
+            for sub in self._subs.get(address, ()):
+                sub.notify()
+
+    def connected(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def _remove(self, address: DeviceAddress, sub: LocalSubscription) -> None:
+        subs = self._subs.get(address)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[address]

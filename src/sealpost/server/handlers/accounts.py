@@ -1,0 +1,161 @@
+"""Accounts and devices: registration, adding a device, lookup by username.
+
+Usernames: 3 to 32 characters from ``a-z 0-9 _ . -`` after lowercasing (ASCII only, so
+no homoglyph confusion between two names that look alike). Unique case-insensitively;
+the spelling given at registration is kept for display.
+
+Registration proves possession twice over: the device certificate must verify under the
+account key in the request, and the request itself must be signed (see
+:mod:`sealpost.server.auth`) by the device signing key that certificate names. Adding a
+device is the same, except the account key is the one already registered, so only a holder
+of the account identity key (the user's own devices) can add one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sealpost._errors import ProtocolError
+from sealpost.protocol.keys import VerifiedDevice, verify_certificate
+from sealpost.protocol.wire import DeviceCertificate
+from sealpost.server.authn import Authenticator, unauthorized
+from sealpost.server.codec import b64, get_b64, get_bool, get_str, parse_json_object
+from sealpost.server.context import Context
+from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.handlers.prekeys import invalid_key, parse_prekeys
+from sealpost.server.requests import read_body
+from sealpost.server.storage.base import (
+    AccountExists,
+    AccountRecord,
+    DeviceExists,
+    DeviceRecord,
+    UnknownAccount,
+    UsernameTaken,
+)
+
+__all__ = ["USERNAME_PATTERN", "AccountsApi"]
+
+USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
+DELIVERY_TOKEN_LEN = 32
+
+
+def normalize_username(name: str) -> str | None:
+    lower = name.lower()
+    return lower if name.isascii() and USERNAME_PATTERN.fullmatch(lower) else None
+
+
+def _certificate(doc: dict[str, Any], account_key: bytes | None) -> VerifiedDevice:
+    raw = get_b64(doc, "certificate")
+    try:
+        cert = DeviceCertificate.decode(raw)
+    except ProtocolError:
+        raise invalid_key("certificate does not decode") from None
+    try:
+        return verify_certificate(cert, expected_account_key=account_key)
+    except ProtocolError:
+        raise invalid_key("certificate is not validly signed by the account key") from None
+
+
+def devices_json(devices: list[DeviceRecord]) -> list[dict[str, Any]]:
+    return [{"device_id": d.device_id, "certificate": b64(d.certificate)} for d in devices]
+
+
+class AccountsApi:
+    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+        self._ctx = ctx
+        self._auth = auth
+
+    async def _proven(self, request: Request, body: bytes, device: VerifiedDevice) -> None:
+        """The request must be signed by the (new) device the certificate names."""
+        headers = self._auth.headers(request, required=True)
+        assert headers is not None
+        if headers.account_id != device.certificate.account_id:
+            raise unauthorized("the request is not signed by the certified device")
+        await self._auth.check(request, headers, hashlib.sha256(body).digest(), device.certificate)
+
+    async def register(self, request: Request) -> Response:
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_request)
+        doc = parse_json_object(body)
+        username = get_str(doc, "username")
+        lower = normalize_username(username)
+        if lower is None:
+            raise bad_request("username must be 3-32 characters of a-z 0-9 _ . -")
+        account_key = get_b64(doc, "account_key", length=32)
+        device = _certificate(doc, account_key)
+        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys, initial=True)
+        token = get_b64(doc, "delivery_token", length=DELIVERY_TOKEN_LEN)
+        sealed = get_bool(doc, "sealed_from_anyone", True)
+        await self._proven(request, body, device)
+        cert = device.certificate
+        now = self._ctx.clock()
+        try:
+            await self._ctx.storage.create_account(
+                AccountRecord(
+                    cert.account_id,
+                    username,
+                    account_key,
+                    hashlib.sha256(token).digest(),
+                    sealed,
+                    now,
+                ),
+                DeviceRecord(cert.account_id, cert.device_id, cert.encode(), now),
+                prekeys,
+            )
+        except UsernameTaken:
+            raise ApiError(409, "username_taken", "that username is taken") from None
+        except AccountExists:
+            raise ApiError(409, "account_exists", "that account id is registered") from None
+        self._ctx.metrics.inc("sealpost_accounts_registered_total", "accounts registered")
+        return JSONResponse(
+            {"account_id": cert.account_id.hex(), "device_id": cert.device_id}, status_code=201
+        )
+
+    async def add_device(self, request: Request) -> Response:
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_request)
+        doc = parse_json_object(body)
+        raw = get_b64(doc, "certificate")
+        try:
+            account_id = DeviceCertificate.decode(raw).account_id
+        except ProtocolError:
+            raise invalid_key("certificate does not decode") from None
+        account = await self._ctx.storage.account_by_id(account_id)
+        if account is None:
+            raise ApiError(404, "not_found", "no such account")
+        device = _certificate(doc, account.account_key)
+        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys, initial=True)
+        await self._proven(request, body, device)
+        cert = device.certificate
+        try:
+            await self._ctx.storage.add_device(
+                DeviceRecord(cert.account_id, cert.device_id, cert.encode(), self._ctx.clock()),
+                prekeys,
+            )
+        except DeviceExists:
+            raise ApiError(409, "device_exists", "that device id is registered") from None
+        except UnknownAccount:
+            raise ApiError(404, "not_found", "no such account") from None
+        return JSONResponse(
+            {"account_id": cert.account_id.hex(), "device_id": cert.device_id}, status_code=201
+        )
+
+    async def lookup(self, request: Request) -> Response:
+        lower = normalize_username(request.path_params["username"])
+        account = None if lower is None else await self._ctx.storage.account_by_username(lower)
+        if account is None:
+            raise ApiError(404, "not_found", "no such account")
+        devices = await self._ctx.storage.devices(account.account_id)
+        return JSONResponse(
+            {
+                "account_id": account.account_id.hex(),
+                "username": account.username,
+                "account_key": b64(account.account_key),
+                "devices": devices_json(devices),
+            }
+        )

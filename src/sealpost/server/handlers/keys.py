@@ -1,0 +1,105 @@
+"""Prekeys: upload, stock, and bundle fetch (which consumes one-time prekeys).
+
+A bundle fetch removes one X25519 one-time prekey and one ML-KEM one-time prekey in one
+transaction, so each is handed out at most once. When the ML-KEM stock is empty the
+device's last-resort ML-KEM key is used; when the X25519 stock is empty the bundle simply
+has none (its flags say so). Fetching is allowed without authentication (a sender need not
+reveal itself before a sealed first message) and is then rate-limited per address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sealpost.crypto.sign import VerifyKey
+from sealpost.protocol.wire import (
+    DeviceCertificate,
+    KemPreKey,
+    KemPreKeyKind,
+    OneTimePreKey,
+    PreKeyBundle,
+    SignedPreKey,
+)
+from sealpost.server.authn import Authenticator
+from sealpost.server.codec import b64, parse_hex, parse_json_object
+from sealpost.server.context import Context
+from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.handlers.prekeys import parse_prekeys
+from sealpost.server.requests import read_body
+from sealpost.server.storage.base import PreKeyStock, PreKeyStockFull
+
+__all__ = ["KeysApi"]
+
+
+def parse_device_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > 0xFFFFFFFF:
+        raise bad_request("device id must be a 32-bit unsigned integer")
+    return int(text)
+
+
+class KeysApi:
+    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+        self._ctx = ctx
+        self._auth = auth
+
+    def _stock_json(self, stock: PreKeyStock) -> dict[str, object]:
+        low = self._ctx.config.prekey_refill_below
+        return {
+            "signed_prekey": stock.signed_prekey,
+            "kem_last_resort": stock.kem_last_resort,
+            "one_time_prekeys": stock.one_time,
+            "kem_one_time_prekeys": stock.kem_one_time,
+            "refill_below": low,
+            "refill": stock.one_time < low or stock.kem_one_time < low,
+        }
+
+    async def upload(self, request: Request) -> Response:
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_request)
+        device = await self._auth.authenticate(request, hashlib.sha256(body).digest())
+        doc = parse_json_object(body)
+        dsk = VerifyKey.from_public_bytes(device.certificate.signing_key)
+        upload = parse_prekeys(doc, dsk, limit=cfg.max_prekeys, initial=False)
+        try:
+            await self._ctx.storage.store_prekeys(
+                device.account_id, device.device_id, upload, max_stock=cfg.max_prekey_stock
+            )
+        except PreKeyStockFull:
+            raise ApiError(
+                409, "prekey_stock_full", f"a device may hold {cfg.max_prekey_stock} one-time keys"
+            ) from None
+        stock = await self._ctx.storage.prekey_stock(device.account_id, device.device_id)
+        return JSONResponse(self._stock_json(stock))
+
+    async def status(self, request: Request) -> Response:
+        device = await self._auth.authenticate(request, hashlib.sha256(b"").digest())
+        stock = await self._ctx.storage.prekey_stock(device.account_id, device.device_id)
+        return JSONResponse(self._stock_json(stock))
+
+    async def bundle(self, request: Request) -> Response:
+        await self._auth.authenticate_optional(request, hashlib.sha256(b"").digest())
+        account_id = parse_hex(request.path_params["account_id"], 16, "account id")
+        device_id = parse_device_id(request.path_params["device_id"])
+        parts = await self._ctx.storage.take_bundle(account_id, device_id)
+        if parts is None:
+            raise ApiError(404, "not_found", "no such device")
+        kem = KemPreKey.decode(parts.kem) if parts.kem is not None else None
+        bundle = PreKeyBundle(
+            DeviceCertificate.decode(parts.certificate),
+            SignedPreKey.decode(parts.signed_prekey),
+            OneTimePreKey.decode(parts.one_time) if parts.one_time is not None else None,
+            kem,
+        )
+        self._ctx.metrics.inc("sealpost_bundles_served_total", "prekey bundles handed out")
+        return JSONResponse(
+            {
+                "bundle": b64(bundle.encode()),
+                "one_time_prekey": parts.one_time is not None,
+                "kem_prekey": None
+                if kem is None
+                else ("one_time" if kem.kind == KemPreKeyKind.ONE_TIME else "last_resort"),
+            }
+        )

@@ -1,0 +1,117 @@
+"""Running the server under uvicorn (uvloop, httptools, websockets).
+
+The listening socket is bound here, before uvicorn starts, so ``port = 0`` works and the
+URL printed on stdout (``sealpost server listening on http://HOST:PORT``) is the real one;
+tests and scripts read that line. Uvicorn's access log is off: it would write client
+addresses and request paths (usernames, account ids) to the log, and the server promises
+to log nothing that identifies who talks to whom.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import uvicorn
+
+from sealpost.entropy import system_clock, system_rng
+from sealpost.server.app import create_app
+from sealpost.server.config import ServerConfig
+from sealpost.server.fanout.local import LocalFanout
+from sealpost.server.server_key import load_or_create_server_key
+from sealpost.server.storage.sqlite import SqliteStorage
+
+__all__ = ["bind_socket", "run_server", "url_of"]
+
+log = logging.getLogger("sealpost.server")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(sock: socket.socket, *, tls: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, url: str) -> None:
+        super().__init__(config)
+        self._url = url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"sealpost server listening on {self._url}", flush=True)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "sealpost": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+        },
+    }
+
+
+def run_server(config: ServerConfig) -> None:
+    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound."""
+    config.data.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data, 0o700)
+    server_key = load_or_create_server_key(config.data / "server_key", system_rng)
+    app = create_app(
+        config,
+        storage=SqliteStorage(config.data / "sealpost.db"),
+        fanout=LocalFanout(),
+        server_key=server_key,
+        clock=system_clock,
+        rng=system_rng,
+        monotonic=time.monotonic,
+    )
+    sock = bind_socket(config.host, config.port)
+    url = url_of(sock, tls=config.tls)
+    uv_config = uvicorn.Config(
+        app,
+        log_config=_log_config(config.log_level),
+        log_level=config.log_level,
+        access_log=False,
+        ws_max_size=config.max_frame,
+        ws_per_message_deflate=False,
+        proxy_headers=bool(config.forwarded_allow_ips),
+        forwarded_allow_ips=config.forwarded_allow_ips or None,
+        ssl_certfile=config.tls_cert or None,
+        ssl_keyfile=config.tls_key or None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(uv_config, url)
+    try:
+        server.run(sockets=[sock])  # sets up uvloop when installed
+    finally:
+        sock.close()

@@ -1,0 +1,233 @@
+"""The storage interface of the relay server, and the records that cross it.
+
+Everything the server keeps goes through :class:`Storage`; handlers never see SQL. The
+interface is async and speaks in whole operations ("register this account with its first
+device and prekeys", "enqueue these envelopes if the device lists match"), not in rows, so
+each operation is one transaction in any backend and a PostgreSQL (asyncpg) backend can
+implement the same methods with the same guarantees:
+
+- a method that returns has committed durably (``enqueue`` returning is what lets the server
+  acknowledge a send);
+- a method that raises a :class:`StorageError` has changed nothing;
+- one-time prekeys are handed out at most once, even to concurrent fetchers.
+
+What is stored is public or opaque: certificates and prekeys are public keys, envelopes are
+ciphertext sealed to the recipient device, delivery tokens are kept as SHA-256 hashes.
+Nothing about the sender of a message is a parameter of any method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "AccountExists",
+    "AccountRecord",
+    "AttachmentRecord",
+    "BundleParts",
+    "DeviceExists",
+    "DeviceRecord",
+    "Envelope",
+    "MismatchedDevices",
+    "PreKeyStock",
+    "PreKeyStockFull",
+    "PreKeyUpload",
+    "PurgeResult",
+    "QueueFull",
+    "QueuedMessage",
+    "Storage",
+    "StorageError",
+    "UnknownAccount",
+    "UsernameTaken",
+]
+
+
+class StorageError(Exception):
+    """Root of the storage layer's expected failures; nothing was changed."""
+
+
+class UsernameTaken(StorageError):
+    pass
+
+
+class AccountExists(StorageError):
+    pass
+
+
+class DeviceExists(StorageError):
+    pass
+
+
+class UnknownAccount(StorageError):
+    def __init__(self, account_id: bytes) -> None:
+        super().__init__("unknown account")
+        self.account_id = account_id
+
+
+class QueueFull(StorageError):
+    pass
+
+
+class PreKeyStockFull(StorageError):
+    pass
+
+
+class MismatchedDevices(StorageError):
+    """A send named devices that are not exactly the destination account's devices."""
+
+    def __init__(self, accounts: Mapping[bytes, tuple[list[int], list[int]]]) -> None:
+        super().__init__("mismatched devices")
+        #: account id -> (missing device ids, extra device ids)
+        self.accounts = dict(accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    account_id: bytes
+    username: str
+    account_key: bytes
+    delivery_token_hash: bytes
+    sealed_from_anyone: bool
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    account_id: bytes
+    device_id: int
+    certificate: bytes  # wire bytes of the AIK-signed DeviceCertificate
+    registered: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyUpload:
+    """Verified prekeys, as wire bytes keyed by their key id."""
+
+    signed_prekey: tuple[int, bytes] | None = None
+    kem_last_resort: tuple[int, bytes] | None = None
+    one_time: Sequence[tuple[int, bytes]] = field(default_factory=tuple)
+    kem_one_time: Sequence[tuple[int, bytes]] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyStock:
+    signed_prekey: bool
+    kem_last_resort: bool
+    one_time: int
+    kem_one_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class BundleParts:
+    """What a bundle is built from; ``one_time`` is ``None`` when the stock ran out, and
+    ``kem`` is the last-resort key when no one-time ML-KEM key is left."""
+
+    certificate: bytes
+    signed_prekey: bytes
+    one_time: bytes | None
+    kem: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_id: bytes  # 16 random bytes chosen by the server
+    account_id: bytes
+    device_id: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    message_id: bytes
+    seq: int  # the queue's order; increases with every enqueue
+    body: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRecord:
+    attachment_id: bytes
+    size: int
+    created: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    messages: int
+    nonces: int
+    attachments: Sequence[bytes]  # ids whose blobs the caller must now delete
+
+
+class Storage(Protocol):
+    """The server's persistent state. See the module docstring for the guarantees."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # -- accounts and devices
+    async def create_account(
+        self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
+    ) -> None:
+        """Raises :class:`UsernameTaken` or :class:`AccountExists`."""
+
+    async def add_device(self, device: DeviceRecord, prekeys: PreKeyUpload) -> None:
+        """Raises :class:`UnknownAccount` or :class:`DeviceExists`."""
+
+    async def account_by_username(self, username_lower: str) -> AccountRecord | None: ...
+
+    async def account_by_id(self, account_id: bytes) -> AccountRecord | None: ...
+
+    async def devices(self, account_id: bytes) -> list[DeviceRecord]: ...
+
+    async def device(self, account_id: bytes, device_id: int) -> DeviceRecord | None: ...
+
+    # -- authentication
+    async def use_nonce(self, nonce: bytes, expires_at: int) -> bool:
+        """Record a request nonce; ``False`` if it was already recorded (a replay)."""
+
+    # -- prekeys
+    async def store_prekeys(
+        self, account_id: bytes, device_id: int, prekeys: PreKeyUpload, *, max_stock: int
+    ) -> None:
+        """Replace the signed and last-resort keys, add one-time keys. Raises
+        :class:`PreKeyStockFull` if a one-time stock would exceed ``max_stock``."""
+
+    async def take_bundle(self, account_id: bytes, device_id: int) -> BundleParts | None:
+        """Atomically remove and return one one-time prekey of each kind (if any).
+        ``None`` when the device is unknown or has no signed prekey."""
+
+    async def prekey_stock(self, account_id: bytes, device_id: int) -> PreKeyStock: ...
+
+    # -- queue
+    async def enqueue(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+    ) -> None:
+        """Store ``envelopes`` durably, all or none, once every destination account is named
+        with exactly all its devices (less the one ``exempt`` names for that account: an
+        authenticated sender's own device). Raises :class:`UnknownAccount`,
+        :class:`MismatchedDevices` or :class:`QueueFull`."""
+
+    async def fetch(
+        self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
+    ) -> list[QueuedMessage]: ...
+
+    async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
+        """Delete a message from this device's own queue; ``False`` if it has no such one."""
+
+    # -- attachments
+    async def add_attachment(self, record: AttachmentRecord) -> None: ...
+
+    async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None: ...
+
+    # -- retention
+    async def purge(self, now: int) -> PurgeResult: ...

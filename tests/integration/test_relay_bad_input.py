@@ -1,0 +1,184 @@
+"""Authentication failures and hostile input: each gets its JSON error, none changes state
+or takes the server down."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from helpers import Client, Device, ServerProcess, b64, envelopes_json
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from sealpost.server.auth import sign_websocket_challenge
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and isinstance(body["message"], str)
+
+
+def test_replayed_request_is_rejected(registered: Callable[..., Client]) -> None:
+    bob = registered()
+    nonce = os.urandom(16)
+    now = int(time.time())
+    first = bob.request("GET", "/v1/keys/status", nonce=nonce, now=now)
+    assert first.status_code == 200
+    assert_error(bob.request("GET", "/v1/keys/status", nonce=nonce, now=now), 401, "replayed")
+
+
+def test_stale_or_forged_requests_are_rejected(registered: Callable[..., Client]) -> None:
+    bob = registered()
+    assert bob.device is not None
+    assert_error(
+        bob.request("GET", "/v1/keys/status", now=int(time.time()) - 301), 401, "clock_skew"
+    )
+    assert_error(
+        bob.request("GET", "/v1/keys/status", now=int(time.time()) + 301), 401, "clock_skew"
+    )
+    # signature by another key for bob's account and device
+    impostor = Device.generate(bob.device.account, device_id=1)
+    with Client(bob.url, impostor) as client:
+        assert_error(client.request("GET", "/v1/messages"), 401, "unauthorized")
+    # a signature for one path does not authorise another
+    headers = dict(bob.request("GET", "/v1/keys/status").request.headers)
+    replay_elsewhere = bob.http.get("/v1/messages", headers=headers)
+    assert_error(replay_elsewhere, 401, "unauthorized")
+    # unknown device, garbage headers
+    with Client(bob.url, Device.generate()) as stranger:
+        assert_error(stranger.request("GET", "/v1/messages"), 401, "unauthorized")
+    assert_error(
+        bob.http.get("/v1/messages", headers={"X-Sealpost-Account": "zz"}), 401, "unauthorized"
+    )
+    assert_error(bob.http.get("/v1/messages"), 401, "unauthorized")
+
+
+BAD_BODIES: list[tuple[bytes, int, str]] = [
+    (b"{not json", 400, "malformed_json"),
+    (b"[1, 2]", 400, "malformed_json"),
+    (b"\xff\xfe", 400, "malformed_json"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "malformed_json"),  # deep nesting
+    (json.dumps({"messages": "x"}).encode(), 400, "invalid_request"),
+    (json.dumps({"messages": []}).encode(), 400, "invalid_request"),
+    (json.dumps({"messages": [1]}).encode(), 400, "invalid_request"),
+    (
+        json.dumps({"messages": [{"account_id": "00", "device_id": 1, "body": "AA=="}]}).encode(),
+        400,
+        "invalid_request",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_BODIES)
+def test_malformed_send(
+    registered: Callable[..., Client], body: bytes, status: int, code: str
+) -> None:
+    bob = registered()
+    assert_error(bob.request("PUT", "/v1/messages", content=body, signed=False), status, code)
+    assert bob.request("GET", "/v1/messages").json()["messages"] == []
+
+
+def test_wrong_types_and_encodings_change_nothing(registered: Callable[..., Client]) -> None:
+    bob = registered()
+    assert bob.device is not None
+    target = bob.device.account_id.hex()
+    cases = [
+        {"account_id": target, "device_id": "1", "body": "AA=="},
+        {"account_id": target, "device_id": True, "body": "AA=="},
+        {"account_id": target, "device_id": -1, "body": "AA=="},
+        {"account_id": target, "device_id": 2**40, "body": "AA=="},
+        {"account_id": target, "device_id": 1, "body": "not base64!"},
+        {"account_id": target, "device_id": 1, "body": 12},
+        {"account_id": target.upper()[:-1] + "g", "device_id": 1, "body": "AA=="},
+        {"account_id": target, "device_id": 1},
+    ]
+    for case in cases:
+        response = bob.request("PUT", "/v1/messages", json_body={"messages": [case]}, signed=False)
+        assert_error(response, 400, "invalid_request")
+    status = bob.request("GET", "/v1/keys/status").json()
+    for body in [{"one_time_prekeys": "x"}, {"one_time_prekeys": [1]}, {"signed_prekey": 5}]:
+        assert_error(bob.request("PUT", "/v1/keys", json_body=body), 400, "invalid_request")
+    assert bob.request("GET", "/v1/keys/status").json() == status
+    registration = Device.generate().registration("fine_name")
+    for key, value in [("username", 7), ("account_key", "AAAA"), ("delivery_token", b64(b"short"))]:
+        with Client(bob.url, Device.generate()) as client:
+            body = {**registration, key: value}
+            assert_error(
+                client.request("POST", "/v1/accounts", json_body=body), 400, "invalid_request"
+            )
+    assert bob.request("GET", "/v1/messages").json()["messages"] == []
+
+
+def test_size_limits(make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server(
+        "--max-envelope", "1000", "--max-message-request", "4000", "--max-envelopes", "3"
+    )
+    with Client(server.url, Device.generate()) as bob:
+        assert bob.register("bob").status_code == 201
+        assert bob.device is not None
+        me = bob.device.account_id
+        big = bob.send_sealed([(me, 1, os.urandom(1001))])
+        assert_error(big, 413, "too_large")
+        many = envelopes_json([(me, d, b"x") for d in range(1, 5)])
+        assert_error(
+            bob.request("PUT", "/v1/messages", json_body=many, signed=False), 413, "too_large"
+        )
+        huge = bob.request("PUT", "/v1/messages", content=b" " * 5000, signed=False)
+        assert_error(huge, 413, "too_large")
+        assert bob.send_sealed([(me, 1, os.urandom(1000))]).status_code == 200
+        assert len(bob.request("GET", "/v1/messages").json()["messages"]) == 1
+
+
+def test_unknown_routes_and_methods_are_json(server: ServerProcess) -> None:
+    with Client(server.url) as client:
+        assert_error(client.http.get("/nope"), 404, "not_found")
+        assert_error(client.http.delete("/v1/accounts"), 405, "method_not_allowed")
+        assert_error(client.http.get(f"/v1/attachments/{'00' * 32}"), 404, "not_found")
+        assert_error(client.http.get("/v1/attachments/../../etc/passwd"), 404, "not_found")
+        assert_error(client.http.get("/v1/attachments/zz"), 400, "invalid_request")
+
+
+def ws_close_code(server: ServerProcess, frames: list[str | bytes], device: Device | None) -> int:
+    with connect(server.ws_url, open_timeout=10, close_timeout=2) as ws:
+        challenge = json.loads(ws.recv(timeout=10))
+        if device is not None:
+            answer = sign_websocket_challenge(
+                device.keys.signing_key, device.account_id, device.device_id, b"\x00" * 32
+            )
+            from helpers import unb64
+
+            answer = sign_websocket_challenge(
+                device.keys.signing_key,
+                device.account_id,
+                device.device_id,
+                unb64(challenge["challenge"]),
+            )
+            ws.send(json.dumps(answer))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+        for frame in frames:
+            ws.send(frame)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=10)
+        assert ws.close_code is not None
+        return ws.close_code
+
+
+def test_websocket_bad_frames(server: ServerProcess, registered: Callable[..., Client]) -> None:
+    bob = registered()
+    assert bob.device is not None
+    assert ws_close_code(server, ["not json"], None) == 4400
+    assert ws_close_code(server, [json.dumps({"type": "auth"})], None) == 4400
+    wrong = Device.generate(bob.device.account, device_id=1)
+    bad_auth = sign_websocket_challenge(wrong.keys.signing_key, bob.device.account_id, 1, b"x" * 32)
+    assert ws_close_code(server, [json.dumps(bad_auth)], None) == 4401
+    assert ws_close_code(server, [b"\x00binary"], bob.device) == 4400
+    assert ws_close_code(server, [json.dumps({"type": "ack", "id": "zz"})], bob.device) == 4400
+    assert ws_close_code(server, ["x" * 100_000], bob.device) == 1009
+    # the server is still fine
+    assert bob.request("GET", "/v1/keys/status").status_code == 200

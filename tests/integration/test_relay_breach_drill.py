@@ -1,0 +1,142 @@
+"""Breach drill: after a scripted exchange between three accounts, a thief copies everything
+the server holds (database, WAL, blobs, logs) and finds no plaintext, no private key, and
+nothing tying a sealed message to its sender."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import (
+    Client,
+    Device,
+    ServerProcess,
+    collect_files,
+    encodings,
+    open_first_message,
+    seal_first_message,
+    server_public_key,
+    unb64,
+    wait_for,
+)
+
+from sealpost.crypto.aead import aead_decrypt, aead_encrypt
+
+
+def test_a_copy_of_the_server_reveals_nothing(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = make_server("--log-level", "debug")
+    marker = b"the plaintext marker " + os.urandom(12).hex().encode()
+    file_marker = b"attachment marker " + os.urandom(12).hex().encode()
+    devices = {name: Device.generate() for name in ("alice", "bob", "carol")}
+    clients = {name: Client(server.url, d) for name, d in devices.items()}
+    try:
+        for name, client in clients.items():
+            assert client.register(name).status_code == 201
+        alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
+        server_key = server_public_key(bob)
+
+        # alice -> bob: an attachment encrypted client-side, its key inside a sealed message
+        file_key, file_nonce = os.urandom(32), os.urandom(12)
+        blob = aead_encrypt(file_key, file_nonce, file_marker * 100, b"")
+        upload = alice.request("POST", "/v1/attachments", content=blob)
+        assert upload.status_code == 201
+        pointer = json.dumps(
+            {
+                "text": marker.decode(),
+                "id": upload.json()["id"],
+                "key": file_key.hex(),
+                "nonce": file_nonce.hex(),
+            }
+        ).encode()
+        to_bob = seal_first_message(alice, devices["bob"], pointer)
+        assert alice.send_sealed([(devices["bob"].account_id, 1, to_bob)]).status_code == 200
+        # carol -> bob and bob -> carol, sealed; carol's copy stays queued (never acked)
+        from_carol = seal_first_message(carol, devices["bob"], marker + b" from carol")
+        assert carol.send_sealed([(devices["bob"].account_id, 1, from_carol)]).status_code == 200
+        to_carol = seal_first_message(bob, devices["carol"], marker + b" to carol")
+        tokens = {devices["carol"].account_id: devices["carol"].delivery_token}
+        assert (
+            bob.send_sealed([(devices["carol"].account_id, 1, to_carol)], tokens).status_code == 200
+        )
+
+        with bob.stream() as stream:
+            frames = stream.receive_messages(2)
+            senders = []
+            for frame in frames:
+                sender, text = open_first_message(devices["bob"], unb64(frame["body"]), server_key)
+                senders.append(sender)
+                if sender == devices["alice"].account_id:
+                    note = json.loads(text)
+                    assert note["text"] == marker.decode()
+                    fetched = bob.http.get(f"/v1/attachments/{note['id']}").content
+                    plain = aead_decrypt(
+                        bytes.fromhex(note["key"]), bytes.fromhex(note["nonce"]), fetched, b""
+                    )
+                    assert plain == file_marker * 100
+                    stream.ack(frame["id"])
+            assert sorted(senders) == sorted(
+                [devices["alice"].account_id, devices["carol"].account_id]
+            )
+        wait_for(
+            lambda: len(bob.request("GET", "/v1/messages").json()["messages"]) == 1,
+            what="alice's message to be acknowledged",
+        )
+    finally:
+        for client in clients.values():
+            client.close()
+
+    # The thief's copy, taken while the server runs (database, WAL, blobs) plus its logs.
+    loot = tmp_path / "loot"
+    shutil.copytree(server.data, loot / "data")
+    shutil.copytree(server.logs, loot / "logs")
+    everything = collect_files(loot)
+    logs = collect_files(loot / "logs")
+    assert len(everything) > 100_000  # the blob and the database really are in the copy
+
+    for secret in [marker, file_marker]:
+        assert secret not in everything
+    for device in devices.values():
+        for secret in device.secrets():
+            for form in encodings(secret):
+                assert form not in everything
+        for form in encodings(device.delivery_token):
+            assert form not in everything  # stored only as SHA-256
+
+    # Senders of sealed messages: the queue rows hold the destination and the ciphertext
+    # only, and the logs name no account at all.
+    for name in ("alice", "carol", "bob"):
+        for form in encodings(devices[name].account_id):
+            assert form not in logs
+    db = sqlite3.connect(loot / "data" / "sealpost.db")
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(queue)")]
+        assert columns == [
+            "seq",
+            "account_id",
+            "device_id",
+            "message_id",
+            "body",
+            "received_at",
+            "expires_at",
+        ]
+        rows = db.execute("SELECT * FROM queue").fetchall()
+    finally:
+        db.close()
+    assert {(bytes(r[1]), r[2]) for r in rows} <= {
+        (devices["bob"].account_id, 1),
+        (devices["carol"].account_id, 1),
+    }
+    # no row carries any account id except as its own destination column
+    for row in rows:
+        rest = b"".join(bytes(v) if isinstance(v, bytes) else str(v).encode() for v in row[2:])
+        for device in devices.values():
+            for form in encodings(device.account_id):
+                assert form not in rest
+    # and alice, who only sent sealed messages, appears nowhere in the queue at all
+    assert all(bytes(r[1]) != devices["alice"].account_id for r in rows)
