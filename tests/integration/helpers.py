@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,7 @@ class Device:
     def device_id(self) -> int:
         return self.keys.device_id
 
-    def prekeys_json(self, key_ids: Iterator[int] | None = None) -> dict[str, Any]:
+    def prekeys_json(self) -> dict[str, Any]:
         return {
             "signed_prekey": b64(self.signed_prekey.public.encode()),
             "kem_last_resort": b64(self.kem_last_resort.public.encode()),
@@ -203,6 +203,10 @@ class Device:
             "delivery_token": b64(self.delivery_token),
             **self.prekeys_json(),
         }
+
+    def device_json(self) -> dict[str, Any]:
+        """The body that adds this device to its (already registered) account."""
+        return {"certificate": b64(self.keys.certificate.encode()), **self.prekeys_json()}
 
     def secrets(self) -> list[bytes]:
         """Every private key byte string of this device (for the breach drill)."""
@@ -269,6 +273,10 @@ class Client:
     def register(self, username: str) -> httpx.Response:
         assert self.device is not None
         return self.request("POST", "/v1/accounts", json_body=self.device.registration(username))
+
+    def add_device(self) -> httpx.Response:
+        assert self.device is not None
+        return self.request("POST", "/v1/devices", json_body=self.device.device_json())
 
     def lookup(self, username: str) -> httpx.Response:
         return self.request("GET", f"/v1/accounts/{username}", signed=False)

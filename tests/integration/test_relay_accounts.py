@@ -115,10 +115,9 @@ def test_add_a_second_device(server: ServerProcess, registered: Callable[..., Cl
     assert alice.device is not None
     second = Device.generate(alice.device.account, device_id=2)
     with Client(server.url, second) as client:
-        body = {"certificate": b64(second.keys.certificate.encode()), **second.prekeys_json()}
-        response = client.request("POST", "/v1/devices", json_body=body)
+        response = client.add_device()
         assert response.status_code == 201, response.text
-        again = client.request("POST", "/v1/devices", json_body=body)
+        again = client.add_device()
         assert again.status_code == 409
         assert again.json()["error"] == "device_exists"
     # a device certified by some other account key cannot join alice's account
@@ -127,7 +126,6 @@ def test_add_a_second_device(server: ServerProcess, registered: Callable[..., Cl
     )
     ghost = Device.generate(mallory, device_id=3)
     with Client(server.url, ghost) as client:
-        body = {"certificate": b64(ghost.keys.certificate.encode()), **ghost.prekeys_json()}
-        response = client.request("POST", "/v1/devices", json_body=body)
+        response = client.add_device()
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_key"

@@ -9,7 +9,6 @@ from helpers import (
     Client,
     Device,
     ServerProcess,
-    b64,
     envelopes_json,
     open_first_message,
     seal_first_message,
@@ -95,11 +94,7 @@ def test_a_device_cannot_read_or_ack_another_devices_queue(
     assert alice.device is not None and bob.device is not None
     bob2_device = Device.generate(bob.device.account, device_id=2)
     with Client(server.url, bob2_device) as bob2:
-        body = {
-            "certificate": b64(bob2_device.keys.certificate.encode()),
-            **bob2_device.prekeys_json(),
-        }
-        assert bob2.request("POST", "/v1/devices", json_body=body).status_code == 201
+        assert bob2.add_device().status_code == 201
         sent = alice.send_sealed(
             [(bob.device.account_id, 1, b"for 1"), (bob.device.account_id, 2, b"for 2")]
         )
@@ -124,11 +119,7 @@ def test_mismatched_devices_are_refused_and_nothing_stored(
     assert alice.device is not None and bob.device is not None
     bob2_device = Device.generate(bob.device.account, device_id=2)
     with Client(server.url, bob2_device) as bob2:
-        body = {
-            "certificate": b64(bob2_device.keys.certificate.encode()),
-            **bob2_device.prekeys_json(),
-        }
-        assert bob2.request("POST", "/v1/devices", json_body=body).status_code == 201
+        assert bob2.add_device().status_code == 201
         bob_id = bob.device.account_id
         missing = alice.send_sealed([(bob_id, 1, b"x")])
         assert missing.status_code == 409
