@@ -179,6 +179,6 @@ def test_websocket_bad_frames(server: ServerProcess, registered: Callable[..., C
     assert ws_close_code(server, [json.dumps(bad_auth)], None) == 4401
     assert ws_close_code(server, [b"\x00binary"], bob.device) == 4400
     assert ws_close_code(server, [json.dumps({"type": "ack", "id": "zz"})], bob.device) == 4400
-    assert ws_close_code(server, ["x" * 100_000], bob.device) == 1009
+    assert ws_close_code(server, ["x" * 500_000], bob.device) == 1009
     # the server is still fine
     assert bob.request("GET", "/v1/keys/status").status_code == 200

@@ -174,7 +174,9 @@ def create_app(
     routes: list[Route | WebSocketRoute] = [
         Route(path, _wrap(ctx, path, fn), methods=[method]) for path, fn, method in table
     ]
-    routes.append(WebSocketRoute("/v1/stream", StreamEndpoint(ctx).handle))
+    stream = StreamEndpoint(ctx, messages)
+    routes.append(WebSocketRoute("/v1/stream", stream.handle))
+    routes.append(WebSocketRoute("/v1/sealed", stream.handle_sealed))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -38,6 +38,11 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+def _frame_needed(config: ServerConfig) -> int:
+    """A WebSocket send frame: the envelopes in base64 plus about 128 bytes of JSON each."""
+    return -(-config.max_message_request // 3) * 4 + config.max_envelopes * 128 + 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     data: Path = field(metadata=_doc("data directory: database, server key, blobs"))
@@ -74,7 +79,10 @@ class ServerConfig:
     prekey_refill_below: int = field(
         default=20, metadata=_doc("stock under which a device is told to refill")
     )
-    max_frame: int = field(default=16 * KiB, metadata=_doc("largest WebSocket frame from a client"))
+    max_frame: int = field(
+        default=384 * KiB,
+        metadata=_doc("largest WebSocket frame from a client (holds a base64 send)"),
+    )
     max_queue_depth: int = field(default=10_000, metadata=_doc("queued messages per device"))
     max_attachment: int = field(default=100 * MiB, metadata=_doc("largest attachment"))
     fetch_batch: int = field(default=100, metadata=_doc("messages per GET /v1/messages page"))
@@ -117,6 +125,11 @@ class ServerConfig:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{f.name} must not be negative")
+        if self.max_frame < _frame_needed(self):
+            raise ConfigError(
+                f"max_frame must be at least {_frame_needed(self)} to carry a send of "
+                "max_message_request bytes in base64"
+            )
         if self.max_envelope > self.max_message_request:
             raise ConfigError("max_envelope must not exceed max_message_request")
         return self

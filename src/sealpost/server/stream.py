@@ -1,21 +1,33 @@
-"""The WebSocket a connected device receives its messages on: ``/v1/stream``.
+"""The WebSockets: ``/v1/stream`` (a device's own, authenticated) and ``/v1/sealed``
+(anonymous, for sealed sends). docs/PROTOCOL.md ("WebSocket frames") is the reference.
 
-Frames are JSON text. After the connection opens::
+Frames are JSON text. ``/v1/stream`` opens with a challenge::
 
     server → {"type": "challenge", "challenge": B64(32 random bytes)}
     client → {"type": "auth", "account": HEX, "device": INT, "signature": B64}
     server → {"type": "ready"}                      (or closes with 4401)
 
-then, in queue order, for every message queued for this device, including those that
-arrived while it was offline::
+then, in queue order, every message queued for this device, including those that arrived
+while it was offline::
 
     server → {"type": "message", "id": HEX, "body": B64, "received_at": INT}
     client → {"type": "ack", "id": HEX}             (deletes it from this device's queue)
 
-A message is deleted only when this very device acks it; unacknowledged messages are sent
-again on the next connection, so a client must treat ids it has seen as duplicates. Close
-codes: 4400 malformed frame, 4401 authentication failed, 4408 no answer to the challenge in
-time, 4429 rate limited, 1009 frame over the size limit (enforced by the protocol layer).
+Either socket also takes sends, the same JSON as ``PUT /v1/messages`` plus a request number
+the answer echoes. On ``/v1/stream`` they are authenticated as this device (copies to the
+account's other devices); on ``/v1/sealed`` they are sealed and carry delivery tokens::
+
+    client → {"type": "send", "req": INT, "messages": [...], "tokens": {HEX: B64, ...}}
+    server → {"type": "sent", "req": INT, "stored": INT}      (once durably stored)
+    server → {"type": "error", "req": INT, "error": CODE, "message": TEXT, ...}
+
+A connection's sends are stored in the order sent, and answered in that order; a client
+may pipeline up to ``MAX_IN_FLIGHT`` of them. A message is deleted only when this very
+device acks it; unacknowledged messages are sent again on the next connection, so a client
+must treat ids it has seen as duplicates. A second connection of the same device replaces
+the first, which is closed with 4409. Close codes: 4400 malformed frame, 4401
+authentication failed, 4408 no answer to the challenge in time, 4409 replaced by a newer
+connection of the same device, 4429 rate limited, 1009 frame over the size limit.
 
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
 the device's queue grew, so push order is queue order and a wake-up carries no content.
@@ -39,8 +51,11 @@ from sealpost._errors import ProtocolError
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.wire import DeviceCertificate
 from sealpost.server.auth import websocket_message
+from sealpost.server.authn import AuthenticatedDevice
 from sealpost.server.context import Context
-from sealpost.server.fanout.base import Subscription
+from sealpost.server.errors import ApiError
+from sealpost.server.fanout.base import DeviceAddress, Subscription
+from sealpost.server.handlers.messages import MessagesApi, parse_token_object
 from sealpost.server.requests import client_address
 
 __all__ = ["StreamEndpoint"]
@@ -49,6 +64,9 @@ log = logging.getLogger("sealpost.server.stream")
 
 CHALLENGE_LEN = 32
 PUSH_BATCH = 100
+#: Sends a connection may have submitted and not yet answered; the next waits.
+MAX_IN_FLIGHT = 64
+MAX_REQ = 2**53 - 1  # request numbers survive a JSON round trip through any language
 
 
 class _Close(Exception):
@@ -73,11 +91,30 @@ def _frame(message: MutableMapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-class StreamEndpoint:
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
+class _Socket:
+    """One accepted WebSocket: its sends are serialized (push and answers share it)."""
 
-    async def handle(self, websocket: WebSocket) -> None:
+    __slots__ = ("lock", "ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.lock = asyncio.Lock()
+
+    async def send(self, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc)
+        async with self.lock:
+            await self.ws.send_text(text)
+
+
+class StreamEndpoint:
+    def __init__(self, ctx: Context, messages: MessagesApi) -> None:
+        self._ctx = ctx
+        self._messages = messages
+        # The connection holding each device's stream, to close it when the device
+        # connects again (a process-local view; several processes need the fanout's help).
+        self._current: dict[DeviceAddress, asyncio.Event] = {}
+
+    async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
         if ctx.per_address.take(client_address(websocket)):
             await websocket.close(code=4429)
@@ -85,9 +122,7 @@ class StreamEndpoint:
         await websocket.accept()
         ctx.metrics.inc("sealpost_websocket_connections_total", "WebSocket connections opened")
         try:
-            account_id, device_id = await self._handshake(websocket)
-            await websocket.send_text(json.dumps({"type": "ready"}))
-            await self._serve(websocket, account_id, device_id)
+            await body(_Socket(websocket))
         except _Close as close:
             with contextlib.suppress(Exception):
                 await websocket.close(code=close.code, reason=close.reason)
@@ -98,7 +133,25 @@ class StreamEndpoint:
             with contextlib.suppress(Exception):
                 await websocket.close(code=1011)
 
-    async def _handshake(self, websocket: WebSocket) -> tuple[bytes, int]:
+    async def handle(self, websocket: WebSocket) -> None:
+        """``/v1/stream``: a device's authenticated connection."""
+
+        async def body(sock: _Socket) -> None:
+            device = await self._handshake(sock.ws)
+            await sock.send({"type": "ready"})
+            await self._serve(sock, device)
+
+        await self._run(websocket, body)
+
+    async def handle_sealed(self, websocket: WebSocket) -> None:
+        """``/v1/sealed``: anonymous sends; nothing ties them to an account."""
+
+        async def body(sock: _Socket) -> None:
+            await self._serve_sealed(sock)
+
+        await self._run(websocket, body)
+
+    async def _handshake(self, websocket: WebSocket) -> AuthenticatedDevice:
         challenge = self._ctx.rng(CHALLENGE_LEN)
         await websocket.send_text(
             json.dumps({"type": "challenge", "challenge": base64.b64encode(challenge).decode()})
@@ -134,33 +187,75 @@ class StreamEndpoint:
             key.verify(signature, websocket_message(challenge))
         except ProtocolError:
             raise _Close(4401, "authentication failed") from None
-        return account_id, device_id
+        return AuthenticatedDevice(account_id, device_id, cert)
 
-    async def _serve(self, websocket: WebSocket, account_id: bytes, device_id: int) -> None:
-        subscription = self._ctx.fanout.subscribe((account_id, device_id))
+    async def _serve(self, sock: _Socket, device: AuthenticatedDevice) -> None:
+        address = (device.account_id, device.device_id)
+        previous = self._current.get(address)
+        if previous is not None:
+            previous.set()  # that connection closes itself with 4409
+        displaced = asyncio.Event()
+        self._current[address] = displaced
+        subscription = self._ctx.fanout.subscribe(address)
         acks: asyncio.Queue[bytes] = asyncio.Queue()
+        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
         tasks = [
-            asyncio.create_task(self._push(websocket, subscription, account_id, device_id)),
-            asyncio.create_task(self._ack(acks, account_id, device_id)),
-            asyncio.create_task(self._receive(websocket, acks)),
+            asyncio.create_task(self._push(sock, subscription, address)),
+            asyncio.create_task(self._receive(sock, acks, answers, device)),
+            asyncio.create_task(self._answer(sock, answers)),
+            asyncio.create_task(self._displaced(displaced)),
+            asyncio.create_task(self._ack(acks, address)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # re-raise _Close / disconnect
         finally:
+            if self._current.get(address) is displaced:
+                del self._current[address]
             subscription.close()
-            tasks[0].cancel()
-            tasks[2].cancel()
+            for task in tasks[:4]:
+                task.cancel()
             # Let acks already received reach the database, then stop the acker.
             acks.put_nowait(b"")
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _receive(self, websocket: WebSocket, acks: asyncio.Queue[bytes]) -> None:
+    async def _serve_sealed(self, sock: _Socket) -> None:
+        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
+        acks: asyncio.Queue[bytes] = asyncio.Queue()  # never used: nothing to ack here
+        tasks = [
+            asyncio.create_task(self._receive(sock, acks, answers, None)),
+            asyncio.create_task(self._answer(sock, answers)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _displaced(event: asyncio.Event) -> None:
+        await event.wait()
+        raise _Close(4409, "replaced by a newer connection of this device")
+
+    async def _receive(
+        self,
+        sock: _Socket,
+        acks: asyncio.Queue[bytes],
+        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
+        device: AuthenticatedDevice | None,
+    ) -> None:
         while True:
-            doc = _frame(await websocket.receive())
-            if doc.get("type") != "ack" or not isinstance(doc.get("id"), str):
-                raise _Close(4400, "expected an ack frame")
+            doc = _frame(await sock.ws.receive())
+            kind = doc.get("type")
+            if kind == "send":
+                await self._send(sock, doc, answers, device)
+                continue
+            if kind != "ack" or device is None or not isinstance(doc.get("id"), str):
+                raise _Close(4400, "expected an ack or send frame")
             try:
                 message_id = bytes.fromhex(doc["id"])
             except ValueError:
@@ -169,8 +264,56 @@ class StreamEndpoint:
                 raise _Close(4400, "bad message id")
             acks.put_nowait(message_id)
 
-    async def _ack(self, acks: asyncio.Queue[bytes], account_id: bytes, device_id: int) -> None:
+    async def _send(
+        self,
+        sock: _Socket,
+        doc: dict[str, Any],
+        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
+        device: AuthenticatedDevice | None,
+    ) -> None:
+        req = doc.get("req")
+        if not isinstance(req, int) or isinstance(req, bool) or not 0 <= req <= MAX_REQ:
+            raise _Close(4400, "a send frame needs a request number")
+        ctx = self._ctx
+        try:
+            if device is None:
+                address = client_address(sock.ws)
+                wait = ctx.per_address.take(address)
+                tokens = parse_token_object(doc.get("tokens"), ctx.config.max_envelopes)
+            else:
+                address = ""
+                wait = ctx.per_account.take(device.account_id)
+                tokens = {}
+            if wait:
+                raise ApiError(
+                    429, "rate_limited", "too many requests", extra={"retry_after": wait}
+                )
+            prepared = await self._messages.prepare(
+                doc, sender=device, tokens=tokens, address=address
+            )
+        except ApiError as exc:
+            await sock.send(_error(req, exc))
+            return
+        await answers.put((req, self._messages.submit(prepared)))
+
+    async def _answer(
+        self, sock: _Socket, answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None]
+    ) -> None:
+        while True:
+            item = await answers.get()
+            if item is None:
+                return
+            req, task = item
+            try:
+                stored = await task
+            except ApiError as exc:
+                await sock.send(_error(req, exc))
+            else:
+                await sock.send({"type": "sent", "req": req, "stored": stored})
+
+    async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress) -> None:
         storage = self._ctx.storage
+        account_id, device_id = address
         while True:
             ids = [await acks.get()]
             while not acks.empty():
@@ -186,9 +329,10 @@ class StreamEndpoint:
                 return
 
     async def _push(
-        self, websocket: WebSocket, subscription: Subscription, account_id: bytes, device_id: int
+        self, sock: _Socket, subscription: Subscription, address: DeviceAddress
     ) -> None:
         storage = self._ctx.storage
+        account_id, device_id = address
         last = 0
         while True:
             subscription.clear()
@@ -197,12 +341,17 @@ class StreamEndpoint:
                 await subscription.wait()
                 continue
             for message in batch:
-                frame = {
-                    "type": "message",
-                    "id": message.message_id.hex(),
-                    "body": base64.b64encode(message.body).decode(),
-                    "received_at": message.received_at,
-                }
-                await websocket.send_text(json.dumps(frame))
+                await sock.send(
+                    {
+                        "type": "message",
+                        "id": message.message_id.hex(),
+                        "body": base64.b64encode(message.body).decode(),
+                        "received_at": message.received_at,
+                    }
+                )
                 last = message.seq
             self._ctx.metrics.inc("sealpost_messages_pushed_total", "messages pushed", len(batch))
+
+
+def _error(req: int, exc: ApiError) -> dict[str, Any]:
+    return {"type": "error", "req": req, "error": exc.code, "message": exc.message, **exc.extra}

@@ -21,14 +21,16 @@ The answer is sent only after the envelopes are committed to disk. Nothing about
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sealpost.server.authn import Authenticator, rate_limited
+from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
 from sealpost.server.codec import (
     b64,
     decode_b64,
@@ -49,7 +51,13 @@ from sealpost.server.storage.base import (
     UnknownAccount,
 )
 
-__all__ = ["DELIVERY_TOKEN_HEADER", "MessagesApi", "parse_delivery_tokens"]
+__all__ = [
+    "DELIVERY_TOKEN_HEADER",
+    "MessagesApi",
+    "PreparedSend",
+    "parse_delivery_tokens",
+    "parse_token_object",
+]
 
 DELIVERY_TOKEN_HEADER = "X-Sealpost-Delivery-Token"  # noqa: S105 (a header name)
 MESSAGE_ID_LEN = 16
@@ -71,7 +79,37 @@ def parse_delivery_tokens(value: str, limit: int) -> dict[bytes, bytes]:
     return tokens
 
 
+def parse_token_object(value: object, limit: int) -> dict[bytes, bytes]:
+    """The WebSocket form of delivery tokens: ``{"<account id hex>": "<base64>", ...}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request("tokens must be an object of account id hex to base64")
+    if len(value) > limit:
+        raise too_large("too many delivery tokens")
+    tokens: dict[bytes, bytes] = {}
+    for account_hex, token_b64 in value.items():
+        if not isinstance(token_b64, str):
+            raise bad_request("tokens must be an object of account id hex to base64")
+        token = decode_b64(token_b64, "delivery token")
+        if len(token) != 32:
+            raise bad_request("delivery tokens are 32 bytes")
+        tokens[parse_hex(account_hex, 16, "delivery token account id")] = token
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """A checked send, ready to be stored: what :meth:`MessagesApi.submit` takes."""
+
+    envelopes: list[Envelope]
+    exempt: dict[bytes, int]
+
+
 class MessagesApi:
+    """Sends arrive over HTTP (``PUT /v1/messages``) or as ``send`` frames on a WebSocket
+    (:mod:`sealpost.server.stream`); both go through :meth:`prepare` and :meth:`submit`."""
+
     def __init__(self, ctx: Context, auth: Authenticator) -> None:
         self._ctx = ctx
         self._auth = auth
@@ -83,6 +121,7 @@ class MessagesApi:
             raise bad_request("messages must not be empty")
         seen: set[tuple[bytes, int]] = set()
         out = []
+        total = 0
         for item in items:
             if not isinstance(item, dict):
                 raise bad_request("each message must be an object")
@@ -93,16 +132,18 @@ class MessagesApi:
                 raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
             if not body:
                 raise bad_request("an envelope body must not be empty")
+            total += len(body)
+            if total > cfg.max_message_request:
+                raise too_large(f"a send is over {cfg.max_message_request} bytes")
             if (account_id, device_id) in seen:
                 raise bad_request("a device is named twice")
             seen.add((account_id, device_id))
             out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, body))
         return out
 
-    async def _check_sealed(self, request: Request, accounts: set[bytes]) -> None:
-        tokens = parse_delivery_tokens(
-            request.headers.get(DELIVERY_TOKEN_HEADER, ""), self._ctx.config.max_envelopes
-        )
+    async def _check_sealed(
+        self, tokens: dict[bytes, bytes], accounts: set[bytes], address: str
+    ) -> None:
         open_needed = False
         for account_id in accounts:
             account = await self._ctx.storage.account_by_id(account_id)
@@ -118,26 +159,45 @@ class MessagesApi:
             else:
                 raise ApiError(403, "forbidden", "recipient requires a delivery token")
         if open_needed:
-            wait = self._ctx.sealed_per_address.take(client_address(request))
+            wait = self._ctx.sealed_per_address.take(address)
             if wait:
                 raise rate_limited(wait)
 
-    async def send(self, request: Request) -> Response:
-        cfg = self._ctx.config
-        body = await read_body(request, cfg.max_message_request)
-        sender = await self._auth.authenticate_optional(request, hashlib.sha256(body).digest())
-        envelopes = self._envelopes(parse_json_object(body))
-        accounts = {e.account_id for e in envelopes}
+    async def prepare(
+        self,
+        doc: dict[str, Any],
+        *,
+        sender: AuthenticatedDevice | None,
+        tokens: dict[bytes, bytes],
+        address: str,
+    ) -> PreparedSend:
+        """Validate a send and authorize it: sealed (``sender`` is ``None``) by delivery
+        token or the recipient's open flag, authenticated by the sender's own account.
+        Raises :class:`ApiError`; stores nothing."""
+        envelopes = self._envelopes(doc)
         exempt: dict[bytes, int] = {}
         if sender is None:
-            await self._check_sealed(request, accounts)
+            await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
         else:
             exempt[sender.account_id] = sender.device_id
+        return PreparedSend(envelopes, exempt)
+
+    def submit(self, prepared: PreparedSend) -> asyncio.Task[int]:
+        """Start storing a prepared send. Sends submitted one after another reach the
+        database in that order (tasks start in creation order and hand their write to the
+        single writer queue before their first suspension), so a connection can pipeline
+        its sends without reordering them. The task's result is the number stored, once
+        durable; it raises :class:`ApiError`."""
+        return asyncio.create_task(self._store(prepared))
+
+    async def _store(self, prepared: PreparedSend) -> int:
+        cfg = self._ctx.config
+        envelopes = prepared.envelopes
         now = self._ctx.clock()
         try:
             await self._ctx.storage.enqueue(
                 envelopes,
-                exempt=exempt,
+                exempt=prepared.exempt,
                 received_at=now,
                 expires_at=now + cfg.message_ttl,
                 max_depth=cfg.max_queue_depth,
@@ -152,7 +212,24 @@ class MessagesApi:
         self._ctx.metrics.inc(
             "sealpost_messages_stored_total", "envelopes durably queued", len(envelopes)
         )
-        return JSONResponse({"stored": len(envelopes)})
+        return len(envelopes)
+
+    async def send(self, request: Request) -> Response:
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_message_request)
+        sender = await self._auth.authenticate_optional(request, hashlib.sha256(body).digest())
+        tokens = {}
+        if sender is None:
+            tokens = parse_delivery_tokens(
+                request.headers.get(DELIVERY_TOKEN_HEADER, ""), cfg.max_envelopes
+            )
+        prepared = await self.prepare(
+            parse_json_object(body),
+            sender=sender,
+            tokens=tokens,
+            address=client_address(request),
+        )
+        return JSONResponse({"stored": await self.submit(prepared)})
 
     async def _mismatch(self, exc: MismatchedDevices) -> ApiError:
         accounts = {}
