@@ -104,6 +104,7 @@ def test_own_device_copies_go_over_the_authenticated_stream(
         with alice.stream() as first_stream:
             # device 1 is exempt from its own account's list: naming device 2 is complete
             first_stream.ws.send(send_frame(7, [(alice.device.account_id, 2, b"copy")]))
+            assert json.loads(first_stream.ws.recv(timeout=TIMEOUT)) == {"type": "empty"}
             assert json.loads(first_stream.ws.recv(timeout=TIMEOUT)) == {
                 "type": "sent",
                 "req": 7,
@@ -123,7 +124,8 @@ def test_a_second_connection_replaces_the_first(
     assert bob.device is not None
     with bob.stream() as old, bob.stream() as new:
         with pytest.raises(ConnectionClosed):
-            old.ws.recv(timeout=TIMEOUT)
+            while True:
+                assert json.loads(old.ws.recv(timeout=TIMEOUT)) == {"type": "empty"}
         assert old.ws.close_code == 4409
         response = alice.send_sealed(
             [(bob.device.account_id, 1, b"only to the new one")],
@@ -132,3 +134,23 @@ def test_a_second_connection_replaces_the_first(
         assert response.status_code == 200
         [frame] = new.receive_messages(1)
         assert unb64(frame["body"]) == b"only to the new one"
+
+
+def test_empty_marks_the_end_of_the_backlog(
+    server: ServerProcess, registered: Callable[..., Client]
+) -> None:
+    alice, bob = registered(), registered()
+    assert bob.device is not None
+    for i in range(3):
+        alice.send_sealed(
+            [(bob.device.account_id, 1, b"queued %d" % i)],
+            {bob.device.account_id: bob.device.delivery_token},
+        )
+    with bob.stream() as stream:
+        kinds = [stream.recv()["type"] for _ in range(4)]
+        assert kinds == ["message", "message", "message", "empty"]
+        alice.send_sealed(
+            [(bob.device.account_id, 1, b"later")],
+            {bob.device.account_id: bob.device.delivery_token},
+        )
+        assert [stream.recv()["type"] for _ in range(2)] == ["message", "empty"]

@@ -12,6 +12,8 @@ while it was offline::
 
     server → {"type": "message", "id": HEX, "body": B64, "received_at": INT}
     client → {"type": "ack", "id": HEX}             (deletes it from this device's queue)
+    server → {"type": "empty"}       (everything queued so far was pushed; again after
+                                      each later burst)
 
 Either socket also takes sends, the same JSON as ``PUT /v1/messages`` plus a request number
 the answer echoes. On ``/v1/stream`` they are authenticated as this device (copies to the
@@ -334,12 +336,17 @@ class StreamEndpoint:
         storage = self._ctx.storage
         account_id, device_id = address
         last = 0
+        idle = False
         while True:
             subscription.clear()
             batch = await storage.fetch(account_id, device_id, after_seq=last, limit=PUSH_BATCH)
             if not batch:
+                if not idle:
+                    await sock.send({"type": "empty"})
+                    idle = True
                 await subscription.wait()
                 continue
+            idle = False
             for message in batch:
                 await sock.send(
                     {
