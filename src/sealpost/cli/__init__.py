@@ -1,4 +1,5 @@
-"""The ``sealpost`` command line. For now one subcommand, ``server``.
+"""The ``sealpost`` command line: ``server`` runs a relay; the client commands (``init``,
+``send``, ``receive``, ``listen``, ...) are in :mod:`sealpost.cli.client_cli`.
 
 Every setting of :class:`~sealpost.server.config.ServerConfig` is a flag (``--max-frame``),
 an environment variable (``SEALPOST_MAX_FRAME``) and a key of the ``[server]`` table of the
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sealpost import __version__
+from sealpost.cli.client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from sealpost.server.config import (
     FIELD_TYPES,
     ConfigError,
@@ -34,6 +36,14 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sealpost", description="sealpost messenger")
     parser.add_argument("--version", action="version", version=f"sealpost {__version__}")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the profile to use ($SEALPOST_PROFILE; default under the user's data dir)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server = sub.add_parser("server", help="run the relay server")
     server.add_argument(
@@ -53,12 +63,15 @@ def _parser() -> argparse.ArgumentParser:
             metavar=kind.__name__.upper() if kind is not Path else "DIR",
             help=f"{field_doc(f.name)} (${env_name(f.name)}; {default})",
         )
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     if args.command == "server":
         flags = {name: getattr(args, name) for name in FIELD_TYPES}
         try:

@@ -1,0 +1,74 @@
+"""Every error the client library raises, under one root, :class:`ClientError`.
+
+The tree::
+
+    ClientError
+    ├── TransportError              the server could not be used
+    │   ├── ServerUnavailable       unreachable, connection lost, timed out
+    │   └── ServerError             the server answered with a JSON error (``code``)
+    ├── UnknownContact              no such username on the server
+    ├── UntrustedContact            a verified contact's account key changed: not sent
+    ├── NotRegistered               the profile has no account on its server yet
+    └── ProfileError                (from :mod:`sealpost.client.store`) the local store
+
+Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
+escape the receive loop: the message is dropped and counted, and the loop goes on.
+No message contains a passcode, key material or message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ClientError",
+    "NotRegistered",
+    "ServerError",
+    "ServerUnavailable",
+    "TransportError",
+    "UnknownContact",
+    "UntrustedContact",
+]
+
+
+class ClientError(Exception):
+    """Root of the client library's errors."""
+
+
+class TransportError(ClientError):
+    pass
+
+
+class ServerUnavailable(TransportError):
+    pass
+
+
+class ServerError(TransportError):
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"server refused ({code}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+
+
+class UnknownContact(ClientError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user {name!r} on this server")
+        self.name = name
+
+
+class UntrustedContact(ClientError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name}'s safety number changed since you verified it; nothing was sent. "
+            f"Compare it again (sealpost safety-number {name}) and run "
+            f"'sealpost verify {name}'"
+        )
+        self.name = name
+
+
+class NotRegistered(ClientError):
+    pass

@@ -1,0 +1,488 @@
+"""The profile's local store: a SQLCipher database whose key is wrapped by the passcode.
+
+A profile directory holds two files:
+
+``keyfile.json``
+    the database key (32 random bytes) wrapped with AES-256-GCM under a key derived from
+    the passcode with Argon2id (RFC 9106's second recommended set by default: t=3,
+    m=64 MiB, p=4), with the parameters and salt beside it so they can be raised later,
+    and the count of wrong passcodes. The AEAD's associated data binds the format version
+    and the KDF parameters, so they cannot be swapped for weaker ones.
+``profile.db``
+    the SQLCipher database (every page encrypted; ``PRAGMA key`` with the raw key).
+
+Wrong passcodes. Each try is counted in the keyfile *before* Argon2id runs (so killing the
+process mid-try still counts it) and the counter is reset by a success. From the fifth
+failure on, the next try must wait (30 s, 1 min, 5 min, 15 min, then 1 h each), like a
+phone. With ``wipe_after=N``, the Nth failure in a row destroys the wrapped key (crypto
+erasure: the database is then noise) and deletes the database. See docs/THREAT_MODEL.md for
+what a software counter cannot stop: an attacker with a copy of the files guesses offline,
+paying only Argon2id's price per guess.
+
+Changing the passcode re-wraps the same database key under a new salt (and optionally
+stronger parameters); the database is not re-encrypted.
+
+Errors (all :class:`StoreError`)::
+
+    StoreError
+    ├── ProfileExists       create() where a profile already is
+    ├── NoProfile           open() where there is none
+    ├── WrongPasscode       .failures, .retry_after
+    ├── TooManyAttempts     a try before the delay has passed; .retry_after
+    ├── ProfileWiped        the key was destroyed after too many failures
+    ├── CorruptProfile      the keyfile or database is damaged
+    └── WeakParameters      KDF parameters under the floor
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
+from argon2.low_level import Type, hash_secret_raw
+
+from sealpost._errors import ProtocolError
+from sealpost.crypto.aead import aead_decrypt, aead_encrypt
+from sealpost.entropy import Rng, system_rng
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TEST_PARAMS",
+    "CorruptProfile",
+    "KdfParams",
+    "NoProfile",
+    "ProfileExists",
+    "ProfileWiped",
+    "Store",
+    "StoreError",
+    "TooManyAttempts",
+    "WeakParameters",
+    "WrongPasscode",
+    "delay_after",
+]
+
+KEYFILE = "keyfile.json"
+DATABASE = "profile.db"
+FORMAT_VERSION = 1
+KEY_LEN = 32
+SALT_LEN = 16
+NONCE_LEN = 12
+FREE_TRIES = 4
+DELAYS = (30.0, 60.0, 300.0, 900.0, 3600.0)  # after failure 5, 6, 7, 8, then 9 and on
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE prekeys (
+    kind TEXT NOT NULL, key_id INTEGER NOT NULL, record BLOB NOT NULL,
+    created INTEGER NOT NULL, PRIMARY KEY (kind, key_id));
+CREATE TABLE contacts (
+    account_id BLOB PRIMARY KEY, username TEXT NOT NULL, account_key BLOB NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0, key_changed INTEGER NOT NULL DEFAULT 0,
+    previous_key BLOB, delivery_token BLOB, added INTEGER NOT NULL);
+CREATE UNIQUE INDEX contacts_username ON contacts(username);
+CREATE TABLE contact_devices (
+    account_id BLOB NOT NULL REFERENCES contacts(account_id) ON DELETE CASCADE,
+    device_id INTEGER NOT NULL, certificate BLOB NOT NULL,
+    PRIMARY KEY (account_id, device_id));
+CREATE TABLE sessions (
+    account_id BLOB NOT NULL, device_id INTEGER NOT NULL, state BLOB NOT NULL,
+    updated INTEGER NOT NULL, PRIMARY KEY (account_id, device_id));
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY, message_uuid BLOB NOT NULL UNIQUE, peer BLOB NOT NULL,
+    outgoing INTEGER NOT NULL, body TEXT NOT NULL, sent_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL, status TEXT NOT NULL);
+CREATE INDEX messages_peer ON messages(peer, id);
+CREATE TABLE processed (server_id BLOB PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_uuid BLOB NOT NULL, payload BLOB NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """Root of the local store's errors. No message contains a passcode or a key."""
+
+
+class ProfileExists(StoreError):
+    pass
+
+
+class NoProfile(StoreError):
+    pass
+
+
+class WrongPasscode(StoreError):
+    def __init__(self, failures: int, retry_after: float) -> None:
+        super().__init__(f"wrong passcode ({failures} failed tries)")
+        self.failures = failures
+        self.retry_after = retry_after
+
+
+class TooManyAttempts(StoreError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many wrong passcodes; try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class ProfileWiped(StoreError):
+    pass
+
+
+class CorruptProfile(StoreError):
+    pass
+
+
+class WeakParameters(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """Argon2id cost: ``t`` passes over ``m_kib`` KiB with ``p`` lanes."""
+
+    t: int = 3
+    m_kib: int = 65536
+    p: int = 4
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alg": "argon2id", "t": self.t, "m_kib": self.m_kib, "p": self.p}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> KdfParams:
+        if not isinstance(doc, dict) or doc.get("alg") != "argon2id":
+            raise CorruptProfile("unknown key derivation")
+        values = [doc.get(k) for k in ("t", "m_kib", "p")]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        if len(ints) != 3:
+            raise CorruptProfile("bad key derivation parameters")
+        return cls(*ints)
+
+
+DEFAULT_PARAMS = KdfParams()
+#: Fast parameters for tests only; accepted only when passed explicitly.
+TEST_PARAMS = KdfParams(t=1, m_kib=8, p=1)
+_FLOOR = KdfParams(t=3, m_kib=65536, p=1)
+
+
+def _check_params(params: KdfParams) -> None:
+    if params == TEST_PARAMS:
+        return
+    if params.t < _FLOOR.t or params.m_kib < _FLOOR.m_kib or params.p < _FLOOR.p:
+        raise WeakParameters("Argon2id parameters under t=3, m=64 MiB, p=1 are refused")
+
+
+def delay_after(failures: int) -> float:
+    """Seconds the next try must wait after ``failures`` wrong passcodes in a row."""
+    if failures <= FREE_TRIES:
+        return 0.0
+    return DELAYS[min(failures - FREE_TRIES, len(DELAYS)) - 1]
+
+
+def _derive(passcode: str, salt: bytes, params: KdfParams) -> bytes:
+    return hash_secret_raw(
+        passcode.encode("utf-8"),
+        salt,
+        time_cost=params.t,
+        memory_cost=params.m_kib,
+        parallelism=params.p,
+        hash_len=KEY_LEN,
+        type=Type.ID,
+    )
+
+
+def _aad(params: KdfParams, salt: bytes) -> bytes:
+    doc = {"version": FORMAT_VERSION, "kdf": params.to_json(), "salt": salt.hex()}
+    return b"sealpost/v1/keyfile\x00" + json.dumps(doc, sort_keys=True).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise CorruptProfile("keyfile field is not base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise CorruptProfile("keyfile field is not base64") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class _KeyFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            raise NoProfile("no profile") from None
+        except (ValueError, OSError):
+            raise CorruptProfile("the keyfile is damaged") from None
+        if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+            raise CorruptProfile("unknown keyfile format")
+        return doc
+
+    def write(self, doc: dict[str, Any]) -> None:
+        _write_atomic(self.path, json.dumps(doc, indent=1).encode())
+
+
+def _hex_key_pragma(key: bytes) -> str:
+    return f"PRAGMA key = \"x'{key.hex()}'\""
+
+
+def _connect(path: Path, key: bytes) -> Any:
+    conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(_hex_key_pragma(key))
+        with contextlib.suppress(sqlcipher.Error):
+            conn.execute("PRAGMA cipher_memory_security = ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA secure_delete = ON")
+    except sqlcipher.DatabaseError:
+        conn.close()
+        raise CorruptProfile("the database does not open with its key") from None
+    return conn
+
+
+class Store:
+    """An open profile. Single-threaded use; :meth:`transaction` for every write."""
+
+    def __init__(self, directory: Path, conn: Any, params: KdfParams) -> None:
+        self._dir = directory
+        self._conn = conn
+        self._params = params
+        self._in_tx = False
+
+    def __repr__(self) -> str:
+        return f"Store(path={str(self._dir)!r})"
+
+    # -- lifecycle
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return (Path(directory) / KEYFILE).exists()
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        passcode: str,
+        *,
+        params: KdfParams = DEFAULT_PARAMS,
+        wipe_after: int | None = None,
+        rng: Rng = system_rng,
+    ) -> Store:
+        directory = Path(directory)
+        _check_params(params)
+        if not passcode:
+            raise WeakParameters("an empty passcode is refused")
+        if wipe_after is not None and wipe_after < 1:
+            raise WeakParameters("wipe_after must be at least 1")
+        if cls.exists(directory) or (directory / DATABASE).exists():
+            raise ProfileExists("a profile already exists there")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        key = rng(KEY_LEN)
+        salt = rng(SALT_LEN)
+        doc = {
+            "version": FORMAT_VERSION,
+            "kdf": params.to_json() | {"salt": _b64(salt)},
+            "wrapped": _b64(cls._wrap(key, passcode, salt, params, rng)),
+            "failures": 0,
+            "not_before": 0.0,
+            "wipe_after": wipe_after,
+        }
+        conn = _connect(directory / DATABASE, key)
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _KeyFile(directory / KEYFILE).write(doc)
+        return cls(directory, conn, params)
+
+    @staticmethod
+    def _wrap(key: bytes, passcode: str, salt: bytes, params: KdfParams, rng: Rng) -> bytes:
+        nonce = rng(NONCE_LEN)
+        kek = _derive(passcode, salt, params)
+        return nonce + aead_encrypt(kek, nonce, key, _aad(params, salt))
+
+    @classmethod
+    def open(
+        cls, directory: Path, passcode: str, *, clock: Callable[[], float] = time.time
+    ) -> Store:
+        directory = Path(directory)
+        keyfile = _KeyFile(directory / KEYFILE)
+        doc = keyfile.read()
+        if doc.get("wiped"):
+            raise ProfileWiped("this profile was wiped after too many wrong passcodes")
+        params, salt = cls._params_of(doc)
+        failures = doc.get("failures")
+        not_before = doc.get("not_before")
+        if not isinstance(failures, int) or not isinstance(not_before, int | float):
+            raise CorruptProfile("bad failure counter")
+        now = clock()
+        if now < not_before:
+            raise TooManyAttempts(not_before - now)
+        wrapped = _unb64(doc.get("wrapped"))
+        # count the try before paying for it, so a killed process still counts it
+        failures += 1
+        doc["failures"] = failures
+        doc["not_before"] = now + delay_after(failures)
+        keyfile.write(doc)
+        key = cls._unwrap(wrapped, passcode, salt, params)
+        if key is None:
+            wipe_after = doc.get("wipe_after")
+            if isinstance(wipe_after, int) and failures >= wipe_after:
+                cls._wipe(directory, doc, keyfile)
+                raise ProfileWiped("this profile was wiped after too many wrong passcodes")
+            raise WrongPasscode(failures, delay_after(failures))
+        doc["failures"] = 0
+        doc["not_before"] = 0.0
+        keyfile.write(doc)
+        if not (directory / DATABASE).exists():
+            raise CorruptProfile("the database is missing")
+        return cls(directory, _connect(directory / DATABASE, key), params)
+
+    @staticmethod
+    def _params_of(doc: dict[str, Any]) -> tuple[KdfParams, bytes]:
+        kdf = doc.get("kdf")
+        params = KdfParams.from_json(kdf)
+        salt = _unb64(kdf.get("salt") if isinstance(kdf, dict) else None)
+        if len(salt) != SALT_LEN:
+            raise CorruptProfile("bad salt")
+        return params, salt
+
+    @staticmethod
+    def _unwrap(wrapped: bytes, passcode: str, salt: bytes, params: KdfParams) -> bytes | None:
+        if len(wrapped) != NONCE_LEN + KEY_LEN + 16:
+            raise CorruptProfile("bad wrapped key")
+        kek = _derive(passcode, salt, params)
+        try:
+            return aead_decrypt(kek, wrapped[:NONCE_LEN], wrapped[NONCE_LEN:], _aad(params, salt))
+        except ProtocolError:
+            return None
+
+    @staticmethod
+    def _wipe(directory: Path, doc: dict[str, Any], keyfile: _KeyFile) -> None:
+        doc["wrapped"] = _b64(os.urandom(NONCE_LEN + KEY_LEN + 16))
+        keyfile.write(doc)  # overwrite the key in place first
+        doc.pop("wrapped")
+        doc["wiped"] = True
+        keyfile.write(doc)
+        for name in (DATABASE, DATABASE + "-wal", DATABASE + "-shm"):
+            path = directory / name
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                with path.open("r+b") as f:  # best effort: SSDs and journals keep copies
+                    f.write(os.urandom(min(size, 64 * 1024 * 1024)))
+                    f.flush()
+                    os.fsync(f.fileno())
+                path.unlink()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlcipher.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- facts and settings
+
+    @property
+    def path(self) -> Path:
+        return self._dir
+
+    @property
+    def kdf_params(self) -> KdfParams:
+        return self._params
+
+    def change_passcode(
+        self, old: str, new: str, *, params: KdfParams | None = None, rng: Rng = system_rng
+    ) -> None:
+        if not new:
+            raise WeakParameters("an empty passcode is refused")
+        params = params or self._params
+        _check_params(params)
+        keyfile = _KeyFile(self._dir / KEYFILE)
+        doc = keyfile.read()
+        old_params, old_salt = self._params_of(doc)
+        key = self._unwrap(_unb64(doc.get("wrapped")), old, old_salt, old_params)
+        if key is None:
+            raise WrongPasscode(0, 0.0)
+        salt = rng(SALT_LEN)
+        doc["kdf"] = params.to_json() | {"salt": _b64(salt)}
+        doc["wrapped"] = _b64(self._wrap(key, new, salt, params, rng))
+        keyfile.write(doc)
+        self._params = params
+
+    def set_wipe_after(self, wipe_after: int | None) -> None:
+        if wipe_after is not None and wipe_after < 1:
+            raise WeakParameters("wipe_after must be at least 1")
+        keyfile = _KeyFile(self._dir / KEYFILE)
+        doc = keyfile.read()
+        doc["wipe_after"] = wipe_after
+        keyfile.write(doc)
+
+    # -- data
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (fsynced), or ``ROLLBACK`` on any exception."""
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        if self._in_tx:
+            raise StoreError("transactions do not nest")
+        self._in_tx = True
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def read(self) -> Any:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self.read().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, conn: Any, key: str, value: bytes) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

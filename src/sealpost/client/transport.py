@@ -1,0 +1,411 @@
+"""Talking to a relay: signed HTTP requests, the device's stream and the sealed socket.
+
+Three channels, as docs/PROTOCOL.md describes them:
+
+- HTTP (``httpx``) for registration, lookups, bundles, prekeys and certificates; every
+  request that acts for the device is signed with its device signing key
+  (:func:`sealpost.server.auth.sign_request`: timestamp, nonce, body digest);
+- ``/v1/stream``, the device's own WebSocket: a signed challenge, then pushes in queue order
+  that the client acks once they are stored locally;
+- ``/v1/sealed``, an anonymous WebSocket for sealed sends. Nothing on it names the sender;
+  sends are pipelined and answered in order, each only once the server has stored it.
+
+Every failure becomes a :class:`~sealpost.client.errors.TransportError`: the server's JSON
+error (:class:`ServerError`, with its stable code) or an unreachable server
+(:class:`ServerUnavailable`). Messages never contain request bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from sealpost.client.errors import ServerError, ServerUnavailable
+from sealpost.crypto.sign import SigningKey
+from sealpost.entropy import Rng, system_rng
+from sealpost.server.auth import sign_request, sign_websocket_challenge
+
+__all__ = ["Identity", "Push", "SealedSocket", "Stream", "Transport", "b64", "unb64"]
+
+TIMEOUT = 15.0
+#: Sends in flight on one socket; the server allows 64.
+WINDOW = 64
+#: WebSocket frames we accept from the server (a push carries at most a 96 KiB envelope).
+MAX_FRAME = 1024 * 1024
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ServerError(0, "bad_response", "expected a base64 string from the server")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ServerError(0, "bad_response", "bad base64 from the server") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What signs this device's requests. Its repr shows no key."""
+
+    signing_key: SigningKey
+    account_id: bytes
+    device_id: int
+
+    def __repr__(self) -> str:
+        return f"Identity(account_id={self.account_id.hex()}, device_id={self.device_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A message the server pushed: its queue id, the opaque envelope, its arrival time."""
+
+    server_id: bytes
+    body: bytes
+    received_at: int
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        doc = response.json()
+        code, message = str(doc["error"]), str(doc["message"])
+        extra = {k: v for k, v in doc.items() if k not in ("error", "message")}
+    except (ValueError, KeyError, TypeError):
+        code, message, extra = "http_error", f"HTTP {response.status_code}", {}
+    raise ServerError(response.status_code, code, message, extra)
+
+
+def _ws_url(url: str, path: str) -> str:
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :] + path
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :] + path
+    raise ServerUnavailable(f"not an http(s) server URL: {url}")
+
+
+class Transport:
+    """HTTP access to one server, optionally acting as one device."""
+
+    def __init__(
+        self,
+        url: str,
+        identity: Identity | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Rng = system_rng,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.identity = identity
+        self._clock = clock
+        self._rng = rng
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def ws_url(self, path: str) -> str:
+        return _ws_url(self.url, path)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        signed: bool = True,
+        headers: Mapping[str, str] | None = None,
+        signer: Identity | None = None,
+    ) -> Any:
+        """One JSON request; returns the decoded answer (``None`` for 204)."""
+        raw = b"" if body is None else json.dumps(body).encode()
+        all_headers = dict(headers or {})
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        identity = signer or self.identity
+        if signed:
+            if identity is None:
+                raise RuntimeError("this request must be signed, and no device is set")
+            all_headers.update(
+                sign_request(
+                    identity.signing_key,
+                    identity.account_id,
+                    identity.device_id,
+                    method,
+                    path,
+                    raw,
+                    now=int(self._clock()),
+                    nonce=self._rng(16),
+                )
+            )
+        try:
+            response = await self._http.request(method, path, content=raw, headers=all_headers)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
+        _raise_for(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(response.status_code, "bad_response", "not JSON") from None
+
+    # -- the WebSockets
+
+    async def _connect(self, path: str) -> ClientConnection:
+        try:
+            return await connect(
+                self.ws_url(path),
+                open_timeout=TIMEOUT,
+                close_timeout=2,
+                max_size=MAX_FRAME,
+                compression=None,  # never compress what an attacker may partly choose
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
+
+    async def open_stream(self) -> Stream:
+        if self.identity is None:
+            raise RuntimeError("a stream needs a device identity")
+        ws = await self._connect("/v1/stream")
+        try:
+            stream = Stream(ws)
+            await stream.authenticate(self.identity)
+        except BaseException:
+            await ws.close()
+            raise
+        return stream
+
+    async def open_sealed(self) -> SealedSocket:
+        return SealedSocket(await self._connect("/v1/sealed"))
+
+
+def _send_frame(
+    req: int, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+) -> str:
+    doc: dict[str, Any] = {
+        "type": "send",
+        "req": req,
+        "messages": [
+            {"account_id": a.hex(), "device_id": d, "body": b64(body)} for a, d, body in messages
+        ],
+    }
+    if tokens:
+        doc["tokens"] = {a.hex(): b64(t) for a, t in tokens.items()}
+    return json.dumps(doc)
+
+
+def _answer_error(doc: Mapping[str, Any]) -> ServerError:
+    extra = {k: v for k, v in doc.items() if k not in ("type", "req", "error", "message")}
+    status = 429 if doc.get("error") == "rate_limited" else 400
+    return ServerError(status, str(doc.get("error")), str(doc.get("message")), extra)
+
+
+class _Pipelined:
+    """Request/answer bookkeeping shared by both sockets: sends are numbered, answers come
+    back in order and resolve their futures; a closed socket fails every pending one."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._reqs = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._window = asyncio.Semaphore(WINDOW)
+        self.closed: BaseException | None = None
+
+    async def send(
+        self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+    ) -> asyncio.Future[int]:
+        """Submit a send; the returned future resolves once the server stored it."""
+        if self.closed is not None:
+            raise ServerUnavailable("the connection to the server was lost")
+        await self._window.acquire()
+        req = next(self._reqs)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            await self.ws.send(_send_frame(req, messages, tokens))
+        except ConnectionClosed:
+            self._pending.pop(req, None)
+            self._window.release()
+            raise ServerUnavailable("the connection to the server was lost") from None
+        return future
+
+    def answer(self, doc: Mapping[str, Any]) -> None:
+        future = self._pending.pop(doc.get("req"), None)  # type: ignore[arg-type]
+        if future is None:
+            return
+        self._window.release()
+        if future.done():
+            return
+        if doc.get("type") == "sent":
+            future.set_result(int(doc.get("stored", 0)))
+        else:
+            future.set_exception(_answer_error(doc))
+
+    def fail_all(self, reason: BaseException) -> None:
+        self.closed = reason
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ServerUnavailable("the connection to the server was lost"))
+        self._pending.clear()
+
+
+class SealedSocket:
+    """``/v1/sealed``: anonymous, pipelined sends."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._pipe = _Pipelined(ws)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._pipe.ws:
+                doc = json.loads(frame)
+                if isinstance(doc, dict):
+                    self._pipe.answer(doc)
+        except (ConnectionClosed, ValueError) as exc:
+            self._pipe.fail_all(exc)
+        else:
+            self._pipe.fail_all(ConnectionError("closed"))
+
+    @property
+    def alive(self) -> bool:
+        return self._pipe.closed is None
+
+    async def send(
+        self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+    ) -> asyncio.Future[int]:
+        return await self._pipe.send(messages, tokens)
+
+    async def close(self) -> None:
+        await self._pipe.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class Stream:
+    """``/v1/stream``: this device's pushes (iterate :meth:`pushes`, then :meth:`ack`) and
+    authenticated sends to its own account's other devices."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._pipe = _Pipelined(ws)
+        self._pushes: asyncio.Queue[Push | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def authenticate(self, identity: Identity) -> None:
+        ws = self._pipe.ws
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                challenge = json.loads(await ws.recv())
+                if challenge.get("type") != "challenge":
+                    raise ServerError(0, "bad_response", "expected a challenge")
+                answer = sign_websocket_challenge(
+                    identity.signing_key,
+                    identity.account_id,
+                    identity.device_id,
+                    unb64(challenge.get("challenge")),
+                )
+                await ws.send(json.dumps(answer))
+                ready = json.loads(await ws.recv())
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 0
+            if code == 4401:
+                raise ServerError(401, "unauthorized", "the server refused this device") from None
+            raise ServerUnavailable(f"the server closed the stream ({code})") from None
+        except (TimeoutError, ValueError, AttributeError):
+            raise ServerUnavailable("the server did not complete the stream handshake") from None
+        if ready != {"type": "ready"}:
+            raise ServerError(0, "bad_response", "expected ready")
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._pipe.ws:
+                doc = json.loads(frame)
+                if not isinstance(doc, dict):
+                    continue
+                if doc.get("type") == "empty":  # the backlog's end: a push with no id
+                    self._pushes.put_nowait(Push(b"", b"", 0))
+                elif doc.get("type") == "message":
+                    server_id = bytes.fromhex(str(doc.get("id")))
+                    received_at = doc.get("received_at")
+                    self._pushes.put_nowait(
+                        Push(
+                            server_id,
+                            unb64(doc.get("body")),
+                            received_at if isinstance(received_at, int) else 0,
+                        )
+                    )
+                else:
+                    self._pipe.answer(doc)
+        except (ConnectionClosed, ValueError, ServerError) as exc:
+            self._pipe.fail_all(exc)
+        else:
+            self._pipe.fail_all(ConnectionError("closed"))
+        self._pushes.put_nowait(None)
+
+    @property
+    def close_code(self) -> int | None:
+        return self._pipe.ws.close_code
+
+    async def pushes(self) -> AsyncIterator[Push]:
+        """Pushed messages until the connection closes; a push with an empty
+        ``server_id`` marks the end of a backlog (the server's ``empty`` frame)."""
+        while True:
+            push = await self._pushes.get()
+            if push is None:
+                self._pushes.put_nowait(None)
+                return
+            yield push
+
+    def pending_pushes(self) -> int:
+        return self._pushes.qsize()
+
+    async def next_push(self, timeout: float | None) -> Push | None:
+        """The next push, or ``None`` on timeout or when the stream ended."""
+        try:
+            async with asyncio.timeout(timeout):
+                push = await self._pushes.get()
+        except TimeoutError:
+            return None
+        if push is None:
+            self._pushes.put_nowait(None)
+        return push
+
+    async def ack(self, server_id: bytes) -> None:
+        try:
+            await self._pipe.ws.send(json.dumps({"type": "ack", "id": server_id.hex()}))
+        except ConnectionClosed:
+            raise ServerUnavailable("the connection to the server was lost") from None
+
+    async def send(self, messages: Sequence[tuple[bytes, int, bytes]]) -> asyncio.Future[int]:
+        return await self._pipe.send(messages, {})
+
+    async def close(self) -> None:
+        await self._pipe.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
