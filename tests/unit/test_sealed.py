@@ -121,3 +121,46 @@ def test_sender_certificate_wire_round_trip_and_tamper() -> None:
     cert.verify(SERVER.public_key(), now=NOW)
     with pytest.raises(BadSignature):
         dataclasses.replace(cert, device_id=cert.device_id + 1).verify(SERVER.public_key(), now=NOW)
+
+
+def test_verified_certificate_cache_skips_only_known_good_certificates() -> None:
+    """A certificate is remembered only after it verified; expiry is still checked, and a
+    forged one is refused whether or not the set holds others."""
+    import os
+
+    from sealpost.crypto.sign import SigningKey
+    from sealpost.protocol import Session
+    from sealpost.protocol.errors import BadSignature, InvalidMessage
+    from sealpost.protocol.sealed import SENDER_CERTIFICATE_LEN, seal, unseal
+    from sealpost.protocol.wire import SenderCertificate
+    from support import NOW, SeededRng, make_party
+
+    rng = SeededRng("cache")
+    alice, bob = make_party(rng), make_party(rng)
+    alice_session = Session.initiate(alice.device, bob.bundle(), rng=rng)
+    server = SigningKey.generate(os.urandom)
+    rogue = SigningKey.generate(os.urandom)
+    cert = alice.device.certificate
+
+    def issue(key: SigningKey, expires: int) -> SenderCertificate:
+        return SenderCertificate.issue(
+            key,
+            account_id=cert.account_id,
+            device_id=cert.device_id,
+            signing_key=cert.signing_key,
+            identity_key=cert.identity_key,
+            expires=expires,
+        )
+
+    good = issue(server, NOW + 100)
+    dik = bob.device.identity_key
+    verified: set[bytes] = set()
+    envelope = seal(alice_session.encrypt(b"one"), good, dik.public_key())
+    unseal(envelope, dik, server_key=server.public_key(), now=NOW, verified=verified)
+    assert verified == {good.encode()[:SENDER_CERTIFICATE_LEN]}
+    with pytest.raises(InvalidMessage):
+        unseal(envelope, dik, server_key=server.public_key(), now=NOW + 100, verified=verified)
+    forged = seal(alice_session.encrypt(b"two"), issue(rogue, NOW + 100), dik.public_key())
+    with pytest.raises(BadSignature):
+        unseal(forged, dik, server_key=server.public_key(), now=NOW, verified=verified)
+    assert len(verified) == 1

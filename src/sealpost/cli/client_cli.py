@@ -243,6 +243,7 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
         raise CliError("nothing to send: the text is empty", 2)
 
     async def body(client: Client) -> int:
+        await client.lookup(args.contact)  # notices a changed key before encrypting to it
         message = await client.send(args.contact, text)
         _handle_events(client, client.take_events(), False)
         print(message.id.hex())

@@ -314,6 +314,9 @@ class Client:
         self._pending_events: list[Event] = []
         self._receipts_due: dict[bytes, list[bytes]] = {}
         self._prekeys_used = 0
+        self._contacts: dict[bytes, _ContactRow] | None = None
+        self._delivering: set[asyncio.Task[None]] = set()
+        self._verified_senders: set[bytes] = set()  # sender certificates already checked
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -416,6 +419,8 @@ class Client:
             raise
 
     async def close(self) -> None:
+        if self._delivering:
+            await asyncio.wait(set(self._delivering), timeout=10)
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -486,13 +491,24 @@ class Client:
             )
         return out
 
+    def _contact_cache(self) -> dict[bytes, _ContactRow]:
+        """Every contact, read once and kept until a write touches contacts."""
+        if self._contacts is None:
+            self._contacts = {c.account_id: c for c in self._contact_rows()}
+        return self._contacts
+
+    def _contacts_changed(self) -> None:
+        self._contacts = None
+
     def _contact_by_name(self, name: str) -> _ContactRow | None:
-        rows = self._contact_rows("WHERE username = ?", (name.lower(),))
-        return rows[0] if rows else None
+        name = name.lower()
+        for contact in self._contact_cache().values():
+            if contact.username == name:
+                return contact
+        return None
 
     def _contact_by_id(self, account_id: bytes) -> _ContactRow | None:
-        rows = self._contact_rows("WHERE account_id = ?", (account_id,))
-        return rows[0] if rows else None
+        return self._contact_cache().get(account_id)
 
     def contacts(self) -> list[Contact]:
         return [
@@ -504,7 +520,7 @@ class Client:
                 c.key_changed,
                 tuple(sorted(c.devices)),
             )
-            for c in sorted(self._contact_rows(), key=lambda c: c.username)
+            for c in sorted(self._contact_cache().values(), key=lambda c: c.username)
         ]
 
     async def _directory(self, name: str) -> tuple[bytes, str, bytes, dict[int, DeviceCertificate]]:
@@ -528,22 +544,30 @@ class Client:
 
     async def _resolve(self, name: str, *, refresh: bool = False) -> _ContactRow:
         """The contact ``name``, looked up on the server the first time (and on
-        ``refresh``); pins its account key and notices when it changes."""
+        ``refresh``). Its account is pinned: if the name later answers with another
+        account (or the account with another key) that is a key change, as when a phone
+        number's identity key changes in Signal."""
         known = self._contact_by_name(name)
         if known is not None and known.devices and not refresh:
             return known
         account_id, username, account_key, devices = await self._directory(name)
         now = int(self._clock())
-        if known is not None and known.account_id != account_id:
-            # the name now belongs to another account: a new contact entirely
-            with self._store.transaction() as conn:
-                conn.execute(
-                    "UPDATE contacts SET username = ? WHERE account_id = ?",
-                    (f"{known.username}~{known.account_id.hex()[:8]}", known.account_id),
-                )
-            known = None
         with self._store.transaction() as conn:
-            if known is None:
+            if known is not None and known.account_id != account_id:
+                # the pinned account is replaced by another one under the same name
+                conn.execute("DELETE FROM contacts WHERE account_id = ?", (account_id,))
+                conn.execute(
+                    "UPDATE contacts SET account_id = ? WHERE account_id = ?",
+                    (account_id, known.account_id),
+                )
+                conn.execute(
+                    "DELETE FROM contact_devices WHERE account_id = ?", (known.account_id,)
+                )
+                conn.execute(
+                    "UPDATE messages SET peer = ? WHERE peer = ?", (account_id, known.account_id)
+                )
+                self._note_key_change(conn, known, account_key, old_account=known.account_id)
+            elif known is None:
                 existing = self._contact_by_id(account_id)
                 if existing is None:
                     conn.execute(
@@ -551,23 +575,35 @@ class Client:
                         "VALUES (?, ?, ?, ?)",
                         (account_id, username, account_key, now),
                     )
-                else:
-                    known = existing
-            if known is not None and known.account_key != account_key:
+                elif existing.account_key != account_key:
+                    self._note_key_change(conn, existing, account_key)
+            elif known.account_key != account_key:
                 self._note_key_change(conn, known, account_key)
             _replace_devices(conn, account_id, devices)
+        self._contacts_changed()
         contact = self._contact_by_id(account_id)
         assert contact is not None
         return contact
 
-    def _note_key_change(self, conn: Any, contact: _ContactRow, new_key: bytes) -> None:
+    def _note_key_change(
+        self,
+        conn: Any,
+        contact: _ContactRow,
+        new_key: bytes,
+        *,
+        old_account: bytes | None = None,
+    ) -> None:
+        """Record that ``contact`` now has ``new_key``: keep the old key to show, drop the
+        sessions with the old devices, and raise :class:`KeyChanged`. A verified contact
+        stays "verified" with ``key_changed`` set, which blocks sending until re-verified."""
+        account_id = contact.account_id if old_account is None else old_account
         conn.execute(
             "UPDATE contacts SET account_key = ?, previous_key = ?, key_changed = 1 "
-            "WHERE account_id = ?",
-            (new_key, contact.account_key, contact.account_id),
+            "WHERE username = ?",
+            (new_key, contact.account_key, contact.username),
         )
-        conn.execute("DELETE FROM sessions WHERE account_id = ?", (contact.account_id,))
-        for address in [a for a in self._sessions if a[0] == contact.account_id]:
+        conn.execute("DELETE FROM sessions WHERE account_id = ?", (account_id,))
+        for address in [a for a in self._sessions if a[0] == account_id]:
             del self._sessions[address]
         self._pending_events.append(KeyChanged(contact.username, contact.verified))
 
@@ -611,6 +647,7 @@ class Client:
                 "WHERE account_id = ?",
                 (contact.account_id,),
             )
+        self._contacts_changed()
 
     def acknowledge_key_change(self, name: str) -> None:
         """Dismiss the warning for an unverified contact's new key (shown once)."""
@@ -619,6 +656,7 @@ class Client:
                 "UPDATE contacts SET key_changed = 0 WHERE username = ? AND verified = 0",
                 (name.lower(),),
             )
+        self._contacts_changed()
 
     # ------------------------------------------------------------------ history
 
@@ -659,6 +697,9 @@ class Client:
             self._sender = asyncio.create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
+        """Take queued sends in batches: encrypt and commit a batch, hand its frames to the
+        server in order, and go on with the next batch while the server answers (a task
+        per batch finishes it)."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < BATCH and not self._queue.empty():
@@ -666,14 +707,10 @@ class Client:
             try:
                 await self._send_batch(batch)
             except asyncio.CancelledError:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(ServerUnavailable("the client closed"))
+                _fail(batch, ServerUnavailable("the client closed"))
                 raise
             except Exception as exc:  # each item's own error was set; this is the rest
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                _fail(batch, exc)
 
     async def _sender_certificate(self) -> SenderCertificate:
         now = int(self._clock())
@@ -747,8 +784,17 @@ class Client:
         sender_cert = await self._sender_certificate()
         async with self._lock:
             prepared = await self._encrypt_batch(batch, sender_cert)
-        if prepared:
-            await self._deliver(prepared)
+        if not prepared:
+            return
+        sock = await self._sealed_socket()
+        futures = []
+        for p in prepared:
+            token = p.contact.delivery_token
+            tokens = {p.contact.account_id: token} if token else {}
+            futures.append(await sock.send(p.envelopes, tokens))
+        task = asyncio.create_task(self._finish(prepared, futures))
+        self._delivering.add(task)
+        task.add_done_callback(self._delivering.discard)
 
     async def _encrypt_batch(
         self, batch: list[_Outgoing], sender_cert: SenderCertificate
@@ -802,16 +848,15 @@ class Client:
             self._sealed = await self._transport.open_sealed()
         return self._sealed
 
-    async def _deliver(self, prepared: list[_Prepared]) -> None:
-        """Hand the batch's envelopes to the server; finish what it stored, retry what
-        named an outdated device list (re-encrypting for the current one)."""
-        sock = await self._sealed_socket()
-        futures = []
-        for p in prepared:
-            tokens = (
-                {p.contact.account_id: p.contact.delivery_token} if p.contact.delivery_token else {}
-            )
-            futures.append(await sock.send(p.envelopes, tokens))
+    async def _finish(self, prepared: list[_Prepared], futures: list[asyncio.Future[int]]) -> None:
+        try:
+            await self._settle(prepared, futures)
+        except Exception as exc:
+            _fail([p.item for p in prepared], exc)
+
+    async def _settle(self, prepared: list[_Prepared], futures: list[asyncio.Future[int]]) -> None:
+        """Once the server answered a batch: mark what it stored as sent, retry what named
+        an outdated device list (re-encrypting for the current one), fail the rest."""
         results = await asyncio.gather(*futures, return_exceptions=True)
         done: list[_Prepared] = []
         retry: list[_Outgoing] = []
@@ -820,12 +865,14 @@ class Client:
                 done.append(p)
             elif isinstance(result, ServerError) and result.code == "mismatched_devices":
                 retry.append(p.item)
-                await self._refresh_after_mismatch(p.contact)
+                async with self._lock:  # it drops sessions: not while a batch encrypts
+                    await self._refresh_after_mismatch(p.contact)
             else:
                 p.item.future.set_exception(result)
+        finished = {id(p) for p in done} | {id(item) for item in retry}
         with self._store.transaction() as conn:
             for p in prepared:
-                if p in done or p.item in retry:
+                if id(p) in finished or id(p.item) in finished:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (p.outbox_id,))
             for p in done:
                 content = p.item.content
@@ -863,6 +910,7 @@ class Client:
     async def _refresh_after_mismatch(self, contact: _ContactRow) -> None:
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM contact_devices WHERE account_id = ?", (contact.account_id,))
+        self._contacts_changed()
         await self._resolve(contact.username, refresh=True)
         current = self._contact_by_id(contact.account_id)
         keep = set(current.devices) if current else set()
@@ -997,21 +1045,25 @@ class Client:
         async with self._lock:
             state = _BatchState()
             processed = self._already_processed([p.server_id for p in pushes])
-            for push in pushes:
-                if push.server_id in processed:  # stored before a crash, not yet acked
-                    continue
-                try:
-                    await self._open(push, state)
-                except (ProtocolError, UnknownContact) as exc:
-                    # a forged, corrupted, replayed or undecryptable message: dropped
-                    log.warning("dropped an undecryptable message: %s", type(exc).__name__)
             try:
+                for push in pushes:
+                    if push.server_id in processed:  # stored before a crash, not yet acked
+                        continue
+                    try:
+                        await self._open(push, state)
+                    except (ProtocolError, UnknownContact) as exc:
+                        # a forged, corrupted, replayed or undecryptable message: dropped
+                        log.warning("dropped an undecryptable message: %s", type(exc).__name__)
                 with self._store.transaction() as conn:
-                    self._commit_batch(conn, state, pushes)
+                    changed = self._commit_batch(conn, state, pushes)
             except BaseException:
+                # nothing was committed or acked: forget what this batch did in memory
                 for address in state.sessions:
                     self._sessions.pop(address, None)
+                self._contacts_changed()
                 raise
+            if changed:
+                self._contacts_changed()
             for address, sessions in state.sessions.items():
                 self._sessions[address] = sessions
             for push in pushes:
@@ -1043,6 +1095,7 @@ class Client:
             self._device.identity_key,
             server_key=self._server_key,
             now=int(self._clock()),
+            verified=self._verified_senders,
         )
         sender = opened.sender
         address = (sender.account_id, sender.device_id)
@@ -1154,6 +1207,9 @@ class Client:
         real_id, username, real_key, devices = await self._directory(content.sender_name)
         if real_id != account_id or real_key != account_key:
             raise UnknownContact("a sender whose claimed name is another account's")
+        if self._contact_by_name(username) is not None:
+            # a contact we know by this name, now another account: a key change
+            return await self._resolve(username, refresh=True)
         row = _ContactRow(account_id, username, account_key, False, False, None, devices)
         row.devices[certificate.device_id] = certificate
         state.new_contacts[account_id] = row
@@ -1192,7 +1248,8 @@ class Client:
             state.receipts.append((contact.account_id, content))
             state.events.append(ReceiptReceived(contact.username, content.message_ids))
 
-    def _commit_batch(self, conn: Any, state: _BatchState, pushes: list[Push]) -> None:
+    def _commit_batch(self, conn: Any, state: _BatchState, pushes: list[Push]) -> bool:
+        """Write a receive batch; returns whether contacts changed."""
         now = int(self._clock())
         now_ms = _now_ms(self._clock)
         for row in state.new_contacts.values():
@@ -1217,10 +1274,15 @@ class Client:
                 )
         for kind, key_id in state.used_prekeys:
             conn.execute("DELETE FROM prekeys WHERE kind = ? AND key_id = ?", (kind, key_id))
+        changed = bool(state.new_contacts or state.key_changes or state.device_certs)
         for account_id, token in state.tokens.items():
-            conn.execute(
-                "UPDATE contacts SET delivery_token = ? WHERE account_id = ?", (token, account_id)
-            )
+            known = self._contact_by_id(account_id)
+            if known is None or known.delivery_token != token:
+                conn.execute(
+                    "UPDATE contacts SET delivery_token = ? WHERE account_id = ?",
+                    (token, account_id),
+                )
+                changed = True
         kept = []
         for content, account_id, _device_id in state.messages:
             cursor = conn.execute(
@@ -1244,6 +1306,7 @@ class Client:
             "INSERT OR IGNORE INTO processed (server_id, at) VALUES (?, ?)",
             [(p.server_id, now) for p in pushes],
         )
+        return changed
 
     async def _flush_receipts_and_prekeys(self) -> None:
         due, self._receipts_due = self._receipts_due, {}
@@ -1330,6 +1393,12 @@ class Client:
 
 
 # ---------------------------------------------------------------------- rows
+
+
+def _fail(items: Sequence[_Outgoing], exc: BaseException) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(exc)
 
 
 def _remove_profile(profile: Path) -> None:

@@ -23,6 +23,7 @@ ratchet encryption (never compress before encrypting).
 from __future__ import annotations
 
 import hmac
+from collections.abc import MutableSet
 from dataclasses import dataclass
 
 from sealpost._errors import DecodeError, InvalidMessage, UntrustedIdentity
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 SEALED_INFO = b"sealpost/v1/sealed-sender"
+VERIFIED_CACHE_LIMIT = 4096  # certificates remembered as verified (cleared when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,12 @@ def seal(
 
 
 def unseal(
-    envelope: bytes | SealedEnvelope, identity_key: DhPrivateKey, *, server_key: VerifyKey, now: int
+    envelope: bytes | SealedEnvelope,
+    identity_key: DhPrivateKey,
+    *,
+    server_key: VerifyKey,
+    now: int,
+    verified: MutableSet[bytes] | None = None,
 ) -> UnsealedMessage:
     """Open an envelope sealed to this device and verify its sender certificate.
 
@@ -104,6 +111,11 @@ def unseal(
     cannot be opened or the certificate has expired, :class:`BadSignature` for a forged
     certificate, and :class:`UntrustedIdentity` when a PreKeyMessage's device certificate
     names another device than the sender certificate.
+
+    ``verified``, if given, is a set of encoded sender certificates whose signature was
+    already checked under this same ``server_key``: a certificate in it is not verified
+    again (its expiry still is), and one that verifies is added. A sender reuses its
+    certificate for a day, so this saves a signature check per message.
     """
     if isinstance(envelope, SealedEnvelope):
         sealed = envelope
@@ -122,7 +134,16 @@ def unseal(
         raise InvalidMessage() from None
     if not isinstance(message, RatchetMessage | PreKeyMessage):
         raise InvalidMessage()
-    sender.verify(server_key, now=now)
+    encoded = inner[:SENDER_CERTIFICATE_LEN]
+    if verified is not None and encoded in verified:
+        if now >= sender.expires:
+            raise InvalidMessage("sender certificate expired")
+    else:
+        sender.verify(server_key, now=now)
+        if verified is not None:
+            if len(verified) >= VERIFIED_CACHE_LIMIT:
+                verified.clear()
+            verified.add(encoded)
     if isinstance(message, PreKeyMessage):
         _check_same_device(sender, message.certificate)
     return UnsealedMessage(sender, message)
