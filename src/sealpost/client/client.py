@@ -555,13 +555,12 @@ class Client:
         with self._store.transaction() as conn:
             if known is not None and known.account_id != account_id:
                 # the pinned account is replaced by another one under the same name
+                for gone in (account_id, known.account_id):
+                    conn.execute("DELETE FROM contact_devices WHERE account_id = ?", (gone,))
                 conn.execute("DELETE FROM contacts WHERE account_id = ?", (account_id,))
                 conn.execute(
                     "UPDATE contacts SET account_id = ? WHERE account_id = ?",
                     (account_id, known.account_id),
-                )
-                conn.execute(
-                    "DELETE FROM contact_devices WHERE account_id = ?", (known.account_id,)
                 )
                 conn.execute(
                     "UPDATE messages SET peer = ? WHERE peer = ?", (account_id, known.account_id)
