@@ -34,6 +34,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -135,6 +136,8 @@ CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
 #: Most operations one group commit takes from the queue; bounds the latency a very long
 #: batch would add to the first operation in it.
 MAX_BATCH: Final = 256
+#: Account records kept in memory (least recently used dropped); about 200 bytes each.
+ACCOUNT_CACHE: Final = 50_000
 
 
 class _Op:
@@ -183,6 +186,7 @@ class SqliteStorage:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
         self.commits = 0  # group commits done; read by metrics and tests
         self.committed_ops = 0
 
@@ -347,11 +351,23 @@ class SqliteStorage:
         )
 
     async def account_by_id(self, account_id: bytes) -> AccountRecord | None:
-        return await self._read(
+        # Account records never change once created (no method updates or deletes one),
+        # so they are cached: every sealed send checks its recipient's token against one,
+        # and a thread hop per send would bound a connection's pipelined sends.
+        cached = self._accounts.get(account_id)
+        if cached is not None:
+            self._accounts.move_to_end(account_id)
+            return cached
+        record = await self._read(
             lambda c: _account(
                 c.execute("SELECT * FROM accounts WHERE account_id = ?", (account_id,)).fetchone()
             )
         )
+        if record is not None:
+            self._accounts[account_id] = record
+            while len(self._accounts) > ACCOUNT_CACHE:
+                self._accounts.popitem(last=False)
+        return record
 
     async def devices(self, account_id: bytes) -> list[DeviceRecord]:
         def op(conn: sqlite3.Connection) -> list[DeviceRecord]:
