@@ -15,6 +15,8 @@ What it measures, all against a real ``sealpost server`` on loopback (SQLite, du
   m=64 MiB, p=4), median of several; and the cost of one Argon2id derivation alone, which
   is what each offline passcode guess costs an attacker (unlock must not be cheaper).
 
+``SEALPOST_BENCH_PROFILE=sender`` (or ``receiver``) prints that process's cProfile.
+
 Rate limits are switched off on the benchmark server: every client shares 127.0.0.1.
 
 Targets (issue 4): at least 3,000 messages/s end to end; unlock within 0.5 s.
@@ -53,6 +55,18 @@ PASSCODE = "bench-passcode"
 # ---------------------------------------------------------------------- end to end
 
 
+def _profiled(role: str, run: Any) -> None:
+    if os.environ.get("SEALPOST_BENCH_PROFILE") != role:
+        run()
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+
+
 def _receiver(profile: str, peer: str, total: int, ready: Any, done: Any) -> None:
     async def main() -> None:
         client = await Client.open(profile, PASSCODE)
@@ -66,7 +80,7 @@ def _receiver(profile: str, peer: str, total: int, ready: Any, done: Any) -> Non
                     break
         await client.close()
 
-    asyncio.run(main())
+    _profiled("receiver", lambda: asyncio.run(main()))
 
 
 def _sender(profile: str, peer: str, total: int, start: Any) -> None:
@@ -74,7 +88,7 @@ def _sender(profile: str, peer: str, total: int, start: Any) -> None:
         client = await Client.open(profile, PASSCODE)
         await client.send(peer, "warm-up")  # the PQXDH session and sender certificate
         start.put(time.time())
-        chunk = 1000
+        chunk = 5000
         for first in range(0, total, chunk):
             await asyncio.gather(
                 *(
@@ -85,7 +99,7 @@ def _sender(profile: str, peer: str, total: int, start: Any) -> None:
         await asyncio.sleep(1)  # let receipts settle before closing
         await client.close()
 
-    asyncio.run(main())
+    _profiled("sender", lambda: asyncio.run(main()))
 
 
 async def _profiles(url: str, root: Path) -> tuple[str, str]:

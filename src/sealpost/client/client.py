@@ -113,6 +113,7 @@ SPK_ROTATION = 7 * 24 * 3600  # signed and last-resort prekeys are replaced week
 SPK_RETENTION = 30 * 24 * 3600  # old ones still answer late first messages this long
 CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 BATCH = 256  # sends or pushes handled in one transaction
+RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
 
@@ -316,7 +317,10 @@ class Client:
         self._prekeys_used = 0
         self._contacts: dict[bytes, _ContactRow] | None = None
         self._delivering: set[asyncio.Task[None]] = set()
-        self._verified_senders: set[bytes] = set()  # sender certificates already checked
+        self._verified_senders: set[bytes] = set()
+        self._receipt_task: asyncio.Task[None] | None = None
+        self._submissions: asyncio.Queue[list[_Prepared]] = asyncio.Queue()
+        self._submitter: asyncio.Task[None] | None = None  # sender certificates already checked
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -419,8 +423,20 @@ class Client:
             raise
 
     async def close(self) -> None:
+        if self._receipt_task is not None and not self._receipt_task.done():
+            self._receipt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receipt_task
+            with contextlib.suppress(ClientError):
+                await self._flush_receipts_and_prekeys()
+        while not self._submissions.empty() and self._submitter is not None:
+            await asyncio.sleep(0.01)
         if self._delivering:
             await asyncio.wait(set(self._delivering), timeout=10)
+        if self._submitter is not None:
+            self._submitter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._submitter
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -783,17 +799,29 @@ class Client:
         sender_cert = await self._sender_certificate()
         async with self._lock:
             prepared = await self._encrypt_batch(batch, sender_cert)
-        if not prepared:
-            return
-        sock = await self._sealed_socket()
-        futures = []
-        for p in prepared:
-            token = p.contact.delivery_token
-            tokens = {p.contact.account_id: token} if token else {}
-            futures.append(await sock.send(p.envelopes, tokens))
-        task = asyncio.create_task(self._finish(prepared, futures))
-        self._delivering.add(task)
-        task.add_done_callback(self._delivering.discard)
+        if prepared:
+            if self._submitter is None or self._submitter.done():
+                self._submitter = asyncio.create_task(self._submit_loop())
+            self._submissions.put_nowait(prepared)
+
+    async def _submit_loop(self) -> None:
+        """Hand committed batches to the server in the order they were encrypted, while
+        the send loop goes on encrypting (the socket's window may make this wait)."""
+        while True:
+            prepared = await self._submissions.get()
+            try:
+                sock = await self._sealed_socket()
+                futures = []
+                for p in prepared:
+                    token = p.contact.delivery_token
+                    tokens = {p.contact.account_id: token} if token else {}
+                    futures.append(await sock.send(p.envelopes, tokens))
+            except Exception as exc:  # left in the outbox: sent again by flush_outbox
+                _fail([p.item for p in prepared], exc)
+                continue
+            task = asyncio.create_task(self._finish(prepared, futures))
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
 
     async def _encrypt_batch(
         self, batch: list[_Outgoing], sender_cert: SenderCertificate
@@ -811,21 +839,18 @@ class Client:
         try:
             with self._store.transaction() as conn:
                 self._save_sessions(conn, {(a, d) for p in prepared for a, d, _ in p.envelopes})
+                conn.executemany(
+                    "INSERT INTO messages (message_uuid, peer, outgoing, body, "
+                    "sent_at, received_at, status) VALUES (?, ?, 1, ?, ?, ?, 'sending')",
+                    [
+                        (c.message_id, p.contact.account_id, c.text, c.sent_at, now_ms)
+                        for p in prepared
+                        if p.item.store and isinstance(c := p.item.content, TextContent)
+                    ],
+                )
+                outbox_id = _outbox_add(conn, prepared)
                 for p in prepared:
-                    content = p.item.content
-                    if p.item.store and isinstance(content, TextContent):
-                        conn.execute(
-                            "INSERT INTO messages (message_uuid, peer, outgoing, body, "
-                            "sent_at, received_at, status) VALUES (?, ?, 1, ?, ?, ?, 'sending')",
-                            (
-                                content.message_id,
-                                p.contact.account_id,
-                                content.text,
-                                content.sent_at,
-                                now_ms,
-                            ),
-                        )
-                    p.outbox_id = _outbox_add(conn, content, p.contact, p.envelopes)
+                    p.outbox_id = outbox_id
         except BaseException:
             self._forget_sessions(prepared)
             raise
@@ -868,19 +893,21 @@ class Client:
                     await self._refresh_after_mismatch(p.contact)
             else:
                 p.item.future.set_exception(result)
-        finished = {id(p) for p in done} | {id(item) for item in retry}
+        finished = {id(p) for p in done}
+        retried = {id(item) for item in retry}
         with self._store.transaction() as conn:
-            for p in prepared:
-                if id(p) in finished or id(p.item) in finished:
-                    conn.execute("DELETE FROM outbox WHERE id = ?", (p.outbox_id,))
-            for p in done:
-                content = p.item.content
-                if isinstance(content, TextContent):
-                    conn.execute(
-                        "UPDATE messages SET status = 'sent' WHERE message_uuid = ? "
-                        "AND status = 'sending'",
-                        (content.message_id,),
-                    )
+            # the batch's outbox row goes: stored ones are sent, retried ones are
+            # encrypted anew, and refused ones are marked failed
+            conn.execute("DELETE FROM outbox WHERE id = ?", (prepared[0].outbox_id,))
+            conn.executemany(
+                "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
+                [
+                    ("sent" if id(p) in finished else "failed", c.message_id)
+                    for p in prepared
+                    if isinstance(c := p.item.content, TextContent)
+                    and (id(p) in finished or id(p.item) not in retried)
+                ],
+            )
         for p in done:
             if not p.item.future.done():
                 p.item.future.set_result(self._message(p) if p.item.store else None)
@@ -924,27 +951,33 @@ class Client:
             )
 
     async def flush_outbox(self) -> int:
-        """Send again what a crash left in the outbox (the same bytes: no key is reused).
-        Returns how many sends were completed."""
-        rows = self._store.read().execute("SELECT id, message_uuid, payload FROM outbox").fetchall()
+        """Send again what a crash left in the outbox (the same bytes: no key is reused;
+        receivers drop what they already have). Returns how many sends were completed."""
+        rows = self._store.read().execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()
         if not rows:
             return 0
         sock = await self._sealed_socket()
         done = 0
-        for outbox_id, message_uuid, payload in rows:
-            envelopes, tokens = _outbox_decode(payload)
-            try:
-                await (await sock.send(envelopes, tokens))
-            except ServerError as exc:
-                log.warning("an unsent message was refused on resend: %s", exc.code)
+        for outbox_id, payload in rows:
+            sends = _outbox_decode(payload)
+            futures = [await sock.send(envelopes, tokens) for _, envelopes, tokens in sends]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for result in results:
+                if isinstance(result, ServerUnavailable):
+                    raise result
+                if isinstance(result, ServerError):
+                    log.warning("an unsent message was refused on resend: %s", result.code)
             with self._store.transaction() as conn:
                 conn.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
-                conn.execute(
-                    "UPDATE messages SET status = 'sent' WHERE message_uuid = ? "
-                    "AND status = 'sending'",
-                    (message_uuid,),
+                conn.executemany(
+                    "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
+                    [
+                        ("failed" if isinstance(result, BaseException) else "sent", uuid)
+                        for (uuid, _, _), result in zip(sends, results, strict=True)
+                        if uuid
+                    ],
                 )
-            done += 1
+            done += len(sends)
         return done
 
     # ------------------------------------------------------------------ receiving
@@ -1025,7 +1058,7 @@ class Client:
                     if push is None:
                         raise ServerUnavailable("the server closed the stream")
                     if push.server_id == b"":
-                        await self._flush_receipts_and_prekeys()
+                        self._schedule_receipts()
                         continue
                     pushes, drained = await self._drain(stream, push)
                     for event in await self._process(stream, pushes):
@@ -1033,7 +1066,7 @@ class Client:
                     for event in self.take_events():
                         yield event
                     if drained:
-                        await self._flush_receipts_and_prekeys()
+                        self._schedule_receipts()
             except ServerUnavailable:
                 self._stream = None
                 await asyncio.sleep(backoff)
@@ -1307,6 +1340,19 @@ class Client:
         )
         return changed
 
+    def _schedule_receipts(self) -> None:
+        """Send the due receipts a moment from now, so a stream of messages is answered
+        with a few receipts naming many messages rather than one per batch."""
+        if self._receipt_task is None or self._receipt_task.done():
+            self._receipt_task = asyncio.create_task(self._delayed_receipts())
+
+    async def _delayed_receipts(self) -> None:
+        await asyncio.sleep(RECEIPT_DELAY)
+        try:
+            await self._flush_receipts_and_prekeys()
+        except ClientError as exc:
+            log.warning("receipts or prekey upkeep failed: %s", type(exc).__name__)
+
     async def _flush_receipts_and_prekeys(self) -> None:
         due, self._receipts_due = self._receipts_due, {}
         futures = []
@@ -1424,29 +1470,38 @@ def _replace_devices(conn: Any, account_id: bytes, devices: dict[int, DeviceCert
     )
 
 
-def _outbox_add(
-    conn: Any, content: Content, contact: _ContactRow, envelopes: list[tuple[bytes, int, bytes]]
-) -> int:
+def _outbox_add(conn: Any, prepared: list[_Prepared]) -> int:
+    """One outbox row for a batch: every send's envelopes and tokens, in order."""
     payload = json.dumps(
-        {
-            "messages": [[a.hex(), d, b64(body)] for a, d, body in envelopes],
-            "tokens": {contact.account_id.hex(): b64(contact.delivery_token)}
-            if contact.delivery_token
-            else {},
-        }
+        [
+            {
+                "uuid": p.item.content.message_id.hex()
+                if isinstance(p.item.content, TextContent)
+                else "",
+                "messages": [[a.hex(), d, b64(body)] for a, d, body in p.envelopes],
+                "tokens": {p.contact.account_id.hex(): b64(p.contact.delivery_token)}
+                if p.contact.delivery_token
+                else {},
+            }
+            for p in prepared
+        ]
     ).encode()
-    message_uuid = content.message_id if isinstance(content, TextContent) else b""
     cursor = conn.execute(
-        "INSERT INTO outbox (message_uuid, payload) VALUES (?, ?)", (message_uuid, payload)
+        "INSERT INTO outbox (message_uuid, payload) VALUES (?, ?)", (b"", payload)
     )
     return int(cursor.lastrowid)
 
 
-def _outbox_decode(payload: bytes) -> tuple[list[tuple[bytes, int, bytes]], dict[bytes, bytes]]:
+Outboxed = tuple[bytes, list[tuple[bytes, int, bytes]], dict[bytes, bytes]]
+
+
+def _outbox_decode(payload: bytes) -> list[Outboxed]:
     try:
-        doc = json.loads(payload)
-        envelopes = [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc["messages"]]
-        tokens = {bytes.fromhex(a): unb64(t) for a, t in doc["tokens"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        out: list[Outboxed] = []
+        for doc in json.loads(payload):
+            envelopes = [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc["messages"]]
+            tokens = {bytes.fromhex(a): unb64(t) for a, t in doc["tokens"].items()}
+            out.append((bytes.fromhex(doc["uuid"]), envelopes, tokens))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError("a corrupt outbox entry") from exc
-    return envelopes, tokens
+    return out
