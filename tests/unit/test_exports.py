@@ -16,6 +16,11 @@ MODULES = [
     "sealpost.protocol.keys",
     "sealpost.protocol.session",
     "sealpost.protocol.sealed",
+    "sealpost.protocol.content",
+    "sealpost.protocol.safety",
+    "sealpost.client",
+    "sealpost.client.errors",
+    "sealpost.client.store",
 ]
 
 
