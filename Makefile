@@ -29,10 +29,12 @@ test: lint typecheck pytest
 bench: venv
 	$(BIN)/python bench/crypto.py --json bench/results/crypto.json
 	$(BIN)/python bench/client.py --json bench/results/client.json
+	$(BIN)/python bench/relay.py --json bench/results/relay.json
 
 bench-quick: venv
 	$(BIN)/python bench/crypto.py --quick
 	$(BIN)/python bench/client.py --quick
+	$(BIN)/python bench/relay.py --quick
 
 # Regenerate tests/vectors/sealpost-v1.json (only when the wire format changes on purpose).
 vectors: venv
