@@ -113,6 +113,7 @@ SPK_ROTATION = 7 * 24 * 3600  # signed and last-resort prekeys are replaced week
 SPK_RETENTION = 30 * 24 * 3600  # old ones still answer late first messages this long
 CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 BATCH = 256  # sends or pushes handled in one transaction
+UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
@@ -319,6 +320,7 @@ class Client:
         self._delivering: set[asyncio.Task[None]] = set()
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
+        self._last_upkeep: float | None = None
         self._submissions: asyncio.Queue[list[_Prepared]] = asyncio.Queue()
         self._submitter: asyncio.Task[None] | None = None  # sender certificates already checked
 
@@ -992,6 +994,7 @@ class Client:
         least one message), store it, acknowledge it; returns the events in order."""
         await self.flush_outbox()
         stream = await self._open_stream()
+        await self._upkeep()
         events: list[Event] = self.take_events()
         deadline = time.monotonic() + wait
         got_message = drained_once = False
@@ -1050,6 +1053,7 @@ class Client:
             try:
                 await self.flush_outbox()
                 stream = await self._open_stream()
+                await self._upkeep()
                 backoff = 1.0
                 for event in self.take_events():
                     yield event
@@ -1376,6 +1380,14 @@ class Client:
             await self.maintain_prekeys()
 
     # ------------------------------------------------------------------ prekeys
+
+    async def _upkeep(self) -> None:
+        """Prekey upkeep on connecting, at most every :data:`UPKEEP_INTERVAL`: so a device
+        that rarely gets new sessions still rotates its signed prekey weekly."""
+        now = time.monotonic()
+        if self._last_upkeep is None or now - self._last_upkeep >= UPKEEP_INTERVAL:
+            self._last_upkeep = now
+            await self.maintain_prekeys()
 
     async def maintain_prekeys(self) -> None:
         """Refill one-time prekeys when the server says the stock is low, and rotate the
