@@ -21,6 +21,8 @@ def qr_matrix(data: bytes | str, border: int = 2) -> list[list[bool]]:
 
 
 def qr_text(data: bytes | str, *, border: int = 2, invert: bool = False) -> str:
+    """The code as lines of half blocks (``█``, ``▀``, ``▄``, space), one line per two
+    module rows, to print on a dark-background terminal (``invert=True`` for a light one)."""
     matrix = qr_matrix(data, border)
     if len(matrix) % 2:
         matrix.append([False] * len(matrix[0]))
