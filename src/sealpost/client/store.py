@@ -1,28 +1,36 @@
 """The profile's local store: a SQLCipher database whose key is wrapped by the passcode.
 
-A profile directory holds two files:
+A profile directory (mode 0700) holds two files:
 
-``keyfile.json``
+``keyfile.json`` (mode 0600, always replaced atomically)
     the database key (32 random bytes) wrapped with AES-256-GCM under a key derived from
     the passcode with Argon2id (RFC 9106's second recommended set by default: t=3,
     m=64 MiB, p=4), with the parameters and salt beside it so they can be raised later,
-    and the count of wrong passcodes. The AEAD's associated data binds the format version
-    and the KDF parameters, so they cannot be swapped for weaker ones.
+    and the count of wrong passcodes. The AEAD's associated data binds the format version,
+    the KDF parameters and the salt, so they cannot be swapped for weaker ones: a keyfile
+    whose parameters were edited fails like a wrong passcode. Parameters outside sane bounds
+    are refused as :class:`CorruptProfile` before Argon2id runs.
 ``profile.db``
-    the SQLCipher database (every page encrypted; ``PRAGMA key`` with the raw key).
+    the SQLCipher database (every page encrypted; ``PRAGMA key`` with the raw key; WAL,
+    ``synchronous=FULL``, foreign keys, ``secure_delete``). Its schema is versioned with
+    ``PRAGMA user_version``; :data:`_MIGRATIONS` moves an older profile forward when opened.
 
 Wrong passcodes. Each try is counted in the keyfile *before* Argon2id runs (so killing the
-process mid-try still counts it) and the counter is reset by a success. From the fifth
-failure on, the next try must wait (30 s, 1 min, 5 min, 15 min, then 1 h each), like a
-phone. With ``wipe_after=N``, the Nth failure in a row destroys the wrapped key (crypto
-erasure: the database is then noise) and deletes the database. See docs/THREAT_MODEL.md for
+process mid-try still counts it) and the counter is reset by a success. The first four
+failures cost nothing; from the fifth on, the next try must wait (:func:`delay_after`:
+30 s, 1 min, 5 min, 15 min, then 1 h each), like a phone. A try during the wait raises
+:class:`TooManyAttempts` without running Argon2id and without being counted. If the clock
+went backwards, the wait is never longer than the schedule says. With ``wipe_after=N``, the
+Nth failure in a row destroys the wrapped key (crypto erasure: the database is then noise)
+and overwrites and deletes the database, best effort (SSDs, copy-on-write file systems and
+journals may keep old blocks; without the key they are noise). See docs/THREAT_MODEL.md for
 what a software counter cannot stop: an attacker with a copy of the files guesses offline,
 paying only Argon2id's price per guess.
 
 Changing the passcode re-wraps the same database key under a new salt (and optionally
 stronger parameters); the database is not re-encrypted.
 
-Errors (all :class:`StoreError`)::
+Errors (all :class:`StoreError`; none carries a passcode or key)::
 
     StoreError
     ├── ProfileExists       create() where a profile already is
@@ -31,7 +39,17 @@ Errors (all :class:`StoreError`)::
     ├── TooManyAttempts     a try before the delay has passed; .retry_after
     ├── ProfileWiped        the key was destroyed after too many failures
     ├── CorruptProfile      the keyfile or database is damaged
-    └── WeakParameters      KDF parameters under the floor
+    │   └── UnsupportedSchema   the database was written by a newer sealpost
+    └── WeakParameters      (also a ValueError) empty passcode, KDF parameters out of bounds
+
+Example::
+
+    store = Store.create(Path("profile"), "a long passcode", params=TEST_PARAMS)
+    with store.transaction() as conn:
+        store.set_meta(conn, "greeting", b"hello")
+    store.close()
+    with Store.open(Path("profile"), "a long passcode") as store:
+        assert store.get_meta("greeting") == b"hello"
 """
 
 from __future__ import annotations
@@ -39,6 +57,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
+from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 
 from sealpost._errors import ProtocolError
@@ -64,6 +84,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TooManyAttempts",
+    "UnsupportedSchema",
     "WeakParameters",
     "WrongPasscode",
     "delay_after",
@@ -75,11 +96,21 @@ FORMAT_VERSION = 1
 KEY_LEN = 32
 SALT_LEN = 16
 NONCE_LEN = 12
+TAG_LEN = 16
+WRAPPED_LEN = NONCE_LEN + KEY_LEN + TAG_LEN
 FREE_TRIES = 4
 DELAYS = (30.0, 60.0, 300.0, 900.0, 3600.0)  # after failure 5, 6, 7, 8, then 9 and on
-SCHEMA_VERSION = 1
+# Upper bounds on Argon2id parameters read from a keyfile: generous (RFC 9106's first
+# recommended set is t=1, 2 GiB, p=4), but an edited keyfile must not make open() run for
+# days or allocate terabytes before failing.
+MAX_T = 64
+MAX_M_KIB = 4 * 1024 * 1024
+MAX_P = 64
+_WIPE_CHUNK = 1024 * 1024
 
-_SCHEMA = """
+# Version 1 of the schema, frozen: profiles written with it exist. Change it only through
+# a new entry in _MIGRATIONS.
+_SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE prekeys (
     kind TEXT NOT NULL, key_id INTEGER NOT NULL, record BLOB NOT NULL,
@@ -105,6 +136,19 @@ CREATE TABLE processed (server_id BLOB PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_uuid BLOB NOT NULL, payload BLOB NOT NULL);
 """
 
+#: ``_MIGRATIONS[i]`` takes a database from schema version ``i + 1`` to ``i + 2``. Each
+#: runs in one transaction together with the ``user_version`` bump. Append, never edit.
+_MIGRATIONS: tuple[str, ...] = (
+    # 2: which of the peer's devices sent a message; a durable event log.
+    """
+    ALTER TABLE messages ADD COLUMN sender_device INTEGER;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, at INTEGER NOT NULL);
+    """,
+)
+#: The schema version this code writes (``PRAGMA user_version`` of a current profile).
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+
 
 class StoreError(Exception):
     """Root of the local store's errors. No message contains a passcode or a key."""
@@ -119,6 +163,9 @@ class NoProfile(StoreError):
 
 
 class WrongPasscode(StoreError):
+    """The passcode did not unwrap the key. ``failures`` in a row so far (0 when not
+    counted, as in :meth:`Store.change_passcode`); ``retry_after`` seconds to wait."""
+
     def __init__(self, failures: int, retry_after: float) -> None:
         super().__init__(f"wrong passcode ({failures} failed tries)")
         self.failures = failures
@@ -139,7 +186,13 @@ class CorruptProfile(StoreError):
     pass
 
 
-class WeakParameters(StoreError):
+class UnsupportedSchema(CorruptProfile):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"the profile's schema version {version} is newer than this sealpost")
+        self.version = version
+
+
+class WeakParameters(StoreError, ValueError):
     pass
 
 
@@ -159,10 +212,19 @@ class KdfParams:
         if not isinstance(doc, dict) or doc.get("alg") != "argon2id":
             raise CorruptProfile("unknown key derivation")
         values = [doc.get(k) for k in ("t", "m_kib", "p")]
-        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
         if len(ints) != 3:
             raise CorruptProfile("bad key derivation parameters")
-        return cls(*ints)
+        params = cls(*ints)
+        if not params.in_bounds():
+            raise CorruptProfile("bad key derivation parameters")
+        return params
+
+    def in_bounds(self) -> bool:
+        """Whether Argon2id accepts these and they are not absurdly large."""
+        return (
+            1 <= self.t <= MAX_T and 1 <= self.p <= MAX_P and 8 * self.p <= self.m_kib <= MAX_M_KIB
+        )
 
 
 DEFAULT_PARAMS = KdfParams()
@@ -176,25 +238,43 @@ def _check_params(params: KdfParams) -> None:
         return
     if params.t < _FLOOR.t or params.m_kib < _FLOOR.m_kib or params.p < _FLOOR.p:
         raise WeakParameters("Argon2id parameters under t=3, m=64 MiB, p=1 are refused")
+    if not params.in_bounds():
+        raise WeakParameters(
+            f"Argon2id parameters above t={MAX_T}, m={MAX_M_KIB} KiB, p={MAX_P} are refused"
+        )
+
+
+def _check_wipe_after(wipe_after: int | None) -> None:
+    if wipe_after is not None and (
+        not isinstance(wipe_after, int) or isinstance(wipe_after, bool) or wipe_after < 1
+    ):
+        raise WeakParameters("wipe_after must be None or at least 1")
 
 
 def delay_after(failures: int) -> float:
-    """Seconds the next try must wait after ``failures`` wrong passcodes in a row."""
+    """Seconds the next try must wait after ``failures`` wrong passcodes in a row.
+
+    0 for the first four, then 30 s, 1 min, 5 min, 15 min, and 1 h for every one after.
+    """
     if failures <= FREE_TRIES:
         return 0.0
     return DELAYS[min(failures - FREE_TRIES, len(DELAYS)) - 1]
 
 
 def _derive(passcode: str, salt: bytes, params: KdfParams) -> bytes:
-    return hash_secret_raw(
-        passcode.encode("utf-8"),
-        salt,
-        time_cost=params.t,
-        memory_cost=params.m_kib,
-        parallelism=params.p,
-        hash_len=KEY_LEN,
-        type=Type.ID,
-    )
+    try:
+        return hash_secret_raw(
+            passcode.encode("utf-8"),
+            salt,
+            time_cost=params.t,
+            memory_cost=params.m_kib,
+            parallelism=params.p,
+            hash_len=KEY_LEN,
+            type=Type.ID,
+        )
+    except (HashingError, OverflowError):
+        # not reachable with bounded parameters, but never let argon2's error escape
+        raise CorruptProfile("the key derivation failed") from None
 
 
 def _aad(params: KdfParams, salt: bytes) -> bytes:
@@ -215,20 +295,40 @@ def _unb64(value: Any) -> bytes:
         raise CorruptProfile("keyfile field is not base64") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a stale temp file may have had another mode
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _overwrite(path: Path) -> None:
+    """Overwrite a file's bytes in place with random ones and fsync (best effort)."""
+    with path.open("r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        done = 0
+        while done < size:
+            n = min(_WIPE_CHUNK, size - done)
+            f.write(os.urandom(n))
+            done += n
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class _KeyFile:
@@ -240,7 +340,7 @@ class _KeyFile:
             doc = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             raise NoProfile("no profile") from None
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):
             raise CorruptProfile("the keyfile is damaged") from None
         if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
             raise CorruptProfile("unknown keyfile format")
@@ -248,6 +348,25 @@ class _KeyFile:
 
     def write(self, doc: dict[str, Any]) -> None:
         _write_atomic(self.path, json.dumps(doc, indent=1).encode())
+
+    def destroy_wrapped(self, wrapped: str) -> None:
+        """Overwrite the wrapped key's bytes in the current file, in place.
+
+        Replacing the file alone would only free the old blocks. Overwriting just the
+        base64 text keeps the file valid JSON, so a kill right after this leaves a profile
+        that no passcode opens rather than a damaged one.
+        """
+        with self.path.open("r+b") as f:
+            data = f.read()
+            at = data.find(wrapped.encode("ascii"))
+            if at < 0:
+                f.seek(0)
+                f.write(os.urandom(len(data)))
+            else:
+                f.seek(at)
+                f.write(_b64(os.urandom(WRAPPED_LEN)).encode("ascii")[: len(wrapped)])
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _hex_key_pragma(key: bytes) -> str:
@@ -271,6 +390,33 @@ def _connect(path: Path, key: bytes) -> Any:
     return conn
 
 
+def _run_in_transaction(conn: Any, script: str, version: int) -> None:
+    # executescript() commits any open transaction first, so BEGIN/COMMIT go in the script
+    try:
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {int(version)};\nCOMMIT;"
+        )
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate(conn: Any) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            _run_in_transaction(conn, _SCHEMA_V1, 1)
+            version = 1
+        if version > SCHEMA_VERSION:
+            raise UnsupportedSchema(version)
+        for step in range(version, SCHEMA_VERSION):
+            _run_in_transaction(conn, _MIGRATIONS[step - 1], step + 1)
+    except sqlcipher.DatabaseError:
+        raise CorruptProfile("the database schema could not be brought up to date") from None
+
+
 class Store:
     """An open profile. Single-threaded use; :meth:`transaction` for every write."""
 
@@ -281,7 +427,8 @@ class Store:
         self._in_tx = False
 
     def __repr__(self) -> str:
-        return f"Store(path={str(self._dir)!r})"
+        state = "open" if self._conn is not None else "closed"
+        return f"Store(path={str(self._dir)!r}, {state})"
 
     # -- lifecycle
 
@@ -299,12 +446,16 @@ class Store:
         wipe_after: int | None = None,
         rng: Rng = system_rng,
     ) -> Store:
+        """Make a new profile in ``directory`` (created 0700 if missing) and open it.
+
+        Refuses an empty passcode, parameters under the floor (unless ``TEST_PARAMS``,
+        explicitly) and a directory that already holds a keyfile or a database.
+        """
         directory = Path(directory)
         _check_params(params)
         if not passcode:
             raise WeakParameters("an empty passcode is refused")
-        if wipe_after is not None and wipe_after < 1:
-            raise WeakParameters("wipe_after must be at least 1")
+        _check_wipe_after(wipe_after)
         if cls.exists(directory) or (directory / DATABASE).exists():
             raise ProfileExists("a profile already exists there")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -320,8 +471,12 @@ class Store:
             "wipe_after": wipe_after,
         }
         conn = _connect(directory / DATABASE, key)
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        # the keyfile last: until it exists the database is unreadable by anyone
         _KeyFile(directory / KEYFILE).write(doc)
         return cls(directory, conn, params)
 
@@ -335,20 +490,29 @@ class Store:
     def open(
         cls, directory: Path, passcode: str, *, clock: Callable[[], float] = time.time
     ) -> Store:
+        """Unwrap the key with ``passcode`` and open the database (see the module's
+        docstring for the wrong-passcode policy)."""
         directory = Path(directory)
         keyfile = _KeyFile(directory / KEYFILE)
         doc = keyfile.read()
         if doc.get("wiped"):
             raise ProfileWiped("this profile was wiped after too many wrong passcodes")
         params, salt = cls._params_of(doc)
-        failures = doc.get("failures")
-        not_before = doc.get("not_before")
-        if not isinstance(failures, int) or not isinstance(not_before, int | float):
-            raise CorruptProfile("bad failure counter")
+        wrapped_text = doc.get("wrapped")
+        wrapped = _unb64(wrapped_text)
+        if len(wrapped) != WRAPPED_LEN:
+            raise CorruptProfile("bad wrapped key")
+        failures, not_before, wipe_after = cls._counter_of(doc)
+        if not (directory / DATABASE).exists():
+            raise CorruptProfile("the database is missing")
         now = clock()
+        if not_before > now + delay_after(failures):
+            # the clock went backwards: wait no longer than the schedule says, from now
+            not_before = now + delay_after(failures)
+            doc["not_before"] = not_before
+            keyfile.write(doc)
         if now < not_before:
             raise TooManyAttempts(not_before - now)
-        wrapped = _unb64(doc.get("wrapped"))
         # count the try before paying for it, so a killed process still counts it
         failures += 1
         doc["failures"] = failures
@@ -356,17 +520,20 @@ class Store:
         keyfile.write(doc)
         key = cls._unwrap(wrapped, passcode, salt, params)
         if key is None:
-            wipe_after = doc.get("wipe_after")
-            if isinstance(wipe_after, int) and failures >= wipe_after:
-                cls._wipe(directory, doc, keyfile)
+            if wipe_after is not None and failures >= wipe_after:
+                cls._wipe(directory, doc, keyfile, str(wrapped_text))
                 raise ProfileWiped("this profile was wiped after too many wrong passcodes")
             raise WrongPasscode(failures, delay_after(failures))
         doc["failures"] = 0
         doc["not_before"] = 0.0
         keyfile.write(doc)
-        if not (directory / DATABASE).exists():
-            raise CorruptProfile("the database is missing")
-        return cls(directory, _connect(directory / DATABASE, key), params)
+        conn = _connect(directory / DATABASE, key)
+        try:
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(directory, conn, params)
 
     @staticmethod
     def _params_of(doc: dict[str, Any]) -> tuple[KdfParams, bytes]:
@@ -378,8 +545,28 @@ class Store:
         return params, salt
 
     @staticmethod
+    def _counter_of(doc: dict[str, Any]) -> tuple[int, float, int | None]:
+        failures = doc.get("failures")
+        not_before = doc.get("not_before")
+        wipe_after = doc.get("wipe_after")
+        if (
+            not isinstance(failures, int)
+            or isinstance(failures, bool)
+            or failures < 0
+            or not isinstance(not_before, int | float)
+            or isinstance(not_before, bool)
+            or not math.isfinite(not_before)
+        ):
+            raise CorruptProfile("bad failure counter")
+        try:
+            _check_wipe_after(wipe_after)
+        except WeakParameters:
+            raise CorruptProfile("bad wipe setting") from None
+        return failures, float(not_before), wipe_after
+
+    @staticmethod
     def _unwrap(wrapped: bytes, passcode: str, salt: bytes, params: KdfParams) -> bytes | None:
-        if len(wrapped) != NONCE_LEN + KEY_LEN + 16:
+        if len(wrapped) != WRAPPED_LEN:
             raise CorruptProfile("bad wrapped key")
         kek = _derive(passcode, salt, params)
         try:
@@ -388,21 +575,23 @@ class Store:
             return None
 
     @staticmethod
-    def _wipe(directory: Path, doc: dict[str, Any], keyfile: _KeyFile) -> None:
-        doc["wrapped"] = _b64(os.urandom(NONCE_LEN + KEY_LEN + 16))
-        keyfile.write(doc)  # overwrite the key in place first
-        doc.pop("wrapped")
+    def _wipe(directory: Path, doc: dict[str, Any], keyfile: _KeyFile, wrapped: str) -> None:
+        # 1. the wrapped key's bytes, in place (crypto erasure; this is what counts)
+        keyfile.destroy_wrapped(wrapped)
+        # 2. a keyfile that says so, for a clear error from now on
+        doc.pop("wrapped", None)
         doc["wiped"] = True
         keyfile.write(doc)
+        # 3. the database, best effort: SSDs, copy-on-write file systems and journals may
+        #    keep old blocks, which are noise without the key
         for name in (DATABASE, DATABASE + "-wal", DATABASE + "-shm"):
             path = directory / name
             with contextlib.suppress(OSError):
-                size = path.stat().st_size
-                with path.open("r+b") as f:  # best effort: SSDs and journals keep copies
-                    f.write(os.urandom(min(size, 64 * 1024 * 1024)))
-                    f.flush()
-                    os.fsync(f.fileno())
+                _overwrite(path)
+            with contextlib.suppress(OSError):
                 path.unlink()
+        with contextlib.suppress(OSError):
+            _fsync_dir(directory)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -430,6 +619,10 @@ class Store:
     def change_passcode(
         self, old: str, new: str, *, params: KdfParams | None = None, rng: Rng = system_rng
     ) -> None:
+        """Re-wrap the same database key under ``new`` with a fresh salt (and ``params``
+        if given, else the current ones). ``old`` must unwrap the current keyfile, else
+        :class:`WrongPasscode` (not counted: whoever calls this already has the profile
+        open). The database is not touched."""
         if not new:
             raise WeakParameters("an empty passcode is refused")
         params = params or self._params
@@ -447,8 +640,8 @@ class Store:
         self._params = params
 
     def set_wipe_after(self, wipe_after: int | None) -> None:
-        if wipe_after is not None and wipe_after < 1:
-            raise WeakParameters("wipe_after must be at least 1")
+        """Wipe the profile at the ``wipe_after``-th wrong passcode in a row (None: never)."""
+        _check_wipe_after(wipe_after)
         keyfile = _KeyFile(self._dir / KEYFILE)
         doc = keyfile.read()
         doc["wipe_after"] = wipe_after
@@ -458,24 +651,30 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (fsynced), or ``ROLLBACK`` on any exception."""
-        if self._conn is None:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (fsynced), or ``ROLLBACK`` on any exception,
+        including a failed ``COMMIT``. Transactions do not nest."""
+        conn = self._conn
+        if conn is None:
             raise StoreError("the store is closed")
         if self._in_tx:
             raise StoreError("transactions do not nest")
         self._in_tx = True
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # SQLite may already have rolled back (e.g. on a full disk)
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlcipher.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
         finally:
             self._in_tx = False
 
     def read(self) -> Any:
+        """The connection, for plain ``SELECT``\\ s outside a transaction."""
         if self._conn is None:
             raise StoreError("the store is closed")
         return self._conn
@@ -485,4 +684,5 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def set_meta(self, conn: Any, key: str, value: bytes) -> None:
+        """Set ``meta[key]``; ``conn`` is the one :meth:`transaction` yielded."""
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
