@@ -1,11 +1,17 @@
 """SQLite storage: group commit batches concurrent writes, and a failing operation in a
-batch rolls back alone."""
+batch rolls back alone; the write path's memory (queue tails, device lists, queue-depth
+bounds) stays exactly the database, through refused operations, failed commits, acks and
+purges; a large purge goes in steps; close() lets queued writes finish."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +21,12 @@ from sealpost.server.storage import (
     Envelope,
     MismatchedDevices,
     PreKeyUpload,
+    QueuedMessage,
     QueueFull,
     SqliteStorage,
 )
+from sealpost.server.storage import sqlite as sqlite_module
+from sealpost.server.storage.tail import QueueTails
 
 
 async def _with_account(storage: SqliteStorage, devices: int = 1) -> bytes:
@@ -98,3 +107,321 @@ def test_a_failing_operation_rolls_back_alone(tmp_path: Path) -> None:
             await storage.close()
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- the write path
+
+
+def _run(tmp_path: Path, body: Callable[[SqliteStorage], Awaitable[None]]) -> None:
+    async def main() -> None:
+        storage = SqliteStorage(tmp_path / "db")
+        await storage.open()
+        try:
+            await body(storage)
+        finally:
+            await storage.close()
+
+    asyncio.run(main())
+
+
+def _enqueue(
+    storage: SqliteStorage, envelopes: list[Envelope], *, expires_at: int = 1000, depth: int = 50
+) -> Awaitable[None]:
+    return storage.enqueue(
+        envelopes, exempt={}, received_at=1, expires_at=expires_at, max_depth=depth
+    )
+
+
+def _truth(path: Path, account_id: bytes, device_id: int, after_seq: int) -> list[QueuedMessage]:
+    """The queue as the database file has it, read by a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT message_id, seq, body, received_at FROM queue"
+            " WHERE account_id = ? AND device_id = ? AND seq > ? ORDER BY seq",
+            (account_id, device_id, after_seq),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [QueuedMessage(bytes(m), s, bytes(b), r) for m, s, b, r in rows]
+
+
+class _FailingCommits:
+    """Makes the next ``count`` commits fail as a full disk would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = sqlite_module._commit
+
+        def commit(conn: sqlite3.Connection) -> None:
+            if self.count:
+                self.count -= 1
+                raise sqlite3.OperationalError("database or disk is full")
+            real(conn)
+
+        monkeypatch.setattr(sqlite_module, "_commit", commit)
+
+
+def test_a_known_tail_is_read_from_memory_and_matches_the_database(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == []  # sets it
+        envelopes = [_env(account_id) for _ in range(3)]
+        await asyncio.gather(*(_enqueue(storage, [e]) for e in envelopes))
+        ops = storage.committed_ops
+        queued = await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        assert storage.committed_ops == ops  # no database read
+        assert queued == _truth(tmp_path / "db", account_id, 1, 0)
+        assert [m.message_id for m in queued] == [e.message_id for e in envelopes]
+        assert await storage.fetch(account_id, 1, after_seq=queued[0].seq, limit=1) == [queued[1]]
+        assert await storage.ack_all(account_id, 1, [queued[0].message_id, os.urandom(16)]) == 1
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == queued[1:]
+        assert _truth(tmp_path / "db", account_id, 1, 0) == queued[1:]
+
+    _run(tmp_path, body)
+
+
+def test_a_partial_read_does_not_pass_for_the_whole_queue(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        for _ in range(5):
+            await _enqueue(storage, [_env(account_id)])
+        first = await storage.fetch(account_id, 1, after_seq=0, limit=2)
+        assert len(first) == 2
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=10) == _truth(
+            tmp_path / "db", account_id, 1, 0
+        )
+        rest = await storage.fetch(account_id, 1, after_seq=first[-1].seq, limit=10)
+        assert len(rest) == 3
+
+    _run(tmp_path, body)
+
+
+def test_a_refused_send_in_a_batch_never_reaches_the_tail(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage, devices=2)
+        for device_id in (1, 2):
+            await storage.fetch(account_id, device_id, after_seq=0, limit=100)
+        good = _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
+        bad = _enqueue(storage, [_env(account_id, 1)])  # names one device of two
+        results = await asyncio.gather(good, bad, return_exceptions=True)
+        assert results[0] is None and isinstance(results[1], MismatchedDevices)
+        for device_id in (1, 2):
+            memory = await storage.fetch(account_id, device_id, after_seq=0, limit=100)
+            assert memory == _truth(tmp_path / "db", account_id, device_id, 0)
+            assert len(memory) == 1
+
+    _run(tmp_path, body)
+
+
+def test_an_operation_that_fails_after_recording_an_effect_has_none(tmp_path: Path) -> None:
+    """The machinery itself (private): effects of a rolled-back operation are dropped, and
+    those of the others in its batch are applied once they are committed."""
+    applied: list[str] = []
+
+    async def body(storage: SqliteStorage) -> None:
+        def op(name: str, fail: bool) -> Callable[[sqlite3.Connection], None]:
+            def run(conn: sqlite3.Connection) -> None:
+                storage._effects.append(lambda: applied.append(name))
+                if fail:
+                    raise ValueError(name)
+
+            return run
+
+        results = await asyncio.gather(
+            storage._write(op("a", False)),
+            storage._write(op("b", True)),
+            storage._write(op("c", False)),
+            return_exceptions=True,
+        )
+        assert results[0] is None and isinstance(results[1], ValueError) and results[2] is None
+        assert applied == ["a", "c"]
+
+    _run(tmp_path, body)
+
+
+def test_a_failed_commit_changes_neither_the_database_nor_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = _FailingCommits(monkeypatch)
+
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        await _enqueue(storage, [_env(account_id)])
+        failing.count = 1
+        with pytest.raises(sqlite3.OperationalError):
+            await _enqueue(storage, [_env(account_id)])
+        memory = await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        assert len(memory) == 1
+        assert memory == _truth(tmp_path / "db", account_id, 1, 0)
+        await _enqueue(storage, [_env(account_id)])  # and the next commit works
+        assert len(await storage.fetch(account_id, 1, after_seq=0, limit=100)) == 2
+
+    _run(tmp_path, body)
+
+
+def test_the_device_list_cache_is_never_ahead_of_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = _FailingCommits(monkeypatch)
+
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await _enqueue(storage, [_env(account_id, 1)])  # caches the device list {1}
+        # A second device, and a send naming both, in one batch whose commit fails: the
+        # send saw device 2 inside the transaction, but the database never got it.
+        failing.count = 1
+        added = storage.add_device(DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload())
+        both = _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
+        results = await asyncio.gather(added, both, return_exceptions=True)
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+        with pytest.raises(MismatchedDevices) as refused:
+            await _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
+        assert refused.value.accounts == {account_id: ([], [2])}
+        await _enqueue(storage, [_env(account_id, 1)])
+        # Once the device really exists, the cached list follows.
+        await storage.add_device(DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload())
+        with pytest.raises(MismatchedDevices):
+            await _enqueue(storage, [_env(account_id, 1)])
+        await _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
+
+    _run(tmp_path, body)
+
+
+def test_the_queue_limit_holds_after_acks(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        for _ in range(3):
+            await _enqueue(storage, [_env(account_id)], depth=3)
+        with pytest.raises(QueueFull):
+            await _enqueue(storage, [_env(account_id)], depth=3)
+        first = (await storage.fetch(account_id, 1, after_seq=0, limit=1))[0]
+        assert await storage.ack(account_id, 1, first.message_id)
+        await _enqueue(storage, [_env(account_id)], depth=3)  # room again: counted anew
+        with pytest.raises(QueueFull):
+            await _enqueue(storage, [_env(account_id)], depth=3)
+        assert len(_truth(tmp_path / "db", account_id, 1, 0)) == 3
+
+    _run(tmp_path, body)
+
+
+def test_purge_drops_expired_messages_from_memory(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        await _enqueue(storage, [_env(account_id)], expires_at=10)
+        await _enqueue(storage, [_env(account_id)], expires_at=20)
+        assert (await storage.purge(now=15)).messages == 1
+        memory = await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        assert memory == _truth(tmp_path / "db", account_id, 1, 0)
+        assert len(memory) == 1
+
+    _run(tmp_path, body)
+
+
+def test_a_purge_larger_than_one_step_takes_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "PURGE_STEP", 3)
+
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        for _ in range(7):
+            await _enqueue(storage, [_env(account_id)], expires_at=10)
+        await _enqueue(storage, [_env(account_id)], expires_at=20)
+        for _ in range(4):
+            assert await storage.use_nonce(os.urandom(16), expires_at=10)
+        commits = storage.commits
+        purged = await storage.purge(now=15)
+        assert (purged.messages, purged.nonces) == (7, 4)
+        assert storage.commits - commits >= 3 + 2
+        memory = await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        assert len(memory) == 1 and memory == _truth(tmp_path / "db", account_id, 1, 0)
+
+    _run(tmp_path, body)
+
+
+def test_close_lets_queued_writes_finish(tmp_path: Path) -> None:
+    async def main() -> tuple[bytes, asyncio.Task[None]]:
+        storage = SqliteStorage(tmp_path / "db")
+        await storage.open()
+        account_id = await _with_account(storage)
+        pending = asyncio.ensure_future(_enqueue(storage, [_env(account_id)]))
+        await asyncio.sleep(0)  # submitted, not yet committed
+        await storage.close()
+        return account_id, pending
+
+    account_id, pending = asyncio.run(main())
+    assert pending.done() and pending.exception() is None
+    assert len(_truth(tmp_path / "db", account_id, 1, 0)) == 1
+
+
+def test_tails_have_bounded_memory() -> None:
+    tails = QueueTails(max_bytes=10_000, max_messages=3)
+    a, b = (b"a" * 16, 1), (b"b" * 16, 1)
+    tails.known(a, 0, [])
+    tails.known(b, 0, [])
+
+    def message(seq: int, size: int = 10) -> tuple[tuple[bytes, int], QueuedMessage]:
+        return a, QueuedMessage(os.urandom(16), seq, b"x" * size, 0)
+
+    tails.added([message(1), message(2), message(3)])
+    assert [m.seq for m in tails.fetch(a, 0, 10) or []] == [1, 2, 3]
+    tails.added([message(4)])  # past max_messages: forgotten, read from the db again
+    assert tails.fetch(a, 0, 10) is None
+    assert tails.fetch(b, 0, 10) == []
+    tails.known(a, 4, [])
+    tails.added([message(5, size=20_000)])  # past max_bytes: dropped, oldest first
+    assert tails.fetch(a, 4, 10) is None and tails.fetch(b, 0, 10) is None
+    assert len(tails) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_traffic_keeps_memory_equal_to_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Sends, acks, purges, reads at random positions and failed commits, in batches of
+    concurrent operations: every fetch answers exactly what the database holds."""
+    failing = _FailingCommits(monkeypatch)
+    rng = random.Random(seed)
+
+    async def body(storage: SqliteStorage) -> None:
+        accounts = [await _with_account(storage, devices=rng.randint(1, 2)) for _ in range(3)]
+        devices = {a: len(await storage.devices(a)) for a in accounts}
+        addresses = [(a, d) for a in accounts for d in range(1, devices[a] + 1)]
+        for now in range(1, 121):
+            batch: list[Awaitable[Any]] = []
+            for _ in range(rng.randint(1, 6)):
+                kind = rng.random()
+                account_id = rng.choice(accounts)
+                if kind < 0.5:
+                    named = list(range(1, devices[account_id] + 1))
+                    if rng.random() < 0.1:
+                        named = named[:1] if len(named) > 1 else [1, 2]  # refused
+                    envelopes = [_env(account_id, d) for d in named]
+                    expires = now + rng.randint(1, 30)
+                    batch.append(_enqueue(storage, envelopes, expires_at=expires, depth=8))
+                elif kind < 0.75:
+                    address = rng.choice(addresses)
+                    queued = _truth(tmp_path / "db", *address, 0)
+                    ids = [m.message_id for m in queued if rng.random() < 0.6]
+                    batch.append(storage.ack_all(*address, [*ids, os.urandom(16)]))
+                elif kind < 0.8:
+                    batch.append(storage.purge(now))
+                else:
+                    address = rng.choice(addresses)
+                    queued = _truth(tmp_path / "db", *address, 0)
+                    after = rng.choice([0, *(m.seq for m in queued)])
+                    batch.append(storage.fetch(*address, after_seq=after, limit=100))
+            failing.count = 1 if rng.random() < 0.1 else 0
+            await asyncio.gather(*batch, return_exceptions=True)
+            failing.count = 0
+            for address in addresses:
+                truth = _truth(tmp_path / "db", *address, 0)
+                for after in {0, *(m.seq for m in truth[:2])}:
+                    expected = [m for m in truth if m.seq > after][:5]
+                    assert await storage.fetch(*address, after_seq=after, limit=5) == expected
+
+    _run(tmp_path, body)

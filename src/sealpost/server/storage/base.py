@@ -224,6 +224,9 @@ class Storage(Protocol):
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         """Delete a message from this device's own queue; ``False`` if it has no such one."""
 
+    async def ack_all(self, account_id: bytes, device_id: int, message_ids: Sequence[bytes]) -> int:
+        """:meth:`ack` of several messages in one transaction; how many were deleted."""
+
     # -- attachments
     async def add_attachment(self, record: AttachmentRecord) -> None: ...
 
