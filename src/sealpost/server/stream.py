@@ -103,7 +103,9 @@ class _Socket:
         self.lock = asyncio.Lock()
 
     async def send(self, doc: dict[str, Any]) -> None:
-        text = json.dumps(doc)
+        await self.send_text(json.dumps(doc))
+
+    async def send_text(self, text: str) -> None:
         async with self.lock:
             await self.ws.send_text(text)
 
@@ -311,7 +313,7 @@ class StreamEndpoint:
             except ApiError as exc:
                 await sock.send(_error(req, exc))
             else:
-                await sock.send({"type": "sent", "req": req, "stored": stored})
+                await sock.send_text(f'{{"type":"sent","req":{req},"stored":{stored}}}')
 
     async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress) -> None:
         storage = self._ctx.storage
@@ -323,7 +325,7 @@ class StreamEndpoint:
             stop = b"" in ids
             ids = [i for i in ids if i]
             if ids:
-                await asyncio.gather(*(storage.ack(account_id, device_id, i) for i in ids))
+                await storage.ack_all(account_id, device_id, ids)
                 self._ctx.metrics.inc(
                     "sealpost_messages_acked_total", "messages acknowledged", len(ids)
                 )
@@ -348,13 +350,12 @@ class StreamEndpoint:
                 continue
             idle = False
             for message in batch:
-                await sock.send(
-                    {
-                        "type": "message",
-                        "id": message.message_id.hex(),
-                        "body": base64.b64encode(message.body).decode(),
-                        "received_at": message.received_at,
-                    }
+                # {"type": "message", "id": HEX, "body": B64, "received_at": INT}, formatted
+                # by hand: hex and base64 need no JSON escaping.
+                await sock.send_text(
+                    f'{{"type":"message","id":"{message.message_id.hex()}","body":"'
+                    f'{base64.b64encode(message.body).decode()}",'
+                    f'"received_at":{message.received_at}}}'
                 )
                 last = message.seq
             self._ctx.metrics.inc("sealpost_messages_pushed_total", "messages pushed", len(batch))
