@@ -9,12 +9,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealpost.protocol.content import (
+    DEVICE_LINKED,
+    DEVICE_REMOVED,
     MAX_TEXT_BYTES,
+    MAX_TIMER,
     PAD_BLOCK,
+    Content,
+    DeleteContent,
+    DeviceNotice,
+    GroupUpdateContent,
     ReceiptContent,
+    SenderKeyContent,
+    SentTranscript,
     TextContent,
+    TimerContent,
     decode_content,
+    decode_unpadded,
     encode_content,
+    encode_unpadded,
 )
 from sealpost.protocol.errors import DecodeError
 
@@ -86,3 +98,65 @@ def test_decode_accepts_or_raises_decode_error(data: bytes) -> None:
 def test_repr_hides_text_and_token() -> None:
     content = TextContent(ID, 0, TOKEN, "alice", "my secret text")
     assert "secret" not in repr(content) and TOKEN.hex() not in repr(content)
+
+
+GROUP = b"\x33" * 32
+
+ALL_KINDS = [
+    TextContent(ID, 1, TOKEN, "alice", "with everything", GROUP, b"\x44" * 200, 3600),
+    TextContent(ID, 1, TOKEN, "alice", "pairwise, timer only", expire_timer=30),
+    GroupUpdateContent(2, TOKEN, "bob", b"\x55" * 300, b"\x66" * 120),
+    GroupUpdateContent(2, TOKEN, "bob", None, b"", state_pointer=b"\x77" * 180),
+    SenderKeyContent(3, TOKEN, "carol", b"\x88" * 150),
+    TimerContent(ID, 4, TOKEN, "dave", 86400, GROUP),
+    TimerContent(ID, 4, TOKEN, "dave", 0),
+    DeleteContent(ID, 5, TOKEN, "erin", b"\x99" * 16, GROUP),
+    DeleteContent(ID, 5, TOKEN, "erin", b"\x99" * 16),
+    SentTranscript(6, b"\x01\x01inner", account_id=b"\xaa" * 16, name="frank"),
+    SentTranscript(6, b"\x01\x01inner", group_id=GROUP),
+    DeviceNotice(7, DEVICE_LINKED, 2, "laptop"),
+    DeviceNotice(7, DEVICE_REMOVED, 3, "old-phone"),
+]
+
+
+@pytest.mark.parametrize("content", ALL_KINDS, ids=lambda c: type(c).__name__)
+def test_every_kind_round_trips_padded_and_unpadded(content: Content) -> None:
+    assert decode_content(encode_content(content)) == content
+    assert decode_unpadded(encode_unpadded(content)) == content
+
+
+@pytest.mark.parametrize("content", ALL_KINDS, ids=lambda c: type(c).__name__)
+def test_every_truncation_and_extension_is_a_decode_error(content: Content) -> None:
+    body = encode_unpadded(content)
+    for cut in range(len(body)):
+        with pytest.raises(DecodeError):
+            decode_unpadded(body[:cut])
+    with pytest.raises(DecodeError):
+        decode_unpadded(body + b"\x00")
+
+
+def test_unknown_flags_and_bad_fields_are_refused() -> None:
+    text = encode_unpadded(TextContent(ID, 1, TOKEN, "alice", "hi"))
+    flags_at = 2 + 16 + 8 + 32 + 1 + 5 + 4
+    for flag in (0x04, 0x80):
+        bad = text[:flags_at] + bytes((flag,)) + text[flags_at + 1 :]
+        with pytest.raises(DecodeError):
+            decode_unpadded(bad)
+    with pytest.raises(DecodeError):
+        TimerContent(ID, 1, TOKEN, "a", MAX_TIMER + 1)
+    with pytest.raises(DecodeError):
+        GroupUpdateContent(1, TOKEN, "a", b"x", state_pointer=b"y")  # both
+    with pytest.raises(DecodeError):
+        GroupUpdateContent(1, TOKEN, "a", None)  # neither
+    with pytest.raises(DecodeError):
+        SentTranscript(1, b"x", account_id=b"\x01" * 16, name="a", group_id=GROUP)
+    with pytest.raises(DecodeError):
+        DeviceNotice(1, 9, 2, "x")
+    with pytest.raises(DecodeError):
+        TextContent(ID, 0, TOKEN, "bad\nname", "x")
+
+
+def test_secret_material_stays_out_of_reprs() -> None:
+    for content in ALL_KINDS:
+        shown = repr(content)
+        assert TOKEN.hex() not in shown and "\\x88" not in shown and "inner" not in shown

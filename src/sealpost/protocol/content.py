@@ -1,4 +1,4 @@
-"""What travels inside the encryption: the plaintext of a ratchet message.
+"""What travels inside the encryption: the plaintext of a ratchet or sender-key message.
 
 Every plaintext is a :class:`Content` encoded as::
 
@@ -8,22 +8,42 @@ and padded before encryption to a multiple of :data:`PAD_BLOCK` bytes (Signal's 
 ``0x80`` byte then zeros (ISO/IEC 7816-4), so the server and the network learn a length
 bucket, not a length. Nothing is ever compressed before it is encrypted.
 
-Kinds (all integers big-endian):
+Common pieces (all integers big-endian): ``name`` is ``length (1) | ASCII``, the username
+the sender claims (a receiver that does not know the sender checks it against the
+directory); ``token`` is the sender's own 32-byte delivery token, the secret a recipient
+needs to send back to it sealed; ``conv`` is ``flags (1) | [group_id (32) if flags & 1]``:
+the message belongs to that group's conversation, else to the pairwise one.
 
 ``0x01`` text
-    ``message_id (16) | sent_at (8, ms) | delivery_token (32) | name_length (1) |
-    sender_name (ASCII) | length (4) | UTF-8 text``
+    ``message_id (16) | sent_at (8, ms) | token | name | expire_timer (4, s) | conv-flags
+    (1; & 1 group, & 2 attachment) | [group_id (32)] | [length (2) | attachment pointer] |
+    length (4) | UTF-8 text``
 ``0x02`` delivery receipt
-    ``sent_at (8, ms) | delivery_token (32) | count (2) | message_id (16) x count``
+    ``sent_at (8, ms) | token | count (2) | message_id (16) x count``
+``0x03`` group update (pairwise, to every member of the old and new state)
+    ``sent_at | token | name | where (1; 1 inline, 2 attachment) | inline: length (4) |
+    signed group state, or attachment: length (2) | attachment pointer to the encrypted
+    signed group state | length (2) | sender-key distribution (0 bytes: none)``. A state
+    over :data:`MAX_INLINE_STATE` bytes (a group of some hundreds of members) travels as an
+    encrypted attachment, like a file.
+``0x04`` sender key (pairwise: the sender's chain for a group)
+    ``sent_at | token | name | length (2) | sender-key distribution``
+``0x05`` disappearing-message timer
+    ``message_id | sent_at | token | name | conv | expire_timer (4, s; 0 = off)``
+``0x06`` delete for everyone
+    ``message_id | sent_at | token | name | conv | target message_id (16)``
+``0x07`` sent transcript (to the sender's own other devices)
+    ``sent_at | destination: kind (1; 0 account, 1 group) | account_id (16) | name, or
+    group_id (32) | length (4) | the encoded content sent (unpadded)``
+``0x08`` device notice (to the sender's own other devices)
+    ``sent_at | event (1; 1 linked, 2 removed) | device_id (4) | name (device name)``
 
-``delivery_token`` is the sender's own: the secret a recipient needs to send back to it
-sealed (the server checks its hash, never learns who holds it). ``sender_name`` is the
-username the sender claims; a receiver that does not know the sender yet checks the claim
-against the server's directory before showing it. ``message_id`` is chosen by
-the sender at random; receivers use it to drop duplicates and receipts name it.
+``message_id`` is chosen by the sender at random; receivers use it to drop duplicates,
+receipts and deletions name it. The attachment pointer's bytes are
+:class:`sealpost.protocol.attachment.AttachmentPointer`'s encoding, parsed by the caller.
 
 Decoding is strict: any trailing byte, wrong length, bad padding, invalid UTF-8 or unknown
-kind raises :class:`DecodeError`, and nothing else is raised for any input.
+kind or flag raises :class:`DecodeError`, and nothing else is raised for any input.
 
 >>> text = TextContent(b"\\x01" * 16, 1_700_000_000_000, b"\\x02" * 32, "alice", "hi")
 >>> decode_content(encode_content(text)) == text
@@ -39,32 +59,108 @@ from sealpost._errors import DecodeError
 
 __all__ = [
     "CONTENT_VERSION",
+    "DEVICE_LINKED",
+    "DEVICE_REMOVED",
     "DELIVERY_TOKEN_LEN",
+    "GROUP_ID_LEN",
+    "MAX_ATTACHMENT_POINTER",
+    "MAX_INLINE_STATE",
     "MAX_NAME",
     "MAX_RECEIPT_IDS",
     "MAX_TEXT_BYTES",
+    "MAX_TIMER",
     "MESSAGE_ID_LEN",
     "PAD_BLOCK",
     "Content",
     "ContentKind",
+    "DeleteContent",
+    "DeviceNotice",
+    "GroupUpdateContent",
     "ReceiptContent",
+    "SenderKeyContent",
+    "SentTranscript",
     "TextContent",
+    "TimerContent",
     "decode_content",
+    "decode_unpadded",
     "encode_content",
+    "encode_unpadded",
 ]
 
 CONTENT_VERSION = 0x01
 PAD_BLOCK = 160  # Signal's bucket: hides lengths to within 160 bytes
 MESSAGE_ID_LEN = 16
 DELIVERY_TOKEN_LEN = 32
+ACCOUNT_ID_LEN = 16
+GROUP_ID_LEN = 32
 MAX_TEXT_BYTES = 64 * 1024  # well under the server's 96 KiB envelope limit after sealing
 MAX_RECEIPT_IDS = 1000
 MAX_NAME = 64  # usernames are at most 32; room to grow without a new version
+MAX_ATTACHMENT_POINTER = 1024
+MAX_DISTRIBUTION = 1024  # a sender-key distribution is about 150 bytes
+MAX_INLINE_STATE = 16 * 1024  # larger group states travel as attachments
+MAX_TIMER = 365 * 24 * 3600  # a disappearing-message timer is at most a year
+MAX_TRANSCRIPT = 64 * 1024 + 2048
+
+_FLAG_GROUP = 0x01
+_FLAG_ATTACHMENT = 0x02
+
+DEVICE_LINKED = 1
+DEVICE_REMOVED = 2
 
 
 class ContentKind:
     TEXT = 0x01
     RECEIPT = 0x02
+    GROUP_UPDATE = 0x03
+    SENDER_KEY = 0x04
+    TIMER = 0x05
+    DELETE = 0x06
+    TRANSCRIPT = 0x07
+    DEVICE_NOTICE = 0x08
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _check_id(message_id: bytes) -> None:
+    if not isinstance(message_id, bytes) or len(message_id) != MESSAGE_ID_LEN:
+        raise DecodeError(f"message ids are {MESSAGE_ID_LEN} bytes")
+
+
+def _check_token(token: bytes) -> None:
+    if not isinstance(token, bytes) or len(token) != DELIVERY_TOKEN_LEN:
+        raise DecodeError(f"delivery tokens are {DELIVERY_TOKEN_LEN} bytes")
+
+
+def _check_u64(value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise DecodeError("timestamps are unsigned 64-bit integers")
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.isascii() or not 1 <= len(name) <= MAX_NAME:
+        raise DecodeError(f"names are 1 to {MAX_NAME} ASCII characters")
+    if not name.isprintable():
+        raise DecodeError("names are printable")
+
+
+def _check_group(group_id: bytes | None) -> None:
+    if group_id is not None and (not isinstance(group_id, bytes) or len(group_id) != 32):
+        raise DecodeError(f"group ids are {GROUP_ID_LEN} bytes")
+
+
+def _check_timer(timer: int) -> None:
+    if not isinstance(timer, int) or isinstance(timer, bool) or not 0 <= timer <= MAX_TIMER:
+        raise DecodeError(f"timers are 0 to {MAX_TIMER} seconds")
+
+
+def _check_blob(value: bytes, limit: int, what: str, *, empty: bool = False) -> None:
+    if not isinstance(value, bytes) or len(value) > limit or (not empty and not value):
+        raise DecodeError(f"{what} must be 1 to {limit} bytes")
+
+
+# ---------------------------------------------------------------------- contents
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +170,19 @@ class TextContent:
     delivery_token: bytes
     sender_name: str
     text: str
+    group_id: bytes | None = None  # a group's conversation; None: the pairwise one
+    attachment: bytes | None = None  # an encoded AttachmentPointer
+    expire_timer: int = 0  # seconds after which every device deletes it; 0: never
 
     def __post_init__(self) -> None:
         _check_id(self.message_id)
         _check_u64(self.sent_at)
         _check_token(self.delivery_token)
-        if not self.sender_name.isascii() or not 1 <= len(self.sender_name) <= MAX_NAME:
-            raise DecodeError(f"sender names are 1 to {MAX_NAME} ASCII characters")
+        _check_name(self.sender_name)
+        _check_group(self.group_id)
+        _check_timer(self.expire_timer)
+        if self.attachment is not None:
+            _check_blob(self.attachment, MAX_ATTACHMENT_POINTER, "an attachment pointer")
         if len(self.text.encode("utf-8")) > MAX_TEXT_BYTES:
             raise DecodeError(f"text over {MAX_TEXT_BYTES} bytes")
 
@@ -106,22 +208,227 @@ class ReceiptContent:
         return f"ReceiptContent(sent_at={self.sent_at}, count={len(self.message_ids)})"
 
 
-Content = TextContent | ReceiptContent
+@dataclass(frozen=True, slots=True)
+class GroupUpdateContent:
+    """A new signed group state, with the sender's current sender key for the group when
+    the recipient is (still) a member."""
+
+    sent_at: int
+    delivery_token: bytes
+    sender_name: str
+    state: bytes | None  # an encoded, signed GroupState (inline) ...
+    distribution: bytes = b""  # an encoded SenderKeyDistribution, or empty
+    state_pointer: bytes | None = None  # ... or an AttachmentPointer to it
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        _check_token(self.delivery_token)
+        _check_name(self.sender_name)
+        if (self.state is None) == (self.state_pointer is None):
+            raise DecodeError("a group update carries its state inline or as an attachment")
+        if self.state is not None:
+            _check_blob(self.state, MAX_INLINE_STATE, "an inline group state")
+        if self.state_pointer is not None:
+            _check_blob(self.state_pointer, MAX_ATTACHMENT_POINTER, "an attachment pointer")
+        _check_blob(self.distribution, MAX_DISTRIBUTION, "a distribution", empty=True)
+
+    def __repr__(self) -> str:
+        return f"GroupUpdateContent(sent_at={self.sent_at})"
 
 
-def _check_id(message_id: bytes) -> None:
-    if not isinstance(message_id, bytes) or len(message_id) != MESSAGE_ID_LEN:
-        raise DecodeError(f"message ids are {MESSAGE_ID_LEN} bytes")
+@dataclass(frozen=True, slots=True)
+class SenderKeyContent:
+    sent_at: int
+    delivery_token: bytes
+    sender_name: str
+    distribution: bytes  # an encoded SenderKeyDistribution (it holds a chain key: secret)
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        _check_token(self.delivery_token)
+        _check_name(self.sender_name)
+        _check_blob(self.distribution, MAX_DISTRIBUTION, "a distribution")
+
+    def __repr__(self) -> str:
+        return f"SenderKeyContent(sent_at={self.sent_at})"
 
 
-def _check_token(token: bytes) -> None:
-    if not isinstance(token, bytes) or len(token) != DELIVERY_TOKEN_LEN:
-        raise DecodeError(f"delivery tokens are {DELIVERY_TOKEN_LEN} bytes")
+@dataclass(frozen=True, slots=True)
+class TimerContent:
+    message_id: bytes
+    sent_at: int
+    delivery_token: bytes
+    sender_name: str
+    expire_timer: int  # seconds; 0 turns disappearing messages off
+    group_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.message_id)
+        _check_u64(self.sent_at)
+        _check_token(self.delivery_token)
+        _check_name(self.sender_name)
+        _check_timer(self.expire_timer)
+        _check_group(self.group_id)
 
 
-def _check_u64(value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
-        raise DecodeError("timestamps are unsigned 64-bit integers")
+@dataclass(frozen=True, slots=True)
+class DeleteContent:
+    message_id: bytes
+    sent_at: int
+    delivery_token: bytes
+    sender_name: str
+    target: bytes  # the message id the sender deletes for everyone
+    group_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.message_id)
+        _check_u64(self.sent_at)
+        _check_token(self.delivery_token)
+        _check_name(self.sender_name)
+        _check_id(self.target)
+        _check_group(self.group_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SentTranscript:
+    """What this account sent from another of its devices: ``content`` went to the
+    account ``account_id`` (named ``name``) or to the group ``group_id``."""
+
+    sent_at: int
+    content: bytes  # the encoded content (unpadded) that was sent
+    account_id: bytes | None = None
+    name: str | None = None
+    group_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        _check_blob(self.content, MAX_TRANSCRIPT, "a transcript")
+        if self.group_id is not None:
+            _check_group(self.group_id)
+            if self.account_id is not None or self.name is not None:
+                raise DecodeError("a transcript names a group or an account, not both")
+        else:
+            if not isinstance(self.account_id, bytes) or len(self.account_id) != ACCOUNT_ID_LEN:
+                raise DecodeError(f"account ids are {ACCOUNT_ID_LEN} bytes")
+            _check_name(self.name or "")
+
+    def __repr__(self) -> str:
+        return f"SentTranscript(sent_at={self.sent_at})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceNotice:
+    """To the account's other devices: a device was linked or removed."""
+
+    sent_at: int
+    event: int  # DEVICE_LINKED or DEVICE_REMOVED
+    device_id: int
+    device_name: str
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        if self.event not in (DEVICE_LINKED, DEVICE_REMOVED):
+            raise DecodeError("unknown device event")
+        if not isinstance(self.device_id, int) or not 0 < self.device_id < 2**32:
+            raise DecodeError("device ids are unsigned 32-bit integers")
+        _check_name(self.device_name)
+
+
+Content = (
+    TextContent
+    | ReceiptContent
+    | GroupUpdateContent
+    | SenderKeyContent
+    | TimerContent
+    | DeleteContent
+    | SentTranscript
+    | DeviceNotice
+)
+
+
+# ---------------------------------------------------------------------- codec
+
+
+class _Writer:
+    __slots__ = ("parts",)
+
+    def __init__(self, kind: int) -> None:
+        self.parts = [bytes((CONTENT_VERSION, kind))]
+
+    def raw(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def u8(self, value: int) -> None:
+        self.parts.append(bytes((value,)))
+
+    def u32(self, value: int) -> None:
+        self.parts.append(struct.pack(">I", value))
+
+    def u64(self, value: int) -> None:
+        self.parts.append(struct.pack(">Q", value))
+
+    def name(self, name: str) -> None:
+        data = name.encode("ascii")
+        self.parts += [bytes((len(data),)), data]
+
+    def var(self, data: bytes, size: int) -> None:
+        self.parts += [len(data).to_bytes(size, "big"), data]
+
+    def conv(self, group_id: bytes | None, extra: int = 0) -> None:
+        self.u8((_FLAG_GROUP if group_id is not None else 0) | extra)
+        if group_id is not None:
+            self.raw(group_id)
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def raw(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise DecodeError("truncated content")
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def u8(self) -> int:
+        return self.raw(1)[0]
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.raw(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(">Q", self.raw(8))[0])
+
+    def name(self) -> str:
+        data = self.raw(self.u8())
+        try:
+            return data.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError("names are ASCII") from None
+
+    def var(self, size: int, limit: int) -> bytes:
+        length = int.from_bytes(self.raw(size), "big")
+        if length > limit:
+            raise DecodeError("a length is over its limit")
+        return self.raw(length)
+
+    def conv(self, allowed: int = _FLAG_GROUP) -> tuple[bytes | None, int]:
+        flags = self.u8()
+        if flags & ~allowed:
+            raise DecodeError("unknown content flags")
+        return (self.raw(GROUP_ID_LEN) if flags & _FLAG_GROUP else None), flags
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise DecodeError("trailing bytes after the content")
 
 
 def _pad(data: bytes) -> bytes:
@@ -138,76 +445,172 @@ def _unpad(data: bytes) -> bytes:
     return data[: end - 1]
 
 
-def encode_content(content: Content) -> bytes:
-    """The padded plaintext for ``content``."""
+def encode_unpadded(content: Content) -> bytes:
+    """The encoding of ``content`` without padding (what a transcript embeds)."""
     if isinstance(content, TextContent):
-        text = content.text.encode("utf-8")
-        name = content.sender_name.encode("ascii")
-        body = (
-            bytes((CONTENT_VERSION, ContentKind.TEXT))
-            + content.message_id
-            + struct.pack(">Q", content.sent_at)
-            + content.delivery_token
-            + bytes((len(name),))
-            + name
-            + struct.pack(">I", len(text))
-            + text
-        )
+        w = _Writer(ContentKind.TEXT)
+        w.raw(content.message_id)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.name(content.sender_name)
+        w.u32(content.expire_timer)
+        w.conv(content.group_id, _FLAG_ATTACHMENT if content.attachment is not None else 0)
+        if content.attachment is not None:
+            w.var(content.attachment, 2)
+        w.var(content.text.encode("utf-8"), 4)
     elif isinstance(content, ReceiptContent):
-        body = (
-            bytes((CONTENT_VERSION, ContentKind.RECEIPT))
-            + struct.pack(">Q", content.sent_at)
-            + content.delivery_token
-            + struct.pack(">H", len(content.message_ids))
-            + b"".join(content.message_ids)
-        )
+        w = _Writer(ContentKind.RECEIPT)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.raw(struct.pack(">H", len(content.message_ids)))
+        w.raw(b"".join(content.message_ids))
+    elif isinstance(content, GroupUpdateContent):
+        w = _Writer(ContentKind.GROUP_UPDATE)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.name(content.sender_name)
+        if content.state is not None:
+            w.u8(1)
+            w.var(content.state, 4)
+        else:
+            assert content.state_pointer is not None
+            w.u8(2)
+            w.var(content.state_pointer, 2)
+        w.var(content.distribution, 2)
+    elif isinstance(content, SenderKeyContent):
+        w = _Writer(ContentKind.SENDER_KEY)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.name(content.sender_name)
+        w.var(content.distribution, 2)
+    elif isinstance(content, TimerContent | DeleteContent):
+        timer = isinstance(content, TimerContent)
+        w = _Writer(ContentKind.TIMER if timer else ContentKind.DELETE)
+        w.raw(content.message_id)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.name(content.sender_name)
+        w.conv(content.group_id)
+        if isinstance(content, TimerContent):
+            w.u32(content.expire_timer)
+        else:
+            w.raw(content.target)
+    elif isinstance(content, SentTranscript):
+        w = _Writer(ContentKind.TRANSCRIPT)
+        w.u64(content.sent_at)
+        if content.group_id is not None:
+            w.u8(1)
+            w.raw(content.group_id)
+        else:
+            assert content.account_id is not None and content.name is not None
+            w.u8(0)
+            w.raw(content.account_id)
+            w.name(content.name)
+        w.var(content.content, 4)
+    elif isinstance(content, DeviceNotice):
+        w = _Writer(ContentKind.DEVICE_NOTICE)
+        w.u64(content.sent_at)
+        w.u8(content.event)
+        w.u32(content.device_id)
+        w.name(content.device_name)
     else:  # pragma: no cover - the type says it cannot happen
         raise TypeError(f"not a content: {type(content).__name__}")
-    return _pad(body)
+    return w.bytes()
+
+
+def encode_content(content: Content) -> bytes:
+    """The padded plaintext for ``content``."""
+    return _pad(encode_unpadded(content))
 
 
 def decode_content(data: bytes) -> Content:
     """Parse a decrypted plaintext; raises :class:`DecodeError` on anything malformed."""
     if not isinstance(data, bytes):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    body = _unpad(data)
-    if len(body) < 2:
-        raise DecodeError("truncated content")
-    if body[0] != CONTENT_VERSION:
+    return decode_unpadded(_unpad(data))
+
+
+def decode_unpadded(body: bytes) -> Content:
+    """Parse an unpadded encoding (a transcript's embedded content)."""
+    if not isinstance(body, bytes):
+        raise DecodeError(f"expected bytes, got {type(body).__name__}")
+    r = _Reader(body)
+    if r.u8() != CONTENT_VERSION:
         raise DecodeError(f"unknown content version {body[0]}")
-    kind, rest = body[1], body[2:]
-    if kind == ContentKind.TEXT:
-        fixed = MESSAGE_ID_LEN + 8 + DELIVERY_TOKEN_LEN
-        if len(rest) < fixed + 1:
-            raise DecodeError("truncated text content")
-        name_len = rest[fixed]
-        head = fixed + 1 + name_len + 4
-        if len(rest) < head:
-            raise DecodeError("truncated text content")
-        (length,) = struct.unpack_from(">I", rest, head - 4)
-        if length > MAX_TEXT_BYTES or len(rest) != head + length:
-            raise DecodeError("text length does not match")
-        try:
-            name = rest[fixed + 1 : fixed + 1 + name_len].decode("ascii")
-            text = rest[head:].decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecodeError("text is not UTF-8") from None
-        return TextContent(
-            rest[:MESSAGE_ID_LEN],
-            struct.unpack_from(">Q", rest, MESSAGE_ID_LEN)[0],
-            rest[MESSAGE_ID_LEN + 8 : fixed],
-            name,
-            text,
-        )
-    if kind == ContentKind.RECEIPT:
-        head = 8 + DELIVERY_TOKEN_LEN + 2
-        if len(rest) < head:
-            raise DecodeError("truncated receipt")
-        (count,) = struct.unpack_from(">H", rest, head - 2)
-        if len(rest) != head + count * MESSAGE_ID_LEN:
-            raise DecodeError("receipt length does not match")
-        ids = tuple(
-            rest[head + i * MESSAGE_ID_LEN : head + (i + 1) * MESSAGE_ID_LEN] for i in range(count)
-        )
-        return ReceiptContent(struct.unpack_from(">Q", rest)[0], rest[8 : 8 + 32], ids)
-    raise DecodeError(f"unknown content kind 0x{kind:02x}")
+    kind = r.u8()
+    content: Content
+    try:
+        if kind == ContentKind.TEXT:
+            message_id, sent_at, token, name = r.raw(16), r.u64(), r.raw(32), r.name()
+            timer = r.u32()
+            group_id, flags = r.conv(_FLAG_GROUP | _FLAG_ATTACHMENT)
+            attachment = r.var(2, MAX_ATTACHMENT_POINTER) if flags & _FLAG_ATTACHMENT else None
+            raw_text = r.var(4, MAX_TEXT_BYTES)
+            r.end()
+            content = TextContent(
+                message_id,
+                sent_at,
+                token,
+                name,
+                raw_text.decode("utf-8"),
+                group_id,
+                attachment,
+                timer,
+            )
+        elif kind == ContentKind.RECEIPT:
+            sent_at, token = r.u64(), r.raw(32)
+            (count,) = struct.unpack(">H", r.raw(2))
+            ids = tuple(r.raw(MESSAGE_ID_LEN) for _ in range(count))
+            r.end()
+            content = ReceiptContent(sent_at, token, ids)
+        elif kind == ContentKind.GROUP_UPDATE:
+            sent_at, token, name = r.u64(), r.raw(32), r.name()
+            where = r.u8()
+            state: bytes | None = None
+            pointer: bytes | None = None
+            if where == 1:
+                state = r.var(4, MAX_INLINE_STATE)
+            elif where == 2:
+                pointer = r.var(2, MAX_ATTACHMENT_POINTER)
+            else:
+                raise DecodeError("unknown group state location")
+            distribution = r.var(2, MAX_DISTRIBUTION)
+            r.end()
+            content = GroupUpdateContent(sent_at, token, name, state, distribution, pointer)
+        elif kind == ContentKind.SENDER_KEY:
+            sent_at, token, name = r.u64(), r.raw(32), r.name()
+            distribution = r.var(2, MAX_DISTRIBUTION)
+            r.end()
+            content = SenderKeyContent(sent_at, token, name, distribution)
+        elif kind in (ContentKind.TIMER, ContentKind.DELETE):
+            message_id, sent_at, token, name = r.raw(16), r.u64(), r.raw(32), r.name()
+            group_id, _ = r.conv()
+            if kind == ContentKind.TIMER:
+                timer = r.u32()
+                r.end()
+                content = TimerContent(message_id, sent_at, token, name, timer, group_id)
+            else:
+                target = r.raw(MESSAGE_ID_LEN)
+                r.end()
+                content = DeleteContent(message_id, sent_at, token, name, target, group_id)
+        elif kind == ContentKind.TRANSCRIPT:
+            sent_at = r.u64()
+            destination = r.u8()
+            if destination == 1:
+                group, account, dest_name = r.raw(GROUP_ID_LEN), None, None
+            elif destination == 0:
+                group, account, dest_name = None, r.raw(ACCOUNT_ID_LEN), r.name()
+            else:
+                raise DecodeError("unknown transcript destination")
+            inner = r.var(4, MAX_TRANSCRIPT)
+            r.end()
+            content = SentTranscript(sent_at, inner, account, dest_name, group)
+        elif kind == ContentKind.DEVICE_NOTICE:
+            sent_at, event, device_id, device_name = r.u64(), r.u8(), r.u32(), r.name()
+            r.end()
+            content = DeviceNotice(sent_at, event, device_id, device_name)
+        else:
+            raise DecodeError(f"unknown content kind 0x{kind:02x}")
+    except UnicodeDecodeError:
+        raise DecodeError("text is not UTF-8") from None
+    return content
