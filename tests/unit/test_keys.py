@@ -92,3 +92,33 @@ def test_generation_is_deterministic_under_a_seed() -> None:
     one, two = make_party(SeededRng("same")), make_party(SeededRng("same"))
     assert one.device.to_bytes() == two.device.to_bytes()
     assert one.kem_prekey.to_bytes() == two.kem_prekey.to_bytes()
+
+
+def test_device_revocation_signs_verifies_and_decodes_strictly() -> None:
+    import os
+
+    from sealpost._errors import BadSignature, DecodeError, UntrustedIdentity
+    from sealpost.protocol.keys import AccountIdentity, sign_revocation, verify_revocation
+    from sealpost.protocol.wire import DEVICE_REVOCATION_LEN, DeviceRevocation
+
+    account = AccountIdentity.generate(os.urandom)
+    revocation = sign_revocation(account, 3, revoked_at=1_700_000_000)
+    raw = revocation.encode()
+    assert len(raw) == DEVICE_REVOCATION_LEN
+    decoded = DeviceRevocation.decode(raw)
+    assert decoded == revocation
+    key = account.public_key().public_bytes_raw()
+    verify_revocation(decoded, expected_account_key=key)
+    other = AccountIdentity.generate(os.urandom)
+    with pytest.raises(UntrustedIdentity):
+        verify_revocation(decoded, expected_account_key=other.public_key().public_bytes_raw())
+    for at in (20, 45, 60, len(raw) - 1):  # key, device id, time, signature
+        bad = bytearray(raw)
+        bad[at] ^= 1
+        with pytest.raises((BadSignature, DecodeError)):
+            verify_revocation(DeviceRevocation.decode(bytes(bad)))
+    for cut in (0, 1, 2, len(raw) - 1):
+        with pytest.raises(DecodeError):
+            DeviceRevocation.decode(raw[:cut])
+    with pytest.raises(DecodeError):
+        DeviceRevocation.decode(raw + b"\x00")

@@ -59,9 +59,9 @@ from sealpost._errors import DecodeError
 
 __all__ = [
     "CONTENT_VERSION",
+    "DELIVERY_TOKEN_LEN",
     "DEVICE_LINKED",
     "DEVICE_REMOVED",
-    "DELIVERY_TOKEN_LEN",
     "GROUP_ID_LEN",
     "MAX_ATTACHMENT_POINTER",
     "MAX_INLINE_STATE",

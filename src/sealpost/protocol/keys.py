@@ -33,6 +33,7 @@ from sealpost.protocol.wire import (
     KEM_PREKEY_LEN,
     SIGNED_PREKEY_LEN,
     DeviceCertificate,
+    DeviceRevocation,
     KemPreKey,
     KemPreKeyKind,
     OneTimePreKey,
@@ -46,7 +47,9 @@ __all__ = [
     "OneTimePreKeyPair",
     "SignedPreKeyPair",
     "VerifiedDevice",
+    "sign_revocation",
     "verify_certificate",
+    "verify_revocation",
 ]
 
 _RECORD_VERSION = 1
@@ -89,6 +92,33 @@ def verify_certificate(
         VerifyKey.from_public_bytes(cert.signing_key),
         DhPublicKey.from_public_bytes(cert.identity_key),
     )
+
+
+def sign_revocation(
+    account: AccountIdentity, device_id: int, *, revoked_at: int
+) -> DeviceRevocation:
+    """The account key's revocation of one of its devices."""
+    unsigned = DeviceRevocation(
+        account.public_key().public_bytes_raw(), account.account_id, device_id, revoked_at, b""
+    )
+    signature = account.signing_key.sign(DeviceRevocation.CONTEXT + unsigned.signed_part())
+    return DeviceRevocation(
+        unsigned.account_key, account.account_id, device_id, revoked_at, signature
+    )
+
+
+def verify_revocation(
+    revocation: DeviceRevocation, *, expected_account_key: bytes | None = None
+) -> None:
+    """Check that ``revocation`` is signed by the account key it names (and that this is
+    the key the caller trusts). Raises :class:`BadSignature`, :class:`UntrustedIdentity`
+    or :class:`InvalidKey`."""
+    if expected_account_key is not None and not hmac.compare_digest(
+        revocation.account_key, expected_account_key
+    ):
+        raise UntrustedIdentity("device revocation is signed by a different account key")
+    aik = VerifyKey.from_public_bytes(revocation.account_key)
+    aik.verify(revocation.signature, DeviceRevocation.CONTEXT + revocation.signed_part())
 
 
 class AccountIdentity:

@@ -35,6 +35,7 @@ from sealpost.protocol.consts import MAX_WIRE_MESSAGE, WIRE_VERSION
 __all__ = [
     "ACCOUNT_ID_LEN",
     "DEVICE_CERTIFICATE_LEN",
+    "DEVICE_REVOCATION_LEN",
     "KEM_PREKEY_LEN",
     "ONE_TIME_PREKEY_LEN",
     "RATCHET_HEADER_LEN",
@@ -42,6 +43,7 @@ __all__ = [
     "SENDER_CERTIFICATE_LEN",
     "SIGNED_PREKEY_LEN",
     "DeviceCertificate",
+    "DeviceRevocation",
     "KemPreKey",
     "KemPreKeyKind",
     "OneTimePreKey",
@@ -69,6 +71,7 @@ class WireType(IntEnum):
     KEM_PREKEY = 0x03
     ONE_TIME_PREKEY = 0x04
     PREKEY_BUNDLE = 0x05
+    DEVICE_REVOCATION = 0x06
     RATCHET_MESSAGE = 0x10
     PREKEY_MESSAGE = 0x11
     SENDER_CERTIFICATE = 0x20
@@ -143,6 +146,44 @@ class DeviceCertificate:
         _check_len(data, DEVICE_CERTIFICATE_LEN, "device certificate")
         _, aik, account_id, device_id, dsk, dik, created = _CERT_BODY.unpack_from(data)
         return cls(aik, account_id, device_id, dsk, dik, created, bytes(data[_CERT_BODY.size :]))
+
+
+_REVOCATION_BODY = struct.Struct(">2s32s16sIQ")
+DEVICE_REVOCATION_LEN: Final = _REVOCATION_BODY.size + _SIG  # 126
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRevocation:
+    """The account identity key's statement that a device no longer belongs to the
+    account. ``signature`` is Ed25519 by ``account_key`` over ``CONTEXT ||
+    signed_part()``. A revoked device id is never encrypted to again."""
+
+    CONTEXT: ClassVar[bytes] = b"sealpost/v1/device-revocation\x00"
+
+    account_key: bytes  # AIK, Ed25519 public, 32
+    account_id: bytes  # 16
+    device_id: int  # u32
+    revoked_at: int  # u64 seconds since the epoch
+    signature: bytes  # 64
+
+    def signed_part(self) -> bytes:
+        return _REVOCATION_BODY.pack(
+            _prefix(WireType.DEVICE_REVOCATION),
+            self.account_key,
+            self.account_id,
+            self.device_id,
+            self.revoked_at,
+        )
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeviceRevocation:
+        _check_prefix(data, WireType.DEVICE_REVOCATION)
+        _check_len(data, DEVICE_REVOCATION_LEN, "device revocation")
+        _, aik, account_id, device_id, revoked_at = _REVOCATION_BODY.unpack_from(data)
+        return cls(aik, account_id, device_id, revoked_at, bytes(data[_REVOCATION_BODY.size :]))
 
 
 # --------------------------------------------------------------------------- prekeys
