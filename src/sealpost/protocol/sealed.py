@@ -47,6 +47,7 @@ __all__ = [
     "SealedEnvelope",
     "SenderCertificate",
     "UnsealedMessage",
+    "check_sender",
     "seal",
     "unseal",
 ]
@@ -77,6 +78,26 @@ def _check_same_device(sender: SenderCertificate, device: DeviceCertificate) -> 
     )
     if not same:
         raise UntrustedIdentity("sealed message's sender certificate names another device")
+
+
+def check_sender(
+    sender: SenderCertificate,
+    encoded: bytes,
+    server_key: VerifyKey,
+    now: int,
+    verified: MutableSet[bytes] | None,
+) -> None:
+    """Verify a sender certificate (``encoded`` is its wire form) under the pinned server
+    key, unless ``verified`` remembers it; its expiry is always checked."""
+    if verified is not None and encoded in verified:
+        if now >= sender.expires:
+            raise InvalidMessage("sender certificate expired")
+        return
+    sender.verify(server_key, now=now)
+    if verified is not None:
+        if len(verified) >= VERIFIED_CACHE_LIMIT:
+            verified.clear()
+        verified.add(encoded)
 
 
 def seal(
@@ -134,16 +155,7 @@ def unseal(
         raise InvalidMessage() from None
     if not isinstance(message, RatchetMessage | PreKeyMessage):
         raise InvalidMessage()
-    encoded = inner[:SENDER_CERTIFICATE_LEN]
-    if verified is not None and encoded in verified:
-        if now >= sender.expires:
-            raise InvalidMessage("sender certificate expired")
-    else:
-        sender.verify(server_key, now=now)
-        if verified is not None:
-            if len(verified) >= VERIFIED_CACHE_LIMIT:
-                verified.clear()
-            verified.add(encoded)
+    check_sender(sender, inner[:SENDER_CERTIFICATE_LEN], server_key, now, verified)
     if isinstance(message, PreKeyMessage):
         _check_same_device(sender, message.certificate)
     return UnsealedMessage(sender, message)
