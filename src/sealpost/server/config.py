@@ -84,7 +84,11 @@ class ServerConfig:
         metadata=_doc("largest WebSocket frame from a client (holds a base64 send)"),
     )
     max_queue_depth: int = field(default=10_000, metadata=_doc("queued messages per device"))
-    max_attachment: int = field(default=100 * MiB, metadata=_doc("largest attachment"))
+    # 100 MiB of plaintext (sealpost.protocol.attachment.MAX_ATTACHMENT_SIZE) plus the
+    # encryption's overhead: a 22-byte header and 16 bytes a chunk, at most 25,638 bytes.
+    max_attachment: int = field(
+        default=100 * MiB + 64 * KiB, metadata=_doc("largest attachment (encrypted blob)")
+    )
     fetch_batch: int = field(default=100, metadata=_doc("messages per GET /v1/messages page"))
     # -- rates, per minute
     rate_per_account: int = field(
