@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import getpass
 import json
@@ -21,9 +22,20 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sealpost.client.client import Client, Event, KeyChanged, Message, MessageReceived
+from sealpost.client.client import (
+    Client,
+    DeviceLinked,
+    DeviceRemoved,
+    Event,
+    GroupChanged,
+    KeyChanged,
+    Message,
+    MessageDeleted,
+    MessageReceived,
+    TimerChanged,
+)
 from sealpost.client.errors import (
     ClientError,
     ServerError,
@@ -39,6 +51,10 @@ from sealpost.client.store import (
     TooManyAttempts,
     WrongPasscode,
 )
+from sealpost.protocol.content import MAX_TIMER
+
+if TYPE_CHECKING:
+    from sealpost.client.attachments import ProgressBar
 
 __all__ = ["add_client_commands", "run_client_command"]
 
@@ -76,19 +92,68 @@ def add_client_commands(sub: Any) -> None:
         metavar="N",
         help="destroy the profile's key after N wrong passcodes in a row",
     )
+    p.add_argument("--device-name", default="primary", metavar="NAME")
 
-    p = command("send", "send a message to a contact (a username on your server)")
+    p = command("send", "send a message to a contact or a group (#name for a group)")
     p.add_argument("contact")
-    p.add_argument("text", help="the text, or - to read it from stdin")
+    p.add_argument("text", nargs="?", default="", help="the text, or - to read it from stdin")
+    p.add_argument("--file", type=Path, metavar="PATH", help="attach a file (up to 100 MiB)")
 
     p = command("receive", "fetch, store and print what is queued for this device")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--save-dir", type=Path, metavar="DIR", help="save attachments here")
 
     p = command("listen", "stay connected and print messages as they arrive")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--save-dir", type=Path, metavar="DIR", help="save attachments here")
 
-    p = command("history", "the conversation with a contact")
+    p = command("group", "create and manage groups")
+    gsub = p.add_subparsers(dest="group_command", required=True, metavar="ACTION")
+    g = gsub.add_parser("create", help="a new group with you as its admin")
+    g.add_argument("name")
+    g.add_argument("members", nargs="+", metavar="MEMBER")
+    for action, text in (("add", "add members (admins)"), ("remove", "remove members (admins)")):
+        g = gsub.add_parser(action, help=text)
+        g.add_argument("group")
+        g.add_argument("members", nargs="+", metavar="MEMBER")
+    g = gsub.add_parser("rename", help="rename a group (admins)")
+    g.add_argument("group")
+    g.add_argument("name")
+    g = gsub.add_parser("leave", help="leave a group")
+    g.add_argument("group")
+    g = gsub.add_parser("list", help="your groups")
+    g.add_argument("--json", action="store_true")
+
+    p = command("link", "link another device to this account")
+    lsub = p.add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    g = lsub.add_parser("new", help="on the NEW device: show a link code and wait")
+    g.add_argument("--server", required=True, metavar="URL")
+    g.add_argument("--name", required=True, metavar="DEVICE_NAME", help="e.g. laptop")
+    g.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    g = lsub.add_parser("accept", help="on an EXISTING device: provision the new one")
+    g.add_argument("code", help="the link code the new device shows")
+    g.add_argument(
+        "--confirm-code",
+        metavar="DIGITS",
+        help="the confirmation code the new device shows (non-interactive use)",
+    )
+
+    p = command("devices", "this account's devices")
+    p.add_argument("--json", action="store_true")
+    dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
+    g = dsub.add_parser("remove", help="revoke a device (its certificate is revoked)")
+    g.add_argument("device_id", type=int)
+
+    p = command("timer", "disappearing messages for a conversation")
+    p.add_argument("contact", help="a contact or a group")
+    p.add_argument("duration", help="e.g. 30s, 10m, 1h, 1d, 1w, or off")
+
+    p = command("delete", "delete a message you sent, for everyone")
+    p.add_argument("contact", help="the conversation (a contact or a group)")
+    p.add_argument("message_id", help="the id 'send' printed (hex)")
+
+    p = command("history", "the conversation with a contact or a group")
     p.add_argument("contact")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=1000)
@@ -119,6 +184,11 @@ CLIENT_COMMANDS = (
     "send",
     "receive",
     "listen",
+    "group",
+    "link",
+    "devices",
+    "timer",
+    "delete",
     "history",
     "contacts",
     "safety-number",
@@ -172,10 +242,27 @@ def _time(ms: int) -> str:
 def print_message(message: Message, as_json: bool, out: TextIO = sys.stdout) -> None:
     if as_json:
         print(json.dumps(message.to_json(), ensure_ascii=False), file=out, flush=True)
-    elif message.outgoing:
-        print(f"[{_time(message.sent_at)}] me → {message.peer}: {message.text}", file=out)
+        return
+    where = f"#{message.peer}" if message.group else message.peer
+    text = message.text
+    if message.attachment is not None:
+        a = message.attachment
+        saved = f", saved to {a.saved_to}" if a.saved_to else ""
+        text = f"{text} [file {a.filename}, {a.size} bytes{saved}]".strip()
+    if message.outgoing:
+        print(f"[{_time(message.sent_at)}] me → {where}: {text}", file=out, flush=True)
+    elif message.group:
+        print(
+            f"[{_time(message.sent_at)}] {message.author} in {where}: {text}", file=out, flush=True
+        )
     else:
-        print(f"[{_time(message.sent_at)}] {message.peer}: {message.text}", file=out, flush=True)
+        print(f"[{_time(message.sent_at)}] {where}: {text}", file=out, flush=True)
+
+
+def progress_bar(label: str) -> ProgressBar:
+    from sealpost.client.attachments import ProgressBar
+
+    return ProgressBar(label)
 
 
 def warn_key_change(event: KeyChanged) -> None:
@@ -194,14 +281,99 @@ def warn_key_change(event: KeyChanged) -> None:
         )
 
 
-def _handle_events(client: Client, events: list[Event], as_json: bool) -> None:
+async def _handle_events(
+    client: Client, events: list[Event], as_json: bool, save_dir: Path | None = None
+) -> None:
     for event in events:
         if isinstance(event, MessageReceived):
-            print_message(event.message, as_json)
+            message = event.message
+            if save_dir is not None and message.attachment is not None:
+                with progress_bar(message.attachment.filename) as bar:
+                    saved = await client.save_attachment(message.id, save_dir, progress=bar)
+                attachment = dataclasses.replace(message.attachment, saved_to=str(saved))
+                message = dataclasses.replace(message, attachment=attachment)
+            print_message(message, as_json)
         elif isinstance(event, KeyChanged):
             warn_key_change(event)
             if not event.verified:
                 client.acknowledge_key_change(event.peer)
+        else:
+            _print_notice(event, as_json)
+
+
+def _print_notice(event: Event, as_json: bool) -> None:
+    if isinstance(event, DeviceLinked):
+        doc = {"event": "device_linked", "device_id": event.device_id, "name": event.name}
+        text = f"a device was linked to your account: {event.name} (device {event.device_id})"
+    elif isinstance(event, DeviceRemoved):
+        doc = {"event": "device_removed", "device_id": event.device_id, "name": event.name}
+        text = f"a device was removed from your account: {event.name} ({event.device_id})"
+    elif isinstance(event, GroupChanged):
+        doc = {
+            "event": "group_changed",
+            "group": event.group.hex(),
+            "name": event.name,
+            "by": event.by,
+            "added": list(event.added),
+            "removed": list(event.removed),
+            "member": event.member,
+        }
+        parts = [f"#{event.name} changed by {event.by}"]
+        if event.added:
+            parts.append("added " + ", ".join(event.added))
+        if event.removed:
+            parts.append("removed " + ", ".join(event.removed))
+        text = "; ".join(parts)
+    elif isinstance(event, TimerChanged):
+        where = f"#{event.peer}" if event.group else event.peer
+        doc = {
+            "event": "timer_changed",
+            "peer": event.peer,
+            "seconds": event.seconds,
+            "by": event.by,
+        }
+        text = f"{event.by} set disappearing messages in {where} to {_duration(event.seconds)}"
+    elif isinstance(event, MessageDeleted):
+        doc = {
+            "event": "message_deleted",
+            "peer": event.peer,
+            "id": event.message_id.hex(),
+            "by": event.by,
+        }
+        text = f"{event.by} deleted a message in {event.peer}"
+    else:
+        return
+    if as_json:
+        print(json.dumps(doc), flush=True)
+    else:
+        print(f"sealpost: {text}", file=sys.stderr, flush=True)
+
+
+DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``30s``, ``10m``, ``1h``, ``1d``, ``1w``, a number of seconds, or ``off``."""
+    text = text.strip().lower()
+    if text in ("off", "0"):
+        return 0
+    unit = DURATIONS.get(text[-1:])
+    number = text[:-1] if unit else text
+    if not number.isdigit():
+        raise CliError(f"not a duration: {text!r} (try 30s, 10m, 1h, 1d, 1w or off)", 2)
+    seconds = int(number) * (unit or 1)
+    if not 0 < seconds <= MAX_TIMER:
+        raise CliError("a timer is from 1 second to a year", 2)
+    return seconds
+
+
+def _duration(seconds: int) -> str:
+    if seconds == 0:
+        return "off"
+    for suffix, size in reversed(DURATIONS.items()):
+        if seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
 
 
 # ---------------------------------------------------------------------- commands
@@ -226,6 +398,7 @@ async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
         passcode,
         server_url=args.server,
         username=args.username,
+        device_name=args.device_name,
         wipe_after=args.wipe_after,
     )
     try:
@@ -239,13 +412,19 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
     if args.text == "-":
         text = text.rstrip("\n")
-    if not text:
+    if not text and args.file is None:
         raise CliError("nothing to send: the text is empty", 2)
+    if args.file is not None and not args.file.is_file():
+        raise CliError(f"no such file: {args.file}", 2)
 
     async def body(client: Client) -> int:
-        await client.lookup(args.contact)  # notices a changed key before encrypting to it
-        message = await client.send(args.contact, text)
-        _handle_events(client, client.take_events(), False)
+        if not client.is_group(args.contact):
+            await client.lookup(args.contact)  # notices a changed key before encrypting
+        with progress_bar(args.file.name if args.file else "") as bar:
+            message = await client.send(
+                args.contact, text, file=args.file, progress=bar if args.file else None
+            )
+        await _handle_events(client, client.take_events(), False)
         print(message.id.hex())
         return 0
 
@@ -254,7 +433,8 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
 
 async def cmd_receive(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
-        _handle_events(client, await client.receive(wait=args.wait), args.json)
+        events = await client.receive(wait=args.wait)
+        await _handle_events(client, events, args.json, args.save_dir)
         return 0
 
     return await _with_client(profile, body)
@@ -263,7 +443,123 @@ async def cmd_receive(args: argparse.Namespace, profile: Path) -> int:
 async def cmd_listen(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
         async for event in client.events():
-            _handle_events(client, [event], args.json)
+            await _handle_events(client, [event], args.json, args.save_dir)
+        return 0
+
+    return await _with_client(profile, body)
+
+
+async def cmd_group(args: argparse.Namespace, profile: Path) -> int:
+    async def body(client: Client) -> int:
+        action = args.group_command
+        if action == "list":
+            for group in client.groups():
+                if args.json:
+                    print(json.dumps(group.to_json()))
+                else:
+                    state = "" if group.member else " (not a member)"
+                    print(f"#{group.name}{state}: {', '.join(group.members)}")
+            return 0
+        if action == "create":
+            view = await client.create_group(args.name, args.members)
+        elif action == "add":
+            view = await client.group_add(args.group, args.members)
+        elif action == "remove":
+            view = await client.group_remove(args.group, args.members)
+        elif action == "rename":
+            view = await client.group_rename(args.group, args.name)
+        else:
+            view = await client.group_leave(args.group)
+        await _handle_events(client, client.take_events(), False)
+        print(f"#{view.name} (version {view.version}): {', '.join(view.members)}")
+        return 0
+
+    return await _with_client(profile, body)
+
+
+async def cmd_link(args: argparse.Namespace, profile: Path) -> int:
+    if args.link_command == "new":
+        passcode = new_passcode("Choose a passcode for this device: ", PASSCODE_ENV)
+
+        def show(code: str, confirmation: str) -> None:
+            from sealpost.client.qr import qr_text
+
+            print("On a device already linked to your account, run")
+            print(f"  sealpost link accept {code}")
+            print("or scan this code with it:")
+            print(qr_text(code.encode()))
+            print(f"It will ask you to confirm this code: {confirmation}", flush=True)
+
+        client = await Client.link_new(
+            profile,
+            passcode,
+            server_url=args.server,
+            device_name=args.name,
+            show=show,
+            timeout=args.timeout,
+        )
+        try:
+            print(f"linked as device {client.device_id} of {client.username}")
+        finally:
+            await client.close()
+        return 0
+
+    async def body(client: Client) -> int:
+        def confirm(name: str, code: str) -> bool:
+            print(f"Link the device {name!r} to your account {client.username}?")
+            print(f"It must show the code: {code}")
+            if args.confirm_code is not None:
+                return "".join(args.confirm_code.split()) == code.replace(" ", "")
+            if not sys.stdin.isatty():
+                raise CliError("confirm in a terminal, or pass --confirm-code", 2)
+            answer = input("Does it show that code, and did you start this link? [y/N] ")
+            return answer.strip().lower() in ("y", "yes")
+
+        device_id = await client.link_accept(args.code, confirm)
+        print(f"provisioned device {device_id}")
+        return 0
+
+    return await _with_client(profile, body)
+
+
+async def cmd_devices(args: argparse.Namespace, profile: Path) -> int:
+    async def body(client: Client) -> int:
+        if args.devices_command == "remove":
+            await client.remove_device(args.device_id)
+            print(f"device {args.device_id} removed")
+            return 0
+        for device in await client.devices():
+            if args.json:
+                print(json.dumps(device))
+            else:
+                mark = " (this device)" if device["current"] else ""
+                created = _time(int(device["created"]) * 1000)
+                print(f"{device['device_id']}: {device['name']}, linked {created}{mark}")
+        return 0
+
+    return await _with_client(profile, body)
+
+
+async def cmd_timer(args: argparse.Namespace, profile: Path) -> int:
+    seconds = parse_duration(args.duration)
+
+    async def body(client: Client) -> int:
+        await client.set_timer(args.contact, seconds)
+        print(f"disappearing messages: {_duration(seconds)}")
+        return 0
+
+    return await _with_client(profile, body)
+
+
+async def cmd_delete(args: argparse.Namespace, profile: Path) -> int:
+    try:
+        message_id = bytes.fromhex(args.message_id)
+    except ValueError:
+        raise CliError("a message id is hex", 2) from None
+
+    async def body(client: Client) -> int:
+        await client.delete_for_everyone(args.contact, message_id)
+        print("deleted for everyone")
         return 0
 
     return await _with_client(profile, body)
@@ -309,7 +605,7 @@ def _show_safety_number(client: Client, contact: str, qr: bool) -> None:
 async def cmd_safety_number(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
         await client.lookup(args.contact)
-        _handle_events(client, client.take_events(), False)
+        await _handle_events(client, client.take_events(), False)
         _show_safety_number(client, args.contact, not args.no_qr)
         return 0
 
@@ -319,7 +615,7 @@ async def cmd_safety_number(args: argparse.Namespace, profile: Path) -> int:
 async def cmd_verify(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
         await client.lookup(args.contact)
-        _handle_events(client, client.take_events(), False)
+        await _handle_events(client, client.take_events(), False)
         _show_safety_number(client, args.contact, False)
         if not args.yes:
             if not sys.stdin.isatty():
@@ -370,6 +666,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int
     "send": cmd_send,
     "receive": cmd_receive,
     "listen": cmd_listen,
+    "group": cmd_group,
+    "link": cmd_link,
+    "devices": cmd_devices,
+    "timer": cmd_timer,
+    "delete": cmd_delete,
     "history": cmd_history,
     "contacts": cmd_contacts,
     "safety-number": cmd_safety_number,

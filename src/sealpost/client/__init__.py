@@ -5,16 +5,24 @@ command line (:mod:`sealpost.cli`) is built on this library.
 """
 
 from sealpost.client.client import (
+    AttachmentInfo,
     Client,
     Contact,
+    DeviceLinked,
+    DeviceRemoved,
     Event,
+    GroupChanged,
+    GroupView,
     KeyChanged,
     Message,
+    MessageDeleted,
     MessageReceived,
     ReceiptReceived,
+    TimerChanged,
 )
 from sealpost.client.errors import (
     ClientError,
+    LinkRefused,
     NotRegistered,
     ServerError,
     ServerUnavailable,
@@ -25,19 +33,27 @@ from sealpost.client.errors import (
 from sealpost.client.store import KdfParams, StoreError, WrongPasscode
 
 __all__ = [
+    "AttachmentInfo",
     "Client",
     "ClientError",
     "Contact",
+    "DeviceLinked",
+    "DeviceRemoved",
     "Event",
+    "GroupChanged",
+    "GroupView",
     "KdfParams",
     "KeyChanged",
+    "LinkRefused",
     "Message",
+    "MessageDeleted",
     "MessageReceived",
     "NotRegistered",
     "ReceiptReceived",
     "ServerError",
     "ServerUnavailable",
     "StoreError",
+    "TimerChanged",
     "TransportError",
     "UnknownContact",
     "UntrustedContact",

@@ -42,20 +42,38 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sealpost._errors import DecodeError, ProtocolError
+from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
 from sealpost.client.errors import (
     ClientError,
+    LinkRefused,
     NotRegistered,
     ServerError,
     ServerUnavailable,
     UnknownContact,
     UntrustedContact,
 )
+from sealpost.client.groupkeys import (
+    MULTI_SEALED_PREFIX,
+    GroupInfo,
+    GroupMember,
+    OwnChain,
+    ReceiverChain,
+    group_change,
+    group_create,
+    group_info,
+    group_leave,
+    group_verify_next,
+    seal_multi,
+    sender_key_header,
+    unseal_multi,
+)
+from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
 from sealpost.client.store import KdfParams, Store
 from sealpost.client.transport import (
@@ -84,26 +102,55 @@ from sealpost.protocol import (
     unseal,
     verify_certificate,
 )
+from sealpost.protocol.attachment import AttachmentPointer
 from sealpost.protocol.content import (
+    DEVICE_LINKED,
+    DEVICE_REMOVED,
+    GROUP_ID_LEN,
+    MAX_INLINE_STATE,
     MAX_RECEIPT_IDS,
+    MAX_TIMER,
     Content,
+    DeleteContent,
+    DeviceNotice,
+    GroupUpdateContent,
     ReceiptContent,
+    SenderKeyContent,
+    SentTranscript,
     TextContent,
+    TimerContent,
     decode_content,
+    decode_unpadded,
     encode_content,
+    encode_unpadded,
 )
-from sealpost.protocol.errors import DuplicateMessage, UnknownPreKey
+from sealpost.protocol.errors import DuplicateMessage, InvalidMessage, UnknownPreKey
+from sealpost.protocol.keys import sign_revocation, verify_revocation
+from sealpost.protocol.linking import (
+    LinkCode,
+    LinkSecrets,
+    confirmation_code,
+    open_provisioning,
+    seal_provisioning,
+)
 from sealpost.protocol.safety import safety_number, safety_qr_payload
-from sealpost.protocol.wire import DeviceCertificate, SenderCertificate
+from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation, SenderCertificate
 
 __all__ = [
+    "AttachmentInfo",
     "Client",
     "Contact",
+    "DeviceLinked",
+    "DeviceRemoved",
     "Event",
+    "GroupChanged",
+    "GroupView",
     "KeyChanged",
     "Message",
+    "MessageDeleted",
     "MessageReceived",
     "ReceiptReceived",
+    "TimerChanged",
 ]
 
 log = logging.getLogger("sealpost.client")
@@ -117,6 +164,8 @@ UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
+MAX_DEVICES = 5  # devices an account may have (the server's default limit too)
+MAX_GROUP_STATE_BLOB = 1024 * 1024  # a group state fetched as an attachment
 
 
 # ---------------------------------------------------------------------- public records
@@ -124,7 +173,11 @@ SEND_RETRIES = 3  # device-list refreshes before a send gives up
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message of the history. ``id`` is the sender-chosen random id (hex in JSON)."""
+    """One message of the history. ``id`` is the sender-chosen random id (hex in JSON).
+
+    ``peer`` is the conversation: a contact's username, or a group's name when ``group``
+    (its id) is set; ``author`` is who wrote it (this account's username when outgoing).
+    """
 
     id: bytes
     peer: str
@@ -133,22 +186,48 @@ class Message:
     sent_at: int  # ms, the sender's clock
     received_at: int  # ms, this device's clock
     status: str  # outgoing: "sending", "sent", "delivered"; incoming: "received"
+    group: bytes | None = None
+    author: str = ""
+    attachment: AttachmentInfo | None = None
+    expires_at: int | None = None  # ms; None: kept until deleted
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),
-            "from": None if self.outgoing else self.peer,
+            "from": self.author if not self.outgoing or self.group else None,
             "to": self.peer if self.outgoing else None,
             "peer": self.peer,
+            "group": None if self.group is None else self.group.hex(),
+            "author": self.author,
             "outgoing": self.outgoing,
             "text": self.text,
             "sent_at": self.sent_at,
             "received_at": self.received_at,
             "status": self.status,
+            "attachment": None if self.attachment is None else self.attachment.to_json(),
+            "expires_at": self.expires_at,
         }
 
     def __repr__(self) -> str:
         return f"Message(id={self.id.hex()}, peer={self.peer!r}, outgoing={self.outgoing})"
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """What a message says about its file (the key stays in the store)."""
+
+    filename: str
+    size: int
+    content_type: str
+    saved_to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "size": self.size,
+            "content_type": self.content_type,
+            "saved_to": self.saved_to,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +269,81 @@ class KeyChanged:
     verified: bool
 
 
-Event = MessageReceived | ReceiptReceived | KeyChanged
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A group as this account sees it (from its signed state)."""
+
+    group_id: bytes
+    name: str
+    version: int
+    members: tuple[str, ...]
+    admins: tuple[str, ...]
+    member: bool  # whether this account is still in it
+    timer: int  # disappearing-message timer, seconds (0: off)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id.hex(),
+            "name": self.name,
+            "version": self.version,
+            "members": list(self.members),
+            "admins": list(self.admins),
+            "member": self.member,
+            "timer": self.timer,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLinked:
+    """A device was added to this account (by this device, or announced by the new one)."""
+
+    device_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRemoved:
+    device_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChanged:
+    """A group's state changed: created, renamed, members added or removed, left."""
+
+    group: bytes
+    name: str
+    by: str  # who signed the change
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    member: bool  # whether this account is (still) a member
+
+
+@dataclass(frozen=True, slots=True)
+class TimerChanged:
+    peer: str
+    group: bytes | None
+    seconds: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted:
+    peer: str
+    message_id: bytes
+    by: str
+
+
+Event = (
+    MessageReceived
+    | ReceiptReceived
+    | KeyChanged
+    | DeviceLinked
+    | DeviceRemoved
+    | GroupChanged
+    | TimerChanged
+    | MessageDeleted
+)
 
 
 # ---------------------------------------------------------------------- internals
@@ -209,20 +362,42 @@ class _ContactRow:
 
 @dataclass(slots=True)
 class _Outgoing:
-    """A send waiting for the sender loop: a text, or a receipt (no history row)."""
+    """A send waiting for the sender loop. ``peer`` names a contact; a group send has
+    ``group`` set instead, and ``to_self`` sends ``content`` to this account's other
+    devices only. ``transcript``: copy it to this account's other devices as well."""
 
     peer: str
     content: Content
     future: asyncio.Future[Message | None]
-    store: bool  # a history row for it (texts) or not (receipts)
+    store: bool  # a history row for it (texts) or not (receipts, control messages)
     attempts: int = 0
+    group: bytes | None = None
+    to_self: bool = False
+    transcript: bool = False
+    attachment: _AttachmentRow | None = None
+
+
+@dataclass(slots=True)
+class _AttachmentRow:
+    pointer: bytes
+    filename: str
+    size: int
+    content_type: str
+    path: str | None = None
+
+
+Envelopes = list[tuple[bytes, int, bytes]]
 
 
 @dataclass(slots=True)
 class _Prepared:
     item: _Outgoing
-    contact: _ContactRow
-    envelopes: list[tuple[bytes, int, bytes]]
+    contact: _ContactRow | None  # the pairwise peer (None for group and self sends)
+    envelopes: Envelopes  # sealed, on the anonymous socket
+    tokens: dict[bytes, bytes] = field(default_factory=dict)
+    own: Envelopes = field(default_factory=list)  # to this account's other devices, signed
+    multi: tuple[bytes, Envelopes] | None = None  # (shared, key wraps): a group message
+    writes: list[Callable[[Any], None]] = field(default_factory=list)  # in the batch's commit
     outbox_id: int = 0
 
 
@@ -233,15 +408,43 @@ class _BatchState:
     sessions: dict[tuple[bytes, int], list[Session]] = field(default_factory=dict)
     used_prekeys: set[tuple[str, int]] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
-    messages: list[tuple[TextContent, bytes, int]] = field(default_factory=list)
+    messages: list[_Incoming] = field(default_factory=list)
     receipts: list[tuple[bytes, ReceiptContent]] = field(default_factory=list)
     seen_ids: set[bytes] = field(default_factory=set)
     tokens: dict[bytes, bytes] = field(default_factory=dict)
     new_contacts: dict[bytes, _ContactRow] = field(default_factory=dict)
     key_changes: dict[bytes, bytes] = field(default_factory=dict)
     device_certs: dict[bytes, dict[int, DeviceCertificate]] = field(default_factory=dict)
+    own_devices: dict[int, DeviceCertificate] = field(default_factory=dict)
     reply_to: dict[bytes, list[bytes]] = field(default_factory=dict)
+    writes: list[Callable[[Any], None]] = field(default_factory=list)
+    groups: dict[bytes, _GroupRow] = field(default_factory=dict)
+    # (group id, account id, device id, chain id) -> the chain as it is after this batch
+    sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)
     prekey_messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupRow:
+    info: GroupInfo
+    raw: bytes  # the signed state
+    member: bool
+    rotate: bool  # this device's sender key must be replaced before its next message
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A message to store: incoming, or outgoing from a transcript of another device."""
+
+    message_id: bytes
+    peer: bytes  # account id or group id
+    author: bytes  # account id
+    outgoing: bool
+    text: str
+    sent_at: int
+    expires_in: int  # seconds; 0: never
+    attachment: bytes | None
+    event: MessageReceived | None
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -322,7 +525,8 @@ class Client:
         self._receipt_task: asyncio.Task[None] | None = None
         self._last_upkeep: float | None = None
         self._submissions: asyncio.Queue[list[_Prepared]] = asyncio.Queue()
-        self._submitter: asyncio.Task[None] | None = None  # sender certificates already checked
+        self._submitter: asyncio.Task[None] | None = None
+        self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -337,6 +541,7 @@ class Client:
         *,
         server_url: str,
         username: str,
+        device_name: str = "primary",
         params: KdfParams | None = None,
         wipe_after: int | None = None,
         rng: Rng = system_rng,
@@ -344,16 +549,162 @@ class Client:
     ) -> Client:
         """Make keys, register ``username`` on the server, and keep it all in a new
         profile. If the server refuses, no profile is left behind."""
-        profile = Path(profile)
         server_url = server_url.rstrip("/")
         async with Transport(server_url, clock=clock, rng=rng) as anonymous:
-            doc = await anonymous.request("GET", "/v1/certificate/server", signed=False)
-            server_key = unb64(doc.get("public_key") if isinstance(doc, dict) else None)
-            VerifyKey.from_public_bytes(server_key)
-        now = int(clock())
+            server_key = await _fetch_server_key(anonymous)
         account = AccountIdentity.generate(rng)
-        device = DeviceKeys.generate(account, 1, now=now, rng=rng)
         token = rng(32)
+
+        def body(device: DeviceKeys) -> dict[str, Any]:
+            return {
+                "username": username,
+                "account_key": b64(account.public_key().public_bytes_raw()),
+                "certificate": b64(device.certificate.encode()),
+                "delivery_token": b64(token),
+            }
+
+        return await cls._setup(
+            Path(profile),
+            passcode,
+            _Setup(server_url, server_key, username, account, token, 1, device_name),
+            "/v1/accounts",
+            body,
+            None,
+            params=params,
+            wipe_after=wipe_after,
+            rng=rng,
+            clock=clock,
+        )
+
+    @classmethod
+    async def link_new(
+        cls,
+        profile: Path | str,
+        passcode: str,
+        *,
+        server_url: str,
+        device_name: str,
+        show: Callable[[str, str], None],
+        timeout: float = 600.0,
+        params: KdfParams | None = None,
+        wipe_after: int | None = None,
+        rng: Rng = system_rng,
+        clock: Callable[[], float] = time.time,
+    ) -> Client:
+        """Become a new device of an existing account: ``show(link code, confirmation
+        code)`` displays the code to scan (or paste into ``sealpost link accept``) on a
+        device of the account; once that device's user confirms, this one receives the
+        account key, contacts and groups, registers, and tells the other devices."""
+        profile = Path(profile)
+        if Store.exists(profile):
+            raise ClientError(f"a profile already exists in {profile}")
+        server_url = server_url.rstrip("/")
+        secrets = LinkSecrets.generate(rng)
+        async with Transport(server_url, clock=clock, rng=rng) as anonymous:
+            server_key = await _fetch_server_key(anonymous)
+            channel = await anonymous.open_link(secrets.kem_public())
+            try:
+                code = secrets.code(channel.channel, device_name)
+                show(code.to_text(), confirmation_code(code, secrets.kem_public()))
+                message = await channel.provisioning(timeout)
+            finally:
+                await channel.close()
+            try:
+                payload = Provisioning.from_bytes(open_provisioning(message, secrets, code))
+            except ProtocolError:
+                raise LinkRefused("the provisioning message does not open") from None
+            if payload.server_key != server_key:
+                raise LinkRefused("the provisioning names another server key")
+            # the account key must be the one the directory has for the account
+            doc = await anonymous.request("GET", f"/v1/accounts/{payload.username}", signed=False)
+        account = payload.account
+        try:
+            listed_id = bytes.fromhex(doc["account_id"])
+            listed_key = unb64(doc["account_key"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(0, "bad_response", "malformed account lookup") from None
+        if listed_id != account.account_id or listed_key != account.public_key().public_bytes_raw():
+            raise LinkRefused("the provisioned account is not the directory's")
+
+        def body(device: DeviceKeys) -> dict[str, Any]:
+            return {"certificate": b64(device.certificate.encode())}
+
+        def seed(conn: Any) -> None:
+            now = int(clock())
+            for c in payload.contacts:
+                conn.execute(
+                    "INSERT OR IGNORE INTO contacts (account_id, username, account_key, "
+                    "verified, delivery_token, added) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        c.account_id,
+                        c.username,
+                        c.account_key,
+                        int(c.verified),
+                        c.delivery_token,
+                        now,
+                    ),
+                )
+            for state in payload.groups:
+                _store_group_state(conn, state, now)
+            for peer, seconds in payload.timers.items():
+                _set_timer(conn, peer, seconds)
+            for device_id, name in payload.devices.items():
+                if device_id != payload.device_id:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO own_devices (device_id, certificate, name, "
+                        "added) VALUES (?, NULL, ?, ?)",
+                        (device_id, name, now),
+                    )
+
+        client = await cls._setup(
+            profile,
+            passcode,
+            _Setup(
+                server_url,
+                server_key,
+                payload.username,
+                account,
+                payload.delivery_token,
+                payload.device_id,
+                device_name,
+            ),
+            "/v1/devices",
+            body,
+            seed,
+            params=params,
+            wipe_after=wipe_after,
+            rng=rng,
+            clock=clock,
+        )
+        try:
+            await client.refresh_devices()
+            await client._notify_own(
+                DeviceNotice(_now_ms(clock), DEVICE_LINKED, payload.device_id, device_name)
+            )
+        except ClientError as exc:
+            log.warning("could not tell the other devices about this one: %s", type(exc).__name__)
+        return client
+
+    @classmethod
+    async def _setup(
+        cls,
+        profile: Path,
+        passcode: str,
+        setup: _Setup,
+        path: str,
+        body: Callable[[DeviceKeys], dict[str, Any]],
+        seed: Callable[[Any], None] | None,
+        *,
+        params: KdfParams | None,
+        wipe_after: int | None,
+        rng: Rng,
+        clock: Callable[[], float],
+    ) -> Client:
+        """Make this device's keys and prekeys, keep them in a new profile, and register
+        the device at ``path``; on any failure no profile is left behind."""
+        _check_device_name(setup.device_name)
+        now = int(clock())
+        device = DeviceKeys.generate(setup.account, setup.device_id, now=now, rng=rng)
         spk = device.new_signed_prekey(1, now=now, rng=rng)
         kem_lr = device.new_kem_prekey(1, KemPreKeyKind.LAST_RESORT, now=now, rng=rng)
         one_time = [OneTimePreKeyPair.generate(i, rng=rng) for i in range(1, PREKEY_BATCH + 1)]
@@ -368,12 +719,13 @@ class Client:
         try:
             with store.transaction() as conn:
                 for key, value in {
-                    "server_url": server_url.encode(),
-                    "username": username.encode(),
-                    "account": account.to_bytes(),
+                    "server_url": setup.server_url.encode(),
+                    "username": setup.username.encode(),
+                    "account": setup.account.to_bytes(),
                     "device": device.to_bytes(),
-                    "delivery_token": token,
-                    "server_key": server_key,
+                    "device_name": setup.device_name.encode(),
+                    "delivery_token": setup.token,
+                    "server_key": setup.server_key,
                     "spk_id": b"1",
                     "spk_created": str(now).encode(),
                     "next_prekey_id": str(PREKEY_BATCH + 2).encode(),
@@ -385,19 +737,17 @@ class Client:
                     _insert_prekey(conn, "otpk", otpk.key_id, otpk.to_bytes(), now)
                 for kem in kem_one_time:
                     _insert_prekey(conn, "kem", kem.key_id, kem.to_bytes(), now)
-            body = {
-                "username": username,
-                "account_key": b64(account.public_key().public_bytes_raw()),
-                "certificate": b64(device.certificate.encode()),
-                "delivery_token": b64(token),
+                if seed is not None:
+                    seed(conn)
+            request = body(device) | {
                 "signed_prekey": b64(spk.public.encode()),
                 "kem_last_resort": b64(kem_lr.public.encode()),
                 "one_time_prekeys": [b64(k.public.encode()) for k in one_time],
                 "kem_one_time_prekeys": [b64(k.public.encode()) for k in kem_one_time],
             }
-            identity = Identity(device.signing_key, account.account_id, 1)
-            async with Transport(server_url, identity, clock=clock, rng=rng) as transport:
-                answer = await transport.request("POST", "/v1/accounts", body=body)
+            identity = Identity(device.signing_key, setup.account.account_id, setup.device_id)
+            async with Transport(setup.server_url, identity, clock=clock, rng=rng) as transport:
+                answer = await transport.request("POST", path, body=request)
             if not isinstance(answer, dict):
                 raise ServerError(0, "bad_response", "registration was not confirmed")
             with store.transaction() as conn:
@@ -554,8 +904,22 @@ class Client:
             account_key = unb64(doc["account_key"])
             username = str(doc["username"]).lower()
             devices = _verified_devices(account_id, account_key, doc["devices"])
+            revoked = _verified_revocations(account_id, account_key, doc.get("revocations", []))
         except (KeyError, TypeError, ValueError):
             raise ServerError(0, "bad_response", "malformed account lookup") from None
+        # a revoked device is never encrypted to again, even if the server lists it
+        known_revoked = {
+            d
+            for (d,) in self._store.read().execute(
+                "SELECT device_id FROM revoked_devices WHERE account_id = ?", (account_id,)
+            )
+        }
+        for device_id in set(revoked) | known_revoked:
+            devices.pop(device_id, None)
+        if revoked:
+            with self._store.transaction() as conn:
+                for device_id, raw in revoked.items():
+                    self._record_revocation(conn, account_id, device_id, raw)
         if username != name.lower() or len(account_id) != 16 or len(account_key) != 32:
             raise ServerError(0, "bad_response", "the lookup answered for another name")
         return account_id, username, account_key, devices
@@ -675,39 +1039,237 @@ class Client:
             )
         self._contacts_changed()
 
+    # ------------------------------------------------------------------ conversations
+
+    def _conversation(self, name: str) -> tuple[bytes, str, bytes | None]:
+        """``(peer key, display name, group id)`` of a known conversation: ``#name`` is a
+        group; a plain name is a contact if one has it, else a group of that name."""
+        if not name.startswith("#"):
+            contact = self._contact_by_name(name)
+            if contact is not None:
+                return contact.account_id, contact.username, None
+        group = self._group_by_name(name.removeprefix("#"))
+        if group is not None:
+            return group.info.group_id, group.info.name, group.info.group_id
+        raise UnknownContact(name)
+
+    def is_group(self, name: str) -> bool:
+        """Whether ``name`` addresses a group (see :meth:`_conversation`)."""
+        try:
+            return self._conversation(name)[2] is not None
+        except UnknownContact:
+            return False
+
+    def _timer(self, peer: bytes) -> int:
+        row = self._store.read().execute("SELECT seconds FROM timers WHERE peer = ?", (peer,))
+        found = row.fetchone()
+        return int(found[0]) if found else 0
+
+    def timer(self, name: str) -> int:
+        """The disappearing-message timer of a conversation, in seconds (0: off)."""
+        peer, _, _ = self._conversation(name)
+        return self._timer(peer)
+
+    def _name_of(self, account_id: bytes) -> str:
+        if account_id == self.account_id:
+            return self.username
+        contact = self._contact_by_id(account_id)
+        return contact.username if contact is not None else account_id.hex()[:12]
+
     # ------------------------------------------------------------------ history
 
     def history(self, name: str, limit: int = 1000) -> list[Message]:
-        contact = self._contact_by_name(name)
-        if contact is None:
-            raise UnknownContact(name)
+        """The last ``limit`` messages of a conversation (a contact or a group), oldest
+        first; expired disappearing messages are gone."""
+        self.expire()
+        peer, display, group = self._conversation(name)
         rows = (
             self._store.read()
             .execute(
-                "SELECT message_uuid, outgoing, body, sent_at, received_at, status "
+                "SELECT message_uuid, outgoing, body, sent_at, received_at, status, author, "
+                "attachment, attachment_path, expires_at "
                 "FROM messages WHERE peer = ? ORDER BY id DESC LIMIT ?",
-                (contact.account_id, limit),
+                (peer, limit),
             )
             .fetchall()
         )
-        return [
-            Message(uid, contact.username, bool(out), body, sent, received, status)
-            for uid, out, body, sent, received, status in reversed(rows)
-        ]
+        out = []
+        for uid, outgoing, body, sent, received, status, author, pointer, path, exp in reversed(
+            rows
+        ):
+            author_id = (
+                bytes(author) if author is not None else (self.account_id if outgoing else peer)
+            )
+            out.append(
+                Message(
+                    bytes(uid),
+                    display,
+                    bool(outgoing),
+                    body,
+                    sent,
+                    received,
+                    status,
+                    group,
+                    self._name_of(author_id),
+                    _attachment_info(pointer, path),
+                    exp,
+                )
+            )
+        return out
+
+    def expire(self) -> int:
+        """Delete the disappearing messages whose time is up (and the files saved from
+        their attachments). Returns how many went."""
+        now_ms = _now_ms(self._clock)
+        rows = (
+            self._store.read()
+            .execute(
+                "SELECT id, attachment_path FROM messages WHERE expires_at IS NOT NULL "
+                "AND expires_at <= ?",
+                (now_ms,),
+            )
+            .fetchall()
+        )
+        if not rows:
+            return 0
+        with self._store.transaction() as conn:
+            conn.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
+        for _, path in rows:
+            if path:
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
+        return len(rows)
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, name: str, text: str) -> Message:
-        """Encrypt ``text`` to every device of ``name`` and return once the server has
-        stored it. Raises :class:`UnknownContact`, :class:`UntrustedContact` or a
-        :class:`TransportError`; on any error the message is not marked sent."""
-        content = TextContent(self._rng(16), _now_ms(self._clock), self._token, self.username, text)
-        future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
-        self._start_sender()
-        await self._queue.put(_Outgoing(name.lower(), content, future, store=True))
-        message = await future
+    async def send(
+        self,
+        name: str,
+        text: str = "",
+        *,
+        file: Path | str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Message:
+        """Encrypt ``text`` (and ``file``, uploaded first as an encrypted attachment) to
+        every device of ``name`` (a contact, or a group: see :meth:`history`) and to this
+        account's other devices; return once the server has stored it. Raises
+        :class:`UnknownContact`, :class:`UntrustedContact` or a :class:`TransportError`;
+        on any error the message is not marked sent."""
+        peer: bytes | None = None
+        group: bytes | None = None
+        try:
+            peer, _, group = self._conversation(name)
+        except UnknownContact:
+            if name.startswith("#"):
+                raise
+            # a new contact: resolved by the sender loop, so that sends stay in call order
+        attachment = None
+        if file is not None:
+            attachment = await self._upload(Path(file), progress)
+        content = TextContent(
+            self._rng(16),
+            _now_ms(self._clock),
+            self._token,
+            self.username,
+            text,
+            group,
+            None if attachment is None else attachment.pointer,
+            0 if peer is None else self._timer(peer),
+        )
+        message = await self._enqueue(
+            _Outgoing(
+                "" if group else name.lower(),
+                content,
+                _future(),
+                store=True,
+                group=group,
+                transcript=True,
+                attachment=attachment,
+            )
+        )
         assert message is not None
         return message
+
+    async def _enqueue(self, item: _Outgoing) -> Message | None:
+        self._start_sender()
+        await self._queue.put(item)
+        return await item.future
+
+    async def set_timer(self, name: str, seconds: int) -> None:
+        """Set the disappearing-message timer of a conversation (0 turns it off). Applied
+        on every device of every member: messages sent after it disappear ``seconds``
+        after they were sent (sender) or received (recipients)."""
+        if not 0 <= seconds <= MAX_TIMER:
+            raise ValueError(f"a timer is 0 to {MAX_TIMER} seconds")
+        try:
+            peer, _, group = self._conversation(name)
+        except UnknownContact:
+            if name.startswith("#"):
+                raise
+            peer, group = (await self._resolve(name)).account_id, None
+        content = TimerContent(
+            self._rng(16), _now_ms(self._clock), self._token, self.username, seconds, group
+        )
+        await self._enqueue(
+            _Outgoing(
+                "" if group else name.lower(),
+                content,
+                _future(),
+                store=False,
+                group=group,
+                transcript=True,
+            )
+        )
+        with self._store.transaction() as conn:
+            _set_timer(conn, peer, seconds)
+
+    async def delete_for_everyone(self, name: str, message_id: bytes) -> None:
+        """Delete a message this account sent, here and on every recipient's devices."""
+        peer, _, group = self._conversation(name)
+        row = (
+            self._store.read()
+            .execute(
+                "SELECT outgoing FROM messages WHERE message_uuid = ? AND peer = ?",
+                (message_id, peer),
+            )
+            .fetchone()
+        )
+        if row is None or not row[0]:
+            raise ClientError("only a message this account sent can be deleted for everyone")
+        content = DeleteContent(
+            self._rng(16), _now_ms(self._clock), self._token, self.username, message_id, group
+        )
+        await self._enqueue(
+            _Outgoing(
+                "" if group else name.lower(),
+                content,
+                _future(),
+                store=False,
+                group=group,
+                transcript=True,
+            )
+        )
+        self._delete_messages([message_id], peer)
+
+    def _delete_messages(self, message_ids: Sequence[bytes], peer: bytes) -> None:
+        conn = self._store.read()
+        paths = [
+            row[0]
+            for mid in message_ids
+            for row in conn.execute(
+                "SELECT attachment_path FROM messages WHERE message_uuid = ? AND peer = ?",
+                (mid, peer),
+            )
+            if row[0]
+        ]
+        with self._store.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM messages WHERE message_uuid = ? AND peer = ?",
+                [(mid, peer) for mid in message_ids],
+            )
+        for path in paths:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
 
     def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():
@@ -770,17 +1332,14 @@ class Client:
                 self._sessions[address] = sessions
         return sessions
 
-    async def _prepare(self, item: _Outgoing, sender_cert: SenderCertificate) -> _Prepared:
-        contact = await self._resolve(item.peer)
-        if contact.key_changed:
-            if contact.verified:
-                raise UntrustedContact(contact.username)
-            self._pending_events.append(KeyChanged(contact.username, False))
-        if not contact.devices:
-            raise UnknownContact(item.peer)
-        plaintext = encode_content(item.content)
+    async def _pairwise(
+        self, contact: _ContactRow, plaintext: bytes, sender_cert: SenderCertificate
+    ) -> Envelopes:
+        """``plaintext`` ratchet-encrypted and sealed to each of ``contact``'s devices."""
         envelopes = []
         for device_id, cert in sorted(contact.devices.items()):
+            if contact.account_id == self.account_id and device_id == self.device_id:
+                continue
             session = await self._session_for(contact, device_id)
             sealed = seal(
                 session.encrypt(plaintext, rng=self._rng),
@@ -788,14 +1347,52 @@ class Client:
                 DhPublicKey.from_public_bytes(cert.identity_key),
             )
             envelopes.append((contact.account_id, device_id, sealed))
-        return _Prepared(item, contact, envelopes)
+        return envelopes
+
+    async def _transcript(
+        self, item: _Outgoing, contact: _ContactRow | None, sender_cert: SenderCertificate
+    ) -> Envelopes:
+        """The copy of a sent message for this account's other devices."""
+        own = self._own_row()
+        if not item.transcript or not own.devices:
+            return []
+        inner = encode_unpadded(item.content)
+        if item.group is not None:
+            copy = SentTranscript(item.content.sent_at, inner, group_id=item.group)
+        else:
+            assert contact is not None
+            copy = SentTranscript(
+                item.content.sent_at, inner, account_id=contact.account_id, name=contact.username
+            )
+        return await self._pairwise(own, encode_content(copy), sender_cert)
+
+    async def _prepare(self, item: _Outgoing, sender_cert: SenderCertificate) -> list[_Prepared]:
+        if item.to_self:
+            envelopes = await self._pairwise(
+                self._own_row(), encode_content(item.content), sender_cert
+            )
+            return [_Prepared(item, None, [], own=envelopes)]
+        if item.group is not None:
+            return await self._prepare_group(item, sender_cert)
+        contact = await self._resolve(item.peer)
+        if contact.key_changed:
+            if contact.verified:
+                raise UntrustedContact(contact.username)
+            self._pending_events.append(KeyChanged(contact.username, False))
+        if not contact.devices:
+            raise UnknownContact(item.peer)
+        envelopes = await self._pairwise(contact, encode_content(item.content), sender_cert)
+        tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
+        own = await self._transcript(item, contact, sender_cert)
+        return [_Prepared(item, contact, envelopes, tokens, own)]
 
     def _forget_sessions(self, prepared: Sequence[_Prepared]) -> None:
         """After a failed commit the in-memory ratchets ran ahead of the store: drop them
         (nothing they produced was sent) so the stored state is reloaded."""
         for p in prepared:
-            for account_id, device_id, _ in p.envelopes:
+            for account_id, device_id, _ in p.envelopes + p.own:
                 self._sessions.pop((account_id, device_id), None)
+        self._own_chains.clear()
 
     async def _send_batch(self, batch: list[_Outgoing]) -> None:
         sender_cert = await self._sender_certificate()
@@ -812,18 +1409,48 @@ class Client:
         while True:
             prepared = await self._submissions.get()
             try:
-                sock = await self._sealed_socket()
-                futures = []
-                for p in prepared:
-                    token = p.contact.delivery_token
-                    tokens = {p.contact.account_id: token} if token else {}
-                    futures.append(await sock.send(p.envelopes, tokens))
+                futures = [
+                    await self._submit(p.envelopes, p.tokens, p.multi, p.own) for p in prepared
+                ]
             except Exception as exc:  # left in the outbox: sent again by flush_outbox
                 _fail([p.item for p in prepared], exc)
                 continue
             task = asyncio.create_task(self._finish(prepared, futures))
             self._delivering.add(task)
             task.add_done_callback(self._delivering.discard)
+
+    async def _submit(
+        self,
+        envelopes: Envelopes,
+        tokens: dict[bytes, bytes],
+        multi: tuple[bytes, Envelopes] | None,
+        own: Envelopes,
+    ) -> asyncio.Future[Any]:
+        """Hand one send's parts to the server; the future fails if any part does."""
+        parts: list[asyncio.Future[Any]] = []
+        if envelopes or multi is not None:
+            sock = await self._sealed_socket()
+            if envelopes:
+                parts.append(await sock.send(envelopes, tokens))
+            if multi is not None:
+                parts.append(await sock.send_multi(multi[0], multi[1], tokens))
+        if own:
+            parts.append(asyncio.ensure_future(self._send_own(own)))
+        return asyncio.gather(*parts)
+
+    async def _send_own(self, envelopes: Envelopes) -> int:
+        """A signed send to this account's other devices (the server knows the sender)."""
+        doc = await self._transport.request(
+            "PUT",
+            "/v1/messages",
+            body={
+                "messages": [
+                    {"account_id": a.hex(), "device_id": d, "body": b64(body)}
+                    for a, d, body in envelopes
+                ]
+            },
+        )
+        return int(doc.get("stored", 0)) if isinstance(doc, dict) else 0
 
     async def _encrypt_batch(
         self, batch: list[_Outgoing], sender_cert: SenderCertificate
@@ -832,7 +1459,7 @@ class Client:
         prepared: list[_Prepared] = []
         for item in batch:
             try:
-                prepared.append(await self._prepare(item, sender_cert))
+                prepared += await self._prepare(item, sender_cert)
             except (ClientError, ProtocolError) as exc:
                 item.future.set_exception(exc)
         if not prepared:
@@ -840,12 +1467,28 @@ class Client:
         now_ms = _now_ms(self._clock)
         try:
             with self._store.transaction() as conn:
-                self._save_sessions(conn, {(a, d) for p in prepared for a, d, _ in p.envelopes})
+                self._save_sessions(
+                    conn, {(a, d) for p in prepared for a, d, _ in p.envelopes + p.own}
+                )
+                for p in prepared:
+                    for write in p.writes:
+                        write(conn)
                 conn.executemany(
-                    "INSERT INTO messages (message_uuid, peer, outgoing, body, "
-                    "sent_at, received_at, status) VALUES (?, ?, 1, ?, ?, ?, 'sending')",
+                    "INSERT INTO messages (message_uuid, peer, outgoing, body, sent_at, "
+                    "received_at, status, author, expires_at, attachment, attachment_path) "
+                    "VALUES (?, ?, 1, ?, ?, ?, 'sending', ?, ?, ?, ?)",
                     [
-                        (c.message_id, p.contact.account_id, c.text, c.sent_at, now_ms)
+                        (
+                            c.message_id,
+                            _peer_key(p),
+                            c.text,
+                            c.sent_at,
+                            now_ms,
+                            self.account_id,
+                            now_ms + c.expire_timer * 1000 if c.expire_timer else None,
+                            c.attachment,
+                            p.item.attachment.path if p.item.attachment else None,
+                        )
                         for p in prepared
                         if p.item.store and isinstance(c := p.item.content, TextContent)
                     ],
@@ -874,29 +1517,33 @@ class Client:
             self._sealed = await self._transport.open_sealed()
         return self._sealed
 
-    async def _finish(self, prepared: list[_Prepared], futures: list[asyncio.Future[int]]) -> None:
+    async def _finish(self, prepared: list[_Prepared], futures: list[asyncio.Future[Any]]) -> None:
         try:
             await self._settle(prepared, futures)
         except Exception as exc:
             _fail([p.item for p in prepared], exc)
 
-    async def _settle(self, prepared: list[_Prepared], futures: list[asyncio.Future[int]]) -> None:
+    async def _settle(self, prepared: list[_Prepared], futures: list[asyncio.Future[Any]]) -> None:
         """Once the server answered a batch: mark what it stored as sent, retry what named
         an outdated device list (re-encrypting for the current one), fail the rest."""
         results = await asyncio.gather(*futures, return_exceptions=True)
         done: list[_Prepared] = []
         retry: list[_Outgoing] = []
+        failed: set[int] = set()
         for p, result in zip(prepared, results, strict=True):
             if not isinstance(result, BaseException):
                 done.append(p)
             elif isinstance(result, ServerError) and result.code == "mismatched_devices":
-                retry.append(p.item)
+                if all(r is not p.item for r in retry):
+                    retry.append(p.item)
                 async with self._lock:  # it drops sessions: not while a batch encrypts
-                    await self._refresh_after_mismatch(p.contact)
+                    await self._refresh_after_mismatch(result)
             else:
-                p.item.future.set_exception(result)
-        finished = {id(p) for p in done}
-        retried = {id(item) for item in retry}
+                failed.add(id(p.item))
+                if not p.item.future.done():
+                    p.item.future.set_exception(result)
+        # an item is done when all its parts (a group send's distributions) are
+        finished = {id(p.item) for p in done} - failed - {id(i) for i in retry}
         with self._store.transaction() as conn:
             # the batch's outbox row goes: stored ones are sent, retried ones are
             # encrypted anew, and refused ones are marked failed
@@ -904,14 +1551,18 @@ class Client:
             conn.executemany(
                 "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
                 [
-                    ("sent" if id(p) in finished else "failed", c.message_id)
+                    ("sent" if id(p.item) in finished else "failed", c.message_id)
                     for p in prepared
                     if isinstance(c := p.item.content, TextContent)
-                    and (id(p) in finished or id(p.item) not in retried)
+                    and p.item.store
+                    and all(r is not p.item for r in retry)
                 ],
             )
-        for p in done:
-            if not p.item.future.done():
+            for p in prepared:
+                if id(p.item) in finished and p.item.store:
+                    continue
+        for p in prepared:
+            if id(p.item) in finished and not p.item.future.done():
                 p.item.future.set_result(self._message(p) if p.item.store else None)
         for item in retry:
             item.attempts += 1
@@ -920,37 +1571,69 @@ class Client:
                     ServerError(409, "mismatched_devices", "the device list keeps changing")
                 )
                 continue
+            if item.store:  # encrypted anew: its history row is written again
+                with self._store.transaction() as conn:
+                    conn.execute(
+                        "DELETE FROM messages WHERE message_uuid = ? AND status = 'sending'",
+                        (item.content.message_id,),  # type: ignore[union-attr]
+                    )
             await self._queue.put(item)
 
     def _message(self, p: _Prepared) -> Message:
         content = p.item.content
         assert isinstance(content, TextContent)
+        peer = _peer_key(p)
+        _, display, group = (peer, self._name_of(peer), None)
+        if p.item.group is not None:
+            found = self._group(p.item.group)
+            display, group = (found.info.name if found else "?"), p.item.group
+        attachment = p.item.attachment
         return Message(
             content.message_id,
-            p.contact.username,
+            display,
             True,
             content.text,
             content.sent_at,
             content.sent_at,
             "sent",
+            group,
+            self.username,
+            None
+            if attachment is None
+            else AttachmentInfo(
+                attachment.filename, attachment.size, attachment.content_type, attachment.path
+            ),
+            content.sent_at + content.expire_timer * 1000 if content.expire_timer else None,
         )
 
-    async def _refresh_after_mismatch(self, contact: _ContactRow) -> None:
-        with self._store.transaction() as conn:
-            conn.execute("DELETE FROM contact_devices WHERE account_id = ?", (contact.account_id,))
-        self._contacts_changed()
-        await self._resolve(contact.username, refresh=True)
-        current = self._contact_by_id(contact.account_id)
-        keep = set(current.devices) if current else set()
-        with self._store.transaction() as conn:
-            for device_id in [d for a, d in self._sessions if a == contact.account_id]:
-                if device_id not in keep:
-                    self._sessions.pop((contact.account_id, device_id), None)
-            conn.execute(
-                "DELETE FROM sessions WHERE account_id = ? AND device_id NOT IN "  # noqa: S608 (placeholders only)
-                f"({','.join('?' * len(keep)) or 'NULL'})",
-                (contact.account_id, *sorted(keep)),
-            )
+    async def _refresh_after_mismatch(self, error: ServerError) -> None:
+        """The server says a send named an outdated device list: fetch the named accounts
+        again (each device still only accepted with a certificate from its account key)."""
+        accounts = error.extra.get("accounts")
+        ids = []
+        if isinstance(accounts, dict):
+            for key in accounts:
+                with contextlib.suppress(ValueError):
+                    ids.append(bytes.fromhex(key))
+        for account_id in ids:
+            if account_id == self.account_id:
+                await self.refresh_devices()
+                continue
+            contact = self._contact_by_id(account_id)
+            if contact is None:
+                continue
+            await self._resolve(contact.username, refresh=True)
+            current = self._contact_by_id(account_id)
+            keep = set(current.devices) if current else set()
+            with self._store.transaction() as conn:
+                for device_id in [d for a, d in self._sessions if a == account_id]:
+                    if device_id not in keep:
+                        self._sessions.pop((account_id, device_id), None)
+                conn.execute(
+                    "DELETE FROM sessions WHERE account_id = ? AND device_id NOT IN "  # noqa: S608 (placeholders only)
+                    f"({','.join('?' * len(keep)) or 'NULL'})",
+                    (account_id, *sorted(keep)),
+                )
 
     async def flush_outbox(self) -> int:
         """Send again what a crash left in the outbox (the same bytes: no key is reused;
@@ -958,11 +1641,10 @@ class Client:
         rows = self._store.read().execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()
         if not rows:
             return 0
-        sock = await self._sealed_socket()
         done = 0
         for outbox_id, payload in rows:
             sends = _outbox_decode(payload)
-            futures = [await sock.send(envelopes, tokens) for _, envelopes, tokens in sends]
+            futures = [await self._submit(s.envelopes, s.tokens, s.multi, s.own) for s in sends]
             results = await asyncio.gather(*futures, return_exceptions=True)
             for result in results:
                 if isinstance(result, ServerUnavailable):
@@ -974,9 +1656,9 @@ class Client:
                 conn.executemany(
                     "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
                     [
-                        ("failed" if isinstance(result, BaseException) else "sent", uuid)
-                        for (uuid, _, _), result in zip(sends, results, strict=True)
-                        if uuid
+                        ("failed" if isinstance(result, BaseException) else "sent", s.uuid)
+                        for s, result in zip(sends, results, strict=True)
+                        if s.uuid
                     ],
                 )
             done += len(sends)
@@ -1018,7 +1700,7 @@ class Client:
             batch, drained = await self._drain(stream, first)
             new = await self._process(stream, batch)
             events += new + self.take_events()
-            got_message = got_message or any(isinstance(e, MessageReceived) for e in new)
+            got_message = got_message or any(not isinstance(e, ReceiptReceived) for e in new)
             if drained:
                 drained_once = True
                 if got_message or time.monotonic() >= deadline:
@@ -1126,6 +1808,9 @@ class Client:
         return copies
 
     async def _open(self, push: Push, state: _BatchState) -> None:
+        if push.body[:2] == MULTI_SEALED_PREFIX:
+            await self._open_group_message(push, state)
+            return
         opened = unseal(
             push.body,
             self._device.identity_key,
@@ -1135,8 +1820,13 @@ class Client:
         )
         sender = opened.sender
         address = (sender.account_id, sender.device_id)
-        contact = state.new_contacts.get(sender.account_id) or self._contact_by_id(
-            sender.account_id
+        own = sender.account_id == self.account_id
+        if own and sender.device_id == self.device_id:
+            raise UnknownContact("a message claiming to come from this very device")
+        contact = (
+            self._own_row(state)
+            if own
+            else state.new_contacts.get(sender.account_id) or self._contact_by_id(sender.account_id)
         )
         message = opened.message
         sessions = self._batch_sessions(state, address)
@@ -1149,12 +1839,26 @@ class Client:
                     break
             else:
                 account_key = message.certificate.account_key
+                if self._is_revoked(sender.account_id, sender.device_id):
+                    raise UnknownContact("a message from a revoked device")
+                if own and account_key != self.account_key:
+                    raise UnknownContact("a device of this account not certified by its key")
                 session, plaintext = self._respond(message, state)
                 sessions.insert(0, session)
                 state.prekey_messages += 1
-                contact = await self._contact_for_new_session(
-                    contact, sender.account_id, account_key, message.certificate, plaintext, state
-                )
+                if own:
+                    state.own_devices[message.certificate.device_id] = message.certificate
+                    assert contact is not None
+                    contact.devices[message.certificate.device_id] = message.certificate
+                else:
+                    contact = await self._contact_for_new_session(
+                        contact,
+                        sender.account_id,
+                        account_key,
+                        message.certificate,
+                        plaintext,
+                        state,
+                    )
         else:
             for i, session in enumerate(sessions):
                 try:
@@ -1171,7 +1875,17 @@ class Client:
         if contact is None:
             raise UnknownContact("a message from an unknown sender without a first message")
         content = decode_content(plaintext)
-        self._absorb(content, contact, sender.device_id, push, state)
+        if own:
+            await self._absorb_own(content, sender.device_id, state)
+        else:
+            await self._absorb(content, contact, sender.device_id, state)
+
+    def _is_revoked(self, account_id: bytes, device_id: int) -> bool:
+        row = self._store.read().execute(
+            "SELECT 1 FROM revoked_devices WHERE account_id = ? AND device_id = ?",
+            (account_id, device_id),
+        )
+        return row.fetchone() is not None
 
     def _respond(self, message: PreKeyMessage, state: _BatchState) -> tuple[Session, bytes]:
         conn = self._store.read()
@@ -1238,51 +1952,170 @@ class Client:
             return contact
         # A sender we do not know: its claimed name must be its name in the directory.
         content = decode_content(plaintext)
-        if not isinstance(content, TextContent):
-            raise UnknownContact("a first message that is not a text")
-        real_id, username, real_key, devices = await self._directory(content.sender_name)
-        if real_id != account_id or real_key != account_key:
+        claimed = getattr(content, "sender_name", None)
+        if not isinstance(claimed, str):
+            raise UnknownContact("a first message that does not say who sends it")
+        return await self._new_contact(claimed, account_id, account_key, state, certificate)
+
+    async def _new_contact(
+        self,
+        name: str,
+        account_id: bytes,
+        account_key: bytes | None,
+        state: _BatchState,
+        certificate: DeviceCertificate | None = None,
+    ) -> _ContactRow:
+        """A contact first seen in a message: ``name`` must be that account's name in the
+        directory (and its key ``account_key``, when the message showed one)."""
+        known = state.new_contacts.get(account_id) or self._contact_by_id(account_id)
+        if known is not None:
+            return known
+        real_id, username, real_key, devices = await self._directory(name)
+        if real_id != account_id or (account_key is not None and real_key != account_key):
             raise UnknownContact("a sender whose claimed name is another account's")
         if self._contact_by_name(username) is not None:
             # a contact we know by this name, now another account: a key change
             return await self._resolve(username, refresh=True)
-        row = _ContactRow(account_id, username, account_key, False, False, None, devices)
-        row.devices[certificate.device_id] = certificate
+        row = _ContactRow(account_id, username, real_key, False, False, None, devices)
+        if certificate is not None:
+            row.devices[certificate.device_id] = certificate
         state.new_contacts[account_id] = row
         return row
 
-    def _absorb(
+    async def _absorb(
         self,
         content: Content,
         contact: _ContactRow,
         device_id: int,
-        push: Push,
         state: _BatchState,
     ) -> None:
-        state.tokens[contact.account_id] = content.delivery_token
+        """A pairwise message from another account."""
+        token = getattr(content, "delivery_token", None)
+        if isinstance(token, bytes):
+            state.tokens[contact.account_id] = token
+        if isinstance(content, TextContent | TimerContent | DeleteContent):
+            if content.group_id is not None:
+                raise InvalidMessage()  # group messages come sender-key encrypted only
+            self._absorb_conversation(content, contact.account_id, contact.account_id, False, state)
+            if isinstance(content, TextContent) and content.message_id in state.seen_ids:
+                state.reply_to.setdefault(contact.account_id, []).append(content.message_id)
+        elif isinstance(content, ReceiptContent):
+            state.receipts.append((contact.account_id, content))
+            state.events.append(ReceiptReceived(contact.username, content.message_ids))
+        elif isinstance(content, GroupUpdateContent):
+            await self._absorb_group_update(content, contact, device_id, state)
+        elif isinstance(content, SenderKeyContent):
+            self._absorb_sender_key(content.distribution, contact.account_id, device_id, state)
+        else:  # transcripts and device notices come only from this account's devices
+            raise InvalidMessage()
+
+    async def _absorb_own(self, content: Content, device_id: int, state: _BatchState) -> None:
+        """A message from another device of this account."""
+        if isinstance(content, SentTranscript):
+            inner = decode_unpadded(content.content)
+            if not isinstance(inner, TextContent | TimerContent | DeleteContent):
+                raise InvalidMessage()
+            if content.group_id is not None:
+                if inner.group_id != content.group_id or self._group(content.group_id) is None:
+                    raise UnknownContact("a transcript for an unknown group")
+                peer = content.group_id
+            else:
+                assert content.account_id is not None and content.name is not None
+                if inner.group_id is not None:
+                    raise InvalidMessage()
+                contact = await self._new_contact(content.name, content.account_id, None, state)
+                peer = contact.account_id
+            self._absorb_conversation(inner, peer, self.account_id, True, state)
+        elif isinstance(content, DeviceNotice):
+            name = content.device_name
+            if content.event == DEVICE_LINKED:
+                state.events.append(DeviceLinked(content.device_id, name))
+                state.writes.append(
+                    lambda conn: conn.execute(
+                        "INSERT INTO own_devices (device_id, certificate, name, added) "
+                        "VALUES (?, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET name = ?",
+                        (content.device_id, name, int(self._clock()), name),
+                    )
+                )
+            else:
+                state.events.append(DeviceRemoved(content.device_id, name))
+                state.writes.append(lambda conn: self._forget_own_device(conn, content.device_id))
+        elif isinstance(content, GroupUpdateContent):
+            await self._absorb_group_update(content, self._own_row(state), device_id, state)
+        elif isinstance(content, SenderKeyContent):
+            self._absorb_sender_key(content.distribution, self.account_id, device_id, state)
+        else:
+            raise InvalidMessage()
+
+    def _absorb_conversation(
+        self,
+        content: TextContent | TimerContent | DeleteContent,
+        peer: bytes,
+        author: bytes,
+        outgoing: bool,
+        state: _BatchState,
+    ) -> None:
+        """A text, timer or deletion in the conversation ``peer`` (account or group id),
+        written by ``author``."""
+        if content.message_id in state.seen_ids:
+            return
+        state.seen_ids.add(content.message_id)
+        display = self._conversation_name(peer, state)
+        author_name = self._name_of(author) if author != peer else display
+        group = peer if len(peer) == GROUP_ID_LEN else None
         if isinstance(content, TextContent):
-            if content.message_id in state.seen_ids:
-                return
-            state.seen_ids.add(content.message_id)
-            state.messages.append((content, contact.account_id, device_id))
-            state.reply_to.setdefault(contact.account_id, []).append(content.message_id)
-            now_ms = _now_ms(self._clock)
-            state.events.append(
-                MessageReceived(
+            event = None
+            if not outgoing:
+                event = MessageReceived(
                     Message(
                         content.message_id,
-                        contact.username,
+                        display,
                         False,
                         content.text,
                         content.sent_at,
-                        now_ms,
+                        _now_ms(self._clock),
                         "received",
+                        group,
+                        author_name,
+                        _attachment_info(content.attachment, None),
+                        _now_ms(self._clock) + content.expire_timer * 1000
+                        if content.expire_timer
+                        else None,
                     )
                 )
+            state.messages.append(
+                _Incoming(
+                    content.message_id,
+                    peer,
+                    author,
+                    outgoing,
+                    content.text,
+                    content.sent_at,
+                    content.expire_timer,
+                    content.attachment,
+                    event,
+                )
             )
+            if event is not None:
+                state.events.append(event)
+            if content.expire_timer != self._timer(peer):
+                seconds = content.expire_timer
+                state.writes.append(lambda conn: _set_timer(conn, peer, seconds))
+        elif isinstance(content, TimerContent):
+            seconds = content.expire_timer
+            state.writes.append(lambda conn: _set_timer(conn, peer, seconds))
+            state.events.append(TimerChanged(display, group, seconds, author_name))
         else:
-            state.receipts.append((contact.account_id, content))
-            state.events.append(ReceiptReceived(contact.username, content.message_ids))
+            target = content.target
+            state.writes.append(lambda conn: _delete_authored(conn, target, peer, author))
+            state.events.append(MessageDeleted(display, target, author_name))
+
+    def _conversation_name(self, peer: bytes, state: _BatchState) -> str:
+        if len(peer) == GROUP_ID_LEN:
+            group = self._group(peer)
+            return group.info.name if group is not None else peer.hex()[:12]
+        row = state.new_contacts.get(peer)
+        return row.username if row is not None else self._name_of(peer)
 
     def _commit_batch(self, conn: Any, state: _BatchState, pushes: list[Push]) -> bool:
         """Write a receive batch; returns whether contacts changed."""
@@ -1301,6 +2134,12 @@ class Client:
                 self._note_key_change(conn, contact, new_key)
         for account_id, certs in state.device_certs.items():
             _replace_devices(conn, account_id, certs)
+        for device_id, cert in state.own_devices.items():
+            conn.execute(
+                "INSERT INTO own_devices (device_id, certificate, name, added) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET certificate = ?",
+                (device_id, cert.encode(), f"device {device_id}", now, cert.encode()),
+            )
         for (account_id, device_id), sessions in state.sessions.items():
             if sessions:
                 conn.execute(
@@ -1320,14 +2159,47 @@ class Client:
                 )
                 changed = True
         kept = []
-        for content, account_id, _device_id in state.messages:
+        for m in state.messages:
+            if conn.execute(
+                "SELECT 1 FROM tombstones WHERE message_uuid = ? AND author = ?",
+                (m.message_id, m.author),
+            ).fetchone():
+                continue  # deleted for everyone before it arrived
+            expires = (m.sent_at if m.outgoing else now_ms) + m.expires_in * 1000
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO messages (message_uuid, peer, outgoing, body, sent_at, "
-                "received_at, status) VALUES (?, ?, 0, ?, ?, ?, 'received')",
-                (content.message_id, account_id, content.text, content.sent_at, now_ms),
+                "received_at, status, author, expires_at, attachment) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.message_id,
+                    m.peer,
+                    int(m.outgoing),
+                    m.text,
+                    m.sent_at,
+                    now_ms,
+                    "sent" if m.outgoing else "received",
+                    m.author,
+                    expires if m.expires_in else None,
+                    m.attachment,
+                ),
             )
             if cursor.rowcount:
-                kept.append(content.message_id)
+                kept.append(m.message_id)
+        for write in state.writes:
+            write(conn)
+        for (group_id, account_id, device_id, chain_id), chain in state.sender_keys.items():
+            conn.execute(
+                "INSERT OR REPLACE INTO sender_keys (group_id, account_id, device_id, chain_id, "
+                "state, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (group_id, account_id, device_id, chain_id, chain.to_bytes(), now),
+            )
+            # the newest two chains of a device (late messages of the one before)
+            conn.execute(
+                "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
+                "AND chain_id NOT IN (SELECT chain_id FROM sender_keys WHERE group_id = ? "
+                "AND account_id = ? AND device_id = ? ORDER BY updated DESC, rowid DESC LIMIT 2)",
+                (group_id, account_id, device_id) * 2,
+            )
         state.events = [
             e for e in state.events if not isinstance(e, MessageReceived) or e.message.id in kept
         ]
@@ -1443,6 +2315,627 @@ class Client:
                     (now - SPK_RETENTION,),
                 )
 
+    # ------------------------------------------------------------------ groups
+
+    def _group(self, group_id: bytes) -> _GroupRow | None:
+        row = (
+            self._store.read()
+            .execute("SELECT state, member, rotate FROM groups WHERE group_id = ?", (group_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return _GroupRow(group_info(bytes(row[0])), bytes(row[0]), bool(row[1]), bool(row[2]))
+
+    def _group_by_name(self, name: str) -> _GroupRow | None:
+        rows = (
+            self._store.read()
+            .execute("SELECT group_id FROM groups WHERE name = ? ORDER BY member DESC", (name,))
+            .fetchall()
+        )
+        if not rows:
+            lowered = name.lower()
+            rows = [
+                r
+                for r in self._store.read().execute("SELECT group_id, name FROM groups")
+                if str(r[1]).lower() == lowered or bytes(r[0]).hex().startswith(lowered)
+            ]
+        return self._group(bytes(rows[0][0])) if rows else None
+
+    def groups(self) -> list[GroupView]:
+        """Every group this account is or was in."""
+        out = []
+        for (group_id,) in self._store.read().execute("SELECT group_id FROM groups ORDER BY name"):
+            row = self._group(bytes(group_id))
+            if row is not None:
+                out.append(self._group_view(row))
+        return out
+
+    def _group_view(self, row: _GroupRow) -> GroupView:
+        info = row.info
+        return GroupView(
+            info.group_id,
+            info.name,
+            info.version,
+            tuple(m.username for m in info.members),
+            tuple(m.username for m in info.members if m.account_id in info.admins),
+            row.member,
+            self._timer(info.group_id),
+        )
+
+    async def _member_of(self, name: str) -> GroupMember:
+        contact = await self._resolve(name)
+        if contact.key_changed and contact.verified:
+            raise UntrustedContact(contact.username)
+        return GroupMember(contact.account_id, contact.account_key, contact.username)
+
+    def _me(self) -> GroupMember:
+        return GroupMember(self.account_id, self.account_key, self.username)
+
+    async def create_group(self, name: str, members: Sequence[str]) -> GroupView:
+        """A new group of this account (its admin) and ``members`` (usernames); every
+        member's devices are told, pairwise. The server learns nothing of it."""
+        others = [await self._member_of(m) for m in dict.fromkeys(m.lower() for m in members)]
+        others = [m for m in others if m.account_id != self.account_id]
+        raw = group_create(self._account, self._me(), name, others, rng=self._rng)
+        return await self._publish(None, raw)
+
+    async def group_add(self, group: str, members: Sequence[str]) -> GroupView:
+        row = self._admin_row(group)
+        new = [await self._member_of(m) for m in members]
+        return await self._publish(row, group_change(self._account, row.raw, add=new))
+
+    async def group_remove(self, group: str, members: Sequence[str]) -> GroupView:
+        """Remove members: every remaining member's devices rotate their sender keys
+        before their next message, so the removed cannot read what follows."""
+        row = self._admin_row(group)
+        gone = []
+        for name in members:
+            found = [m for m in row.info.members if m.username == name.lower()]
+            if not found:
+                raise UnknownContact(name)
+            gone.append(found[0].account_id)
+        return await self._publish(row, group_change(self._account, row.raw, remove=gone))
+
+    async def group_rename(self, group: str, name: str) -> GroupView:
+        row = self._admin_row(group)
+        return await self._publish(row, group_change(self._account, row.raw, name=name))
+
+    async def group_leave(self, group: str) -> GroupView:
+        row = self._member_row(group)
+        return await self._publish(row, group_leave(self._account, row.raw))
+
+    def _member_row(self, group: str) -> _GroupRow:
+        _, _, group_id = self._conversation(group if group.startswith("#") else "#" + group)
+        assert group_id is not None
+        row = self._group(group_id)
+        if row is None or not row.member:
+            raise UnknownContact(group)
+        return row
+
+    def _admin_row(self, group: str) -> _GroupRow:
+        row = self._member_row(group)
+        if self.account_id not in row.info.admins:
+            raise ClientError("only the group's admins may change it")
+        return row
+
+    async def _publish(self, old: _GroupRow | None, raw: bytes) -> GroupView:
+        """Apply a new signed group state here, then send it pairwise to every member of
+        the old and new state (and to this account's other devices)."""
+        info = group_verify_next(None if old is None else old.raw, raw)
+        with self._store.transaction() as conn:
+            self._apply_group(conn, old, info, raw)
+        self._own_chains.pop(info.group_id, None)
+        pointer = None
+        if len(raw) > MAX_INLINE_STATE:
+            pointer = (await self._upload_bytes(raw, "group-state")).pointer
+        content = GroupUpdateContent(
+            _now_ms(self._clock),
+            self._token,
+            self.username,
+            None if pointer is not None else raw,
+            state_pointer=pointer,
+        )
+        names = {m.account_id: m.username for m in info.members}
+        if old is not None:
+            names |= {m.account_id: m.username for m in old.info.members}
+        names.pop(self.account_id, None)
+        items = [
+            _Outgoing(name, content, _future(), store=False) for name in sorted(names.values())
+        ]
+        if self._own_row().devices:
+            items.append(_Outgoing("", content, _future(), store=False, to_self=True))
+        self._start_sender()
+        for item in items:
+            await self._queue.put(item)
+        results = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("a group update was not delivered: %s", type(result).__name__)
+                if not isinstance(result, ClientError | ProtocolError):
+                    raise result
+        row = self._group(info.group_id)
+        assert row is not None
+        return self._group_view(row)
+
+    def _apply_group(self, conn: Any, old: _GroupRow | None, info: GroupInfo, raw: bytes) -> None:
+        """Store a verified new state; a removal makes this device rotate its sender key
+        and forget the removed members' keys."""
+        before = {m.account_id for m in old.info.members} if old is not None else set()
+        after = {m.account_id for m in info.members}
+        removed = before - after
+        member = self.account_id in after
+        conn.execute(
+            "INSERT INTO groups (group_id, state, name, member, rotate, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET state = ?, "
+            "name = ?, member = ?, rotate = rotate OR ?, updated = ?",
+            (
+                info.group_id,
+                raw,
+                info.name,
+                int(member),
+                int(bool(removed)),
+                int(self._clock()),
+                raw,
+                info.name,
+                int(member),
+                int(bool(removed)),
+                int(self._clock()),
+            ),
+        )
+        for account_id in removed | ({self.account_id} if not member else set()):
+            if account_id != self.account_id:
+                conn.execute(
+                    "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ?",
+                    (info.group_id, account_id),
+                )
+                conn.execute(
+                    "DELETE FROM sender_key_shared WHERE group_id = ? AND account_id = ?",
+                    (info.group_id, account_id),
+                )
+        if not member:  # left or removed: nothing of the group's keys stays
+            conn.execute("DELETE FROM sender_keys WHERE group_id = ?", (info.group_id,))
+            conn.execute("DELETE FROM own_sender_keys WHERE group_id = ?", (info.group_id,))
+            conn.execute("DELETE FROM sender_key_shared WHERE group_id = ?", (info.group_id,))
+        self._own_chains.pop(info.group_id, None)
+
+    def _own_chain(self, group_id: bytes, rotate: bool) -> tuple[OwnChain, bool]:
+        """This device's sender chain for a group (a new one when due to rotate)."""
+        chain = self._own_chains.get(group_id)
+        if chain is not None and not rotate:
+            return chain, False
+        if not rotate:
+            row = (
+                self._store.read()
+                .execute("SELECT state FROM own_sender_keys WHERE group_id = ?", (group_id,))
+                .fetchone()
+            )
+            if row is not None:
+                chain = OwnChain.from_bytes(bytes(row[0]))
+                self._own_chains[group_id] = chain
+                return chain, False
+        chain = OwnChain.create(group_id, rng=self._rng)
+        self._own_chains[group_id] = chain
+        return chain, True
+
+    async def _prepare_group(
+        self, item: _Outgoing, sender_cert: SenderCertificate
+    ) -> list[_Prepared]:
+        assert item.group is not None
+        group = self._group(item.group)
+        if group is None or not group.member:
+            raise UnknownContact("#" + (group.info.name if group else item.group.hex()[:12]))
+        contacts = []
+        for m in group.info.members:
+            if m.account_id == self.account_id:
+                continue
+            contact = self._contact_by_id(m.account_id)
+            if contact is None or not contact.devices:
+                contact = await self._resolve(m.username)
+            if contact.account_id != m.account_id:
+                log.warning("a group member's name now belongs to another account: skipped")
+                continue
+            if contact.key_changed and contact.verified:
+                raise UntrustedContact(contact.username)
+            contacts.append(contact)
+        chain, rotated = self._own_chain(item.group, group.rotate)
+        group_id, chain_id = item.group, chain.chain_id
+        shared = {
+            (bytes(a), d)
+            for a, d in self._store.read().execute(
+                "SELECT account_id, device_id FROM sender_key_shared "
+                "WHERE group_id = ? AND chain_id = ?",
+                (group_id, chain_id),
+            )
+        }
+        out: list[_Prepared] = []
+        distribution = SenderKeyContent(
+            _now_ms(self._clock), self._token, self.username, chain.distribution()
+        )
+        for contact in contacts:
+            need = {
+                d: c for d, c in contact.devices.items() if (contact.account_id, d) not in shared
+            }
+            if not need:
+                continue
+            missing = _ContactRow(
+                contact.account_id,
+                contact.username,
+                contact.account_key,
+                contact.verified,
+                contact.key_changed,
+                contact.delivery_token,
+                need,
+            )
+            envelopes = await self._pairwise(missing, encode_content(distribution), sender_cert)
+            tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
+            p = _Prepared(
+                _Outgoing(contact.username, distribution, _quiet_future(), store=False),
+                contact,
+                envelopes,
+                tokens,
+            )
+            p.writes.append(
+                _mark_shared([(group_id, contact.account_id, d, chain_id) for d in need])
+            )
+            out.append(p)
+        message = chain.encrypt(encode_content(item.content))
+        recipients = [
+            (c.account_id, d, cert.identity_key)
+            for c in contacts
+            for d, cert in sorted(c.devices.items())
+        ]
+        multi = None
+        if recipients:
+            inner = sender_cert.encode() + message
+            shared_part, wraps = seal_multi(
+                inner, [DhPublicKey.from_public_bytes(k) for _, _, k in recipients], self._rng
+            )
+            multi = (
+                shared_part,
+                [(a, d, w) for (a, d, _), w in zip(recipients, wraps, strict=True)],
+            )
+        tokens = {c.account_id: c.delivery_token for c in contacts if c.delivery_token}
+        own = await self._transcript(item, None, sender_cert)
+        p = _Prepared(item, None, [], tokens, own, multi)
+
+        def save(conn: Any) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO own_sender_keys (group_id, state) VALUES (?, ?)",
+                (group_id, chain.to_bytes()),
+            )
+            if rotated:
+                conn.execute("UPDATE groups SET rotate = 0 WHERE group_id = ?", (group_id,))
+
+        p.writes.append(save)
+        return [*out, p]
+
+    async def _open_group_message(self, push: Push, state: _BatchState) -> None:
+        sender, message = unseal_multi(
+            push.body,
+            self._device.identity_key,
+            server_key=self._server_key,
+            now=int(self._clock()),
+            verified=self._verified_senders,
+        )
+        if sender.account_id == self.account_id:
+            raise UnknownContact("group messages from this account come as transcripts")
+        group_id, chain_id = sender_key_header(message)
+        group = state.groups.get(group_id) or self._group(group_id)
+        if group is None or not group.member:
+            raise UnknownContact("a message for a group this account is not in")
+        members = {m.account_id: m for m in group.info.members}
+        author = members.get(sender.account_id)
+        if author is None:
+            raise UnknownContact("a group message from someone not in the group")
+        key = (group_id, sender.account_id, sender.device_id, chain_id)
+        receiver = state.sender_keys.get(key)
+        if receiver is None:
+            row = (
+                self._store.read()
+                .execute(
+                    "SELECT state FROM sender_keys WHERE group_id = ? AND account_id = ? "
+                    "AND device_id = ? AND chain_id = ?",
+                    key,
+                )
+                .fetchone()
+            )
+            if row is None:
+                raise UnknownContact("no sender key for this group message")
+            receiver = ReceiverChain.from_bytes(bytes(row[0]))
+        plaintext, advanced = receiver.decrypt(message)
+        state.sender_keys[key] = advanced
+        content = decode_content(plaintext)
+        if not isinstance(content, TextContent | TimerContent | DeleteContent):
+            raise InvalidMessage()
+        if content.group_id != group_id:
+            raise InvalidMessage()
+        await self._new_contact(author.username, author.account_id, author.account_key, state)
+        self._absorb_conversation(content, group_id, sender.account_id, False, state)
+
+    def _absorb_sender_key(
+        self, distribution: bytes, account_id: bytes, device_id: int, state: _BatchState
+    ) -> None:
+        """A member device's sender chain for a group (it came over its pairwise
+        session, so it is that device's)."""
+        chain = ReceiverChain.from_distribution(distribution)
+        state.sender_keys[(chain.group_id, account_id, device_id, chain.chain_id)] = chain
+
+    async def _absorb_group_update(
+        self,
+        content: GroupUpdateContent,
+        sender: _ContactRow,
+        device_id: int,
+        state: _BatchState,
+    ) -> None:
+        raw = content.state
+        if raw is None:
+            assert content.state_pointer is not None
+            raw = await self._download_bytes(content.state_pointer)
+        group_id = group_info(raw).group_id
+        old = state.groups.get(group_id) or self._group(group_id)
+        info = group_verify_next(None if old is None else old.raw, raw)
+        if info.signer != sender.account_id:
+            raise InvalidMessage()  # a member relays only its own changes
+        if old is not None and info.version <= old.info.version:
+            return  # already known (a copy to another of this account's devices)
+        member = self.account_id in {m.account_id for m in info.members}
+        row = _GroupRow(info, raw, member, False)
+        state.groups[group_id] = row
+        state.writes.append(lambda conn: self._apply_group(conn, old, info, raw))
+        before = {m.account_id: m.username for m in old.info.members} if old else {}
+        after = {m.account_id: m.username for m in info.members}
+        state.events.append(
+            GroupChanged(
+                group_id,
+                info.name,
+                sender.username,
+                tuple(n for a, n in after.items() if a not in before),
+                tuple(n for a, n in before.items() if a not in after),
+                member,
+            )
+        )
+        if content.distribution:
+            self._absorb_sender_key(content.distribution, sender.account_id, device_id, state)
+
+    # ------------------------------------------------------------------ attachments
+
+    async def _upload(
+        self, path: Path, progress: Callable[[int, int], None] | None
+    ) -> _AttachmentRow:
+        """Encrypt ``path`` in chunks while uploading it (memory stays flat)."""
+        pointer = await upload_file(self._transport, path, progress=progress, rng=self._rng)
+        return _AttachmentRow(
+            pointer.encode(), pointer.filename, pointer.size, pointer.content_type, None
+        )
+
+    async def _upload_bytes(self, data: bytes, filename: str) -> _AttachmentRow:
+        pointer = await upload_bytes(self._transport, data, filename, rng=self._rng)
+        return _AttachmentRow(pointer.encode(), filename, pointer.size, pointer.content_type)
+
+    async def _download_bytes(self, pointer: bytes) -> bytes:
+        return await download_bytes(
+            self._transport, AttachmentPointer.decode(pointer), limit=MAX_GROUP_STATE_BLOB
+        )
+
+    async def save_attachment(
+        self,
+        message_id: bytes,
+        directory: Path | str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Download, check and decrypt a message's attachment into ``directory`` (a file
+        that fails any check is not left there). The file is deleted with the message
+        when a disappearing-message timer expires it."""
+        row = (
+            self._store.read()
+            .execute(
+                "SELECT attachment, attachment_path FROM messages WHERE message_uuid = ?",
+                (message_id,),
+            )
+            .fetchone()
+        )
+        if row is None or row[0] is None:
+            raise ClientError("that message has no attachment")
+        if row[1] and Path(row[1]).exists():
+            return Path(row[1])
+        pointer = AttachmentPointer.decode(bytes(row[0]))
+        saved = await download_file(self._transport, pointer, Path(directory), progress=progress)
+        with self._store.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET attachment_path = ? WHERE message_uuid = ?",
+                (str(saved), message_id),
+            )
+        return saved
+
+    # ------------------------------------------------------------------ devices
+
+    def _own_row(self, state: _BatchState | None = None) -> _ContactRow:
+        """This account as a recipient: its other devices that the account key certified."""
+        devices: dict[int, DeviceCertificate] = {}
+        for device_id, cert in self._store.read().execute(
+            "SELECT device_id, certificate FROM own_devices WHERE certificate IS NOT NULL"
+        ):
+            if device_id != self.device_id:
+                devices[device_id] = DeviceCertificate.decode(bytes(cert))
+        if state is not None:
+            devices.update(state.own_devices)
+        return _ContactRow(
+            self.account_id, self.username, self.account_key, True, False, self._token, devices
+        )
+
+    async def _own_directory(self) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
+        """This account's devices as the server lists them, each checked against the
+        account key, and the device ids the account key revoked (with the revocations)."""
+        doc = await self._transport.request("GET", f"/v1/accounts/{self.username}", signed=False)
+        try:
+            if bytes.fromhex(doc["account_id"]) != self.account_id:
+                raise ServerError(0, "bad_response", "the lookup answered for another account")
+            if unb64(doc["account_key"]) != self.account_key:
+                raise ServerError(0, "bad_response", "the server lists another account key")
+            revoked = _verified_revocations(
+                self.account_id, self.account_key, doc.get("revocations", [])
+            )
+            devices = _verified_devices(self.account_id, self.account_key, doc["devices"])
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(0, "bad_response", "malformed account lookup") from None
+        for device_id in revoked:
+            devices.pop(device_id, None)
+        return devices, revoked
+
+    async def refresh_devices(self) -> None:
+        """Fetch this account's device list again (after a change or a refused send)."""
+        devices, revoked = await self._own_directory()
+        now = int(self._clock())
+        with self._store.transaction() as conn:
+            for device_id, cert in devices.items():
+                conn.execute(
+                    "INSERT INTO own_devices (device_id, certificate, name, added) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET certificate = ?",
+                    (device_id, cert.encode(), f"device {device_id}", now, cert.encode()),
+                )
+            conn.execute(
+                "DELETE FROM own_devices WHERE device_id NOT IN "  # noqa: S608 (placeholders only)
+                f"({','.join('?' * len(devices)) or 'NULL'})",
+                tuple(devices),
+            )
+            for device_id, revocation in revoked.items():
+                self._record_revocation(conn, self.account_id, device_id, revocation)
+
+    def _record_revocation(
+        self, conn: Any, account_id: bytes, device_id: int, revocation: bytes | None
+    ) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO revoked_devices (account_id, device_id, revocation) "
+            "VALUES (?, ?, ?)",
+            (account_id, device_id, revocation),
+        )
+        conn.execute(
+            "DELETE FROM sessions WHERE account_id = ? AND device_id = ?", (account_id, device_id)
+        )
+        self._sessions.pop((account_id, device_id), None)
+
+    def _forget_own_device(self, conn: Any, device_id: int) -> None:
+        conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
+        self._record_revocation(conn, self.account_id, device_id, None)
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """This account's devices (certified by its key), this one marked ``current``."""
+        await self.refresh_devices()
+        rows = self._store.read().execute(
+            "SELECT device_id, certificate, name FROM own_devices ORDER BY device_id"
+        )
+        out = [
+            {
+                "device_id": self.device_id,
+                "name": (self._store.get_meta("device_name") or b"this device").decode(),
+                "created": self._device.certificate.created,
+                "current": True,
+            }
+        ]
+        for device_id, cert, name in rows:
+            if cert is None or device_id == self.device_id:
+                continue
+            out.append(
+                {
+                    "device_id": device_id,
+                    "name": name,
+                    "created": DeviceCertificate.decode(bytes(cert)).created,
+                    "current": False,
+                }
+            )
+        return sorted(out, key=lambda d: int(d["device_id"]))
+
+    async def remove_device(self, device_id: int) -> None:
+        """Revoke another device of this account: the account key signs a revocation,
+        the server deletes the device, contacts stop encrypting to it, and this
+        account's other devices are told."""
+        if device_id == self.device_id:
+            raise ClientError("a device cannot remove itself; remove it from another device")
+        revocation = sign_revocation(self._account, device_id, revoked_at=int(self._clock()))
+        await self._transport.request(
+            "DELETE", f"/v1/devices/{device_id}", body={"revocation": b64(revocation.encode())}
+        )
+        name = f"device {device_id}"
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                "SELECT name FROM own_devices WHERE device_id = ?", (device_id,)
+            ).fetchone()
+            if row is not None:
+                name = row[0]
+            conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
+            self._record_revocation(conn, self.account_id, device_id, revocation.encode())
+        self._pending_events.append(DeviceRemoved(device_id, name))
+        await self._notify_own(DeviceNotice(_now_ms(self._clock), DEVICE_REMOVED, device_id, name))
+
+    async def _notify_own(self, notice: DeviceNotice) -> None:
+        if not self._own_row().devices:
+            return
+        await self._enqueue(_Outgoing("", notice, _future(), store=False, to_self=True))
+
+    async def link_accept(
+        self,
+        code_text: str,
+        confirm: Callable[[str, str], bool | Awaitable[bool]],
+    ) -> int:
+        """Provision the new device that shows ``code_text``: ``confirm(device name,
+        confirmation code)`` must return true (the user compared the code with the one on
+        the new device). Sends it the account key, contacts, groups and timers, sealed to
+        its keys; returns the device id it will take."""
+        code = LinkCode.from_text(code_text)
+        doc = await self._transport.request("GET", f"/v1/link/{code.channel.hex()}")
+        kem_public = unb64(doc.get("kem") if isinstance(doc, dict) else None)
+        code.check_kem(kem_public)
+        answer = confirm(code.device_name, confirmation_code(code, kem_public))
+        if not isinstance(answer, bool):
+            answer = await answer
+        if not answer:
+            raise LinkRefused("the link was not confirmed")
+        devices, revoked = await self._own_directory()
+        if len(devices) >= MAX_DEVICES:
+            raise ClientError(f"this account has {len(devices)} devices, the most it may have")
+        device_id = max([self.device_id, *devices, *revoked]) + 1
+        names = {
+            int(d): str(n)
+            for d, n in self._store.read().execute("SELECT device_id, name FROM own_devices")
+        }
+        names[self.device_id] = (self._store.get_meta("device_name") or b"device").decode()
+        names[device_id] = code.device_name
+        payload = Provisioning(
+            server_url=self.server_url,
+            server_key=self._server_key.public_bytes_raw(),
+            username=self.username,
+            account=self._account,
+            delivery_token=self._token,
+            device_id=device_id,
+            devices=names,
+            contacts=[
+                ContactRecord(c.account_id, c.username, c.account_key, c.verified, c.delivery_token)
+                for c in self._contact_cache().values()
+            ],
+            groups=[
+                bytes(r[0])
+                for r in self._store.read().execute("SELECT state FROM groups WHERE member = 1")
+            ],
+            timers={
+                bytes(p): int(t)
+                for p, t in self._store.read().execute("SELECT peer, seconds FROM timers")
+            },
+        )
+        message = seal_provisioning(payload.to_bytes(), code, kem_public, rng=self._rng)
+        await self._transport.request(
+            "PUT", f"/v1/link/{code.channel.hex()}", body={"body": b64(message)}
+        )
+        with self._store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO own_devices (device_id, certificate, name, added) "
+                "VALUES (?, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET name = ?",
+                (device_id, code.device_name, int(self._clock()), code.device_name),
+            )
+        self._pending_events.append(DeviceLinked(device_id, code.device_name))
+        return device_id
+
     # ------------------------------------------------------------------ passcode
 
     def change_passcode(self, old: str, new: str) -> None:
@@ -1482,18 +2975,154 @@ def _replace_devices(conn: Any, account_id: bytes, devices: dict[int, DeviceCert
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    server_url: str
+    server_key: bytes
+    username: str
+    account: AccountIdentity
+    token: bytes
+    device_id: int
+    device_name: str
+
+
+async def _fetch_server_key(anonymous: Transport) -> bytes:
+    doc = await anonymous.request("GET", "/v1/certificate/server", signed=False)
+    server_key = unb64(doc.get("public_key") if isinstance(doc, dict) else None)
+    VerifyKey.from_public_bytes(server_key)
+    return server_key
+
+
+def _check_device_name(name: str) -> None:
+    if not name.isascii() or not name.isprintable() or not 1 <= len(name) <= 32:
+        raise ValueError("a device name is 1 to 32 printable ASCII characters")
+
+
+def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> None:
+    """Delete for everyone: ``author`` deletes its message ``target`` in ``peer``'s
+    conversation; if it has not arrived yet, a tombstone keeps it from being stored."""
+    rows = conn.execute(
+        "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ? "
+        "AND (author = ? OR (author IS NULL AND outgoing = 0 AND peer = ?))",
+        (target, peer, author, author),
+    ).fetchall()
+    if not rows:
+        conn.execute(
+            "INSERT OR IGNORE INTO tombstones (message_uuid, author, at) VALUES (?, ?, ?)",
+            (target, author, int(time.time())),
+        )
+        return
+    for row_id, path in rows:
+        conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+        if path:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+
+
+def _verified_revocations(
+    account_id: bytes, account_key: bytes, items: Sequence[Any]
+) -> dict[int, bytes]:
+    """Device ids whose revocation the account key signed (others are ignored)."""
+    out: dict[int, bytes] = {}
+    if not isinstance(items, list):
+        return out
+    for item in items:
+        try:
+            raw = unb64(item)
+            revocation = DeviceRevocation.decode(raw)
+            verify_revocation(revocation, expected_account_key=account_key)
+        except (ProtocolError, ServerError, TypeError):
+            log.warning("ignoring a revocation that does not verify")
+            continue
+        if revocation.account_id == account_id:
+            out[revocation.device_id] = raw
+    return out
+
+
+def _mark_shared(rows: list[tuple[bytes, bytes, int, int]]) -> Callable[[Any], None]:
+    def write(conn: Any) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO sender_key_shared (group_id, account_id, device_id, "
+            "chain_id) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+
+    return write
+
+
+def _quiet_future() -> asyncio.Future[Message | None]:
+    """A future nobody awaits (a sender-key distribution's): its failure is logged."""
+    future = _future()
+
+    def done(f: asyncio.Future[Message | None]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            log.warning("a sender key was not delivered: %s", type(f.exception()).__name__)
+
+    future.add_done_callback(done)
+    return future
+
+
+def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
+    """A group state provisioned by another device of this account (it verified it)."""
+    info = group_info(raw)
+    conn.execute(
+        "INSERT OR IGNORE INTO groups (group_id, state, name, member, rotate, updated) "
+        "VALUES (?, ?, ?, 1, 0, ?)",
+        (info.group_id, raw, info.name, now),
+    )
+
+
+def _peer_key(p: _Prepared) -> bytes:
+    """The conversation a prepared send belongs to (group id or account id)."""
+    if p.item.group is not None:
+        return p.item.group
+    assert p.contact is not None
+    return p.contact.account_id
+
+
+def _future() -> asyncio.Future[Message | None]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:
+    if seconds:
+        conn.execute("INSERT OR REPLACE INTO timers (peer, seconds) VALUES (?, ?)", (peer, seconds))
+    else:
+        conn.execute("DELETE FROM timers WHERE peer = ?", (peer,))
+
+
+def _attachment_info(pointer: bytes | None, path: str | None) -> AttachmentInfo | None:
+    if pointer is None:
+        return None
+    try:
+        decoded = AttachmentPointer.decode(bytes(pointer))
+    except ProtocolError:
+        return None
+    return AttachmentInfo(decoded.filename, decoded.size, decoded.content_type, path)
+
+
+def _envelopes_json(envelopes: Envelopes) -> list[list[Any]]:
+    return [[a.hex(), d, b64(body)] for a, d, body in envelopes]
+
+
+def _envelopes_of(doc: Any) -> Envelopes:
+    return [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc]
+
+
 def _outbox_add(conn: Any, prepared: list[_Prepared]) -> int:
-    """One outbox row for a batch: every send's envelopes and tokens, in order."""
+    """One outbox row for a batch: every send's parts and tokens, in order."""
     payload = json.dumps(
         [
             {
                 "uuid": p.item.content.message_id.hex()
-                if isinstance(p.item.content, TextContent)
+                if isinstance(p.item.content, TextContent) and p.item.store
                 else "",
-                "messages": [[a.hex(), d, b64(body)] for a, d, body in p.envelopes],
-                "tokens": {p.contact.account_id.hex(): b64(p.contact.delivery_token)}
-                if p.contact.delivery_token
-                else {},
+                "messages": _envelopes_json(p.envelopes),
+                "tokens": {a.hex(): b64(t) for a, t in p.tokens.items()},
+                "own": _envelopes_json(p.own),
+                "multi": None
+                if p.multi is None
+                else {"shared": b64(p.multi[0]), "wraps": _envelopes_json(p.multi[1])},
             }
             for p in prepared
         ]
@@ -1504,16 +3133,31 @@ def _outbox_add(conn: Any, prepared: list[_Prepared]) -> int:
     return int(cursor.lastrowid)
 
 
-Outboxed = tuple[bytes, list[tuple[bytes, int, bytes]], dict[bytes, bytes]]
+@dataclass(frozen=True, slots=True)
+class _Outboxed:
+    uuid: bytes
+    envelopes: Envelopes
+    tokens: dict[bytes, bytes]
+    multi: tuple[bytes, Envelopes] | None
+    own: Envelopes
 
 
-def _outbox_decode(payload: bytes) -> list[Outboxed]:
+def _outbox_decode(payload: bytes) -> list[_Outboxed]:
     try:
-        out: list[Outboxed] = []
+        out: list[_Outboxed] = []
         for doc in json.loads(payload):
-            envelopes = [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc["messages"]]
-            tokens = {bytes.fromhex(a): unb64(t) for a, t in doc["tokens"].items()}
-            out.append((bytes.fromhex(doc["uuid"]), envelopes, tokens))
+            multi = doc.get("multi")
+            out.append(
+                _Outboxed(
+                    bytes.fromhex(doc["uuid"]),
+                    _envelopes_of(doc["messages"]),
+                    {bytes.fromhex(a): unb64(t) for a, t in doc["tokens"].items()},
+                    None
+                    if multi is None
+                    else (unb64(multi["shared"]), _envelopes_of(multi["wraps"])),
+                    _envelopes_of(doc.get("own", [])),
+                )
+            )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError("a corrupt outbox entry") from exc
     return out

@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "ClientError",
+    "LinkRefused",
     "NotRegistered",
     "ServerError",
     "ServerUnavailable",
@@ -72,3 +73,7 @@ class UntrustedContact(ClientError):
 
 class NotRegistered(ClientError):
     pass
+
+
+class LinkRefused(ClientError):
+    """A device link was not confirmed, or its provisioning did not check out."""

@@ -145,6 +145,36 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE events (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL, at INTEGER NOT NULL);
     """,
+    # 3: groups and sender keys, the account's other devices, disappearing messages,
+    # attachments and deletions.
+    """
+    ALTER TABLE messages ADD COLUMN author BLOB;
+    ALTER TABLE messages ADD COLUMN expires_at INTEGER;
+    ALTER TABLE messages ADD COLUMN attachment BLOB;
+    ALTER TABLE messages ADD COLUMN attachment_path TEXT;
+    CREATE INDEX messages_expiry ON messages(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE own_devices (
+        device_id INTEGER PRIMARY KEY, certificate BLOB, name TEXT NOT NULL,
+        added INTEGER NOT NULL);
+    CREATE TABLE revoked_devices (
+        account_id BLOB NOT NULL, device_id INTEGER NOT NULL, revocation BLOB,
+        PRIMARY KEY (account_id, device_id));
+    CREATE TABLE groups (
+        group_id BLOB PRIMARY KEY, state BLOB NOT NULL, name TEXT NOT NULL,
+        member INTEGER NOT NULL DEFAULT 1, rotate INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL);
+    CREATE TABLE sender_keys (
+        group_id BLOB NOT NULL, account_id BLOB NOT NULL, device_id INTEGER NOT NULL,
+        chain_id INTEGER NOT NULL, state BLOB NOT NULL, updated INTEGER NOT NULL,
+        PRIMARY KEY (group_id, account_id, device_id, chain_id));
+    CREATE TABLE own_sender_keys (group_id BLOB PRIMARY KEY, state BLOB NOT NULL);
+    CREATE TABLE sender_key_shared (
+        group_id BLOB NOT NULL, account_id BLOB NOT NULL, device_id INTEGER NOT NULL,
+        chain_id INTEGER NOT NULL, PRIMARY KEY (group_id, account_id, device_id));
+    CREATE TABLE timers (peer BLOB PRIMARY KEY, seconds INTEGER NOT NULL);
+    CREATE TABLE tombstones (
+        message_uuid BLOB PRIMARY KEY, author BLOB NOT NULL, at INTEGER NOT NULL);
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)

@@ -171,6 +171,54 @@ class Transport:
         except ValueError:
             raise ServerError(response.status_code, "bad_response", "not JSON") from None
 
+    async def post_streamed(
+        self, path: str, content: AsyncIterator[bytes], *, length: int, body_sha256: bytes
+    ) -> Any:
+        """A signed POST whose body streams from ``content`` (attachments): exactly
+        ``length`` bytes whose SHA-256 the caller computed beforehand. The signature covers
+        that digest; the server recomputes it as the body arrives and keeps nothing unless
+        they match. Returns the decoded JSON answer."""
+        from sealpost.server import auth
+
+        if self.identity is None:
+            raise RuntimeError("this request must be signed, and no device is set")
+        identity = self.identity
+        timestamp, nonce = str(int(self._clock())), self._rng(auth.NONCE_LEN).hex()
+        message = auth.request_message_for_digest("POST", path, timestamp, nonce, body_sha256)
+        headers = {
+            auth.ACCOUNT_HEADER: identity.account_id.hex(),
+            auth.DEVICE_HEADER: str(identity.device_id),
+            auth.TIMESTAMP_HEADER: timestamp,
+            auth.NONCE_HEADER: nonce,
+            auth.SIGNATURE_HEADER: b64(identity.signing_key.sign(message)),
+            "Content-Length": str(length),
+            "Content-Type": "application/octet-stream",
+        }
+        try:
+            response = await self._http.post(
+                path, content=content, headers=headers, timeout=httpx.Timeout(TIMEOUT, read=120)
+            )
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
+        _raise_for(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(response.status_code, "bad_response", "not JSON") from None
+
+    @contextlib.asynccontextmanager
+    async def get_streamed(self, path: str) -> AsyncIterator[httpx.Response]:
+        """An unsigned GET whose body the caller reads from ``response.aiter_raw()``; an
+        error answer raises :class:`ServerError` before anything is yielded."""
+        try:
+            async with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                yield response
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
+
     # -- the WebSockets
 
     async def _connect(self, path: str) -> ClientConnection:
@@ -200,6 +248,50 @@ class Transport:
     async def open_sealed(self) -> SealedSocket:
         return SealedSocket(await self._connect("/v1/sealed"))
 
+    async def open_link(self, kem_public: bytes) -> LinkChannel:
+        """Open a link channel (``/v1/link``) for a new device; see :class:`LinkChannel`."""
+        ws = await self._connect("/v1/link")
+        try:
+            await ws.send(json.dumps({"type": "open", "kem": b64(kem_public)}))
+            doc = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+            if not isinstance(doc, dict) or doc.get("type") != "channel":
+                raise ServerError(0, "bad_response", "the server did not open a link channel")
+            channel = bytes.fromhex(str(doc.get("id")))
+            if len(channel) != 16:
+                raise ServerError(0, "bad_response", "malformed link channel id")
+        except (ConnectionClosed, TimeoutError, ValueError):
+            await ws.close()
+            raise ServerUnavailable("the server did not open a link channel") from None
+        except BaseException:
+            await ws.close()
+            raise
+        return LinkChannel(ws, channel)
+
+
+class LinkChannel:
+    """The new device's end of a link channel: waits for the provisioning message."""
+
+    def __init__(self, ws: ClientConnection, channel: bytes) -> None:
+        self._ws = ws
+        self.channel = channel
+
+    async def provisioning(self, timeout: float) -> bytes:
+        try:
+            doc = json.loads(await asyncio.wait_for(self._ws.recv(), timeout=timeout))
+        except TimeoutError:
+            raise ServerUnavailable("no device answered the link in time") from None
+        except ConnectionClosed as exc:
+            raise ServerUnavailable(f"the link channel closed ({exc.rcvd})") from None
+        except ValueError:
+            raise ServerError(0, "bad_response", "malformed link frame") from None
+        if not isinstance(doc, dict) or doc.get("type") != "provision":
+            raise ServerError(0, "bad_response", "unexpected link frame")
+        return unb64(doc.get("body"))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+
 
 def _send_frame(
     req: int, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
@@ -210,6 +302,23 @@ def _send_frame(
         "messages": [
             {"account_id": a.hex(), "device_id": d, "body": b64(body)} for a, d, body in messages
         ],
+    }
+    if tokens:
+        doc["tokens"] = {a.hex(): b64(t) for a, t in tokens.items()}
+    return json.dumps(doc)
+
+
+def _multi_frame(
+    req: int,
+    shared: bytes,
+    recipients: Sequence[tuple[bytes, int, bytes]],
+    tokens: Mapping[bytes, bytes],
+) -> str:
+    doc: dict[str, Any] = {
+        "type": "send_multi",
+        "req": req,
+        "shared": b64(shared),
+        "recipients": [[a.hex(), d, b64(wrap)] for a, d, wrap in recipients],
     }
     if tokens:
         doc["tokens"] = {a.hex(): b64(t) for a, t in tokens.items()}
@@ -237,6 +346,10 @@ class _Pipelined:
         self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
     ) -> asyncio.Future[int]:
         """Submit a send; the returned future resolves once the server stored it."""
+        return await self.submit(lambda req: _send_frame(req, messages, tokens))
+
+    async def submit(self, frame: Callable[[int], str]) -> asyncio.Future[int]:
+        """Submit the frame ``frame(req)``; the future resolves with the server's answer."""
         if self.closed is not None:
             raise ServerUnavailable("the connection to the server was lost")
         await self._window.acquire()
@@ -244,7 +357,7 @@ class _Pipelined:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         try:
-            await self.ws.send(_send_frame(req, messages, tokens))
+            await self.ws.send(frame(req))
         except ConnectionClosed:
             self._pending.pop(req, None)
             self._window.release()
@@ -297,6 +410,15 @@ class SealedSocket:
         self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
     ) -> asyncio.Future[int]:
         return await self._pipe.send(messages, tokens)
+
+    async def send_multi(
+        self,
+        shared: bytes,
+        recipients: Sequence[tuple[bytes, int, bytes]],
+        tokens: Mapping[bytes, bytes],
+    ) -> asyncio.Future[int]:
+        """One multi-recipient sealed send: ``shared`` once, a key wrap per device."""
+        return await self._pipe.submit(lambda req: _multi_frame(req, shared, recipients, tokens))
 
     async def close(self) -> None:
         await self._pipe.ws.close()
