@@ -1,0 +1,88 @@
+"""Key transparency (DESIGN.md section 4): an append-only Merkle log of account states.
+
+- :mod:`~sealpost.transparency.merkle`: RFC 9162 hashing, proof generation from stored
+  complete subtrees (:class:`NodeStore`), and the client's proof checks.
+- :mod:`~sealpost.transparency.log`: the log's :class:`LogEntry`, the devices commitment
+  and the :class:`SignedTreeHead`.
+
+The server appends entries and signs tree heads; a client checks that a contact's keys are
+in the log (:func:`verify_inclusion`) and that every newer head extends the one it holds
+(:func:`verify_consistency`)::
+
+    store = MemoryNodeStore()
+    size = append(store, 0, [entry.leaf_hash()])
+    sth = SignedTreeHead.sign(log_key, tree_size=size, timestamp=now_ms, root=root(store, size))
+
+    sth.verify(log_public_key)
+    verify_inclusion(entry.leaf_hash(), 0, sth.tree_size, inclusion_proof(store, 0, size),
+                     sth.root)
+
+Errors derive from :class:`~sealpost.protocol.errors.ProtocolError`; the tree is in
+:mod:`sealpost.transparency.merkle`.
+"""
+
+from sealpost.transparency.log import (
+    LogEntry,
+    LogEntryError,
+    SignedTreeHead,
+    devices_commitment,
+)
+from sealpost.transparency.merkle import (
+    EMPTY_ROOT,
+    HASH_LEN,
+    LOG_NODES_SCHEMA,
+    MAX_PROOF_HASHES,
+    MAX_TREE_SIZE,
+    IndexOutOfRange,
+    InvalidProof,
+    InvalidTreeSize,
+    LogStoreError,
+    LogUsageError,
+    MalformedHash,
+    MemoryNodeStore,
+    NodeKey,
+    NodeStore,
+    RootMismatch,
+    SqliteNodeStore,
+    WrongProofLength,
+    append,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_LEN",
+    "LOG_NODES_SCHEMA",
+    "MAX_PROOF_HASHES",
+    "MAX_TREE_SIZE",
+    "IndexOutOfRange",
+    "InvalidProof",
+    "InvalidTreeSize",
+    "LogEntry",
+    "LogEntryError",
+    "LogStoreError",
+    "LogUsageError",
+    "MalformedHash",
+    "MemoryNodeStore",
+    "NodeKey",
+    "NodeStore",
+    "RootMismatch",
+    "SignedTreeHead",
+    "SqliteNodeStore",
+    "WrongProofLength",
+    "append",
+    "consistency_proof",
+    "devices_commitment",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "root",
+    "verify_consistency",
+    "verify_inclusion",
+]

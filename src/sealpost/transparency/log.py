@@ -1,0 +1,241 @@
+"""What the key-transparency log holds and signs: :class:`LogEntry` and :class:`SignedTreeHead`.
+
+Every change to an account's keys (registration, a device linked, a device revoked, a new
+account key) appends one :class:`LogEntry` to the server's Merkle log
+(:mod:`sealpost.transparency.merkle`); its leaf hash is ``SHA-256(0x00 || encode())``.
+The entry names the account (id, username), its identity key (AIK) and commits to the
+exact set of device certificates and revocations the directory serves for it
+(:func:`devices_commitment`), so a client that fetched a contact's devices can check them
+against the log, and a client monitoring its own account sees any device it did not add.
+``sequence`` counts an account's entries from 1, so a dropped or replayed entry shows.
+
+The server signs the log's state as a :class:`SignedTreeHead` with its log key.
+
+Encodings (integers big-endian, as everywhere in sealpost; times in milliseconds since the
+Unix epoch)::
+
+    LogEntry        0x01 0x30 | account_id (16) | sequence (u64) | timestamp (u64) |
+                    account_key (32) | devices (32) | username length (u8) | username
+    SignedTreeHead  0x01 0x31 | tree_size (u64) | timestamp (u64) | root (32) |
+                    Ed25519 signature (64) over "sealpost/v1/tree-head\\0" || bytes[0:50]
+    devices         SHA-256("sealpost/v1/kt-devices\\0" ||
+                            u32 count || (u32 length || certificate)* ||
+                            u32 count || (u32 length || revocation)*)
+                    each list sorted bytewise, no duplicates
+
+Decoding is strict: a version other than 0x01 raises :class:`UnsupportedVersion`; any other
+wrong byte, length or field raises :class:`DecodeError`. Building a structure from fields
+that cannot be encoded raises :class:`LogEntryError` (the caller's bug). A tree head whose
+signature does not verify raises :class:`BadSignature`.
+
+Example::
+
+    >>> entry = LogEntry(account_id, "alice", aik, devices_commitment([cert], []),
+    ...                  sequence=1, timestamp=now_ms)                    # doctest: +SKIP
+    >>> size = append(store, size, [entry.leaf_hash()])                   # doctest: +SKIP
+    >>> sth = SignedTreeHead.sign(log_key, tree_size=size, timestamp=now_ms,
+    ...                           root=root(store, size))                 # doctest: +SKIP
+    >>> SignedTreeHead.decode(sth.encode()).verify(log_key.public_key())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from sealpost._errors import DecodeError, LocalProtocolError, UnsupportedVersion
+from sealpost.crypto.sign import SIGNATURE_LEN, SigningKey, VerifyKey
+from sealpost.transparency.merkle import HASH_LEN, leaf_hash
+
+__all__ = [
+    "ACCOUNT_ID_LEN",
+    "LOG_ENTRY_TYPE",
+    "MAX_USERNAME",
+    "TREE_HEAD_LEN",
+    "TREE_HEAD_TYPE",
+    "LogEntry",
+    "LogEntryError",
+    "SignedTreeHead",
+    "devices_commitment",
+]
+
+_VERSION: Final = 0x01
+#: Type bytes, after the wire structures' 0x01-0x21 (docs/PROTOCOL.md section 1).
+LOG_ENTRY_TYPE: Final = 0x30
+TREE_HEAD_TYPE: Final = 0x31
+
+ACCOUNT_ID_LEN: Final = 16
+_KEY_LEN: Final = 32
+_U64_MAX: Final = 2**64 - 1
+
+#: Usernames as the server stores them (lower-cased; the relay's USERNAME_PATTERN), so one
+#: name has one encoding and one leaf.
+MAX_USERNAME: Final = 32
+_USERNAME: Final = re.compile(rb"[a-z0-9_.-]{3,32}")
+
+#: Items in one devices commitment, and the size of one: an account has a handful of
+#: devices; the bounds only keep the encoding's u32 fields honest.
+_MAX_DEVICE_ITEMS: Final = 2**16
+_MAX_DEVICE_ITEM_LEN: Final = 2**16
+_DEVICES_CONTEXT: Final = b"sealpost/v1/kt-devices\x00"
+
+_ENTRY_FIXED: Final = struct.Struct(">BB16sQQ32s32sB")  # up to the username: 99 bytes
+_HEAD_BODY: Final = struct.Struct(">BBQQ32s")  # the signed part: 50 bytes
+TREE_HEAD_LEN: Final = _HEAD_BODY.size + SIGNATURE_LEN  # 114
+
+
+class LogEntryError(LocalProtocolError):
+    """Fields that the log's encodings cannot carry: the caller's bug, never the peer's."""
+
+
+def _check_u64(value: int, what: str, error: type[Exception], minimum: int = 0) -> None:
+    if not isinstance(value, int) or not minimum <= value <= _U64_MAX:
+        raise error(f"{what} must be an integer in {minimum}..2**64-1")
+
+
+def _check_bytes(value: bytes, length: int, what: str, error: type[Exception]) -> None:
+    if not isinstance(value, bytes) or len(value) != length:
+        raise error(f"{what} must be {length} bytes")
+
+
+def _check_username(raw: bytes, error: type[Exception]) -> None:
+    if _USERNAME.fullmatch(raw) is None:
+        raise error("a username is 3 to 32 of a-z 0-9 _ . -")
+
+
+def devices_commitment(certificates: Iterable[bytes], revocations: Iterable[bytes]) -> bytes:
+    """The 32-byte commitment a :class:`LogEntry` makes to an account's devices.
+
+    ``certificates`` are the account's current DeviceCertificate encodings and
+    ``revocations`` its device revocation encodings, exactly as the directory serves them.
+    Order does not matter (each list is sorted bytewise); a duplicate or an empty item is
+    refused, so that one set of devices has one commitment."""
+    parts = [_DEVICES_CONTEXT]
+    for what, items in (("certificate", certificates), ("revocation", revocations)):
+        ordered = sorted(bytes(item) for item in items)
+        if len(ordered) > _MAX_DEVICE_ITEMS:
+            raise LogEntryError(f"more than {_MAX_DEVICE_ITEMS} {what}s")
+        parts.append(len(ordered).to_bytes(4, "big"))
+        for i, item in enumerate(ordered):
+            if not 0 < len(item) <= _MAX_DEVICE_ITEM_LEN:
+                raise LogEntryError(f"a {what} is 1 to {_MAX_DEVICE_ITEM_LEN} bytes")
+            if i and item == ordered[i - 1]:
+                raise LogEntryError(f"the same {what} twice")
+            parts.append(len(item).to_bytes(4, "big"))
+            parts.append(item)
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One state of one account, as the log records it."""
+
+    account_id: bytes  # 16
+    username: str  # 3-32 of a-z 0-9 _ . -
+    account_key: bytes  # AIK, Ed25519 public, 32
+    devices: bytes  # devices_commitment(...), 32
+    sequence: int  # u64, this account's entries counted from 1
+    timestamp: int  # u64, milliseconds since the epoch
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.account_id, ACCOUNT_ID_LEN, "account_id", LogEntryError)
+        if not isinstance(self.username, str) or not self.username.isascii():
+            raise LogEntryError("a username is 3 to 32 of a-z 0-9 _ . -")
+        _check_username(self.username.encode("ascii"), LogEntryError)
+        _check_bytes(self.account_key, _KEY_LEN, "account_key", LogEntryError)
+        _check_bytes(self.devices, HASH_LEN, "devices", LogEntryError)
+        _check_u64(self.sequence, "sequence", LogEntryError, minimum=1)
+        _check_u64(self.timestamp, "timestamp", LogEntryError)
+
+    def encode(self) -> bytes:
+        name = self.username.encode("ascii")
+        return (
+            _ENTRY_FIXED.pack(
+                _VERSION,
+                LOG_ENTRY_TYPE,
+                self.account_id,
+                self.sequence,
+                self.timestamp,
+                self.account_key,
+                self.devices,
+                len(name),
+            )
+            + name
+        )
+
+    def leaf_hash(self) -> bytes:
+        """This entry's leaf in the Merkle log: ``SHA-256(0x00 || encode())``."""
+        return leaf_hash(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> LogEntry:
+        data = bytes(data)
+        if len(data) < 2:
+            raise DecodeError("not a log entry")
+        if data[0] != _VERSION:
+            raise UnsupportedVersion(data[0])
+        if data[1] != LOG_ENTRY_TYPE:
+            raise DecodeError("not a log entry")
+        if len(data) < _ENTRY_FIXED.size or len(data) != _ENTRY_FIXED.size + data[98]:
+            raise DecodeError("a log entry of the wrong length")
+        _, _, account_id, sequence, timestamp, account_key, devices, _ = _ENTRY_FIXED.unpack_from(
+            data
+        )
+        name = data[_ENTRY_FIXED.size :]
+        _check_username(name, DecodeError)
+        _check_u64(sequence, "sequence", DecodeError, minimum=1)
+        return cls(account_id, name.decode("ascii"), account_key, devices, sequence, timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTreeHead:
+    """The log key's statement that the log had ``tree_size`` entries with hash ``root``
+    at ``timestamp`` (milliseconds since the epoch)."""
+
+    CONTEXT: ClassVar[bytes] = b"sealpost/v1/tree-head\x00"
+
+    tree_size: int  # u64
+    timestamp: int  # u64, milliseconds
+    root: bytes  # 32
+    signature: bytes  # 64, Ed25519 by the log key over CONTEXT || signed_part()
+
+    def __post_init__(self) -> None:
+        _check_u64(self.tree_size, "tree_size", LogEntryError)
+        _check_u64(self.timestamp, "timestamp", LogEntryError)
+        _check_bytes(self.root, HASH_LEN, "root", LogEntryError)
+        _check_bytes(self.signature, SIGNATURE_LEN, "signature", LogEntryError)
+
+    @classmethod
+    def sign(
+        cls, log_key: SigningKey, *, tree_size: int, timestamp: int, root: bytes
+    ) -> SignedTreeHead:
+        unsigned = cls(tree_size, timestamp, root, bytes(SIGNATURE_LEN))
+        return cls(tree_size, timestamp, root, log_key.sign(cls.CONTEXT + unsigned.signed_part()))
+
+    def signed_part(self) -> bytes:
+        return _HEAD_BODY.pack(_VERSION, TREE_HEAD_TYPE, self.tree_size, self.timestamp, self.root)
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+    def verify(self, log_key: VerifyKey) -> None:
+        """Return if the log key signed this head; else raise :class:`BadSignature`."""
+        log_key.verify(self.signature, self.CONTEXT + self.signed_part())
+
+    @classmethod
+    def decode(cls, data: bytes) -> SignedTreeHead:
+        data = bytes(data)
+        if len(data) < 2:
+            raise DecodeError("not a signed tree head")
+        if data[0] != _VERSION:
+            raise UnsupportedVersion(data[0])
+        if data[1] != TREE_HEAD_TYPE:
+            raise DecodeError("not a signed tree head")
+        if len(data) != TREE_HEAD_LEN:
+            raise DecodeError("a signed tree head of the wrong length")
+        _, _, tree_size, timestamp, root = _HEAD_BODY.unpack_from(data)
+        return cls(tree_size, timestamp, root, data[_HEAD_BODY.size :])
