@@ -47,7 +47,7 @@ def test_openapi_describes_every_route(server: ServerProcess, tmp_path: Path) ->
     )
     for route in app.routes:
         path = route.path
-        if path in ("/v1/stream", "/v1/sealed"):  # WebSockets: docs/PROTOCOL.md
+        if path in ("/v1/stream", "/v1/sealed", "/v1/link"):  # WebSockets: docs/PROTOCOL.md
             continue
         methods = {m.lower() for m in route.methods or ()} - {"head"}
         assert path in document["paths"], path

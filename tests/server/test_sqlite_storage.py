@@ -37,7 +37,9 @@ async def _with_account(storage: SqliteStorage, devices: int = 1) -> bytes:
         PreKeyUpload(),
     )
     for device_id in range(2, devices + 1):
-        await storage.add_device(DeviceRecord(account_id, device_id, b"cert", 0), PreKeyUpload())
+        await storage.add_device(
+            DeviceRecord(account_id, device_id, b"cert", 0), PreKeyUpload(), max_devices=100
+        )
     return account_id
 
 
@@ -272,7 +274,9 @@ def test_the_device_list_cache_is_never_ahead_of_the_database(
         # A second device, and a send naming both, in one batch whose commit fails: the
         # send saw device 2 inside the transaction, but the database never got it.
         failing.count = 1
-        added = storage.add_device(DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload())
+        added = storage.add_device(
+            DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload(), max_devices=100
+        )
         both = _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
         results = await asyncio.gather(added, both, return_exceptions=True)
         assert all(isinstance(r, sqlite3.OperationalError) for r in results)
@@ -281,7 +285,9 @@ def test_the_device_list_cache_is_never_ahead_of_the_database(
         assert refused.value.accounts == {account_id: ([], [2])}
         await _enqueue(storage, [_env(account_id, 1)])
         # Once the device really exists, the cached list follows.
-        await storage.add_device(DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload())
+        await storage.add_device(
+            DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload(), max_devices=100
+        )
         with pytest.raises(MismatchedDevices):
             await _enqueue(storage, [_env(account_id, 1)])
         await _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])

@@ -40,6 +40,7 @@ from sealpost.server.handlers.accounts import AccountsApi
 from sealpost.server.handlers.attachments import AttachmentsApi
 from sealpost.server.handlers.certificates import CertificatesApi
 from sealpost.server.handlers.keys import KeysApi
+from sealpost.server.handlers.link import LinkApi
 from sealpost.server.handlers.messages import MessagesApi
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
@@ -136,7 +137,14 @@ def create_app(
         "sealpost_websocket_connected", "devices connected now", lambda: fanout.connected()
     )
     auth = Authenticator(ctx)
-    accounts = AccountsApi(ctx, auth)
+    revoke: list[Callable[[tuple[bytes, int]], None]] = []
+
+    def on_revoke(address: tuple[bytes, int]) -> None:
+        for close in revoke:
+            close(address)
+
+    accounts = AccountsApi(ctx, auth, on_revoke)
+    link = LinkApi(ctx, auth)
     keys = KeysApi(ctx, auth)
     messages = MessagesApi(ctx, auth)
     certificates = CertificatesApi(ctx, auth)
@@ -160,6 +168,10 @@ def create_app(
         ("/v1/accounts", accounts.register, "POST"),
         ("/v1/accounts/{username}", accounts.lookup, "GET"),
         ("/v1/devices", accounts.add_device, "POST"),
+        ("/v1/devices/{device_id}", accounts.remove_device, "DELETE"),
+        ("/v1/link/{channel_id}", link.key, "GET"),
+        ("/v1/link/{channel_id}", link.provision, "PUT"),
+        ("/v1/messages/multi", messages.send_multi, "PUT"),
         ("/v1/keys", keys.upload, "PUT"),
         ("/v1/keys/status", keys.status, "GET"),
         ("/v1/keys/{account_id}/{device_id}", keys.bundle, "GET"),
@@ -175,8 +187,10 @@ def create_app(
         Route(path, _wrap(ctx, path, fn), methods=[method]) for path, fn, method in table
     ]
     stream = StreamEndpoint(ctx, messages)
+    revoke.append(stream.revoke)
     routes.append(WebSocketRoute("/v1/stream", stream.handle))
     routes.append(WebSocketRoute("/v1/sealed", stream.handle_sealed))
+    routes.append(WebSocketRoute("/v1/link", link.handle))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -43,6 +43,12 @@ def _frame_needed(config: ServerConfig) -> int:
     return -(-config.max_message_request // 3) * 4 + config.max_envelopes * 128 + 1024
 
 
+def _multi_frame_needed(config: ServerConfig) -> int:
+    """A ``send_multi`` frame: the shared part (an envelope) in base64 and about 110 bytes
+    of JSON per recipient device (account hex, device id, a 48-byte wrap in base64)."""
+    return -(-config.max_envelope // 3) * 4 + config.max_multi_recipients * 112 + 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     data: Path = field(metadata=_doc("data directory: database, server key, blobs"))
@@ -72,6 +78,12 @@ class ServerConfig:
     max_request: int = field(
         default=512 * KiB, metadata=_doc("largest body of any other JSON request")
     )
+    max_multi_recipients: int = field(
+        default=2000, metadata=_doc("device key wraps in one multi-recipient (group) send")
+    )
+    max_devices: int = field(default=5, metadata=_doc("devices one account may have"))
+    link_ttl: int = field(default=600, metadata=_doc("seconds a device-link channel stays open"))
+    max_link_channels: int = field(default=1000, metadata=_doc("device-link channels open at once"))
     max_prekeys: int = field(default=200, metadata=_doc("prekeys of each kind in one upload"))
     max_prekey_stock: int = field(
         default=1000, metadata=_doc("one-time prekeys of each kind a device may hold")
@@ -134,6 +146,13 @@ class ServerConfig:
                 f"max_frame must be at least {_frame_needed(self)} to carry a send of "
                 "max_message_request bytes in base64"
             )
+        if self.max_frame < _multi_frame_needed(self):
+            raise ConfigError(
+                f"max_frame must be at least {_multi_frame_needed(self)} to carry a "
+                "multi-recipient send of max_multi_recipients key wraps"
+            )
+        if self.max_devices < 1:
+            raise ConfigError("max_devices must be at least 1")
         if self.max_envelope > self.max_message_request:
             raise ConfigError("max_envelope must not exceed max_message_request")
         return self

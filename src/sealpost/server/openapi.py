@@ -141,6 +141,55 @@ def openapi_document(version: str) -> dict[str, Any]:
                 ),
             )
         },
+        "/v1/devices/{device_id}": {
+            "delete": _op(
+                "Remove a device with the account key's signed revocation (wire "
+                "DeviceRevocation); its prekeys and queue go, its id is never reused",
+                {"200": _json("removed")},
+                errors=(400, 401, 404, 409, 413, 429),
+                security=_AUTH,
+                body=_json_body(
+                    {"revocation": {**_B64, "description": "wire DeviceRevocation"}},
+                    ["revocation"],
+                ),
+            )
+        },
+        "/v1/link/{channel_id}": {
+            "get": _op(
+                "The ML-KEM public key a new device opened a link channel with",
+                {"200": _json("the key")},
+                errors=(400, 401, 404, 429),
+                security=_AUTH,
+            ),
+            "put": _op(
+                "Forward a provisioning message to the new device waiting on the channel",
+                {"200": _json("delivered")},
+                errors=(400, 401, 404, 409, 410, 413, 429),
+                security=_AUTH,
+                body=_json_body(
+                    {"body": {**_B64, "description": "provisioning message"}}, ["body"]
+                ),
+            ),
+        },
+        "/v1/messages/multi": {
+            "put": _op(
+                "A multi-recipient sealed send: one shared ciphertext and a 48-byte key wrap "
+                "per device; each device gets 0x01 0x22 || wrap || shared",
+                {"200": _json("stored")},
+                errors=(400, 403, 404, 409, 413, 429, 507),
+                body=_json_body(
+                    {
+                        "shared": _B64,
+                        "recipients": {
+                            "type": "array",
+                            "items": {"type": "array", "description": "[account hex, id, wrap]"},
+                        },
+                        "tokens": {"type": "object"},
+                    },
+                    ["shared", "recipients"],
+                ),
+            )
+        },
         "/v1/keys": {
             "put": _op(
                 "Upload prekeys (each verified under the device signing key)",

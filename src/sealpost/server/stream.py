@@ -28,7 +28,8 @@ may pipeline up to ``MAX_IN_FLIGHT`` of them. A message is deleted only when thi
 device acks it; unacknowledged messages are sent again on the next connection, so a client
 must treat ids it has seen as duplicates. A second connection of the same device replaces
 the first, which is closed with 4409. Close codes: 4400 malformed frame, 4401
-authentication failed, 4408 no answer to the challenge in time, 4409 replaced by a newer
+authentication failed, 4403 the device was removed, 4408 no answer to the challenge in
+time, 4409 replaced by a newer
 connection of the same device, 4429 rate limited, 1009 frame over the size limit.
 
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
@@ -117,6 +118,14 @@ class StreamEndpoint:
         # The connection holding each device's stream, to close it when the device
         # connects again (a process-local view; several processes need the fanout's help).
         self._current: dict[DeviceAddress, asyncio.Event] = {}
+        self._revoked: set[DeviceAddress] = set()  # closing because the device was removed
+
+    def revoke(self, address: DeviceAddress) -> None:
+        """A device was removed: close its stream (4403)."""
+        event = self._current.get(address)
+        if event is not None:
+            self._revoked.add(address)
+            event.set()
 
     async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
@@ -207,7 +216,7 @@ class StreamEndpoint:
             asyncio.create_task(self._push(sock, subscription, address)),
             asyncio.create_task(self._receive(sock, acks, answers, device)),
             asyncio.create_task(self._answer(sock, answers)),
-            asyncio.create_task(self._displaced(displaced)),
+            asyncio.create_task(self._displaced(displaced, address)),
             asyncio.create_task(self._ack(acks, address)),
         ]
         try:
@@ -240,9 +249,11 @@ class StreamEndpoint:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    @staticmethod
-    async def _displaced(event: asyncio.Event) -> None:
+    async def _displaced(self, event: asyncio.Event, address: DeviceAddress) -> None:
         await event.wait()
+        if address in self._revoked:
+            self._revoked.discard(address)
+            raise _Close(4403, "this device was removed from its account")
         raise _Close(4409, "replaced by a newer connection of this device")
 
     async def _receive(
@@ -257,6 +268,9 @@ class StreamEndpoint:
             kind = doc.get("type")
             if kind == "send":
                 await self._send(sock, doc, answers, device)
+                continue
+            if kind == "send_multi" and device is None:
+                await self._send(sock, doc, answers, None, multi=True)
                 continue
             if kind != "ack" or device is None or not isinstance(doc.get("id"), str):
                 raise _Close(4400, "expected an ack or send frame")
@@ -274,6 +288,8 @@ class StreamEndpoint:
         doc: dict[str, Any],
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
         device: AuthenticatedDevice | None,
+        *,
+        multi: bool = False,
     ) -> None:
         req = doc.get("req")
         if not isinstance(req, int) or isinstance(req, bool) or not 0 <= req <= MAX_REQ:
@@ -283,7 +299,8 @@ class StreamEndpoint:
             if device is None:
                 address = client_address(sock.ws)
                 wait = ctx.per_address.take(address)
-                tokens = parse_token_object(doc.get("tokens"), ctx.config.max_envelopes)
+                limit = ctx.config.max_multi_recipients if multi else ctx.config.max_envelopes
+                tokens = parse_token_object(doc.get("tokens"), limit)
             else:
                 address = ""
                 wait = ctx.per_account.take(device.account_id)
@@ -292,9 +309,12 @@ class StreamEndpoint:
                 raise ApiError(
                     429, "rate_limited", "too many requests", extra={"retry_after": wait}
                 )
-            prepared = await self._messages.prepare(
-                doc, sender=device, tokens=tokens, address=address
-            )
+            if multi:
+                prepared = await self._messages.prepare_multi(doc, tokens=tokens, address=address)
+            else:
+                prepared = await self._messages.prepare(
+                    doc, sender=device, tokens=tokens, address=address
+                )
         except ApiError as exc:
             await sock.send(_error(req, exc))
             return

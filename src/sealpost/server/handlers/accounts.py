@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sealpost._errors import ProtocolError
-from sealpost.protocol.keys import VerifiedDevice, verify_certificate
-from sealpost.protocol.wire import DeviceCertificate
+from sealpost.protocol.keys import VerifiedDevice, verify_certificate, verify_revocation
+from sealpost.protocol.wire import DEVICE_REVOCATION_LEN, DeviceCertificate, DeviceRevocation
 from sealpost.server.authn import Authenticator, unauthorized
 from sealpost.server.codec import b64, get_b64, get_bool, get_str, parse_json_object
 from sealpost.server.context import Context
@@ -34,7 +35,11 @@ from sealpost.server.storage.base import (
     AccountRecord,
     DeviceExists,
     DeviceRecord,
+    DeviceRevoked,
+    LastDevice,
+    TooManyDevices,
     UnknownAccount,
+    UnknownDevice,
     UsernameTaken,
 )
 
@@ -66,9 +71,15 @@ def devices_json(devices: list[DeviceRecord]) -> list[dict[str, Any]]:
 
 
 class AccountsApi:
-    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        auth: Authenticator,
+        on_revoke: Callable[[tuple[bytes, int]], None] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._auth = auth
+        self._on_revoke = on_revoke  # closes a removed device's connection
 
     async def _proven(self, request: Request, body: bytes, device: VerifiedDevice) -> None:
         """The request must be signed by the (new) device the certificate names."""
@@ -136,14 +147,55 @@ class AccountsApi:
             await self._ctx.storage.add_device(
                 DeviceRecord(cert.account_id, cert.device_id, cert.encode(), self._ctx.clock()),
                 prekeys,
+                max_devices=cfg.max_devices,
             )
         except DeviceExists:
             raise ApiError(409, "device_exists", "that device id is registered") from None
+        except DeviceRevoked:
+            raise ApiError(409, "device_revoked", "that device id was revoked") from None
+        except TooManyDevices:
+            raise ApiError(
+                409, "too_many_devices", f"an account has at most {cfg.max_devices} devices"
+            ) from None
         except UnknownAccount:
             raise ApiError(404, "not_found", "no such account") from None
         return JSONResponse(
             {"account_id": cert.account_id.hex(), "device_id": cert.device_id}, status_code=201
         )
+
+    async def remove_device(self, request: Request) -> Response:
+        """``DELETE /v1/devices/{device_id}``, signed by a device of the account, with the
+        account key's revocation of that device: the server cannot revoke on its own,
+        and a revocation it did not get from the account's key does not exist."""
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_request)
+        sender = await self._auth.authenticate(request, hashlib.sha256(body).digest())
+        try:
+            device_id = int(request.path_params["device_id"])
+        except ValueError:
+            raise bad_request("device ids are integers") from None
+        doc = parse_json_object(body)
+        raw = get_b64(doc, "revocation", length=DEVICE_REVOCATION_LEN)
+        account = await self._ctx.storage.account_by_id(sender.account_id)
+        if account is None:
+            raise unauthorized()
+        try:
+            revocation = DeviceRevocation.decode(raw)
+            verify_revocation(revocation, expected_account_key=account.account_key)
+        except ProtocolError:
+            raise invalid_key("the revocation is not signed by the account key") from None
+        if revocation.account_id != sender.account_id or revocation.device_id != device_id:
+            raise bad_request("the revocation names another device")
+        try:
+            await self._ctx.storage.remove_device(sender.account_id, device_id, raw)
+        except UnknownDevice:
+            raise ApiError(404, "not_found", "no such device") from None
+        except LastDevice:
+            raise ApiError(409, "last_device", "the account's last device stays") from None
+        if self._on_revoke is not None:
+            self._on_revoke((sender.account_id, device_id))
+        self._ctx.metrics.inc("sealpost_devices_removed_total", "devices revoked")
+        return JSONResponse({"removed": device_id})
 
     async def lookup(self, request: Request) -> Response:
         lower = normalize_username(request.path_params["username"])
@@ -157,5 +209,8 @@ class AccountsApi:
                 "username": account.username,
                 "account_key": b64(account.account_key),
                 "devices": devices_json(devices),
+                "revocations": [
+                    b64(r) for r in await self._ctx.storage.revocations(account.account_id)
+                ],
             }
         )

@@ -30,6 +30,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from sealpost.protocol.sealed_multi import WRAP_LEN, assemble
 from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
 from sealpost.server.codec import (
     b64,
@@ -140,6 +141,62 @@ class MessagesApi:
             seen.add((account_id, device_id))
             out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, body))
         return out
+
+    def _multi_envelopes(self, doc: dict[str, Any]) -> list[Envelope]:
+        """A multi-recipient send: one ``shared`` part and a 48-byte key wrap per device;
+        each device's envelope is ``0x01 0x22 || wrap || shared``."""
+        cfg = self._ctx.config
+        shared = decode_b64(get_str(doc, "shared"), "shared")
+        if len(shared) < 48:
+            raise bad_request("shared is too short to be a sealed message")
+        if len(shared) + 2 + WRAP_LEN > cfg.max_envelope:
+            raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
+        items = get_list(doc, "recipients", limit=cfg.max_multi_recipients)
+        if not items:
+            raise bad_request("recipients must not be empty")
+        seen: set[tuple[bytes, int]] = set()
+        out = []
+        for item in items:
+            if not isinstance(item, list) or len(item) != 3:
+                raise bad_request("each recipient is [account id hex, device id, wrap base64]")
+            account_hex, device_id, wrap_b64 = item
+            if not isinstance(account_hex, str) or not isinstance(wrap_b64, str):
+                raise bad_request("each recipient is [account id hex, device id, wrap base64]")
+            if not isinstance(device_id, int) or isinstance(device_id, bool):
+                raise bad_request("device ids are integers")
+            if not 0 <= device_id <= 0xFFFFFFFF:
+                raise bad_request("device ids are unsigned 32-bit integers")
+            account_id = parse_hex(account_hex, 16, "account_id")
+            wrap = decode_b64(wrap_b64, "wrap")
+            if len(wrap) != WRAP_LEN:
+                raise bad_request(f"a key wrap is {WRAP_LEN} bytes")
+            if (account_id, device_id) in seen:
+                raise bad_request("a device is named twice")
+            seen.add((account_id, device_id))
+            out.append(
+                Envelope(
+                    self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, assemble(wrap, shared)
+                )
+            )
+        return out
+
+    async def prepare_multi(
+        self, doc: dict[str, Any], *, tokens: dict[bytes, bytes], address: str
+    ) -> PreparedSend:
+        """A multi-recipient sealed send, authorized like a sealed one (per account: its
+        delivery token, or its open flag). Raises :class:`ApiError`; stores nothing."""
+        envelopes = self._multi_envelopes(doc)
+        await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
+        return PreparedSend(envelopes, {})
+
+    async def send_multi(self, request: Request) -> Response:
+        """``PUT /v1/messages/multi``: the HTTP form of the ``send_multi`` frame."""
+        cfg = self._ctx.config
+        body = await read_body(request, cfg.max_frame)
+        doc = parse_json_object(body)
+        tokens = parse_token_object(doc.get("tokens"), cfg.max_envelopes * 8)
+        prepared = await self.prepare_multi(doc, tokens=tokens, address=client_address(request))
+        return JSONResponse({"stored": await self.submit(prepared)})
 
     async def _check_sealed(
         self, tokens: dict[bytes, bytes], accounts: set[bytes], address: str

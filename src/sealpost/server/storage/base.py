@@ -29,7 +29,9 @@ __all__ = [
     "BundleParts",
     "DeviceExists",
     "DeviceRecord",
+    "DeviceRevoked",
     "Envelope",
+    "LastDevice",
     "MismatchedDevices",
     "PreKeyStock",
     "PreKeyStockFull",
@@ -39,7 +41,9 @@ __all__ = [
     "QueuedMessage",
     "Storage",
     "StorageError",
+    "TooManyDevices",
     "UnknownAccount",
+    "UnknownDevice",
     "UsernameTaken",
 ]
 
@@ -58,6 +62,22 @@ class AccountExists(StorageError):
 
 class DeviceExists(StorageError):
     pass
+
+
+class DeviceRevoked(StorageError):
+    """That device id was revoked for the account: it can never be registered again."""
+
+
+class TooManyDevices(StorageError):
+    pass
+
+
+class UnknownDevice(StorageError):
+    pass
+
+
+class LastDevice(StorageError):
+    """An account's only device cannot be removed (nothing could sign for it again)."""
 
 
 class UnknownAccount(StorageError):
@@ -174,8 +194,18 @@ class Storage(Protocol):
     ) -> None:
         """Raises :class:`UsernameTaken` or :class:`AccountExists`."""
 
-    async def add_device(self, device: DeviceRecord, prekeys: PreKeyUpload) -> None:
-        """Raises :class:`UnknownAccount` or :class:`DeviceExists`."""
+    async def add_device(
+        self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
+    ) -> None:
+        """Raises :class:`UnknownAccount`, :class:`DeviceExists`, :class:`DeviceRevoked`
+        or :class:`TooManyDevices` (the account has ``max_devices`` already)."""
+
+    async def remove_device(self, account_id: bytes, device_id: int, revocation: bytes) -> None:
+        """Delete a device with its prekeys and queue, and keep its (verified) revocation,
+        in one transaction. Raises :class:`UnknownDevice` or :class:`LastDevice`."""
+
+    async def revocations(self, account_id: bytes) -> list[bytes]:
+        """The account's device revocations (wire bytes), oldest first."""
 
     async def account_by_username(self, username_lower: str) -> AccountRecord | None: ...
 

@@ -63,7 +63,9 @@ from sealpost.server.storage.base import (
     BundleParts,
     DeviceExists,
     DeviceRecord,
+    DeviceRevoked,
     Envelope,
+    LastDevice,
     MismatchedDevices,
     PreKeyStock,
     PreKeyStockFull,
@@ -71,7 +73,9 @@ from sealpost.server.storage.base import (
     PurgeResult,
     QueuedMessage,
     QueueFull,
+    TooManyDevices,
     UnknownAccount,
+    UnknownDevice,
     UsernameTaken,
 )
 from sealpost.server.storage.tail import QueueTails
@@ -148,6 +152,13 @@ CREATE TABLE IF NOT EXISTS attachments (
     expires_at    INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
+CREATE TABLE IF NOT EXISTS revocations (
+    account_id BLOB NOT NULL,
+    device_id  INTEGER NOT NULL,
+    revocation BLOB NOT NULL,
+    revoked    INTEGER NOT NULL,
+    PRIMARY KEY (account_id, device_id)
+) WITHOUT ROWID;
 """
 
 #: Most operations one group commit takes from the queue; bounds the latency a very long
@@ -418,17 +429,76 @@ class SqliteStorage:
 
         await self._write(op)
 
-    async def add_device(self, device: DeviceRecord, prekeys: PreKeyUpload) -> None:
+    async def add_device(
+        self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
+    ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             if not conn.execute(
                 "SELECT 1 FROM accounts WHERE account_id = ?", (device.account_id,)
             ).fetchone():
                 raise UnknownAccount(device.account_id)
+            if conn.execute(
+                "SELECT 1 FROM revocations WHERE account_id = ? AND device_id = ?",
+                (device.account_id, device.device_id),
+            ).fetchone():
+                raise DeviceRevoked("that device id was revoked")
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM devices WHERE account_id = ?", (device.account_id,)
+            ).fetchone()
+            if count >= max_devices:
+                raise TooManyDevices("the account has as many devices as it may")
             self._device_ids.pop(device.account_id, None)
             _insert_device(conn, device)
             _store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
 
         await self._write(op)
+
+    async def remove_device(self, account_id: bytes, device_id: int, revocation: bytes) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            ids = [
+                d
+                for (d,) in conn.execute(
+                    "SELECT device_id FROM devices WHERE account_id = ?", (account_id,)
+                )
+            ]
+            if device_id not in ids:
+                raise UnknownDevice("no such device")
+            if len(ids) == 1:
+                raise LastDevice("the last device cannot be removed")
+            self._device_ids.pop(account_id, None)
+            key = (account_id, device_id)
+            for table in ("devices", "signed_prekeys", "one_time_prekeys", "kem_prekeys"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE account_id = ? AND device_id = ?",  # noqa: S608 (our table names)
+                    key,
+                )
+            gone = [
+                bytes(m)
+                for (m,) in conn.execute(
+                    "DELETE FROM queue WHERE account_id = ? AND device_id = ? RETURNING message_id",
+                    key,
+                )
+            ]
+            self._effects.append(partial(self._tails.removed, key, gone))
+            self._depth.pop(key, None)
+            conn.execute(
+                "INSERT OR REPLACE INTO revocations (account_id, device_id, revocation, revoked) "
+                "VALUES (?, ?, ?, strftime('%s', 'now'))",
+                (account_id, device_id, revocation),
+            )
+
+        await self._write(op)
+
+    async def revocations(self, account_id: bytes) -> list[bytes]:
+        return await self._read(
+            lambda c: [
+                bytes(r)
+                for (r,) in c.execute(
+                    "SELECT revocation FROM revocations WHERE account_id = ? ORDER BY revoked",
+                    (account_id,),
+                )
+            ]
+        )
 
     async def account_by_username(self, username_lower: str) -> AccountRecord | None:
         return await self._read(

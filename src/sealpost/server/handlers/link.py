@@ -1,0 +1,138 @@
+"""Device-link channels: the relay's part in linking a new device (like Signal's
+provisioning socket). It only forwards opaque bytes between two devices and keeps nothing.
+
+1. The new device opens the WebSocket ``/v1/link`` and sends ``{"type": "open", "kem":
+   B64}`` (its ML-KEM-768 public key, 1184 bytes); the relay answers ``{"type":
+   "channel", "id": HEX}`` (16 random bytes). The device shows a link code naming the
+   channel and a hash of that key.
+2. A device of the account fetches the key: ``GET /v1/link/{id}`` (signed) -> ``{"kem":
+   B64}``, checks its hash against the code, and after its user confirms, sends the
+   provisioning message: ``PUT /v1/link/{id}`` (signed, ``{"body": B64}``).
+3. The relay writes ``{"type": "provision", "body": B64}`` to the waiting socket, closes it
+   (1000), and only then answers the PUT (200). An unknown or expired channel is 404, a
+   second PUT 409.
+
+Channels live in memory only, for ``link_ttl`` seconds (then closed with 4408), at most
+``max_link_channels`` at once (more are refused with 4429), and opening one counts against
+the per-address rate limit like any connection. Nothing about them is logged or stored;
+the provisioning message is end-to-end encrypted to the new device's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sealpost.server.authn import Authenticator
+from sealpost.server.codec import b64, get_b64, parse_hex, parse_json_object
+from sealpost.server.context import Context
+from sealpost.server.errors import ApiError
+from sealpost.server.requests import client_address, read_body
+
+__all__ = ["LinkApi"]
+
+KEM_PUBLIC_LEN = 1184
+CHANNEL_LEN = 16
+
+
+@dataclass(slots=True)
+class _Channel:
+    kem: bytes
+    body: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.Future())
+    delivered: asyncio.Future[None] = field(default_factory=lambda: asyncio.Future())
+
+
+class LinkApi:
+    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+        self._ctx = ctx
+        self._auth = auth
+        self._channels: dict[bytes, _Channel] = {}
+
+    async def handle(self, websocket: WebSocket) -> None:
+        """``/v1/link``: the new device's end."""
+        ctx = self._ctx
+        if ctx.per_address.take(client_address(websocket)) or (
+            len(self._channels) >= ctx.config.max_link_channels
+        ):
+            await websocket.close(code=4429)
+            return
+        await websocket.accept()
+        channel_id = b""
+        try:
+            async with asyncio.timeout(ctx.config.auth_handshake_timeout):
+                raw = await websocket.receive_text()
+            try:
+                doc = json.loads(raw)
+                if not isinstance(doc, dict) or doc.get("type") != "open":
+                    raise ValueError
+                kem = base64.b64decode(str(doc["kem"]), validate=True)
+                if len(kem) != KEM_PUBLIC_LEN:
+                    raise ValueError
+            except (ValueError, KeyError, binascii.Error):
+                await websocket.close(code=4400, reason="expected an open frame")
+                return
+            channel_id = ctx.rng(CHANNEL_LEN)
+            channel = _Channel(kem)
+            self._channels[channel_id] = channel
+            ctx.metrics.inc("sealpost_link_channels_total", "device-link channels opened")
+            await websocket.send_text(json.dumps({"type": "channel", "id": channel_id.hex()}))
+            try:
+                async with asyncio.timeout(ctx.config.link_ttl):
+                    body = await channel.body
+            except TimeoutError:
+                await websocket.close(code=4408, reason="the link expired")
+                return
+            try:
+                await websocket.send_text(json.dumps({"type": "provision", "body": b64(body)}))
+                await websocket.close(code=1000)
+            except Exception as exc:  # the new device went away: the PUT learns it
+                if not channel.delivered.done():
+                    channel.delivered.set_exception(exc)
+                raise
+            if not channel.delivered.done():
+                channel.delivered.set_result(None)
+        except (TimeoutError, WebSocketDisconnect):
+            pass
+        finally:
+            left = self._channels.pop(channel_id, None) if channel_id else None
+            if left is not None and not left.delivered.done():
+                left.delivered.set_exception(ConnectionError("the new device went away"))
+                left.delivered.exception()  # retrieved: nobody may be waiting
+
+    def _channel(self, request: Request) -> _Channel:
+        channel_id = parse_hex(request.path_params["channel_id"], CHANNEL_LEN, "channel id")
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            raise ApiError(404, "not_found", "no such link channel (or it expired)")
+        return channel
+
+    async def key(self, request: Request) -> Response:
+        """``GET /v1/link/{id}`` (signed by a registered device)."""
+        await self._auth.authenticate(request, hashlib.sha256(b"").digest())
+        return JSONResponse({"kem": b64(self._channel(request).kem)})
+
+    async def provision(self, request: Request) -> Response:
+        """``PUT /v1/link/{id}`` (signed): forward the provisioning message."""
+        body = await read_body(request, self._ctx.config.max_request)
+        await self._auth.authenticate(request, hashlib.sha256(body).digest())
+        channel = self._channel(request)
+        message = get_b64(parse_json_object(body), "body")
+        if channel.body.done():
+            raise ApiError(409, "already_provisioned", "this link was already answered")
+        channel.body.set_result(message)
+        try:
+            await asyncio.wait_for(asyncio.shield(channel.delivered), timeout=10)
+        except (TimeoutError, ConnectionError, OSError, WebSocketDisconnect):
+            raise ApiError(410, "gone", "the new device is no longer connected") from None
+        with contextlib.suppress(Exception):
+            self._ctx.metrics.inc("sealpost_devices_linked_total", "provisioning messages sent")
+        return JSONResponse({"delivered": True})
