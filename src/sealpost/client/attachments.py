@@ -1,17 +1,17 @@
 """Streaming attachment upload and download: the file is never held in memory whole.
 
 Upload (:func:`upload_file`)
-    A random 32-byte file key and salt per attachment; the file is encrypted in chunks
-    (:mod:`sealpost.protocol.attachment`) and streamed as the body of a signed
-    ``POST /v1/attachments``. The relay's request signature covers SHA-256 of the body and
-    travels in a header, before the body; the pointer needs the same digest. Encryption is
-    deterministic given key, salt and chunking, so the upload makes two passes over the
-    file: the first (in a worker thread) encrypts and hashes, the second encrypts again
-    while the ciphertext streams out. AES-GCM runs at several GB/s, so re-encrypting costs
-    far less than spooling the ciphertext to a temporary file, and the relay API (and its
-    check that nothing unsigned is ever made visible) stays as it is. The file is stat'ed
-    before and after: a file changed in between raises :class:`FileChanged` (the server
-    would refuse the body anyway, since its digest no longer matches the signature).
+    A random 32-byte file key and salt per attachment; the file is read, encrypted in
+    chunks (:mod:`sealpost.protocol.attachment`) and streamed in one pass as the body of
+    ``POST /v1/attachments?signature=trailer``
+    (:meth:`~sealpost.client.transport.Transport.post_streamed`): the headers are signed
+    before the body, and the device's signature over SHA-256 of the blob follows the body,
+    so the digest the pointer carries is computed while the bytes go out. (The relay's
+    other mode, a header signature over SHA-256(body), would need a first pass over the
+    file to hash the ciphertext before sending: about a quarter slower on loopback, twice
+    the reads from a slow disk, and a window for the file to change between the passes.)
+    A file whose size or modification time changes during the upload raises
+    :class:`FileChanged`.
 
 Download (:func:`download`, :func:`download_file`, :func:`download_bytes`)
     An unauthenticated streamed ``GET /v1/attachments/{id}`` into a temporary file in the
@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
 import mimetypes
 import os
 import shutil
@@ -67,7 +65,6 @@ from sealpost.protocol.attachment import (
     sanitize_filename,
     valid_content_type,
 )
-from sealpost.protocol.attachment import AttachmentTooLarge as _EncryptorFull
 
 __all__ = [
     "AttachmentCorrupt",
@@ -125,20 +122,6 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
-def _hash_pass(
-    fh: io.BufferedReader, key: bytes, salt: bytes, chunk_size: int
-) -> tuple[bytes, int]:
-    """First pass: the blob's SHA-256 and the plaintext size, nothing kept."""
-    encryptor = Encryptor(key, salt=salt, chunk_size=chunk_size)
-    digest = hashlib.sha256()
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
-    while n := fh.readinto(buf):
-        digest.update(encryptor.update(view[:n]))
-    digest.update(encryptor.finalize())
-    return digest.digest(), encryptor.size
-
-
 async def upload_file(
     transport: Transport,
     path: Path | str,
@@ -149,23 +132,19 @@ async def upload_file(
     content_type: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> AttachmentPointer:
-    """Encrypt ``path`` and upload it as an opaque blob; return the pointer (key, digest,
-    sizes, sanitized name) to send inside a message. Memory stays at a few chunks."""
+    """Encrypt ``path`` and upload it as an opaque blob, in one pass; return the pointer
+    (key, digest, sizes, sanitized name) to send inside a message. Memory stays at a few
+    chunks whatever the file size."""
     path = Path(path)
     name = sanitize_filename(filename if filename is not None else path.name)
     kind = content_type if content_type is not None else _content_type(name)
     key, salt = rng(32), rng(SALT_LEN)
     with path.open("rb") as fh:
         before = os.fstat(fh.fileno())
-        if before.st_size > MAX_ATTACHMENT_SIZE:
+        size = before.st_size
+        if size > MAX_ATTACHMENT_SIZE:
             raise AttachmentTooLarge(MAX_ATTACHMENT_SIZE)
-        try:
-            digest, size = await asyncio.to_thread(_hash_pass, fh, key, salt, chunk_size)
-        except _EncryptorFull:  # the file grew past the limit while being read
-            raise AttachmentTooLarge(MAX_ATTACHMENT_SIZE) from None
-        if size != before.st_size:
-            raise FileChanged()
-        fh.seek(0)
+        length = ciphertext_size(size, chunk_size)
 
         async def body() -> AsyncIterator[bytes]:
             encryptor = Encryptor(key, salt=salt, chunk_size=chunk_size)
@@ -186,28 +165,14 @@ async def upload_file(
             yield encryptor.finalize()
 
         try:
-            answer = await transport.post_streamed(
-                UPLOAD_PATH,
-                body(),
-                length=ciphertext_size(size, chunk_size),
-                body_sha256=digest,
-            )
+            answer, digest = await transport.post_streamed(UPLOAD_PATH, body(), length=length)
         except ClientError:
             if _stamp(os.fstat(fh.fileno())) != _stamp(before):
                 raise FileChanged() from None
             raise
         if _stamp(os.fstat(fh.fileno())) != _stamp(before):
             raise FileChanged()
-    return AttachmentPointer(
-        _blob_id(answer),
-        key,
-        digest,
-        size,
-        ciphertext_size(size, chunk_size),
-        name,
-        kind,
-        chunk_size,
-    )
+    return AttachmentPointer(_blob_id(answer), key, digest, size, length, name, kind, chunk_size)
 
 
 async def upload_bytes(
@@ -225,14 +190,11 @@ async def upload_bytes(
     key, salt = rng(32), rng(SALT_LEN)
     encryptor = Encryptor(key, salt=salt, chunk_size=chunk_size)
     blob = encryptor.update(data) + encryptor.finalize()
-    digest = hashlib.sha256(blob).digest()
 
     async def body() -> AsyncIterator[bytes]:
         yield blob
 
-    answer = await transport.post_streamed(
-        UPLOAD_PATH, body(), length=len(blob), body_sha256=digest
-    )
+    answer, digest = await transport.post_streamed(UPLOAD_PATH, body(), length=len(blob))
     return AttachmentPointer(
         _blob_id(answer),
         key,

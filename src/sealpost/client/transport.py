@@ -172,43 +172,63 @@ class Transport:
             raise ServerError(response.status_code, "bad_response", "not JSON") from None
 
     async def post_streamed(
-        self, path: str, content: AsyncIterator[bytes], *, length: int, body_sha256: bytes
-    ) -> Any:
-        """A signed POST whose body streams from ``content`` (attachments): exactly
-        ``length`` bytes whose SHA-256 the caller computed beforehand. The signature covers
-        that digest; the server recomputes it as the body arrives and keeps nothing unless
-        they match. Returns the decoded JSON answer."""
+        self, path: str, content: AsyncIterator[bytes], *, length: int
+    ) -> tuple[Any, bytes]:
+        """A signed POST whose body streams from ``content`` (exactly ``length`` bytes) in
+        one pass (attachments): the headers are signed as for an empty body, and the
+        signature over the body's SHA-256 follows the body (``?signature=trailer``, see
+        :mod:`sealpost.server.handlers.attachments`). Returns the decoded JSON answer and
+        the SHA-256 of what was sent."""
+        import hashlib
+
         from sealpost.server import auth
+        from sealpost.server.handlers.attachments import (
+            SIGNATURE_LEN,
+            TRAILER_QUERY,
+            trailer_message,
+        )
 
         if self.identity is None:
             raise RuntimeError("this request must be signed, and no device is set")
         identity = self.identity
-        timestamp, nonce = str(int(self._clock())), self._rng(auth.NONCE_LEN).hex()
-        message = auth.request_message_for_digest("POST", path, timestamp, nonce, body_sha256)
-        headers = {
-            auth.ACCOUNT_HEADER: identity.account_id.hex(),
-            auth.DEVICE_HEADER: str(identity.device_id),
-            auth.TIMESTAMP_HEADER: timestamp,
-            auth.NONCE_HEADER: nonce,
-            auth.SIGNATURE_HEADER: b64(identity.signing_key.sign(message)),
-            "Content-Length": str(length),
-            "Content-Type": "application/octet-stream",
-        }
+        target = f"{path}?{TRAILER_QUERY}"
+        headers = sign_request(
+            identity.signing_key,
+            identity.account_id,
+            identity.device_id,
+            "POST",
+            target,
+            b"",
+            now=int(self._clock()),
+            nonce=self._rng(auth.NONCE_LEN),
+        )
+        timestamp, nonce = headers[auth.TIMESTAMP_HEADER], headers[auth.NONCE_HEADER]
+        headers["Content-Length"] = str(length + SIGNATURE_LEN)
+        headers["Content-Type"] = "application/octet-stream"
+        digest = hashlib.sha256()
+
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in content:
+                digest.update(piece)
+                yield piece
+            message = trailer_message("POST", target, timestamp, nonce, digest.digest())
+            yield identity.signing_key.sign(message)
+
         try:
             response = await self._http.post(
-                path, content=content, headers=headers, timeout=httpx.Timeout(TIMEOUT, read=120)
+                target, content=body(), headers=headers, timeout=httpx.Timeout(TIMEOUT, read=120)
             )
         except httpx.HTTPError as exc:
             raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
         _raise_for(response)
         try:
-            return response.json()
+            return response.json(), digest.digest()
         except ValueError:
             raise ServerError(response.status_code, "bad_response", "not JSON") from None
 
     @contextlib.asynccontextmanager
     async def get_streamed(self, path: str) -> AsyncIterator[httpx.Response]:
-        """An unsigned GET whose body the caller reads from ``response.aiter_raw()``; an
+        """An unsigned GET whose body the caller reads from ``response.aiter_bytes()``; an
         error answer raises :class:`ServerError` before anything is yielded."""
         try:
             async with self._http.stream("GET", path) as response:
@@ -435,6 +455,9 @@ class Stream:
         self._pipe = _Pipelined(ws)
         self._pushes: asyncio.Queue[Push | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        #: The last frame the server pushed was the end of a backlog: nothing is queued
+        #: for this device beyond what :meth:`next_push` still holds.
+        self.idle = False
 
     async def authenticate(self, identity: Identity) -> None:
         ws = self._pipe.ws
@@ -469,8 +492,10 @@ class Stream:
                 if not isinstance(doc, dict):
                     continue
                 if doc.get("type") == "empty":  # the backlog's end: a push with no id
+                    self.idle = True
                     self._pushes.put_nowait(Push(b"", b"", 0))
                 elif doc.get("type") == "message":
+                    self.idle = False
                     server_id = bytes.fromhex(str(doc.get("id")))
                     received_at = doc.get("received_at")
                     self._pushes.put_nowait(

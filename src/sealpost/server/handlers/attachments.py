@@ -1,26 +1,66 @@
 """Attachments: opaque encrypted blobs, uploaded by a device, fetched by anyone with the id.
 
-The upload is signed like any request, but its body hash can only be known once the body
-has streamed through: so the cheap checks (headers, clock, rate, device) run first, the
-body is written to a temporary file while hashed, and only a valid signature over that hash
-makes the blob visible. A bad signature or an oversize body leaves nothing behind.
+Two ways to sign an upload, both ending the same way (the blob is written to a temporary
+file while hashed, and becomes visible only once a signature over its SHA-256 verified; a
+bad signature or an oversize body leaves nothing behind):
+
+``POST /v1/attachments``
+    signed like any request: the signature header covers SHA-256(body). The client must
+    hash the body before sending it, and the server can check the signature only after
+    the body streamed through, so only the cheap checks (headers, clock, rate, device) run
+    first.
+``POST /v1/attachments?signature=trailer``
+    for streaming clients (one pass over the file). The headers are signed as for an empty
+    body, and are checked, nonce spent, *before* a byte is stored. The body is the blob
+    followed by a 64-byte Ed25519 signature by the same device key over
+    ``"sealpost/v1/attachment-trailer" 0x00 || request_message(POST, target, timestamp,
+    nonce, SHA-256(blob))`` (:func:`trailer_message`), checked after the body. The
+    context string keeps a trailer from ever verifying as a header signature or back.
+
 Downloads need no authentication: the 32-byte random id is the capability, and the content
 is ciphertext under a key only sender and recipients hold.
 """
 
 from __future__ import annotations
 
+import hashlib
+from typing import Final
+
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from sealpost.server.authn import Authenticator
-from sealpost.server.blobs import ID_LEN, BlobTooLarge
+from sealpost._errors import DecodeError, ProtocolError
+from sealpost.crypto.sign import VerifyKey
+from sealpost.server.auth import request_message_for_digest
+from sealpost.server.authn import Authenticator, unauthorized
+from sealpost.server.blobs import ID_LEN, BlobTooLarge, PendingBlob
 from sealpost.server.codec import parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, too_large
+from sealpost.server.requests import raw_target
 from sealpost.server.storage.base import AttachmentRecord
 
-__all__ = ["AttachmentsApi"]
+__all__ = [
+    "SIGNATURE_LEN",
+    "TRAILER_CONTEXT",
+    "TRAILER_QUERY",
+    "AttachmentsApi",
+    "trailer_message",
+]
+
+TRAILER_CONTEXT: Final = b"sealpost/v1/attachment-trailer\x00"
+TRAILER_QUERY: Final = "signature=trailer"
+SIGNATURE_LEN: Final = 64
+_EMPTY_SHA256: Final = hashlib.sha256(b"").digest()
+
+
+def trailer_message(
+    method: str, path_with_query: str, timestamp: str, nonce: str, blob_sha256: bytes
+) -> bytes:
+    """What the trailing signature of a ``?signature=trailer`` upload covers."""
+    return TRAILER_CONTEXT + request_message_for_digest(
+        method, path_with_query, timestamp, nonce, blob_sha256
+    )
 
 
 class AttachmentsApi:
@@ -30,23 +70,42 @@ class AttachmentsApi:
 
     async def upload(self, request: Request) -> Response:
         cfg = self._ctx.config
+        trailer = request.url.query == TRAILER_QUERY
+        if request.url.query and not trailer:
+            raise ApiError(400, "invalid_request", "unknown query")
         headers = self._auth.headers(request, required=True)
         assert headers is not None
         certificate = await self._auth.device_certificate(headers)
+        if trailer:  # the headers are signed on their own: check them before the body
+            await self._auth.check(request, headers, _EMPTY_SHA256, certificate)
+        withhold = SIGNATURE_LEN if trailer else 0
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cfg.max_attachment:
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > cfg.max_attachment + withhold
+        ):
             raise too_large(f"attachments are limited to {cfg.max_attachment} bytes")
         blob_id = self._ctx.rng(ID_LEN)
         try:
             pending = await self._ctx.blobs.receive(
-                blob_id, request.stream(), limit=cfg.max_attachment
+                blob_id, request.stream(), limit=cfg.max_attachment, withhold=withhold
             )
         except BlobTooLarge:
             raise too_large(f"attachments are limited to {cfg.max_attachment} bytes") from None
         except ClientDisconnect:
             raise ApiError(400, "invalid_request", "client disconnected") from None
         try:
-            await self._auth.check(request, headers, pending.sha256.digest(), certificate)
+            if trailer:
+                self._check_trailer(
+                    request,
+                    headers.timestamp_text,
+                    headers.nonce_text,
+                    pending,
+                    certificate.signing_key,
+                )
+            else:
+                await self._auth.check(request, headers, pending.sha256.digest(), certificate)
             pending.commit()
         except BaseException:
             pending.discard()
@@ -63,6 +122,20 @@ class AttachmentsApi:
             {"id": blob_id.hex(), "size": record.size, "expires_at": record.expires_at},
             status_code=201,
         )
+
+    @staticmethod
+    def _check_trailer(
+        request: Request, timestamp: str, nonce: str, pending: PendingBlob, signing_key: bytes
+    ) -> None:
+        if len(pending.trailer) != SIGNATURE_LEN:
+            raise ApiError(400, "invalid_request", "the body ends before its signature")
+        message = trailer_message(
+            "POST", raw_target(request), timestamp, nonce, pending.sha256.digest()
+        )
+        try:
+            VerifyKey.from_public_bytes(signing_key).verify(pending.trailer, message)
+        except (DecodeError, ProtocolError):
+            raise unauthorized() from None
 
     async def download(self, request: Request) -> Response:
         blob_id = parse_hex(request.path_params["attachment_id"], ID_LEN, "attachment id")
