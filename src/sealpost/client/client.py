@@ -1675,11 +1675,14 @@ class Client:
         """Fetch everything queued for this device (waiting up to ``wait`` seconds for at
         least one message), store it, acknowledge it; returns the events in order."""
         await self.flush_outbox()
+        reused = self._stream is not None and self._stream.close_code is None
         stream = await self._open_stream()
         await self._upkeep()
         events: list[Event] = self.take_events()
         deadline = time.monotonic() + wait
-        got_message = drained_once = False
+        got_message = False
+        # a stream already open whose backlog was all read: no new end marker will come
+        drained_once = reused and stream.idle and not stream.pending_pushes()
         while True:
             if drained_once and not got_message:
                 timeout = max(0.0, deadline - time.monotonic())
@@ -2061,7 +2064,7 @@ class Client:
             return
         state.seen_ids.add(content.message_id)
         display = self._conversation_name(peer, state)
-        author_name = self._name_of(author) if author != peer else display
+        author_name = self._conversation_name(author, state) if author != peer else display
         group = peer if len(peer) == GROUP_ID_LEN else None
         if isinstance(content, TextContent):
             event = None
