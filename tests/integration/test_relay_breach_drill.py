@@ -140,3 +140,61 @@ def test_a_copy_of_the_server_reveals_nothing(
                 assert form not in rest
     # and alice, who only sent sealed messages, appears nowhere in the queue at all
     assert all(bytes(r[1]) != devices["alice"].account_id for r in rows)
+
+
+def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The drill again with the real client: a group across a linked device, a file sent
+    in it and a timer; the thief's copy holds no text, group name, file content or key."""
+    import asyncio
+
+    from test_client_e2e import make_client
+    from test_client_groups import drain, link
+
+    server = make_server("--log-level", "debug")
+    marker = "group marker " + os.urandom(12).hex()
+    group_name = "secret-plans-" + os.urandom(6).hex()
+    file_marker = b"file marker " + os.urandom(12).hex().encode()
+    source = tmp_path / "report.txt"
+    source.write_bytes(file_marker * 5000)
+    secrets: list[bytes] = []
+
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        carol = await make_client(server, tmp_path)
+        alice2 = await link(alice, tmp_path, "laptop")
+        try:
+            await alice.create_group(group_name, [bob.username, carol.username])
+            await drain(alice2, bob, carol)
+            await alice.send(group_name, marker, file=source)
+            await alice.set_timer(group_name, 3600)
+            got = await drain(bob, carol, alice2)
+            texts = [e.message.text for g in got[:2] for e in g if hasattr(e, "message")]
+            assert texts == [marker, marker]
+            saved = await bob.save_attachment(bob.history(group_name)[-1].id, tmp_path / "in")
+            assert saved.read_bytes() == file_marker * 5000
+            for client in (alice, alice2, bob, carol):
+                secrets.append(client._account.to_bytes()[18:])
+                secrets.append(client._device.to_bytes()[2:66])
+                for (state,) in client.store.read().execute("SELECT state FROM sender_keys"):
+                    secrets.append(bytes(state)[41:73])  # chain keys
+        finally:
+            for client in (alice, alice2, bob, carol):
+                await client.close()
+
+    asyncio.run(scenario())
+    loot = tmp_path / "loot"
+    shutil.copytree(server.data, loot / "data")
+    shutil.copytree(server.logs, loot / "logs")
+    server.stop()
+    everything = collect_files(loot)
+    assert len(everything) > len(file_marker) * 5000  # the blob is in the copy
+    for plain in (marker.encode(), group_name.encode(), file_marker, b"report.txt"):
+        for form in encodings(plain):
+            assert form not in everything
+    assert len(secrets) >= 8
+    for secret in secrets:
+        for form in encodings(secret):
+            assert form not in everything
