@@ -30,11 +30,15 @@ bench: venv
 	$(BIN)/python bench/crypto.py --json bench/results/crypto.json
 	$(BIN)/python bench/client.py --json bench/results/client.json
 	$(BIN)/python bench/relay.py --json bench/results/relay.json
+	$(BIN)/python bench/groups.py --json bench/results/groups.json
+	$(BIN)/python bench/transparency.py --json bench/results/transparency.json
 
 bench-quick: venv
 	$(BIN)/python bench/crypto.py --quick
 	$(BIN)/python bench/client.py --quick
 	$(BIN)/python bench/relay.py --quick
+	$(BIN)/python bench/groups.py --quick
+	$(BIN)/python bench/transparency.py --quick
 
 # Regenerate tests/vectors/sealpost-v1.json (only when the wire format changes on purpose).
 vectors: venv
