@@ -270,3 +270,41 @@ def test_link_refused_without_confirmation(server: ServerProcess, tmp_path: Path
             await alice.close()
 
     run(scenario())
+
+
+def test_a_large_group_state_travels_as_an_attachment(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Over ~270 members the signed state passes 16 KiB and goes as an encrypted
+    attachment; members fetch, check and apply it like an inline one."""
+    from helpers import Client as RelayClient
+    from helpers import Device, unique_name
+
+    others = []
+    for _ in range(300):
+        name = unique_name("m")
+        with RelayClient(server.url, Device.generate()) as relay:
+            assert relay.register(name).status_code == 201
+        others.append(name)
+
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        try:
+            view = await alice.create_group("big", [bob.username, *others])
+            assert len(view.members) == 302
+            rows = alice.store.read().execute("SELECT length(state) FROM groups").fetchall()
+            assert rows[0][0] > 16 * 1024
+            got = await bob.receive(wait=10)
+            changes = [e for e in got if isinstance(e, GroupChanged)]
+            assert [(c.name, c.member) for c in changes] == [("big", True)]
+            assert len(bob.groups()[0].members) == 302
+            await alice.send("big", "to three hundred")
+            assert received(await bob.receive(wait=10)) == [
+                ("big", alice.username, "to three hundred")
+            ]
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
