@@ -13,7 +13,9 @@ from helpers import Client, Device, ServerProcess, unique_name
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("shared-server")
-    proc = ServerProcess(root / "data", root / "logs", "--rate-per-address", "0").start()
+    proc = ServerProcess(
+        root / "data", root / "logs", "--rate-per-address", "0", "--rate-sealed-per-address", "0"
+    ).start()
     yield proc
     proc.stop()
 

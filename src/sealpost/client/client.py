@@ -527,6 +527,8 @@ class Client:
         self._submissions: asyncio.Queue[list[_Prepared]] = asyncio.Queue()
         self._submitter: asyncio.Task[None] | None = None
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
+        self._timers: dict[bytes, int] | None = None  # disappearing-message timers, cached
+        self._own_devices: dict[int, DeviceCertificate] | None = None  # siblings, cached
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -1061,9 +1063,17 @@ class Client:
             return False
 
     def _timer(self, peer: bytes) -> int:
-        row = self._store.read().execute("SELECT seconds FROM timers WHERE peer = ?", (peer,))
-        found = row.fetchone()
-        return int(found[0]) if found else 0
+        if self._timers is None:
+            self._timers = {
+                bytes(p): int(t)
+                for p, t in self._store.read().execute("SELECT peer, seconds FROM timers")
+            }
+        return self._timers.get(peer, 0)
+
+    def _local_changed(self) -> None:
+        """Timers or this account's device list may have changed: read them again."""
+        self._timers = None
+        self._own_devices = None
 
     def timer(self, name: str) -> int:
         """The disappearing-message timer of a conversation, in seconds (0: off)."""
@@ -1222,6 +1232,7 @@ class Client:
         )
         with self._store.transaction() as conn:
             _set_timer(conn, peer, seconds)
+        self._local_changed()
 
     async def delete_for_everyone(self, name: str, message_id: bytes) -> None:
         """Delete a message this account sent, here and on every recipient's devices."""
@@ -1785,6 +1796,7 @@ class Client:
                 raise
             if changed:
                 self._contacts_changed()
+            self._local_changed()
             for address, sessions in state.sessions.items():
                 self._sessions[address] = sessions
             for push in pushes:
@@ -2756,12 +2768,15 @@ class Client:
 
     def _own_row(self, state: _BatchState | None = None) -> _ContactRow:
         """This account as a recipient: its other devices that the account key certified."""
-        devices: dict[int, DeviceCertificate] = {}
-        for device_id, cert in self._store.read().execute(
-            "SELECT device_id, certificate FROM own_devices WHERE certificate IS NOT NULL"
-        ):
-            if device_id != self.device_id:
-                devices[device_id] = DeviceCertificate.decode(bytes(cert))
+        if self._own_devices is None:
+            self._own_devices = {
+                device_id: DeviceCertificate.decode(bytes(cert))
+                for device_id, cert in self._store.read().execute(
+                    "SELECT device_id, certificate FROM own_devices WHERE certificate IS NOT NULL"
+                )
+                if device_id != self.device_id
+            }
+        devices = dict(self._own_devices)
         if state is not None:
             devices.update(state.own_devices)
         return _ContactRow(
@@ -2805,6 +2820,7 @@ class Client:
             )
             for device_id, revocation in revoked.items():
                 self._record_revocation(conn, self.account_id, device_id, revocation)
+        self._local_changed()
 
     def _record_revocation(
         self, conn: Any, account_id: bytes, device_id: int, revocation: bytes | None
@@ -2869,6 +2885,7 @@ class Client:
                 name = row[0]
             conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
             self._record_revocation(conn, self.account_id, device_id, revocation.encode())
+        self._local_changed()
         self._pending_events.append(DeviceRemoved(device_id, name))
         await self._notify_own(DeviceNotice(_now_ms(self._clock), DEVICE_REMOVED, device_id, name))
 
@@ -2936,6 +2953,7 @@ class Client:
                 "VALUES (?, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET name = ?",
                 (device_id, code.device_name, int(self._clock()), code.device_name),
             )
+        self._local_changed()
         self._pending_events.append(DeviceLinked(device_id, code.device_name))
         return device_id
 
