@@ -1447,6 +1447,8 @@ class Client:
                 parts.append(await sock.send_multi(multi[0], multi[1], tokens))
         if own:
             parts.append(asyncio.ensure_future(self._send_own(own)))
+        if len(parts) == 1:
+            return parts[0]
         return asyncio.gather(*parts)
 
     async def _send_own(self, envelopes: Envelopes) -> int:
@@ -2174,11 +2176,18 @@ class Client:
                 )
                 changed = True
         kept = []
+        tombstones: set[tuple[bytes, bytes]] = set()
+        if state.messages:
+            marks = ",".join("?" * len(state.messages))
+            tombstones = {
+                (bytes(i), bytes(a))
+                for i, a in conn.execute(
+                    f"SELECT message_uuid, author FROM tombstones WHERE message_uuid IN ({marks})",  # noqa: S608 (placeholders only)
+                    [m.message_id for m in state.messages],
+                )
+            }
         for m in state.messages:
-            if conn.execute(
-                "SELECT 1 FROM tombstones WHERE message_uuid = ? AND author = ?",
-                (m.message_id, m.author),
-            ).fetchone():
+            if (m.message_id, m.author) in tombstones:
                 continue  # deleted for everyone before it arrived
             expires = (m.sent_at if m.outgoing else now_ms) + m.expires_in * 1000
             cursor = conn.execute(
