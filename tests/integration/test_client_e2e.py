@@ -21,6 +21,7 @@ from sealpost.client import (
     UntrustedContact,
 )
 from sealpost.client.store import TEST_PARAMS
+from sealpost.server.storage.sqlite import log_account_state
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -109,17 +110,27 @@ def test_unknown_contact(server: ServerProcess, tmp_path: Path) -> None:
 
 def swap_account(server: ServerProcess, name: str, replacement: str) -> None:
     """Play the server (or a user re-registering): ``name`` now answers with the account
-    of ``replacement``."""
-    db = sqlite3.connect(server.data / "sealpost.db")
-    with db:
-        db.execute(
-            "UPDATE accounts SET username_lower = ?, username = ? WHERE username_lower = ?",
-            (name + "-old", name + "-old", name),
-        )
-        db.execute(
-            "UPDATE accounts SET username_lower = ?, username = ? WHERE username_lower = ?",
-            (name, name, replacement),
-        )
+    of ``replacement``, and the server's key-transparency log says so (an unlogged swap
+    is refused outright: tests/adversarial/test_hostile_server.py)."""
+    db = sqlite3.connect(server.data / "sealpost.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    (old_id,) = db.execute(
+        "SELECT account_id FROM accounts WHERE username_lower = ?", (name,)
+    ).fetchone()
+    (new_id,) = db.execute(
+        "SELECT account_id FROM accounts WHERE username_lower = ?", (replacement,)
+    ).fetchone()
+    db.execute(
+        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
+        (name + "-old", name + "-old", old_id),
+    )
+    db.execute(
+        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
+        (name, name, new_id),
+    )
+    log_account_state(db, bytes(old_id))
+    log_account_state(db, bytes(new_id))
+    db.execute("COMMIT")
     db.close()
 
 

@@ -31,6 +31,7 @@ from sealpost.client.store import TEST_PARAMS
 from sealpost.protocol.keys import AccountIdentity, DeviceKeys
 from sealpost.protocol.sealed_multi import open_multi, unseal_multi
 from sealpost.protocol.senderkeys import ReceivingSenderChain
+from sealpost.server.storage.sqlite import log_account_state
 
 
 async def link(existing: Client, root: Path, name: str) -> Client:
@@ -206,18 +207,23 @@ def test_removed_device_and_uncertified_device(server: ServerProcess, tmp_path: 
             ghost = DeviceKeys.generate(
                 AccountIdentity.generate(os.urandom), 9, now=int(time.time()), rng=os.urandom
             )
-            db = sqlite3.connect(server.data / "sealpost.db")
-            with db:
-                db.execute(
-                    "INSERT INTO devices (account_id, device_id, certificate, registered) "
-                    "VALUES (?, 9, ?, 0)",
-                    (alice1.account_id, ghost.certificate.encode()),
-                )
+            # (and logs, so that the directory's answer checks out against the log)
+            db = sqlite3.connect(server.data / "sealpost.db", isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO devices (account_id, device_id, certificate, registered) "
+                "VALUES (?, 9, ?, 0)",
+                (alice1.account_id, ghost.certificate.encode()),
+            )
+            log_account_state(db, alice1.account_id)
+            db.execute("COMMIT")
             db.close()
             listed = httpx.get(f"{server.url}/v1/accounts/{alice1.username}").json()
             assert 9 in [d["device_id"] for d in listed["devices"]]  # the server shows it
             contact = await bob.lookup(alice1.username)
             assert contact.devices == (1,)  # the client never accepts it
+            await alice1.monitor()  # and alice's own device sees it in her log
+            assert [a.kind for a in alice1.alarms()] == ["forged_device"]
             # (the server may refuse the send for naming too few devices: that is its
             # choice, a denial of service it could do anyway; it never reaches the ghost)
             with contextlib.suppress(ServerError):

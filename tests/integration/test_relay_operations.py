@@ -42,6 +42,7 @@ def test_openapi_describes_every_route(server: ServerProcess, tmp_path: Path) ->
         storage=SqliteStorage(tmp_path / "db"),
         fanout=LocalFanout(),
         server_key=SigningKey.generate(os.urandom),
+        log_key=SigningKey.generate(os.urandom),
         clock=lambda: 0,
         rng=os.urandom,
     )

@@ -33,12 +33,14 @@ async def _with_account(storage: SqliteStorage, devices: int = 1) -> bytes:
     account_id = os.urandom(16)
     await storage.create_account(
         AccountRecord(account_id, account_id.hex()[:12], os.urandom(32), b"h" * 32, True, 0),
-        DeviceRecord(account_id, 1, b"cert", 0),
+        DeviceRecord(account_id, 1, b"cert-1", 0),
         PreKeyUpload(),
     )
     for device_id in range(2, devices + 1):
         await storage.add_device(
-            DeviceRecord(account_id, device_id, b"cert", 0), PreKeyUpload(), max_devices=100
+            DeviceRecord(account_id, device_id, b"cert-%d" % device_id, 0),
+            PreKeyUpload(),
+            max_devices=100,
         )
     return account_id
 
@@ -275,7 +277,7 @@ def test_the_device_list_cache_is_never_ahead_of_the_database(
         # send saw device 2 inside the transaction, but the database never got it.
         failing.count = 1
         added = storage.add_device(
-            DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload(), max_devices=100
+            DeviceRecord(account_id, 2, b"cert-2", 0), PreKeyUpload(), max_devices=100
         )
         both = _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
         results = await asyncio.gather(added, both, return_exceptions=True)
@@ -286,7 +288,7 @@ def test_the_device_list_cache_is_never_ahead_of_the_database(
         await _enqueue(storage, [_env(account_id, 1)])
         # Once the device really exists, the cached list follows.
         await storage.add_device(
-            DeviceRecord(account_id, 2, b"cert", 0), PreKeyUpload(), max_devices=100
+            DeviceRecord(account_id, 2, b"cert-2", 0), PreKeyUpload(), max_devices=100
         )
         with pytest.raises(MismatchedDevices):
             await _enqueue(storage, [_env(account_id, 1)])

@@ -55,6 +55,8 @@ from sealpost.client.errors import (
     NotRegistered,
     ServerError,
     ServerUnavailable,
+    TransparencyFailure,
+    TransportError,
     UnknownContact,
     UntrustedContact,
 )
@@ -76,6 +78,7 @@ from sealpost.client.groupkeys import (
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
 from sealpost.client.store import KdfParams, Store
+from sealpost.client.transparency import Alarm, KeyTransparency, read_alarms
 from sealpost.client.transport import (
     Identity,
     Push,
@@ -120,6 +123,7 @@ from sealpost.protocol.content import (
     TextContent,
     TimerContent,
     decode_content,
+    decode_content_with_gossip,
     decode_unpadded,
     encode_content,
     encode_unpadded,
@@ -161,6 +165,8 @@ SPK_RETENTION = 30 * 24 * 3600  # old ones still answer late first messages this
 CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 BATCH = 256  # sends or pushes handled in one transaction
 UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
+MONITOR_INTERVAL = 300.0  # seconds between checks of this account's own log entries
+MONITOR_GRACE = 600.0  # seconds a sibling's new device may go unannounced (see monitor)
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
@@ -334,6 +340,13 @@ class MessageDeleted:
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmRaised:
+    """A key-transparency check failed: the server misbehaved (``sealpost alarms``)."""
+
+    alarm: Alarm
+
+
 Event = (
     MessageReceived
     | ReceiptReceived
@@ -343,6 +356,7 @@ Event = (
     | GroupChanged
     | TimerChanged
     | MessageDeleted
+    | AlarmRaised
 )
 
 
@@ -422,6 +436,7 @@ class _BatchState:
     # (group id, account id, device id, chain id) -> the chain as it is after this batch
     sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)
     prekey_messages: int = 0
+    gossip: dict[bytes, str] = field(default_factory=dict)  # tree head -> who sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,6 +544,14 @@ class Client:
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
         self._timers: dict[bytes, int] | None = None  # disappearing-message timers, cached
         self._own_devices: dict[int, DeviceCertificate] | None = None  # siblings, cached
+        self._kt: KeyTransparency | None = None
+        log_key = store.get_meta("log_key")
+        if log_key is not None:
+            self._kt = self._new_transparency(log_key)
+        self._next_monitor = 0.0  # when self-monitoring is due (clock seconds)
+        #: Seconds a log entry naming a device this account does not know may wait for the
+        #: sibling's announcement of it before it is an alarm.
+        self.monitor_grace = MONITOR_GRACE
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -554,6 +577,7 @@ class Client:
         server_url = server_url.rstrip("/")
         async with Transport(server_url, clock=clock, rng=rng) as anonymous:
             server_key = await _fetch_server_key(anonymous)
+            log_key = await _fetch_log_key(anonymous)
         account = AccountIdentity.generate(rng)
         token = rng(32)
 
@@ -568,7 +592,7 @@ class Client:
         return await cls._setup(
             Path(profile),
             passcode,
-            _Setup(server_url, server_key, username, account, token, 1, device_name),
+            _Setup(server_url, server_key, username, account, token, 1, device_name, log_key),
             "/v1/accounts",
             body,
             None,
@@ -617,6 +641,7 @@ class Client:
                 raise LinkRefused("the provisioning message does not open") from None
             if payload.server_key != server_key:
                 raise LinkRefused("the provisioning names another server key")
+            log_key = payload.log_key or await _fetch_log_key(anonymous)
             # the account key must be the one the directory has for the account
             doc = await anonymous.request("GET", f"/v1/accounts/{payload.username}", signed=False)
         account = payload.account
@@ -669,6 +694,8 @@ class Client:
                 payload.delivery_token,
                 payload.device_id,
                 device_name,
+                log_key,
+                payload.log_head,
             ),
             "/v1/devices",
             body,
@@ -728,6 +755,7 @@ class Client:
                     "device_name": setup.device_name.encode(),
                     "delivery_token": setup.token,
                     "server_key": setup.server_key,
+                    "log_key": setup.log_key,
                     "spk_id": b"1",
                     "spk_created": str(now).encode(),
                     "next_prekey_id": str(PREKEY_BATCH + 2).encode(),
@@ -739,6 +767,8 @@ class Client:
                     _insert_prekey(conn, "otpk", otpk.key_id, otpk.to_bytes(), now)
                 for kem in kem_one_time:
                     _insert_prekey(conn, "kem", kem.key_id, kem.to_bytes(), now)
+                if setup.log_head is not None:
+                    store.set_meta(conn, "log_head", setup.log_head)
                 if seed is not None:
                     seed(conn)
             request = body(device) | {
@@ -905,6 +935,13 @@ class Client:
             account_id = bytes.fromhex(doc["account_id"])
             account_key = unb64(doc["account_key"])
             username = str(doc["username"]).lower()
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(0, "bad_response", "malformed account lookup") from None
+        # the answer must be what the key-transparency log holds for this name
+        await (await self._transparency()).check_lookup(
+            doc, account_id=account_id, username=name, account_key=account_key
+        )
+        try:
             devices = _verified_devices(account_id, account_key, doc["devices"])
             revoked = _verified_revocations(account_id, account_key, doc.get("revocations", []))
         except (KeyError, TypeError, ValueError):
@@ -1375,12 +1412,12 @@ class Client:
             copy = SentTranscript(
                 item.content.sent_at, inner, account_id=contact.account_id, name=contact.username
             )
-        return await self._pairwise(own, encode_content(copy), sender_cert)
+        return await self._pairwise(own, encode_content(copy, self._gossip()), sender_cert)
 
     async def _prepare(self, item: _Outgoing, sender_cert: SenderCertificate) -> list[_Prepared]:
         if item.to_self:
             envelopes = await self._pairwise(
-                self._own_row(), encode_content(item.content), sender_cert
+                self._own_row(), encode_content(item.content, self._gossip()), sender_cert
             )
             return [_Prepared(item, None, [], own=envelopes)]
         if item.group is not None:
@@ -1392,7 +1429,9 @@ class Client:
             self._pending_events.append(KeyChanged(contact.username, False))
         if not contact.devices:
             raise UnknownContact(item.peer)
-        envelopes = await self._pairwise(contact, encode_content(item.content), sender_cert)
+        envelopes = await self._pairwise(
+            contact, encode_content(item.content, self._gossip()), sender_cert
+        )
         tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
         own = await self._transcript(item, contact, sender_cert)
         return [_Prepared(item, contact, envelopes, tokens, own)]
@@ -1785,8 +1824,9 @@ class Client:
                         continue
                     try:
                         await self._open(push, state)
-                    except (ProtocolError, UnknownContact) as exc:
-                        # a forged, corrupted, replayed or undecryptable message: dropped
+                    except (ProtocolError, UnknownContact, TransparencyFailure) as exc:
+                        # a forged, corrupted, replayed or undecryptable message, or one
+                        # whose sender the directory cannot prove (an alarm is up): dropped
                         log.warning("dropped an undecryptable message: %s", type(exc).__name__)
                 with self._store.transaction() as conn:
                     changed = self._commit_batch(conn, state, pushes)
@@ -1807,7 +1847,11 @@ class Client:
                 {k: self._receipts_due.get(k, []) + v for k, v in state.reply_to.items()}
             )
             self._prekeys_used += state.prekey_messages
-            return state.events
+        if state.gossip:
+            kt = await self._transparency()
+            for head, sender in state.gossip.items():
+                await kt.check_gossip(head, sender)
+        return state.events
 
     def _already_processed(self, ids: list[bytes]) -> set[bytes]:
         conn = self._store.read()
@@ -1891,7 +1935,9 @@ class Client:
                 raise UnknownContact("no session decrypts this message")
         if contact is None:
             raise UnknownContact("a message from an unknown sender without a first message")
-        content = decode_content(plaintext)
+        content, gossip = decode_content_with_gossip(plaintext)
+        if gossip is not None:
+            state.gossip.setdefault(gossip, contact.username)
         if own:
             await self._absorb_own(content, sender.device_id, state)
         else:
@@ -2284,6 +2330,11 @@ class Client:
         if self._last_upkeep is None or now - self._last_upkeep >= UPKEEP_INTERVAL:
             self._last_upkeep = now
             await self.maintain_prekeys()
+        if self._clock() >= self._next_monitor:
+            try:
+                await self.monitor()
+            except (TransportError, TransparencyFailure) as exc:  # alarmed, or try later
+                log.warning("self-monitoring did not finish: %s", type(exc).__name__)
 
     async def maintain_prekeys(self) -> None:
         """Refill one-time prekeys when the server says the stock is low, and rotate the
@@ -2603,7 +2654,7 @@ class Client:
                 _mark_shared([(group_id, contact.account_id, d, chain_id) for d in need])
             )
             out.append(p)
-        message = chain.encrypt(encode_content(item.content))
+        message = chain.encrypt(encode_content(item.content, self._gossip()))
         recipients = [
             (c.account_id, d, cert.identity_key)
             for c in contacts
@@ -2669,7 +2720,9 @@ class Client:
             receiver = ReceiverChain.from_bytes(bytes(row[0]))
         plaintext, advanced = receiver.decrypt(message)
         state.sender_keys[key] = advanced
-        content = decode_content(plaintext)
+        content, gossip = decode_content_with_gossip(plaintext)
+        if gossip is not None:
+            state.gossip.setdefault(gossip, author.username)
         if not isinstance(content, TextContent | TimerContent | DeleteContent):
             raise InvalidMessage()
         if content.group_id != group_id:
@@ -2773,6 +2826,72 @@ class Client:
             )
         return saved
 
+    # ------------------------------------------------------------------ key transparency
+
+    def _new_transparency(self, log_key: bytes) -> KeyTransparency:
+        return KeyTransparency(
+            self._store,
+            lambda method, path: self._transport.request(method, path, signed=False),
+            VerifyKey.from_public_bytes(log_key),
+            clock=self._clock,
+            on_alarm=lambda alarm: self._pending_events.append(AlarmRaised(alarm)),
+        )
+
+    async def _transparency(self) -> KeyTransparency:
+        """The log view; a profile made before the log pins the server's log key now."""
+        if self._kt is None:
+            async with Transport(self.server_url, clock=self._clock, rng=self._rng) as anonymous:
+                log_key = await _fetch_log_key(anonymous)
+            with self._store.transaction() as conn:
+                self._store.set_meta(conn, "log_key", log_key)
+            log.warning("pinned the server's log key on first use (a profile from before it)")
+            self._kt = self._new_transparency(log_key)
+        return self._kt
+
+    def _gossip(self) -> bytes | None:
+        return None if self._kt is None else self._kt.gossip()
+
+    def log_head(self) -> dict[str, Any] | None:
+        """The newest signed tree head this device has checked (what it gossips)."""
+        head = None if self._kt is None else self._kt.head
+        if head is None:
+            return None
+        return {"tree_size": head.tree_size, "timestamp": head.timestamp, "root": head.root.hex()}
+
+    def alarms(self, *, include_dismissed: bool = False) -> list[Alarm]:
+        """Key-transparency alarms, oldest first (they stay until dismissed)."""
+        return read_alarms(self._store, include_dismissed=include_dismissed)
+
+    async def dismiss_alarms(self, alarm_ids: Sequence[int] | None = None) -> int:
+        """Dismiss these alarms (all with ``None``); returns how many were dismissed."""
+        return (await self._transparency()).dismiss(alarm_ids)
+
+    def _known_own_devices(self) -> set[int]:
+        read = self._store.read()
+        known = {int(d) for (d,) in read.execute("SELECT device_id FROM own_devices")}
+        known |= {
+            int(d)
+            for (d,) in read.execute(
+                "SELECT device_id FROM revoked_devices WHERE account_id = ?", (self.account_id,)
+            )
+        }
+        return known | {self.device_id}
+
+    async def monitor(self) -> int:
+        """Check this account's key-transparency entries since the last check: a device
+        or identity key that no device of this account added raises an alarm (on every
+        device of the account, each checking for itself). Runs on connecting and every
+        :data:`MONITOR_INTERVAL` seconds; returns how many entries were checked."""
+        kt = await self._transparency()
+        self._next_monitor = self._clock() + MONITOR_INTERVAL
+        return await kt.monitor(
+            account_id=self.account_id,
+            username=self.username,
+            account_key=self.account_key,
+            known_devices=self._known_own_devices(),
+            grace_ms=int(self.monitor_grace * 1000),
+        )
+
     # ------------------------------------------------------------------ devices
 
     def _own_row(self, state: _BatchState | None = None) -> _ContactRow:
@@ -2801,6 +2920,12 @@ class Client:
                 raise ServerError(0, "bad_response", "the lookup answered for another account")
             if unb64(doc["account_key"]) != self.account_key:
                 raise ServerError(0, "bad_response", "the server lists another account key")
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(0, "bad_response", "malformed account lookup") from None
+        await (await self._transparency()).check_lookup(
+            doc, account_id=self.account_id, username=self.username, account_key=self.account_key
+        )
+        try:
             revoked = _verified_revocations(
                 self.account_id, self.account_key, doc.get("revocations", [])
             )
@@ -2951,6 +3076,8 @@ class Client:
                 bytes(p): int(t)
                 for p, t in self._store.read().execute("SELECT peer, seconds FROM timers")
             },
+            log_key=(await self._transparency()).log_key,
+            log_head=(await self._transparency()).gossip(),
         )
         message = seal_provisioning(payload.to_bytes(), code, kem_public, rng=self._rng)
         await self._transport.request(
@@ -3014,6 +3141,15 @@ class _Setup:
     token: bytes
     device_id: int
     device_name: str
+    log_key: bytes
+    log_head: bytes | None = None
+
+
+async def _fetch_log_key(anonymous: Transport) -> bytes:
+    doc = await anonymous.request("GET", "/v1/log/key", signed=False)
+    log_key = unb64(doc.get("public_key") if isinstance(doc, dict) else None)
+    VerifyKey.from_public_bytes(log_key)
+    return log_key
 
 
 async def _fetch_server_key(anonymous: Transport) -> bytes:

@@ -9,6 +9,9 @@ The tree::
     ├── UnknownContact              no such username on the server
     ├── UntrustedContact            a verified contact's account key changed: not sent
     ├── NotRegistered               the profile has no account on its server yet
+    ├── LinkRefused                 a device link was not confirmed or did not check out
+    ├── TransparencyFailure         the server's answer contradicts its key-transparency
+    │                               log (an alarm was raised): refused
     └── ProfileError                (from :mod:`sealpost.client.store`) the local store
 
 Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
@@ -26,6 +29,7 @@ __all__ = [
     "NotRegistered",
     "ServerError",
     "ServerUnavailable",
+    "TransparencyFailure",
     "TransportError",
     "UnknownContact",
     "UntrustedContact",
@@ -77,3 +81,14 @@ class NotRegistered(ClientError):
 
 class LinkRefused(ClientError):
     """A device link was not confirmed, or its provisioning did not check out."""
+
+
+class TransparencyFailure(ClientError):
+    """The server's keys, devices or log did not check out against its signed
+    key-transparency log: nothing was sent or accepted, and an alarm was raised
+    (``sealpost alarms``). ``kind`` names the alarm."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"key transparency check failed ({kind}): {detail}")
+        self.kind = kind
+        self.detail = detail

@@ -10,7 +10,12 @@ UTF-8 JSON, parsed strictly (every field checked for type and size)::
      "contacts": [{"account_id": hex (16), "username": str, "account_key": b64 (32),
                    "verified": bool, "delivery_token": b64 (32) | null}],
      "groups": [b64 (signed group state)],
-     "timers": [{"peer": hex (16 or 32), "seconds": int}]}
+     "timers": [{"peer": hex (16 or 32), "seconds": int}],
+     "log_key": b64 (32) | null,                  # the pinned key-transparency log key
+     "log_head": b64 (114) | null}                # the newest signed tree head seen
+
+The log key and head travel so that the new device holds the server to the same log as
+its siblings from its first request (a server cannot give it a fresh, forked view).
 
 Contacts' device lists are not carried: the new device fetches them from the directory
 and accepts only devices their account key certified, as for any contact.
@@ -103,6 +108,8 @@ class Provisioning:
     contacts: list[ContactRecord] = field(default_factory=list)
     groups: list[bytes] = field(default_factory=list)
     timers: dict[bytes, int] = field(default_factory=dict)
+    log_key: bytes | None = None
+    log_head: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Provisioning(username={self.username!r}, device_id={self.device_id})"
@@ -129,6 +136,8 @@ class Provisioning:
             ],
             "groups": [_b64(g) for g in self.groups],
             "timers": [{"peer": p.hex(), "seconds": s} for p, s in self.timers.items()],
+            "log_key": None if self.log_key is None else _b64(self.log_key),
+            "log_head": None if self.log_head is None else _b64(self.log_head),
         }
         data = json.dumps(doc, separators=(",", ":")).encode()
         if len(data) > MAX_PAYLOAD:
@@ -175,6 +184,8 @@ class Provisioning:
                     _hex(t["peer"], (16, 32)): _int(t["seconds"], 0, MAX_TIMER)
                     for t in _list(doc["timers"], MAX_CONTACTS + MAX_GROUPS)
                 },
+                log_key=None if doc.get("log_key") is None else _unb64(doc["log_key"], 32),
+                log_head=None if doc.get("log_head") is None else _unb64(doc["log_head"], 114),
             )
         except (KeyError, TypeError, AttributeError):
             raise DecodeError("a malformed provisioning payload") from None

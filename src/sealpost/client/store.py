@@ -175,6 +175,13 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE tombstones (
         message_uuid BLOB PRIMARY KEY, author BLOB NOT NULL, at INTEGER NOT NULL);
     """,
+    # 4: key-transparency alarms (the log key, newest head and monitor position are meta).
+    """
+    CREATE TABLE alarms (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL,
+        detail TEXT NOT NULL, evidence BLOB NOT NULL, raised INTEGER NOT NULL,
+        dismissed INTEGER NOT NULL DEFAULT 0, UNIQUE (kind, subject, detail));
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)

@@ -4,7 +4,11 @@ Every plaintext is a :class:`Content` encoded as::
 
     version (1) = 0x01 | kind (1) | body | padding
 
-and padded before encryption to a multiple of :data:`PAD_BLOCK` bytes (Signal's 160): a
+optionally followed by the sender's newest **signed tree head** of the server's
+key-transparency log (``gossip``: the 114-byte SignedTreeHead, starting ``0x01 0x31``;
+docs/PROTOCOL.md, key transparency), so that a server showing two users two different logs
+is caught when they exchange a message; and padded before encryption to a multiple of
+:data:`PAD_BLOCK` bytes (Signal's 160): a
 ``0x80`` byte then zeros (ISO/IEC 7816-4), so the server and the network learn a length
 bucket, not a length. Nothing is ever compressed before it is encrypted.
 
@@ -62,6 +66,7 @@ __all__ = [
     "DELIVERY_TOKEN_LEN",
     "DEVICE_LINKED",
     "DEVICE_REMOVED",
+    "GOSSIP_LEN",
     "GROUP_ID_LEN",
     "MAX_ATTACHMENT_POINTER",
     "MAX_INLINE_STATE",
@@ -82,6 +87,7 @@ __all__ = [
     "TextContent",
     "TimerContent",
     "decode_content",
+    "decode_content_with_gossip",
     "decode_unpadded",
     "encode_content",
     "encode_unpadded",
@@ -101,6 +107,10 @@ MAX_DISTRIBUTION = 1024  # a sender-key distribution is about 150 bytes
 MAX_INLINE_STATE = 16 * 1024  # larger group states travel as attachments
 MAX_TIMER = 365 * 24 * 3600  # a disappearing-message timer is at most a year
 MAX_TRANSCRIPT = 64 * 1024 + 2048
+
+#: A gossiped SignedTreeHead (sealpost.transparency.log.TREE_HEAD_LEN) and its type prefix.
+GOSSIP_LEN = 114
+_GOSSIP_PREFIX = b"\x01\x31"
 
 _FLAG_GROUP = 0x01
 _FLAG_ATTACHMENT = 0x02
@@ -384,11 +394,13 @@ class _Writer:
 
 
 class _Reader:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "gossip", "gossip_ok", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, gossip_ok: bool = False) -> None:
         self.data = data
         self.pos = 0
+        self.gossip_ok = gossip_ok
+        self.gossip: bytes | None = None
 
     def raw(self, size: int) -> bytes:
         end = self.pos + size
@@ -427,6 +439,14 @@ class _Reader:
         return (self.raw(GROUP_ID_LEN) if flags & _FLAG_GROUP else None), flags
 
     def end(self) -> None:
+        rest = len(self.data) - self.pos
+        if (
+            self.gossip_ok
+            and rest == GOSSIP_LEN
+            and self.data[self.pos : self.pos + 2] == _GOSSIP_PREFIX
+        ):
+            self.gossip = self.data[self.pos :]
+            self.pos = len(self.data)
         if self.pos != len(self.data):
             raise DecodeError("trailing bytes after the content")
 
@@ -518,23 +538,36 @@ def encode_unpadded(content: Content) -> bytes:
     return w.bytes()
 
 
-def encode_content(content: Content) -> bytes:
-    """The padded plaintext for ``content``."""
-    return _pad(encode_unpadded(content))
+def encode_content(content: Content, gossip: bytes | None = None) -> bytes:
+    """The padded plaintext for ``content``, carrying the tree head ``gossip`` if given."""
+    if gossip is not None and (len(gossip) != GOSSIP_LEN or gossip[:2] != _GOSSIP_PREFIX):
+        raise ValueError("gossip is a 114-byte signed tree head")
+    return _pad(encode_unpadded(content) + (gossip or b""))
 
 
 def decode_content(data: bytes) -> Content:
     """Parse a decrypted plaintext; raises :class:`DecodeError` on anything malformed."""
+    return decode_content_with_gossip(data)[0]
+
+
+def decode_content_with_gossip(data: bytes) -> tuple[Content, bytes | None]:
+    """Parse a decrypted plaintext and the tree head it gossips (``None``: none). The head
+    is only split off here; its signature and consistency are the caller's to check."""
     if not isinstance(data, bytes):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    return decode_unpadded(_unpad(data))
+    r = _Reader(_unpad(data), gossip_ok=True)
+    return _decode(r), r.gossip
 
 
 def decode_unpadded(body: bytes) -> Content:
-    """Parse an unpadded encoding (a transcript's embedded content)."""
+    """Parse an unpadded encoding (a transcript's embedded content, which gossips nothing)."""
     if not isinstance(body, bytes):
         raise DecodeError(f"expected bytes, got {type(body).__name__}")
-    r = _Reader(body)
+    return _decode(_Reader(body))
+
+
+def _decode(r: _Reader) -> Content:
+    body = r.data
     if r.u8() != CONTENT_VERSION:
         raise DecodeError(f"unknown content version {body[0]}")
     kind = r.u8()

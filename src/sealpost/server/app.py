@@ -41,6 +41,7 @@ from sealpost.server.handlers.attachments import AttachmentsApi
 from sealpost.server.handlers.certificates import CertificatesApi
 from sealpost.server.handlers.keys import KeysApi
 from sealpost.server.handlers.link import LinkApi
+from sealpost.server.handlers.log import LogApi, LogService
 from sealpost.server.handlers.messages import MessagesApi
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
@@ -116,6 +117,7 @@ def create_app(
     storage: Storage,
     fanout: Fanout,
     server_key: SigningKey,
+    log_key: SigningKey,
     clock: Callable[[], int],
     rng: Rng,
     monotonic: Callable[[], float] = time.monotonic,
@@ -143,7 +145,9 @@ def create_app(
         for close in revoke:
             close(address)
 
-    accounts = AccountsApi(ctx, auth, on_revoke)
+    log_service = LogService(storage, log_key, interval=config.log_head_interval)
+    log_api = LogApi(ctx, log_service)
+    accounts = AccountsApi(ctx, auth, log_service, on_revoke)
     link = LinkApi(ctx, auth)
     keys = KeysApi(ctx, auth)
     messages = MessagesApi(ctx, auth)
@@ -182,6 +186,11 @@ def create_app(
         ("/v1/certificate/server", certificates.server, "GET"),
         ("/v1/attachments", attachments.upload, "POST"),
         ("/v1/attachments/{attachment_id}", attachments.download, "GET"),
+        ("/v1/log/key", log_api.key, "GET"),
+        ("/v1/log/head", log_api.head, "GET"),
+        ("/v1/log/consistency", log_api.consistency, "GET"),
+        ("/v1/log/inclusion", log_api.inclusion, "GET"),
+        ("/v1/log/accounts/{account_id}", log_api.account, "GET"),
     ]
     routes: list[Route | WebSocketRoute] = [
         Route(path, _wrap(ctx, path, fn), methods=[method]) for path, fn, method in table
@@ -197,12 +206,14 @@ def create_app(
         await storage.open()
         ctx.blobs.open()
         purge = asyncio.create_task(_purge_loop(ctx))
+        sequencer = asyncio.create_task(log_service.run())
         try:
             yield
         finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            for task in (purge, sequencer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await storage.close()
 
     app = Starlette(

@@ -67,6 +67,9 @@ class ServerConfig:
     )
     attachment_ttl: int = field(default=30 * DAY, metadata=_doc("attachments expire after this"))
     purge_interval: int = field(default=60, metadata=_doc("how often expired data is purged"))
+    log_head_interval: int = field(
+        default=1, metadata=_doc("seconds between signed tree heads while the log grows")
+    )
     # -- sizes (Signal's limits: 96 KiB per envelope, 256 KiB per multi-recipient request)
     max_message_request: int = field(
         default=256 * KiB, metadata=_doc("largest PUT /v1/messages body")

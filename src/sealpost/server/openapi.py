@@ -65,6 +65,16 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
+def _query_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": name != "after",
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+
+
 def _json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {
         "required": True,
@@ -270,6 +280,39 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/v1/certificate/server": {
             "get": _op("The server's Ed25519 public key", {"200": _json("key")}, errors=(429,))
+        },
+        "/v1/log/key": {
+            "get": _op("The key-transparency log's Ed25519 public key", {"200": _json("key")})
+        },
+        "/v1/log/head": {
+            "get": _op("The newest signed tree head of the log", {"200": _json("tree head")})
+        },
+        "/v1/log/consistency": {
+            "get": _op(
+                "RFC 9162 consistency proof between two tree sizes",
+                {"200": _json("proof")},
+                errors=(400, 429),
+                params=[_query_param("from", "smaller size"), _query_param("to", "larger size")],
+            )
+        },
+        "/v1/log/inclusion": {
+            "get": _op(
+                "RFC 9162 inclusion proof of an entry at a tree size",
+                {"200": _json("proof")},
+                errors=(400, 429),
+                params=[_query_param("index", "leaf index"), _query_param("size", "tree size")],
+            )
+        },
+        "/v1/log/accounts/{account_id}": {
+            "get": _op(
+                "An account's log entries, with what each commits to and its inclusion proof",
+                {"200": _json("entries and the head their proofs are against")},
+                errors=(400, 429),
+                params=[
+                    _path_param("account_id", "32 hex digits"),
+                    _query_param("after", "only entries with a larger index"),
+                ],
+            )
         },
         "/v1/attachments": {
             "post": _op(

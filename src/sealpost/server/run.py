@@ -94,11 +94,13 @@ def run_server(config: ServerConfig) -> None:
     config.data.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
+    log_key = load_or_create_server_key(config.data / "log_key", system_rng)
     app = create_app(
         config,
         storage=SqliteStorage(config.data / "sealpost.db"),
         fanout=LocalFanout(),
         server_key=server_key,
+        log_key=log_key,
         clock=system_clock,
         rng=system_rng,
         monotonic=time.monotonic,

@@ -28,6 +28,7 @@ from sealpost.server.authn import Authenticator, unauthorized
 from sealpost.server.codec import b64, get_b64, get_bool, get_str, parse_json_object
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.handlers.log import LogService
 from sealpost.server.handlers.prekeys import invalid_key, parse_prekeys
 from sealpost.server.requests import read_body
 from sealpost.server.storage.base import (
@@ -75,10 +76,12 @@ class AccountsApi:
         self,
         ctx: Context,
         auth: Authenticator,
+        log: LogService,
         on_revoke: Callable[[tuple[bytes, int]], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._auth = auth
+        self._log = log
         self._on_revoke = on_revoke  # closes a removed device's connection
 
     async def _proven(self, request: Request, body: bytes, device: VerifiedDevice) -> None:
@@ -198,19 +201,36 @@ class AccountsApi:
         return JSONResponse({"removed": device_id})
 
     async def lookup(self, request: Request) -> Response:
+        """The account's current state, served from its newest key-transparency entry
+        (the certificates and revocations that entry commits to), with the entry, its
+        inclusion proof and the signed tree head the proof is against: a client checks
+        all of it before it encrypts to any of these devices."""
         lower = normalize_username(request.path_params["username"])
         account = None if lower is None else await self._ctx.storage.account_by_username(lower)
         if account is None:
             raise ApiError(404, "not_found", "no such account")
-        devices = await self._ctx.storage.devices(account.account_id)
+        storage = self._ctx.storage
+        latest = await storage.log_latest(account.account_id)
+        if latest is None:  # every account is logged when it is created
+            raise ApiError(503, "unavailable", "the account is not in the log yet")
+        head = await self._log.head(latest.index + 1)
+        proof = await storage.log_inclusion(latest.index, head.tree_size)
+        devices = [
+            {"device_id": DeviceCertificate.decode(c).device_id, "certificate": b64(c)}
+            for c in latest.certificates
+        ]
         return JSONResponse(
             {
                 "account_id": account.account_id.hex(),
                 "username": account.username,
                 "account_key": b64(account.account_key),
-                "devices": devices_json(devices),
-                "revocations": [
-                    b64(r) for r in await self._ctx.storage.revocations(account.account_id)
-                ],
+                "devices": sorted(devices, key=lambda d: int(d["device_id"])),
+                "revocations": [b64(r) for r in latest.revocations],
+                "transparency": {
+                    "head": b64(head.encode()),
+                    "index": latest.index,
+                    "entry": b64(latest.entry),
+                    "proof": [b64(h) for h in proof],
+                },
             }
         )

@@ -32,6 +32,7 @@ __all__ = [
     "DeviceRevoked",
     "Envelope",
     "LastDevice",
+    "LoggedEntry",
     "MismatchedDevices",
     "PreKeyStock",
     "PreKeyStockFull",
@@ -175,6 +176,17 @@ class AttachmentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedEntry:
+    """One leaf of the key-transparency log, with the device certificates and revocations
+    its devices commitment covers (so a client can check them against it)."""
+
+    index: int  # the leaf's position in the log, from 0
+    entry: bytes  # the LogEntry's wire bytes
+    certificates: tuple[bytes, ...]  # sorted bytewise, as committed
+    revocations: tuple[bytes, ...]  # sorted bytewise, as committed
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     messages: int
     nonces: int
@@ -192,7 +204,11 @@ class Storage(Protocol):
     async def create_account(
         self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
     ) -> None:
-        """Raises :class:`UsernameTaken` or :class:`AccountExists`."""
+        """Raises :class:`UsernameTaken` or :class:`AccountExists`.
+
+        This, :meth:`add_device` and :meth:`remove_device` each append the account's new
+        state to the key-transparency log in the same transaction (a :class:`LoggedEntry`),
+        so the directory never serves a state the log does not hold."""
 
     async def add_device(
         self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
@@ -214,6 +230,31 @@ class Storage(Protocol):
     async def devices(self, account_id: bytes) -> list[DeviceRecord]: ...
 
     async def device(self, account_id: bytes, device_id: int) -> DeviceRecord | None: ...
+
+    # -- key transparency (an append-only Merkle log; entries are never rewritten)
+    async def log_size(self) -> int:
+        """How many entries the log holds."""
+
+    async def log_entries(self, account_id: bytes, *, after: int = -1) -> list[LoggedEntry]:
+        """The account's entries with an index above ``after``, oldest first."""
+
+    async def log_latest(self, account_id: bytes) -> LoggedEntry | None:
+        """The account's newest entry (its current state)."""
+
+    async def log_root(self, size: int) -> bytes:
+        """The Merkle tree hash of the first ``size`` entries."""
+
+    async def log_inclusion(self, index: int, size: int) -> list[bytes]:
+        """The inclusion proof of entry ``index`` in the tree of ``size`` entries."""
+
+    async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
+        """The consistency proof from the tree of ``size1`` entries to that of ``size2``."""
+
+    async def log_head(self) -> bytes | None:
+        """The newest signed tree head stored (its wire bytes)."""
+
+    async def add_log_head(self, tree_size: int, timestamp: int, head: bytes) -> None:
+        """Keep a newly signed tree head (the first one signed for each size is kept)."""
 
     # -- authentication
     async def use_nonce(self, nonce: bytes, expires_at: int) -> bool:

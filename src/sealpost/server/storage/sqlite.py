@@ -49,6 +49,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ from sealpost.server.storage.base import (
     DeviceRevoked,
     Envelope,
     LastDevice,
+    LoggedEntry,
     MismatchedDevices,
     PreKeyStock,
     PreKeyStockFull,
@@ -79,8 +81,18 @@ from sealpost.server.storage.base import (
     UsernameTaken,
 )
 from sealpost.server.storage.tail import QueueTails
+from sealpost.transparency.log import LogEntry, devices_commitment
+from sealpost.transparency.merkle import (
+    LOG_NODES_SCHEMA,
+    SqliteNodeStore,
+    append,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root,
+)
 
-__all__ = ["SqliteStorage"]
+__all__ = ["SqliteStorage", "log_account_state"]
 
 log = logging.getLogger("sealpost.server.storage")
 
@@ -159,6 +171,20 @@ CREATE TABLE IF NOT EXISTS revocations (
     revoked    INTEGER NOT NULL,
     PRIMARY KEY (account_id, device_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_entries (
+    idx          INTEGER PRIMARY KEY,  -- the leaf's index in the Merkle log, from 0
+    account_id   BLOB NOT NULL,
+    sequence     INTEGER NOT NULL,
+    entry        BLOB NOT NULL,        -- LogEntry wire bytes
+    certificates BLOB NOT NULL,        -- what its devices commitment covers (_pack_list)
+    revocations  BLOB NOT NULL,
+    UNIQUE (account_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS log_heads (
+    tree_size INTEGER PRIMARY KEY,
+    timestamp INTEGER NOT NULL,
+    head      BLOB NOT NULL            -- SignedTreeHead wire bytes
+);
 """
 
 #: Most operations one group commit takes from the queue; bounds the latency a very long
@@ -238,12 +264,14 @@ class SqliteStorage:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self._path)
         conn.executescript(_SCHEMA)
+        conn.execute(LOG_NODES_SCHEMA)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == 0:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             conn.close()
             raise RuntimeError(f"database schema version {version} is not {SCHEMA_VERSION}")
+        _log_unlogged_accounts(conn)
         self._loop = asyncio.get_running_loop()
         self._write_conn = conn
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
@@ -426,6 +454,7 @@ class SqliteStorage:
             )
             _insert_device(conn, device)
             _store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
+            log_account_state(conn, account.account_id)
 
         await self._write(op)
 
@@ -450,6 +479,7 @@ class SqliteStorage:
             self._device_ids.pop(device.account_id, None)
             _insert_device(conn, device)
             _store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
+            log_account_state(conn, device.account_id)
 
         await self._write(op)
 
@@ -486,6 +516,7 @@ class SqliteStorage:
                 "VALUES (?, ?, ?, strftime('%s', 'now'))",
                 (account_id, device_id, revocation),
             )
+            log_account_state(conn, account_id)
 
         await self._write(op)
 
@@ -551,6 +582,60 @@ class SqliteStorage:
             )
 
         return await self._read(op)
+
+    # ------------------------------------------------------------------ transparency log
+
+    async def log_size(self) -> int:
+        return await self._read(_log_size)
+
+    async def log_entries(self, account_id: bytes, *, after: int = -1) -> list[LoggedEntry]:
+        return await self._read(
+            lambda c: [
+                _logged(row)
+                for row in c.execute(
+                    "SELECT idx, entry, certificates, revocations FROM log_entries"
+                    " WHERE account_id = ? AND idx > ? ORDER BY sequence",
+                    (account_id, after),
+                )
+            ]
+        )
+
+    async def log_latest(self, account_id: bytes) -> LoggedEntry | None:
+        def op(conn: sqlite3.Connection) -> LoggedEntry | None:
+            row = conn.execute(
+                "SELECT idx, entry, certificates, revocations FROM log_entries"
+                " WHERE account_id = ? ORDER BY sequence DESC LIMIT 1",
+                (account_id,),
+            ).fetchone()
+            return None if row is None else _logged(row)
+
+        return await self._read(op)
+
+    async def log_root(self, size: int) -> bytes:
+        return await self._read(lambda c: root(SqliteNodeStore(c), size))
+
+    async def log_inclusion(self, index: int, size: int) -> list[bytes]:
+        return await self._read(lambda c: inclusion_proof(SqliteNodeStore(c), index, size))
+
+    async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
+        return await self._read(lambda c: consistency_proof(SqliteNodeStore(c), size1, size2))
+
+    async def log_head(self) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT head FROM log_heads ORDER BY tree_size DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._read(op)
+
+    async def add_log_head(self, tree_size: int, timestamp: int, head: bytes) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO log_heads (tree_size, timestamp, head) VALUES (?, ?, ?)",
+                (tree_size, timestamp, head),
+            )
+        )
 
     # ------------------------------------------------------------------ auth
 
@@ -795,6 +880,88 @@ class SqliteStorage:
 
 
 # ---------------------------------------------------------------------- helpers (write path)
+
+
+def _pack_list(items: Sequence[bytes]) -> bytes:
+    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
+
+
+def _unpack_list(data: bytes) -> tuple[bytes, ...]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return tuple(out)
+
+
+def _logged(row: tuple[Any, ...]) -> LoggedEntry:
+    idx, entry, certificates, revocations = row
+    return LoggedEntry(
+        idx, bytes(entry), _unpack_list(bytes(certificates)), _unpack_list(bytes(revocations))
+    )
+
+
+def _log_size(conn: sqlite3.Connection) -> int:
+    (size,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries").fetchone()
+    return int(size)
+
+
+def log_account_state(conn: sqlite3.Connection, account_id: bytes) -> None:
+    """Append the account's state, as the open transaction sees it, to the log: a
+    :class:`LogEntry` committing to its certificates and revocations, and the Merkle
+    nodes it completes. Committed (or rolled back) with the change that caused it."""
+    username, account_key = conn.execute(
+        "SELECT username_lower, account_key FROM accounts WHERE account_id = ?", (account_id,)
+    ).fetchone()
+    certificates = sorted(
+        bytes(c)
+        for (c,) in conn.execute(
+            "SELECT certificate FROM devices WHERE account_id = ?", (account_id,)
+        )
+    )
+    revocations = sorted(
+        bytes(r)
+        for (r,) in conn.execute(
+            "SELECT revocation FROM revocations WHERE account_id = ?", (account_id,)
+        )
+    )
+    (last,) = conn.execute(
+        "SELECT COALESCE(MAX(sequence), 0) FROM log_entries WHERE account_id = ?", (account_id,)
+    ).fetchone()
+    entry = LogEntry(
+        account_id,
+        username,
+        bytes(account_key),
+        devices_commitment(certificates, revocations),
+        sequence=last + 1,
+        timestamp=int(time.time() * 1000),
+    ).encode()
+    size = _log_size(conn)
+    conn.execute(
+        "INSERT INTO log_entries (idx, account_id, sequence, entry, certificates, revocations)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (size, account_id, last + 1, entry, _pack_list(certificates), _pack_list(revocations)),
+    )
+    append(SqliteNodeStore(conn), size, [leaf_hash(entry)])
+
+
+def _log_unlogged_accounts(conn: sqlite3.Connection) -> None:
+    """Log every account that has no entry yet (a database from before the log)."""
+    missing = [
+        bytes(a)
+        for (a,) in conn.execute(
+            "SELECT account_id FROM accounts WHERE account_id NOT IN"
+            " (SELECT account_id FROM log_entries) ORDER BY created, account_id"
+        )
+    ]
+    if not missing:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    for account_id in missing:
+        log_account_state(conn, account_id)
+    conn.execute("COMMIT")
+    log.info("logged %d accounts that had no key-transparency entry", len(missing))
 
 
 def _account(row: tuple[Any, ...] | None) -> AccountRecord | None:

@@ -1,0 +1,422 @@
+"""The client's side of key transparency (DESIGN.md section 4, promise P4).
+
+The server keeps an append-only Merkle log of every account's keys and devices and signs
+its state (:mod:`sealpost.transparency`). This module makes a client hold it to that log:
+
+- **Lookups.** Every directory answer (a contact's or this account's own devices) comes
+  with the account's newest log entry, its inclusion proof and a signed tree head. The
+  head must be signed by the log key pinned at ``init``, the proof must hold, and the
+  entry must name exactly the account, identity key, certificates and revocations
+  served. Anything else raises :class:`TransparencyFailure` (nothing is encrypted to
+  those devices) and raises an alarm.
+- **Consistency.** The newest head seen is kept; any other head (newer or older, from a
+  lookup, from the monitor or gossiped by a contact) must be proven consistent with it
+  by a consistency proof from the server. A log that was rewritten, or that shows this
+  client a different history than another client, fails that: a persistent alarm.
+- **Self-monitoring.** :meth:`KeyTransparency.monitor` reads this account's own entries
+  after the last one checked: each must carry this account's identity key, certificates
+  the account key signed, and only devices this account knows (added by this device or
+  announced by a sibling), with sequence numbers that have no gaps. A ghost device the
+  server logged for this account (to have senders encrypt to it) shows up here, on every
+  one of the account's devices.
+- **Gossip.** Every message sent carries the sender's newest head inside the encryption;
+  a receiver checks it against its own (:meth:`KeyTransparency.check_gossip`).
+
+Alarms are rows of the encrypted store: they stay until the user dismisses them
+(``sealpost alarms``), and every CLI command shows them. An alarm's text names public
+things only (usernames, device ids, tree sizes); its evidence is the signed heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sealpost._errors import ProtocolError
+from sealpost.client.errors import ServerError, TransparencyFailure
+from sealpost.client.store import Store
+from sealpost.client.transport import unb64
+from sealpost.crypto.sign import VerifyKey
+from sealpost.protocol.keys import verify_certificate, verify_revocation
+from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
+from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
+from sealpost.transparency.merkle import leaf_hash, verify_consistency, verify_inclusion
+
+__all__ = [
+    "ALARM_KINDS",
+    "Alarm",
+    "KeyTransparency",
+    "read_alarms",
+]
+
+log = logging.getLogger("sealpost.client.transparency")
+
+#: What each alarm means, in the words the CLI shows.
+ALARM_KINDS: Mapping[str, str] = {
+    "bad_tree_head": "the server sent a log tree head that its pinned log key did not sign",
+    "log_inconsistent": "the server's key-transparency log is not one append-only history "
+    "(rewritten, or different for different users)",
+    "directory_mismatch": "the server served keys or devices that its log does not hold",
+    "unknown_device": "a device this account did not add is in this account's log",
+    "forged_device": "this account's log lists a device certificate its key did not sign",
+    "account_key_changed": "this account's log holds an identity key that is not this account's",
+    "log_entries_missing": "entries of this account's log are missing or out of order",
+}
+
+#: Most pages of own entries one monitoring pass reads (256 entries each).
+_MAX_PAGES = 64
+
+Request = Callable[[str, str], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    alarm_id: int
+    kind: str
+    subject: str  # whom or what it is about: a username, "log", this account
+    detail: str
+    raised: int  # seconds since the epoch
+    dismissed: bool
+
+    @property
+    def meaning(self) -> str:
+        return ALARM_KINDS.get(self.kind, self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.alarm_id,
+            "kind": self.kind,
+            "subject": self.subject,
+            "meaning": self.meaning,
+            "detail": self.detail,
+            "raised": self.raised,
+            "dismissed": self.dismissed,
+        }
+
+
+def read_alarms(store: Store, *, include_dismissed: bool = False) -> list[Alarm]:
+    """The profile's alarms, oldest first (without the dismissed ones, unless asked)."""
+    rows = store.read().execute(
+        "SELECT id, kind, subject, detail, raised, dismissed FROM alarms"
+        " WHERE dismissed <= ? ORDER BY id",
+        (1 if include_dismissed else 0,),
+    )
+    return [Alarm(i, k, s, d, r, bool(x)) for i, k, s, d, r, x in rows]
+
+
+def _served_lists(doc: Mapping[str, Any]) -> tuple[list[bytes], list[bytes]]:
+    certificates = [unb64(item["certificate"]) for item in doc["devices"]]
+    revocations = [unb64(r) for r in doc.get("revocations", [])]
+    return certificates, revocations
+
+
+def _revoked_ids(items: Sequence[Any], account_key: bytes) -> set[int]:
+    """Device ids that a revocation signed by the account key (in any of ``items``)
+    revoked: a device that was removed is known to have been this account's."""
+    out = set()
+    for item in items:
+        try:
+            raws = [unb64(r) for r in item["revocations"]]
+        except (KeyError, TypeError, ServerError):
+            continue
+        for raw in raws:
+            try:
+                revocation = DeviceRevocation.decode(raw)
+                verify_revocation(revocation, expected_account_key=account_key)
+            except ProtocolError:
+                continue
+            out.add(revocation.device_id)
+    return out
+
+
+class KeyTransparency:
+    """One profile's view of its server's log: the pinned key, the newest head, alarms."""
+
+    def __init__(
+        self,
+        store: Store,
+        request: Request,
+        log_key: VerifyKey,
+        *,
+        clock: Callable[[], float],
+        on_alarm: Callable[[Alarm], None],
+    ) -> None:
+        self._store = store
+        self._request = request
+        self._key = log_key
+        self._clock = clock
+        self._on_alarm = on_alarm
+        raw = store.get_meta("log_head")
+        self._head = None if raw is None else SignedTreeHead.decode(raw)
+        self._seen: set[bytes] = set()  # heads already checked (gossip is repetitive)
+
+    # ------------------------------------------------------------------ alarms
+
+    def alarm(self, kind: str, subject: str, detail: str, evidence: Sequence[bytes] = ()) -> None:
+        """Record an alarm (once per kind, subject and detail) and tell the client."""
+        now = int(self._clock())
+        blob = b"".join(len(e).to_bytes(2, "big") + e for e in evidence)
+        with self._store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO alarms (kind, subject, detail, evidence, raised)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (kind, subject, detail, blob, now),
+            )
+            alarm_id = cur.lastrowid if cur.rowcount else None
+        log.warning("key transparency alarm: %s (%s)", kind, subject)
+        if alarm_id is not None:
+            self._on_alarm(Alarm(int(alarm_id), kind, subject, detail, now, False))
+
+    def _fail(self, kind: str, subject: str, detail: str, evidence: Sequence[bytes] = ()) -> None:
+        self.alarm(kind, subject, detail, evidence)
+        raise TransparencyFailure(kind, detail)
+
+    def dismiss(self, alarm_ids: Iterable[int] | None = None) -> int:
+        """Dismiss these alarms (all of them with ``None``); how many were dismissed."""
+        with self._store.transaction() as conn:
+            if alarm_ids is None:
+                cur = conn.execute("UPDATE alarms SET dismissed = 1 WHERE dismissed = 0")
+                return int(cur.rowcount)
+            return sum(
+                int(
+                    conn.execute(
+                        "UPDATE alarms SET dismissed = 1 WHERE id = ? AND dismissed = 0", (i,)
+                    ).rowcount
+                )
+                for i in alarm_ids
+            )
+
+    # ------------------------------------------------------------------ heads
+
+    @property
+    def log_key(self) -> bytes:
+        """The pinned log key (public)."""
+        return self._key.public_bytes_raw()
+
+    @property
+    def head(self) -> SignedTreeHead | None:
+        """The newest head this client has checked."""
+        return self._head
+
+    def gossip(self) -> bytes | None:
+        """What outgoing messages carry: the newest head's bytes."""
+        return None if self._head is None else self._head.encode()
+
+    async def observe(self, raw: bytes, *, source: str) -> SignedTreeHead:
+        """Check a tree head from ``source`` against the newest one held, and keep it if it
+        is newer. Raises :class:`TransparencyFailure` (with an alarm) if it is not signed
+        by the log key or not consistent with the held head."""
+        try:
+            head = SignedTreeHead.decode(raw)
+            head.verify(self._key)
+        except ProtocolError:
+            self._fail("bad_tree_head", "log", f"a tree head from {source} does not verify")
+        known = self._head
+        if known is None or raw in self._seen:
+            if known is None:
+                self._keep(head)
+            return head
+        if head.tree_size == known.tree_size:
+            if head.root != known.root:
+                self._fail(
+                    "log_inconsistent",
+                    "log",
+                    f"two signed heads of size {head.tree_size} with different roots "
+                    f"(one from {source})",
+                    (known.encode(), raw),
+                )
+            self._seen.add(raw)
+            return head
+        small, big = (known, head) if head.tree_size > known.tree_size else (head, known)
+        try:
+            doc = await self._request(
+                "GET", f"/v1/log/consistency?from={small.tree_size}&to={big.tree_size}"
+            )
+            proof = [unb64(h) for h in doc["proof"]]
+            verify_consistency(small.tree_size, big.tree_size, small.root, big.root, proof)
+        except (ServerError, ProtocolError, KeyError, TypeError) as exc:
+            self._fail(
+                "log_inconsistent",
+                "log",
+                f"no valid consistency proof from size {small.tree_size} to {big.tree_size} "
+                f"(a head from {source}): {type(exc).__name__}",
+                (known.encode(), raw),
+            )
+        self._seen.add(raw)
+        if head is big:
+            self._keep(head)
+        return head
+
+    def _keep(self, head: SignedTreeHead) -> None:
+        raw = head.encode()
+        with self._store.transaction() as conn:
+            self._store.set_meta(conn, "log_head", raw)
+        self._head = head
+        self._seen.add(raw)
+
+    async def check_gossip(self, raw: bytes, sender: str) -> None:
+        """A contact's head, from inside a message: alarms if the two views disagree. A
+        server that cannot be reached leaves it unchecked (logged), not alarmed."""
+        if raw in self._seen:
+            return
+        try:
+            await self.observe(raw, source=f"a message from {sender}")
+        except TransparencyFailure:
+            pass  # the alarm is raised
+        except Exception as exc:  # the server is unreachable now: check the next one
+            log.info("could not check a gossiped tree head: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------------ lookups
+
+    async def check_lookup(
+        self, doc: Mapping[str, Any], *, account_id: bytes, username: str, account_key: bytes
+    ) -> None:
+        """Check a directory answer against the log; raises :class:`TransparencyFailure`."""
+        subject = username.lower()
+        try:
+            proof_doc = doc["transparency"]
+            head_raw = unb64(proof_doc["head"])
+            index = proof_doc["index"]
+            entry_raw = unb64(proof_doc["entry"])
+            proof = [unb64(h) for h in proof_doc["proof"]]
+            certificates, revocations = _served_lists(doc)
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise TypeError("index")
+        except (KeyError, TypeError, ServerError):
+            self._fail("directory_mismatch", subject, f"the lookup of {subject} has no log proof")
+        head = await self.observe(head_raw, source=f"the lookup of {subject}")
+        try:
+            verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
+            entry = LogEntry.decode(entry_raw)
+            commitment = devices_commitment(certificates, revocations)
+        except ProtocolError as exc:
+            self._fail(
+                "directory_mismatch",
+                subject,
+                f"the log proof for {subject} does not hold ({type(exc).__name__})",
+            )
+        if (
+            entry.account_id != account_id
+            or entry.username != subject
+            or entry.account_key != account_key
+        ):
+            self._fail(
+                "directory_mismatch",
+                subject,
+                f"the server served an account or identity key for {subject} that its log "
+                "does not hold",
+            )
+        if commitment != entry.devices:
+            self._fail(
+                "directory_mismatch",
+                subject,
+                f"the server served devices for {subject} that its log does not hold",
+            )
+
+    # ------------------------------------------------------------------ self-monitoring
+
+    async def monitor(
+        self,
+        *,
+        account_id: bytes,
+        username: str,
+        account_key: bytes,
+        known_devices: set[int],
+        grace_ms: int,
+    ) -> int:
+        """Check this account's log entries after the last one checked; returns how many
+        were checked. A device id outside ``known_devices`` (nor revoked by the account key
+        in that entry) in an entry younger than ``grace_ms`` is left for the next pass (a
+        sibling's announcement of a device it just linked may not have arrived yet)."""
+        checked = 0
+        after = int((self._store.get_meta("log_monitored") or b"-1").decode())  # an index
+        last_seq = int((self._store.get_meta("log_monitored_seq") or b"0").decode())
+        me = "this account"
+        for _ in range(_MAX_PAGES):
+            query = "" if after < 0 else f"?after={after}"
+            doc = await self._request("GET", f"/v1/log/accounts/{account_id.hex()}{query}")
+            try:
+                head_raw = unb64(doc["head"])
+                items = list(doc["entries"])
+                more = bool(doc.get("more"))
+            except (KeyError, TypeError):
+                raise ServerError(0, "bad_response", "malformed log entries") from None
+            head = await self.observe(head_raw, source="this account's log entries")
+            revoked = _revoked_ids(items, account_key)
+            stop = False
+            for item in items:
+                try:
+                    index = int(item["index"])
+                    entry_raw = unb64(item["entry"])
+                    proof = [unb64(h) for h in item["proof"]]
+                    certificates = [unb64(c) for c in item["certificates"]]
+                    revocations = [unb64(r) for r in item["revocations"]]
+                    verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
+                    entry = LogEntry.decode(entry_raw)
+                    commitment = devices_commitment(certificates, revocations)
+                except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+                    self._fail(
+                        "log_inconsistent",
+                        me,
+                        f"an entry of this account's log does not check out ({type(exc).__name__})",
+                    )
+                if index <= after or entry.account_id != account_id:
+                    self._fail("log_inconsistent", me, "the server sent another account's entry")
+                if entry.sequence != last_seq + 1:
+                    self.alarm(
+                        "log_entries_missing",
+                        me,
+                        f"entry {entry.sequence} follows entry {last_seq}",
+                    )
+                if entry.account_key != account_key or entry.username != username.lower():
+                    self.alarm(
+                        "account_key_changed",
+                        me,
+                        f"log entry {entry.sequence} (index {index}) names another identity "
+                        "key or username for this account",
+                    )
+                if commitment != entry.devices:
+                    self.alarm(
+                        "directory_mismatch",
+                        me,
+                        f"log entry {entry.sequence} does not commit to the devices served with it",
+                    )
+                for raw in certificates:
+                    try:
+                        cert = DeviceCertificate.decode(raw)
+                        verify_certificate(cert, expected_account_key=account_key)
+                    except ProtocolError:
+                        self.alarm(
+                            "forged_device",
+                            me,
+                            f"log entry {entry.sequence} lists a device certificate "
+                            f"(sha256 {hashlib.sha256(raw).hexdigest()[:16]}) that this "
+                            "account's key did not sign",
+                        )
+                        continue
+                    if cert.account_id != account_id:
+                        continue
+                    if cert.device_id in known_devices or cert.device_id in revoked:
+                        continue
+                    if entry.timestamp > int(self._clock() * 1000) - grace_ms:
+                        stop = True  # perhaps a sibling's new device, not announced yet
+                        break
+                    self.alarm(
+                        "unknown_device",
+                        me,
+                        f"device {cert.device_id} is in this account's log (entry "
+                        f"{entry.sequence}) but no device of this account added it",
+                    )
+                if stop:
+                    break
+                after, last_seq = index, entry.sequence
+                checked += 1
+            with self._store.transaction() as conn:
+                self._store.set_meta(conn, "log_monitored", str(after).encode())
+                self._store.set_meta(conn, "log_monitored_seq", str(last_seq).encode())
+            if stop or not more:
+                break
+        return checked

@@ -1,0 +1,178 @@
+"""The key-transparency log: signed tree heads, proofs, and each account's entries.
+
+Every change to an account's keys appends a :class:`~sealpost.transparency.log.LogEntry`
+in the same transaction as the change (see :mod:`sealpost.server.storage.base`). The
+:class:`LogService` signs the log's state with the server's log key (``DATA/log_key``,
+Ed25519; clients pin its public half at ``init``): a new head at most every
+``log_head_interval`` seconds while the log grows, and at once when an answer needs a head
+covering an entry that the newest head does not (a lookup right after a registration).
+Heads are stored; entries and heads are never rewritten, and every proof is read from the
+stored complete subtrees (O(log n) rows), never by rebuilding the tree.
+
+Endpoints (all unauthenticated: the log is public, and asking reveals nothing about whom
+one talks to beyond what a directory lookup already does):
+
+- ``GET /v1/log/key``: the log's public key;
+- ``GET /v1/log/head``: the newest signed tree head;
+- ``GET /v1/log/consistency?from=M&to=N``: the RFC 9162 consistency proof from size M to N;
+- ``GET /v1/log/inclusion?index=I&size=N``: the inclusion proof of entry I at size N;
+- ``GET /v1/log/accounts/{account_id}?after=I``: the account's entries after index I, each
+  with the certificates and revocations it commits to and its inclusion proof against the
+  head returned with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sealpost.crypto.sign import SigningKey
+from sealpost.server.codec import b64, parse_hex
+from sealpost.server.context import Context
+from sealpost.server.errors import bad_request
+from sealpost.server.storage.base import LoggedEntry, Storage
+from sealpost.transparency.log import SignedTreeHead
+
+__all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "logged_json"]
+
+log = logging.getLogger("sealpost.server.log")
+
+#: Entries of one account in one answer (an account changes its devices rarely).
+MAX_ENTRIES_PAGE = 256
+_MAX_SIZE = 2**63 - 1
+
+
+class LogService:
+    """Signs tree heads for the log in ``storage`` and hands out the newest one."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        log_key: SigningKey,
+        *,
+        interval: float,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._storage = storage
+        self._key = log_key
+        self._interval = interval
+        self._clock_ms = clock_ms
+        self._head: SignedTreeHead | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def public_key(self) -> bytes:
+        return self._key.public_key().public_bytes_raw()
+
+    async def head(self, min_size: int = 0) -> SignedTreeHead:
+        """The newest head, signing a new one first if it covers fewer than ``min_size``
+        entries (or none was ever signed)."""
+        head = self._head
+        if head is not None and head.tree_size >= min_size:
+            return head
+        async with self._lock:
+            if self._head is None:
+                stored = await self._storage.log_head()
+                self._head = None if stored is None else SignedTreeHead.decode(stored)
+            head = self._head
+            if head is not None and head.tree_size >= min_size:
+                return head
+            return await self._sign(await self._storage.log_size())
+
+    async def _sign(self, size: int) -> SignedTreeHead:
+        previous = self._head
+        if previous is not None and previous.tree_size == size:
+            return previous
+        timestamp = self._clock_ms()
+        if previous is not None:
+            timestamp = max(timestamp, previous.timestamp + 1)  # heads move forward in time
+        head = SignedTreeHead.sign(
+            self._key, tree_size=size, timestamp=timestamp, root=await self._storage.log_root(size)
+        )
+        await self._storage.add_log_head(size, timestamp, head.encode())
+        self._head = head
+        return head
+
+    async def run(self) -> None:
+        """Sign a head whenever the log has grown, every ``interval`` seconds."""
+        while True:
+            try:
+                size = await self._storage.log_size()
+                if self._head is None or size > self._head.tree_size:
+                    await self.head(size)
+            except Exception:
+                log.exception("signing a tree head failed")
+            await asyncio.sleep(self._interval)
+
+
+def logged_json(item: LoggedEntry, proof: list[bytes]) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "entry": b64(item.entry),
+        "certificates": [b64(c) for c in item.certificates],
+        "revocations": [b64(r) for r in item.revocations],
+        "proof": [b64(h) for h in proof],
+    }
+
+
+def _size_param(request: Request, name: str, *, minimum: int = 0) -> int:
+    text = request.query_params.get(name, "")
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > _MAX_SIZE:
+        raise bad_request(f"query parameter {name} must be an integer")
+    value = int(text)
+    if value < minimum:
+        raise bad_request(f"query parameter {name} must be at least {minimum}")
+    return value
+
+
+class LogApi:
+    def __init__(self, ctx: Context, service: LogService) -> None:
+        self._ctx = ctx
+        self._log = service
+
+    async def key(self, request: Request) -> Response:
+        return JSONResponse({"public_key": b64(self._log.public_key)})
+
+    async def head(self, request: Request) -> Response:
+        head = await self._log.head()
+        return JSONResponse({"head": b64(head.encode()), "tree_size": head.tree_size})
+
+    async def consistency(self, request: Request) -> Response:
+        first = _size_param(request, "from", minimum=1)
+        second = _size_param(request, "to", minimum=1)
+        size = await self._ctx.storage.log_size()
+        if first > second or second > size:
+            raise bad_request(f"need 1 <= from <= to <= {size}")
+        proof = await self._ctx.storage.log_consistency(first, second)
+        return JSONResponse({"proof": [b64(h) for h in proof]})
+
+    async def inclusion(self, request: Request) -> Response:
+        index = _size_param(request, "index")
+        tree_size = _size_param(request, "size", minimum=1)
+        size = await self._ctx.storage.log_size()
+        if index >= tree_size or tree_size > size:
+            raise bad_request(f"need index < size <= {size}")
+        proof = await self._ctx.storage.log_inclusion(index, tree_size)
+        return JSONResponse({"proof": [b64(h) for h in proof]})
+
+    async def account(self, request: Request) -> Response:
+        account_id = parse_hex(request.path_params["account_id"], 16, "account id")
+        after = -1
+        if "after" in request.query_params:
+            after = _size_param(request, "after")
+        entries = await self._ctx.storage.log_entries(account_id, after=after)
+        page = entries[:MAX_ENTRIES_PAGE]
+        head = await self._log.head(max((e.index + 1 for e in page), default=0))
+        out = [
+            logged_json(e, await self._ctx.storage.log_inclusion(e.index, head.tree_size))
+            for e in page
+        ]
+        return JSONResponse(
+            {"head": b64(head.encode()), "entries": out, "more": len(entries) > len(page)}
+        )
