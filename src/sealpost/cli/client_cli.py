@@ -7,13 +7,19 @@ environment, and it may end up in shell history). Errors are one line on stderr 
 non-zero exit status; ``--debug`` shows the traceback as well.
 
 Exit codes: 0 success, 1 any other error, 2 usage, 3 wrong passcode or locked profile,
-4 server unreachable or refusing, 5 unknown contact, 6 a verified contact's key changed.
+4 server unreachable or refusing, 5 unknown contact, 6 a verified contact's key changed,
+7 a key-transparency check failed (the server's answer contradicts its log; an alarm is
+raised), 8 ``sealpost audit`` found the log inconsistent.
+
+Key-transparency alarms are printed on stderr by every command that opens a profile,
+until they are dismissed with ``sealpost alarms --dismiss``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import datetime
 import getpass
@@ -24,7 +30,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from sealpost.client.audit import AuditFailure, Auditor
 from sealpost.client.client import (
+    AlarmRaised,
     Client,
     DeviceLinked,
     DeviceRemoved,
@@ -40,6 +48,7 @@ from sealpost.client.errors import (
     ClientError,
     ServerError,
     ServerUnavailable,
+    TransparencyFailure,
     UnknownContact,
     UntrustedContact,
 )
@@ -173,6 +182,25 @@ def add_client_commands(sub: Any) -> None:
     passcode_sub = p.add_subparsers(dest="passcode_command", required=True, metavar="ACTION")
     passcode_sub.add_parser("change", help="set a new passcode (the data is not re-encrypted)")
 
+    p = command("alarms", "key-transparency alarms: what the server did that it must not")
+    p.add_argument("--json", action="store_true", help="one JSON object per alarm")
+    p.add_argument("--all", action="store_true", help="include dismissed alarms")
+    p.add_argument(
+        "--dismiss", nargs="+", metavar="ID", help="dismiss these alarms ('all' for every one)"
+    )
+
+    p = command("audit", "witness a server's key-transparency log (no profile needed)")
+    p.add_argument("--server", required=True, metavar="URL")
+    p.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="where the newest checked head is kept (default: beside the profile)",
+    )
+    p.add_argument("--log-key", metavar="B64", help="the log key to pin (default: first seen)")
+    p.add_argument("--loop", type=float, metavar="SECONDS", help="check again every SECONDS")
+    p.add_argument("--json", action="store_true", help="one JSON report per check")
+
     p = command("whoami", "this profile's account and server")
     p.add_argument("--json", action="store_true")
 
@@ -194,6 +222,8 @@ CLIENT_COMMANDS = (
     "safety-number",
     "verify",
     "passcode",
+    "alarms",
+    "audit",
     "whoami",
     "demo",
 )
@@ -333,6 +363,10 @@ def _print_notice(event: Event, as_json: bool) -> None:
             "by": event.by,
         }
         text = f"{event.by} set disappearing messages in {where} to {_duration(event.seconds)}"
+    elif isinstance(event, AlarmRaised):
+        alarm = event.alarm
+        doc = {"event": "alarm"} | alarm.to_json()
+        text = f"ALARM {alarm.alarm_id}: {alarm.meaning}: {alarm.detail}"
     elif isinstance(event, MessageDeleted):
         doc = {
             "event": "message_deleted",
@@ -383,12 +417,31 @@ async def _open(profile: Path) -> Client:
     return await Client.open(profile, read_passcode())
 
 
+def _show_alarms(client: Client, shown: set[int]) -> None:
+    """Print the alarms not dismissed (and not shown yet by this command) on stderr."""
+    for alarm in client.alarms():
+        if alarm.alarm_id in shown:
+            continue
+        shown.add(alarm.alarm_id)
+        print(
+            f"sealpost: ALARM {alarm.alarm_id} ({alarm.subject}): {alarm.meaning}: "
+            f"{alarm.detail}. See 'sealpost alarms'.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 async def _with_client(profile: Path, body: Callable[[Client], Awaitable[int]]) -> int:
     client = await _open(profile)
+    shown: set[int] = set()
     try:
+        _show_alarms(client, shown)
         return await body(client)
     finally:
-        await client.close()
+        try:
+            _show_alarms(client, shown)  # raised while this command ran
+        finally:
+            await client.close()
 
 
 async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
@@ -655,6 +708,72 @@ async def cmd_whoami(args: argparse.Namespace, profile: Path) -> int:
     return await _with_client(profile, body)
 
 
+async def cmd_alarms(args: argparse.Namespace, profile: Path) -> int:
+    client = await _open(profile)
+    try:
+        if args.dismiss:
+            if args.dismiss == ["all"]:
+                count = await client.dismiss_alarms(None)
+            else:
+                try:
+                    ids = [int(i) for i in args.dismiss]
+                except ValueError:
+                    raise CliError("alarm ids are numbers (or 'all')", 2) from None
+                count = await client.dismiss_alarms(ids)
+            print(f"dismissed {count} alarm{'s' if count != 1 else ''}")
+            return 0
+        alarms = client.alarms(include_dismissed=args.all)
+        for alarm in alarms:
+            if args.json:
+                print(json.dumps(alarm.to_json()))
+            else:
+                state = " (dismissed)" if alarm.dismissed else ""
+                print(
+                    f"{alarm.alarm_id}  {_time(alarm.raised * 1000)}  {alarm.kind}{state}\n"
+                    f"    {alarm.subject}: {alarm.meaning}\n    {alarm.detail}"
+                )
+        if not alarms and not args.json:
+            print("no alarms")
+        return 0
+    finally:
+        await client.close()
+
+
+async def cmd_audit(args: argparse.Namespace, profile: Path) -> int:
+    log_key = None
+    if args.log_key:
+        try:
+            log_key = base64.b64decode(args.log_key, validate=True)
+        except ValueError:
+            raise CliError("--log-key is base64", 2) from None
+        if len(log_key) != 32:
+            raise CliError("--log-key is a 32-byte Ed25519 public key", 2)
+    state = args.state or profile.parent / "audit" / _safe_name(args.server)
+    auditor = Auditor(args.server, state, log_key=log_key)
+    while True:
+        try:
+            report = await auditor.check()
+        except AuditFailure as failure:
+            if args.json and failure.report is not None:
+                print(json.dumps(failure.report.to_json()), flush=True)
+            raise CliError(f"AUDIT FAILED for {args.server}: {failure.detail}", 8) from None
+        if args.json:
+            print(json.dumps(report.to_json()), flush=True)
+        else:
+            print(
+                f"{args.server}: tree size {report.tree_size}, root {report.root.hex()[:16]}…: "
+                f"{report.detail}",
+                flush=True,
+            )
+        if not args.loop:
+            return 0
+        await asyncio.sleep(args.loop)
+
+
+def _safe_name(url: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in url)
+
+
 async def cmd_demo(args: argparse.Namespace, profile: Path) -> int:
     from sealpost.cli.demo import run_demo
 
@@ -676,6 +795,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int
     "safety-number": cmd_safety_number,
     "verify": cmd_verify,
     "passcode": cmd_passcode,
+    "alarms": cmd_alarms,
+    "audit": cmd_audit,
     "whoami": cmd_whoami,
     "demo": cmd_demo,
 }
@@ -698,6 +819,8 @@ def _describe(exc: BaseException) -> tuple[str, int]:
         return str(exc), 5
     if isinstance(exc, UntrustedContact):
         return str(exc), 6
+    if isinstance(exc, TransparencyFailure):
+        return f"{exc} (nothing was sent; see 'sealpost alarms')", 7
     if isinstance(exc, ServerUnavailable):
         return f"server unavailable: {exc}", 4
     if isinstance(exc, ServerError):

@@ -5,6 +5,7 @@ command line (:mod:`sealpost.cli`) is built on this library.
 """
 
 from sealpost.client.client import (
+    AlarmRaised,
     AttachmentInfo,
     Client,
     Contact,
@@ -26,13 +27,17 @@ from sealpost.client.errors import (
     NotRegistered,
     ServerError,
     ServerUnavailable,
+    TransparencyFailure,
     TransportError,
     UnknownContact,
     UntrustedContact,
 )
 from sealpost.client.store import KdfParams, StoreError, WrongPasscode
+from sealpost.client.transparency import Alarm
 
 __all__ = [
+    "Alarm",
+    "AlarmRaised",
     "AttachmentInfo",
     "Client",
     "ClientError",
@@ -54,6 +59,7 @@ __all__ = [
     "ServerUnavailable",
     "StoreError",
     "TimerChanged",
+    "TransparencyFailure",
     "TransportError",
     "UnknownContact",
     "UntrustedContact",

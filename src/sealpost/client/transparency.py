@@ -64,6 +64,8 @@ ALARM_KINDS: Mapping[str, str] = {
     "forged_device": "this account's log lists a device certificate its key did not sign",
     "account_key_changed": "this account's log holds an identity key that is not this account's",
     "log_entries_missing": "entries of this account's log are missing or out of order",
+    "revoked_device_returned": "a device this account revoked is back in its log, or its "
+    "revocation was dropped",
 }
 
 #: Most pages of own entries one monitoring pass reads (256 entries each).
@@ -334,6 +336,8 @@ class KeyTransparency:
         checked = 0
         after = int((self._store.get_meta("log_monitored") or b"-1").decode())  # an index
         last_seq = int((self._store.get_meta("log_monitored_seq") or b"0").decode())
+        stored = (self._store.get_meta("log_monitored_revoked") or b"").decode()
+        revoked_so_far = {int(d) for d in stored.split(",") if d}
         me = "this account"
         for _ in range(_MAX_PAGES):
             query = "" if after < 0 else f"?after={after}"
@@ -346,6 +350,7 @@ class KeyTransparency:
                 raise ServerError(0, "bad_response", "malformed log entries") from None
             head = await self.observe(head_raw, source="this account's log entries")
             revoked = _revoked_ids(items, account_key)
+            entry_revoked: set[int] = set()
             stop = False
             for item in items:
                 try:
@@ -378,6 +383,13 @@ class KeyTransparency:
                         f"log entry {entry.sequence} (index {index}) names another identity "
                         "key or username for this account",
                     )
+                entry_revoked = _revoked_ids([item], account_key)
+                for device_id in sorted(revoked_so_far - entry_revoked):
+                    self.alarm(
+                        "revoked_device_returned",
+                        me,
+                        f"log entry {entry.sequence} drops the revocation of device {device_id}",
+                    )
                 if commitment != entry.devices:
                     self.alarm(
                         "directory_mismatch",
@@ -399,6 +411,14 @@ class KeyTransparency:
                         continue
                     if cert.account_id != account_id:
                         continue
+                    if cert.device_id in revoked_so_far | entry_revoked:
+                        self.alarm(
+                            "revoked_device_returned",
+                            me,
+                            f"log entry {entry.sequence} lists device {cert.device_id}, which "
+                            "this account revoked",
+                        )
+                        continue
                     if cert.device_id in known_devices or cert.device_id in revoked:
                         continue
                     if entry.timestamp > int(self._clock() * 1000) - grace_ms:
@@ -413,10 +433,16 @@ class KeyTransparency:
                 if stop:
                     break
                 after, last_seq = index, entry.sequence
+                revoked_so_far |= entry_revoked
                 checked += 1
             with self._store.transaction() as conn:
                 self._store.set_meta(conn, "log_monitored", str(after).encode())
                 self._store.set_meta(conn, "log_monitored_seq", str(last_seq).encode())
+                self._store.set_meta(
+                    conn,
+                    "log_monitored_revoked",
+                    ",".join(str(d) for d in sorted(revoked_so_far)).encode(),
+                )
             if stop or not more:
                 break
         return checked

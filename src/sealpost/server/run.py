@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -89,8 +90,10 @@ def _log_config(level: str) -> dict[str, Any]:
     }
 
 
-def run_server(config: ServerConfig) -> None:
-    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound."""
+def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
+    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound.
+    ``wrap`` wraps the ASGI application (the hostile-server tests put an operator who
+    misbehaves in front of it; ``sealpost server`` never passes one)."""
     config.data.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
@@ -105,6 +108,8 @@ def run_server(config: ServerConfig) -> None:
         rng=system_rng,
         monotonic=time.monotonic,
     )
+    if wrap is not None:
+        app = wrap(app)
     sock = bind_socket(config.host, config.port)
     url = url_of(sock, tls=config.tls)
     uv_config = uvicorn.Config(

@@ -1,0 +1,150 @@
+"""The hostile-server harness: the real server in a subprocess (``hostile_server.py``),
+on a fixed port so it can be stopped, edited and restarted, with an operator who can
+answer requests in its place (rules), per user (views), and who holds its data directory:
+the database, the server key and the log key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sealpost.crypto.sign import SigningKey
+
+HERE = Path(__file__).parent
+TIMEOUT = 20.0
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HostileServer:
+    def __init__(self, root: Path) -> None:
+        self.data = root / "data"
+        self.logs = root / "logs"
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    def start(self) -> HostileServer:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._starts += 1
+        out = self.logs / f"stdout.{self._starts}.log"
+        err = self.logs / f"stderr.{self._starts}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
+        with out.open("wb") as o, err.open("wb") as e:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "hostile_server.py"), str(self.data), str(self.port)],
+                stdout=o,
+                stderr=e,
+                env=env,
+            )
+        deadline = time.monotonic() + TIMEOUT
+        while "listening on" not in out.read_text():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited: {err.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def url(self, view: str | None = None) -> str:
+        base = f"http://127.0.0.1:{self.port}"
+        return base if view is None else f"{base}/_view/{view}"
+
+    # -- the operator's powers
+
+    def rules(self, rules: list[dict[str, Any]]) -> None:
+        """Answer matching requests with these bodies instead of the server."""
+        path = self.data / "hostile.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rules))
+        os.replace(tmp, path)
+
+    def clear_rules(self) -> None:
+        (self.data / "hostile.json").unlink(missing_ok=True)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data / "sealpost.db", isolation_level=None, timeout=10)
+
+    @property
+    def log_key(self) -> SigningKey:
+        return SigningKey.from_private_bytes((self.data / "log_key").read_bytes())
+
+    @property
+    def server_key(self) -> SigningKey:
+        return SigningKey.from_private_bytes((self.data / "server_key").read_bytes())
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(self.url() + path, timeout=TIMEOUT)
+        response.raise_for_status()
+        return response.json()
+
+    def queue(self, account_id: bytes, device_id: int = 1) -> list[tuple[int, bytes, bytes]]:
+        """(seq, message id, body) of what waits for a device, in queue order."""
+        db = self.db()
+        try:
+            return [
+                (seq, bytes(m), bytes(b))
+                for seq, m, b in db.execute(
+                    "SELECT seq, message_id, body FROM queue WHERE account_id = ? AND "
+                    "device_id = ? ORDER BY seq",
+                    (account_id, device_id),
+                )
+            ]
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileServer]:
+    server = HostileServer(tmp_path_factory.mktemp("hostile")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _honest_again(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "hostile" in request.fixturenames:
+        server: HostileServer = request.getfixturevalue("hostile")
+        server.clear_rules()
+        if server.proc is None:
+            server.start()

@@ -1,0 +1,747 @@
+"""The hostile-server suite (DESIGN.md section 4, promise P4; issue 6).
+
+Each test plays an operator who misbehaves, under a court order or as an attacker inside
+the server: it edits the server's database, signs with the server's keys, answers requests
+in the server's place (for one user or for all), or injects envelopes. Each shows that the
+attack is detected (which alarm, on which device) or is harmless. docs/THREAT_MODEL.md has
+the table of these scenarios with what the user sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import HostileServer, b64, unb64
+from sealpost.client import Client, KeyChanged, MessageReceived, TransparencyFailure
+from sealpost.client.store import TEST_PARAMS
+from sealpost.crypto.dh import DhPublicKey
+from sealpost.crypto.sign import SigningKey
+from sealpost.protocol.content import TextContent, encode_content
+from sealpost.protocol.keys import AccountIdentity, DeviceKeys
+from sealpost.protocol.sealed import seal
+from sealpost.protocol.session import Session
+from sealpost.protocol.wire import PreKeyBundle, SenderCertificate
+from sealpost.server.storage.sqlite import log_account_state
+from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
+from sealpost.transparency.merkle import (
+    MemoryNodeStore,
+    append,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root,
+)
+
+_names = iter(range(10**6))
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def unique() -> str:
+    return f"u{os.getpid() % 10000}x{next(_names)}"
+
+
+async def user(hostile: HostileServer, root: Path, view: str | None = None) -> Client:
+    name = unique()
+    return await Client.create(
+        root / name,
+        "passcode-" + name,
+        server_url=hostile.url(view),
+        username=name,
+        params=TEST_PARAMS,
+    )
+
+
+async def link(existing: Client, root: Path, name: str) -> Client:
+    shown: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    task = asyncio.create_task(
+        Client.link_new(
+            root / f"{existing.username}-{name}",
+            "passcode-" + name,
+            server_url=existing.server_url,
+            device_name=name,
+            show=lambda code, confirmation: shown.put_nowait((code, confirmation)),
+            params=TEST_PARAMS,
+        )
+    )
+    code, _ = await asyncio.wait_for(shown.get(), 20)
+    await existing.link_accept(code, lambda _name, _digits: True)
+    return await asyncio.wait_for(task, 30)
+
+
+def texts(events: list[Any]) -> list[str]:
+    return [e.message.text for e in events if isinstance(e, MessageReceived)]
+
+
+def kinds(client: Client) -> list[str]:
+    return [a.kind for a in client.alarms()]
+
+
+def ghost_device(account: AccountIdentity, device_id: int = 9) -> DeviceKeys:
+    return DeviceKeys.generate(account, device_id, now=int(time.time()), rng=os.urandom)
+
+
+def add_device_row(hostile: HostileServer, account_id: bytes, cert: bytes, device_id: int) -> None:
+    """The operator adds a device to an account in its storage, and logs it."""
+    db = hostile.db()
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(
+        "INSERT INTO devices (account_id, device_id, certificate, registered) VALUES (?, ?, ?, 0)",
+        (account_id, device_id, cert),
+    )
+    log_account_state(db, account_id)
+    db.execute("COMMIT")
+    db.close()
+
+
+def serve_lookup(hostile: HostileServer, name: str, doc: dict[str, Any]) -> None:
+    hostile.rules([{"method": "GET", "path": f"/v1/accounts/{name}", "body": doc}])
+
+
+def inject(hostile: HostileServer, account_id: bytes, body: bytes) -> None:
+    """Queue ``body`` for device 1 of the account, as a sealed send from anyone."""
+    httpx.put(
+        hostile.url() + "/v1/messages",
+        json={"messages": [{"account_id": account_id.hex(), "device_id": 1, "body": b64(body)}]},
+        timeout=20,
+    ).raise_for_status()
+
+
+def log_entries(hostile: HostileServer) -> list[bytes]:
+    db = hostile.db()
+    try:
+        return [bytes(e) for (e,) in db.execute("SELECT entry FROM log_entries ORDER BY idx")]
+    finally:
+        db.close()
+
+
+def forked_tree(entries: list[bytes]) -> MemoryNodeStore:
+    store = MemoryNodeStore()
+    append(store, 0, [leaf_hash(e) for e in entries])
+    return store
+
+
+def sign_head(hostile: HostileServer, store: MemoryNodeStore, size: int) -> bytes:
+    return SignedTreeHead.sign(
+        hostile.log_key,
+        tree_size=size,
+        timestamp=int(time.time() * 1000),
+        root=root(store, size),
+    ).encode()
+
+
+def own_account(client: Client) -> AccountIdentity:
+    """The account key (the test plays the operator who obtained a certificate for a
+    device it controls, e.g. by phishing a link; the server cannot make one itself)."""
+    return client._account
+
+
+# ---------------------------------------------------------------------- 1. ghost devices
+
+
+def test_ghost_device_without_certificate_shown_to_a_sender_is_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """1a: the server adds a device the account key never certified, and lists it for
+    the account without logging it: the sender refuses to send and raises an alarm."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            await bob.send(alice.username, "before")
+            doc = hostile.get(f"/v1/accounts/{alice.username}")
+            ghost = ghost_device(AccountIdentity.generate(os.urandom))
+            doc["devices"].append({"device_id": 9, "certificate": b64(ghost.certificate.encode())})
+            hostile.rules(
+                [{"method": "GET", "path": f"/v1/accounts/{alice.username}", "body": doc}]
+            )
+            with pytest.raises(TransparencyFailure) as refused:
+                await bob.lookup(alice.username)
+            assert refused.value.kind == "directory_mismatch"
+            assert kinds(bob) == ["directory_mismatch"]
+            assert [c.devices for c in bob.contacts() if c.username == alice.username] == [(1,)]
+            assert hostile.queue(alice.account_id, 9) == []
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+def test_ghost_device_with_certificate_not_in_the_log_is_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """1b: a device with a valid certificate, in the server's storage and directory but not
+    in its log: senders check the directory against the log and refuse."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            ghost = ghost_device(own_account(alice))
+            db = hostile.db()
+            db.execute(
+                "INSERT INTO devices (account_id, device_id, certificate, registered) "
+                "VALUES (?, 9, ?, 0)",
+                (alice.account_id, ghost.certificate.encode()),
+            )
+            db.close()
+            doc = hostile.get(f"/v1/accounts/{alice.username}")
+            doc["devices"].append({"device_id": 9, "certificate": b64(ghost.certificate.encode())})
+            hostile.rules(
+                [{"method": "GET", "path": f"/v1/accounts/{alice.username}", "body": doc}]
+            )
+            with pytest.raises(TransparencyFailure):
+                await bob.send(alice.username, "must not reach the ghost")
+            assert kinds(bob) == ["directory_mismatch"]
+            assert hostile.queue(alice.account_id, 9) == []
+            assert hostile.queue(alice.account_id, 1) == []
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+def test_logged_ghost_device_alarms_every_device_of_the_account(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """1c: the server adds a device with a valid certificate and logs it, so senders
+    accept it: each of the account's own devices finds it when it monitors its log."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        laptop = await link(alice, tmp_path, "laptop")
+        bob = await user(hostile, tmp_path)
+        try:
+            await alice.receive(wait=2)  # the laptop's announcement
+            for device in (alice, laptop):
+                device.monitor_grace = 0
+                await device.monitor()
+                assert kinds(device) == []  # both devices are known: no false alarm
+            ghost = ghost_device(own_account(alice))
+            add_device_row(hostile, alice.account_id, ghost.certificate.encode(), 9)
+            contact = await bob.lookup(alice.username)
+            assert 9 in contact.devices  # logged and certified: senders would use it
+            for device in (alice, laptop):
+                await device.monitor()
+                assert kinds(device) == ["unknown_device"]
+                assert "device 9" in device.alarms()[0].detail
+        finally:
+            for c in (alice, laptop, bob):
+                await c.close()
+
+    run(scenario())
+
+
+def test_logged_ghost_waits_for_a_grace_period_then_alarms(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """A device a sibling just linked may be in the log before its announcement arrives:
+    an unknown device is an alarm once the grace period has passed, and stays checked."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        try:
+            ghost = ghost_device(own_account(alice))
+            add_device_row(hostile, alice.account_id, ghost.certificate.encode(), 7)
+            alice.monitor_grace = 3600
+            await alice.monitor()
+            assert kinds(alice) == []
+            alice.monitor_grace = 0
+            await alice.monitor()  # the entry was left unchecked: checked again now
+            assert kinds(alice) == ["unknown_device"]
+        finally:
+            await alice.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 2. key substitution
+
+
+def test_substituted_account_key_not_in_the_log_is_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """2a: the directory answers with an account key and device the server holds."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            doc = hostile.get(f"/v1/accounts/{alice.username}")
+            fake = AccountIdentity.generate(os.urandom)
+            device = DeviceKeys.generate(fake, 1, now=int(time.time()), rng=os.urandom)
+            doc["account_key"] = b64(fake.public_key().public_bytes_raw())
+            doc["devices"] = [{"device_id": 1, "certificate": b64(device.certificate.encode())}]
+            hostile.rules(
+                [{"method": "GET", "path": f"/v1/accounts/{alice.username}", "body": doc}]
+            )
+            with pytest.raises(TransparencyFailure):
+                await bob.send(alice.username, "not to the server's key")
+            assert kinds(bob) == ["directory_mismatch"]
+            assert hostile.queue(alice.account_id) == []
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+def test_logged_key_substitution_warns_the_sender_and_alarms_the_owner(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """2b: the server swaps the account key and devices in storage and logs it: a sender
+    that verified the contact is blocked (safety number changed); the owner's device
+    finds an identity key that is not its own in its log."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            await bob.send(alice.username, "verified")
+            bob.verify(alice.username)
+            await alice.monitor()
+            fake = AccountIdentity.generate(os.urandom)
+            device = DeviceKeys.generate(fake, 1, now=int(time.time()), rng=os.urandom)
+            db = hostile.db()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE accounts SET account_key = ? WHERE account_id = ?",
+                (fake.public_key().public_bytes_raw(), alice.account_id),
+            )
+            db.execute(
+                "UPDATE devices SET certificate = ? WHERE account_id = ? AND device_id = 1",
+                (device.certificate.encode(), alice.account_id),
+            )
+            log_account_state(db, alice.account_id)
+            db.execute("COMMIT")
+            db.close()
+            hostile.restart()  # the server caches account records
+            await bob.lookup(alice.username)
+            assert KeyChanged(alice.username, True) in bob.take_events()
+            from sealpost.client import UntrustedContact
+
+            with pytest.raises(UntrustedContact):
+                await bob.send(alice.username, "not until verified again")
+            await alice.monitor()
+            assert "account_key_changed" in kinds(alice)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+def test_substituted_prekeys_in_a_bundle_are_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """2c: the bundle's prekeys replaced with the server's: not signed by the device."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            real = PreKeyBundle.decode(
+                unb64(hostile.get(f"/v1/keys/{alice.account_id.hex()}/1")["bundle"])
+            )
+            server_device = DeviceKeys.generate(
+                AccountIdentity.generate(os.urandom), 1, now=int(time.time()), rng=os.urandom
+            )
+            spk = server_device.new_signed_prekey(1, now=int(time.time()), rng=os.urandom)
+            forged = PreKeyBundle(real.certificate, spk.public, None, real.kem_prekey)
+            hostile.rules(
+                [
+                    {
+                        "method": "GET",
+                        "path": f"/v1/keys/{alice.account_id.hex()}/1",
+                        "body": {"bundle": b64(forged.encode()), "one_time_prekey": False},
+                    }
+                ]
+            )
+            with pytest.raises(Exception) as refused:
+                await bob.send(alice.username, "not to the server's prekey")
+            assert "Signature" in type(refused.value).__name__
+            assert hostile.queue(alice.account_id) == []
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 3. split view
+
+
+def test_split_view_is_caught_when_the_two_users_exchange_a_message(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """3: the server shows alice a log in which bob has a ghost device (signed with its
+    log key, consistent with what alice saw before) and shows bob the real log. Alice's
+    next message to bob carries her head; bob's client cannot get it proven consistent
+    with his own: an alarm on bob's device."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path, view="alice")
+        bob = await user(hostile, tmp_path, view="bob")
+        try:
+            await alice.send(bob.username, "hello")
+            assert texts(await bob.receive(wait=10)) == ["hello"]
+            await bob.send(alice.username, "hi")
+            await alice.receive(wait=10)
+            # the fork: the real log so far, then an entry giving bob a ghost device
+            entries = log_entries(hostile)
+            n = len(entries)
+            doc = hostile.get(f"/v1/accounts/{bob.username}")
+            ghost = ghost_device(AccountIdentity.generate(os.urandom))
+            certs = [unb64(d["certificate"]) for d in doc["devices"]] + [ghost.certificate.encode()]
+            real = LogEntry.decode(unb64(doc["transparency"]["entry"]))
+            fake = LogEntry(
+                real.account_id,
+                real.username,
+                real.account_key,
+                devices_commitment(certs, []),
+                real.sequence + 1,
+                int(time.time() * 1000),
+            ).encode()
+            fork = forked_tree([*entries, fake])
+            head = sign_head(hostile, fork, n + 1)
+            alice_size = alice.log_head()["tree_size"]  # type: ignore[index]
+            doc["devices"].append({"device_id": 9, "certificate": b64(ghost.certificate.encode())})
+            doc["transparency"] = {
+                "head": b64(head),
+                "index": n,
+                "entry": b64(fake),
+                "proof": [b64(h) for h in inclusion_proof(fork, n, n + 1)],
+            }
+            proof = consistency_proof(fork, alice_size, n + 1)
+            hostile.rules(
+                [
+                    {
+                        "view": "alice",
+                        "method": "GET",
+                        "path": f"/v1/accounts/{bob.username}",
+                        "body": doc,
+                    },
+                    {
+                        "view": "alice",
+                        "method": "GET",
+                        "path": "/v1/log/consistency",
+                        "body": {"proof": [b64(h) for h in proof]},
+                    },
+                ]
+            )
+            contact = await alice.lookup(bob.username)
+            assert kinds(alice) == []  # alice alone cannot tell: her view is consistent
+            assert contact.devices == (1,)  # (the ghost has no valid certificate anyway)
+            await user(hostile, tmp_path)  # the real log grows past the fork point
+            await alice.send(bob.username, "does your log look like mine?")
+            assert texts(await bob.receive(wait=10)) == ["does your log look like mine?"]
+            assert kinds(bob) == ["log_inconsistent"]
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 4. log rewrite
+
+
+def test_rewritten_log_is_caught_by_the_auditor_and_by_clients(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """4: a tree head that does not extend the previous one (an old entry rewritten)."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        state = tmp_path / "audit"
+        audit = [sys.executable, "-m", "sealpost.cli", "audit", "--server", hostile.url()]
+        audit += ["--state", str(state), "--json"]
+        try:
+            first = subprocess.run(audit, capture_output=True, text=True, timeout=60)
+            assert first.returncode == 0, first.stderr
+            await user(hostile, tmp_path)  # the log grows honestly
+            second = subprocess.run(audit, capture_output=True, text=True, timeout=60)
+            assert second.returncode == 0, second.stderr
+            assert '"consistent": true' in second.stdout
+            await alice.monitor()
+            entries = log_entries(hostile)
+            rewritten = [
+                entries[0][:-1] + b"x" if entries[0][-1:] != b"x" else entries[0][:-1] + b"y"
+            ]
+            tree = forked_tree(rewritten + entries[1:] + [entries[-1]])
+            head = sign_head(hostile, tree, len(entries) + 1)
+            hostile.rules(
+                [
+                    {"method": "GET", "path": "/v1/log/head", "body": {"head": b64(head)}},
+                    {
+                        "method": "GET",
+                        "path": f"/v1/log/accounts/{alice.account_id.hex()}",
+                        "body": {"head": b64(head), "entries": [], "more": False},
+                    },
+                ]
+            )
+            third = subprocess.run(audit, capture_output=True, text=True, timeout=60)
+            assert third.returncode == 8, (third.stdout, third.stderr)
+            assert "AUDIT FAILED" in third.stderr
+            with pytest.raises(TransparencyFailure):
+                await alice.monitor()
+            assert kinds(alice) == ["log_inconsistent"]
+            # the alarm stays, and every command shows it until it is dismissed
+            shown = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sealpost.cli",
+                    "--profile",
+                    str(alice.store.path),
+                    "whoami",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=os.environ | {"SEALPOST_PASSCODE": "passcode-" + alice.username},
+            )
+            assert "ALARM" in shown.stderr and "log_inconsistent" not in shown.stdout
+        finally:
+            await alice.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 5. stored messages
+
+
+def test_replayed_reordered_dropped_and_duplicated_messages(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """5: the operator reorders the queue, drops a message, duplicates one, and later
+    replays one already delivered. Each message shows once; the dropped one is never
+    marked delivered on the sender's side; nothing replayed shows again."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            for text in ("one", "two", "three"):
+                await alice.send(bob.username, text)
+            queued = hostile.queue(bob.account_id)
+            assert len(queued) == 3
+            (_, _, body1), _, (_, _, body3) = queued
+            hostile.stop()
+            db = hostile.db()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM queue WHERE account_id = ?", (bob.account_id,))
+            for body in (body3, body1, body1):  # reordered, "two" dropped, "one" twice
+                db.execute(
+                    "INSERT INTO queue (account_id, device_id, message_id, body, received_at, "
+                    "expires_at) VALUES (?, 1, ?, ?, 0, 9999999999)",
+                    (bob.account_id, os.urandom(16), body),
+                )
+            db.execute("COMMIT")
+            db.close()
+            hostile.start()
+            got = texts(await bob.receive(wait=5))
+            assert sorted(got) == ["one", "three"]
+            await bob.close()
+            bob = await Client.open(bob.store.path, "passcode-" + bob.username)
+            # the replay of a message already delivered and acknowledged
+            inject(hostile, bob.account_id, body1)
+            assert texts(await bob.receive(wait=2)) == []
+            assert sorted(m.text for m in bob.history(alice.username)) == ["one", "three"]
+            await alice.receive(wait=5)  # delivery receipts
+            status = {m.text: m.status for m in alice.history(bob.username)}
+            assert status["two"] == "sent"  # never delivered: the user can tell
+            assert status["one"] == status["three"] == "delivered"
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 6. downgrade
+
+
+def test_bundle_stripped_of_its_post_quantum_prekey_is_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """6: the server strips the ML-KEM prekey so that PQXDH falls back to X25519 only."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            real = PreKeyBundle.decode(
+                unb64(hostile.get(f"/v1/keys/{alice.account_id.hex()}/1")["bundle"])
+            )
+            stripped = PreKeyBundle(
+                real.certificate, real.signed_prekey, real.one_time_prekey, None
+            )
+            hostile.rules(
+                [
+                    {
+                        "method": "GET",
+                        "path": f"/v1/keys/{alice.account_id.hex()}/1",
+                        "body": {"bundle": b64(stripped.encode()), "one_time_prekey": True},
+                    }
+                ]
+            )
+            with pytest.raises(Exception) as refused:
+                await bob.send(alice.username, "only post-quantum")
+            assert type(refused.value).__name__ == "NotPostQuantum"
+            assert hostile.queue(alice.account_id) == []
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 7. sender certificates
+
+
+def test_forged_sender_certificates_are_dropped(
+    hostile: HostileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """7: a sealed envelope whose sender certificate is signed by another key than the
+    pinned server key; and one with a certificate the server really signed, naming alice,
+    around a message from another account's device (mallory's). Both are dropped."""
+
+    async def scenario() -> None:
+        alice, bob, mallory = [await user(hostile, tmp_path) for _ in range(3)]
+        try:
+            bob_doc = hostile.get(f"/v1/keys/{bob.account_id.hex()}/1")
+            bundle = PreKeyBundle.decode(unb64(bob_doc["bundle"]))
+            session = Session.initiate(mallory._device, bundle, rng=os.urandom)
+            content = TextContent(
+                os.urandom(16),
+                int(time.time() * 1000),
+                os.urandom(32),
+                alice.username,
+                "it is me, alice",
+            )
+            inner = session.encrypt(encode_content(content), rng=os.urandom)
+            cert = alice._device.certificate
+            recipient = DhPublicKey.from_public_bytes(bundle.certificate.identity_key)
+            forgeries = []
+            for signer in (SigningKey.generate(os.urandom), hostile.server_key):
+                sender = SenderCertificate.issue(
+                    signer,
+                    account_id=alice.account_id,
+                    device_id=1,
+                    signing_key=cert.signing_key,
+                    identity_key=cert.identity_key,
+                    expires=int(time.time()) + 3600,
+                )
+                forgeries.append(seal(inner, sender, recipient))
+            for body in forgeries:
+                inject(hostile, bob.account_id, body)
+            with caplog.at_level(logging.WARNING, logger="sealpost.client"):
+                assert texts(await bob.receive(wait=2)) == []
+            drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+            assert len(drops) == 2, drops  # the forged signature; the mismatched sender
+            assert "BadSignature" in drops[0]
+            assert alice.username not in [c.username for c in bob.contacts()]
+            await alice.send(bob.username, "the real alice")
+            assert texts(await bob.receive(wait=10)) == ["the real alice"]
+        finally:
+            for c in (alice, bob, mallory):
+                await c.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 8. group fan-out
+
+
+def test_removed_member_readded_to_the_fanout_reads_nothing(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """8: after carol's removal the server also delivers the group's messages to her."""
+
+    async def scenario() -> None:
+        alice, bob, carol = [await user(hostile, tmp_path) for _ in range(3)]
+        try:
+            await alice.create_group("club", [bob.username, carol.username])
+            await alice.send("#club", "before")
+            assert texts(await bob.receive(wait=10)) == ["before"]
+            assert texts(await carol.receive(wait=10)) == ["before"]
+            await alice.group_remove("club", [carol.username])
+            await bob.receive(wait=5)
+            await carol.receive(wait=5)
+            await alice.send("#club", "after carol left")
+            copies = hostile.queue(bob.account_id)
+            assert copies
+            for _, _, body in copies:  # the operator fans bob's copy out to carol too
+                httpx.put(
+                    hostile.url() + "/v1/messages",
+                    json={
+                        "messages": [
+                            {
+                                "account_id": carol.account_id.hex(),
+                                "device_id": 1,
+                                "body": b64(body),
+                            }
+                        ]
+                    },
+                    timeout=20,
+                ).raise_for_status()
+            assert texts(await carol.receive(wait=2)) == []
+            assert "after carol left" not in [m.text for m in carol.history("#club")]
+            assert texts(await bob.receive(wait=10)) == ["after carol left"]
+        finally:
+            for c in (alice, bob, carol):
+                await c.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 9. revoked devices
+
+
+def test_replayed_revoked_device_certificate(hostile: HostileServer, tmp_path: Path) -> None:
+    """9: the server puts back a device the account revoked (its old certificate, which
+    the account key did sign) and drops the revocation, in storage and in the log."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        laptop = await link(alice, tmp_path, "laptop")
+        bob = await user(hostile, tmp_path)
+        try:
+            await alice.receive(wait=2)
+            old_cert = laptop._device.certificate.encode()
+            await bob.lookup(alice.username)
+            await alice.remove_device(laptop.device_id)
+            await bob.lookup(alice.username)  # bob learns of the revocation
+            alice.monitor_grace = 0
+            await alice.monitor()
+            assert kinds(alice) == []
+            db = hostile.db()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM revocations WHERE account_id = ?", (alice.account_id,))
+            db.execute(
+                "INSERT INTO devices (account_id, device_id, certificate, registered) "
+                "VALUES (?, ?, ?, 0)",
+                (alice.account_id, laptop.device_id, old_cert),
+            )
+            log_account_state(db, alice.account_id)
+            db.execute("COMMIT")
+            db.close()
+            contact = await bob.lookup(alice.username)
+            assert laptop.device_id not in contact.devices  # bob never encrypts to it again
+            await alice.monitor()
+            assert set(kinds(alice)) == {"revoked_device_returned"}
+        finally:
+            for c in (alice, laptop, bob):
+                await c.close()
+
+    run(scenario())
