@@ -10,6 +10,7 @@ the table of these scenarios with what the user sees.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import subprocess
@@ -498,21 +499,27 @@ def test_rewritten_log_is_caught_by_the_auditor_and_by_clients(
                 await alice.monitor()
             assert kinds(alice) == ["log_inconsistent"]
             # the alarm stays, and every command shows it until it is dismissed
+            cli = [sys.executable, "-m", "sealpost.cli", "--profile", str(alice.store.path)]
+            env = os.environ | {"SEALPOST_PASSCODE": "passcode-" + alice.username}
             shown = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "sealpost.cli",
-                    "--profile",
-                    str(alice.store.path),
-                    "whoami",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=os.environ | {"SEALPOST_PASSCODE": "passcode-" + alice.username},
+                [*cli, "whoami"], capture_output=True, text=True, timeout=60, env=env
             )
             assert "ALARM" in shown.stderr and "log_inconsistent" not in shown.stdout
+            await alice.close()  # the CLI opens the profile itself
+
+            def cli_run(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [*cli, *args], capture_output=True, text=True, timeout=60, env=env
+                )
+
+            listed = cli_run("alarms", "--json")
+            assert listed.returncode == 0, listed.stderr
+            alarms = [json.loads(line) for line in listed.stdout.splitlines()]
+            assert [a["kind"] for a in alarms] == ["log_inconsistent"]
+            assert cli_run("alarms", "--dismiss", str(alarms[0]["id"])).returncode == 0
+            after = cli_run("whoami")
+            assert after.returncode == 0 and "ALARM" not in after.stderr
+            assert '"dismissed": true' in cli_run("alarms", "--all", "--json").stdout
         finally:
             await alice.close()
 

@@ -160,3 +160,31 @@ def test_secret_material_stays_out_of_reprs() -> None:
     for content in ALL_KINDS:
         shown = repr(content)
         assert TOKEN.hex() not in shown and "\\x88" not in shown and "inner" not in shown
+
+
+def test_a_gossiped_tree_head_travels_inside_the_padding_and_is_strict() -> None:
+    from sealpost.protocol.content import GOSSIP_LEN, decode_content_with_gossip
+    from sealpost.transparency.log import TREE_HEAD_LEN
+
+    assert GOSSIP_LEN == TREE_HEAD_LEN
+    text = TextContent(b"\x01" * 16, 1_700_000_000_000, b"\x02" * 32, "alice", "hi")
+    head = b"\x01\x31" + bytes(range(112))
+    plain = encode_content(text, head)
+    assert len(plain) % PAD_BLOCK == 0
+    assert decode_content_with_gossip(plain) == (text, head)
+    assert decode_content(plain) == text
+    assert decode_content_with_gossip(encode_content(text)) == (text, None)
+    body = encode_unpadded(text)
+    for bad in (
+        head[:-1],  # one byte short
+        head + b"\x00",  # one byte long
+        b"\x01\x30" + head[2:],  # not a tree head
+    ):
+        padded = body + bad + b"\x80"
+        padded += b"\x00" * (-len(padded) % PAD_BLOCK)
+        with pytest.raises(DecodeError):
+            decode_content_with_gossip(padded)
+    with pytest.raises(DecodeError):  # a transcript's embedded content gossips nothing
+        decode_unpadded(body + head)
+    with pytest.raises(ValueError):
+        encode_content(text, head[:-1])

@@ -35,7 +35,7 @@ from sealpost.client.errors import ClientError, ServerError
 from sealpost.client.transport import Transport, unb64
 from sealpost.crypto.sign import VerifyKey
 from sealpost.transparency.log import SignedTreeHead
-from sealpost.transparency.merkle import verify_consistency
+from sealpost.transparency.merkle import EMPTY_ROOT, verify_consistency
 
 __all__ = ["AuditFailure", "AuditReport", "Auditor"]
 
@@ -187,6 +187,10 @@ class Auditor:
                 "a larger tree head is older than a smaller one",
                 report(False, "time ran backwards"),
             )
+        if small.tree_size == 0:  # every log extends the empty one, whose root is fixed
+            if small.root != EMPTY_ROOT:
+                raise AuditFailure("an empty log with a root", report(False, "bad empty root"))
+            return report(True, f"consistent with size {previous.tree_size}")
         try:
             doc = await anonymous.request(
                 "GET",

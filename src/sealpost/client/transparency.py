@@ -43,7 +43,7 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.keys import verify_certificate, verify_revocation
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
 from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
-from sealpost.transparency.merkle import leaf_hash, verify_consistency, verify_inclusion
+from sealpost.transparency.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 
 __all__ = [
     "ALARM_KINDS",
@@ -233,6 +233,13 @@ class KeyTransparency:
             self._seen.add(raw)
             return head
         small, big = (known, head) if head.tree_size > known.tree_size else (head, known)
+        if small.tree_size == 0:  # every log extends the empty one, whose root is fixed
+            if small.root != EMPTY_ROOT:
+                self._fail("log_inconsistent", "log", "an empty log with a root", (raw,))
+            self._seen.add(raw)
+            if head is big:
+                self._keep(head)
+            return head
         try:
             doc = await self._request(
                 "GET", f"/v1/log/consistency?from={small.tree_size}&to={big.tree_size}"
