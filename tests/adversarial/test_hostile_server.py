@@ -121,6 +121,16 @@ def inject(hostile: HostileServer, account_id: bytes, body: bytes) -> None:
     ).raise_for_status()
 
 
+def real_bundle(hostile: HostileServer, account_id: bytes) -> PreKeyBundle:
+    return PreKeyBundle.decode(unb64(hostile.get(f"/v1/keys/{account_id.hex()}/1")["bundle"]))
+
+
+def serve_bundle(hostile: HostileServer, account_id: bytes, bundle: PreKeyBundle) -> None:
+    """The operator answers bundle fetches for device 1 of the account with ``bundle``."""
+    body = {"bundle": b64(bundle.encode()), "one_time_prekey": bundle.one_time_prekey is not None}
+    hostile.rules([{"method": "GET", "path": f"/v1/keys/{account_id.hex()}/1", "body": body}])
+
+
 def log_entries(hostile: HostileServer) -> list[bytes]:
     db = hostile.db()
     try:
@@ -352,23 +362,13 @@ def test_substituted_prekeys_in_a_bundle_are_refused(
     async def scenario() -> None:
         alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
         try:
-            real = PreKeyBundle.decode(
-                unb64(hostile.get(f"/v1/keys/{alice.account_id.hex()}/1")["bundle"])
-            )
+            real = real_bundle(hostile, alice.account_id)
             server_device = DeviceKeys.generate(
                 AccountIdentity.generate(os.urandom), 1, now=int(time.time()), rng=os.urandom
             )
             spk = server_device.new_signed_prekey(1, now=int(time.time()), rng=os.urandom)
             forged = PreKeyBundle(real.certificate, spk.public, None, real.kem_prekey)
-            hostile.rules(
-                [
-                    {
-                        "method": "GET",
-                        "path": f"/v1/keys/{alice.account_id.hex()}/1",
-                        "body": {"bundle": b64(forged.encode()), "one_time_prekey": False},
-                    }
-                ]
-            )
+            serve_bundle(hostile, alice.account_id, forged)
             with pytest.raises(Exception) as refused:
                 await bob.send(alice.username, "not to the server's prekey")
             assert "Signature" in type(refused.value).__name__
@@ -587,21 +587,11 @@ def test_bundle_stripped_of_its_post_quantum_prekey_is_refused(
     async def scenario() -> None:
         alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
         try:
-            real = PreKeyBundle.decode(
-                unb64(hostile.get(f"/v1/keys/{alice.account_id.hex()}/1")["bundle"])
-            )
+            real = real_bundle(hostile, alice.account_id)
             stripped = PreKeyBundle(
                 real.certificate, real.signed_prekey, real.one_time_prekey, None
             )
-            hostile.rules(
-                [
-                    {
-                        "method": "GET",
-                        "path": f"/v1/keys/{alice.account_id.hex()}/1",
-                        "body": {"bundle": b64(stripped.encode()), "one_time_prekey": True},
-                    }
-                ]
-            )
+            serve_bundle(hostile, alice.account_id, stripped)
             with pytest.raises(Exception) as refused:
                 await bob.send(alice.username, "only post-quantum")
             assert type(refused.value).__name__ == "NotPostQuantum"

@@ -43,7 +43,13 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.keys import verify_certificate, verify_revocation
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
 from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
-from sealpost.transparency.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+from sealpost.transparency.merkle import (
+    EMPTY_ROOT,
+    RootMismatch,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 
 __all__ = [
     "ALARM_KINDS",
@@ -233,14 +239,21 @@ class KeyTransparency:
             self._seen.add(raw)
             return head
         small, big = (known, head) if head.tree_size > known.tree_size else (head, known)
-        if small.tree_size == 0:  # every log extends the empty one, whose root is fixed
-            if small.root != EMPTY_ROOT:
-                self._fail("log_inconsistent", "log", "an empty log with a root", (raw,))
-            self._seen.add(raw)
-            if head is big:
-                self._keep(head)
-            return head
+        await self._prove_consistent(small, big, source, (known.encode(), raw))
+        self._seen.add(raw)
+        if head is big:
+            self._keep(head)
+        return head
+
+    async def _prove_consistent(
+        self, small: SignedTreeHead, big: SignedTreeHead, source: str, evidence: Sequence[bytes]
+    ) -> None:
+        """Have the server prove that ``big`` extends ``small``; alarm if it cannot."""
         try:
+            if small.tree_size == 0:  # every log extends the empty one, whose root is fixed
+                if small.root != EMPTY_ROOT:
+                    raise RootMismatch("an empty log with another root")
+                return
             doc = await self._request(
                 "GET", f"/v1/log/consistency?from={small.tree_size}&to={big.tree_size}"
             )
@@ -252,12 +265,8 @@ class KeyTransparency:
                 "log",
                 f"no valid consistency proof from size {small.tree_size} to {big.tree_size} "
                 f"(a head from {source}): {type(exc).__name__}",
-                (known.encode(), raw),
+                evidence,
             )
-        self._seen.add(raw)
-        if head is big:
-            self._keep(head)
-        return head
 
     def _keep(self, head: SignedTreeHead) -> None:
         raw = head.encode()
