@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from conftest import HostileServer, b64, unb64
-from sealpost.client import Client, KeyChanged, MessageReceived, TransparencyFailure
+from sealpost.client import AlarmRaised, Client, KeyChanged, MessageReceived, TransparencyFailure
 from sealpost.client.store import TEST_PARAMS
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import SigningKey
@@ -274,6 +274,39 @@ def test_logged_ghost_waits_for_a_grace_period_then_alarms(
             alice.monitor_grace = 0
             await alice.monitor()  # the entry was left unchecked: checked again now
             assert kinds(alice) == ["unknown_device"]
+        finally:
+            await alice.close()
+
+    run(scenario())
+
+
+def test_a_listening_client_monitors_its_log_while_connected(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """A device that stays connected (``events()``, ``sealpost listen``) checks its log
+    when monitoring is due, without waiting for a message: the alarm arrives as an event."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        try:
+            alice.monitor_grace = 0
+            alice.monitor_interval = 2  # instead of 300 s
+            events = alice.events()
+
+            async def first_alarm() -> AlarmRaised:
+                async for event in events:
+                    if isinstance(event, AlarmRaised):
+                        return event
+                raise AssertionError("events() ended")
+
+            waiting = asyncio.create_task(first_alarm())
+            await asyncio.sleep(1)  # connected, checked its log once, now idle
+            assert kinds(alice) == [] and not waiting.done()
+            ghost = ghost_device(own_account(alice)).certificate.encode()
+            add_device_row(hostile, alice.account_id, ghost, 9)
+            raised = await asyncio.wait_for(waiting, 20)
+            assert raised.alarm.kind == "unknown_device"
+            await events.aclose()
         finally:
             await alice.close()
 

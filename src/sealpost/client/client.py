@@ -552,6 +552,8 @@ class Client:
         #: Seconds a log entry naming a device this account does not know may wait for the
         #: sibling's announcement of it before it is an alarm.
         self.monitor_grace = MONITOR_GRACE
+        #: Seconds between checks of this account's log entries while connected.
+        self.monitor_interval = MONITOR_INTERVAL
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -1795,7 +1797,15 @@ class Client:
                 for event in self.take_events():
                     yield event
                 while True:
-                    push = await stream.next_push(None)
+                    wait = max(1.0, self._next_monitor - self._clock())
+                    started = time.monotonic()
+                    push = await stream.next_push(wait)
+                    timed_out = time.monotonic() - started >= wait * 0.9
+                    if push is None and timed_out and stream.close_code is None:
+                        await self._upkeep()  # quiet for a while: self-monitoring is due
+                        for event in self.take_events():
+                            yield event
+                        continue
                     if push is None:
                         raise ServerUnavailable("the server closed the stream")
                     if push.server_id == b"":
@@ -2881,9 +2891,9 @@ class Client:
         """Check this account's key-transparency entries since the last check: a device
         or identity key that no device of this account added raises an alarm (on every
         device of the account, each checking for itself). Runs on connecting and every
-        :data:`MONITOR_INTERVAL` seconds; returns how many entries were checked."""
+        :attr:`monitor_interval` seconds; returns how many entries were checked."""
         kt = await self._transparency()
-        self._next_monitor = self._clock() + MONITOR_INTERVAL
+        self._next_monitor = self._clock() + self.monitor_interval
         return await kt.monitor(
             account_id=self.account_id,
             username=self.username,
