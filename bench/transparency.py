@@ -20,6 +20,12 @@ a temporary folder (WAL, ``synchronous=FULL``, as the server runs its database),
 ``verify``
     The client's :func:`verify_inclusion` / :func:`verify_consistency` of those proofs,
     median per proof.
+``server path``
+    The relay's own append path: accounts registered through
+    :class:`sealpost.server.storage.SqliteStorage` (each registration appends its log entry
+    and nodes in the same transaction), 256 at a time as concurrent requests would be
+    (they share group commits), and 300 one after another (one fsync each). Rate =
+    registrations (= log entries) per second, prekeys omitted.
 ``proof size``
     The largest proof seen (hashes x 32 bytes, as carried), and the bound for that size:
     ceil(log2 N) hashes for inclusion, one more for consistency.
@@ -303,6 +309,46 @@ def render(results: list[dict[str, Any]], judged: dict[str, Any], mode: str) -> 
     return "\n".join(lines)
 
 
+def server_path(folder: Path, count: int, concurrency: int = 256) -> dict[str, Any]:
+    """Registrations per second through the server's storage, each appending its entry."""
+    import asyncio
+
+    from sealpost.server.storage import AccountRecord, DeviceRecord, PreKeyUpload, SqliteStorage
+
+    async def register(storage: SqliteStorage, i: int) -> None:
+        account_id = os.urandom(16)
+        await storage.create_account(
+            AccountRecord(account_id, f"user{i}", os.urandom(32), os.urandom(32), True, 0),
+            DeviceRecord(account_id, 1, os.urandom(190), 0),
+            PreKeyUpload(),
+        )
+
+    async def run() -> dict[str, Any]:
+        storage = SqliteStorage(folder / "server.sqlite")
+        await storage.open()
+        try:
+            start = time.perf_counter()
+            for first in range(0, count, concurrency):
+                last = min(count, first + concurrency)
+                await asyncio.gather(*(register(storage, i) for i in range(first, last)))
+            concurrent = count / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for i in range(count, count + 300):
+                await register(storage, i)
+            sequential = 300 / (time.perf_counter() - start)
+            assert await storage.log_size() == count + 300
+        finally:
+            await storage.close()
+        return {
+            "registrations": count,
+            "concurrency": concurrency,
+            "concurrent_per_s": round(concurrent),
+            "sequential_per_s": round(sequential),
+        }
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 entries only")
@@ -322,8 +368,14 @@ def main() -> None:
             result["targets"] = targets(result)
             results.append(result)
             print(f"  {n:,} entries done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        server = server_path(Path(tmp), 2000 if args.quick else 10_000)
     judged = results[-1]
     print(render(results, judged, mode))
+    print(
+        f"server path (SqliteStorage registrations, each with its log entry): "
+        f"{server['concurrent_per_s']:,}/s at {server['concurrency']} concurrent, "
+        f"{server['sequential_per_s']:,}/s one at a time"
+    )
     elapsed = time.perf_counter() - started
     print(f"elapsed {elapsed:.1f} s")
     if args.json:
@@ -347,6 +399,7 @@ def main() -> None:
                 "platform": platform.platform(),
             },
             "results": results,
+            "server_path": server,
             "judged_at": judged["entries"],
             "targets": judged["targets"],
             "all_targets_pass": all(t["pass"] for t in judged["targets"]),

@@ -454,7 +454,7 @@ class SqliteStorage:
             )
             _insert_device(conn, device)
             _store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
-            log_account_state(conn, account.account_id)
+            log_account_state(conn, account.account_id, new=account)
 
         await self._write(op)
 
@@ -907,28 +907,37 @@ def _log_size(conn: sqlite3.Connection) -> int:
     return int(size)
 
 
-def log_account_state(conn: sqlite3.Connection, account_id: bytes) -> None:
+def log_account_state(
+    conn: sqlite3.Connection, account_id: bytes, *, new: AccountRecord | None = None
+) -> None:
     """Append the account's state, as the open transaction sees it, to the log: a
     :class:`LogEntry` committing to its certificates and revocations, and the Merkle
-    nodes it completes. Committed (or rolled back) with the change that caused it."""
-    username, account_key = conn.execute(
-        "SELECT username_lower, account_key FROM accounts WHERE account_id = ?", (account_id,)
-    ).fetchone()
+    nodes it completes. Committed (or rolled back) with the change that caused it.
+    ``new``: the account was created in this transaction (its first entry; nothing to read
+    back but its device)."""
+    if new is not None:
+        username, account_key, revocations, last = new.username.lower(), new.account_key, [], 0
+    else:
+        username, account_key = conn.execute(
+            "SELECT username_lower, account_key FROM accounts WHERE account_id = ?",
+            (account_id,),
+        ).fetchone()
+        revocations = sorted(
+            bytes(r)
+            for (r,) in conn.execute(
+                "SELECT revocation FROM revocations WHERE account_id = ?", (account_id,)
+            )
+        )
+        (last,) = conn.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM log_entries WHERE account_id = ?",
+            (account_id,),
+        ).fetchone()
     certificates = sorted(
         bytes(c)
         for (c,) in conn.execute(
             "SELECT certificate FROM devices WHERE account_id = ?", (account_id,)
         )
     )
-    revocations = sorted(
-        bytes(r)
-        for (r,) in conn.execute(
-            "SELECT revocation FROM revocations WHERE account_id = ?", (account_id,)
-        )
-    )
-    (last,) = conn.execute(
-        "SELECT COALESCE(MAX(sequence), 0) FROM log_entries WHERE account_id = ?", (account_id,)
-    ).fetchone()
     entry = LogEntry(
         account_id,
         username,
