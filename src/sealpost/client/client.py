@@ -78,7 +78,7 @@ from sealpost.client.groupkeys import (
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
 from sealpost.client.store import KdfParams, Store
-from sealpost.client.transparency import Alarm, KeyTransparency, read_alarms
+from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
     Identity,
     Push,
@@ -2874,7 +2874,7 @@ class Client:
 
     async def dismiss_alarms(self, alarm_ids: Sequence[int] | None = None) -> int:
         """Dismiss these alarms (all with ``None``); returns how many were dismissed."""
-        return (await self._transparency()).dismiss(alarm_ids)
+        return dismiss_alarms(self._store, alarm_ids)
 
     def _known_own_devices(self) -> set[int]:
         read = self._store.read()

@@ -55,6 +55,7 @@ __all__ = [
     "ALARM_KINDS",
     "Alarm",
     "KeyTransparency",
+    "dismiss_alarms",
     "read_alarms",
 ]
 
@@ -113,6 +114,22 @@ def read_alarms(store: Store, *, include_dismissed: bool = False) -> list[Alarm]
         (1 if include_dismissed else 0,),
     )
     return [Alarm(i, k, s, d, r, bool(x)) for i, k, s, d, r, x in rows]
+
+
+def dismiss_alarms(store: Store, alarm_ids: Iterable[int] | None = None) -> int:
+    """Dismiss these alarms (all of them with ``None``); how many were dismissed."""
+    with store.transaction() as conn:
+        if alarm_ids is None:
+            cur = conn.execute("UPDATE alarms SET dismissed = 1 WHERE dismissed = 0")
+            return int(cur.rowcount)
+        return sum(
+            int(
+                conn.execute(
+                    "UPDATE alarms SET dismissed = 1 WHERE id = ? AND dismissed = 0", (i,)
+                ).rowcount
+            )
+            for i in alarm_ids
+        )
 
 
 def _served_lists(doc: Mapping[str, Any]) -> tuple[list[bytes], list[bytes]]:
@@ -181,21 +198,6 @@ class KeyTransparency:
     def _fail(self, kind: str, subject: str, detail: str, evidence: Sequence[bytes] = ()) -> None:
         self.alarm(kind, subject, detail, evidence)
         raise TransparencyFailure(kind, detail)
-
-    def dismiss(self, alarm_ids: Iterable[int] | None = None) -> int:
-        """Dismiss these alarms (all of them with ``None``); how many were dismissed."""
-        with self._store.transaction() as conn:
-            if alarm_ids is None:
-                cur = conn.execute("UPDATE alarms SET dismissed = 1 WHERE dismissed = 0")
-                return int(cur.rowcount)
-            return sum(
-                int(
-                    conn.execute(
-                        "UPDATE alarms SET dismissed = 1 WHERE id = ? AND dismissed = 0", (i,)
-                    ).rowcount
-                )
-                for i in alarm_ids
-            )
 
     # ------------------------------------------------------------------ heads
 
