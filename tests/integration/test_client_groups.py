@@ -6,6 +6,7 @@ on every device, device removal, and a device the account key never certified.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import sqlite3
@@ -28,9 +29,11 @@ from sealpost.client import (
     TimerChanged,
 )
 from sealpost.client.store import TEST_PARAMS
+from sealpost.protocol.content import TextContent, encode_content
+from sealpost.protocol.group_sealed import group_envelope_id, open_group, unseal_group
 from sealpost.protocol.keys import AccountIdentity, DeviceKeys
-from sealpost.protocol.sealed_multi import open_multi, unseal_multi
-from sealpost.protocol.senderkeys import ReceivingSenderChain
+from sealpost.protocol.sealed_multi import seal_multi
+from sealpost.protocol.senderkeys import OwnSenderChain, ReceivingSenderChain
 from sealpost.server.storage.sqlite import log_account_state
 
 
@@ -128,19 +131,24 @@ def test_groups_across_linked_devices(server: ServerProcess, tmp_path: Path) -> 
             ]
             await drain(alice2, bob1, bob2)
             await alice1.send("team", "after carol left")
-            # what bob's phone was sent: carol's device was not wrapped for
+            # what bob's phone was sent: a group-sealed envelope of alice's new chain,
+            # whose envelope key carol was never given; her old one does not open it
             body = queued_bodies(server, bob1)[-1]
+            old = ReceivingSenderChain.from_bytes(carol_chains[(alice1.account_id, 1)])
+            assert old.envelope_key is not None
+            assert group_envelope_id(body) != old.envelope_id
             with pytest.raises(InvalidMessage):
-                open_multi(body, carol._device.identity_key)
+                open_group(body, old.envelope_key)
             # and even given the message (as a server re-adding her would), her chain is
             # the old one: alice rotated before sending
-            _, message = unseal_multi(
-                body,
-                bob1._device.identity_key,
-                server_key=bob1._server_key,
-                now=int(time.time()),
+            (own_state,) = (
+                alice1.store.read().execute("SELECT state FROM own_sender_keys").fetchone()
             )
-            old = ReceivingSenderChain.from_bytes(carol_chains[(alice1.account_id, 1)])
+            opener = OwnSenderChain.from_bytes(bytes(own_state)).envelope_key
+            assert opener is not None
+            _, message = unseal_group(
+                body, opener, server_key=bob1._server_key, now=int(time.time())
+            )
             with pytest.raises(InvalidMessage):
                 old.decrypt(message)
             events = await drain(bob1, bob2, alice2, carol)
@@ -312,5 +320,95 @@ def test_a_large_group_state_travels_as_an_attachment(
         finally:
             await alice.close()
             await bob.close()
+
+    run(scenario())
+
+
+def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A member (carol) that copies another's envelope key into her own chain only makes
+    her own messages look alike to the server: each message is still attributed to the
+    certificate's device and decrypted with that device's chain. And a group message in
+    the legacy per-device-wrapped form (0x22, in flight across an upgrade) still opens."""
+
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        carol = await make_client(server, tmp_path)
+        try:
+            view = await alice.create_group("club", [bob.username, carol.username])
+            await drain(bob, carol)
+            await alice.send("club", "one from alice")
+            for got in await drain(bob, carol):
+                assert received(got) == [("club", alice.username, "one from alice")]
+
+            # carol gives her own new chain alice's envelope key
+            (alice_state,) = (
+                carol.store.read()
+                .execute("SELECT state FROM sender_keys WHERE account_id = ?", (alice.account_id,))
+                .fetchone()
+            )
+            stolen = ReceivingSenderChain.from_bytes(bytes(alice_state)).envelope_key
+            assert stolen is not None
+            fresh = OwnSenderChain.create(view.group_id, rng=os.urandom)
+            mine = OwnSenderChain(
+                view.group_id, fresh.chain_id, 0, fresh.chain_key, fresh.signing_key, stolen
+            )
+            with carol.store.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO own_sender_keys (group_id, state) VALUES (?, ?)",
+                    (view.group_id, mine.to_bytes()),
+                )
+            carol._own_chains.pop(view.group_id, None)
+            await carol.send("club", "carol, under alice's envelope id")
+            await alice.send("club", "two from alice")
+            got = []
+            for _ in range(5):  # two batches, perhaps: whatever the server pushed at once
+                got += await bob.receive(wait=3)
+                if len(received(got)) == 2:
+                    break
+            assert received(got) == [
+                ("club", carol.username, "carol, under alice's envelope id"),
+                ("club", alice.username, "two from alice"),
+            ]
+            ids = bob.store.read().execute(
+                "SELECT account_id FROM sender_keys WHERE envelope_id = ?", (mine.envelope_id,)
+            )
+            assert sorted(bytes(a) for (a,) in ids) == sorted([alice.account_id, carol.account_id])
+
+            # the legacy form: a key wrap for bob's device, alice's current chain inside
+            chain = alice._own_chains[view.group_id]
+            cert = await alice._sender_certificate()
+            text = TextContent(
+                os.urandom(16),
+                int(time.time() * 1000),
+                os.urandom(32),
+                alice.username,
+                "legacy envelope",
+                view.group_id,
+            )
+            inner = cert.encode() + chain.encrypt(encode_content(text))
+            with alice.store.transaction() as conn:
+                conn.execute(
+                    "UPDATE own_sender_keys SET state = ? WHERE group_id = ?",
+                    (chain.to_bytes(), view.group_id),
+                )
+            assert bob._device is not None
+            shared, [wrap] = seal_multi(inner, [bob._device.identity_key.public_key()], os.urandom)
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                response = await http.put(
+                    "/v1/messages/multi",
+                    json={
+                        "shared": base64.b64encode(shared).decode(),
+                        "recipients": [[bob.account_id.hex(), 1, base64.b64encode(wrap).decode()]],
+                    },
+                )
+                assert response.status_code == 200, response.text
+            got = await bob.receive(wait=5)
+            assert received(got) == [("club", alice.username, "legacy envelope")]
+        finally:
+            for client in (alice, bob, carol):
+                await client.close()
 
     run(scenario())

@@ -15,7 +15,16 @@ from sealpost._errors import (
     TooManySkipped,
 )
 from sealpost.crypto.dh import DhPrivateKey
+from sealpost.crypto.sign import SigningKey
 from sealpost.protocol.consts import MAX_FORWARD_SKIP
+from sealpost.protocol.group_sealed import (
+    GROUP_SEALED_MIN,
+    envelope_id,
+    group_envelope_id,
+    open_group,
+    seal_group,
+    unseal_group,
+)
 from sealpost.protocol.groupstate import (
     MAX_MEMBERS,
     GroupMember,
@@ -24,23 +33,29 @@ from sealpost.protocol.groupstate import (
     create_group,
     verify_next,
 )
-from sealpost.protocol.keys import AccountIdentity
+from sealpost.protocol.keys import AccountIdentity, DeviceKeys
 from sealpost.protocol.sealed_multi import WRAP_LEN, assemble, open_multi, seal_multi
 from sealpost.protocol.senderkeys import (
     DISTRIBUTION_LEN,
+    LEGACY_DISTRIBUTION_LEN,
     OwnSenderChain,
     ReceivingSenderChain,
     sender_key_header,
 )
+from sealpost.protocol.wire import SenderCertificate
 
 GROUP = b"\x42" * 32
+NOW = 1_800_000_000
 
 
 def _pair() -> tuple[OwnSenderChain, ReceivingSenderChain]:
     own = OwnSenderChain.create(GROUP, rng=os.urandom)
     dist = own.distribution()
     assert len(dist) == DISTRIBUTION_LEN
-    return own, ReceivingSenderChain.from_distribution(dist)
+    receiver = ReceivingSenderChain.from_distribution(dist)
+    assert receiver.envelope_key == own.envelope_key
+    assert receiver.envelope_id == own.envelope_id == envelope_id(own.envelope_key)
+    return own, receiver
 
 
 # ---------------------------------------------------------------------- sender keys
@@ -80,7 +95,9 @@ def test_forged_tampered_and_foreign_messages_are_refused() -> None:
         with pytest.raises((BadSignature, InvalidMessage, DecodeError)):
             receiver.decrypt(bytes(bad))
     # a member who knows the chain key cannot sign as the chain's owner
-    forger = OwnSenderChain(GROUP, own.chain_id, own.iteration, own.chain_key, own.signing_key)
+    forger = OwnSenderChain(
+        GROUP, own.chain_id, own.iteration, own.chain_key, own.signing_key, own.envelope_key
+    )
     forger.signing_key = OwnSenderChain.create(GROUP, rng=os.urandom).signing_key
     with pytest.raises(BadSignature):
         receiver.decrypt(forger.encrypt(b"forged"))
@@ -190,3 +207,104 @@ def test_multi_sealed_opens_only_for_the_wrapped_devices() -> None:
         assemble(wraps[0][:-1], shared)
     with pytest.raises(DecodeError):
         open_multi(b"\x01\x21" + bytes(100), keys[0])
+
+
+# ---------------------------------------------------------------------- group-sealed
+
+
+def test_distribution_carries_the_envelope_key_and_legacy_ones_still_read() -> None:
+    own, receiver = _pair()
+    dist = own.distribution()
+    assert dist[:2] == b"\x01\x33" and dist[-32:] == own.envelope_key
+    legacy = b"\x01\x30" + dist[2:LEGACY_DISTRIBUTION_LEN]
+    old = ReceivingSenderChain.from_distribution(legacy)
+    assert old.envelope_key is None and old.envelope_id is None
+    assert old.decrypt(own.encrypt(b"still decrypts"))[0] == b"still decrypts"
+    for bad in (
+        dist[:-1],
+        dist + b"\x00",
+        legacy + bytes(32)[:-1],
+        b"\x01\x30" + dist[2:],  # a legacy type with the new length
+        b"\x01\x31" + dist[2:],
+        dist[:10],
+    ):
+        with pytest.raises(DecodeError):
+            ReceivingSenderChain.from_distribution(bad)
+    # records keep the envelope key across a store round trip, with and without skips
+    own.encrypt(b"skipped")
+    _, advanced = receiver.decrypt(own.encrypt(b"next"))
+    for chain in (receiver, advanced, old):
+        back = ReceivingSenderChain.from_bytes(chain.to_bytes())
+        assert back.envelope_key == chain.envelope_key
+        assert back.skipped == chain.skipped and back.iteration == chain.iteration
+    assert advanced.envelope_id == own.envelope_id
+    raw = advanced.to_bytes()
+    for bad in (raw[:-1], raw + b"\x00", b"\x03" + raw[1:]):
+        with pytest.raises(DecodeError):
+            ReceivingSenderChain.from_bytes(bad)
+    back_own = OwnSenderChain.from_bytes(own.to_bytes())
+    assert back_own.envelope_key == own.envelope_key and back_own.iteration == own.iteration
+    # a stored chain of version 1 (no envelope key) is refused: its owner starts anew
+    v1 = b"\x01" + own.to_bytes()[1:-32]
+    with pytest.raises(DecodeError):
+        OwnSenderChain.from_bytes(v1)
+
+
+def test_group_sealed_envelope_round_trip_and_tampering() -> None:
+    key = os.urandom(32)
+    body = seal_group(b"inner plaintext", key, os.urandom)
+    assert body[:2] == b"\x01\x23"
+    assert group_envelope_id(body) == envelope_id(key)
+    assert len(body) == GROUP_SEALED_MIN + len(b"inner plaintext")
+    assert open_group(body, key) == b"inner plaintext"
+    # every envelope of a chain has its own nonce: the same inner seals differently
+    assert seal_group(b"inner plaintext", key, os.urandom) != body
+    with pytest.raises(InvalidMessage):
+        open_group(body, os.urandom(32))  # another chain's key
+    for at in range(0, len(body), 5):
+        bad = bytearray(body)
+        bad[at] ^= 0x40
+        with pytest.raises((InvalidMessage, DecodeError)):
+            open_group(bytes(bad), key)
+    for cut in (0, 2, 17, GROUP_SEALED_MIN - 1):
+        with pytest.raises(DecodeError):
+            open_group(body[:cut], key)
+    with pytest.raises(DecodeError):
+        seal_group(b"x", key[:31], os.urandom)
+    with pytest.raises(DecodeError):
+        group_envelope_id(b"\x01\x22" + body[2:])
+
+
+def test_unseal_group_checks_the_sender_certificate() -> None:
+    server = SigningKey.generate(os.urandom)
+    account = AccountIdentity.generate(os.urandom)
+    device = DeviceKeys.generate(account, 1, now=NOW, rng=os.urandom)
+    cert = SenderCertificate.issue(
+        server,
+        account_id=account.account_id,
+        device_id=1,
+        signing_key=device.certificate.signing_key,
+        identity_key=device.certificate.identity_key,
+        expires=NOW + 3600,
+    )
+    own, receiver = _pair()
+    message = own.encrypt(b"to the group")
+    body = seal_group(cert.encode() + message, own.envelope_key, os.urandom)
+    assert receiver.envelope_key is not None
+    sender, inner = unseal_group(
+        body, receiver.envelope_key, server_key=server.public_key(), now=NOW
+    )
+    assert sender.account_id == account.account_id and inner == message
+    assert receiver.decrypt(inner)[0] == b"to the group"
+    with pytest.raises(BadSignature):  # a certificate the pinned server key did not sign
+        unseal_group(
+            body,
+            receiver.envelope_key,
+            server_key=SigningKey.generate(os.urandom).public_key(),
+            now=NOW,
+        )
+    with pytest.raises(InvalidMessage):  # expired
+        unseal_group(body, receiver.envelope_key, server_key=server.public_key(), now=NOW + 7200)
+    short = seal_group(cert.encode()[:100], own.envelope_key, os.urandom)
+    with pytest.raises(InvalidMessage):
+        unseal_group(short, receiver.envelope_key, server_key=server.public_key(), now=NOW)

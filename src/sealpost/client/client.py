@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -61,6 +62,7 @@ from sealpost.client.errors import (
     UntrustedContact,
 )
 from sealpost.client.groupkeys import (
+    GROUP_SEALED_PREFIX,
     MULTI_SEALED_PREFIX,
     GroupInfo,
     GroupMember,
@@ -68,11 +70,13 @@ from sealpost.client.groupkeys import (
     ReceiverChain,
     group_change,
     group_create,
+    group_envelope_id,
     group_info,
     group_leave,
     group_verify_next,
-    seal_multi,
+    seal_group,
     sender_key_header,
+    unseal_group,
     unseal_multi,
 )
 from sealpost.client.provisioning import ContactRecord, Provisioning
@@ -410,7 +414,9 @@ class _Prepared:
     envelopes: Envelopes  # sealed, on the anonymous socket
     tokens: dict[bytes, bytes] = field(default_factory=dict)
     own: Envelopes = field(default_factory=list)  # to this account's other devices, signed
-    multi: tuple[bytes, Envelopes] | None = None  # (shared, key wraps): a group message
+    # a group message: (group-sealed body, its recipient devices with empty wraps); an
+    # outbox row from before group-sealed envelopes holds (shared part, key wraps)
+    multi: tuple[bytes, Envelopes] | None = None
     writes: list[Callable[[Any], None]] = field(default_factory=list)  # in the batch's commit
     outbox_id: int = 0
 
@@ -1879,6 +1885,9 @@ class Client:
         return copies
 
     async def _open(self, push: Push, state: _BatchState) -> None:
+        if push.body[:2] == GROUP_SEALED_PREFIX:
+            await self._open_group_sealed(push, state)
+            return
         if push.body[:2] == MULTI_SEALED_PREFIX:
             await self._open_group_message(push, state)
             return
@@ -2270,8 +2279,16 @@ class Client:
         for (group_id, account_id, device_id, chain_id), chain in state.sender_keys.items():
             conn.execute(
                 "INSERT OR REPLACE INTO sender_keys (group_id, account_id, device_id, chain_id, "
-                "state, updated) VALUES (?, ?, ?, ?, ?, ?)",
-                (group_id, account_id, device_id, chain_id, chain.to_bytes(), now),
+                "state, updated, envelope_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    group_id,
+                    account_id,
+                    device_id,
+                    chain_id,
+                    chain.to_bytes(),
+                    now,
+                    chain.envelope_id,
+                ),
             )
             # the newest two chains of a device (late messages of the one before)
             conn.execute(
@@ -2596,9 +2613,13 @@ class Client:
                 .fetchone()
             )
             if row is not None:
-                chain = OwnChain.from_bytes(bytes(row[0]))
-                self._own_chains[group_id] = chain
-                return chain, False
+                try:
+                    chain = OwnChain.from_bytes(bytes(row[0]))
+                except DecodeError:
+                    pass  # a chain from before envelope keys: start a new one
+                else:
+                    self._own_chains[group_id] = chain
+                    return chain, False
         chain = OwnChain.create(group_id, rng=self._rng)
         self._own_chains[group_id] = chain
         return chain, True
@@ -2665,21 +2686,12 @@ class Client:
             )
             out.append(p)
         message = chain.encrypt(encode_content(item.content, self._gossip()))
-        recipients = [
-            (c.account_id, d, cert.identity_key)
-            for c in contacts
-            for d, cert in sorted(c.devices.items())
-        ]
+        recipients = [(c.account_id, d) for c in contacts for d in sorted(c.devices)]
         multi = None
         if recipients:
-            inner = sender_cert.encode() + message
-            shared_part, wraps = seal_multi(
-                inner, [DhPublicKey.from_public_bytes(k) for _, _, k in recipients], self._rng
-            )
-            multi = (
-                shared_part,
-                [(a, d, w) for (a, d, _), w in zip(recipients, wraps, strict=True)],
-            )
+            # one body for every device: no per-device work beyond naming it
+            body = seal_group(sender_cert.encode() + message, chain.envelope_key, self._rng)
+            multi = (body, [(a, d, b"") for a, d in recipients])
         tokens = {c.account_id: c.delivery_token for c in contacts if c.delivery_token}
         own = await self._transcript(item, None, sender_cert)
         p = _Prepared(item, None, [], tokens, own, multi)
@@ -2695,7 +2707,61 @@ class Client:
         p.writes.append(save)
         return [*out, p]
 
+    def _chains_by_envelope(
+        self, envelope_id: bytes, state: _BatchState
+    ) -> dict[tuple[bytes, bytes, int, int], ReceiverChain]:
+        """Every sender chain this device holds under an envelope id (normally one: a
+        member that copies another's envelope key into its own distribution only makes
+        two candidates, and the certificate picks the right one)."""
+        out = {
+            (bytes(g), bytes(a), int(d), int(c)): ReceiverChain.from_bytes(bytes(raw))
+            for g, a, d, c, raw in self._store.read().execute(
+                "SELECT group_id, account_id, device_id, chain_id, state FROM sender_keys "
+                "WHERE envelope_id = ?",
+                (envelope_id,),
+            )
+        }
+        for key, chain in state.sender_keys.items():
+            if chain.envelope_id is not None and hmac.compare_digest(
+                chain.envelope_id, envelope_id
+            ):
+                out[key] = chain
+            elif key in out:
+                del out[key]  # this batch replaced it
+        return out
+
+    async def _open_group_sealed(self, push: Push, state: _BatchState) -> None:
+        """A group-sealed envelope: found by its envelope id, opened with the key that
+        came with the sender's chain, decrypted with that chain."""
+        candidates = self._chains_by_envelope(group_envelope_id(push.body), state)
+        if not candidates:
+            raise UnknownContact("no sender key for this group message")
+        opened = None
+        for envelope_key in {c.envelope_key for c in candidates.values() if c.envelope_key}:
+            try:
+                opened = unseal_group(
+                    push.body,
+                    envelope_key,
+                    server_key=self._server_key,
+                    now=int(self._clock()),
+                    verified=self._verified_senders,
+                )
+                break
+            except InvalidMessage:
+                continue
+        if opened is None:
+            raise InvalidMessage()
+        sender, message = opened
+        group_id, chain_id = sender_key_header(message)
+        key = (group_id, sender.account_id, sender.device_id, chain_id)
+        receiver = candidates.get(key)
+        if receiver is None:
+            # the envelope key is not that of the chain the certificate and header name
+            raise InvalidMessage()
+        await self._decrypt_group(sender, message, receiver, state)
+
     async def _open_group_message(self, push: Push, state: _BatchState) -> None:
+        """A legacy multi-sealed envelope (``0x22``: a key wrap per device)."""
         sender, message = unseal_multi(
             push.body,
             self._device.identity_key,
@@ -2703,6 +2769,15 @@ class Client:
             now=int(self._clock()),
             verified=self._verified_senders,
         )
+        await self._decrypt_group(sender, message, None, state)
+
+    async def _decrypt_group(
+        self,
+        sender: SenderCertificate,
+        message: bytes,
+        receiver: ReceiverChain | None,
+        state: _BatchState,
+    ) -> None:
         if sender.account_id == self.account_id:
             raise UnknownContact("group messages from this account come as transcripts")
         group_id, chain_id = sender_key_header(message)
@@ -2714,7 +2789,8 @@ class Client:
         if author is None:
             raise UnknownContact("a group message from someone not in the group")
         key = (group_id, sender.account_id, sender.device_id, chain_id)
-        receiver = state.sender_keys.get(key)
+        if receiver is None:
+            receiver = state.sender_keys.get(key)
         if receiver is None:
             row = (
                 self._store.read()

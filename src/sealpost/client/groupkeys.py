@@ -1,12 +1,19 @@
 """The client's calls into group state, sender keys and multi-recipient sealing, over the
 encoded forms it stores (:mod:`sealpost.protocol.groupstate`,
-:mod:`sealpost.protocol.senderkeys`, :mod:`sealpost.protocol.sealed_multi`)."""
+:mod:`sealpost.protocol.senderkeys`, :mod:`sealpost.protocol.group_sealed` and, for
+envelopes of the legacy per-device-wrap form, :mod:`sealpost.protocol.sealed_multi`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from sealpost.entropy import Rng
+from sealpost.protocol.group_sealed import (
+    GROUP_SEALED_PREFIX,
+    group_envelope_id,
+    seal_group,
+    unseal_group,
+)
 from sealpost.protocol.groupstate import GroupMember, GroupState, create_group, verify_next
 from sealpost.protocol.keys import AccountIdentity
 from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, seal_multi, unseal_multi
@@ -14,6 +21,7 @@ from sealpost.protocol.senderkeys import OwnSenderChain, ReceivingSenderChain
 from sealpost.protocol.senderkeys import sender_key_header as _header
 
 __all__ = [
+    "GROUP_SEALED_PREFIX",
     "MULTI_SEALED_PREFIX",
     "GroupInfo",
     "GroupMember",
@@ -21,11 +29,14 @@ __all__ = [
     "ReceiverChain",
     "group_change",
     "group_create",
+    "group_envelope_id",
     "group_info",
     "group_leave",
     "group_verify_next",
+    "seal_group",
     "seal_multi",
     "sender_key_header",
+    "unseal_group",
     "unseal_multi",
 ]
 

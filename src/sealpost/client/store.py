@@ -182,6 +182,12 @@ _MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL, evidence BLOB NOT NULL, raised INTEGER NOT NULL,
         dismissed INTEGER NOT NULL DEFAULT 0, UNIQUE (kind, subject, detail));
     """,
+    # 5: group-sealed envelopes name the sender chain by its envelope id.
+    """
+    ALTER TABLE sender_keys ADD COLUMN envelope_id BLOB;
+    CREATE INDEX sender_keys_envelope ON sender_keys(envelope_id)
+        WHERE envelope_id IS NOT NULL;
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)

@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng, system_rng
+from sealpost.protocol.group_sealed import GROUP_SEALED_PREFIX
 from sealpost.server.auth import sign_request, sign_websocket_challenge
 
 __all__ = ["Identity", "Push", "SealedSocket", "Stream", "Transport", "b64", "unb64"]
@@ -334,12 +335,14 @@ def _multi_frame(
     recipients: Sequence[tuple[bytes, int, bytes]],
     tokens: Mapping[bytes, bytes],
 ) -> str:
-    doc: dict[str, Any] = {
-        "type": "send_multi",
-        "req": req,
-        "shared": b64(shared),
-        "recipients": [[a.hex(), d, b64(wrap)] for a, d, wrap in recipients],
-    }
+    doc: dict[str, Any] = {"type": "send_multi", "req": req}
+    if shared[:2] == GROUP_SEALED_PREFIX:
+        # one body for every device, no wraps
+        doc["body"] = b64(shared)
+        doc["recipients"] = [[a.hex(), d] for a, d, _ in recipients]
+    else:
+        doc["shared"] = b64(shared)
+        doc["recipients"] = [[a.hex(), d, b64(wrap)] for a, d, wrap in recipients]
     if tokens:
         doc["tokens"] = {a.hex(): b64(t) for a, t in tokens.items()}
     return json.dumps(doc)
@@ -437,7 +440,9 @@ class SealedSocket:
         recipients: Sequence[tuple[bytes, int, bytes]],
         tokens: Mapping[bytes, bytes],
     ) -> asyncio.Future[int]:
-        """One multi-recipient sealed send: ``shared`` once, a key wrap per device."""
+        """One multi-recipient send: a group-sealed body (``0x01 0x23``, the wraps are
+        empty) stored as it is for every device, or a legacy ``0x22`` shared part with a
+        key wrap per device."""
         return await self._pipe.submit(lambda req: _multi_frame(req, shared, recipients, tokens))
 
     async def close(self) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "UnsealedMessage",
     "check_sender",
     "seal",
+    "split_sender",
     "unseal",
 ]
 
@@ -98,6 +99,25 @@ def check_sender(
         if len(verified) >= VERIFIED_CACHE_LIMIT:
             verified.clear()
         verified.add(encoded)
+
+
+def split_sender(
+    inner: bytes,
+    server_key: VerifyKey,
+    now: int,
+    verified: MutableSet[bytes] | None,
+) -> tuple[SenderCertificate, bytes]:
+    """``(verified sender certificate, the rest)`` of a group envelope's inner plaintext
+    ``SenderCertificate || SenderKeyMessage``."""
+    if len(inner) < SENDER_CERTIFICATE_LEN + 2:
+        raise InvalidMessage()
+    encoded = inner[:SENDER_CERTIFICATE_LEN]
+    try:
+        sender = SenderCertificate.decode(encoded)
+    except DecodeError:
+        raise InvalidMessage() from None
+    check_sender(sender, encoded, server_key, now, verified)
+    return sender, inner[SENDER_CERTIFICATE_LEN:]
 
 
 def seal(

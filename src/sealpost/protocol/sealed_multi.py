@@ -1,6 +1,10 @@
 """Multi-recipient sealed sender: one shared ciphertext and a small key wrap per device,
 as Signal's sealed sender v2 (sans-I/O).
 
+Legacy: clients now send group messages as group-sealed envelopes
+(:mod:`sealpost.protocol.group_sealed`, no per-device work). This form is still read, for
+messages queued across an upgrade, and the relay still accepts it.
+
 A group message goes to every member device. Sealing it with HPKE once per device (what
 :mod:`sealpost.protocol.sealed` does for a 1:1 message) would cost two X25519 operations
 and a full copy of the message per device. Instead the sender picks a random content key
@@ -32,15 +36,15 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sealpost._errors import DecodeError, InvalidMessage
+from sealpost._errors import DecodeError
 from sealpost.crypto.aead import aead_decrypt
 from sealpost.crypto.dh import DhPrivateKey, DhPublicKey
 from sealpost.crypto.kdf import hkdf
 from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng
 from sealpost.protocol.consts import WIRE_VERSION
-from sealpost.protocol.sealed import check_sender
-from sealpost.protocol.wire import SENDER_CERTIFICATE_LEN, SenderCertificate
+from sealpost.protocol.sealed import split_sender
+from sealpost.protocol.wire import SenderCertificate
 
 __all__ = [
     "MULTI_SEALED_PREFIX",
@@ -109,13 +113,4 @@ def unseal_multi(
     verified: MutableSet[bytes] | None = None,
 ) -> tuple[SenderCertificate, bytes]:
     """``(verified sender certificate, the SenderKeyMessage it carried)``."""
-    inner = open_multi(body, identity_key)
-    if len(inner) < SENDER_CERTIFICATE_LEN + 2:
-        raise InvalidMessage()
-    encoded = inner[:SENDER_CERTIFICATE_LEN]
-    try:
-        sender = SenderCertificate.decode(encoded)
-    except DecodeError:
-        raise InvalidMessage() from None
-    check_sender(sender, encoded, server_key, now, verified)
-    return sender, inner[SENDER_CERTIFICATE_LEN:]
+    return split_sender(open_multi(body, identity_key), server_key, now, verified)

@@ -15,10 +15,14 @@ Key schedule (as Signal's sender keys): for iteration ``i`` with chain key ``ck_
     key (32) || nonce (12) = HKDF-SHA256(message_key_i, salt = 32 zero bytes,
                                          info = "sealpost/v1/sender-key", 44)
 
+Each chain also has a random 32-byte *envelope key*, under which its owner hides its
+group messages from the server (:mod:`sealpost.protocol.group_sealed`).
+
 Wire (big-endian)::
 
-    SenderKeyDistribution = 0x01 0x30 | group_id (32) | chain_id (4) | iteration (4) |
-                            chain_key (32) | signing public key (32)            = 106 bytes
+    SenderKeyDistribution = 0x01 0x33 | group_id (32) | chain_id (4) | iteration (4) |
+                            chain_key (32) | signing public key (32) |
+                            envelope key (32)                                   = 138 bytes
     SenderKeyMessage      = 0x01 0x31 | group_id (32) | chain_id (4) | iteration (4) |
                             AES-256-GCM ciphertext (AAD = the 42 header bytes) |
                             Ed25519 signature (64) over "sealpost/v1/sender-key-message\\0"
@@ -49,21 +53,25 @@ from sealpost.crypto.kdf import hkdf, hmac_sha256
 from sealpost.crypto.sign import SigningKey, VerifyKey
 from sealpost.entropy import Rng
 from sealpost.protocol.consts import MAX_FORWARD_SKIP, MAX_SKIPPED_KEYS, WIRE_VERSION
+from sealpost.protocol.group_sealed import ENVELOPE_KEY_LEN, envelope_id
 
 __all__ = [
     "DISTRIBUTION_LEN",
     "GROUP_ID_LEN",
+    "LEGACY_DISTRIBUTION_LEN",
     "OwnSenderChain",
     "ReceivingSenderChain",
     "sender_key_header",
 ]
 
 GROUP_ID_LEN: Final = 32
-_DISTRIBUTION: Final = 0x30
+_LEGACY_DISTRIBUTION: Final = 0x30  # before envelope keys: still read, never written
+_DISTRIBUTION: Final = 0x33
 _MESSAGE: Final = 0x31
 _HEADER = struct.Struct(">2s32sII")  # prefix, group id, chain id, iteration
 HEADER_LEN: Final = _HEADER.size  # 42
-DISTRIBUTION_LEN: Final = HEADER_LEN + 32 + 32  # 106
+LEGACY_DISTRIBUTION_LEN: Final = HEADER_LEN + 32 + 32  # 106
+DISTRIBUTION_LEN: Final = LEGACY_DISTRIBUTION_LEN + ENVELOPE_KEY_LEN  # 138
 _SIG: Final = 64
 _INFO: Final = b"sealpost/v1/sender-key"
 _SIG_CONTEXT: Final = b"sealpost/v1/sender-key-message\x00"
@@ -94,7 +102,15 @@ def sender_key_header(message: bytes) -> tuple[bytes, int, int]:
 class OwnSenderChain:
     """This device's sender chain for one group (mutable: each message steps it)."""
 
-    __slots__ = ("chain_id", "chain_key", "group_id", "iteration", "signing_key")
+    __slots__ = (
+        "_envelope_id",
+        "chain_id",
+        "chain_key",
+        "envelope_key",
+        "group_id",
+        "iteration",
+        "signing_key",
+    )
 
     def __init__(
         self,
@@ -103,19 +119,33 @@ class OwnSenderChain:
         iteration: int,
         chain_key: bytes,
         signing_key: SigningKey,
+        envelope_key: bytes,
     ) -> None:
-        if len(group_id) != GROUP_ID_LEN or len(chain_key) != 32:
+        if (
+            len(group_id) != GROUP_ID_LEN
+            or len(chain_key) != 32
+            or len(envelope_key) != ENVELOPE_KEY_LEN
+        ):
             raise DecodeError("malformed sender chain")
         self.group_id = group_id
         self.chain_id = chain_id
         self.iteration = iteration
         self.chain_key = chain_key
         self.signing_key = signing_key
+        self.envelope_key = envelope_key
+        self._envelope_id: bytes | None = None
 
     @classmethod
     def create(cls, group_id: bytes, *, rng: Rng) -> OwnSenderChain:
         chain_id = int.from_bytes(rng(4), "big")
-        return cls(group_id, chain_id, 0, rng(32), SigningKey.generate(rng))
+        return cls(group_id, chain_id, 0, rng(32), SigningKey.generate(rng), rng(32))
+
+    @property
+    def envelope_id(self) -> bytes:
+        """The id receivers know this chain's envelopes by."""
+        if self._envelope_id is None:
+            self._envelope_id = envelope_id(self.envelope_key)
+        return self._envelope_id
 
     def distribution(self) -> bytes:
         """The chain as it is now, for another member device (secret: send it only inside
@@ -126,6 +156,7 @@ class OwnSenderChain:
             )
             + self.chain_key
             + self.signing_key.public_key().public_bytes_raw()
+            + self.envelope_key
         )
 
     def encrypt(self, plaintext: bytes) -> bytes:
@@ -141,24 +172,34 @@ class OwnSenderChain:
         self.chain_key, self.iteration = next_key, self.iteration + 1
         return body + self.signing_key.sign(_SIG_CONTEXT + body)
 
-    _RECORD = struct.Struct(">B32sII32s32s")
+    _RECORD = struct.Struct(">B32sII32s32s32s")
 
     def to_bytes(self) -> bytes:
         return self._RECORD.pack(
-            1,
+            2,
             self.group_id,
             self.chain_id,
             self.iteration,
             self.chain_key,
             self.signing_key.private_bytes_raw(),
+            self.envelope_key,
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OwnSenderChain:
-        if len(data) != cls._RECORD.size or data[0] != 1:
-            raise DecodeError("not a sender chain record")
-        _, group_id, chain_id, iteration, chain_key, private = cls._RECORD.unpack(data)
-        return cls(group_id, chain_id, iteration, chain_key, SigningKey.from_private_bytes(private))
+        """A stored chain. A record of version 1 (before envelope keys) is refused with
+        :class:`DecodeError`: its owner starts a new chain instead."""
+        if len(data) != cls._RECORD.size or data[0] != 2:
+            raise DecodeError("not a sender chain record of this version")
+        _, group_id, chain_id, iteration, chain_key, private, envelope = cls._RECORD.unpack(data)
+        return cls(
+            group_id,
+            chain_id,
+            iteration,
+            chain_key,
+            SigningKey.from_private_bytes(private),
+            envelope,
+        )
 
     def __repr__(self) -> str:
         return f"OwnSenderChain(chain_id={self.chain_id}, iteration={self.iteration}, <hidden>)"
@@ -167,7 +208,16 @@ class OwnSenderChain:
 class ReceivingSenderChain:
     """Another member device's sender chain, as far as this device has followed it."""
 
-    __slots__ = ("chain_id", "chain_key", "group_id", "iteration", "skipped", "verify_key")
+    __slots__ = (
+        "_envelope_id",
+        "chain_id",
+        "chain_key",
+        "envelope_key",
+        "group_id",
+        "iteration",
+        "skipped",
+        "verify_key",
+    )
 
     def __init__(
         self,
@@ -177,24 +227,54 @@ class ReceivingSenderChain:
         chain_key: bytes,
         verify_key: VerifyKey,
         skipped: OrderedDict[int, bytes] | None = None,
+        envelope_key: bytes | None = None,
     ) -> None:
+        if envelope_key is not None and len(envelope_key) != ENVELOPE_KEY_LEN:
+            raise DecodeError("malformed sender chain")
         self.group_id = group_id
         self.chain_id = chain_id
         self.iteration = iteration  # the next iteration expected
         self.chain_key = chain_key  # the chain key of ``iteration``
         self.verify_key = verify_key
         self.skipped: OrderedDict[int, bytes] = skipped or OrderedDict()
+        # None for a chain that came in a legacy (106-byte) distribution: its messages
+        # can only arrive in per-device wrapped envelopes (0x22)
+        self.envelope_key = envelope_key
+        self._envelope_id: bytes | None = None
+
+    @property
+    def envelope_id(self) -> bytes | None:
+        """The id of this chain's group-sealed envelopes (``None`` without a key)."""
+        if self._envelope_id is None and self.envelope_key is not None:
+            self._envelope_id = envelope_id(self.envelope_key)
+        return self._envelope_id
 
     @classmethod
     def from_distribution(cls, data: bytes) -> ReceivingSenderChain:
-        if len(data) != DISTRIBUTION_LEN:
-            raise DecodeError("a sender-key distribution is 106 bytes")
+        """A chain from a SenderKeyDistribution (138 bytes, or a legacy 106-byte one
+        without an envelope key)."""
+        if len(data) < HEADER_LEN:
+            raise DecodeError("truncated sender-key distribution")
         prefix, group_id, chain_id, iteration = _HEADER.unpack_from(data)
-        if prefix[0] != WIRE_VERSION or prefix[1] != _DISTRIBUTION:
+        if prefix[0] != WIRE_VERSION or prefix[1] not in (_DISTRIBUTION, _LEGACY_DISTRIBUTION):
             raise DecodeError("not a sender-key distribution")
+        legacy = prefix[1] == _LEGACY_DISTRIBUTION
+        if len(data) != (LEGACY_DISTRIBUTION_LEN if legacy else DISTRIBUTION_LEN):
+            raise DecodeError(
+                f"a sender-key distribution is {DISTRIBUTION_LEN} bytes "
+                f"({LEGACY_DISTRIBUTION_LEN} before envelope keys)"
+            )
         chain_key = data[HEADER_LEN : HEADER_LEN + 32]
-        verify_key = VerifyKey.from_public_bytes(data[HEADER_LEN + 32 :])
-        return cls(bytes(group_id), chain_id, iteration, bytes(chain_key), verify_key)
+        verify_key = VerifyKey.from_public_bytes(data[HEADER_LEN + 32 : HEADER_LEN + 64])
+        envelope = None if legacy else bytes(data[LEGACY_DISTRIBUTION_LEN:])
+        return cls(
+            bytes(group_id),
+            chain_id,
+            iteration,
+            bytes(chain_key),
+            verify_key,
+            envelope_key=envelope,
+        )
 
     def decrypt(self, message: bytes) -> tuple[bytes, ReceivingSenderChain]:
         """``(plaintext, the chain after it)``; this object is left as it was."""
@@ -223,14 +303,24 @@ class ReceivingSenderChain:
                 skipped.popitem(last=False)
         key, nonce = _keys(message_key)
         plaintext = aead_decrypt(key, nonce, ciphertext, header)
-        return plaintext, ReceivingSenderChain(
-            self.group_id, self.chain_id, next_iteration, chain_key, self.verify_key, skipped
+        advanced = ReceivingSenderChain(
+            self.group_id,
+            self.chain_id,
+            next_iteration,
+            chain_key,
+            self.verify_key,
+            skipped,
+            self.envelope_key,
         )
+        advanced._envelope_id = self._envelope_id
+        return plaintext, advanced
+
+    # record: version 1 = no envelope key (legacy distribution), 2 = with one
+    _RECORD = struct.Struct(">B32sII32s32sH")
 
     def to_bytes(self) -> bytes:
-        head = struct.pack(
-            ">B32sII32s32sH",
-            1,
+        head = self._RECORD.pack(
+            1 if self.envelope_key is None else 2,
             self.group_id,
             self.chain_id,
             self.iteration,
@@ -238,22 +328,34 @@ class ReceivingSenderChain:
             self.verify_key.public_bytes_raw(),
             len(self.skipped),
         )
-        return head + b"".join(struct.pack(">I", i) + k for i, k in self.skipped.items())
+        skipped = b"".join(struct.pack(">I", i) + k for i, k in self.skipped.items())
+        return head + (self.envelope_key or b"") + skipped
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReceivingSenderChain:
-        head = struct.Struct(">B32sII32s32sH")
-        if len(data) < head.size or data[0] != 1:
+        head = cls._RECORD
+        if len(data) < head.size or data[0] not in (1, 2):
             raise DecodeError("not a receiving sender chain record")
         _, group_id, chain_id, iteration, chain_key, public, count = head.unpack_from(data)
-        if count > MAX_SKIPPED_KEYS or len(data) != head.size + 36 * count:
+        at = head.size
+        envelope = None
+        if data[0] == 2:
+            envelope = bytes(data[at : at + ENVELOPE_KEY_LEN])
+            at += ENVELOPE_KEY_LEN
+        if count > MAX_SKIPPED_KEYS or len(data) != at + 36 * count:
             raise DecodeError("malformed receiving sender chain record")
         skipped: OrderedDict[int, bytes] = OrderedDict()
         for n in range(count):
-            at = head.size + 36 * n
-            skipped[struct.unpack_from(">I", data, at)[0]] = bytes(data[at + 4 : at + 36])
+            pos = at + 36 * n
+            skipped[struct.unpack_from(">I", data, pos)[0]] = bytes(data[pos + 4 : pos + 36])
         return cls(
-            group_id, chain_id, iteration, chain_key, VerifyKey.from_public_bytes(public), skipped
+            group_id,
+            chain_id,
+            iteration,
+            chain_key,
+            VerifyKey.from_public_bytes(public),
+            skipped,
+            envelope,
         )
 
     def __repr__(self) -> str:

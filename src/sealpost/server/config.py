@@ -44,8 +44,9 @@ def _frame_needed(config: ServerConfig) -> int:
 
 
 def _multi_frame_needed(config: ServerConfig) -> int:
-    """A ``send_multi`` frame: the shared part (an envelope) in base64 and about 110 bytes
-    of JSON per recipient device (account hex, device id, a 48-byte wrap in base64)."""
+    """A ``send_multi`` frame: the body or shared part (an envelope) in base64 and about
+    110 bytes of JSON per recipient device (account hex, device id and, in the legacy
+    form, a 48-byte wrap in base64)."""
     return -(-config.max_envelope // 3) * 4 + config.max_multi_recipients * 112 + 1024
 
 
@@ -82,7 +83,7 @@ class ServerConfig:
         default=512 * KiB, metadata=_doc("largest body of any other JSON request")
     )
     max_multi_recipients: int = field(
-        default=2000, metadata=_doc("device key wraps in one multi-recipient (group) send")
+        default=2000, metadata=_doc("recipient devices of one multi-recipient (group) send")
     )
     max_devices: int = field(default=5, metadata=_doc("devices one account may have"))
     link_ttl: int = field(default=600, metadata=_doc("seconds a device-link channel stays open"))
@@ -152,7 +153,7 @@ class ServerConfig:
         if self.max_frame < _multi_frame_needed(self):
             raise ConfigError(
                 f"max_frame must be at least {_multi_frame_needed(self)} to carry a "
-                "multi-recipient send of max_multi_recipients key wraps"
+                "multi-recipient send to max_multi_recipients devices"
             )
         if self.max_devices < 1:
             raise ConfigError("max_devices must be at least 1")

@@ -183,20 +183,27 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "/v1/messages/multi": {
             "put": _op(
-                "A multi-recipient sealed send: one shared ciphertext and a 48-byte key wrap "
-                "per device; each device gets 0x01 0x22 || wrap || shared",
+                "A multi-recipient send. With body (a group-sealed envelope, 0x01 0x23 ...) "
+                "every recipient [account hex, device id] gets the body as it is; the legacy "
+                "form has shared and [account hex, device id, 48-byte wrap], and each device "
+                "gets 0x01 0x22 || wrap || shared",
                 {"200": _json("stored")},
                 errors=(400, 403, 404, 409, 413, 429, 507),
                 body=_json_body(
                     {
+                        "body": _B64,
                         "shared": _B64,
                         "recipients": {
                             "type": "array",
-                            "items": {"type": "array", "description": "[account hex, id, wrap]"},
+                            "items": {
+                                "type": "array",
+                                "description": "[account hex, id] or, with shared, "
+                                "[account hex, id, wrap]",
+                            },
                         },
                         "tokens": {"type": "object"},
                     },
-                    ["shared", "recipients"],
+                    ["recipients"],
                 ),
             )
         },

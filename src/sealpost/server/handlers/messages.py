@@ -30,6 +30,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from sealpost.protocol.group_sealed import GROUP_SEALED_MIN, GROUP_SEALED_PREFIX
 from sealpost.protocol.sealed_multi import WRAP_LEN, assemble
 from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
 from sealpost.server.codec import (
@@ -143,41 +144,55 @@ class MessagesApi:
         return out
 
     def _multi_envelopes(self, doc: dict[str, Any]) -> list[Envelope]:
-        """A multi-recipient send: one ``shared`` part and a 48-byte key wrap per device;
-        each device's envelope is ``0x01 0x22 || wrap || shared``."""
+        """A multi-recipient send. Either a group-sealed ``body`` (``0x01 0x23 ...``) and
+        ``recipients`` as ``[account id hex, device id]``, each device storing the body as
+        it is; or (the legacy form) a ``shared`` part and ``[account id hex, device id,
+        48-byte wrap base64]``, each device storing ``0x01 0x22 || wrap || shared``."""
         cfg = self._ctx.config
-        shared = decode_b64(get_str(doc, "shared"), "shared")
-        if len(shared) < 48:
-            raise bad_request("shared is too short to be a sealed message")
-        if len(shared) + 2 + WRAP_LEN > cfg.max_envelope:
-            raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
+        grouped = "body" in doc
+        if grouped:
+            body = decode_b64(get_str(doc, "body"), "body")
+            if len(body) < GROUP_SEALED_MIN or body[:2] != GROUP_SEALED_PREFIX:
+                raise bad_request("body is not a group-sealed envelope")
+            if len(body) > cfg.max_envelope:
+                raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
+            shape = "each recipient is [account id hex, device id]"
+        else:
+            shared = decode_b64(get_str(doc, "shared"), "shared")
+            if len(shared) < 48:
+                raise bad_request("shared is too short to be a sealed message")
+            if len(shared) + 2 + WRAP_LEN > cfg.max_envelope:
+                raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
+            shape = "each recipient is [account id hex, device id, wrap base64]"
         items = get_list(doc, "recipients", limit=cfg.max_multi_recipients)
         if not items:
             raise bad_request("recipients must not be empty")
         seen: set[tuple[bytes, int]] = set()
         out = []
         for item in items:
-            if not isinstance(item, list) or len(item) != 3:
-                raise bad_request("each recipient is [account id hex, device id, wrap base64]")
-            account_hex, device_id, wrap_b64 = item
-            if not isinstance(account_hex, str) or not isinstance(wrap_b64, str):
-                raise bad_request("each recipient is [account id hex, device id, wrap base64]")
+            if not isinstance(item, list) or len(item) != (2 if grouped else 3):
+                raise bad_request(shape)
+            account_hex, device_id = item[0], item[1]
+            if not isinstance(account_hex, str):
+                raise bad_request(shape)
             if not isinstance(device_id, int) or isinstance(device_id, bool):
                 raise bad_request("device ids are integers")
             if not 0 <= device_id <= 0xFFFFFFFF:
                 raise bad_request("device ids are unsigned 32-bit integers")
             account_id = parse_hex(account_hex, 16, "account_id")
-            wrap = decode_b64(wrap_b64, "wrap")
-            if len(wrap) != WRAP_LEN:
-                raise bad_request(f"a key wrap is {WRAP_LEN} bytes")
+            if grouped:
+                stored = body
+            else:
+                if not isinstance(item[2], str):
+                    raise bad_request(shape)
+                wrap = decode_b64(item[2], "wrap")
+                if len(wrap) != WRAP_LEN:
+                    raise bad_request(f"a key wrap is {WRAP_LEN} bytes")
+                stored = assemble(wrap, shared)
             if (account_id, device_id) in seen:
                 raise bad_request("a device is named twice")
             seen.add((account_id, device_id))
-            out.append(
-                Envelope(
-                    self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, assemble(wrap, shared)
-                )
-            )
+            out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, stored))
         return out
 
     async def prepare_multi(
