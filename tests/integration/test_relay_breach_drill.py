@@ -152,6 +152,8 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
     from test_client_e2e import make_client
     from test_client_groups import drain, link
 
+    from sealpost.protocol.senderkeys import ReceivingSenderChain
+
     server = make_server("--log-level", "debug")
     marker = "group marker " + os.urandom(12).hex()
     group_name = "secret-plans-" + os.urandom(6).hex()
@@ -179,7 +181,10 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
                 secrets.append(client._account.to_bytes()[18:])
                 secrets.append(client._device.to_bytes()[2:66])
                 for (state,) in client.store.read().execute("SELECT state FROM sender_keys"):
-                    secrets.append(bytes(state)[41:73])  # chain keys
+                    chain = ReceivingSenderChain.from_bytes(bytes(state))
+                    secrets.append(chain.chain_key)
+                    assert chain.envelope_key is not None
+                    secrets.append(chain.envelope_key)
         finally:
             for client in (alice, alice2, bob, carol):
                 await client.close()
