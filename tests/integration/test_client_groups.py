@@ -412,3 +412,56 @@ def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
                 await client.close()
 
     run(scenario())
+
+
+def test_group_message_is_delivered_once_every_member_confirmed(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Each member's device sends the author a delivery receipt (pairwise); the author's
+    devices show the message delivered only when every other member has confirmed it."""
+
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        carol = await make_client(server, tmp_path)
+        alice2 = await link(alice, tmp_path, "laptop")
+        try:
+            await alice.receive(wait=5)  # the notice that alice2 was linked
+            await alice.create_group("ticks", [bob.username, carol.username])
+            await drain(alice2, bob, carol)
+            sent = await alice.send("ticks", "did everyone get this?")
+
+            async def status(client: Client, want: str) -> str:
+                found = "?"
+                for _ in range(8):
+                    await client.receive(wait=0.5)
+                    rows = [m for m in client.history("ticks") if m.id == sent.id]
+                    found = rows[0].status if rows else "?"
+                    if found == want:
+                        break
+                return found
+
+            assert received(await bob.receive(wait=5)) == [
+                ("ticks", alice.username, "did everyone get this?")
+            ]
+            await asyncio.sleep(0.5)  # bob's receipt goes out after RECEIPT_DELAY
+            assert await status(alice, "delivered") == "sent"  # carol has not confirmed
+            assert received(await carol.receive(wait=5)) == [
+                ("ticks", alice.username, "did everyone get this?")
+            ]
+            await asyncio.sleep(0.5)
+            assert await status(alice, "delivered") == "delivered"
+            assert await status(alice2, "delivered") == "delivered"  # the sibling's copy
+            (raw,) = (
+                alice.store.read()
+                .execute("SELECT receipts FROM messages WHERE message_uuid = ?", (sent.id,))
+                .fetchone()
+            )
+            assert sorted([raw[:16], raw[16:]]) == sorted([bob.account_id, carol.account_id])
+            # bob's own receipt needs nobody's confirmation: his copy is "received"
+            assert [m.status for m in bob.history("ticks")] == ["received"]
+        finally:
+            for client in (alice, alice2, bob, carol):
+                await client.close()
+
+    run(scenario())

@@ -2033,9 +2033,12 @@ class Client:
             contact.devices[certificate.device_id] = certificate
             return contact
         # A sender we do not know: its claimed name must be its name in the directory.
+        # A fellow group member (a receipt for a group message, say) is named by the group.
         content = decode_content(plaintext)
         claimed = getattr(content, "sender_name", None)
         if not isinstance(claimed, str):
+            claimed = self._member_name(account_id, state)
+        if claimed is None:
             raise UnknownContact("a first message that does not say who sends it")
         return await self._new_contact(claimed, account_id, account_key, state, certificate)
 
@@ -2302,16 +2305,44 @@ class Client:
         ]
         for account_id, receipt in state.receipts:
             for message_id in receipt.message_ids:
-                conn.execute(
+                cursor = conn.execute(
                     "UPDATE messages SET status = 'delivered' WHERE message_uuid = ? "
                     "AND peer = ? AND outgoing = 1",
                     (message_id, account_id),
                 )
+                if not cursor.rowcount:
+                    self._group_receipt(conn, message_id, account_id, state)
         conn.executemany(
             "INSERT OR IGNORE INTO processed (server_id, at) VALUES (?, ?)",
             [(p.server_id, now) for p in pushes],
         )
         return changed
+
+    def _group_receipt(
+        self, conn: Any, message_id: bytes, account_id: bytes, state: _BatchState
+    ) -> None:
+        """A member's delivery receipt for a group message this account sent: the message
+        is delivered once every current member but this account has confirmed it."""
+        row = conn.execute(
+            "SELECT id, peer, receipts FROM messages WHERE message_uuid = ? AND outgoing = 1 "
+            "AND length(peer) = ?",
+            (message_id, GROUP_ID_LEN),
+        ).fetchone()
+        if row is None:
+            return
+        row_id, peer, raw = row[0], bytes(row[1]), bytes(row[2] or b"")
+        group = state.groups.get(peer) or self._group(peer)
+        if group is None:
+            return
+        members = {m.account_id for m in group.info.members} - {self.account_id}
+        if account_id not in members:
+            return  # only members confirm
+        confirmed = {raw[i : i + 16] for i in range(0, len(raw), 16)} | {account_id}
+        conn.execute(
+            "UPDATE messages SET receipts = ?, status = CASE WHEN ? THEN 'delivered' "
+            "ELSE status END WHERE id = ?",
+            (b"".join(sorted(confirmed)), members <= confirmed, row_id),
+        )
 
     def _schedule_receipts(self) -> None:
         """Send the due receipts a moment from now, so a stream of messages is answered
@@ -2418,6 +2449,20 @@ class Client:
                 )
 
     # ------------------------------------------------------------------ groups
+
+    def _member_name(self, account_id: bytes, state: _BatchState) -> str | None:
+        """The username a group this account is in lists for ``account_id``."""
+        stored = (
+            self._group(bytes(g))
+            for (g,) in self._store.read().execute("SELECT group_id FROM groups WHERE member = 1")
+        )
+        for group in (*state.groups.values(), *stored):
+            if group is None or not group.member:
+                continue
+            for m in group.info.members:
+                if m.account_id == account_id:
+                    return m.username
+        return None
 
     def _group(self, group_id: bytes) -> _GroupRow | None:
         row = (
@@ -2815,6 +2860,9 @@ class Client:
             raise InvalidMessage()
         await self._new_contact(author.username, author.account_id, author.account_key, state)
         self._absorb_conversation(content, group_id, sender.account_id, False, state)
+        if isinstance(content, TextContent) and content.message_id in state.seen_ids:
+            # a delivery receipt to the author, pairwise, as for a 1:1 message
+            state.reply_to.setdefault(sender.account_id, []).append(content.message_id)
 
     def _absorb_sender_key(
         self, distribution: bytes, account_id: bytes, device_id: int, state: _BatchState

@@ -182,9 +182,11 @@ _MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL, evidence BLOB NOT NULL, raised INTEGER NOT NULL,
         dismissed INTEGER NOT NULL DEFAULT 0, UNIQUE (kind, subject, detail));
     """,
-    # 5: group-sealed envelopes name the sender chain by its envelope id.
+    # 5: group-sealed envelopes name the sender chain by its envelope id; the members that
+    # confirmed delivery of a group message this account sent (16-byte account ids).
     """
     ALTER TABLE sender_keys ADD COLUMN envelope_id BLOB;
+    ALTER TABLE messages ADD COLUMN receipts BLOB;
     CREATE INDEX sender_keys_envelope ON sender_keys(envelope_id)
         WHERE envelope_id IS NOT NULL;
     """,
