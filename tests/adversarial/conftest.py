@@ -8,12 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from integration.helpers import ServerProcess
 from sealpost.crypto.sign import SigningKey
 
 HERE = Path(__file__).parent
@@ -46,40 +45,27 @@ class HostileServer:
         self.data = root / "data"
         self.logs = root / "logs"
         self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._starts = 0
+        self._process = ServerProcess(
+            self.data,
+            self.logs,
+            command=[
+                sys.executable,
+                str(HERE / "hostile_server.py"),
+                str(self.data),
+                str(self.port),
+            ],
+        )
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._process.proc
 
     def start(self) -> HostileServer:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self._starts += 1
-        out = self.logs / f"stdout.{self._starts}.log"
-        err = self.logs / f"stderr.{self._starts}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
-        with out.open("wb") as o, err.open("wb") as e:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "hostile_server.py"), str(self.data), str(self.port)],
-                stdout=o,
-                stderr=e,
-                env=env,
-            )
-        deadline = time.monotonic() + TIMEOUT
-        while "listening on" not in out.read_text():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited: {err.read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not start")
-            time.sleep(0.05)
+        self._process.start(TIMEOUT)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self._process.stop()
 
     def restart(self) -> None:
         self.stop()

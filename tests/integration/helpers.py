@@ -77,10 +77,13 @@ def wait_for(
 class ServerProcess:
     """``sealpost server`` as a subprocess; ``url`` once started."""
 
-    def __init__(self, data: Path, logs: Path, *args: str) -> None:
+    def __init__(
+        self, data: Path, logs: Path, *args: str, command: list[str] | None = None
+    ) -> None:
         self.data = data
         self.logs = logs
         self.args = args
+        self.command = command  # another server program that prints the same line
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._starts = 0
@@ -91,8 +94,10 @@ class ServerProcess:
         out = (self.logs / f"stdout.{self._starts}.log").open("wb")
         err = (self.logs / f"stderr.{self._starts}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
-        cmd = [sys.executable, "-m", "sealpost.cli", "server", "--data", str(self.data)]
-        cmd += ["--host", "127.0.0.1", "--port", "0", *self.args]
+        cmd = self.command or [
+            *(sys.executable, "-m", "sealpost.cli", "server", "--data", str(self.data)),
+            *("--host", "127.0.0.1", "--port", "0", *self.args),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         out.close()
         err.close()
