@@ -2183,9 +2183,8 @@ class Client:
             )
             if event is not None:
                 state.events.append(event)
-            if content.expire_timer != self._timer(peer):
-                seconds = content.expire_timer
-                state.writes.append(lambda conn: _set_timer(conn, peer, seconds))
+            # the text's own timer says when this message disappears; the conversation's
+            # timer changes only by an explicit TimerContent, with its notice (issue 13.6)
         elif isinstance(content, TimerContent):
             seconds = content.expire_timer
             state.writes.append(lambda conn: _set_timer(conn, peer, seconds))
