@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from helpers import Client, Device, ServerProcess, b64, envelopes_json
+from helpers import Client, Device, ServerProcess, b64, envelopes_json, unique_name
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -182,3 +184,154 @@ def test_websocket_bad_frames(server: ServerProcess, registered: Callable[..., C
     assert ws_close_code(server, ["x" * 500_000], bob.device) == 1009
     # the server is still fine
     assert bob.request("GET", "/v1/keys/status").status_code == 200
+
+
+# A JSON integer past Python's 4300-digit str-to-int limit (json.loads raises ValueError).
+HUGE = "1" * 5000
+
+
+def _huge_in(doc: dict[str, object], key: str) -> bytes:
+    """``doc`` as JSON with the value of ``key`` replaced by a 5000-digit integer."""
+    marker = "__huge__"
+    text = json.dumps({**doc, key: marker})
+    return text.replace(f'"{marker}"', HUGE).encode()
+
+
+def test_huge_json_integer_is_a_400_on_every_json_route(
+    registered: Callable[..., Client],
+) -> None:
+    bob = registered()
+    assert bob.device is not None
+    me = bob.device.account_id.hex()
+    fresh = Device.generate()
+    linked = Device.generate(bob.device.account, device_id=2)
+    envelope = {"account_id": me, "device_id": 1, "body": "AA=="}
+    name = unique_name()
+    registration = fresh.registration(name)
+    cases = [
+        ("POST", "/v1/accounts", _huge_in(registration, "username"), fresh),
+        ("POST", "/v1/accounts", _huge_in(registration, "sealed_from_anyone"), fresh),
+        ("POST", "/v1/devices", _huge_in(linked.device_json(), "certificate"), linked),
+        ("PUT", "/v1/messages", _huge_in({"messages": [envelope]}, "messages"), None),
+        (
+            "PUT",
+            "/v1/messages",
+            json.dumps({"messages": [{**envelope, "device_id": "__"}]})
+            .replace('"__"', HUGE)
+            .encode(),
+            None,
+        ),
+        ("PUT", "/v1/messages/multi", _huge_in({"recipients": [[me, 1]]}, "body"), None),
+        ("PUT", "/v1/keys", _huge_in({}, "signed_prekey"), bob.device),
+    ]
+    for method, path, body, signer in cases:
+        with Client(bob.url, signer) as client:
+            response = client.request(method, path, content=body, signed=signer is not None)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"] in {"malformed_json", "invalid_request"}
+    assert bob.request("GET", "/v1/messages").json()["messages"] == []
+    assert bob.lookup(name).status_code == 404
+
+
+def test_huge_json_integer_on_the_sockets_is_a_4400(
+    server: ServerProcess, registered: Callable[..., Client]
+) -> None:
+    bob = registered()
+    assert bob.device is not None
+    send = f'{{"type": "send", "req": {HUGE}, "messages": []}}'
+    auth = f'{{"type": "auth", "account": "{"00" * 16}", "device": {HUGE}, "signature": ""}}'
+    assert ws_close_code(server, [auth], None) == 4400
+    assert ws_close_code(server, [send], bob.device) == 4400
+    sealed = server.ws_url.replace("/v1/stream", "/v1/sealed")
+    with connect(sealed, open_timeout=10, close_timeout=2) as ws:
+        ws.send(send)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4400
+
+
+def test_hex_ids_with_whitespace_are_a_400(registered: Callable[..., Client]) -> None:
+    bob = registered()
+    short = "%20" + "00" * 31 + "%20"  # 64 characters once decoded, 31 bytes to fromhex
+    assert_error(bob.http.get(f"/v1/attachments/{short}"), 400, "invalid_request")
+    message = "%20" + "00" * 15 + "%20"
+    assert_error(bob.request("DELETE", f"/v1/messages/{message}"), 400, "invalid_request")
+    assert bob.request("GET", "/v1/keys/status").status_code == 200
+
+
+def test_deep_json_on_the_link_socket_is_a_4400(server: ServerProcess) -> None:
+    link = server.ws_url.replace("/v1/stream", "/v1/link")
+    for frame in ["[" * 100_000 + "]" * 100_000, f'{{"type": "open", "kem": {HUGE}}}']:
+        with connect(link, open_timeout=10, close_timeout=2) as ws:
+            ws.send(frame)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 4400
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.sampled_from([HUGE, "AA==", "00" * 16, " " + "00" * 15 + " ", "1"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=25,
+)
+_FIELDS = [
+    "username",
+    "account_key",
+    "certificate",
+    "delivery_token",
+    "sealed_from_anyone",
+    "signed_prekey",
+    "kem_last_resort",
+    "one_time_prekeys",
+    "kem_one_time_prekeys",
+    "messages",
+    "account_id",
+    "device_id",
+    "body",
+    "shared",
+    "recipients",
+    "tokens",
+    "revocation",
+]
+_JSON_ROUTES = [
+    ("POST", "/v1/accounts"),
+    ("POST", "/v1/devices"),
+    ("DELETE", "/v1/devices/2"),
+    ("PUT", "/v1/keys"),
+    ("PUT", "/v1/messages"),
+    ("PUT", "/v1/messages/multi"),
+    ("PUT", f"/v1/link/{'00' * 16}"),
+]
+_fuzz_account: list[Client] = []
+
+
+def _fuzz_client(server: ServerProcess) -> Client:
+    if not _fuzz_account:
+        client = Client(server.url, Device.generate())
+        assert client.register(unique_name()).status_code == 201
+        _fuzz_account.append(client)
+    return _fuzz_account[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.sampled_from(_JSON_ROUTES),
+    signed=st.booleans(),
+    doc=_json_values | st.dictionaries(st.sampled_from(_FIELDS), _json_values, max_size=6),
+    raw=st.sampled_from(["", HUGE, "[" * 5000, '{"a":' * 5000]),
+)
+def test_random_json_bodies_never_get_a_500(
+    server: ServerProcess, route: tuple[str, str], signed: bool, doc: object, raw: str
+) -> None:
+    client = _fuzz_client(server)
+    body = (raw if raw else json.dumps(doc)).encode()
+    method, path = route
+    response = client.request(method, path, content=body, signed=signed)
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    assert isinstance(answer.get("error"), str) or response.status_code < 300, answer

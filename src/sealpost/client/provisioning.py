@@ -148,7 +148,7 @@ class Provisioning:
     def from_bytes(cls, data: bytes) -> Provisioning:
         try:
             doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (ValueError, RecursionError):  # also bad UTF-8, deep nesting, huge integers
             raise DecodeError("the provisioning payload is not JSON") from None
         if not isinstance(doc, dict) or doc.get("version") != VERSION:
             raise DecodeError("a provisioning payload of another version")

@@ -87,7 +87,7 @@ def _frame(message: MutableMapping[str, Any]) -> dict[str, Any]:
         raise _Close(4400, "expected a JSON text frame")
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also an integer over 4300 digits
         raise _Close(4400, "malformed JSON") from None
     if not isinstance(doc, dict):
         raise _Close(4400, "a frame must be a JSON object")

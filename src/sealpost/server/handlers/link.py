@@ -77,7 +77,7 @@ class LinkApi:
                 kem = base64.b64decode(str(doc["kem"]), validate=True)
                 if len(kem) != KEM_PUBLIC_LEN:
                     raise ValueError
-            except (ValueError, KeyError, binascii.Error):
+            except (ValueError, KeyError, binascii.Error, RecursionError):
                 await websocket.close(code=4400, reason="expected an open frame")
                 return
             channel_id = ctx.rng(CHANNEL_LEN)
