@@ -43,6 +43,7 @@ from sealpost.server.handlers.keys import KeysApi
 from sealpost.server.handlers.link import LinkApi
 from sealpost.server.handlers.log import LogApi, LogService
 from sealpost.server.handlers.messages import MessagesApi
+from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
 from sealpost.server.ratelimit import RateLimiter
@@ -134,6 +135,7 @@ def create_app(
         per_account=RateLimiter(config.rate_per_account, clock=monotonic),
         per_address=RateLimiter(config.rate_per_address, clock=monotonic),
         sealed_per_address=RateLimiter(config.rate_sealed_per_address, clock=monotonic),
+        limits=Limits.from_config(config, clock=monotonic),
     )
     ctx.metrics.gauge(
         "sealpost_websocket_connected", "devices connected now", lambda: fanout.connected()

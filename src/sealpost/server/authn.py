@@ -1,9 +1,12 @@
 """Checking signed requests against stored devices (the stateful half of :mod:`.auth`).
 
-Order of checks, cheapest and least stateful first: header syntax, per-account rate, clock
-window, device lookup, signature, and only then the nonce is recorded. So a forged request
-never writes anything, and a replayed one is refused with ``replayed`` because its nonce is
-already stored. Failures other than ``clock_skew`` and ``replayed`` are one opaque
+Order of checks, cheapest and least stateful first: the address's budget of failed
+authentications, header syntax, clock window, device lookup, signature; then the account's
+rate limit is charged, and only then the nonce is recorded. So a forged request never
+writes anything and never costs the account it names: every failure is charged to the
+client address that sent it (``rate_auth_failures_per_address``; past it, 429 before any
+check). A replayed request is refused with ``replayed`` because its nonce is already
+stored. Failures other than ``clock_skew`` and ``replayed`` are one opaque
 ``unauthorized``: nobody learns whether a device exists or which check failed.
 """
 
@@ -24,7 +27,7 @@ from sealpost.server.auth import (
 )
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
-from sealpost.server.requests import raw_target
+from sealpost.server.requests import client_address, raw_target
 
 __all__ = ["AuthenticatedDevice", "Authenticator"]
 
@@ -53,26 +56,39 @@ class Authenticator:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
+    def failed(self, conn: HTTPConnection, error: ApiError) -> ApiError:
+        """Charge a failed authentication to the client's address; returns ``error``."""
+        self._ctx.limits.auth_failures.take(client_address(conn))
+        return error
+
     def headers(self, conn: HTTPConnection, *, required: bool) -> AuthHeaders | None:
         try:
             parsed = parse_auth_headers(conn.headers)
         except MalformedAuth as exc:
-            raise unauthorized(str(exc)) from None
+            wait = self._ctx.limits.auth_failures.blocked(client_address(conn))
+            if wait:
+                raise rate_limited(wait) from None
+            raise self.failed(conn, unauthorized(str(exc))) from None
         if parsed is None and required:
             raise unauthorized("this request must be signed by a device")
         if parsed is not None:
-            wait = self._ctx.per_account.take(parsed.account_id)
+            wait = self._ctx.limits.auth_failures.blocked(client_address(conn))
             if wait:
                 raise rate_limited(wait)
             now = self._ctx.clock()
             if abs(now - parsed.timestamp) > self._ctx.config.auth_window:
-                raise ApiError(401, "clock_skew", "request timestamp outside the allowed window")
+                raise self.failed(
+                    conn,
+                    ApiError(401, "clock_skew", "request timestamp outside the allowed window"),
+                )
         return parsed
 
-    async def device_certificate(self, headers: AuthHeaders) -> DeviceCertificate:
+    async def device_certificate(
+        self, conn: HTTPConnection, headers: AuthHeaders
+    ) -> DeviceCertificate:
         record = await self._ctx.storage.device(headers.account_id, headers.device_id)
         if record is None:
-            raise unauthorized()
+            raise self.failed(conn, unauthorized())
         return DeviceCertificate.decode(record.certificate)
 
     async def check(
@@ -82,11 +98,12 @@ class Authenticator:
         body_sha256: bytes,
         certificate: DeviceCertificate,
     ) -> AuthenticatedDevice:
-        """Verify the signature with ``certificate``'s signing key, then spend the nonce."""
+        """Verify the signature with ``certificate``'s signing key, charge the account's
+        rate limit, then spend the nonce."""
         if certificate.account_id != headers.account_id or (
             certificate.device_id != headers.device_id
         ):
-            raise unauthorized()
+            raise self.failed(conn, unauthorized())
         message = request_message_for_digest(
             conn.scope.get("method", "GET"),
             raw_target(conn),
@@ -97,16 +114,22 @@ class Authenticator:
         try:
             VerifyKey.from_public_bytes(certificate.signing_key).verify(headers.signature, message)
         except (DecodeError, ProtocolError):
-            raise unauthorized() from None
+            raise self.failed(conn, unauthorized()) from None
+        wait = self._ctx.per_account.take(headers.account_id)  # it signed this: charge it
+        if wait:
+            raise rate_limited(wait)
         expires = max(headers.timestamp, self._ctx.clock()) + self._ctx.config.auth_window + 1
         if not await self._ctx.storage.use_nonce(headers.nonce, expires):
-            raise ApiError(401, "replayed", "this request nonce was already used")
+            raise self.failed(
+                conn, ApiError(401, "replayed", "this request nonce was already used")
+            )
         return AuthenticatedDevice(headers.account_id, headers.device_id, certificate)
 
     async def authenticate(self, conn: HTTPConnection, body_sha256: bytes) -> AuthenticatedDevice:
         headers = self.headers(conn, required=True)
         assert headers is not None
-        return await self.check(conn, headers, body_sha256, await self.device_certificate(headers))
+        certificate = await self.device_certificate(conn, headers)
+        return await self.check(conn, headers, body_sha256, certificate)
 
     async def authenticate_optional(
         self, conn: HTTPConnection, body_sha256: bytes
@@ -114,4 +137,5 @@ class Authenticator:
         headers = self.headers(conn, required=False)
         if headers is None:
             return None
-        return await self.check(conn, headers, body_sha256, await self.device_certificate(headers))
+        certificate = await self.device_certificate(conn, headers)
+        return await self.check(conn, headers, body_sha256, certificate)

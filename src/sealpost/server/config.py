@@ -27,7 +27,9 @@ __all__ = ["ConfigError", "ServerConfig", "load_config"]
 
 KiB = 1024
 MiB = 1024 * KiB
-DAY = 24 * 3600
+GiB = 1024 * MiB
+HOUR = 3600
+DAY = 24 * HOUR
 
 
 class ConfigError(Exception):
@@ -116,6 +118,24 @@ class ServerConfig:
     rate_sealed_per_address: int = field(
         default=600,
         metadata=_doc("sealed sends without delivery token per address per minute"),
+    )
+    rate_auth_failures_per_address: int = field(
+        default=60,
+        metadata=_doc(
+            "failed request authentications per client address per minute (then 429 before"
+            " any check), so forged signatures cost their sender, never the account named"
+        ),
+    )
+    # -- connections
+    max_connections: int = field(
+        default=4000,
+        metadata=_doc(
+            "open connections (HTTP and WebSocket) before new ones get 503; keep it under"
+            " the process's file descriptor limit (ulimit -n)"
+        ),
+    )
+    header_timeout: float = field(
+        default=10.0, metadata=_doc("seconds a connection has to send a request's headers")
     )
     # -- authentication
     auth_window: int = field(

@@ -11,6 +11,7 @@ from sealpost.entropy import Rng
 from sealpost.server.blobs import BlobStore
 from sealpost.server.config import ServerConfig
 from sealpost.server.fanout.base import Fanout
+from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
 from sealpost.server.ratelimit import RateLimiter
 from sealpost.server.storage.base import Storage
@@ -31,3 +32,4 @@ class Context:
     per_account: RateLimiter
     per_address: RateLimiter
     sealed_per_address: RateLimiter
+    limits: Limits

@@ -22,8 +22,11 @@ status  code                    when
 409     ``mismatched_devices``  a send did not name exactly the destination's devices
 409     ``prekey_stock_full``   an upload would exceed the per-device prekey stock
 413     ``too_large``           a body, envelope, list or attachment over its limit
-429     ``rate_limited``        too many requests; ``Retry-After`` says when to retry
+429     ``rate_limited``        too many requests (or failed authentications from this
+                                address); ``Retry-After`` says when to retry
 500     ``internal``            a bug; logged without request data
+503     ``busy``                the server is at ``max_connections``
+                                (:mod:`sealpost.server.connections`); ``Retry-After``
 507     ``queue_full``          a destination device's queue is at its limit
 ======  ======================  ===========================================================
 """

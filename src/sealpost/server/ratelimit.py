@@ -1,10 +1,16 @@
 """Token-bucket rate limits, in memory.
 
-One bucket per key (an account id, or a client address) refilled at ``per_minute / 60``
-tokens a second up to ``per_minute``. Buckets live only in this process's memory: client
-addresses are never written to disk or logs. The table is bounded (least recently used
-buckets are dropped, which only ever forgives), so a flood of addresses cannot exhaust
-memory. ``per_minute = 0`` disables the limit.
+One bucket per key (an account id, a client address, or a pair of them) holding at most
+``limit`` tokens and refilled at ``limit / window`` tokens a second (``window`` is a minute
+unless given). A request spends one token, a byte quota spends one per byte. Buckets live
+only in this process's memory: client addresses are never written to disk or logs. The
+table is bounded (least recently used buckets are dropped, which only ever forgives), so a
+flood of addresses cannot exhaust memory. ``limit = 0`` disables the limit.
+
+    >>> now = [0.0]
+    >>> limiter = RateLimiter(2, clock=lambda: now[0])
+    >>> limiter.take("a"), limiter.take("a"), limiter.take("a") > 0
+    (0.0, 0.0, True)
 """
 
 from __future__ import annotations
@@ -17,27 +23,46 @@ __all__ = ["RateLimiter"]
 
 class RateLimiter:
     def __init__(
-        self, per_minute: int, *, clock: Callable[[], float], max_keys: int = 100_000
+        self,
+        limit: int,
+        *,
+        clock: Callable[[], float],
+        window: float = 60.0,
+        max_keys: int = 100_000,
     ) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(per_minute)
+        self._rate = limit / window
+        self._burst = float(limit)
         self._clock = clock
         self._max_keys = max_keys
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
-    def take(self, key: Hashable) -> float:
-        """Spend one token for ``key``: 0.0 if allowed, else seconds until one is free."""
+    def _tokens(self, key: Hashable, now: float) -> float:
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        return min(self._burst, tokens + (now - last) * self._rate)
+
+    def take(self, key: Hashable, amount: float = 1.0) -> float:
+        """Spend ``amount`` tokens for ``key``: 0.0 if allowed, else seconds until they
+        are there (nothing is spent then). An amount over the whole limit is always refused
+        (its wait is a whole window)."""
         if self._burst <= 0:
             return 0.0
         now = self._clock()
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
+        tokens = self._tokens(key, now)
+        if tokens >= amount:
+            self._buckets[key] = (tokens - amount, now)
             wait = 0.0
         else:
             self._buckets[key] = (tokens, now)
-            wait = (1.0 - tokens) / self._rate
+            missing = amount - tokens if amount <= self._burst else self._burst
+            wait = max(missing, 1e-6) / self._rate
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+    def blocked(self, key: Hashable) -> float:
+        """Seconds until ``key`` has a token again (0.0 if it has one); spends nothing."""
+        if self._burst <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, last = self._buckets[key]
+        tokens = min(self._burst, tokens + (self._clock() - last) * self._rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate

@@ -2,9 +2,15 @@
 
 The listening socket is bound here, before uvicorn starts, so ``port = 0`` works and the
 URL printed on stdout (``sealpost server listening on http://HOST:PORT``) is the real one;
-tests and scripts read that line. Uvicorn's access log is off: it would write client
-addresses and request paths (usernames, account ids) to the log, and the server promises
-to log nothing that identifies who talks to whom.
+tests and scripts read that line. Uvicorn's access log is off, and its own logger
+(``uvicorn.error``, which also writes a line with the client's address for every WebSocket
+accepted or closed) logs only warnings and errors unless ``log_level`` is ``debug``: it would
+write client addresses and request paths (usernames, account ids) to the log, and the
+server promises to log nothing that identifies who talks to whom. At ``debug`` that promise
+does not hold (docs/OPERATIONS.md says so): it is for a developer's own machine.
+
+Connections are limited by :mod:`.connections` (header deadline, connection cap);
+uvicorn's keep-alive timeout closes idle ones.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import uvicorn
 from sealpost.entropy import system_clock, system_rng
 from sealpost.server.app import create_app
 from sealpost.server.config import ServerConfig
+from sealpost.server.connections import limited_protocol
 from sealpost.server.fanout.local import LocalFanout
 from sealpost.server.server_key import load_or_create_server_key
 from sealpost.server.storage.sqlite import SqliteStorage
@@ -71,6 +78,7 @@ class _Server(uvicorn.Server):
 
 
 def _log_config(level: str) -> dict[str, Any]:
+    uvicorn_level = _uvicorn_level(level)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -83,11 +91,20 @@ def _log_config(level: str) -> dict[str, Any]:
             }
         },
         "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": uvicorn_level.upper(), "propagate": False},
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
             "sealpost": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
         },
     }
+
+
+def _uvicorn_level(level: str) -> str:
+    """Uvicorn logs client addresses at INFO (``127.0.0.1:PORT - "WebSocket /v1/sealed"
+    [accepted]``); its warnings and errors carry none. So below ``debug`` it logs from
+    ``warning`` up."""
+    if level in ("debug", "error"):
+        return level
+    return "warning"
 
 
 def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
@@ -115,8 +132,11 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
     uv_config = uvicorn.Config(
         app,
         log_config=_log_config(config.log_level),
-        log_level=config.log_level,
+        log_level=_uvicorn_level(config.log_level),
         access_log=False,
+        http=limited_protocol(
+            header_timeout=config.header_timeout, max_connections=config.max_connections
+        ),
         ws_max_size=config.max_frame,
         ws_per_message_deflate=False,
         proxy_headers=bool(config.forwarded_allow_ips),

@@ -189,17 +189,25 @@ class StreamEndpoint:
                 raise ValueError
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise _Close(4400, "expected an auth frame") from None
-        if self._ctx.per_account.take(account_id):
+        # As for signed requests (:mod:`.authn`): failures cost the address, and the
+        # account's rate limit is charged only once its device's signature verified.
+        failures = self._ctx.limits.auth_failures
+        address = client_address(websocket)
+        if failures.blocked(address):
             raise _Close(4429, "rate limited")
         record = await self._ctx.storage.device(account_id, device_id)
         if record is None:
+            failures.take(address)
             raise _Close(4401, "authentication failed")
         cert = DeviceCertificate.decode(record.certificate)
         try:
             key = VerifyKey.from_public_bytes(cert.signing_key)
             key.verify(signature, websocket_message(challenge))
         except ProtocolError:
+            failures.take(address)
             raise _Close(4401, "authentication failed") from None
+        if self._ctx.per_account.take(account_id):
+            raise _Close(4429, "rate limited")
         return AuthenticatedDevice(account_id, device_id, cert)
 
     async def _serve(self, sock: _Socket, device: AuthenticatedDevice) -> None:

@@ -75,7 +75,7 @@ class AttachmentsApi:
             raise ApiError(400, "invalid_request", "unknown query")
         headers = self._auth.headers(request, required=True)
         assert headers is not None
-        certificate = await self._auth.device_certificate(headers)
+        certificate = await self._auth.device_certificate(request, headers)
         if trailer:  # the headers are signed on their own: check them before the body
             await self._auth.check(request, headers, _EMPTY_SHA256, certificate)
         withhold = SIGNATURE_LEN if trailer else 0

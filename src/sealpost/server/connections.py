@@ -1,0 +1,95 @@
+"""Connection limits under uvicorn: a deadline for request headers and a cap on open
+connections, as an HTTP protocol class (:func:`limited_protocol`).
+
+Uvicorn closes a keep-alive connection idle between requests (``timeout_keep_alive``) but
+sets no deadline on a request's headers: a client sending one header byte every few
+seconds would hold its connection, and a file descriptor, for good. So every connection
+gets ``header_timeout`` seconds, from when it opens or a request begins, until its headers
+are complete; then it is closed. (Bodies have their own deadline, in the application:
+:mod:`.requests`; WebSockets, once upgraded, their idle and handshake timeouts.)
+
+Past ``max_connections`` open connections (HTTP and WebSocket alike), a new one is answered
+``503 {"error": "busy", ...}`` at once and closed, before anything of it is parsed; so the
+server stays under its file descriptor limit and keeps the JSON error contract (uvicorn's
+own ``limit_concurrency`` answers plain text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["BUSY_BODY", "limited_protocol"]
+
+BUSY_BODY = json.dumps(
+    {"error": "busy", "message": "the server is at its connection limit; retry later"}
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 5\r\nconnection: close\r\ncontent-length: "
+    + str(len(BUSY_BODY)).encode()
+    + b"\r\n\r\n"
+    + BUSY_BODY
+)
+
+
+class _LimitedProtocol(HttpToolsProtocol):
+    header_timeout: float = 10.0
+    max_connections: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.max_connections and len(self.connections) > self.max_connections:
+            self._refused = True
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self.header_timeout > 0:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def limited_protocol(*, header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
+    """An httptools protocol class with these limits, to pass as uvicorn's ``http``."""
+    return type(
+        "SealpostHttpProtocol",
+        (_LimitedProtocol,),
+        {"header_timeout": header_timeout, "max_connections": max_connections},
+    )
