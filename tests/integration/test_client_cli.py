@@ -141,3 +141,56 @@ def test_demo_runs_and_cleans_up() -> None:
 def test_commands_need_a_profile(tmp_path: Path, command: list[str]) -> None:
     result = sealpost(*command, profile=tmp_path / "none")
     assert result.returncode == 1 and "no profile" in result.stderr
+
+
+def test_peer_text_cannot_forge_a_line_or_reach_the_terminal(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, alice_dir = init(server, tmp_path)
+    bob, bob_dir = init(server, tmp_path)
+    forged = "hi\n[12:00] bank: your code is 1234"
+    hostile = "\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b31m\u202eevil\u2028[12:01] x: y"
+    for text in (forged, hostile):
+        assert sealpost("send", bob, text, profile=alice_dir).returncode == 0
+    shown = sealpost("receive", "--wait", "10", profile=bob_dir)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line for line in lines if line.startswith("[")] == [
+        line for line in lines if line.startswith("[") and f"] {alice}: " in line
+    ]
+    assert len([line for line in lines if line.startswith("[")]) == 2
+    assert "    │ [12:00] bank: your code is 1234" in lines
+    for char in ("\x1b", "\x07", "\x9b", "\u202e", "\u2028"):
+        assert char not in shown.stdout + shown.stderr
+    assert "\\x1b]52;c;ZXZpbA==\\x07" in shown.stdout
+    history = sealpost("history", alice, profile=bob_dir)
+    assert "\x1b" not in history.stdout and "    │ [12:00] bank" in history.stdout
+    exact = sealpost("history", alice, "--json", profile=bob_dir)
+    assert [json.loads(line)["text"] for line in exact.stdout.splitlines()] == [forged, hostile]
+    assert "\x1b" not in exact.stdout and "\x9b" not in exact.stdout
+
+
+def test_send_with_a_file_and_a_caption_in_either_order_and_flags_after_the_command(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    alice, alice_dir = init(server, tmp_path)
+    bob, bob_dir = init(server, tmp_path)
+    payload = tmp_path / "notes.txt"
+    payload.write_text("some notes")
+    first = sealpost("send", bob, "--file", str(payload), "caption one", profile=alice_dir)
+    assert first.returncode == 0, first.stderr
+    second = sealpost("send", bob, "caption two", "--file", str(payload), profile=alice_dir)
+    assert second.returncode == 0, second.stderr
+    got = sealpost("receive", "--wait", "10", "--json", "--profile", str(bob_dir))
+    assert got.returncode == 0, got.stderr
+    messages = [json.loads(line) for line in got.stdout.splitlines()]
+    assert [(m["text"], m["attachment"]["filename"]) for m in messages] == [
+        ("caption one", "notes.txt"),
+        ("caption two", "notes.txt"),
+    ]
+    who = sealpost("whoami", "--json", "--profile", str(alice_dir))
+    assert who.returncode == 0 and json.loads(who.stdout)["username"] == alice
+    before = sealpost("--json", "--profile", str(alice_dir), "whoami")
+    assert before.returncode == 0 and json.loads(before.stdout)["username"] == alice
+    no_json = sealpost("send", bob, "x", "--json", profile=alice_dir)
+    assert no_json.returncode == 2 and "no --json" in no_json.stderr

@@ -1,5 +1,6 @@
 """The ``sealpost`` command line: ``server`` runs a relay; the client commands (``init``,
-``send``, ``receive``, ``listen``, ...) are in :mod:`sealpost.cli.client_cli`.
+``send``, ``receive``, ``listen``, ...) are in :mod:`sealpost.cli.client_cli` (their arguments in
+:mod:`sealpost.cli.parser`).
 
 Every setting of :class:`~sealpost.server.config.ServerConfig` is a flag (``--max-frame``),
 an environment variable (``SEALPOST_MAX_FRAME``) and a key of the ``[server]`` table of the
@@ -19,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sealpost import __version__
-from sealpost.cli.client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
+from sealpost.cli.client_cli import run_client_command
+from sealpost.cli.parser import (
+    CLIENT_COMMANDS,
+    CommandParser,
+    add_client_commands,
+    add_global_options,
+)
 from sealpost.server.config import (
     FIELD_TYPES,
     ConfigError,
@@ -36,15 +43,10 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sealpost", description="sealpost messenger")
     parser.add_argument("--version", action="version", version=f"sealpost {__version__}")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the profile to use ($SEALPOST_PROFILE; default under the user's data dir)",
+    add_global_options(parser, top=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server = sub.add_parser("server", help="run the relay server")
     server.add_argument(
         "--config",

@@ -1,0 +1,194 @@
+"""What the client commands print: messages on stdout, notices and alarms on stderr (or
+as JSON lines on stdout with ``--json``). Every value that a peer or the server chose goes
+through :mod:`sealpost.cli.render`; nothing else prints peer data."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from sealpost.cli.render import json_line, one_line, text_block, timestamp
+from sealpost.client.client import (
+    AlarmRaised,
+    DeviceLinked,
+    DeviceRemoved,
+    Event,
+    GroupChanged,
+    KeyChanged,
+    Message,
+    MessageDeleted,
+    TimerChanged,
+)
+from sealpost.protocol.content import MAX_TIMER
+
+if TYPE_CHECKING:
+    from sealpost.client.attachments import ProgressBar
+    from sealpost.client.transparency import Alarm
+
+__all__ = [
+    "DURATIONS",
+    "format_duration",
+    "notice",
+    "parse_duration",
+    "print_alarm_line",
+    "print_json",
+    "print_message",
+    "progress_bar",
+    "warn",
+    "warn_key_change",
+]
+
+
+def print_json(doc: Any, out: TextIO | None = None) -> None:
+    print(json_line(doc), file=out or sys.stdout, flush=True)
+
+
+def warn(text: str) -> None:
+    """A line on stderr; ``text`` is already safe to show."""
+    print(f"sealpost: {text}", file=sys.stderr, flush=True)
+
+
+def _where(message: Message) -> str:
+    return f"#{one_line(message.peer)}" if message.group else one_line(message.peer)
+
+
+def print_message(message: Message, as_json: bool, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    if as_json:
+        print_json(message.to_json(), out)
+        return
+    where = _where(message)
+    text = text_block(message.text)
+    if message.attachment is not None:
+        a = message.attachment
+        saved = f", saved to {one_line(a.saved_to)}" if a.saved_to else ""
+        text = f"{text} [file {one_line(a.filename)}, {a.size} bytes{saved}]".strip()
+    when = timestamp(message.sent_at)
+    if message.outgoing:
+        line = f"[{when}] me → {where}: {text}"
+    elif message.group:
+        line = f"[{when}] {one_line(message.author)} in {where}: {text}"
+    else:
+        line = f"[{when}] {where}: {text}"
+    print(line, file=out, flush=True)
+
+
+def progress_bar(label: str) -> ProgressBar:
+    from sealpost.client.attachments import ProgressBar
+
+    return ProgressBar(one_line(label))
+
+
+def warn_key_change(event: KeyChanged) -> None:
+    peer = one_line(event.peer)
+    if event.verified:
+        warn(
+            f"WARNING: {peer}'s safety number changed since you verified it. "
+            f"Nothing will be sent to {peer} until you compare it again "
+            f"(sealpost safety-number {peer}) and run 'sealpost verify {peer}'."
+        )
+    else:
+        warn(
+            f"warning: {peer}'s safety number changed (a new phone, or "
+            f"someone in between). Compare it: sealpost safety-number {peer}"
+        )
+
+
+def print_alarm_line(alarm: Alarm) -> None:
+    warn(
+        f"ALARM {alarm.alarm_id} ({one_line(alarm.subject)}): {one_line(alarm.meaning)}: "
+        f"{one_line(alarm.detail)}. See 'sealpost alarms'."
+    )
+
+
+def _names(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(one_line(n) for n in names)
+
+
+def notice(event: Event, as_json: bool) -> None:
+    """Print a notice event (not a message, not a key change)."""
+    doc: dict[str, Any]
+    if isinstance(event, DeviceLinked):
+        doc = {"event": "device_linked", "device_id": event.device_id, "name": event.name}
+        text = (
+            f"a device was linked to your account: {one_line(event.name)} "
+            f"(device {event.device_id})"
+        )
+    elif isinstance(event, DeviceRemoved):
+        doc = {"event": "device_removed", "device_id": event.device_id, "name": event.name}
+        text = f"a device was removed from your account: {one_line(event.name)} ({event.device_id})"
+    elif isinstance(event, GroupChanged):
+        doc = {
+            "event": "group_changed",
+            "group": event.group.hex(),
+            "name": event.name,
+            "by": event.by,
+            "added": list(event.added),
+            "removed": list(event.removed),
+            "member": event.member,
+        }
+        parts = [f"#{one_line(event.name)} changed by {one_line(event.by)}"]
+        if event.added:
+            parts.append("added " + _names(event.added))
+        if event.removed:
+            parts.append("removed " + _names(event.removed))
+        text = "; ".join(parts)
+    elif isinstance(event, TimerChanged):
+        where = f"#{one_line(event.peer)}" if event.group else one_line(event.peer)
+        doc = {
+            "event": "timer_changed",
+            "peer": event.peer,
+            "seconds": event.seconds,
+            "by": event.by,
+        }
+        text = (
+            f"{one_line(event.by)} set disappearing messages in {where} to "
+            f"{format_duration(event.seconds)}"
+        )
+    elif isinstance(event, AlarmRaised):
+        alarm = event.alarm
+        doc = {"event": "alarm"} | alarm.to_json()
+        text = f"ALARM {alarm.alarm_id}: {one_line(alarm.meaning)}: {one_line(alarm.detail)}"
+    elif isinstance(event, MessageDeleted):
+        doc = {
+            "event": "message_deleted",
+            "peer": event.peer,
+            "id": event.message_id.hex(),
+            "by": event.by,
+        }
+        text = f"{one_line(event.by)} deleted a message in {one_line(event.peer)}"
+    else:
+        return
+    if as_json:
+        print_json(doc)
+    else:
+        warn(text)
+
+
+DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``30s``, ``10m``, ``1h``, ``1d``, ``1w``, a number of seconds, or ``off``."""
+    from sealpost.cli.errors import CliError
+
+    text = text.strip().lower()
+    if text in ("off", "0"):
+        return 0
+    unit = DURATIONS.get(text[-1:])
+    number = text[:-1] if unit else text
+    if not number.isdigit():
+        raise CliError(f"not a duration: {one_line(text)!r} (try 30s, 10m, 1h, 1d, 1w or off)", 2)
+    seconds = int(number) * (unit or 1)
+    if not 0 < seconds <= MAX_TIMER:
+        raise CliError("a timer is from 1 second to a year", 2)
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    if seconds == 0:
+        return "off"
+    for suffix, size in reversed(DURATIONS.items()):
+        if seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"

@@ -1,0 +1,72 @@
+"""What every client command shares: opening the profile, showing alarms before and
+after the command's work, and handling the events a command brings back."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sealpost.cli.output import (
+    notice,
+    print_alarm_line,
+    print_message,
+    progress_bar,
+    warn_key_change,
+)
+from sealpost.cli.passcode import read_passcode
+from sealpost.client.client import Client, Event, KeyChanged, MessageReceived
+
+__all__ = ["default_profile", "handle_events", "open_client", "show_alarms", "with_client"]
+
+
+def default_profile() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sealpost" / "default"
+
+
+async def open_client(profile: Path) -> Client:
+    return await Client.open(profile, read_passcode())
+
+
+def show_alarms(client: Client, shown: set[int]) -> None:
+    """Print the alarms not dismissed (and not shown yet by this command) on stderr."""
+    for alarm in client.alarms():
+        if alarm.alarm_id in shown:
+            continue
+        shown.add(alarm.alarm_id)
+        print_alarm_line(alarm)
+
+
+async def with_client(profile: Path, body: Callable[[Client], Awaitable[int]]) -> int:
+    client = await open_client(profile)
+    shown: set[int] = set()
+    try:
+        show_alarms(client, shown)
+        return await body(client)
+    finally:
+        try:
+            show_alarms(client, shown)  # raised while this command ran
+        finally:
+            await client.close()
+
+
+async def handle_events(
+    client: Client, events: list[Event], as_json: bool, save_dir: Path | None = None
+) -> None:
+    for event in events:
+        if isinstance(event, MessageReceived):
+            message = event.message
+            if save_dir is not None and message.attachment is not None:
+                with progress_bar(message.attachment.filename) as bar:
+                    saved = await client.save_attachment(message.id, save_dir, progress=bar)
+                attachment = dataclasses.replace(message.attachment, saved_to=str(saved))
+                message = dataclasses.replace(message, attachment=attachment)
+            print_message(message, as_json)
+        elif isinstance(event, KeyChanged):
+            warn_key_change(event)
+            if not event.verified:
+                client.acknowledge_key_change(event.peer)
+        else:
+            notice(event, as_json)
