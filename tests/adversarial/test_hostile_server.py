@@ -534,11 +534,11 @@ def test_rewritten_log_is_caught_by_the_auditor_and_by_clients(
             # the alarm stays, and every command shows it until it is dismissed
             cli = [sys.executable, "-m", "sealpost.cli", "--profile", str(alice.store.path)]
             env = os.environ | {"SEALPOST_PASSCODE": "passcode-" + alice.username}
+            await alice.close()  # the CLI opens the profile itself (one process at a time)
             shown = subprocess.run(
                 [*cli, "whoami"], capture_output=True, text=True, timeout=60, env=env
             )
             assert "ALARM" in shown.stderr and "log_inconsistent" not in shown.stdout
-            await alice.close()  # the CLI opens the profile itself
 
             def cli_run(*args: str) -> subprocess.CompletedProcess[str]:
                 return subprocess.run(

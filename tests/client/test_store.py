@@ -263,7 +263,7 @@ def test_wipe_after_destroys_the_key(tmp_path: Path) -> None:
     assert doc["wiped"] is True and "wrapped" not in doc
     remaining = all_bytes(tmp_path / "p")
     assert wrapped.encode() not in remaining and db_key not in remaining
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["keyfile.json"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["keyfile.json", "lock"]
     for passcode in (PASSCODE, "nope"):
         with pytest.raises(ProfileWiped):
             Store.open(tmp_path / "p", passcode)

@@ -32,7 +32,7 @@ from sealpost.client.errors import (
     UnknownContact,
     UntrustedContact,
 )
-from sealpost.client.store import KdfParams, StoreError, WrongPasscode
+from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
 from sealpost.client.transparency import Alarm
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "MessageDeleted",
     "MessageReceived",
     "NotRegistered",
+    "ProfileBusy",
     "ReceiptReceived",
     "ServerError",
     "ServerUnavailable",

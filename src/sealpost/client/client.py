@@ -79,9 +79,10 @@ from sealpost.client.groupkeys import (
     unseal_group,
     unseal_multi,
 )
+from sealpost.client.profilelock import LOCK_FILE
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
-from sealpost.client.store import KdfParams, Store
+from sealpost.client.store import LOCK_TIMEOUT, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
     Identity,
@@ -806,8 +807,14 @@ class Client:
         *,
         rng: Rng = system_rng,
         clock: Callable[[], float] = time.time,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> Client:
-        store = await asyncio.to_thread(Store.open, Path(profile), passcode)
+        """Unlock a profile. One process at a time holds it, from here to :meth:`close`:
+        another process's open waits up to ``lock_timeout`` seconds for it, then raises
+        :class:`~sealpost.client.store.ProfileBusy` naming this process."""
+        store = await asyncio.to_thread(
+            Store.open, Path(profile), passcode, lock_timeout=lock_timeout
+        )
         try:
             return cls(store, rng=rng, clock=clock)
         except BaseException:
@@ -3243,7 +3250,7 @@ def _fail(items: Sequence[_Outgoing], exc: BaseException) -> None:
 
 def _remove_profile(profile: Path) -> None:
     """Undo a profile whose registration failed: only the files the store made."""
-    for name in ("keyfile.json", "profile.db", "profile.db-wal", "profile.db-shm"):
+    for name in ("keyfile.json", "profile.db", "profile.db-wal", "profile.db-shm", LOCK_FILE):
         with contextlib.suppress(FileNotFoundError):
             (profile / name).unlink()
     with contextlib.suppress(OSError):

@@ -1,6 +1,9 @@
 """The profile's local store: a SQLCipher database whose key is wrapped by the passcode.
 
-A profile directory (mode 0700) holds two files:
+A profile directory (mode 0700) holds two files, and a third, ``lock`` (0600, a pid): one
+process at a time has a profile open (:mod:`sealpost.client.profilelock`; a second opener
+waits up to ``lock_timeout`` seconds, then gets :class:`ProfileBusy`). Every rewrite of the
+keyfile goes through a temp file of its own name.
 
 ``keyfile.json`` (mode 0600, always replaced atomically)
     the database key (32 random bytes) wrapped with AES-256-GCM under a key derived from
@@ -37,6 +40,7 @@ Errors (all :class:`StoreError`; none carries a passcode or key)::
     ├── NoProfile           open() where there is none
     ├── WrongPasscode       .failures, .retry_after
     ├── TooManyAttempts     a try before the delay has passed; .retry_after
+    ├── ProfileBusy         another process has the profile open; .pid
     ├── ProfileWiped        the key was destroyed after too many failures
     ├── CorruptProfile      the keyfile or database is damaged
     │   └── UnsupportedSchema   the database was written by a newer sealpost
@@ -59,6 +63,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,6 +75,7 @@ from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 
 from sealpost._errors import ProtocolError
+from sealpost.client.profilelock import LockHeld, ProfileLock
 from sealpost.crypto.aead import aead_decrypt, aead_encrypt
 from sealpost.entropy import Rng, system_rng
 
@@ -79,6 +85,7 @@ __all__ = [
     "CorruptProfile",
     "KdfParams",
     "NoProfile",
+    "ProfileBusy",
     "ProfileExists",
     "ProfileWiped",
     "Store",
@@ -107,6 +114,9 @@ MAX_T = 64
 MAX_M_KIB = 4 * 1024 * 1024
 MAX_P = 64
 _WIPE_CHUNK = 1024 * 1024
+# How long opening a profile waits for another process to close it (profilelock.py): long
+# enough for a command started while another one finishes, short enough to say why.
+LOCK_TIMEOUT = 10.0
 
 # Version 1 of the schema, frozen: profiles written with it exist. Change it only through
 # a new entry in _MIGRATIONS.
@@ -227,6 +237,16 @@ class ProfileWiped(StoreError):
     pass
 
 
+class ProfileBusy(StoreError):
+    """Another process has this profile open (:mod:`sealpost.client.profilelock`);
+    ``pid`` is its process id, when known."""
+
+    def __init__(self, pid: int | None) -> None:
+        holder = "another sealpost process" if pid is None else f"sealpost process {pid}"
+        super().__init__(f"this profile is in use by {holder}; wait for it to finish or stop it")
+        self.pid = pid
+
+
 class CorruptProfile(StoreError):
     pass
 
@@ -340,6 +360,13 @@ def _unb64(value: Any) -> bytes:
         raise CorruptProfile("keyfile field is not base64") from None
 
 
+def _lock(directory: Path, timeout: float) -> ProfileLock:
+    try:
+        return ProfileLock.acquire(directory, timeout)
+    except LockHeld as exc:
+        raise ProfileBusy(exc.pid) from None
+
+
 def _fsync_dir(directory: Path) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -349,17 +376,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # a temp name of its own (mkstemp: O_EXCL, mode 0600), so two writers never share one
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        os.fchmod(fd, 0o600)  # a stale temp file may have had another mode
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
 
 
@@ -465,11 +497,14 @@ def _migrate(conn: Any) -> None:
 class Store:
     """An open profile. Single-threaded use; :meth:`transaction` for every write."""
 
-    def __init__(self, directory: Path, conn: Any, params: KdfParams) -> None:
+    def __init__(
+        self, directory: Path, conn: Any, params: KdfParams, lock: ProfileLock | None = None
+    ) -> None:
         self._dir = directory
         self._conn = conn
         self._params = params
         self._in_tx = False
+        self._lock = lock  # this process's hold on the profile, released by close()
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
@@ -490,6 +525,7 @@ class Store:
         params: KdfParams = DEFAULT_PARAMS,
         wipe_after: int | None = None,
         rng: Rng = system_rng,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> Store:
         """Make a new profile in ``directory`` (created 0700 if missing) and open it.
 
@@ -505,6 +541,25 @@ class Store:
             raise ProfileExists("a profile already exists there")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
+        lock = _lock(directory, lock_timeout)
+        try:
+            return cls._create_locked(directory, passcode, params, wipe_after, rng, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _create_locked(
+        cls,
+        directory: Path,
+        passcode: str,
+        params: KdfParams,
+        wipe_after: int | None,
+        rng: Rng,
+        lock: ProfileLock,
+    ) -> Store:
+        if cls.exists(directory) or (directory / DATABASE).exists():
+            raise ProfileExists("a profile already exists there")  # made while we waited
         key = rng(KEY_LEN)
         salt = rng(SALT_LEN)
         doc = {
@@ -522,8 +577,12 @@ class Store:
             conn.close()
             raise
         # the keyfile last: until it exists the database is unreadable by anyone
-        _KeyFile(directory / KEYFILE).write(doc)
-        return cls(directory, conn, params)
+        try:
+            _KeyFile(directory / KEYFILE).write(doc)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(directory, conn, params, lock)
 
     @staticmethod
     def _wrap(key: bytes, passcode: str, salt: bytes, params: KdfParams, rng: Rng) -> bytes:
@@ -533,11 +592,30 @@ class Store:
 
     @classmethod
     def open(
-        cls, directory: Path, passcode: str, *, clock: Callable[[], float] = time.time
+        cls,
+        directory: Path,
+        passcode: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> Store:
-        """Unwrap the key with ``passcode`` and open the database (see the module's
-        docstring for the wrong-passcode policy)."""
+        """Take the profile's lock (waiting up to ``lock_timeout`` seconds, else
+        :class:`ProfileBusy`), unwrap the key with ``passcode`` and open the database (see
+        the module's docstring for the wrong-passcode policy)."""
         directory = Path(directory)
+        if not (directory / KEYFILE).exists():
+            _KeyFile(directory / KEYFILE).read()  # NoProfile, and no lock file left behind
+        lock = _lock(directory, lock_timeout)
+        try:
+            return cls._open_locked(directory, passcode, clock, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(
+        cls, directory: Path, passcode: str, clock: Callable[[], float], lock: ProfileLock
+    ) -> Store:
         keyfile = _KeyFile(directory / KEYFILE)
         doc = keyfile.read()
         if doc.get("wiped"):
@@ -578,7 +656,7 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return cls(directory, conn, params)
+        return cls(directory, conn, params, lock)
 
     @staticmethod
     def _params_of(doc: dict[str, Any]) -> tuple[KdfParams, bytes]:
@@ -639,11 +717,15 @@ class Store:
             _fsync_dir(directory)
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlcipher.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._conn.close()
-            self._conn = None
+        try:
+            if self._conn is not None:
+                with contextlib.suppress(sqlcipher.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
+                self._conn = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()  # last: nobody else may open it before we are done
 
     def __enter__(self) -> Store:
         return self
