@@ -2710,11 +2710,12 @@ class Client:
             _now_ms(self._clock), self._token, self.username, chain.distribution()
         )
         for contact in contacts:
-            need = {
-                d: c for d, c in contact.devices.items() if (contact.account_id, d) not in shared
-            }
-            if not need:
+            if all((contact.account_id, d) in shared for d in contact.devices):
                 continue
+            # A send names every device of the account (the server refuses a partial list
+            # with mismatched_devices), so a device that lacks the chain (one just linked)
+            # gets it with its siblings, which keep the copy they already hold.
+            need = dict(contact.devices)
             missing = _ContactRow(
                 contact.account_id,
                 contact.username,
@@ -2876,7 +2877,18 @@ class Client:
         """A member device's sender chain for a group (it came over its pairwise
         session, so it is that device's)."""
         chain = ReceiverChain.from_distribution(distribution)
-        state.sender_keys[(chain.group_id, account_id, device_id, chain.chain_id)] = chain
+        key = (chain.group_id, account_id, device_id, chain.chain_id)
+        if key in state.sender_keys or self._has_sender_key(key):
+            return  # sent again (for a sibling device): keep the position already held
+        state.sender_keys[key] = chain
+
+    def _has_sender_key(self, key: tuple[bytes, bytes, int, int]) -> bool:
+        row = self._store.read().execute(
+            "SELECT 1 FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
+            "AND chain_id = ?",
+            key,
+        )
+        return row.fetchone() is not None
 
     async def _absorb_group_update(
         self,
