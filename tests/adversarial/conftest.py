@@ -108,10 +108,11 @@ class HostileServer:
         db = self.db()
         try:
             return [
-                (seq, bytes(m), bytes(b))
-                for seq, m, b in db.execute(
-                    "SELECT seq, message_id, body FROM queue WHERE account_id = ? AND "
-                    "device_id = ? ORDER BY seq",
+                (seq, bytes(m), bytes(b) + bytes(shared or b""))
+                for seq, m, b, shared in db.execute(
+                    "SELECT q.seq, q.message_id, q.body, s.body FROM queue q"
+                    " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
+                    " WHERE q.account_id = ? AND q.device_id = ? ORDER BY q.seq",
                     (account_id, device_id),
                 )
             ]

@@ -178,12 +178,14 @@ def queued_bodies(server: ServerProcess, client: Client) -> list[bytes]:
     db = sqlite3.connect(server.data / "sealpost.db")
     try:
         rows = db.execute(
-            "SELECT body FROM queue WHERE account_id = ? AND device_id = ? ORDER BY seq",
+            "SELECT q.body, s.body FROM queue q"
+            " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
+            " WHERE q.account_id = ? AND q.device_id = ? ORDER BY q.seq",
             (client.account_id, client.device_id),
         ).fetchall()
     finally:
         db.close()
-    return [bytes(r[0]) for r in rows]
+    return [bytes(r[0]) + bytes(r[1] or b"") for r in rows]
 
 
 def test_removed_device_and_uncertified_device(server: ServerProcess, tmp_path: Path) -> None:
@@ -248,11 +250,14 @@ def queued_bodies_for(server: ServerProcess, account_id: bytes, device_id: int) 
     db = sqlite3.connect(server.data / "sealpost.db")
     try:
         rows = db.execute(
-            "SELECT body FROM queue WHERE account_id = ? AND device_id = ?", (account_id, device_id)
+            "SELECT q.body, s.body FROM queue q"
+            " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
+            " WHERE q.account_id = ? AND q.device_id = ?",
+            (account_id, device_id),
         ).fetchall()
     finally:
         db.close()
-    return [bytes(r[0]) for r in rows]
+    return [bytes(r[0]) + bytes(r[1] or b"") for r in rows]
 
 
 def test_link_refused_without_confirmation(server: ServerProcess, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ nothing tying a sealed message to its sender."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from helpers import (
 )
 
 from sealpost.crypto.aead import aead_decrypt, aead_encrypt
+from sealpost.server.handlers.attachments import DIGEST_HEADER
 
 
 def test_a_copy_of_the_server_reveals_nothing(
@@ -44,7 +46,12 @@ def test_a_copy_of_the_server_reveals_nothing(
         # alice -> bob: an attachment encrypted client-side, its key inside a sealed message
         file_key, file_nonce = os.urandom(32), os.urandom(12)
         blob = aead_encrypt(file_key, file_nonce, file_marker * 100, b"")
-        upload = alice.request("POST", "/v1/attachments", content=blob)
+        upload = alice.request(
+            "POST",
+            "/v1/attachments",
+            content=blob,
+            headers={DIGEST_HEADER: hashlib.sha256(blob).hexdigest()},
+        )
         assert upload.status_code == 201
         pointer = json.dumps(
             {
@@ -124,6 +131,8 @@ def test_a_copy_of_the_server_reveals_nothing(
             "body",
             "received_at",
             "expires_at",
+            "body_ref",
+            "size",
         ]
         rows = db.execute("SELECT * FROM queue").fetchall()
     finally:

@@ -17,6 +17,7 @@ from sealpost.server.app import create_app
 from sealpost.server.auth import sign_request
 from sealpost.server.config import ServerConfig
 from sealpost.server.fanout.local import LocalFanout
+from sealpost.server.handlers.attachments import DIGEST_HEADER
 from sealpost.server.storage.sqlite import SqliteStorage
 
 
@@ -55,19 +56,24 @@ def test_openapi_describes_every_route(server: ServerProcess, tmp_path: Path) ->
         assert methods <= set(document["paths"][path]), (path, methods)
 
 
+def _digest(blob: bytes) -> dict[str, str]:
+    return {DIGEST_HEADER: hashlib.sha256(blob).hexdigest()}
+
+
 def test_attachment_round_trip_and_limits(make_server: Callable[..., ServerProcess]) -> None:
     server = make_server("--max-attachment", "300000")
     with Client(server.url, Device.generate()) as alice:
         assert alice.register("alice").status_code == 201
         blob = os.urandom(250_000)
-        response = alice.request("POST", "/v1/attachments", content=blob)
+        response = alice.request("POST", "/v1/attachments", content=blob, headers=_digest(blob))
         assert response.status_code == 201, response.text
         attachment_id = response.json()["id"]
         assert len(bytes.fromhex(attachment_id)) == 32
         fetched = alice.http.get(f"/v1/attachments/{attachment_id}")
         assert fetched.status_code == 200
         assert hashlib.sha256(fetched.content).digest() == hashlib.sha256(blob).digest()
-        too_big = alice.request("POST", "/v1/attachments", content=os.urandom(300_001))
+        huge = os.urandom(300_001)
+        too_big = alice.request("POST", "/v1/attachments", content=huge, headers=_digest(huge))
         assert too_big.status_code == 413 and too_big.json()["error"] == "too_large"
         # streamed without Content-Length: the limit is enforced while streaming
         parts = [os.urandom(100_000) for _ in range(4)]
@@ -82,6 +88,7 @@ def test_attachment_round_trip_and_limits(make_server: Callable[..., ServerProce
             now=int(time.time()),
             nonce=os.urandom(16),
         )
+        headers |= _digest(b"".join(parts))
         chunked = alice.http.post("/v1/attachments", content=iter(parts), headers=headers)
         assert chunked.status_code == 413 and chunked.json()["error"] == "too_large"
         unsigned = alice.http.post("/v1/attachments", content=b"abc")
@@ -97,8 +104,28 @@ def test_attachment_round_trip_and_limits(make_server: Callable[..., ServerProce
             now=int(time.time()),
             nonce=os.urandom(16),
         )
-        forged = alice.http.post("/v1/attachments", content=b"these bytes", headers=headers)
+        forged = alice.http.post(
+            "/v1/attachments", content=b"these bytes", headers=headers | _digest(b"these bytes")
+        )
         assert forged.status_code == 401
+        # a signature over the digest declared, but other bytes sent
+        headers = sign_request(
+            alice.device.keys.signing_key,
+            alice.device.account_id,
+            1,
+            "POST",
+            "/v1/attachments",
+            b"other bytes",
+            now=int(time.time()),
+            nonce=os.urandom(16),
+        )
+        mismatched = alice.http.post(
+            "/v1/attachments", content=b"these bytes", headers=headers | _digest(b"other bytes")
+        )
+        assert mismatched.status_code == 400
+        # no digest declared: refused before the body
+        undeclared = alice.request("POST", "/v1/attachments", content=blob)
+        assert undeclared.status_code == 400
     assert [p.name for p in (server.data / "blobs").iterdir()] == [attachment_id]
 
 

@@ -17,12 +17,15 @@ import pytest
 
 from sealpost.server.storage import (
     AccountRecord,
+    AttachmentQuotaFull,
+    AttachmentRecord,
     DeviceRecord,
     Envelope,
     MismatchedDevices,
     PreKeyUpload,
     QueuedMessage,
     QueueFull,
+    SharedEnvelope,
     SqliteStorage,
 )
 from sealpost.server.storage import sqlite as sqlite_module
@@ -433,3 +436,180 @@ def test_random_traffic_keeps_memory_equal_to_the_database(
                     assert await storage.fetch(*address, after_seq=after, limit=5) == expected
 
     _run(tmp_path, body)
+
+
+# ---------------------------------------------------------------------- quotas (issue 14.2)
+
+
+def _sizes(path: Path) -> tuple[int, int]:
+    """(shared bodies kept, bytes of message bodies stored) as the file has them."""
+    conn = sqlite3.connect(path)
+    try:
+        (shared, shared_bytes) = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM shared_bodies"
+        ).fetchone()
+        (own_bytes,) = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM queue").fetchone()
+    finally:
+        conn.close()
+    return shared, shared_bytes + own_bytes
+
+
+def test_multi_send_stores_one_body(tmp_path: Path) -> None:
+    """A 60 KB body for 100 devices is stored once, fetched whole by each, and deleted with
+    the last message that uses it (ack, purge or device removal)."""
+
+    async def body(storage: SqliteStorage) -> None:
+        accounts = [await _with_account(storage, devices=5) for _ in range(20)]
+        shared_body = os.urandom(60_000)
+        prefix = b"\x01\x22" + os.urandom(48)
+        envelopes = [
+            SharedEnvelope(os.urandom(16), a, d, prefix if d == 1 else b"")
+            for a in accounts
+            for d in range(1, 6)
+        ]
+        await storage.enqueue_shared(
+            shared_body, envelopes, received_at=1, expires_at=1000, max_depth=50
+        )
+        kept, stored = _sizes(tmp_path / "db")
+        assert kept == 1 and stored < 2 * len(shared_body)  # not 100 copies
+        for env in envelopes:
+            (message,) = await storage.fetch(env.account_id, env.device_id, after_seq=0, limit=9)
+            assert message.message_id == env.message_id
+            assert message.body == env.prefix + shared_body
+        storage._tails.clear()  # and read back from the database the same
+        (message,) = await storage.fetch(accounts[0], 1, after_seq=0, limit=9)
+        assert message.body == prefix + shared_body
+        # all devices but one ack, or are removed: the body stays for the last one
+        last = envelopes[-1]
+        for env in envelopes[:-1]:
+            if env.device_id == 5:
+                await storage.remove_device(env.account_id, 5, b"revocation")
+            else:
+                assert await storage.ack(env.account_id, env.device_id, env.message_id)
+        assert _sizes(tmp_path / "db")[0] == 1
+        assert await storage.ack(last.account_id, last.device_id, last.message_id)
+        assert _sizes(tmp_path / "db") == (0, 0)
+        # expiry releases it too
+        again = [SharedEnvelope(os.urandom(16), accounts[0], d) for d in range(1, 5)]
+        await storage.enqueue_shared(b"x" * 100, again, received_at=1, expires_at=5, max_depth=50)
+        assert _sizes(tmp_path / "db")[0] == 1
+        await storage.purge(10)
+        assert _sizes(tmp_path / "db") == (0, 0)
+
+    _run(tmp_path, body)
+
+
+def test_a_refused_multi_send_stores_nothing(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage, devices=2)
+        with pytest.raises(MismatchedDevices):
+            await storage.enqueue_shared(
+                b"body",
+                [SharedEnvelope(os.urandom(16), account_id, 1)],
+                received_at=1,
+                expires_at=9,
+                max_depth=50,
+            )
+        await _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)], depth=1)
+        with pytest.raises(QueueFull):  # device 1 is full: device 2 gets nothing either
+            await storage.enqueue_shared(
+                b"body",
+                [SharedEnvelope(os.urandom(16), account_id, d) for d in (1, 2)],
+                received_at=1,
+                expires_at=9,
+                max_depth=1,
+            )
+        assert _sizes(tmp_path / "db") == (0, 64)
+
+    _run(tmp_path, body)
+
+
+def test_queue_bytes_quota(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+
+        def send(size: int) -> Awaitable[None]:
+            env = Envelope(os.urandom(16), account_id, 1, b"b" * size)
+            return storage.enqueue(
+                [env], exempt={}, received_at=1, expires_at=9, max_depth=50, max_bytes=1000
+            )
+
+        await send(600)
+        await send(400)
+        with pytest.raises(QueueFull):
+            await send(1)
+        first = (await storage.fetch(account_id, 1, after_seq=0, limit=1))[0]
+        assert await storage.ack(account_id, 1, first.message_id)
+        await send(600)  # counted anew: room again
+        with pytest.raises(QueueFull):
+            await storage.enqueue_shared(
+                b"s" * 10,
+                [SharedEnvelope(os.urandom(16), account_id, 1)],
+                received_at=1,
+                expires_at=9,
+                max_depth=50,
+                max_bytes=1000,
+            )
+
+    _run(tmp_path, body)
+
+
+def test_attachment_bytes_quota_per_account(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        alice, bob = os.urandom(16), os.urandom(16)
+
+        def add(owner: bytes, size: int, now: int = 10, ttl: int = 100) -> Awaitable[None]:
+            record = AttachmentRecord(os.urandom(32), size, now, now + ttl, owner=owner)
+            return storage.add_attachment(record, max_owner_bytes=1000)
+
+        await add(alice, 700)
+        await add(bob, 700)  # each account its own
+        with pytest.raises(AttachmentQuotaFull):
+            await add(alice, 301)
+        await add(alice, 300)
+        await add(alice, 900, now=200)  # the first ones expired: they no longer count
+
+    _run(tmp_path, body)
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+
+    async def make(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await _enqueue(storage, [Envelope(b"m" * 16, account_id, 1, b"old body")])
+
+    _run(tmp_path, make)
+    conn = sqlite3.connect(path)  # back to version 1's shape
+    conn.executescript(
+        "DROP TRIGGER queue_unref; DROP INDEX attachments_by_owner; DROP TABLE shared_bodies;"
+        " ALTER TABLE queue DROP COLUMN body_ref; ALTER TABLE queue DROP COLUMN size;"
+        " ALTER TABLE attachments DROP COLUMN owner; PRAGMA user_version=1;"
+    )
+    (account_id,) = conn.execute("SELECT account_id FROM accounts").fetchone()
+    conn.close()
+
+    async def check(storage: SqliteStorage) -> None:
+        (message,) = await storage.fetch(bytes(account_id), 1, after_seq=0, limit=9)
+        assert message.body == b"old body"
+        with pytest.raises(QueueFull):  # its size was counted
+            await storage.enqueue(
+                [_env(bytes(account_id))],
+                exempt={},
+                received_at=1,
+                expires_at=9,
+                max_depth=50,
+                max_bytes=len(b"old body") + 31,
+            )
+        await storage.enqueue_shared(
+            b"new",
+            [SharedEnvelope(os.urandom(16), bytes(account_id), 1)],
+            received_at=1,
+            expires_at=9,
+            max_depth=50,
+        )
+
+    _run(tmp_path, check)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_module.SCHEMA_VERSION,)
+    conn.close()

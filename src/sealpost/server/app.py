@@ -3,7 +3,8 @@
 :func:`create_app` receives every dependency (config, storage, fanout, server key, clock,
 RNG) and wires the handlers; nothing is global. Each HTTP endpoint is wrapped once so that
 
-- the per-address rate limit is applied first;
+- the per-address rate limit is applied first, then (for ``POST`` and ``PUT``) the
+  free-disk watermark (:mod:`.diskspace`);
 - an :class:`~sealpost.server.errors.ApiError` becomes its JSON answer, and any other
   exception a logged ``500 internal`` (no request data in the log line) — no input can take
   the server down or leak a traceback to the client;
@@ -34,6 +35,7 @@ from sealpost.server.authn import Authenticator, rate_limited
 from sealpost.server.blobs import BlobStore
 from sealpost.server.config import ServerConfig
 from sealpost.server.context import Context
+from sealpost.server.diskspace import DiskSpace
 from sealpost.server.errors import ApiError, error_response
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.handlers.accounts import AccountsApi
@@ -47,7 +49,7 @@ from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
 from sealpost.server.ratelimit import RateLimiter
-from sealpost.server.requests import client_address
+from sealpost.server.requests import BODY_TIMEOUT, client_address
 from sealpost.server.storage.base import Storage
 from sealpost.server.stream import StreamEndpoint
 
@@ -57,6 +59,9 @@ log = logging.getLogger("sealpost.server")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+#: Methods that store new data: refused below the free-disk watermark (DELETE frees).
+_WRITES = frozenset({"POST", "PUT"})
+
 
 def _wrap(ctx: Context, template: str, endpoint: Endpoint) -> Endpoint:
     async def handle(request: Request) -> Response:
@@ -65,6 +70,9 @@ def _wrap(ctx: Context, template: str, endpoint: Endpoint) -> Endpoint:
             wait = ctx.per_address.take(client_address(request))
             if wait:
                 raise rate_limited(wait)
+            if request.method in _WRITES:
+                ctx.disk.check()
+                request.scope[BODY_TIMEOUT] = ctx.config.body_timeout
             response = await endpoint(request)
         except ApiError as exc:
             response = exc.response()
@@ -136,6 +144,7 @@ def create_app(
         per_address=RateLimiter(config.rate_per_address, clock=monotonic),
         sealed_per_address=RateLimiter(config.rate_sealed_per_address, clock=monotonic),
         limits=Limits.from_config(config, clock=monotonic),
+        disk=DiskSpace(config.data, min_free=config.min_free_disk, clock=monotonic),
     )
     ctx.metrics.gauge(
         "sealpost_websocket_connected", "devices connected now", lambda: fanout.connected()

@@ -126,6 +126,25 @@ class ServerConfig:
             " any check), so forged signatures cost their sender, never the account named"
         ),
     )
+    # -- storage quotas
+    max_queue_bytes: int = field(
+        default=128 * MiB,
+        metadata=_doc("bytes queued per device (then 507 queue_full); 0 switches it off"),
+    )
+    max_attachment_bytes_per_account: int = field(
+        default=2 * GiB,
+        metadata=_doc(
+            "bytes of unexpired attachments one account may have uploaded (then 507"
+            " attachment_quota); 0 switches it off"
+        ),
+    )
+    min_free_disk: int = field(
+        default=512 * MiB,
+        metadata=_doc(
+            "free bytes on the data directory's disk below which new data is refused"
+            " (507 insufficient_storage); reads, acks and deletes still work"
+        ),
+    )
     # -- connections
     max_connections: int = field(
         default=4000,
@@ -136,6 +155,22 @@ class ServerConfig:
     )
     header_timeout: float = field(
         default=10.0, metadata=_doc("seconds a connection has to send a request's headers")
+    )
+    body_timeout: float = field(
+        default=30.0,
+        metadata=_doc("seconds a JSON request body may take to arrive (then 408, closed)"),
+    )
+    upload_timeout: float = field(
+        default=900.0,
+        metadata=_doc("seconds an attachment upload may take (100 MiB at about 1 Mbit/s)"),
+    )
+    sealed_idle_timeout: float = field(
+        default=120.0,
+        metadata=_doc("seconds a /v1/sealed socket may stay without a frame (then 4408)"),
+    )
+    max_sockets_per_address: int = field(
+        default=32,
+        metadata=_doc("open /v1/sealed and /v1/link sockets per client address (then 4429)"),
     )
     # -- authentication
     auth_window: int = field(
@@ -179,6 +214,8 @@ class ServerConfig:
             raise ConfigError("max_devices must be at least 1")
         if self.max_envelope > self.max_message_request:
             raise ConfigError("max_envelope must not exceed max_message_request")
+        if self.max_queue_bytes and self.max_queue_bytes < self.max_envelope:
+            raise ConfigError("max_queue_bytes must be 0 (off) or at least max_envelope")
         return self
 
 

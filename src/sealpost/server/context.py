@@ -10,6 +10,7 @@ from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng
 from sealpost.server.blobs import BlobStore
 from sealpost.server.config import ServerConfig
+from sealpost.server.diskspace import DiskSpace
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
@@ -33,3 +34,4 @@ class Context:
     per_address: RateLimiter
     sealed_per_address: RateLimiter
     limits: Limits
+    disk: DiskSpace

@@ -4,31 +4,36 @@ Every error the API returns is ``{"error": CODE, "message": TEXT}`` with the sta
 Codes are stable (clients branch on them); messages are for people and never contain key
 material, message content or anything identifying a sender.
 
-======  ======================  ===========================================================
-status  code                    when
-======  ======================  ===========================================================
-400     ``malformed_json``      the body is not a JSON object
-400     ``invalid_request``     a field is missing, of the wrong type, or badly encoded
-400     ``invalid_key``         a certificate or prekey does not decode or verify
-401     ``unauthorized``        missing or bad request signature, unknown device
-401     ``clock_skew``          the request timestamp is outside the allowed window
-401     ``replayed``            the request nonce was already used
-403     ``forbidden``           sealed delivery refused (bad token, recipient not open)
-404     ``not_found``           no such route, account, device, message or attachment
+======  ========================  ===========================================================
+status  code                      when
+======  ========================  ===========================================================
+400     ``malformed_json``        the body is not a JSON object
+400     ``invalid_request``       a field is missing, of the wrong type, or badly encoded
+400     ``invalid_key``           a certificate or prekey does not decode or verify
+401     ``unauthorized``          missing or bad request signature, unknown device
+401     ``clock_skew``            the request timestamp is outside the allowed window
+401     ``replayed``              the request nonce was already used
+403     ``forbidden``             sealed delivery refused (bad token, recipient not open)
+404     ``not_found``             no such route, account, device, message or attachment
 405     ``method_not_allowed``
-409     ``username_taken``      registration with a username already in use
-409     ``account_exists``      registration with an account id already in use
-409     ``device_exists``       the device id is already registered
-409     ``mismatched_devices``  a send did not name exactly the destination's devices
-409     ``prekey_stock_full``   an upload would exceed the per-device prekey stock
-413     ``too_large``           a body, envelope, list or attachment over its limit
-429     ``rate_limited``        too many requests (or failed authentications from this
-                                address); ``Retry-After`` says when to retry
-500     ``internal``            a bug; logged without request data
-503     ``busy``                the server is at ``max_connections``
-                                (:mod:`sealpost.server.connections`); ``Retry-After``
-507     ``queue_full``          a destination device's queue is at its limit
-======  ======================  ===========================================================
+408     ``timeout``               the request body did not arrive within ``body_timeout``
+                                  (``upload_timeout`` for attachments); the connection closes
+409     ``username_taken``        registration with a username already in use
+409     ``account_exists``        registration with an account id already in use
+409     ``device_exists``         the device id is already registered
+409     ``mismatched_devices``    a send did not name exactly the destination's devices
+409     ``prekey_stock_full``     an upload would exceed the per-device prekey stock
+413     ``too_large``             a body, envelope, list or attachment over its limit
+429     ``rate_limited``          too many requests (or failed authentications from this
+                                  address); ``Retry-After`` says when to retry
+500     ``internal``              a bug; logged without request data
+503     ``busy``                  the server is at ``max_connections``
+                                  (:mod:`sealpost.server.connections`); ``Retry-After``
+507     ``queue_full``            a destination device's queue is at its limit (messages
+                                  or bytes)
+507     ``attachment_quota``      the uploading account's attachments are at their quota
+507     ``insufficient_storage``  free disk is below ``min_free_disk``; ``Retry-After``
+======  ========================  ===========================================================
 """
 
 from __future__ import annotations

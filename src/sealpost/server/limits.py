@@ -7,25 +7,64 @@ what happened; so after a restart every quota starts full, which only ever forgi
 - ``auth_failures``: failed request authentications per address. A forged signature
   costs the address that sent it, never the account it names (whose own rate limit is
   charged only once a signature verified).
+- ``sockets``: open ``/v1/sealed`` and ``/v1/link`` sockets per address
+  (:class:`SocketCount`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sealpost.server.config import ServerConfig
 from sealpost.server.ratelimit import RateLimiter
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "SocketCount"]
+
+
+class SocketCount:
+    """How many of something each key holds open; refuses past ``limit`` (0 = no limit).
+
+    >>> count = SocketCount(1)
+    >>> with count.hold("a") as first, count.hold("a") as second:
+    ...     first, second
+    (True, False)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[Hashable, int] = {}
+
+    def count(self, key: Hashable) -> int:
+        return self._open.get(key, 0)
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[bool]:
+        """``True`` (and counted until the block ends) if ``key`` may open one more."""
+        held = self._open.get(key, 0)
+        if self._limit and held >= self._limit:
+            yield False
+            return
+        self._open[key] = held + 1
+        try:
+            yield True
+        finally:
+            left = self._open[key] - 1
+            if left:
+                self._open[key] = left
+            else:
+                del self._open[key]
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     auth_failures: RateLimiter
+    sockets: SocketCount
 
     @classmethod
     def from_config(cls, config: ServerConfig, *, clock: Callable[[], float]) -> Limits:
         return cls(
             auth_failures=RateLimiter(config.rate_auth_failures_per_address, clock=clock),
+            sockets=SocketCount(config.max_sockets_per_address),
         )

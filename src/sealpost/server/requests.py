@@ -1,16 +1,33 @@
 """Reading requests safely: bounded bodies and the client's address.
 
 A body is read chunk by chunk and refused (413) as soon as it passes its limit, whatever
-``Content-Length`` claimed, so a client cannot make the server buffer more than the limit.
+``Content-Length`` claimed, so a client cannot make the server buffer more than the limit;
+and it must arrive within the deadline the application put in the request's scope under
+:data:`BODY_TIMEOUT` (``body_timeout``), else 408 and the connection is closed, so a client
+trickling a body byte by byte cannot hold a connection.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from sealpost.server.errors import ApiError, too_large
 
-__all__ = ["client_address", "raw_target", "read_body"]
+__all__ = ["BODY_TIMEOUT", "body_too_slow", "client_address", "raw_target", "read_body"]
+
+#: The scope key of the seconds a body may take (set by :mod:`sealpost.server.app`).
+BODY_TIMEOUT = "sealpost.body_timeout"
+
+
+def body_too_slow() -> ApiError:
+    return ApiError(
+        408,
+        "timeout",
+        "the request body did not arrive in time",
+        headers={"Connection": "close"},
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -23,13 +40,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large(f"request body over {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(request.scope.get(BODY_TIMEOUT)):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"request body over {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "invalid_request", "client disconnected") from None
+    except TimeoutError:
+        raise body_too_slow() from None
     return b"".join(chunks)
 
 

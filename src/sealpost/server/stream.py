@@ -29,8 +29,9 @@ device acks it; unacknowledged messages are sent again on the next connection, s
 must treat ids it has seen as duplicates. A second connection of the same device replaces
 the first, which is closed with 4409. Close codes: 4400 malformed frame, 4401
 authentication failed, 4403 the device was removed, 4408 no answer to the challenge in
-time, 4409 replaced by a newer
-connection of the same device, 4429 rate limited, 1009 frame over the size limit.
+time (or, on ``/v1/sealed``, no frame for ``sealed_idle_timeout`` seconds), 4409 replaced by
+a newer connection of the same device, 4429 rate limited (or, on ``/v1/sealed``, the
+address holds ``max_sockets_per_address`` sockets already), 1009 frame over the size limit.
 
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
 the device's queue grew, so push order is queue order and a wake-up carries no content.
@@ -162,7 +163,11 @@ class StreamEndpoint:
         async def body(sock: _Socket) -> None:
             await self._serve_sealed(sock)
 
-        await self._run(websocket, body)
+        with self._ctx.limits.sockets.hold(client_address(websocket)) as allowed:
+            if not allowed:
+                await websocket.close(code=4429)
+                return
+            await self._run(websocket, body)
 
     async def _handshake(self, websocket: WebSocket) -> AuthenticatedDevice:
         challenge = self._ctx.rng(CHALLENGE_LEN)
@@ -271,8 +276,17 @@ class StreamEndpoint:
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
         device: AuthenticatedDevice | None,
     ) -> None:
+        idle = None if device is not None else self._ctx.config.sealed_idle_timeout
         while True:
-            doc = _frame(await sock.ws.receive())
+            if idle is None:
+                doc = _frame(await sock.ws.receive())
+            else:
+                try:
+                    async with asyncio.timeout(idle):
+                        message = await sock.ws.receive()
+                except TimeoutError:
+                    raise _Close(4408, "idle for too long") from None
+                doc = _frame(message)
             kind = doc.get("type")
             if kind == "send":
                 await self._send(sock, doc, answers, device)

@@ -1,14 +1,17 @@
 """Attachments: opaque encrypted blobs, uploaded by a device, fetched by anyone with the id.
 
-Two ways to sign an upload, both ending the same way (the blob is written to a temporary
-file while hashed, and becomes visible only once a signature over its SHA-256 verified; a
-bad signature or an oversize body leaves nothing behind):
+Two ways to sign an upload. In both the request is authenticated (signature verified,
+nonce spent) *before* a byte of its body is stored, so nobody without a device can make
+the server write to disk; the blob is written to a temporary ``.part`` file while hashed
+and becomes visible only once its SHA-256 is the one signed. A bad signature, an oversize
+or mismatching body, a body slower than ``upload_timeout`` or a client that goes away
+leaves nothing behind (the ``.part`` file is removed), and the blob counts against its
+account's ``max_attachment_bytes_per_account``:
 
 ``POST /v1/attachments``
-    signed like any request: the signature header covers SHA-256(body). The client must
-    hash the body before sending it, and the server can check the signature only after
-    the body streamed through, so only the cheap checks (headers, clock, rate, device) run
-    first.
+    signed like any request: the signature header covers SHA-256(body), which the client
+    also declares in ``X-Sealpost-Content-SHA256`` (64 hex digits), so the signature is
+    checked against it first; the body's real digest must then match it (else 400).
 ``POST /v1/attachments?signature=trailer``
     for streaming clients (one pass over the file). The headers are signed as for an empty
     body, and are checked, nonce spent, *before* a byte is stored. The body is the blob
@@ -23,7 +26,9 @@ is ciphertext under a key only sender and recipients hold.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
@@ -37,10 +42,11 @@ from sealpost.server.blobs import ID_LEN, BlobTooLarge, PendingBlob
 from sealpost.server.codec import parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, too_large
-from sealpost.server.requests import raw_target
-from sealpost.server.storage.base import AttachmentRecord
+from sealpost.server.requests import body_too_slow, raw_target
+from sealpost.server.storage.base import AttachmentQuotaFull, AttachmentRecord
 
 __all__ = [
+    "DIGEST_HEADER",
     "SIGNATURE_LEN",
     "TRAILER_CONTEXT",
     "TRAILER_QUERY",
@@ -50,6 +56,7 @@ __all__ = [
 
 TRAILER_CONTEXT: Final = b"sealpost/v1/attachment-trailer\x00"
 TRAILER_QUERY: Final = "signature=trailer"
+DIGEST_HEADER: Final = "X-Sealpost-Content-SHA256"
 SIGNATURE_LEN: Final = 64
 _EMPTY_SHA256: Final = hashlib.sha256(b"").digest()
 
@@ -77,7 +84,10 @@ class AttachmentsApi:
         assert headers is not None
         certificate = await self._auth.device_certificate(request, headers)
         if trailer:  # the headers are signed on their own: check them before the body
-            await self._auth.check(request, headers, _EMPTY_SHA256, certificate)
+            signed = _EMPTY_SHA256
+        else:  # the signature covers the digest declared: check it before the body
+            signed = parse_hex(request.headers.get(DIGEST_HEADER, ""), 32, DIGEST_HEADER)
+        await self._auth.check(request, headers, signed, certificate)
         withhold = SIGNATURE_LEN if trailer else 0
         declared = request.headers.get("content-length")
         if (
@@ -88,13 +98,16 @@ class AttachmentsApi:
             raise too_large(f"attachments are limited to {cfg.max_attachment} bytes")
         blob_id = self._ctx.rng(ID_LEN)
         try:
-            pending = await self._ctx.blobs.receive(
-                blob_id, request.stream(), limit=cfg.max_attachment, withhold=withhold
-            )
+            async with asyncio.timeout(cfg.upload_timeout):
+                pending = await self._ctx.blobs.receive(
+                    blob_id, request.stream(), limit=cfg.max_attachment, withhold=withhold
+                )
         except BlobTooLarge:
             raise too_large(f"attachments are limited to {cfg.max_attachment} bytes") from None
         except ClientDisconnect:
             raise ApiError(400, "invalid_request", "client disconnected") from None
+        except TimeoutError:
+            raise body_too_slow() from None
         try:
             if trailer:
                 self._check_trailer(
@@ -104,16 +117,28 @@ class AttachmentsApi:
                     pending,
                     certificate.signing_key,
                 )
-            else:
-                await self._auth.check(request, headers, pending.sha256.digest(), certificate)
+            elif not hmac.compare_digest(pending.sha256.digest(), signed):
+                raise ApiError(400, "invalid_request", f"the body does not match {DIGEST_HEADER}")
             pending.commit()
         except BaseException:
             pending.discard()
             raise
         now = self._ctx.clock()
-        record = AttachmentRecord(blob_id, pending.size, now, now + cfg.attachment_ttl)
+        record = AttachmentRecord(
+            blob_id, pending.size, now, now + cfg.attachment_ttl, owner=headers.account_id
+        )
         try:
-            await self._ctx.storage.add_attachment(record)
+            await self._ctx.storage.add_attachment(
+                record, max_owner_bytes=cfg.max_attachment_bytes_per_account
+            )
+        except AttachmentQuotaFull:
+            self._ctx.blobs.delete(blob_id)
+            raise ApiError(
+                507,
+                "attachment_quota",
+                f"an account may hold {cfg.max_attachment_bytes_per_account} bytes of"
+                " attachments at once; older ones free their share when they expire",
+            ) from None
         except BaseException:
             self._ctx.blobs.delete(blob_id)
             raise

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sealpost.protocol.group_sealed import GROUP_SEALED_MIN, GROUP_SEALED_PREFIX
-from sealpost.protocol.sealed_multi import WRAP_LEN, assemble
+from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, WRAP_LEN, assemble
 from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
 from sealpost.server.codec import (
     b64,
@@ -50,6 +50,7 @@ from sealpost.server.storage.base import (
     Envelope,
     MismatchedDevices,
     QueueFull,
+    SharedEnvelope,
     UnknownAccount,
 )
 
@@ -106,6 +107,8 @@ class PreparedSend:
 
     envelopes: list[Envelope]
     exempt: dict[bytes, int]
+    #: A multi-recipient send: its body, stored once, and each device's own part.
+    shared: tuple[bytes, list[SharedEnvelope]] | None = None
 
 
 class MessagesApi:
@@ -202,7 +205,14 @@ class MessagesApi:
         delivery token, or its open flag). Raises :class:`ApiError`; stores nothing."""
         envelopes = self._multi_envelopes(doc)
         await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
-        return PreparedSend(envelopes, {})
+        # Stored once for all: the group-sealed body as it is, or the legacy form's shared
+        # part behind each device's own 0x01 0x22 || wrap.
+        own = 0 if "body" in doc else len(MULTI_SEALED_PREFIX) + WRAP_LEN
+        body = envelopes[0].body[own:]
+        shared = [
+            SharedEnvelope(e.message_id, e.account_id, e.device_id, e.body[:own]) for e in envelopes
+        ]
+        return PreparedSend(envelopes, {}, (body, shared))
 
     async def send_multi(self, request: Request) -> Response:
         """``PUT /v1/messages/multi``: the HTTP form of the ``send_multi`` frame."""
@@ -266,14 +276,27 @@ class MessagesApi:
         cfg = self._ctx.config
         envelopes = prepared.envelopes
         now = self._ctx.clock()
+        self._ctx.disk.check()
         try:
-            await self._ctx.storage.enqueue(
-                envelopes,
-                exempt=prepared.exempt,
-                received_at=now,
-                expires_at=now + cfg.message_ttl,
-                max_depth=cfg.max_queue_depth,
-            )
+            if prepared.shared is not None:
+                body, shared = prepared.shared
+                await self._ctx.storage.enqueue_shared(
+                    body,
+                    shared,
+                    received_at=now,
+                    expires_at=now + cfg.message_ttl,
+                    max_depth=cfg.max_queue_depth,
+                    max_bytes=cfg.max_queue_bytes,
+                )
+            else:
+                await self._ctx.storage.enqueue(
+                    envelopes,
+                    exempt=prepared.exempt,
+                    received_at=now,
+                    expires_at=now + cfg.message_ttl,
+                    max_depth=cfg.max_queue_depth,
+                    max_bytes=cfg.max_queue_bytes,
+                )
         except UnknownAccount:
             raise ApiError(404, "not_found", "no such account") from None
         except QueueFull:

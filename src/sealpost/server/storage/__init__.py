@@ -4,6 +4,7 @@ embedded SQLite implementation (:class:`SqliteStorage`)."""
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
+    AttachmentQuotaFull,
     AttachmentRecord,
     BundleParts,
     DeviceExists,
@@ -16,6 +17,7 @@ from sealpost.server.storage.base import (
     PurgeResult,
     QueuedMessage,
     QueueFull,
+    SharedEnvelope,
     Storage,
     StorageError,
     UnknownAccount,
@@ -26,6 +28,7 @@ from sealpost.server.storage.sqlite import SqliteStorage
 __all__ = [
     "AccountExists",
     "AccountRecord",
+    "AttachmentQuotaFull",
     "AttachmentRecord",
     "BundleParts",
     "DeviceExists",
@@ -38,6 +41,7 @@ __all__ = [
     "PurgeResult",
     "QueueFull",
     "QueuedMessage",
+    "SharedEnvelope",
     "SqliteStorage",
     "Storage",
     "StorageError",

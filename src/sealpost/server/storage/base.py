@@ -9,7 +9,12 @@ implement the same methods with the same guarantees:
 - a method that returns has committed durably (``enqueue`` returning is what lets the server
   acknowledge a send);
 - a method that raises a :class:`StorageError` has changed nothing;
-- one-time prekeys are handed out at most once, even to concurrent fetchers.
+- one-time prekeys are handed out at most once, even to concurrent fetchers;
+- quotas are checked inside the transaction that would pass them (queue depth and bytes
+  per device, attachment bytes per account), so concurrent writers cannot overshoot them;
+- a body stored once for many devices (:meth:`Storage.enqueue_shared`) is deleted in the
+  same transaction as the last queued message that uses it (ack, purge, device removal),
+  so a shared body is never kept without a message nor lost while one needs it.
 
 What is stored is public or opaque: certificates and prekeys are public keys, envelopes are
 ciphertext sealed to the recipient device, delivery tokens are kept as SHA-256 hashes.
@@ -25,6 +30,7 @@ from typing import Protocol
 __all__ = [
     "AccountExists",
     "AccountRecord",
+    "AttachmentQuotaFull",
     "AttachmentRecord",
     "BundleParts",
     "DeviceExists",
@@ -40,6 +46,7 @@ __all__ = [
     "PurgeResult",
     "QueueFull",
     "QueuedMessage",
+    "SharedEnvelope",
     "Storage",
     "StorageError",
     "TooManyDevices",
@@ -88,7 +95,11 @@ class UnknownAccount(StorageError):
 
 
 class QueueFull(StorageError):
-    pass
+    """A destination device's queue is at ``max_depth`` messages or ``max_bytes`` bytes."""
+
+
+class AttachmentQuotaFull(StorageError):
+    """The uploading account's unexpired attachments would pass its byte quota."""
 
 
 class PreKeyStockFull(StorageError):
@@ -160,6 +171,18 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedEnvelope:
+    """One destination of a multi-recipient send (:meth:`Storage.enqueue_shared`): the
+    device receives ``prefix + body`` (``prefix`` is empty for group-sealed sends, the
+    ``0x01 0x22 || wrap`` of the legacy form otherwise)."""
+
+    message_id: bytes  # 16 random bytes chosen by the server
+    account_id: bytes
+    device_id: int
+    prefix: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedMessage:
     message_id: bytes
     seq: int  # the queue's order; increases with every enqueue
@@ -173,6 +196,9 @@ class AttachmentRecord:
     size: int
     created: int
     expires_at: int
+    #: The uploading account, for its byte quota (the server knew it at upload time;
+    #: downloads stay anonymous). Empty in records from before quotas.
+    owner: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +293,13 @@ class Storage(Protocol):
         """Replace the signed and last-resort keys, add one-time keys. Raises
         :class:`PreKeyStockFull` if a one-time stock would exceed ``max_stock``."""
 
-    async def take_bundle(self, account_id: bytes, device_id: int) -> BundleParts | None:
+    async def take_bundle(
+        self, account_id: bytes, device_id: int, *, one_time: bool = True
+    ) -> BundleParts | None:
         """Atomically remove and return one one-time prekey of each kind (if any).
-        ``None`` when the device is unknown or has no signed prekey."""
+        ``None`` when the device is unknown or has no signed prekey. With ``one_time``
+        false nothing is removed: the bundle has no X25519 one-time key and the
+        last-resort ML-KEM key (a fetch past the per-target limit)."""
 
     async def prekey_stock(self, account_id: bytes, device_id: int) -> PreKeyStock: ...
 
@@ -282,11 +312,32 @@ class Storage(Protocol):
         received_at: int,
         expires_at: int,
         max_depth: int,
+        max_bytes: int = 0,
     ) -> None:
         """Store ``envelopes`` durably, all or none, once every destination account is named
         with exactly all its devices (less the one ``exempt`` names for that account: an
         authenticated sender's own device). Raises :class:`UnknownAccount`,
-        :class:`MismatchedDevices` or :class:`QueueFull`."""
+        :class:`MismatchedDevices` or :class:`QueueFull` (a destination device would hold
+        more than ``max_depth`` messages or, unless ``max_bytes`` is 0, more than
+        ``max_bytes`` bytes of bodies)."""
+
+    async def enqueue_shared(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> None:
+        """:meth:`enqueue` of one multi-recipient send, with ``body`` stored once (not once
+        per device) and counted by reference: each destination device gets its own queued
+        message (own id, own ``prefix``) that :meth:`fetch` returns as ``prefix + body``;
+        acking, purging or removing the device deletes that message, and the last one
+        gone deletes the body in the same transaction. The same checks, errors and
+        all-or-none guarantee as :meth:`enqueue` (no ``exempt``: sealed sends only); a
+        device's queue bytes count ``len(prefix) + len(body)``."""
 
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
@@ -299,9 +350,15 @@ class Storage(Protocol):
         """:meth:`ack` of several messages in one transaction; how many were deleted."""
 
     # -- attachments
-    async def add_attachment(self, record: AttachmentRecord) -> None: ...
+    async def add_attachment(self, record: AttachmentRecord, *, max_owner_bytes: int = 0) -> None:
+        """Keep an attachment's metadata. Unless ``max_owner_bytes`` is 0, raises
+        :class:`AttachmentQuotaFull` if the unexpired attachments of ``record.owner``
+        (this one included) would be more than ``max_owner_bytes`` bytes. (Expired ones
+        no longer count even before :meth:`purge` removes them.)"""
 
     async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None: ...
 
     # -- retention
-    async def purge(self, now: int) -> PurgeResult: ...
+    async def purge(self, now: int) -> PurgeResult:
+        """Delete expired messages (and shared bodies left without one), nonces and
+        attachment records, in bounded steps; the caller deletes the returned blobs."""

@@ -60,6 +60,7 @@ from typing import Any, Final, TypeVar
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
+    AttachmentQuotaFull,
     AttachmentRecord,
     BundleParts,
     DeviceExists,
@@ -75,6 +76,7 @@ from sealpost.server.storage.base import (
     PurgeResult,
     QueuedMessage,
     QueueFull,
+    SharedEnvelope,
     TooManyDevices,
     UnknownAccount,
     UnknownDevice,
@@ -98,7 +100,7 @@ log = logging.getLogger("sealpost.server.storage")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 
@@ -146,9 +148,16 @@ CREATE TABLE IF NOT EXISTS queue (
     account_id  BLOB NOT NULL,
     device_id   INTEGER NOT NULL,
     message_id  BLOB NOT NULL UNIQUE,
-    body        BLOB NOT NULL,
+    body        BLOB NOT NULL,     -- the body, or with body_ref the prefix of a shared one
     received_at INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
+    expires_at  INTEGER NOT NULL,
+    body_ref    INTEGER,           -- shared_bodies.id: the message is body || that body
+    size        INTEGER NOT NULL DEFAULT 0  -- bytes the device receives (queue quota)
+);
+CREATE TABLE IF NOT EXISTS shared_bodies (  -- one multi-recipient send's body, stored once
+    id   INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    refs INTEGER NOT NULL              -- queued messages using it (queue_unref keeps it)
 );
 CREATE INDEX IF NOT EXISTS queue_by_device ON queue (account_id, device_id, seq);
 CREATE INDEX IF NOT EXISTS queue_by_expiry ON queue (expires_at);
@@ -161,7 +170,8 @@ CREATE TABLE IF NOT EXISTS attachments (
     attachment_id BLOB PRIMARY KEY,
     size          INTEGER NOT NULL,
     created       INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL
+    expires_at    INTEGER NOT NULL,
+    owner         BLOB NOT NULL DEFAULT x''  -- uploading account (its byte quota)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attachments_by_expiry ON attachments (expires_at);
 CREATE TABLE IF NOT EXISTS revocations (
@@ -185,6 +195,29 @@ CREATE TABLE IF NOT EXISTS log_heads (
     timestamp INTEGER NOT NULL,
     head      BLOB NOT NULL            -- SignedTreeHead wire bytes
 );
+"""
+
+#: Schema changes from each version to the next, run in one transaction at open.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (  # -> 2: shared bodies of multi-recipient sends, queue bytes, attachment owners
+        "ALTER TABLE queue ADD COLUMN body_ref INTEGER",
+        "ALTER TABLE queue ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        "UPDATE queue SET size = length(body)",
+        "ALTER TABLE attachments ADD COLUMN owner BLOB NOT NULL DEFAULT x''",
+    ),
+}
+
+#: What needs the current shape of the tables (so runs after the migrations).
+_SCHEMA_AFTER_MIGRATIONS = """
+CREATE INDEX IF NOT EXISTS attachments_by_owner ON attachments (owner, expires_at);
+-- Whatever deletes a queued message (ack, purge, device removal) releases its shared body,
+-- and the last one deletes it, in the same transaction.
+CREATE TRIGGER IF NOT EXISTS queue_unref AFTER DELETE ON queue
+WHEN OLD.body_ref IS NOT NULL
+BEGIN
+    UPDATE shared_bodies SET refs = refs - 1 WHERE id = OLD.body_ref;
+    DELETE FROM shared_bodies WHERE id = OLD.body_ref AND refs <= 0;
+END;
 """
 
 #: Most operations one group commit takes from the queue; bounds the latency a very long
@@ -251,10 +284,11 @@ class SqliteStorage:
         # For the checks of ``enqueue``, so that a send costs one statement (its INSERT):
         # each account's device ids as the open transaction sees them (emptied by any
         # rollback, so never ahead of the database), and for each device an upper bound of
-        # its queue depth (counted again when it reaches the limit; inserts raise it, and a
-        # delete or a rollback only leaves it higher than the truth, so it stays a bound).
+        # its queue depth and bytes (counted again when one reaches its limit; inserts
+        # raise them, and a delete or a rollback only leaves them higher than the truth,
+        # so they stay bounds).
         self._device_ids: dict[bytes, frozenset[int]] = {}
-        self._depth: dict[tuple[bytes, int], int] = {}
+        self._depth: dict[tuple[bytes, int], tuple[int, int]] = {}
         self.commits = 0  # group commits done; read by metrics and tests
         self.committed_ops = 0
 
@@ -268,9 +302,12 @@ class SqliteStorage:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == 0:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version in _MIGRATIONS:
+            _migrate(conn, version)
         elif version != SCHEMA_VERSION:
             conn.close()
             raise RuntimeError(f"database schema version {version} is not {SCHEMA_VERSION}")
+        conn.executescript(_SCHEMA_AFTER_MIGRATIONS)
         _log_unlogged_accounts(conn)
         self._loop = asyncio.get_running_loop()
         self._write_conn = conn
@@ -656,7 +693,9 @@ class SqliteStorage:
     ) -> None:
         await self._write(lambda c: _store_prekeys(c, account_id, device_id, prekeys, max_stock))
 
-    async def take_bundle(self, account_id: bytes, device_id: int) -> BundleParts | None:
+    async def take_bundle(
+        self, account_id: bytes, device_id: int, *, one_time: bool = True
+    ) -> BundleParts | None:
         def op(conn: sqlite3.Connection) -> BundleParts | None:
             key = (account_id, device_id)
             cert = conn.execute(
@@ -667,8 +706,8 @@ class SqliteStorage:
             ).fetchone()
             if cert is None or spk is None:
                 return None
-            opk = _take_one(conn, "one_time_prekeys", key, None)
-            kem = _take_one(conn, "kem_prekeys", key, KEM_ONE_TIME)
+            opk = _take_one(conn, "one_time_prekeys", key, None) if one_time else None
+            kem = _take_one(conn, "kem_prekeys", key, KEM_ONE_TIME) if one_time else None
             if kem is None:
                 row = conn.execute(
                     "SELECT prekey FROM kem_prekeys WHERE account_id = ? AND device_id = ?"
@@ -716,48 +755,17 @@ class SqliteStorage:
         received_at: int,
         expires_at: int,
         max_depth: int,
+        max_bytes: int = 0,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            named: dict[bytes, set[int]] = {}
-            for env in envelopes:
-                named.setdefault(env.account_id, set()).add(env.device_id)
-            mismatched: dict[bytes, tuple[list[int], list[int]]] = {}
-            for account_id, device_ids in named.items():
-                actual = self._device_ids.get(account_id)
-                if actual is None:
-                    rows = conn.execute(
-                        "SELECT device_id FROM devices WHERE account_id = ?", (account_id,)
-                    ).fetchall()
-                    if not rows:
-                        raise UnknownAccount(account_id)
-                    actual = frozenset(d for (d,) in rows)
-                    if len(self._device_ids) >= WRITE_CACHE:
-                        self._device_ids.clear()
-                    self._device_ids[account_id] = actual
-                if account_id in exempt:
-                    actual = actual - {exempt[account_id]}
-                missing, extra = actual - device_ids, device_ids - actual
-                if missing or extra:
-                    mismatched[account_id] = (sorted(missing), sorted(extra))
-            if mismatched:
-                raise MismatchedDevices(mismatched)
+            self._check_devices(conn, envelopes, exempt)
             added = []
             for env in envelopes:
                 address = (env.account_id, env.device_id)
-                depth = self._depth.get(address)
-                if depth is None or depth >= max_depth:
-                    (depth,) = conn.execute(
-                        "SELECT COUNT(*) FROM queue WHERE account_id = ? AND device_id = ?",
-                        address,
-                    ).fetchone()
-                    if depth >= max_depth:
-                        raise QueueFull("destination queue is full")
-                    if len(self._depth) >= WRITE_CACHE:
-                        self._depth.clear()
-                self._depth[address] = depth + 1
+                self._reserve(conn, address, len(env.body), max_depth, max_bytes)
                 seq = conn.execute(
                     "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
-                    " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    " expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         env.account_id,
                         env.device_id,
@@ -765,6 +773,7 @@ class SqliteStorage:
                         env.body,
                         received_at,
                         expires_at,
+                        len(env.body),
                     ),
                 ).lastrowid
                 assert seq is not None
@@ -773,6 +782,102 @@ class SqliteStorage:
             self._effects.append(partial(self._tails.added, added))
 
         await self._write(op)
+
+    async def enqueue_shared(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            self._check_devices(conn, envelopes, {})
+            body_ref = conn.execute(
+                "INSERT INTO shared_bodies (body, refs) VALUES (?, ?)", (body, len(envelopes))
+            ).lastrowid
+            added = []
+            for env in envelopes:
+                address = (env.account_id, env.device_id)
+                size = len(env.prefix) + len(body)
+                self._reserve(conn, address, size, max_depth, max_bytes)
+                seq = conn.execute(
+                    "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
+                    " expires_at, body_ref, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        env.account_id,
+                        env.device_id,
+                        env.message_id,
+                        env.prefix,
+                        received_at,
+                        expires_at,
+                        body_ref,
+                        size,
+                    ),
+                ).lastrowid
+                assert seq is not None
+                full = env.prefix + body if env.prefix else body  # one object when no prefix
+                added.append((address, QueuedMessage(env.message_id, seq, full, received_at)))
+            self._effects.append(partial(self._tails.added, added))
+
+        await self._write(op)
+
+    def _check_devices(
+        self,
+        conn: sqlite3.Connection,
+        envelopes: Sequence[Envelope] | Sequence[SharedEnvelope],
+        exempt: Mapping[bytes, int],
+    ) -> None:
+        """Raise unless every destination account is named with exactly its devices."""
+        named: dict[bytes, set[int]] = {}
+        for env in envelopes:
+            named.setdefault(env.account_id, set()).add(env.device_id)
+        mismatched: dict[bytes, tuple[list[int], list[int]]] = {}
+        for account_id, device_ids in named.items():
+            actual = self._device_ids.get(account_id)
+            if actual is None:
+                rows = conn.execute(
+                    "SELECT device_id FROM devices WHERE account_id = ?", (account_id,)
+                ).fetchall()
+                if not rows:
+                    raise UnknownAccount(account_id)
+                actual = frozenset(d for (d,) in rows)
+                if len(self._device_ids) >= WRITE_CACHE:
+                    self._device_ids.clear()
+                self._device_ids[account_id] = actual
+            if account_id in exempt:
+                actual = actual - {exempt[account_id]}
+            missing, extra = actual - device_ids, device_ids - actual
+            if missing or extra:
+                mismatched[account_id] = (sorted(missing), sorted(extra))
+        if mismatched:
+            raise MismatchedDevices(mismatched)
+
+    def _reserve(
+        self,
+        conn: sqlite3.Connection,
+        address: tuple[bytes, int],
+        size: int,
+        max_depth: int,
+        max_bytes: int,
+    ) -> None:
+        """Raise :class:`QueueFull` unless the device's queue has room for one more message
+        of ``size`` bytes; count it in the bounds."""
+        bound = self._depth.get(address)
+        if bound is None or bound[0] >= max_depth or (max_bytes and bound[1] + size > max_bytes):
+            depth, total = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM queue"
+                " WHERE account_id = ? AND device_id = ?",
+                address,
+            ).fetchone()
+            if depth >= max_depth or (max_bytes and total + size > max_bytes):
+                raise QueueFull("destination queue is full")
+            if len(self._depth) >= WRITE_CACHE:
+                self._depth.clear()
+            bound = (depth, total)
+        self._depth[address] = (bound[0] + 1, bound[1] + size)
 
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
@@ -786,11 +891,16 @@ class SqliteStorage:
         # set is exact (see :mod:`.tail`).
         def op(conn: sqlite3.Connection) -> list[QueuedMessage]:
             rows = conn.execute(
-                "SELECT message_id, seq, body, received_at FROM queue"
-                " WHERE account_id = ? AND device_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT q.message_id, q.seq, q.body, s.body, q.received_at FROM queue q"
+                " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
+                " WHERE q.account_id = ? AND q.device_id = ? AND q.seq > ? ORDER BY q.seq"
+                " LIMIT ?",
                 (account_id, device_id, after_seq, limit),
             ).fetchall()
-            found = [QueuedMessage(bytes(m), s, bytes(b), r) for m, s, b, r in rows]
+            found = [
+                QueuedMessage(bytes(m), s, bytes(b) + bytes(shared or b""), r)
+                for m, s, b, shared, r in rows
+            ]
             if len(found) < limit:  # the whole rest of the queue
                 self._effects.append(partial(self._tails.known, address, after_seq, found))
             return found
@@ -815,21 +925,40 @@ class SqliteStorage:
 
     # ------------------------------------------------------------------ attachments
 
-    async def add_attachment(self, record: AttachmentRecord) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "INSERT INTO attachments VALUES (?, ?, ?, ?)",
-                (record.attachment_id, record.size, record.created, record.expires_at),
+    async def add_attachment(self, record: AttachmentRecord, *, max_owner_bytes: int = 0) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            if max_owner_bytes:
+                (held,) = conn.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM attachments"
+                    " WHERE owner = ? AND expires_at > ?",
+                    (record.owner, record.created),
+                ).fetchone()
+                if held + record.size > max_owner_bytes:
+                    raise AttachmentQuotaFull("the account's attachments are at their quota")
+            conn.execute(
+                "INSERT INTO attachments (attachment_id, size, created, expires_at, owner)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.attachment_id,
+                    record.size,
+                    record.created,
+                    record.expires_at,
+                    record.owner,
+                ),
             )
-        )
+
+        await self._write(op)
 
     async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None:
         def op(conn: sqlite3.Connection) -> AttachmentRecord | None:
             row = conn.execute(
-                "SELECT size, created, expires_at FROM attachments WHERE attachment_id = ?",
+                "SELECT size, created, expires_at, owner FROM attachments WHERE attachment_id = ?",
                 (attachment_id,),
             ).fetchone()
-            return None if row is None else AttachmentRecord(attachment_id, *row)
+            if row is None:
+                return None
+            size, created, expires_at, owner = row
+            return AttachmentRecord(attachment_id, size, created, expires_at, bytes(owner))
 
         return await self._read(op)
 
@@ -953,6 +1082,23 @@ def log_account_state(
         (size, account_id, last + 1, entry, _pack_list(certificates), _pack_list(revocations)),
     )
     append(SqliteNodeStore(conn), size, [leaf_hash(entry)])
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a database of schema ``version`` to :data:`SCHEMA_VERSION`, all or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        while version != SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    log.info("database schema migrated to version %d", SCHEMA_VERSION)
 
 
 def _log_unlogged_accounts(conn: sqlite3.Connection) -> None:
