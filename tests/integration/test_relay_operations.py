@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Client, Device, ServerProcess
+from starlette.routing import Route, WebSocketRoute
 
 from sealpost.crypto.sign import SigningKey
 from sealpost.server.app import create_app
@@ -34,10 +35,12 @@ def test_healthz_and_metrics(registered: Callable[..., Client]) -> None:
     assert "127.0.0.1" not in text
 
 
-def test_openapi_describes_every_route(server: ServerProcess, tmp_path: Path) -> None:
+def test_every_route_is_in_openapi_with_its_parameters(
+    server: ServerProcess, tmp_path: Path
+) -> None:
     with Client(server.url) as client:
         document = client.http.get("/openapi.json").json()
-    assert document["openapi"].startswith("3.")
+    assert document["openapi"] == "3.1.0"
     app = create_app(
         ServerConfig(data=tmp_path),
         storage=SqliteStorage(tmp_path / "db"),
@@ -47,13 +50,45 @@ def test_openapi_describes_every_route(server: ServerProcess, tmp_path: Path) ->
         clock=lambda: 0,
         rng=os.urandom,
     )
+    schemas = document["components"]["schemas"]
+    sockets = document["x-websockets"]
+    served_sockets = set()
     for route in app.routes:
         path = route.path
-        if path in ("/v1/stream", "/v1/sealed", "/v1/link"):  # WebSockets: docs/PROTOCOL.md
+        if isinstance(route, WebSocketRoute):
+            served_sockets.add(path)
+            assert sockets[path]["client_frames"] and sockets[path]["close_codes"], path
             continue
+        assert isinstance(route, Route)
         methods = {m.lower() for m in route.methods or ()} - {"head"}
-        assert path in document["paths"], path
-        assert methods <= set(document["paths"][path]), (path, methods)
+        for method in methods:
+            operation = document["paths"][path][method]
+            params = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+            assert {("path", name) for name in route.param_convertors} <= params, (path, params)
+            for status, answer in operation["responses"].items():
+                for content in answer.get("content", {}).values():
+                    ref = content["schema"].get("$ref", "")
+                    assert not ref or ref.rsplit("/", 1)[1] in schemas, (path, status)
+            assert "429" in operation["responses"], path
+            if operation["security"]:  # signed: all five headers
+                assert any(len(r) == 5 for r in operation["security"]), path
+    assert served_sockets == set(sockets) == {"/v1/stream", "/v1/sealed", "/v1/link"}
+    messages = document["paths"]["/v1/messages"]["put"]
+    assert ("header", "X-Sealpost-Delivery-Token") in {
+        (p["in"], p["name"]) for p in messages["parameters"]
+    }
+    assert {"507", "409", "413"} <= set(messages["responses"])
+    upload = document["paths"]["/v1/attachments"]["post"]
+    assert [p["name"] for p in upload["parameters"]] == ["signature"]
+    assert "503" in document["paths"]["/v1/accounts/{username}"]["get"]["responses"]
+    assert schemas["SendRequest"]["additionalProperties"] is False
+    assert set(document["components"]["securitySchemes"]) == {
+        "account",
+        "device",
+        "timestamp",
+        "nonce",
+        "signature",
+    }
 
 
 def _digest(blob: bytes) -> dict[str, str]:

@@ -33,6 +33,7 @@ from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng
 from sealpost.server.authn import Authenticator, rate_limited
 from sealpost.server.blobs import BlobStore
+from sealpost.server.codec import json_response
 from sealpost.server.config import ServerConfig
 from sealpost.server.context import Context
 from sealpost.server.diskspace import DiskSpace
@@ -50,6 +51,8 @@ from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
 from sealpost.server.ratelimit import RateLimiter
 from sealpost.server.requests import BODY_TIMEOUT, client_address
+from sealpost.server.routes import OPERATIONS
+from sealpost.server.schema import Health
 from sealpost.server.storage.base import Storage
 from sealpost.server.stream import StreamEndpoint
 
@@ -168,7 +171,7 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         await storage.account_by_username("")  # storage answers
-        return JSONResponse({"status": "ok"})
+        return json_response(Health(status="ok"))
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -176,35 +179,40 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    table: list[tuple[str, Endpoint, str]] = [
-        ("/healthz", healthz, "GET"),
-        ("/metrics", metrics, "GET"),
-        ("/openapi.json", openapi, "GET"),
-        ("/v1/accounts", accounts.register, "POST"),
-        ("/v1/accounts/{username}", accounts.lookup, "GET"),
-        ("/v1/devices", accounts.add_device, "POST"),
-        ("/v1/devices/{device_id}", accounts.remove_device, "DELETE"),
-        ("/v1/link/{channel_id}", link.key, "GET"),
-        ("/v1/link/{channel_id}", link.provision, "PUT"),
-        ("/v1/messages/multi", messages.send_multi, "PUT"),
-        ("/v1/keys", keys.upload, "PUT"),
-        ("/v1/keys/status", keys.status, "GET"),
-        ("/v1/keys/{account_id}/{device_id}", keys.bundle, "GET"),
-        ("/v1/messages", messages.send, "PUT"),
-        ("/v1/messages", messages.fetch, "GET"),
-        ("/v1/messages/{message_id}", messages.ack, "DELETE"),
-        ("/v1/certificate/sender", certificates.sender, "GET"),
-        ("/v1/certificate/server", certificates.server, "GET"),
-        ("/v1/attachments", attachments.upload, "POST"),
-        ("/v1/attachments/{attachment_id}", attachments.download, "GET"),
-        ("/v1/log/key", log_api.key, "GET"),
-        ("/v1/log/head", log_api.head, "GET"),
-        ("/v1/log/consistency", log_api.consistency, "GET"),
-        ("/v1/log/inclusion", log_api.inclusion, "GET"),
-        ("/v1/log/accounts/{account_id}", log_api.account, "GET"),
-    ]
+    handlers: dict[str, Endpoint] = {
+        "healthz": healthz,
+        "metrics": metrics,
+        "openapi": openapi,
+        "accounts.register": accounts.register,
+        "accounts.lookup": accounts.lookup,
+        "accounts.add_device": accounts.add_device,
+        "accounts.remove_device": accounts.remove_device,
+        "link.key": link.key,
+        "link.provision": link.provision,
+        "messages.send_multi": messages.send_multi,
+        "keys.upload": keys.upload,
+        "keys.status": keys.status,
+        "keys.bundle": keys.bundle,
+        "messages.send": messages.send,
+        "messages.fetch": messages.fetch,
+        "messages.ack": messages.ack,
+        "certificates.sender": certificates.sender,
+        "certificates.server": certificates.server,
+        "attachments.upload": attachments.upload,
+        "attachments.download": attachments.download,
+        "log.key": log_api.key,
+        "log.head": log_api.head,
+        "log.consistency": log_api.consistency,
+        "log.inclusion": log_api.inclusion,
+        "log.account": log_api.account,
+    }
+    if set(handlers) != {op.handler for op in OPERATIONS}:  # a route without its declaration
+        raise RuntimeError("the handlers and sealpost.server.routes.OPERATIONS disagree")
+    # Routes in table order: a literal path (/v1/messages/multi, /v1/keys/status) comes
+    # before a template it would match.
     routes: list[Route | WebSocketRoute] = [
-        Route(path, _wrap(ctx, path, fn), methods=[method]) for path, fn, method in table
+        Route(op.path, _wrap(ctx, op.path, handlers[op.handler]), methods=[op.method])
+        for op in OPERATIONS
     ]
     stream = StreamEndpoint(ctx, messages)
     revoke.append(stream.revoke)

@@ -1,33 +1,23 @@
-"""Strict decoding of request bodies and path parameters.
+"""Encodings shared by the handlers: base64 and hex fields, path parameters, JSON answers.
 
-JSON bodies must be objects; every field is checked for type and encoding here, and every
-failure becomes a 400 :class:`~sealpost.server.errors.ApiError` naming the field (never its
-value). Binary fields travel as standard base64 with padding, account ids as lowercase or
-uppercase hex.
+Request bodies are declared and decoded in :mod:`.schema`; what is left here is for
+headers and path parameters, which are not JSON. Every failure is a 400
+:class:`~sealpost.server.errors.ApiError` naming the field (never its value). Binary
+fields travel as standard base64 with padding, ids as hex (either case).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-from typing import Any
 
-from sealpost.server.errors import ApiError, bad_request, too_large
+from msgspec import Struct
+from starlette.responses import Response
 
-__all__ = [
-    "b64",
-    "get_b64",
-    "get_b64_list",
-    "get_bool",
-    "get_int",
-    "get_list",
-    "get_str",
-    "parse_hex",
-    "parse_json_object",
-]
+from sealpost.server.errors import bad_request
+from sealpost.server.schema import encode
 
-U32_MAX = 0xFFFFFFFF
+__all__ = ["b64", "decode_b64", "json_response", "parse_device_id", "parse_hex"]
 
 
 def b64(data: bytes) -> str:
@@ -41,65 +31,6 @@ def decode_b64(value: str, what: str) -> bytes:
         raise bad_request(f"{what} is not valid base64") from None
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):  # also an integer over 4300 digits
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "malformed_json", "the request body must be a JSON object")
-    return doc
-
-
-def get_str(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str):
-        raise bad_request(f"{key} must be a string")
-    return value
-
-
-def get_int(doc: dict[str, Any], key: str, *, lo: int = 0, hi: int = U32_MAX) -> int:
-    value = doc.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise bad_request(f"{key} must be an integer in {lo}..{hi}")
-    return value
-
-
-def get_bool(doc: dict[str, Any], key: str, default: bool) -> bool:
-    value = doc.get(key, default)
-    if not isinstance(value, bool):
-        raise bad_request(f"{key} must be true or false")
-    return value
-
-
-def get_b64(doc: dict[str, Any], key: str, *, length: int | None = None) -> bytes:
-    data = decode_b64(get_str(doc, key), key)
-    if length is not None and len(data) != length:
-        raise bad_request(f"{key} must be {length} bytes")
-    return data
-
-
-def get_list(doc: dict[str, Any], key: str, *, limit: int, required: bool = True) -> list[Any]:
-    if key not in doc and not required:
-        return []
-    value = doc.get(key)
-    if not isinstance(value, list):
-        raise bad_request(f"{key} must be a list")
-    if len(value) > limit:
-        raise too_large(f"{key} holds more than {limit} items")
-    return value
-
-
-def get_b64_list(doc: dict[str, Any], key: str, *, limit: int) -> list[bytes]:
-    items = get_list(doc, key, limit=limit, required=False)
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise bad_request(f"{key} must be a list of base64 strings")
-        out.append(decode_b64(item, key))
-    return out
-
-
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -109,3 +40,15 @@ def parse_hex(value: str, length: int, what: str) -> bytes:
     if len(value) != 2 * length or not _HEX_DIGITS.issuperset(value):
         raise bad_request(f"{what} must be {2 * length} hex digits")
     return bytes.fromhex(value)
+
+
+def parse_device_id(text: str) -> int:
+    """A device id in a path: decimal digits only, at most 2**32 - 1."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > 0xFFFFFFFF:
+        raise bad_request("device id must be a 32-bit unsigned integer")
+    return int(text)
+
+
+def json_response(value: Struct, status: int = 200) -> Response:
+    """A response body declared in :mod:`.schema`, encoded by msgspec."""
+    return Response(encode(value), status_code=status, media_type="application/json")

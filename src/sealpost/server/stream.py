@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
 from collections.abc import MutableMapping
 from typing import Any
 
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sealpost._errors import ProtocolError
@@ -59,10 +59,20 @@ from sealpost.server.authn import AuthenticatedDevice
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.fanout.base import DeviceAddress, Subscription
-from sealpost.server.handlers.messages import MessagesApi, parse_token_object
+from sealpost.server.frames import (
+    SEALED_CLIENT_FRAMES,
+    STREAM_CLIENT_FRAMES,
+    AckFrame,
+    AuthFrame,
+    NumberedFrame,
+    SendFrame,
+    SendMultiFrame,
+)
+from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
+from sealpost.server.schema import decoder, invalid
 
-__all__ = ["StreamEndpoint"]
+__all__ = ["StreamEndpoint", "message_text", "sent_text"]
 
 log = logging.getLogger("sealpost.server.stream")
 
@@ -70,7 +80,6 @@ CHALLENGE_LEN = 32
 PUSH_BATCH = 100
 #: Sends a connection may have submitted and not yet answered; the next waits.
 MAX_IN_FLIGHT = 64
-MAX_REQ = 2**53 - 1  # request numbers survive a JSON round trip through any language
 
 
 class _Close(Exception):
@@ -80,19 +89,36 @@ class _Close(Exception):
         self.reason = reason
 
 
-def _frame(message: MutableMapping[str, Any]) -> dict[str, Any]:
+class _Refused(Exception):
+    """A send frame that did not decode, answered with an error frame (not a close)."""
+
+    def __init__(self, req: int, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.req = req
+        self.error = error
+
+
+def _frame(message: MutableMapping[str, Any], kind: Any, what: str) -> Any:
+    """Decode a client frame as ``kind`` (:mod:`.frames`). A malformed frame closes the
+    socket (4400); a send with a readable request number that fails only in its content
+    is :class:`_Refused`, so the client learns which send and which field."""
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     text = message.get("text")
     if text is None:
         raise _Close(4400, "expected a JSON text frame")
     try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError):  # ValueError: also an integer over 4300 digits
+        return decoder(kind).decode(text)
+    except msgspec.ValidationError as exc:
+        try:
+            numbered = decoder(NumberedFrame).decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            raise _Close(4400, f"expected {what}") from None
+        if numbered.type not in ("send", "send_multi"):
+            raise _Close(4400, f"expected {what}") from None
+        raise _Refused(numbered.req, invalid(exc)) from None
+    except (msgspec.DecodeError, RecursionError):  # also deep nesting, huge integers
         raise _Close(4400, "malformed JSON") from None
-    if not isinstance(doc, dict):
-        raise _Close(4400, "a frame must be a JSON object")
-    return doc
 
 
 class _Socket:
@@ -176,24 +202,16 @@ class StreamEndpoint:
         )
         try:
             async with asyncio.timeout(self._ctx.config.auth_handshake_timeout):
-                doc = _frame(await websocket.receive())
+                received = await websocket.receive()
         except TimeoutError:
             raise _Close(4408, "no answer to the challenge") from None
         try:
-            if doc.get("type") != "auth":
-                raise ValueError
-            account_id = bytes.fromhex(doc["account"])
-            device_id = doc["device"]
-            signature = base64.b64decode(doc["signature"], validate=True)
-            if (
-                len(account_id) != 16
-                or not isinstance(device_id, int)
-                or isinstance(device_id, bool)
-                or not 0 <= device_id <= 0xFFFFFFFF
-            ):
-                raise ValueError
-        except (KeyError, TypeError, ValueError, binascii.Error):
+            auth: AuthFrame = _frame(received, AuthFrame, "an auth frame")
+        except _Refused:
             raise _Close(4400, "expected an auth frame") from None
+        account_id = bytes.fromhex(auth.account)
+        device_id = auth.device
+        signature = auth.signature
         # As for signed requests (:mod:`.authn`): failures cost the address, and the
         # account's rate limit is charged only once its device's signature verified.
         failures = self._ctx.limits.auth_failures
@@ -277,52 +295,46 @@ class StreamEndpoint:
         device: AuthenticatedDevice | None,
     ) -> None:
         idle = None if device is not None else self._ctx.config.sealed_idle_timeout
+        kinds, what = (
+            (SEALED_CLIENT_FRAMES, "a send frame")
+            if device is None
+            else (STREAM_CLIENT_FRAMES, "an ack or send frame")
+        )
         while True:
             if idle is None:
-                doc = _frame(await sock.ws.receive())
+                message = await sock.ws.receive()
             else:
                 try:
                     async with asyncio.timeout(idle):
                         message = await sock.ws.receive()
                 except TimeoutError:
                     raise _Close(4408, "idle for too long") from None
-                doc = _frame(message)
-            kind = doc.get("type")
-            if kind == "send":
-                await self._send(sock, doc, answers, device)
-                continue
-            if kind == "send_multi" and device is None:
-                await self._send(sock, doc, answers, None, multi=True)
-                continue
-            if kind != "ack" or device is None or not isinstance(doc.get("id"), str):
-                raise _Close(4400, "expected an ack or send frame")
             try:
-                message_id = bytes.fromhex(doc["id"])
-            except ValueError:
-                raise _Close(4400, "bad message id") from None
-            if len(message_id) != 16:
-                raise _Close(4400, "bad message id")
-            acks.put_nowait(message_id)
+                frame = _frame(message, kinds, what)
+            except _Refused as refused:
+                await sock.send(_error(refused.req, refused.error))
+                continue
+            if isinstance(frame, AckFrame):
+                acks.put_nowait(bytes.fromhex(frame.id))
+            else:
+                await self._send(sock, frame, answers, device)
 
     async def _send(
         self,
         sock: _Socket,
-        doc: dict[str, Any],
+        frame: SendFrame | SendMultiFrame,
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
         device: AuthenticatedDevice | None,
-        *,
-        multi: bool = False,
     ) -> None:
-        req = doc.get("req")
-        if not isinstance(req, int) or isinstance(req, bool) or not 0 <= req <= MAX_REQ:
-            raise _Close(4400, "a send frame needs a request number")
+        req = frame.req
+        multi = isinstance(frame, SendMultiFrame)
         ctx = self._ctx
         try:
             if device is None:
                 address = client_address(sock.ws)
                 wait = ctx.per_address.take(address)
                 limit = ctx.config.max_multi_recipients if multi else ctx.config.max_envelopes
-                tokens = parse_token_object(doc.get("tokens"), limit)
+                tokens = token_map(frame.tokens, limit)
             else:
                 address = ""
                 wait = ctx.per_account.take(device.account_id)
@@ -331,11 +343,11 @@ class StreamEndpoint:
                 raise ApiError(
                     429, "rate_limited", "too many requests", extra={"retry_after": wait}
                 )
-            if multi:
-                prepared = await self._messages.prepare_multi(doc, tokens=tokens, address=address)
+            if isinstance(frame, SendMultiFrame):
+                prepared = await self._messages.prepare_multi(frame, tokens=tokens, address=address)
             else:
                 prepared = await self._messages.prepare(
-                    doc, sender=device, tokens=tokens, address=address
+                    frame, sender=device, tokens=tokens, address=address
                 )
         except ApiError as exc:
             await sock.send(_error(req, exc))
@@ -355,7 +367,7 @@ class StreamEndpoint:
             except ApiError as exc:
                 await sock.send(_error(req, exc))
             else:
-                await sock.send_text(f'{{"type":"sent","req":{req},"stored":{stored}}}')
+                await sock.send_text(sent_text(req, stored))
 
     async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress) -> None:
         storage = self._ctx.storage
@@ -392,15 +404,25 @@ class StreamEndpoint:
                 continue
             idle = False
             for message in batch:
-                # {"type": "message", "id": HEX, "body": B64, "received_at": INT}, formatted
-                # by hand: hex and base64 need no JSON escaping.
                 await sock.send_text(
-                    f'{{"type":"message","id":"{message.message_id.hex()}","body":"'
-                    f'{base64.b64encode(message.body).decode()}",'
-                    f'"received_at":{message.received_at}}}'
+                    message_text(message.message_id, message.body, message.received_at)
                 )
                 last = message.seq
             self._ctx.metrics.inc("sealpost_messages_pushed_total", "messages pushed", len(batch))
+
+
+def message_text(message_id: bytes, body: bytes, received_at: int) -> str:
+    """A :class:`~.frames.MessageFrame`, formatted by hand (the hottest frame): hex and
+    base64 need no JSON escaping."""
+    return (
+        f'{{"type":"message","id":"{message_id.hex()}","body":"'
+        f'{base64.b64encode(body).decode()}","received_at":{received_at}}}'
+    )
+
+
+def sent_text(req: int, stored: int) -> str:
+    """A :class:`~.frames.SentFrame`, formatted by hand."""
+    return f'{{"type":"sent","req":{req},"stored":{stored}}}'
 
 
 def _error(req: int, exc: ApiError) -> dict[str, Any]:

@@ -16,21 +16,31 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sealpost._errors import ProtocolError
 from sealpost.protocol.keys import VerifiedDevice, verify_certificate, verify_revocation
-from sealpost.protocol.wire import DEVICE_REVOCATION_LEN, DeviceCertificate, DeviceRevocation
+from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
 from sealpost.server.authn import Authenticator, unauthorized
-from sealpost.server.codec import b64, get_b64, get_bool, get_str, parse_json_object
+from sealpost.server.codec import json_response, parse_device_id
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request
 from sealpost.server.handlers.log import LogService
 from sealpost.server.handlers.prekeys import invalid_key, parse_prekeys
 from sealpost.server.requests import read_body
+from sealpost.server.schema import (
+    AccountLookup,
+    AddDeviceRequest,
+    DeviceOut,
+    Registered,
+    RegisterRequest,
+    Removed,
+    RemoveDeviceRequest,
+    Transparency,
+    decode,
+)
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -47,7 +57,6 @@ from sealpost.server.storage.base import (
 __all__ = ["USERNAME_PATTERN", "AccountsApi"]
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
-DELIVERY_TOKEN_LEN = 32
 
 
 def normalize_username(name: str) -> str | None:
@@ -55,8 +64,7 @@ def normalize_username(name: str) -> str | None:
     return lower if name.isascii() and USERNAME_PATTERN.fullmatch(lower) else None
 
 
-def _certificate(doc: dict[str, Any], account_key: bytes | None) -> VerifiedDevice:
-    raw = get_b64(doc, "certificate")
+def _certificate(raw: bytes, account_key: bytes | None) -> VerifiedDevice:
     try:
         cert = DeviceCertificate.decode(raw)
     except ProtocolError:
@@ -67,8 +75,8 @@ def _certificate(doc: dict[str, Any], account_key: bytes | None) -> VerifiedDevi
         raise invalid_key("certificate is not validly signed by the account key") from None
 
 
-def devices_json(devices: list[DeviceRecord]) -> list[dict[str, Any]]:
-    return [{"device_id": d.device_id, "certificate": b64(d.certificate)} for d in devices]
+def devices_out(devices: list[DeviceRecord]) -> list[DeviceOut]:
+    return [DeviceOut(device_id=d.device_id, certificate=d.certificate) for d in devices]
 
 
 class AccountsApi:
@@ -95,16 +103,15 @@ class AccountsApi:
     async def register(self, request: Request) -> Response:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
-        doc = parse_json_object(body)
-        username = get_str(doc, "username")
-        lower = normalize_username(username)
-        if lower is None:
+        doc = decode(body, RegisterRequest)
+        username = doc.username
+        if normalize_username(username) is None:  # the schema's pattern already says so
             raise bad_request("username must be 3-32 characters of a-z 0-9 _ . -")
-        account_key = get_b64(doc, "account_key", length=32)
-        device = _certificate(doc, account_key)
-        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys, initial=True)
-        token = get_b64(doc, "delivery_token", length=DELIVERY_TOKEN_LEN)
-        sealed = get_bool(doc, "sealed_from_anyone", True)
+        account_key = doc.account_key
+        device = _certificate(doc.certificate, account_key)
+        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys)
+        token = doc.delivery_token
+        sealed = doc.sealed_from_anyone
         await self._proven(request, body, device)
         cert = device.certificate
         now = self._ctx.clock()
@@ -126,24 +133,23 @@ class AccountsApi:
         except AccountExists:
             raise ApiError(409, "account_exists", "that account id is registered") from None
         self._ctx.metrics.inc("sealpost_accounts_registered_total", "accounts registered")
-        return JSONResponse(
-            {"account_id": cert.account_id.hex(), "device_id": cert.device_id}, status_code=201
+        return json_response(
+            Registered(account_id=cert.account_id.hex(), device_id=cert.device_id), 201
         )
 
     async def add_device(self, request: Request) -> Response:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
-        doc = parse_json_object(body)
-        raw = get_b64(doc, "certificate")
+        doc = decode(body, AddDeviceRequest)
         try:
-            account_id = DeviceCertificate.decode(raw).account_id
+            account_id = DeviceCertificate.decode(doc.certificate).account_id
         except ProtocolError:
             raise invalid_key("certificate does not decode") from None
         account = await self._ctx.storage.account_by_id(account_id)
         if account is None:
             raise ApiError(404, "not_found", "no such account")
-        device = _certificate(doc, account.account_key)
-        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys, initial=True)
+        device = _certificate(doc.certificate, account.account_key)
+        prekeys = parse_prekeys(doc, device.signing_key, limit=cfg.max_prekeys)
         await self._proven(request, body, device)
         cert = device.certificate
         try:
@@ -162,8 +168,8 @@ class AccountsApi:
             ) from None
         except UnknownAccount:
             raise ApiError(404, "not_found", "no such account") from None
-        return JSONResponse(
-            {"account_id": cert.account_id.hex(), "device_id": cert.device_id}, status_code=201
+        return json_response(
+            Registered(account_id=cert.account_id.hex(), device_id=cert.device_id), 201
         )
 
     async def remove_device(self, request: Request) -> Response:
@@ -173,12 +179,8 @@ class AccountsApi:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
         sender = await self._auth.authenticate(request, hashlib.sha256(body).digest())
-        try:
-            device_id = int(request.path_params["device_id"])
-        except ValueError:
-            raise bad_request("device ids are integers") from None
-        doc = parse_json_object(body)
-        raw = get_b64(doc, "revocation", length=DEVICE_REVOCATION_LEN)
+        device_id = parse_device_id(request.path_params["device_id"])
+        raw = decode(body, RemoveDeviceRequest).revocation
         account = await self._ctx.storage.account_by_id(sender.account_id)
         if account is None:
             raise unauthorized()
@@ -198,7 +200,7 @@ class AccountsApi:
         if self._on_revoke is not None:
             self._on_revoke((sender.account_id, device_id))
         self._ctx.metrics.inc("sealpost_devices_removed_total", "devices revoked")
-        return JSONResponse({"removed": device_id})
+        return json_response(Removed(removed=device_id))
 
     async def lookup(self, request: Request) -> Response:
         """The account's current state, served from its newest key-transparency entry
@@ -216,21 +218,18 @@ class AccountsApi:
         head = await self._log.head(latest.index + 1)
         proof = await storage.log_inclusion(latest.index, head.tree_size)
         devices = [
-            {"device_id": DeviceCertificate.decode(c).device_id, "certificate": b64(c)}
+            DeviceOut(device_id=DeviceCertificate.decode(c).device_id, certificate=c)
             for c in latest.certificates
         ]
-        return JSONResponse(
-            {
-                "account_id": account.account_id.hex(),
-                "username": account.username,
-                "account_key": b64(account.account_key),
-                "devices": sorted(devices, key=lambda d: int(d["device_id"])),
-                "revocations": [b64(r) for r in latest.revocations],
-                "transparency": {
-                    "head": b64(head.encode()),
-                    "index": latest.index,
-                    "entry": b64(latest.entry),
-                    "proof": [b64(h) for h in proof],
-                },
-            }
+        return json_response(
+            AccountLookup(
+                account_id=account.account_id.hex(),
+                username=account.username,
+                account_key=account.account_key,
+                devices=sorted(devices, key=lambda d: d.device_id),
+                revocations=list(latest.revocations),
+                transparency=Transparency(
+                    head=head.encode(), index=latest.index, entry=latest.entry, proof=list(proof)
+                ),
+            )
         )

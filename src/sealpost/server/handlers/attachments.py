@@ -32,17 +32,18 @@ import hmac
 from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.crypto.sign import VerifyKey
 from sealpost.server.auth import request_message_for_digest
 from sealpost.server.authn import Authenticator, unauthorized
 from sealpost.server.blobs import ID_LEN, BlobTooLarge, PendingBlob
-from sealpost.server.codec import parse_hex
+from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, too_large
 from sealpost.server.requests import body_too_slow, raw_target
+from sealpost.server.schema import AttachmentStored
 from sealpost.server.storage.base import AttachmentQuotaFull, AttachmentRecord
 
 __all__ = [
@@ -143,9 +144,9 @@ class AttachmentsApi:
             self._ctx.blobs.delete(blob_id)
             raise
         self._ctx.metrics.inc("sealpost_attachments_stored_total", "attachments stored")
-        return JSONResponse(
-            {"id": blob_id.hex(), "size": record.size, "expires_at": record.expires_at},
-            status_code=201,
+        return json_response(
+            AttachmentStored(id=blob_id.hex(), size=record.size, expires_at=record.expires_at),
+            201,
         )
 
     @staticmethod

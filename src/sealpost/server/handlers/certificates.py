@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sealpost.protocol.sealed import SenderCertificate
 from sealpost.server.authn import Authenticator
-from sealpost.server.codec import b64
+from sealpost.server.codec import json_response
 from sealpost.server.context import Context
+from sealpost.server.schema import PublicKey, SenderCertificateOut
 
 __all__ = ["CertificatesApi"]
 
@@ -39,8 +40,8 @@ class CertificatesApi:
             identity_key=cert.identity_key,
             expires=expires,
         )
-        return JSONResponse({"certificate": b64(issued.encode()), "expires": expires})
+        return json_response(SenderCertificateOut(certificate=issued.encode(), expires=expires))
 
     async def server(self, request: Request) -> Response:
         key = self._ctx.server_key.public_key().public_bytes_raw()
-        return JSONResponse({"public_key": b64(key)})
+        return json_response(PublicKey(public_key=key))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.wire import (
@@ -24,20 +24,15 @@ from sealpost.protocol.wire import (
     SignedPreKey,
 )
 from sealpost.server.authn import Authenticator
-from sealpost.server.codec import b64, parse_hex, parse_json_object
+from sealpost.server.codec import json_response, parse_device_id, parse_hex
 from sealpost.server.context import Context
-from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.errors import ApiError
 from sealpost.server.handlers.prekeys import parse_prekeys
 from sealpost.server.requests import read_body
+from sealpost.server.schema import Bundle, Stock, UploadPreKeys, decode
 from sealpost.server.storage.base import PreKeyStock, PreKeyStockFull
 
 __all__ = ["KeysApi"]
-
-
-def parse_device_id(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > 0xFFFFFFFF:
-        raise bad_request("device id must be a 32-bit unsigned integer")
-    return int(text)
 
 
 class KeysApi:
@@ -45,24 +40,26 @@ class KeysApi:
         self._ctx = ctx
         self._auth = auth
 
-    def _stock_json(self, stock: PreKeyStock) -> dict[str, object]:
+    def _stock(self, stock: PreKeyStock) -> Response:
         low = self._ctx.config.prekey_refill_below
-        return {
-            "signed_prekey": stock.signed_prekey,
-            "kem_last_resort": stock.kem_last_resort,
-            "one_time_prekeys": stock.one_time,
-            "kem_one_time_prekeys": stock.kem_one_time,
-            "refill_below": low,
-            "refill": stock.one_time < low or stock.kem_one_time < low,
-        }
+        return json_response(
+            Stock(
+                signed_prekey=stock.signed_prekey,
+                kem_last_resort=stock.kem_last_resort,
+                one_time_prekeys=stock.one_time,
+                kem_one_time_prekeys=stock.kem_one_time,
+                refill_below=low,
+                refill=stock.one_time < low or stock.kem_one_time < low,
+            )
+        )
 
     async def upload(self, request: Request) -> Response:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
         device = await self._auth.authenticate(request, hashlib.sha256(body).digest())
-        doc = parse_json_object(body)
+        doc = decode(body, UploadPreKeys)
         dsk = VerifyKey.from_public_bytes(device.certificate.signing_key)
-        upload = parse_prekeys(doc, dsk, limit=cfg.max_prekeys, initial=False)
+        upload = parse_prekeys(doc, dsk, limit=cfg.max_prekeys)
         try:
             await self._ctx.storage.store_prekeys(
                 device.account_id, device.device_id, upload, max_stock=cfg.max_prekey_stock
@@ -72,12 +69,12 @@ class KeysApi:
                 409, "prekey_stock_full", f"a device may hold {cfg.max_prekey_stock} one-time keys"
             ) from None
         stock = await self._ctx.storage.prekey_stock(device.account_id, device.device_id)
-        return JSONResponse(self._stock_json(stock))
+        return self._stock(stock)
 
     async def status(self, request: Request) -> Response:
         device = await self._auth.authenticate(request, hashlib.sha256(b"").digest())
         stock = await self._ctx.storage.prekey_stock(device.account_id, device.device_id)
-        return JSONResponse(self._stock_json(stock))
+        return self._stock(stock)
 
     async def bundle(self, request: Request) -> Response:
         await self._auth.authenticate_optional(request, hashlib.sha256(b"").digest())
@@ -94,12 +91,12 @@ class KeysApi:
             kem,
         )
         self._ctx.metrics.inc("sealpost_bundles_served_total", "prekey bundles handed out")
-        return JSONResponse(
-            {
-                "bundle": b64(bundle.encode()),
-                "one_time_prekey": parts.one_time is not None,
-                "kem_prekey": None
+        return json_response(
+            Bundle(
+                bundle=bundle.encode(),
+                one_time_prekey=parts.one_time is not None,
+                kem_prekey=None
                 if kem is None
                 else ("one_time" if kem.kind == KemPreKeyKind.ONE_TIME else "last_resort"),
-            }
+            )
         )

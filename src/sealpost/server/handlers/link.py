@@ -21,26 +21,24 @@ the provisioning message is end-to-end encrypted to the new device's keys.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
-import json
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sealpost.server.authn import Authenticator
-from sealpost.server.codec import b64, get_b64, parse_hex, parse_json_object
+from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
+from sealpost.server.frames import ChannelFrame, LinkOpenFrame, ProvisionFrame
 from sealpost.server.requests import client_address, read_body
+from sealpost.server.schema import Delivered, KemKey, ProvisionRequest, decode, encode
 
 __all__ = ["LinkApi"]
 
-KEM_PUBLIC_LEN = 1184
 CHANNEL_LEN = 16
 
 
@@ -69,22 +67,19 @@ class LinkApi:
         channel_id = b""
         try:
             async with asyncio.timeout(ctx.config.auth_handshake_timeout):
-                raw = await websocket.receive_text()
+                message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
             try:
-                doc = json.loads(raw)
-                if not isinstance(doc, dict) or doc.get("type") != "open":
-                    raise ValueError
-                kem = base64.b64decode(str(doc["kem"]), validate=True)
-                if len(kem) != KEM_PUBLIC_LEN:
-                    raise ValueError
-            except (ValueError, KeyError, binascii.Error, RecursionError):
+                kem = decode(message.get("text") or "", LinkOpenFrame).kem
+            except ApiError:  # also a binary frame
                 await websocket.close(code=4400, reason="expected an open frame")
                 return
             channel_id = ctx.rng(CHANNEL_LEN)
             channel = _Channel(kem)
             self._channels[channel_id] = channel
             ctx.metrics.inc("sealpost_link_channels_total", "device-link channels opened")
-            await websocket.send_text(json.dumps({"type": "channel", "id": channel_id.hex()}))
+            await websocket.send_text(encode(ChannelFrame(id=channel_id.hex())).decode())
             try:
                 async with asyncio.timeout(ctx.config.link_ttl):
                     body = await channel.body
@@ -92,7 +87,7 @@ class LinkApi:
                 await websocket.close(code=4408, reason="the link expired")
                 return
             try:
-                await websocket.send_text(json.dumps({"type": "provision", "body": b64(body)}))
+                await websocket.send_text(encode(ProvisionFrame(body=body)).decode())
                 await websocket.close(code=1000)
             except Exception as exc:  # the new device went away: the PUT learns it
                 if not channel.delivered.done():
@@ -118,14 +113,14 @@ class LinkApi:
     async def key(self, request: Request) -> Response:
         """``GET /v1/link/{id}`` (signed by a registered device)."""
         await self._auth.authenticate(request, hashlib.sha256(b"").digest())
-        return JSONResponse({"kem": b64(self._channel(request).kem)})
+        return json_response(KemKey(kem=self._channel(request).kem))
 
     async def provision(self, request: Request) -> Response:
         """``PUT /v1/link/{id}`` (signed): forward the provisioning message."""
         body = await read_body(request, self._ctx.config.max_request)
         await self._auth.authenticate(request, hashlib.sha256(body).digest())
         channel = self._channel(request)
-        message = get_b64(parse_json_object(body), "body")
+        message = decode(body, ProvisionRequest).body
         if channel.body.done():
             raise ApiError(409, "already_provisioned", "this link was already answered")
         channel.body.set_result(message)
@@ -135,4 +130,4 @@ class LinkApi:
             raise ApiError(410, "gone", "the new device is no longer connected") from None
         with contextlib.suppress(Exception):
             self._ctx.metrics.inc("sealpost_devices_linked_total", "provisioning messages sent")
-        return JSONResponse({"delivered": True})
+        return json_response(Delivered(delivered=True))

@@ -27,19 +27,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server.codec import b64, parse_hex
+from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import bad_request
+from sealpost.server.schema import LogEntries, LoggedEntryOut, LogHead, Proof, PublicKey
 from sealpost.server.storage.base import LoggedEntry, Storage
 from sealpost.transparency.log import SignedTreeHead
 
-__all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "logged_json"]
+__all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "logged_out"]
 
 log = logging.getLogger("sealpost.server.log")
 
@@ -111,14 +111,14 @@ class LogService:
             await asyncio.sleep(self._interval)
 
 
-def logged_json(item: LoggedEntry, proof: list[bytes]) -> dict[str, Any]:
-    return {
-        "index": item.index,
-        "entry": b64(item.entry),
-        "certificates": [b64(c) for c in item.certificates],
-        "revocations": [b64(r) for r in item.revocations],
-        "proof": [b64(h) for h in proof],
-    }
+def logged_out(item: LoggedEntry, proof: list[bytes]) -> LoggedEntryOut:
+    return LoggedEntryOut(
+        index=item.index,
+        entry=item.entry,
+        certificates=list(item.certificates),
+        revocations=list(item.revocations),
+        proof=proof,
+    )
 
 
 def _size_param(request: Request, name: str, *, minimum: int = 0) -> int:
@@ -137,11 +137,11 @@ class LogApi:
         self._log = service
 
     async def key(self, request: Request) -> Response:
-        return JSONResponse({"public_key": b64(self._log.public_key)})
+        return json_response(PublicKey(public_key=self._log.public_key))
 
     async def head(self, request: Request) -> Response:
         head = await self._log.head()
-        return JSONResponse({"head": b64(head.encode()), "tree_size": head.tree_size})
+        return json_response(LogHead(head=head.encode(), tree_size=head.tree_size))
 
     async def consistency(self, request: Request) -> Response:
         first = _size_param(request, "from", minimum=1)
@@ -150,7 +150,7 @@ class LogApi:
         if first > second or second > size:
             raise bad_request(f"need 1 <= from <= to <= {size}")
         proof = await self._ctx.storage.log_consistency(first, second)
-        return JSONResponse({"proof": [b64(h) for h in proof]})
+        return json_response(Proof(proof=list(proof)))
 
     async def inclusion(self, request: Request) -> Response:
         index = _size_param(request, "index")
@@ -159,7 +159,7 @@ class LogApi:
         if index >= tree_size or tree_size > size:
             raise bad_request(f"need index < size <= {size}")
         proof = await self._ctx.storage.log_inclusion(index, tree_size)
-        return JSONResponse({"proof": [b64(h) for h in proof]})
+        return json_response(Proof(proof=list(proof)))
 
     async def account(self, request: Request) -> Response:
         account_id = parse_hex(request.path_params["account_id"], 16, "account id")
@@ -170,9 +170,9 @@ class LogApi:
         page = entries[:MAX_ENTRIES_PAGE]
         head = await self._log.head(max((e.index + 1 for e in page), default=0))
         out = [
-            logged_json(e, await self._ctx.storage.log_inclusion(e.index, head.tree_size))
+            logged_out(e, await self._ctx.storage.log_inclusion(e.index, head.tree_size))
             for e in page
         ]
-        return JSONResponse(
-            {"head": b64(head.encode()), "entries": out, "more": len(entries) > len(page)}
+        return json_response(
+            LogEntries(head=head.encode(), entries=out, more=len(entries) > len(page))
         )

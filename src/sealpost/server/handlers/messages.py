@@ -25,27 +25,29 @@ import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sealpost.protocol.group_sealed import GROUP_SEALED_MIN, GROUP_SEALED_PREFIX
 from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, WRAP_LEN, assemble
 from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
-from sealpost.server.codec import (
-    b64,
-    decode_b64,
-    get_int,
-    get_list,
-    get_str,
-    parse_hex,
-    parse_json_object,
-)
+from sealpost.server.codec import decode_b64, json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request, too_large
-from sealpost.server.handlers.accounts import devices_json
+from sealpost.server.handlers.accounts import devices_out
 from sealpost.server.requests import client_address, read_body
+from sealpost.server.schema import (
+    Mismatch,
+    MultiSendRequest,
+    Queued,
+    QueuedMessage,
+    SendRequest,
+    Stored,
+    Tokens,
+    decode,
+)
 from sealpost.server.storage.base import (
     Envelope,
     MismatchedDevices,
@@ -59,7 +61,7 @@ __all__ = [
     "MessagesApi",
     "PreparedSend",
     "parse_delivery_tokens",
-    "parse_token_object",
+    "token_map",
 ]
 
 DELIVERY_TOKEN_HEADER = "X-Sealpost-Delivery-Token"  # noqa: S105 (a header name)
@@ -82,23 +84,14 @@ def parse_delivery_tokens(value: str, limit: int) -> dict[bytes, bytes]:
     return tokens
 
 
-def parse_token_object(value: object, limit: int) -> dict[bytes, bytes]:
-    """The WebSocket form of delivery tokens: ``{"<account id hex>": "<base64>", ...}``."""
-    if value is None:
+def token_map(tokens: Tokens | None, limit: int) -> dict[bytes, bytes]:
+    """Decoded ``tokens`` (``{account id hex: 32 bytes}``, checked by the schema) by
+    account id; at most ``limit`` of them."""
+    if not tokens:
         return {}
-    if not isinstance(value, dict):
-        raise bad_request("tokens must be an object of account id hex to base64")
-    if len(value) > limit:
+    if len(tokens) > limit:
         raise too_large("too many delivery tokens")
-    tokens: dict[bytes, bytes] = {}
-    for account_hex, token_b64 in value.items():
-        if not isinstance(token_b64, str):
-            raise bad_request("tokens must be an object of account id hex to base64")
-        token = decode_b64(token_b64, "delivery token")
-        if len(token) != 32:
-            raise bad_request("delivery tokens are 32 bytes")
-        tokens[parse_hex(account_hex, 16, "delivery token account id")] = token
-    return tokens
+    return {bytes.fromhex(account_hex): token for account_hex, token in tokens.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,87 +112,64 @@ class MessagesApi:
         self._ctx = ctx
         self._auth = auth
 
-    def _envelopes(self, doc: dict[str, Any]) -> list[Envelope]:
+    def _envelopes(self, doc: SendRequest) -> list[Envelope]:
         cfg = self._ctx.config
-        items = get_list(doc, "messages", limit=cfg.max_envelopes)
-        if not items:
-            raise bad_request("messages must not be empty")
+        items = doc.messages
+        if len(items) > cfg.max_envelopes:
+            raise too_large(f"messages holds more than {cfg.max_envelopes} items")
         seen: set[tuple[bytes, int]] = set()
         out = []
         total = 0
+        rng = self._ctx.rng
         for item in items:
-            if not isinstance(item, dict):
-                raise bad_request("each message must be an object")
-            account_id = parse_hex(get_str(item, "account_id"), 16, "account_id")
-            device_id = get_int(item, "device_id")
-            body = decode_b64(get_str(item, "body"), "body")
+            body = item.body
             if len(body) > cfg.max_envelope:
                 raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
-            if not body:
-                raise bad_request("an envelope body must not be empty")
             total += len(body)
             if total > cfg.max_message_request:
                 raise too_large(f"a send is over {cfg.max_message_request} bytes")
-            if (account_id, device_id) in seen:
+            key = (bytes.fromhex(item.account_id), item.device_id)
+            if key in seen:
                 raise bad_request("a device is named twice")
-            seen.add((account_id, device_id))
-            out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, body))
+            seen.add(key)
+            out.append(Envelope(rng(MESSAGE_ID_LEN), key[0], key[1], body))
         return out
 
-    def _multi_envelopes(self, doc: dict[str, Any]) -> list[Envelope]:
+    def _multi_envelopes(self, doc: MultiSendRequest) -> list[Envelope]:
         """A multi-recipient send. Either a group-sealed ``body`` (``0x01 0x23 ...``) and
         ``recipients`` as ``[account id hex, device id]``, each device storing the body as
         it is; or (the legacy form) a ``shared`` part and ``[account id hex, device id,
         48-byte wrap base64]``, each device storing ``0x01 0x22 || wrap || shared``."""
         cfg = self._ctx.config
-        grouped = "body" in doc
-        if grouped:
-            body = decode_b64(get_str(doc, "body"), "body")
+        body, shared = doc.body, doc.shared
+        if body is not None:
             if len(body) < GROUP_SEALED_MIN or body[:2] != GROUP_SEALED_PREFIX:
                 raise bad_request("body is not a group-sealed envelope")
             if len(body) > cfg.max_envelope:
                 raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
-            shape = "each recipient is [account id hex, device id]"
-        else:
-            shared = decode_b64(get_str(doc, "shared"), "shared")
+            stored = [(a, d, body) for a, d in doc.group_recipients()]
+        elif shared is not None:
             if len(shared) < 48:
                 raise bad_request("shared is too short to be a sealed message")
             if len(shared) + 2 + WRAP_LEN > cfg.max_envelope:
                 raise too_large(f"an envelope is over {cfg.max_envelope} bytes")
-            shape = "each recipient is [account id hex, device id, wrap base64]"
-        items = get_list(doc, "recipients", limit=cfg.max_multi_recipients)
-        if not items:
-            raise bad_request("recipients must not be empty")
+            stored = [(a, d, assemble(w, shared)) for a, d, w in doc.wrapped_recipients()]
+        else:
+            raise bad_request("body or shared is required")
+        if len(stored) > cfg.max_multi_recipients:
+            raise too_large(f"recipients holds more than {cfg.max_multi_recipients} items")
         seen: set[tuple[bytes, int]] = set()
         out = []
-        for item in items:
-            if not isinstance(item, list) or len(item) != (2 if grouped else 3):
-                raise bad_request(shape)
-            account_hex, device_id = item[0], item[1]
-            if not isinstance(account_hex, str):
-                raise bad_request(shape)
-            if not isinstance(device_id, int) or isinstance(device_id, bool):
-                raise bad_request("device ids are integers")
-            if not 0 <= device_id <= 0xFFFFFFFF:
-                raise bad_request("device ids are unsigned 32-bit integers")
-            account_id = parse_hex(account_hex, 16, "account_id")
-            if grouped:
-                stored = body
-            else:
-                if not isinstance(item[2], str):
-                    raise bad_request(shape)
-                wrap = decode_b64(item[2], "wrap")
-                if len(wrap) != WRAP_LEN:
-                    raise bad_request(f"a key wrap is {WRAP_LEN} bytes")
-                stored = assemble(wrap, shared)
-            if (account_id, device_id) in seen:
+        for account_hex, device_id, envelope in stored:
+            key = (bytes.fromhex(account_hex), device_id)
+            if key in seen:
                 raise bad_request("a device is named twice")
-            seen.add((account_id, device_id))
-            out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), account_id, device_id, stored))
+            seen.add(key)
+            out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), key[0], key[1], envelope))
         return out
 
     async def prepare_multi(
-        self, doc: dict[str, Any], *, tokens: dict[bytes, bytes], address: str
+        self, doc: MultiSendRequest, *, tokens: dict[bytes, bytes], address: str
     ) -> PreparedSend:
         """A multi-recipient sealed send, authorized like a sealed one (per account: its
         delivery token, or its open flag). Raises :class:`ApiError`; stores nothing."""
@@ -207,7 +177,7 @@ class MessagesApi:
         await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
         # Stored once for all: the group-sealed body as it is, or the legacy form's shared
         # part behind each device's own 0x01 0x22 || wrap.
-        own = 0 if "body" in doc else len(MULTI_SEALED_PREFIX) + WRAP_LEN
+        own = 0 if doc.body is not None else len(MULTI_SEALED_PREFIX) + WRAP_LEN
         body = envelopes[0].body[own:]
         shared = [
             SharedEnvelope(e.message_id, e.account_id, e.device_id, e.body[:own]) for e in envelopes
@@ -218,10 +188,10 @@ class MessagesApi:
         """``PUT /v1/messages/multi``: the HTTP form of the ``send_multi`` frame."""
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_frame)
-        doc = parse_json_object(body)
-        tokens = parse_token_object(doc.get("tokens"), cfg.max_envelopes * 8)
+        doc = decode(body, MultiSendRequest)
+        tokens = token_map(doc.tokens, cfg.max_envelopes * 8)
         prepared = await self.prepare_multi(doc, tokens=tokens, address=client_address(request))
-        return JSONResponse({"stored": await self.submit(prepared)})
+        return json_response(Stored(stored=await self.submit(prepared)))
 
     async def _check_sealed(
         self, tokens: dict[bytes, bytes], accounts: set[bytes], address: str
@@ -247,7 +217,7 @@ class MessagesApi:
 
     async def prepare(
         self,
-        doc: dict[str, Any],
+        doc: SendRequest,
         *,
         sender: AuthenticatedDevice | None,
         tokens: dict[bytes, bytes],
@@ -319,26 +289,23 @@ class MessagesApi:
                 request.headers.get(DELIVERY_TOKEN_HEADER, ""), cfg.max_envelopes
             )
         prepared = await self.prepare(
-            parse_json_object(body),
+            decode(body, SendRequest),
             sender=sender,
             tokens=tokens,
             address=client_address(request),
         )
-        return JSONResponse({"stored": await self.submit(prepared)})
+        return json_response(Stored(stored=await self.submit(prepared)))
 
     async def _mismatch(self, exc: MismatchedDevices) -> ApiError:
         accounts = {}
         for account_id, (missing, extra) in exc.accounts.items():
-            accounts[account_id.hex()] = {
-                "missing": missing,
-                "extra": extra,
-                "devices": devices_json(await self._ctx.storage.devices(account_id)),
-            }
+            devices = devices_out(await self._ctx.storage.devices(account_id))
+            accounts[account_id.hex()] = Mismatch(missing=missing, extra=extra, devices=devices)
         return ApiError(
             409,
             "mismatched_devices",
             "the device list is not the destination's current one",
-            extra={"accounts": accounts},
+            extra={"accounts": msgspec.to_builtins(accounts)},
         )
 
     async def fetch(self, request: Request) -> Response:
@@ -347,14 +314,14 @@ class MessagesApi:
         queued = await self._ctx.storage.fetch(
             device.account_id, device.device_id, after_seq=0, limit=limit + 1
         )
-        return JSONResponse(
-            {
-                "messages": [
-                    {"id": m.message_id.hex(), "body": b64(m.body), "received_at": m.received_at}
+        return json_response(
+            Queued(
+                messages=[
+                    QueuedMessage(id=m.message_id.hex(), body=m.body, received_at=m.received_at)
                     for m in queued[:limit]
                 ],
-                "more": len(queued) > limit,
-            }
+                more=len(queued) > limit,
+            )
         )
 
     async def ack(self, request: Request) -> Response:

@@ -9,20 +9,33 @@ never hands out a bundle that an honest client would refuse.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from sealpost._errors import ProtocolError
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.kem import KemPublicKey
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.wire import KemPreKey, KemPreKeyKind, OneTimePreKey, SignedPreKey
-from sealpost.server.codec import decode_b64, get_b64_list, get_str
-from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.errors import ApiError, bad_request, too_large
 from sealpost.server.storage.base import PreKeyUpload
 
 __all__ = ["invalid_key", "parse_prekeys"]
 
 T = TypeVar("T")
+
+
+class _HasPreKeys(Protocol):
+    """What :class:`~sealpost.server.schema.UploadPreKeys`, a registration and an added
+    device have in common."""
+
+    @property
+    def signed_prekey(self) -> bytes | None: ...
+    @property
+    def kem_last_resort(self) -> bytes | None: ...
+    @property
+    def one_time_prekeys(self) -> list[bytes]: ...
+    @property
+    def kem_one_time_prekeys(self) -> list[bytes]: ...
 
 
 def invalid_key(message: str) -> ApiError:
@@ -73,21 +86,24 @@ def _unique(items: Sequence[tuple[int, bytes]], what: str) -> Sequence[tuple[int
     return items
 
 
-def parse_prekeys(
-    doc: dict[str, Any], dsk: VerifyKey, *, limit: int, initial: bool
-) -> PreKeyUpload:
-    """Read ``signed_prekey``, ``kem_last_resort``, ``one_time_prekeys`` and
-    ``kem_one_time_prekeys`` (all base64 wire bytes). ``initial`` requires the first two."""
-    spk = lr = None
-    if initial or "signed_prekey" in doc:
-        spk = _signed_prekey(decode_b64(get_str(doc, "signed_prekey"), "signed_prekey"), dsk)
-    if initial or "kem_last_resort" in doc:
-        raw = decode_b64(get_str(doc, "kem_last_resort"), "kem_last_resort")
-        lr = _kem_prekey(raw, dsk, KemPreKeyKind.LAST_RESORT, "kem_last_resort")
-    one_time = [_one_time(d) for d in get_b64_list(doc, "one_time_prekeys", limit=limit)]
+def parse_prekeys(body: _HasPreKeys, dsk: VerifyKey, *, limit: int) -> PreKeyUpload:
+    """Verify the decoded ``signed_prekey``, ``kem_last_resort``, ``one_time_prekeys`` and
+    ``kem_one_time_prekeys`` (wire bytes; which are required is the body type's business),
+    at most ``limit`` of each list."""
+    for what, items in (
+        ("one_time_prekeys", body.one_time_prekeys),
+        ("kem_one_time_prekeys", body.kem_one_time_prekeys),
+    ):
+        if len(items) > limit:
+            raise too_large(f"{what} holds more than {limit} items")
+    spk = None if body.signed_prekey is None else _signed_prekey(body.signed_prekey, dsk)
+    lr = None
+    if body.kem_last_resort is not None:
+        lr = _kem_prekey(body.kem_last_resort, dsk, KemPreKeyKind.LAST_RESORT, "kem_last_resort")
+    one_time = [_one_time(d) for d in body.one_time_prekeys]
     kem_one_time = [
         _kem_prekey(d, dsk, KemPreKeyKind.ONE_TIME, "kem_one_time_prekeys")
-        for d in get_b64_list(doc, "kem_one_time_prekeys", limit=limit)
+        for d in body.kem_one_time_prekeys
     ]
     return PreKeyUpload(
         signed_prekey=spk,
