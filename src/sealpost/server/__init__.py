@@ -9,7 +9,10 @@ messages no sender. Modules, one concept each:
   :mod:`.stream` the WebSocket
 - :mod:`.auth` request signing (pure, shared with clients); :mod:`.authn` checking it
 - :mod:`.storage` the storage interface and SQLite; :mod:`.fanout` wake-ups for sockets
-- :mod:`.blobs` attachments on disk; :mod:`.ratelimit`, :mod:`.metrics`, :mod:`.openapi`
+- :mod:`.schema` every HTTP body and :mod:`.frames` every WebSocket frame, declared once
+  (msgspec Structs: they decode the requests); :mod:`.routes` the route table;
+  :mod:`.openapi` the document generated from those
+- :mod:`.blobs` attachments on disk; :mod:`.ratelimit`, :mod:`.metrics`
 """
 
 from sealpost.server.app import create_app

@@ -21,14 +21,20 @@ status  code                      when
 409     ``username_taken``        registration with a username already in use
 409     ``account_exists``        registration with an account id already in use
 409     ``device_exists``         the device id is already registered
+409     ``device_revoked``        the device id was revoked (ids are never reused)
+409     ``too_many_devices``      the account has ``max_devices`` devices
+409     ``last_device``           removing the account's last device
+409     ``already_provisioned``   a link channel was already answered
 409     ``mismatched_devices``    a send did not name exactly the destination's devices
 409     ``prekey_stock_full``     an upload would exceed the per-device prekey stock
+410     ``gone``                  the new device left its link channel
 413     ``too_large``             a body, envelope, list or attachment over its limit
 429     ``rate_limited``          too many requests (or failed authentications from this
                                   address); ``Retry-After`` says when to retry
 500     ``internal``              a bug; logged without request data
 503     ``busy``                  the server is at ``max_connections``
                                   (:mod:`sealpost.server.connections`); ``Retry-After``
+503     ``unavailable``           an account not in the key-transparency log yet
 507     ``queue_full``            a destination device's queue is at its limit (messages
                                   or bytes)
 507     ``attachment_quota``      the uploading account's attachments are at their quota

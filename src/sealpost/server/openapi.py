@@ -3,8 +3,8 @@
 Paths come from the route table (:data:`.routes.OPERATIONS`), request and response bodies
 from the msgspec declarations that decode and encode them (:mod:`.schema`, through
 ``msgspec.json.schema_components``), and the WebSockets from :data:`.frames.WEBSOCKETS`
-under ``x-websockets`` (OpenAPI has no WebSocket object). Every route can answer 429
-(``Retry-After`` says when to retry) and 500; the other error statuses are per route.
+under ``x-websockets`` (OpenAPI has no WebSocket object). Every route can answer 429 and
+503 ``busy`` (both with ``Retry-After``) and 500; the other error statuses are per route.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _ERRORS = {
     413: "too_large: a body, list or item over its limit",
     429: "rate_limited",
     500: "internal: a bug, logged without request data",
-    503: "unavailable: try again later",
+    503: "busy (the server is at max_connections) or unavailable; try again later",
     507: "out of room: queue_full, a quota, or the server is low on disk",
 }
 #: The request-signature headers (sealpost.server.auth), all five or none.
@@ -76,7 +76,7 @@ def _error(status: int, op: Operation, schemas: dict[str, Any], cache: dict[Any,
         "description": _ERRORS[status],
         "content": {"application/json": {"schema": schema}},
     }
-    if status == 429:
+    if status in (429, 503):
         answer["headers"] = {
             "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
         }
@@ -92,7 +92,7 @@ def _operation(op: Operation, schemas: dict[str, Any], cache: dict[Any, Any]) ->
     if op.response is not None:
         ok["content"] = _content(op.response, schemas, cache)
     responses = {str(op.status): ok}
-    for status in sorted({*op.errors, 429, 500}):
+    for status in sorted({*op.errors, 429, 500, 503}):
         responses[str(status)] = _error(status, op, schemas, cache)
     out: dict[str, Any] = {
         "operationId": op.handler,

@@ -83,8 +83,8 @@ class Param:
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One HTTP endpoint. ``handler`` names the method :func:`create_app` binds;
-    ``errors`` are the statuses it can answer besides 429 (every route has that) and
-    500."""
+    ``errors`` are the statuses it can answer besides those every route has (429, 500
+    and 503)."""
 
     method: str
     path: str
@@ -143,7 +143,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "accounts.lookup",
         "An account's devices, from its newest key-transparency entry, with the proof",
         AccountLookup,
-        errors=(404, 503),
+        errors=(404,),
         params=(_path("username", Username, "case-insensitive"),),
     ),
     Operation(
