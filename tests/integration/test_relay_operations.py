@@ -79,7 +79,8 @@ def test_every_route_is_in_openapi_with_its_parameters(
     }
     assert {"507", "409", "413"} <= set(messages["responses"])
     upload = document["paths"]["/v1/attachments"]["post"]
-    assert [p["name"] for p in upload["parameters"]] == ["signature"]
+    assert [p["name"] for p in upload["parameters"]] == ["signature", "X-Sealpost-Content-SHA256"]
+    assert {"408", "413", "507"} <= set(upload["responses"])
     assert "503" in document["paths"]["/v1/accounts/{username}"]["get"]["responses"]
     assert schemas["SendRequest"]["additionalProperties"] is False
     assert set(document["components"]["securitySchemes"]) == {

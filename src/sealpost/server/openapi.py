@@ -33,13 +33,14 @@ _ERRORS = {
     401: "unauthorized, clock_skew or replayed",
     403: "forbidden: sealed delivery refused",
     404: "not_found",
+    408: "timeout: the body did not arrive within body_timeout (upload_timeout)",
     409: "a conflict (the code says which)",
     410: "gone: the new device left",
     413: "too_large: a body, list or item over its limit",
     429: "rate_limited",
     500: "internal: a bug, logged without request data",
     503: "busy (the server is at max_connections) or unavailable; try again later",
-    507: "out of room: queue_full, a quota, or the server is low on disk",
+    507: "queue_full, attachment_quota or insufficient_storage (low on disk)",
 }
 #: The request-signature headers (sealpost.server.auth), all five or none.
 _AUTH_HEADERS = {
@@ -92,7 +93,8 @@ def _operation(op: Operation, schemas: dict[str, Any], cache: dict[Any, Any]) ->
     if op.response is not None:
         ok["content"] = _content(op.response, schemas, cache)
     responses = {str(op.status): ok}
-    for status in sorted({*op.errors, 429, 500, 503}):
+    always = {429, 500, 503} | ({408} if op.body is not None else set())
+    for status in sorted({*op.errors, *always}):
         responses[str(status)] = _error(status, op, schemas, cache)
     out: dict[str, Any] = {
         "operationId": op.handler,

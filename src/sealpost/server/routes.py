@@ -84,7 +84,7 @@ class Param:
 class Operation:
     """One HTTP endpoint. ``handler`` names the method :func:`create_app` binds;
     ``errors`` are the statuses it can answer besides those every route has (429, 500
-    and 503)."""
+    and 503) and every route with a body (408)."""
 
     method: str
     path: str
@@ -119,6 +119,15 @@ _TRAILER = Param(
     "the headers are signed as for an empty body and checked before the body is stored; "
     "the body ends with a 64-byte Ed25519 signature over the blob (see "
     "sealpost.server.handlers.attachments)",
+    required=False,
+)
+
+_DIGEST = Param(
+    "X-Sealpost-Content-SHA256",
+    "header",
+    _hex(32),
+    "without ?signature=trailer: SHA-256 of the body, which the header signature covers "
+    "(checked before the body is stored; a body that does not match is refused)",
     required=False,
 )
 
@@ -287,7 +296,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=OCTETS,
         errors=(400, 401, 413, 507),
         auth="required",
-        params=(_TRAILER,),
+        params=(_TRAILER, _DIGEST),
     ),
     Operation(
         "GET",
