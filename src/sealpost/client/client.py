@@ -25,9 +25,15 @@ How it keeps its promises:
 - **Batching.** Concurrent :meth:`Client.send` calls and queued pushes are processed in
   batches with one commit (one fsync) each, the client's own group commit.
 - **Whom it encrypts to.** Only devices whose certificates are signed by the contact's
-  account key, whatever the server lists. A contact's account key is pinned at first
-  contact; a change is an event and a warning, and for a verified contact a refusal to send
-  (:class:`UntrustedContact`) until the user verifies again.
+  account key and that a lookup checked against the key-transparency log holds, whatever
+  the server lists, and whichever path they arrive by: a device or account key first seen
+  in an incoming message is accepted only once the sender's logged entry holds it (else
+  the message is dropped with a ``directory_mismatch`` alarm). A contact's account key is
+  pinned at first contact; a change is an event and a warning, and for a verified contact
+  a refusal to send (:class:`UntrustedContact`) until the user verifies again.
+- **One message never jams the inbox** (:mod:`sealpost.client.inbox`): a message that
+  fails for a reason of its own is dropped and acknowledged alone.
+- **One process per profile** (:mod:`sealpost.client.profilelock`).
 - **Sealed sender.** Messages go out on the anonymous ``/v1/sealed`` socket with the
   recipient's delivery token (learned from its messages) or, for a first message, without
   one (the recipient's server must accept sealed messages from anyone). A new sender's
@@ -46,7 +52,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
@@ -79,6 +85,8 @@ from sealpost.client.groupkeys import (
     unseal_group,
     unseal_multi,
 )
+from sealpost.client.inbox import BatchMark, must_retry
+from sealpost.client.paths import api_path, username_or_none
 from sealpost.client.profilelock import LOCK_FILE
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
@@ -652,7 +660,9 @@ class Client:
                 raise LinkRefused("the provisioning names another server key")
             log_key = payload.log_key or await _fetch_log_key(anonymous)
             # the account key must be the one the directory has for the account
-            doc = await anonymous.request("GET", f"/v1/accounts/{payload.username}", signed=False)
+            doc = await anonymous.request(
+                "GET", api_path("accounts", payload.username), signed=False
+            )
         account = payload.account
         try:
             listed_id = bytes.fromhex(doc["account_id"])
@@ -939,9 +949,12 @@ class Client:
         ]
 
     async def _directory(self, name: str) -> tuple[bytes, str, bytes, dict[int, DeviceCertificate]]:
-        """An unauthenticated lookup (the server does not learn who asks)."""
+        """An unauthenticated lookup (the server does not learn who asks). A name that
+        breaks the username rules (a peer may claim anything) is not looked up at all."""
+        if username_or_none(name) is None:
+            raise UnknownContact(name)
         try:
-            doc = await self._transport.request("GET", f"/v1/accounts/{name}", signed=False)
+            doc = await self._transport.request("GET", api_path("accounts", name), signed=False)
         except ServerError as exc:
             if exc.code in ("not_found", "invalid_request"):
                 raise UnknownContact(name) from None
@@ -1369,7 +1382,7 @@ class Client:
         if sessions:
             return sessions[0]
         doc = await self._transport.request(
-            "GET", f"/v1/keys/{contact.account_id.hex()}/{device_id}", signed=False
+            "GET", api_path("keys", contact.account_id.hex(), device_id), signed=False
         )
         bundle = PreKeyBundle.decode(unb64(doc.get("bundle") if isinstance(doc, dict) else None))
         if bundle.certificate != contact.devices[device_id]:
@@ -1845,11 +1858,17 @@ class Client:
                 for push in pushes:
                     if push.server_id in processed:  # stored before a crash, not yet acked
                         continue
+                    mark = BatchMark.of(state)
                     try:
                         await self._open(push, state)
-                    except (ProtocolError, UnknownContact, TransparencyFailure) as exc:
-                        # a forged, corrupted, replayed or undecryptable message, or one
-                        # whose sender the directory cannot prove (an alarm is up): dropped
+                    except Exception as exc:
+                        if must_retry(exc):
+                            raise  # not this message's fault: the batch waits, unacked
+                        # a forged, corrupted, replayed or undecryptable message, one whose
+                        # sender the log does not confirm (an alarm is up), one naming what
+                        # does not exist: it alone is dropped (acked with the batch), and
+                        # what it changed in the batch is undone
+                        mark.restore(state)
                         log.warning("dropped an undecryptable message: %s", type(exc).__name__)
                 with self._store.transaction() as conn:
                     changed = self._commit_batch(conn, state, pushes)
@@ -1931,7 +1950,6 @@ class Client:
                 if own and account_key != self.account_key:
                     raise UnknownContact("a device of this account not certified by its key")
                 session, plaintext = self._respond(message, state)
-                sessions.insert(0, session)
                 state.prekey_messages += 1
                 if own:
                     state.own_devices[message.certificate.device_id] = message.certificate
@@ -1946,6 +1964,8 @@ class Client:
                         plaintext,
                         state,
                     )
+                # only now: a session with a device the log did not confirm is not kept
+                sessions.insert(0, session)
         else:
             for i, session in enumerate(sessions):
                 try:
@@ -2028,16 +2048,21 @@ class Client:
         state: _BatchState,
     ) -> _ContactRow:
         """The contact a new session (a PreKeyMessage) is with. Its certificate verified
-        under the account key it names (:meth:`Session.respond` checked that)."""
+        under the account key it names (:meth:`Session.respond` checked that), which proves
+        nothing by itself: the server signs sender certificates for anything. So a device
+        or account key of a known contact that is not the pinned one is accepted only if
+        the contact's directory entry, checked against the log, holds exactly it (see
+        :meth:`_confirm_in_log`); the contact's devices become the logged set."""
         if contact is not None:
+            pinned_key = state.key_changes.get(account_id, contact.account_key)
+            pinned = state.device_certs.get(account_id, contact.devices)
+            held = pinned.get(certificate.device_id)
+            if pinned_key == account_key and held is not None and _same(held, certificate):
+                return contact
+            devices = await self._confirm_in_log(contact.username, account_id, certificate)
             if contact.account_key != account_key:
                 state.key_changes[account_id] = account_key
-                state.device_certs[account_id] = {}
-                contact.account_key = account_key
-            state.device_certs.setdefault(account_id, dict(contact.devices))[
-                certificate.device_id
-            ] = certificate
-            contact.devices[certificate.device_id] = certificate
+            state.device_certs[account_id] = devices
             return contact
         # A sender we do not know: its claimed name must be its name in the directory.
         # A fellow group member (a receipt for a group message, say) is named by the group.
@@ -2048,6 +2073,33 @@ class Client:
         if claimed is None:
             raise UnknownContact("a first message that does not say who sends it")
         return await self._new_contact(claimed, account_id, account_key, state, certificate)
+
+    async def _confirm_in_log(
+        self, username: str, account_id: bytes, certificate: DeviceCertificate
+    ) -> dict[int, DeviceCertificate]:
+        """The devices the log holds for ``username``, if they include ``certificate``
+        under the account key it names; else a ``directory_mismatch`` alarm and
+        :class:`TransparencyFailure` (the message is dropped). A lookup that could not be
+        made (the server unreachable) raises :class:`ServerUnavailable`: the batch waits."""
+        try:
+            real_id, _, real_key, devices = await self._directory(username)
+        except UnknownContact:
+            await self._log_refuses(username, "a message")
+        if (
+            real_id != account_id
+            or real_key != certificate.account_key
+            or not _same(devices.get(certificate.device_id), certificate)
+        ):
+            await self._log_refuses(username, "a message")
+        return devices
+
+    async def _log_refuses(self, username: str, what: str) -> NoReturn:
+        detail = (
+            f"{what} from {username} came from a device or identity key that the log does "
+            f"not hold for {username}; it was dropped"
+        )
+        (await self._transparency()).alarm("directory_mismatch", username, detail)
+        raise TransparencyFailure("directory_mismatch", detail)
 
     async def _new_contact(
         self,
@@ -2065,12 +2117,12 @@ class Client:
         real_id, username, real_key, devices = await self._directory(name)
         if real_id != account_id or (account_key is not None and real_key != account_key):
             raise UnknownContact("a sender whose claimed name is another account's")
+        if certificate is not None and not _same(devices.get(certificate.device_id), certificate):
+            await self._log_refuses(username, "a first message")
         if self._contact_by_name(username) is not None:
             # a contact we know by this name, now another account: a key change
             return await self._resolve(username, refresh=True)
         row = _ContactRow(account_id, username, real_key, False, False, None, devices)
-        if certificate is not None:
-            row.devices[certificate.device_id] = certificate
         state.new_contacts[account_id] = row
         return row
 
@@ -3066,7 +3118,9 @@ class Client:
     async def _own_directory(self) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
         """This account's devices as the server lists them, each checked against the
         account key, and the device ids the account key revoked (with the revocations)."""
-        doc = await self._transport.request("GET", f"/v1/accounts/{self.username}", signed=False)
+        doc = await self._transport.request(
+            "GET", api_path("accounts", self.username), signed=False
+        )
         try:
             if bytes.fromhex(doc["account_id"]) != self.account_id:
                 raise ServerError(0, "bad_response", "the lookup answered for another account")
@@ -3160,7 +3214,7 @@ class Client:
             raise ClientError("a device cannot remove itself; remove it from another device")
         revocation = sign_revocation(self._account, device_id, revoked_at=int(self._clock()))
         await self._transport.request(
-            "DELETE", f"/v1/devices/{device_id}", body={"revocation": b64(revocation.encode())}
+            "DELETE", api_path("devices", device_id), body={"revocation": b64(revocation.encode())}
         )
         name = f"device {device_id}"
         with self._store.transaction() as conn:
@@ -3190,7 +3244,7 @@ class Client:
         the new device). Sends it the account key, contacts, groups and timers, sealed to
         its keys; returns the device id it will take."""
         code = LinkCode.from_text(code_text)
-        doc = await self._transport.request("GET", f"/v1/link/{code.channel.hex()}")
+        doc = await self._transport.request("GET", api_path("link", code.channel.hex()))
         kem_public = unb64(doc.get("kem") if isinstance(doc, dict) else None)
         code.check_kem(kem_public)
         answer = confirm(code.device_name, confirmation_code(code, kem_public))
@@ -3233,7 +3287,7 @@ class Client:
         )
         message = seal_provisioning(payload.to_bytes(), code, kem_public, rng=self._rng)
         await self._transport.request(
-            "PUT", f"/v1/link/{code.channel.hex()}", body={"body": b64(message)}
+            "PUT", api_path("link", code.channel.hex()), body={"body": b64(message)}
         )
         with self._store.transaction() as conn:
             conn.execute(
@@ -3274,6 +3328,10 @@ def _insert_prekey(conn: Any, kind: str, key_id: int, record: bytes, now: int) -
         "INSERT INTO prekeys (kind, key_id, record, created) VALUES (?, ?, ?, ?)",
         (kind, key_id, record, now),
     )
+
+
+def _same(held: DeviceCertificate | None, cert: DeviceCertificate) -> bool:
+    return held is not None and hmac.compare_digest(held.encode(), cert.encode())
 
 
 def _replace_devices(conn: Any, account_id: bytes, devices: dict[int, DeviceCertificate]) -> None:
