@@ -44,10 +44,11 @@ from sealpost.cli.output import (
     warn,
 )
 from sealpost.cli.parser import CLIENT_COMMANDS, JSON_COMMANDS, add_client_commands
-from sealpost.cli.passcode import PASSCODE_ENV, new_passcode
+from sealpost.cli.passcode import PASSCODE_ENV, new_passcode, read_passcode
 from sealpost.cli.render import one_line
 from sealpost.cli.session import default_profile, handle_events, with_client
 from sealpost.client.client import Client
+from sealpost.client.handoff import HandoffServer, SendRequest, hand_off
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "run_client_command"]
 
@@ -97,7 +98,15 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
         print(message.id.hex())
         return 0
 
-    return await with_client(profile, body)
+    # a 'sealpost listen' (or any holder serving send.sock) on this profile sends it
+    passcode = read_passcode()
+    answer = await hand_off(profile, passcode, SendRequest(args.contact, text, args.file))
+    if answer is None:
+        return await with_client(profile, body, passcode)
+    if "id" not in answer:
+        raise CliError(str(answer.get("error", "the hand-off failed")), int(answer.get("code", 1)))
+    print(answer["id"])
+    return 0
 
 
 async def cmd_receive(args: argparse.Namespace, profile: Path) -> int:
@@ -111,8 +120,29 @@ async def cmd_receive(args: argparse.Namespace, profile: Path) -> int:
 
 async def cmd_listen(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
-        async for event in client.events():
-            await handle_events(client, [event], args.json, args.save_dir)
+        async def send(request: SendRequest) -> dict[str, Any]:
+            """A 'sealpost send' from another process, made here (README: one process)."""
+            try:
+                if not client.is_group(request.to):
+                    await client.lookup(request.to)
+                message = await client.send(request.to, request.text, file=request.file)
+            except Exception as exc:
+                text, code = describe(exc)
+                return {"error": text, "code": code}
+            await handle_events(client, client.take_events(), args.json)
+            return {"id": message.id.hex()}
+
+        try:
+            server: HandoffServer | None = await HandoffServer.start(client.store, send)
+        except OSError as exc:  # e.g. a profile path too long for a Unix socket
+            warn(f"other commands cannot send through this process: {one_line(exc)}")
+            server = None
+        try:
+            async for event in client.events():
+                await handle_events(client, [event], args.json, args.save_dir)
+        finally:
+            if server is not None:
+                await server.close()
         return 0
 
     return await with_client(profile, body)

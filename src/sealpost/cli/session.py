@@ -26,8 +26,8 @@ def default_profile() -> Path:
     return Path(base) / "sealpost" / "default"
 
 
-async def open_client(profile: Path) -> Client:
-    return await Client.open(profile, read_passcode())
+async def open_client(profile: Path, passcode: str | None = None) -> Client:
+    return await Client.open(profile, read_passcode() if passcode is None else passcode)
 
 
 def show_alarms(client: Client, shown: set[int]) -> None:
@@ -39,8 +39,10 @@ def show_alarms(client: Client, shown: set[int]) -> None:
         print_alarm_line(alarm)
 
 
-async def with_client(profile: Path, body: Callable[[Client], Awaitable[int]]) -> int:
-    client = await open_client(profile)
+async def with_client(
+    profile: Path, body: Callable[[Client], Awaitable[int]], passcode: str | None = None
+) -> int:
+    client = await open_client(profile, passcode)
     shown: set[int] = set()
     try:
         show_alarms(client, shown)

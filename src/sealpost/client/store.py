@@ -766,6 +766,15 @@ class Store:
         keyfile.write(doc)
         self._params = params
 
+    def check_passcode(self, passcode: str) -> bool:
+        """Whether ``passcode`` unwraps this open profile's key (for the process holding
+        it, to check another process that asks it for something; see
+        :mod:`sealpost.client.handoff`). Not counted as a try, but it costs one Argon2id
+        derivation, as a guess against a copy of the keyfile does."""
+        doc = _KeyFile(self._dir / KEYFILE).read()
+        params, salt = self._params_of(doc)
+        return self._unwrap(_unb64(doc.get("wrapped")), passcode, salt, params) is not None
+
     def set_wipe_after(self, wipe_after: int | None) -> None:
         """Wipe the profile at the ``wipe_after``-th wrong passcode in a row (None: never)."""
         _check_wipe_after(wipe_after)
