@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from helpers import Client, Device, ServerProcess, b64, envelopes_json, unique_name
+from helpers import Client, Device, ServerProcess, b64, envelopes_json, unb64, unique_name
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -152,8 +152,6 @@ def ws_close_code(server: ServerProcess, frames: list[str | bytes], device: Devi
             answer = sign_websocket_challenge(
                 device.keys.signing_key, device.account_id, device.device_id, b"\x00" * 32
             )
-            from helpers import unb64
-
             answer = sign_websocket_challenge(
                 device.keys.signing_key,
                 device.account_id,
@@ -335,3 +333,47 @@ def test_random_json_bodies_never_get_a_500(
     assert response.status_code < 500, response.text
     answer = response.json()
     assert isinstance(answer.get("error"), str) or response.status_code < 300, answer
+
+
+_FRAME_FIELDS = ["type", "req", "messages", "tokens", "body", "shared", "recipients", "id"]
+_frame_docs = st.dictionaries(st.sampled_from(_FRAME_FIELDS), _json_values, max_size=5) | st.just(
+    {}
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    doc=_frame_docs,
+    kind=st.sampled_from(["send", "send_multi", "ack", "auth", "nope"]),
+    socket=st.sampled_from(["/v1/sealed", "/v1/stream"]),
+)
+def test_random_frames_never_close_a_socket_with_1011(
+    server: ServerProcess, doc: dict[str, object], kind: str, socket: str
+) -> None:
+    """Each frame is answered (sent or error) or closes the socket with a 44xx code."""
+    client = _fuzz_client(server)
+    frame = json.dumps({"type": kind, **doc}).replace('"1"', HUGE)
+    device = client.device if socket == "/v1/stream" else None
+    url = server.ws_url.replace("/v1/stream", socket)
+    with connect(url, open_timeout=10, close_timeout=2) as ws:
+        if device is not None:
+            challenge = json.loads(ws.recv(timeout=10))
+            answer = sign_websocket_challenge(
+                device.keys.signing_key,
+                device.account_id,
+                device.device_id,
+                unb64(challenge["challenge"]),
+            )
+            ws.send(json.dumps(answer))
+            assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+        ws.send(frame)
+        try:
+            while True:
+                reply = json.loads(ws.recv(timeout=2))
+                if reply.get("type") in ("error", "sent"):
+                    assert reply["type"] != "error" or isinstance(reply["message"], str)
+                    break
+        except ConnectionClosed:
+            assert ws.close_code is not None and 4400 <= ws.close_code < 4500, ws.close_code
+        except TimeoutError:
+            pass  # an ack of an unknown id: nothing to answer

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Client, Device, ServerProcess
+from openapi_spec_validator import validate
 from starlette.routing import Route, WebSocketRoute
 
 from sealpost.crypto.sign import SigningKey
@@ -41,6 +42,7 @@ def test_every_route_is_in_openapi_with_its_parameters(
     with Client(server.url) as client:
         document = client.http.get("/openapi.json").json()
     assert document["openapi"] == "3.1.0"
+    validate(document)  # a valid OpenAPI 3.1 document, every $ref resolving
     app = create_app(
         ServerConfig(data=tmp_path),
         storage=SqliteStorage(tmp_path / "db"),
