@@ -30,6 +30,16 @@ a temporary folder (WAL, ``synchronous=FULL``, as the server runs its database),
     The largest proof seen (hashes x 32 bytes, as carried), and the bound for that size:
     ceil(log2 N) hashes for inclusion, one more for consistency.
 
+``map``
+    The account map (:mod:`sealpost.transparency.smt`) at 10^6 accounts (``--quick``:
+    10^4), in its own SQLite file through :class:`SqliteMapStore`: built in one pass
+    (:func:`build`, one transaction: what the server does when it rebuilds the map from
+    its log), then ``--queries`` proofs on a fresh connection for random present keys and
+    as many absent ones (median), their verification (:func:`verify_map`), the largest
+    and median proof (encoded bytes, as carried), and 300 single updates (:func:`insert`,
+    one transaction each: the server's path for each log entry). Targets: proof <= 2 KiB,
+    generation <= 1 ms, verification <= 0.5 ms. ``--map-only`` runs this part alone.
+
 Method: ``time.perf_counter_ns`` around each call, the garbage collector off while timing;
 medians, not means (a proof is a handful of B-tree lookups: outliers are the OS).
 
@@ -37,7 +47,8 @@ Targets at 10^6 (PASS/MISS; in a ``--quick`` run they are judged at 10^5 and say
 proof generation <= 1 ms, verification <= 0.3 ms, proof <= 1 KiB, append >= 5,000
 entries/s. The script always exits 0; the targets are for reading, not for CI.
 
-    .venv/bin/python bench/transparency.py [--quick] [--json PATH] [--batch N] [--queries N]
+    .venv/bin/python bench/transparency.py [--quick] [--map-only] [--json PATH] [--batch N]
+                                           [--queries N]
 """
 
 from __future__ import annotations
@@ -62,6 +73,8 @@ from typing import Any
 
 from sealpost.transparency import (
     LogEntry,
+    MapProof,
+    SqliteMapStore,
     SqliteNodeStore,
     append,
     consistency_proof,
@@ -69,7 +82,11 @@ from sealpost.transparency import (
     root,
     verify_consistency,
     verify_inclusion,
+    verify_map,
 )
+from sealpost.transparency.smt import build as build_map
+from sealpost.transparency.smt import insert as map_insert
+from sealpost.transparency.smt import map_root, prove
 
 SIZES_FULL = (10**4, 10**5, 10**6)
 SIZES_QUICK = (10**4, 10**5)
@@ -80,6 +97,11 @@ TARGET_PROOF_BYTES = 1024
 TARGET_APPEND = 5000.0
 NOW_MS = 1_790_000_000_000
 SINGLES = 300  # one-entry transactions timed after the build, for contrast
+MAP_FULL = 10**6
+MAP_QUICK = 10**4
+TARGET_MAP_PROOF_BYTES = 2048
+TARGET_MAP_GEN_MS = 1.0
+TARGET_MAP_VERIFY_MS = 0.5
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -349,6 +371,85 @@ def server_path(folder: Path, count: int, concurrency: int = 256) -> dict[str, A
     return asyncio.run(run())
 
 
+def map_bench(path: Path, n: int, count: int, seed: int) -> dict[str, Any]:
+    """The account map at ``n`` keys: build, proofs, verification, single updates."""
+    rng = random.Random(seed)
+    pairs = [(rng.randbytes(32), rng.randbytes(32)) for _ in range(n)]
+    conn = _connect(path)
+    store = SqliteMapStore(conn)
+    store.create_tables()
+    start = time.perf_counter()
+    conn.execute("BEGIN")
+    head = build_map(store, pairs)
+    conn.execute("COMMIT")
+    build_s = time.perf_counter() - start
+    conn.close()
+    present = [pairs[rng.randrange(n)] for _ in range(count)]
+    absent: list[tuple[bytes, bytes | None]] = [(rng.randbytes(32), None) for _ in range(count)]
+    conn = _connect(path)  # cold SQLite cache
+    store = SqliteMapStore(conn)
+    cases = present + absent
+    gen_times, results = _timed([partial(prove, store, key) for key, _ in cases])
+    proofs: list[MapProof] = []
+    for (_, expected), result in zip(cases, results, strict=True):
+        found, proof = result  # type: ignore[misc]
+        assert found == expected
+        proofs.append(proof)
+    encoded = [p.encode() for p in proofs]
+    ver_times, _ = _timed(
+        [
+            partial(verify_map, key, value, MapProof.decode(raw), head)
+            for (key, value), raw in zip(cases, encoded, strict=True)
+        ]
+    )
+    start = time.perf_counter()
+    for _ in range(SINGLES):
+        conn.execute("BEGIN")
+        head = map_insert(store, [(rng.randbytes(32), rng.randbytes(32))])
+        conn.execute("COMMIT")
+    update_s = (time.perf_counter() - start) / SINGLES
+    assert head == map_root(store)
+    conn.close()
+    sizes = sorted(len(raw) for raw in encoded)
+    result = {
+        "accounts": n,
+        "build_s": round(build_s, 2),
+        "generate": _stats(gen_times),
+        "verify": _stats(ver_times),
+        "max_proof_bytes": sizes[-1],
+        "median_proof_bytes": sizes[len(sizes) // 2],
+        "update_ms": round(update_s * 1e3, 3),
+        "db_bytes": path.stat().st_size,
+    }
+    rows = [
+        ("map proof <= 2 KiB (largest seen)", sizes[-1], TARGET_MAP_PROOF_BYTES, "B"),
+        ("map proof generation <= 1 ms (median)", result["generate"]["median_ms"], 1.0, "ms"),
+        ("map proof verification <= 0.5 ms (median)", result["verify"]["median_ms"], 0.5, "ms"),
+    ]
+    result["targets"] = [
+        {"target": t, "value": v, "limit": limit, "unit": u, "pass": v <= limit}
+        for t, v, limit, u in rows
+    ]
+    return result
+
+
+def render_map(m: dict[str, Any]) -> str:
+    lines = [
+        f"account map at {m['accounts']:,} accounts (SqliteMapStore): built in "
+        f"{m['build_s']:.1f} s, {m['db_bytes'] / m['accounts']:.0f} B/account; proof "
+        f"median {m['median_proof_bytes']} B, largest {m['max_proof_bytes']} B; generation "
+        f"{m['generate']['median_ms']:.3f} ms (p99 {m['generate']['p99_ms']:.3f}), "
+        f"verification {m['verify']['median_ms']:.3f} ms; one update "
+        f"(own transaction) {m['update_ms']:.3f} ms"
+    ]
+    for t in m["targets"]:
+        lines.append(
+            f"  {'PASS' if t['pass'] else 'MISS':<4}  {t['target']:<60} "
+            f"measured {t['value']:,.3f} {t['unit']}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 entries only")
@@ -356,11 +457,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="entries per commit")
     parser.add_argument("--queries", type=int, default=2000, help="random proofs per size")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--map-only", action="store_true", help="the account map part alone")
     args = parser.parse_args()
     started = time.perf_counter()
     mode = "quick" if args.quick else "full"
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sealpost-kt-bench-") as tmp:
+        n_map = MAP_QUICK if args.quick else MAP_FULL
+        kt_map = map_bench(Path(tmp) / "map.sqlite", n_map, args.queries, args.seed + 2)
+        print(f"  map of {n_map:,} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        if args.map_only:
+            print(render_map(kt_map))
+            if args.json:
+                args.json.write_text(json.dumps({"mode": mode, "map": kt_map}, indent=2) + "\n")
+            return
         for n in SIZES_QUICK if args.quick else SIZES_FULL:
             path = Path(tmp) / f"log-{n}.sqlite"
             result = build(path, n, args.batch, args.seed)
@@ -376,6 +486,7 @@ def main() -> None:
         f"{server['concurrent_per_s']:,}/s at {server['concurrency']} concurrent, "
         f"{server['sequential_per_s']:,}/s one at a time"
     )
+    print(render_map(kt_map))
     elapsed = time.perf_counter() - started
     print(f"elapsed {elapsed:.1f} s")
     if args.json:
@@ -400,6 +511,7 @@ def main() -> None:
             },
             "results": results,
             "server_path": server,
+            "map": kt_map,
             "judged_at": judged["entries"],
             "targets": judged["targets"],
             "all_targets_pass": all(t["pass"] for t in judged["targets"]),

@@ -1,4 +1,4 @@
-"""Write tests/vectors/sealpost-v1.json (run via `make vectors`).
+"""Write tests/vectors/sealpost-v1.json and kt-map-v1.json (run via `make vectors`).
 
 Keeps the recorded ML-KEM ciphertext of an existing file, so regenerating after an
 intended change alters only what that change alters.
@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "vectors")]
 
+from kt_map_kat import generate as generate_map  # noqa: E402
 from sealpost_kat import generate  # noqa: E402
 
 
@@ -23,6 +24,9 @@ def main() -> None:
         ciphertext = bytes.fromhex(json.loads(out.read_text())["inputs"]["kem_ciphertext"])
     out.write_text(json.dumps(generate(ciphertext), indent=2) + "\n")
     print(f"wrote {out}")
+    kt_map = out.with_name("kt-map-v1.json")
+    kt_map.write_text(json.dumps(generate_map(), indent=2) + "\n")
+    print(f"wrote {kt_map}")
 
 
 if __name__ == "__main__":

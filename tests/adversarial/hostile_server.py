@@ -9,7 +9,9 @@ serves (the same application, storage, keys and settings, with rate limits off),
   (a split view) while both talk to one server;
 - before each HTTP request, ``DATA/hostile.json`` is read: a list of rules
   ``{"method", "path" (a regular expression matched in full), "view" (optional),
-  "status", "body" (JSON)}``. The first rule that matches answers instead of the server.
+  "status", "body" (JSON)}``. The first rule that matches answers instead of the server;
+  a rule with ``"hang_up": true`` instead starts an answer and closes the connection in
+  the middle of it (what the client sees as a connection error).
 
 The operator's other powers (editing the database, signing with the server's and the log's
 keys, injecting envelopes) need nothing here: the test has the data directory.
@@ -58,6 +60,16 @@ class Hostile:
                     continue
                 if not re.fullmatch(rule["path"], scope["path"]):
                     continue
+                if rule.get("hang_up"):
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [(b"content-length", b"1000")],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": b"{", "more_body": True})
+                    return  # the server closes the connection: the body never completes
                 body = json.dumps(rule["body"]).encode()
                 await send(
                     {

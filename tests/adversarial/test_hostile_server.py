@@ -24,7 +24,15 @@ import httpx
 import pytest
 
 from conftest import HostileServer, b64, unb64
-from sealpost.client import AlarmRaised, Client, KeyChanged, MessageReceived, TransparencyFailure
+from sealpost.client import (
+    AlarmRaised,
+    Client,
+    KeyChanged,
+    MessageReceived,
+    ServerUnavailable,
+    TransparencyFailure,
+    UnknownContact,
+)
 from sealpost.client.store import TEST_PARAMS
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import SigningKey
@@ -34,7 +42,13 @@ from sealpost.protocol.sealed import seal
 from sealpost.protocol.session import Session
 from sealpost.protocol.wire import PreKeyBundle, SenderCertificate
 from sealpost.server.storage.sqlite import log_account_state
-from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
+from sealpost.transparency.log import (
+    LogEntry,
+    SignedTreeHead,
+    account_map_key,
+    account_map_value,
+    devices_commitment,
+)
 from sealpost.transparency.merkle import (
     MemoryNodeStore,
     append,
@@ -43,6 +57,7 @@ from sealpost.transparency.merkle import (
     leaf_hash,
     root,
 )
+from sealpost.transparency.smt import EMPTY_MAP_ROOT, MemoryMapStore, insert, map_root, prove
 
 _names = iter(range(10**6))
 
@@ -145,13 +160,30 @@ def forked_tree(entries: list[bytes]) -> MemoryNodeStore:
     return store
 
 
-def sign_head(hostile: HostileServer, store: MemoryNodeStore, size: int) -> bytes:
+def sign_head(
+    hostile: HostileServer, store: MemoryNodeStore, size: int, map_root: bytes = EMPTY_MAP_ROOT
+) -> bytes:
     return SignedTreeHead.sign(
         hostile.log_key,
         tree_size=size,
         timestamp=int(time.time() * 1000),
         root=root(store, size),
+        map_root=map_root,
     ).encode()
+
+
+def forged_map(names: dict[str, tuple[int, bytes]]) -> MemoryMapStore:
+    """A map the operator makes up: each name to (index, entry bytes)."""
+    store = MemoryMapStore()
+    insert(
+        store,
+        [(account_map_key(n), account_map_value(i, leaf_hash(e))) for n, (i, e) in names.items()],
+    )
+    return store
+
+
+def map_proof_of(store: MemoryMapStore, name: str) -> str:
+    return b64(prove(store, account_map_key(name))[1].encode())
 
 
 def own_account(client: Client) -> AccountIdentity:
@@ -448,7 +480,8 @@ def test_split_view_is_caught_when_the_two_users_exchange_a_message(
                 int(time.time() * 1000),
             ).encode()
             fork = forked_tree([*entries, fake])
-            head = sign_head(hostile, fork, n + 1)
+            fork_map = forged_map({bob.username: (n, fake)})
+            head = sign_head(hostile, fork, n + 1, map_root(fork_map))
             alice_size = alice.log_head()["tree_size"]  # type: ignore[index]
             doc["devices"].append({"device_id": 9, "certificate": b64(ghost.certificate.encode())})
             doc["transparency"] = {
@@ -456,6 +489,7 @@ def test_split_view_is_caught_when_the_two_users_exchange_a_message(
                 "index": n,
                 "entry": b64(fake),
                 "proof": [b64(h) for h in inclusion_proof(fork, n, n + 1)],
+                "map_proof": map_proof_of(fork_map, bob.username),
             }
             proof = consistency_proof(fork, alice_size, n + 1)
             hostile.rules(
@@ -774,5 +808,240 @@ def test_replayed_revoked_device_certificate(hostile: HostileServer, tmp_path: P
         finally:
             for c in (alice, laptop, bob):
                 await c.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 7. stale directory
+
+
+def _fork_with(
+    hostile: HostileServer, names: dict[str, tuple[int, bytes]]
+) -> tuple[MemoryNodeStore, MemoryMapStore, int, bytes]:
+    """The operator's forged next state: the real log plus one entry (so that the head is
+    new and provably extends every real one), and a map it made up. (log, map, size, head)"""
+    entries = log_entries(hostile)
+    fork = forked_tree([*entries, entries[-1]])
+    fake_map = forged_map(names)
+    size = len(entries) + 1
+    return fork, fake_map, size, sign_head(hostile, fork, size, map_root(fake_map))
+
+
+def _consistency_rule(fork: MemoryNodeStore, client: Client, size: int) -> dict[str, Any]:
+    held = client.log_head()["tree_size"]  # type: ignore[index]
+    proof = consistency_proof(fork, held, size)
+    return {
+        "method": "GET",
+        "path": "/v1/log/consistency",
+        "body": {"proof": [b64(h) for h in proof]},
+    }
+
+
+def test_stale_lookup_replayed_after_revocation_is_refused(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """The operator saves alice's lookup while she has a laptop, she revokes it, and the
+    saved answer is replayed: (a) to bob, whose newest head already covers the revocation
+    (the answer is proven at an older head: a replay); (b) to carol, who has seen alice's
+    newer entry, under a freshly signed head whose made-up map calls the old entry newest
+    (her pin refuses an entry that goes back). Neither encrypts to the laptop."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        laptop = await link(alice, tmp_path, "laptop")
+        bob = await user(hostile, tmp_path)
+        carol = await user(hostile, tmp_path)
+        try:
+            await alice.receive(wait=2)
+            saved = hostile.get(f"/v1/accounts/{alice.username}")
+            assert [d["device_id"] for d in saved["devices"]] == [1, 2]
+            saved_size = SignedTreeHead.decode(unb64(saved["transparency"]["head"])).tree_size
+            await alice.remove_device(2)
+            await bob.monitor()  # any answer since: bob holds a head that covers it
+            assert bob.log_head()["tree_size"] > saved_size  # type: ignore[index]
+            honest = await carol.lookup(alice.username)
+            assert honest.devices == (1,)
+            # (a) the saved answer, as it was
+            serve_lookup(hostile, alice.username, saved)
+            with pytest.raises(TransparencyFailure) as refused:
+                await bob.lookup(alice.username)
+            assert refused.value.kind == "stale_lookup"
+            assert kinds(bob) == ["stale_lookup"]
+            assert [c for c in bob.contacts() if c.username == alice.username] == []
+            # (b) under a new head whose map the operator made up
+            index = saved["transparency"]["index"]
+            entry = unb64(saved["transparency"]["entry"])
+            fork, fake_map, size, head = _fork_with(hostile, {alice.username: (index, entry)})
+            doc = dict(saved)
+            doc["transparency"] = {
+                "head": b64(head),
+                "index": index,
+                "entry": b64(entry),
+                "proof": [b64(h) for h in inclusion_proof(fork, index, size)],
+                "map_proof": map_proof_of(fake_map, alice.username),
+            }
+            hostile.rules(
+                [
+                    {"method": "GET", "path": f"/v1/accounts/{alice.username}", "body": doc},
+                    _consistency_rule(fork, carol, size),
+                ]
+            )
+            with pytest.raises(TransparencyFailure) as rolled_back:
+                await carol.lookup(alice.username)
+            assert rolled_back.value.kind == "stale_lookup"
+            assert kinds(carol) == ["stale_lookup"]
+            assert [c.devices for c in carol.contacts() if c.username == alice.username] == [(1,)]
+        finally:
+            for client in (alice, laptop, bob, carol):
+                await client.close()
+
+    run(scenario())
+
+
+def test_hidden_revocation_reaches_contacts(hostile: HostileServer, tmp_path: Path) -> None:
+    """Alice revokes her laptop while the operator keeps showing bob the lookup from before
+    (and so never answers him ``mismatched_devices``): alice's devices send bob the account
+    key's signed revocation, bob drops the laptop at once, and nothing of his reaches it."""
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path)
+        laptop = await link(alice, tmp_path, "laptop")
+        bob = await user(hostile, tmp_path)
+        try:
+            await alice.receive(wait=2)
+            await bob.send(alice.username, "hello both")
+            assert [c.devices for c in bob.contacts() if c.username == alice.username] == [(1, 2)]
+            await alice.receive(wait=5)  # alice now knows bob
+            serve_lookup(hostile, alice.username, hostile.get(f"/v1/accounts/{alice.username}"))
+            await alice.remove_device(2)
+            await bob.receive(wait=5)
+            assert [c.devices for c in bob.contacts() if c.username == alice.username] == [(1,)]
+            # (bob's periodic re-check of his contacts, if it ran, caught the replay too)
+            assert set(kinds(bob)) <= {"stale_lookup"}
+            await laptop.close()
+            before = len(hostile.queue(alice.account_id, 2))
+            await bob.send(alice.username, "only to the phone")
+            assert len(hostile.queue(alice.account_id, 2)) == before == 0
+            assert texts(await alice.receive(wait=5)) == ["only to the phone"]
+        finally:
+            for client in (alice, laptop, bob):
+                await client.close()
+
+    run(scenario())
+
+
+def test_absent_account_proof(hostile: HostileServer, tmp_path: Path) -> None:
+    """ "No such account" must come with the map's proof of absence: an unknown name
+    has one; a hidden account (a bare 404, another name's proof, or a made-up map that
+    leaves the name out, shown to a client that has seen the account) is refused."""
+
+    async def scenario() -> None:
+        alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+        try:
+            nobody = unique()
+            with pytest.raises(UnknownContact):
+                await bob.lookup(nobody)
+            assert kinds(bob) == []
+            absent = httpx.get(hostile.url() + f"/v1/accounts/{nobody}", timeout=20)
+            assert absent.status_code == 404 and absent.json()["error"] == "not_found"
+            assert set(absent.json()["transparency"]) == {"head", "map_proof"}
+            for body in (
+                {"error": "not_found", "message": "no such account"},  # no proof at all
+                absent.json(),  # the proof for another name
+            ):
+                hostile.rules(
+                    [
+                        {
+                            "method": "GET",
+                            "path": f"/v1/accounts/{alice.username}",
+                            "status": 404,
+                            "body": body,
+                        }
+                    ]
+                )
+                with pytest.raises(TransparencyFailure) as refused:
+                    await bob.lookup(alice.username)
+                assert refused.value.kind == "directory_mismatch"
+            assert set(kinds(bob)) == {"directory_mismatch"} and len(kinds(bob)) == 2
+            # bob has seen alice's account; a new head's map without her is a signed lie
+            hostile.clear_rules()
+            await bob.lookup(alice.username)
+            fork, fake_map, size, head = _fork_with(hostile, {})
+            hidden = {
+                "error": "not_found",
+                "message": "no such account",
+                "transparency": {
+                    "head": b64(head),
+                    "map_proof": map_proof_of(fake_map, alice.username),
+                },
+            }
+            hostile.rules(
+                [
+                    {
+                        "method": "GET",
+                        "path": f"/v1/accounts/{alice.username}",
+                        "status": 404,
+                        "body": hidden,
+                    },
+                    _consistency_rule(fork, bob, size),
+                ]
+            )
+            with pytest.raises(TransparencyFailure) as lied:
+                await bob.lookup(alice.username)
+            assert lied.value.kind == "stale_lookup"
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- 8. gossip
+
+
+def test_server_refusing_consistency_proof_raises_alarm(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """Bob gets a head from alice's message that is newer than his, and the server hangs up
+    on every request for the consistency proof: the head is kept and tried again at each
+    monitoring pass (a server that comes back proves it, no alarm); one still unproven
+    after the deadline is a ``consistency_refused`` alarm."""
+
+    async def newer_gossip(alice: Client, bob: Client, text: str) -> None:
+        newcomer = await user(hostile, tmp_path)  # the log grows
+        await alice.lookup(newcomer.username)  # alice's head is now newer than bob's
+        await newcomer.close()
+        await alice.send(bob.username, text)
+        assert texts(await bob.receive(wait=10)) == [text]
+
+    async def scenario() -> None:
+        alice = await user(hostile, tmp_path, view="alice")
+        bob = await user(hostile, tmp_path, view="bob")
+        hang_up = [{"view": "bob", "method": "GET", "path": "/v1/log/consistency", "hang_up": True}]
+        try:
+            await alice.lookup(bob.username)
+            await bob.lookup(alice.username)
+            kt = await bob._transparency()
+            # 1. the server hangs up, then answers again: proven on the next pass
+            hostile.rules(hang_up)
+            await newer_gossip(alice, bob, "first")
+            assert kinds(bob) == []
+            with pytest.raises(ServerUnavailable):
+                await bob.monitor()  # it hangs up on bob's own monitoring too
+            assert kinds(bob) == []  # within the deadline: tried again later
+            hostile.clear_rules()
+            await bob.monitor()
+            assert kinds(bob) == [] and await kt.retry_gossip() == 0
+            # 2. the server keeps hanging up past the deadline
+            hostile.rules(hang_up)
+            await newer_gossip(alice, bob, "second")
+            kt.gossip_deadline = 0.0
+            with pytest.raises(ServerUnavailable):
+                await bob.monitor()
+            assert kinds(bob) == ["consistency_refused"]
+            assert "would not prove" in bob.alarms()[0].detail
+        finally:
+            await alice.close()
+            await bob.close()
 
     run(scenario())

@@ -19,6 +19,7 @@ from sealpost.protocol.content import (
     DeviceNotice,
     GroupUpdateContent,
     ReceiptContent,
+    RevocationNotice,
     SenderKeyContent,
     SentTranscript,
     TextContent,
@@ -116,6 +117,7 @@ ALL_KINDS = [
     SentTranscript(6, b"\x01\x01inner", group_id=GROUP),
     DeviceNotice(7, DEVICE_LINKED, 2, "laptop"),
     DeviceNotice(7, DEVICE_REMOVED, 3, "old-phone"),
+    RevocationNotice(8, b"\x01\x06" + b"\xbb" * 92),
 ]
 
 
@@ -152,6 +154,9 @@ def test_unknown_flags_and_bad_fields_are_refused() -> None:
         SentTranscript(1, b"x", account_id=b"\x01" * 16, name="a", group_id=GROUP)
     with pytest.raises(DecodeError):
         DeviceNotice(1, 9, 2, "x")
+    for revocation in (b"", b"x" * 513):
+        with pytest.raises(DecodeError):
+            RevocationNotice(1, revocation)
     with pytest.raises(DecodeError):
         TextContent(ID, 0, TOKEN, "bad\nname", "x")
 
@@ -168,7 +173,7 @@ def test_a_gossiped_tree_head_travels_inside_the_padding_and_is_strict() -> None
 
     assert GOSSIP_LEN == TREE_HEAD_LEN
     text = TextContent(b"\x01" * 16, 1_700_000_000_000, b"\x02" * 32, "alice", "hi")
-    head = b"\x01\x31" + bytes(range(112))
+    head = b"\x01\x32" + bytes(range(144))
     plain = encode_content(text, head)
     assert len(plain) % PAD_BLOCK == 0
     assert decode_content_with_gossip(plain) == (text, head)
@@ -179,6 +184,7 @@ def test_a_gossiped_tree_head_travels_inside_the_padding_and_is_strict() -> None
         head[:-1],  # one byte short
         head + b"\x00",  # one byte long
         b"\x01\x30" + head[2:],  # not a tree head
+        b"\x01\x31" + head[2:112],  # a head of the first format (no map root)
     ):
         padded = body + bad + b"\x80"
         padded += b"\x00" * (-len(padded) % PAD_BLOCK)

@@ -51,6 +51,7 @@ from sealpost.transparency import (
     devices_commitment,
     inclusion_proof,
     leaf_hash,
+    legacy_head_anchor,
     node_hash,
     root,
     verify_consistency,
@@ -587,6 +588,7 @@ CERTS = [b"\xaa" * 190, b"\x55" * 190]
 REVOCATIONS = [b"\x33" * 100]
 TIME = 1_790_000_000_000
 LOG_KEY = SigningKey.from_private_bytes(bytes(range(32, 64)))
+MAP_ROOT = hashlib.sha256(b"a map root").digest()
 REF_ROOT_8 = bytes.fromhex("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
 
 # Known answers: any change to these encodings is a change to the protocol.
@@ -605,12 +607,13 @@ KAT_ENTRY = (
 KAT_LEAF = "053fa2a71d4b6990fbe1f71f6d86065c160ac56cb8b3647c2bfe4b35c89d8272"
 KAT_LOG_PUBLIC = "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7"
 KAT_STH = (
-    "0131"
+    "0132"
     "0000000000000008"  # tree size
     "000001a0c4506c7b"  # timestamp (ms)
     + REF_ROOT_8.hex()
-    + "106f5946570ed49eebc40752741a78ef94e8341839fb4406e2abafb0aa5fb6f6"
-    "5483f5544ea31628e5217858f831dcbee73bcfa76c394cdae95073979b2ac800"
+    + MAP_ROOT.hex()
+    + "5b0b367a5f634321d0ddead86749a9efcdbac84a083c17310ab1f5c3497073bc"
+    "2e51e19f2986b3f1f96140c587cf528ba7aaf58c02e53aaa877fe1d7500a2804"
 )
 
 
@@ -740,18 +743,22 @@ def test_log_entry_decode_near_valid(tail: bytes) -> None:
 
 def test_signed_tree_head_known_answer() -> None:
     assert LOG_KEY.public_key().public_bytes_raw().hex() == KAT_LOG_PUBLIC
-    sth = SignedTreeHead.sign(LOG_KEY, tree_size=8, timestamp=TIME + 123, root=REF_ROOT_8)
+    sth = SignedTreeHead.sign(
+        LOG_KEY, tree_size=8, timestamp=TIME + 123, root=REF_ROOT_8, map_root=MAP_ROOT
+    )
     assert sth.encode().hex() == KAT_STH
-    assert len(sth.encode()) == 114
+    assert len(sth.encode()) == 146
     decoded = SignedTreeHead.decode(bytes.fromhex(KAT_STH))
     assert decoded == sth
     decoded.verify(LOG_KEY.public_key())
-    # the signature is over the context and bytes 0..49
-    LOG_KEY.public_key().verify(sth.signature, b"sealpost/v1/tree-head\x00" + sth.encode()[:50])
+    # the signature is over the context and bytes 0..81
+    LOG_KEY.public_key().verify(sth.signature, b"sealpost/v1/tree-head\x00" + sth.encode()[:82])
 
 
 def test_signed_tree_head_refuses_what_it_did_not_sign() -> None:
-    sth = SignedTreeHead.sign(LOG_KEY, tree_size=8, timestamp=TIME, root=REF_ROOT_8)
+    sth = SignedTreeHead.sign(
+        LOG_KEY, tree_size=8, timestamp=TIME, root=REF_ROOT_8, map_root=MAP_ROOT
+    )
     encoded = sth.encode()
     for i in range(2, len(encoded)):
         tampered = bytearray(encoded)
@@ -762,7 +769,7 @@ def test_signed_tree_head_refuses_what_it_did_not_sign() -> None:
     with pytest.raises(BadSignature):
         sth.verify(other.public_key())
     # a signature made for another purpose (the same bytes without the context)
-    bare = SignedTreeHead(8, TIME, REF_ROOT_8, LOG_KEY.sign(sth.signed_part()))
+    bare = SignedTreeHead(8, TIME, REF_ROOT_8, MAP_ROOT, LOG_KEY.sign(sth.signed_part()))
     with pytest.raises(BadSignature):
         bare.verify(LOG_KEY.public_key())
 
@@ -771,25 +778,31 @@ def test_signed_tree_head_decode_is_strict() -> None:
     good = bytes.fromhex(KAT_STH)
     with pytest.raises(UnsupportedVersion):
         SignedTreeHead.decode(b"\x00" + good[1:])
-    for bad in (b"", b"\x01", b"\x01\x30" + good[2:], good[:-1], good + b"\x00"):
+    legacy = b"\x01\x31" + good[2:50] + good[82:]  # the first format, without a map root
+    assert legacy_head_anchor(legacy) == (8, REF_ROOT_8)
+    for bad in (b"", b"\x01", b"\x01\x30" + good[2:], good[:-1], good + b"\x00", legacy):
         with pytest.raises(DecodeError):
             SignedTreeHead.decode(bad)
+    for bad in (good, legacy[:-1], b"\x01\x32" + legacy[2:]):
+        with pytest.raises(DecodeError):
+            legacy_head_anchor(bad)
     for kwargs in (
         {"tree_size": -1},
         {"tree_size": 2**64},
         {"timestamp": 2**64},
         {"root": b"\x00" * 31},
+        {"map_root": b"\x00" * 33},
     ):
-        args: dict[str, object] = {"tree_size": 1, "timestamp": 0, "root": H}
+        args: dict[str, object] = {"tree_size": 1, "timestamp": 0, "root": H, "map_root": H}
         args.update(kwargs)
         with pytest.raises(LogEntryError):
             SignedTreeHead.sign(LOG_KEY, **args)  # type: ignore[arg-type]
     with pytest.raises(LogEntryError):
-        SignedTreeHead(1, 0, H, b"\x00" * 63)
+        SignedTreeHead(1, 0, H, H, b"\x00" * 63)
 
 
 @FUZZ
-@given(st.binary(max_size=130))
+@given(st.binary(max_size=160))
 def test_signed_tree_head_decode_accepts_or_raises_decode_error(data: bytes) -> None:
     try:
         sth = SignedTreeHead.decode(data)
@@ -806,11 +819,13 @@ def test_a_client_flow_end_to_end() -> None:
         _entry(account_id=bytes([i]) * 16, username=f"user{i:02d}", sequence=1) for i in range(13)
     ]
     size = append(log, 0, [e.leaf_hash() for e in entries[:5]])
-    kept = SignedTreeHead.sign(LOG_KEY, tree_size=size, timestamp=TIME, root=root(log, size))
+    kept = SignedTreeHead.sign(
+        LOG_KEY, tree_size=size, timestamp=TIME, root=root(log, size), map_root=MAP_ROOT
+    )
     size = append(log, size, [e.leaf_hash() for e in entries[5:]])
     new = SignedTreeHead.decode(
         SignedTreeHead.sign(
-            LOG_KEY, tree_size=size, timestamp=TIME + 1, root=root(log, size)
+            LOG_KEY, tree_size=size, timestamp=TIME + 1, root=root(log, size), map_root=MAP_ROOT
         ).encode()
     )
     new.verify(LOG_KEY.public_key())

@@ -34,7 +34,7 @@ from sealpost._errors import ProtocolError
 from sealpost.client.errors import ClientError, ServerError
 from sealpost.client.transport import Transport, unb64
 from sealpost.crypto.sign import VerifyKey
-from sealpost.transparency.log import SignedTreeHead
+from sealpost.transparency.log import SignedTreeHead, legacy_head_anchor
 from sealpost.transparency.merkle import EMPTY_ROOT, verify_consistency
 
 __all__ = ["AuditFailure", "AuditReport", "Auditor"]
@@ -149,7 +149,7 @@ class Auditor:
                 raise AuditFailure("the server's tree head is not signed by its log key") from None
             previous = None
             if state is not None and state.get("head"):
-                previous = SignedTreeHead.decode(base64.b64decode(state["head"]))
+                previous = _kept_head(base64.b64decode(state["head"]))
             report = await self._compare(anonymous, head, previous)
         checked = int(state.get("checked", 0)) + 1 if state else 1
         newest = head if previous is None or head.tree_size >= previous.tree_size else previous
@@ -175,7 +175,8 @@ class Auditor:
         if previous is None:
             return report(True, "first head seen; pinned")
         if head.tree_size == previous.tree_size:
-            if head.root != previous.root:
+            legacy = previous.signature == _LEGACY_SIGNATURE
+            if head.root != previous.root or (not legacy and head.map_root != previous.map_root):
                 raise AuditFailure(
                     f"two signed heads of size {head.tree_size} with different roots",
                     report(False, "same size, different roots"),
@@ -208,3 +209,17 @@ class Auditor:
         if head is small:
             return report(True, f"an older head than the kept one (size {previous.tree_size})")
         return report(True, f"consistent with size {previous.tree_size}")
+
+
+#: Marks a kept head of the first format (no map root), read back by :func:`_kept_head`.
+_LEGACY_SIGNATURE = bytes(64)
+
+
+def _kept_head(raw: bytes) -> SignedTreeHead:
+    """The head the state file kept; one of the first format (before heads committed to
+    the account map) keeps its size and log root, which the next head must extend."""
+    try:
+        return SignedTreeHead.decode(raw)
+    except ProtocolError:
+        size, root = legacy_head_anchor(raw)
+        return SignedTreeHead(size, 0, root, EMPTY_ROOT, _LEGACY_SIGNATURE)

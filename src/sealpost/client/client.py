@@ -51,6 +51,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -131,6 +132,7 @@ from sealpost.protocol.content import (
     DeviceNotice,
     GroupUpdateContent,
     ReceiptContent,
+    RevocationNotice,
     SenderKeyContent,
     SentTranscript,
     TextContent,
@@ -179,6 +181,7 @@ CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 BATCH = 256  # sends or pushes handled in one transaction
 UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
 MONITOR_INTERVAL = 300.0  # seconds between checks of this account's own log entries
+RECHECK_CONTACTS = 16  # contacts looked up again per monitoring pass (all within an hour at 192)
 MONITOR_GRACE = 600.0  # seconds a sibling's new device may go unannounced (see monitor)
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
@@ -564,6 +567,7 @@ class Client:
         if log_key is not None:
             self._kt = self._new_transparency(log_key)
         self._next_monitor = 0.0  # when self-monitoring is due (clock seconds)
+        self._recheck_from = 0  # where the next pass of contact re-checks starts
         #: Seconds a log entry naming a device this account does not know may wait for the
         #: sibling's announcement of it before it is an alarm.
         self.monitor_grace = MONITOR_GRACE
@@ -956,6 +960,8 @@ class Client:
         try:
             doc = await self._transport.request("GET", api_path("accounts", name), signed=False)
         except ServerError as exc:
+            if exc.code == "not_found":  # only with the account map's proof of absence
+                await (await self._transparency()).check_absence(exc.extra, name)
             if exc.code in ("not_found", "invalid_request"):
                 raise UnknownContact(name) from None
             raise
@@ -2150,8 +2156,34 @@ class Client:
             await self._absorb_group_update(content, contact, device_id, state)
         elif isinstance(content, SenderKeyContent):
             self._absorb_sender_key(content.distribution, contact.account_id, device_id, state)
+        elif isinstance(content, RevocationNotice):
+            self._absorb_revocation(content, contact, state)
         else:  # transcripts and device notices come only from this account's devices
             raise InvalidMessage()
+
+    def _absorb_revocation(
+        self, notice: RevocationNotice, contact: _ContactRow, state: _BatchState
+    ) -> None:
+        """A contact's own signed revocation of one of its devices: checked against the
+        account key pinned for it, the device is dropped at once and never encrypted to
+        again, whatever the server lists (or replays) for the contact."""
+        revoked = _verified_revocations(
+            contact.account_id, contact.account_key, [b64(notice.revocation)]
+        )
+        account_id = contact.account_id
+        for device_id, raw in revoked.items():
+            devices = state.device_certs.setdefault(account_id, dict(contact.devices))
+            devices.pop(device_id, None)
+            contact.devices.pop(device_id, None)
+            state.writes.append(
+                partial(
+                    self._record_revocation,
+                    account_id=account_id,
+                    device_id=device_id,
+                    revocation=raw,
+                )
+            )
+            log.info("a contact revoked one of its devices")
 
     async def _absorb_own(self, content: Content, device_id: int, state: _BatchState) -> None:
         """A message from another device of this account."""
@@ -3084,17 +3116,35 @@ class Client:
     async def monitor(self) -> int:
         """Check this account's key-transparency entries since the last check: a device
         or identity key that no device of this account added raises an alarm (on every
-        device of the account, each checking for itself). Runs on connecting and every
-        :attr:`monitor_interval` seconds; returns how many entries were checked."""
+        device of the account, each checking for itself). Also tries again the gossiped
+        heads not yet proven consistent (an alarm once overdue) and looks a few contacts
+        up again. Runs on connecting and every :attr:`monitor_interval` seconds; returns
+        how many entries were checked."""
         kt = await self._transparency()
         self._next_monitor = self._clock() + self.monitor_interval
-        return await kt.monitor(
+        await kt.retry_gossip()  # first: it alarms even if the server hangs up on the rest
+        checked = await kt.monitor(
             account_id=self.account_id,
             username=self.username,
             account_key=self.account_key,
             known_devices=self._known_own_devices(),
             grace_ms=int(self.monitor_grace * 1000),
         )
+        await self._recheck_contacts()
+        return checked
+
+    async def _recheck_contacts(self) -> None:
+        """Look contacts up again (a few each pass, the least recently checked first), so
+        a change to a contact's devices, a revocation above all, is seen even if the
+        server never says ``mismatched_devices``; the lookup's checks alarm on a replay."""
+        names = [c.username for c in self._contact_cache().values() if c.devices]
+        start = self._recheck_from % len(names) if names else 0
+        for name in (names[start:] + names[:start])[:RECHECK_CONTACTS]:
+            self._recheck_from += 1
+            try:
+                await self._resolve(name, refresh=True)
+            except ClientError as exc:  # alarmed, or the server is away: next pass
+                log.info("re-checking a contact did not finish: %s", type(exc).__name__)
 
     # ------------------------------------------------------------------ devices
 
@@ -3228,6 +3278,16 @@ class Client:
         self._local_changed()
         self._pending_events.append(DeviceRemoved(device_id, name))
         await self._notify_own(DeviceNotice(_now_ms(self._clock), DEVICE_REMOVED, device_id, name))
+        await self._notify_contacts(RevocationNotice(_now_ms(self._clock), revocation.encode()))
+
+    async def _notify_contacts(self, notice: RevocationNotice) -> None:
+        """Send the signed revocation to every contact's devices: they drop the device
+        even if the server keeps listing it to them or replays an old lookup."""
+        names = [c.username for c in self._contact_cache().values() if c.devices]
+        sends = [self._enqueue(_Outgoing(n, notice, _future(), store=False)) for n in names]
+        for result in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(result, Exception):  # that contact learns it at its next lookup
+                log.warning("a revocation notice was not sent: %s", type(result).__name__)
 
     async def _notify_own(self, notice: DeviceNotice) -> None:
         if not self._own_row().devices:

@@ -12,7 +12,7 @@ UTF-8 JSON, parsed strictly (every field checked for type and size)::
      "groups": [b64 (signed group state)],
      "timers": [{"peer": hex (16 or 32), "seconds": int}],
      "log_key": b64 (32) | null,                  # the pinned key-transparency log key
-     "log_head": b64 (114) | null}                # the newest signed tree head seen
+     "log_head": b64 (146) | null}                # the newest signed tree head seen
 
 The log key and head travel so that the new device holds the server to the same log as
 its siblings from its first request (a server cannot give it a fresh, forked view).
@@ -185,7 +185,7 @@ class Provisioning:
                     for t in _list(doc["timers"], MAX_CONTACTS + MAX_GROUPS)
                 },
                 log_key=None if doc.get("log_key") is None else _unb64(doc["log_key"], 32),
-                log_head=None if doc.get("log_head") is None else _unb64(doc["log_head"], 114),
+                log_head=None if doc.get("log_head") is None else _unb64(doc["log_head"], 146),
             )
         except (KeyError, TypeError, AttributeError):
             raise DecodeError("a malformed provisioning payload") from None

@@ -200,6 +200,15 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sender_keys_envelope ON sender_keys(envelope_id)
         WHERE envelope_id IS NOT NULL;
     """,
+    # 6: key transparency: each looked-up account's newest log entry seen (a lookup that
+    # goes back is refused), and gossiped heads the server has not yet proven consistent.
+    """
+    CREATE TABLE kt_pins (
+        account_id BLOB PRIMARY KEY, username TEXT NOT NULL, sequence INTEGER NOT NULL,
+        log_index INTEGER NOT NULL);
+    CREATE TABLE kt_unproven (
+        head BLOB PRIMARY KEY, source TEXT NOT NULL, first_failed INTEGER NOT NULL);
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)

@@ -4,11 +4,16 @@ The server keeps an append-only Merkle log of every account's keys and devices a
 its state (:mod:`sealpost.transparency`). This module makes a client hold it to that log:
 
 - **Lookups.** Every directory answer (a contact's or this account's own devices) comes
-  with the account's newest log entry, its inclusion proof and a signed tree head. The
-  head must be signed by the log key pinned at ``init``, the proof must hold, and the
-  entry must name exactly the account, identity key, certificates and revocations
-  served. Anything else raises :class:`TransparencyFailure` (nothing is encrypted to
-  those devices) and raises an alarm.
+  with the account's newest log entry, its inclusion proof, its account-map proof and a
+  signed tree head. The head must be signed by the log key pinned at ``init`` and be at
+  least as new as the newest head held (the server proves the map at its newest head
+  only, so an older one is a replayed answer); the inclusion proof must hold; the map
+  proof must show that this entry is the name's *newest* at that head; and the entry
+  must name exactly the account, identity key, certificates and revocations served.
+  Each account's entry sequence is pinned: a lookup that goes back to an older entry is
+  refused. An unknown name must come with the map's proof of absence. Anything else
+  raises :class:`TransparencyFailure` (nothing is encrypted to those devices) and an
+  alarm.
 - **Consistency.** The newest head seen is kept; any other head (newer or older, from a
   lookup, from the monitor or gossiped by a contact) must be proven consistent with it
   by a consistency proof from the server. A log that was rewritten, or that shows this
@@ -20,7 +25,10 @@ its state (:mod:`sealpost.transparency`). This module makes a client hold it to 
   server logged for this account (to have senders encrypt to it) shows up here, on every
   one of the account's devices.
 - **Gossip.** Every message sent carries the sender's newest head inside the encryption;
-  a receiver checks it against its own (:meth:`KeyTransparency.check_gossip`).
+  a receiver checks it against its own (:meth:`KeyTransparency.check_gossip`). A head
+  whose consistency proof cannot be fetched (the connection fails) is kept and tried
+  again at each monitoring pass (:meth:`KeyTransparency.retry_gossip`); after
+  :data:`GOSSIP_PROOF_DEADLINE` seconds without a proof it is an alarm.
 
 Alarms are rows of the encrypted store: they stay until the user dismisses them
 (``sealpost alarms``), and every CLI command shows them. An alarm's text names public
@@ -36,13 +44,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealpost._errors import ProtocolError
-from sealpost.client.errors import ServerError, TransparencyFailure
+from sealpost.client.errors import ServerError, ServerUnavailable, TransparencyFailure
 from sealpost.client.store import Store
 from sealpost.client.transport import unb64
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.keys import verify_certificate, verify_revocation
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
-from sealpost.transparency.log import LogEntry, SignedTreeHead, devices_commitment
+from sealpost.transparency.log import (
+    LogEntry,
+    SignedTreeHead,
+    account_map_key,
+    account_map_value,
+    devices_commitment,
+    legacy_head_anchor,
+)
 from sealpost.transparency.merkle import (
     EMPTY_ROOT,
     RootMismatch,
@@ -50,9 +65,11 @@ from sealpost.transparency.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from sealpost.transparency.smt import MapProof, verify_map
 
 __all__ = [
     "ALARM_KINDS",
+    "GOSSIP_PROOF_DEADLINE",
     "Alarm",
     "KeyTransparency",
     "dismiss_alarms",
@@ -73,7 +90,16 @@ ALARM_KINDS: Mapping[str, str] = {
     "log_entries_missing": "entries of this account's log are missing or out of order",
     "revoked_device_returned": "a device this account revoked is back in its log, or its "
     "revocation was dropped",
+    "stale_lookup": "the server answered a lookup with an older state of an account than "
+    "this client has already seen (a replayed answer, hiding a change such as a revocation)",
+    "consistency_refused": "the server would not prove that a tree head a contact gossiped "
+    "is consistent with this client's (a split view it cannot justify)",
 }
+
+#: Seconds a gossiped head may stay unproven (the server unreachable for its consistency
+#: proof) before that is an alarm: long enough for a network outage to pass, short enough
+#: that a server which hangs up on exactly these requests is named within the hour.
+GOSSIP_PROOF_DEADLINE = 1800.0
 
 #: Most pages of own entries one monitoring pass reads (256 entries each).
 _MAX_PAGES = 64
@@ -175,8 +201,17 @@ class KeyTransparency:
         self._clock = clock
         self._on_alarm = on_alarm
         raw = store.get_meta("log_head")
-        self._head = None if raw is None else SignedTreeHead.decode(raw)
+        self._head: SignedTreeHead | None = None
+        # (size, root) of a head of the first format kept before heads committed to the map:
+        # the first new head must extend it.
+        self._legacy: tuple[int, bytes] | None = None
+        if raw is not None:
+            try:
+                self._head = SignedTreeHead.decode(raw)
+            except ProtocolError:
+                self._legacy = legacy_head_anchor(raw)
         self._seen: set[bytes] = set()  # heads already checked (gossip is repetitive)
+        self.gossip_deadline = GOSSIP_PROOF_DEADLINE
 
     # ------------------------------------------------------------------ alarms
 
@@ -225,12 +260,14 @@ class KeyTransparency:
         except ProtocolError:
             self._fail("bad_tree_head", "log", f"a tree head from {source} does not verify")
         known = self._head
+        if known is None and self._legacy is not None:
+            await self._prove_from_legacy(head, source, raw)
         if known is None or raw in self._seen:
             if known is None:
                 self._keep(head)
             return head
         if head.tree_size == known.tree_size:
-            if head.root != known.root:
+            if head.root != known.root or head.map_root != known.map_root:
                 self._fail(
                     "log_inconsistent",
                     "log",
@@ -270,6 +307,20 @@ class KeyTransparency:
                 evidence,
             )
 
+    async def _prove_from_legacy(self, head: SignedTreeHead, source: str, raw: bytes) -> None:
+        assert self._legacy is not None
+        size, old_root = self._legacy
+        evidence = (raw,)
+        if head.tree_size < size:
+            self._fail("log_inconsistent", "log", f"the log shrank below {size}", evidence)
+        if head.tree_size == size:
+            if head.root != old_root:
+                self._fail("log_inconsistent", "log", "two roots for one size", evidence)
+        else:
+            anchor = SignedTreeHead(size, 0, old_root, EMPTY_ROOT, bytes(64))
+            await self._prove_consistent(anchor, head, source, evidence)
+        self._legacy = None
+
     def _keep(self, head: SignedTreeHead) -> None:
         raw = head.encode()
         with self._store.transaction() as conn:
@@ -286,15 +337,56 @@ class KeyTransparency:
             await self.observe(raw, source=f"a message from {sender}")
         except TransparencyFailure:
             pass  # the alarm is raised
-        except Exception as exc:  # the server is unreachable now: check the next one
+        except Exception as exc:  # unreachable now: kept, tried again, alarmed when overdue
             log.info("could not check a gossiped tree head: %s", type(exc).__name__)
+            with self._store.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO kt_unproven (head, source, first_failed)"
+                    " VALUES (?, ?, ?)",
+                    (raw, sender, int(self._clock())),
+                )
+
+    async def retry_gossip(self) -> int:
+        """Check again each gossiped head whose consistency proof could not be fetched;
+        one still unproven after :attr:`gossip_deadline` seconds is a
+        ``consistency_refused`` alarm. Returns how many are still waiting."""
+        rows = list(
+            self._store.read().execute("SELECT head, source, first_failed FROM kt_unproven")
+        )
+        waiting = 0
+        for raw, sender, first in rows:
+            raw = bytes(raw)
+            done = True
+            try:
+                await self.observe(raw, source=f"a message from {sender}")
+            except TransparencyFailure:
+                pass  # alarmed
+            except ServerUnavailable as exc:
+                done = self._clock() - first >= self.gossip_deadline
+                if done:
+                    head = SignedTreeHead.decode(raw)
+                    self.alarm(
+                        "consistency_refused",
+                        "log",
+                        f"for {int(self._clock() - first)} s the server would not prove that "
+                        f"the head of size {head.tree_size} gossiped by {sender} is "
+                        f"consistent with this client's ({type(exc).__name__})",
+                        (raw,),
+                    )
+            if done:
+                with self._store.transaction() as conn:
+                    conn.execute("DELETE FROM kt_unproven WHERE head = ?", (raw,))
+            else:
+                waiting += 1
+        return waiting
 
     # ------------------------------------------------------------------ lookups
 
     async def check_lookup(
         self, doc: Mapping[str, Any], *, account_id: bytes, username: str, account_key: bytes
     ) -> None:
-        """Check a directory answer against the log; raises :class:`TransparencyFailure`."""
+        """Check a directory answer against the log and the account map; raises
+        :class:`TransparencyFailure`. The account's entry sequence is pinned."""
         subject = username.lower()
         try:
             proof_doc = doc["transparency"]
@@ -302,14 +394,22 @@ class KeyTransparency:
             index = proof_doc["index"]
             entry_raw = unb64(proof_doc["entry"])
             proof = [unb64(h) for h in proof_doc["proof"]]
+            map_raw = unb64(proof_doc["map_proof"])
             certificates, revocations = _served_lists(doc)
             if not isinstance(index, int) or isinstance(index, bool) or index < 0:
                 raise TypeError("index")
         except (KeyError, TypeError, ServerError):
             self._fail("directory_mismatch", subject, f"the lookup of {subject} has no log proof")
         head = await self.observe(head_raw, source=f"the lookup of {subject}")
+        self._check_fresh(head, subject)
         try:
             verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
+            verify_map(
+                account_map_key(subject),
+                account_map_value(index, leaf_hash(entry_raw)),
+                MapProof.decode(map_raw),
+                head.map_root,
+            )
             entry = LogEntry.decode(entry_raw)
             commitment = devices_commitment(certificates, revocations)
         except ProtocolError as exc:
@@ -334,6 +434,88 @@ class KeyTransparency:
                 "directory_mismatch",
                 subject,
                 f"the server served devices for {subject} that its log does not hold",
+            )
+        self._pin(entry, index, (head_raw,))
+
+    async def check_absence(self, doc: Mapping[str, Any], username: str) -> None:
+        """Check that a "no such account" answer for ``username`` comes with the account
+        map's proof of absence at a fresh head; raises :class:`TransparencyFailure`."""
+        subject = username.lower()
+        try:
+            key = account_map_key(subject)
+        except ProtocolError:
+            return  # not a username at all: no account can have it
+        try:
+            proof_doc = doc["transparency"]
+            head_raw = unb64(proof_doc["head"])
+            map_proof = MapProof.decode(unb64(proof_doc["map_proof"]))
+        except (KeyError, TypeError, ServerError, ProtocolError):
+            self._fail(
+                "directory_mismatch",
+                subject,
+                f"the server said {subject} has no account without proving it",
+            )
+        head = await self.observe(head_raw, source=f"the lookup of {subject}")
+        self._check_fresh(head, subject)
+        try:
+            verify_map(key, None, map_proof, head.map_root)
+        except ProtocolError as exc:
+            self._fail(
+                "directory_mismatch",
+                subject,
+                f"the server's proof that {subject} has no account does not hold "
+                f"({type(exc).__name__})",
+            )
+        pinned = (
+            self._store.read()
+            .execute("SELECT 1 FROM kt_pins WHERE username = ?", (subject,))
+            .fetchone()
+        )
+        if pinned is not None:  # accounts are never removed from the log
+            self._fail(
+                "stale_lookup",
+                subject,
+                f"the server's map says {subject} has no account, but this client has seen "
+                "its account in the log",
+                (head_raw,),
+            )
+
+    def _check_fresh(self, head: SignedTreeHead, subject: str) -> None:
+        """A lookup is proven at the server's newest head: one older than the newest held
+        is an old answer replayed."""
+        newest = self._head
+        if newest is not None and head.tree_size < newest.tree_size:
+            self._fail(
+                "stale_lookup",
+                subject,
+                f"the lookup of {subject} is proven at a head of size {head.tree_size}, "
+                f"older than the newest one seen ({newest.tree_size})",
+                (head.encode(), newest.encode()),
+            )
+
+    def _pin(self, entry: LogEntry, index: int, evidence: Sequence[bytes]) -> None:
+        row = (
+            self._store.read()
+            .execute(
+                "SELECT sequence, log_index FROM kt_pins WHERE account_id = ?", (entry.account_id,)
+            )
+            .fetchone()
+        )
+        if row is not None and (entry.sequence < row[0] or index < row[1]):
+            self._fail(
+                "stale_lookup",
+                entry.username,
+                f"the server showed entry {entry.sequence} of {entry.username} as its newest, "
+                f"after entry {row[0]} (a rolled-back account state)",
+                evidence,
+            )
+        with self._store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO kt_pins (account_id, username, sequence, log_index)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET"
+                " username = excluded.username, sequence = excluded.sequence,"
+                " log_index = excluded.log_index",
+                (entry.account_id, entry.username, entry.sequence, index),
             )
 
     # ------------------------------------------------------------------ self-monitoring
@@ -367,6 +549,7 @@ class KeyTransparency:
             except (KeyError, TypeError):
                 raise ServerError(0, "bad_response", "malformed log entries") from None
             head = await self.observe(head_raw, source="this account's log entries")
+            newest = self._check_own_latest(doc, head, account_id, username)
             revoked = _revoked_ids(items, account_key)
             entry_revoked: set[int] = set()
             stop = False
@@ -461,6 +644,43 @@ class KeyTransparency:
                     "log_monitored_revoked",
                     ",".join(str(d) for d in sorted(revoked_so_far)).encode(),
                 )
+            if not more and not stop and newest < after:
+                self._fail(
+                    "log_inconsistent",
+                    me,
+                    f"the account map names entry index {newest} as this account's newest, "
+                    f"but the log holds index {after} for it (others would be shown an old "
+                    "state of this account)",
+                    (head_raw,),
+                )
             if stop or not more:
                 break
         return checked
+
+    def _check_own_latest(
+        self, doc: Mapping[str, Any], head: SignedTreeHead, account_id: bytes, username: str
+    ) -> int:
+        """The index of this account's newest entry as the account map at ``head`` has it
+        (what every contact's lookup is shown), checked; raises :class:`TransparencyFailure`."""
+        try:
+            latest = doc["latest"]
+            index = int(latest["index"])
+            entry_raw = unb64(latest["entry"])
+            proof = [unb64(h) for h in latest["proof"]]
+            verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
+            verify_map(
+                account_map_key(username.lower()),
+                account_map_value(index, leaf_hash(entry_raw)),
+                MapProof.decode(unb64(latest["map_proof"])),
+                head.map_root,
+            )
+            if LogEntry.decode(entry_raw).account_id != account_id:
+                raise RootMismatch("another account's entry")
+        except (KeyError, TypeError, ValueError, ServerError, ProtocolError) as exc:
+            self._fail(
+                "log_inconsistent",
+                "this account",
+                f"the account map's entry for this account does not check out "
+                f"({type(exc).__name__})",
+            )
+        return index

@@ -5,7 +5,7 @@ Every plaintext is a :class:`Content` encoded as::
     version (1) = 0x01 | kind (1) | body | padding
 
 optionally followed by the sender's newest **signed tree head** of the server's
-key-transparency log (``gossip``: the 114-byte SignedTreeHead, starting ``0x01 0x31``;
+key-transparency log (``gossip``: the 146-byte SignedTreeHead, starting ``0x01 0x32``;
 docs/PROTOCOL.md, key transparency), so that a server showing two users two different logs
 is caught when they exchange a message; and padded before encryption to a multiple of
 :data:`PAD_BLOCK` bytes (Signal's 160): a
@@ -41,6 +41,9 @@ the message belongs to that group's conversation, else to the pairwise one.
     group_id (32) | length (4) | the encoded content sent (unpadded)``
 ``0x08`` device notice (to the sender's own other devices)
     ``sent_at | event (1; 1 linked, 2 removed) | device_id (4) | name (device name)``
+``0x09`` revocation notice (to every contact: the sender revoked one of its devices)
+    ``sent_at | length (2) | DeviceRevocation`` (the account key's signed revocation,
+    which the receiver checks against the key it holds for the sender)
 
 ``message_id`` is chosen by the sender at random; receivers use it to drop duplicates,
 receipts and deletions name it. The attachment pointer's bytes are
@@ -82,6 +85,7 @@ __all__ = [
     "DeviceNotice",
     "GroupUpdateContent",
     "ReceiptContent",
+    "RevocationNotice",
     "SenderKeyContent",
     "SentTranscript",
     "TextContent",
@@ -107,10 +111,11 @@ MAX_DISTRIBUTION = 1024  # a sender-key distribution is about 150 bytes
 MAX_INLINE_STATE = 16 * 1024  # larger group states travel as attachments
 MAX_TIMER = 365 * 24 * 3600  # a disappearing-message timer is at most a year
 MAX_TRANSCRIPT = 64 * 1024 + 2048
+MAX_REVOCATION = 512  # a DeviceRevocation is about 100 bytes
 
 #: A gossiped SignedTreeHead (sealpost.transparency.log.TREE_HEAD_LEN) and its type prefix.
-GOSSIP_LEN = 114
-_GOSSIP_PREFIX = b"\x01\x31"
+GOSSIP_LEN = 146
+_GOSSIP_PREFIX = b"\x01\x32"
 
 _FLAG_GROUP = 0x01
 _FLAG_ATTACHMENT = 0x02
@@ -128,6 +133,7 @@ class ContentKind:
     DELETE = 0x06
     TRANSCRIPT = 0x07
     DEVICE_NOTICE = 0x08
+    REVOCATION = 0x09
 
 
 # ---------------------------------------------------------------------- checks
@@ -344,6 +350,21 @@ class DeviceNotice:
         _check_name(self.device_name)
 
 
+@dataclass(frozen=True, slots=True)
+class RevocationNotice:
+    """To every contact: the account key revoked one of this account's devices (the
+    ``revocation`` is a :class:`~sealpost.protocol.wire.DeviceRevocation` encoding, parsed
+    and verified by the receiver)."""
+
+    sent_at: int
+    revocation: bytes
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        if not isinstance(self.revocation, bytes) or not 0 < len(self.revocation) <= MAX_REVOCATION:
+            raise DecodeError(f"a revocation is 1 to {MAX_REVOCATION} bytes")
+
+
 Content = (
     TextContent
     | ReceiptContent
@@ -353,6 +374,7 @@ Content = (
     | DeleteContent
     | SentTranscript
     | DeviceNotice
+    | RevocationNotice
 )
 
 
@@ -533,6 +555,10 @@ def encode_unpadded(content: Content) -> bytes:
         w.u8(content.event)
         w.u32(content.device_id)
         w.name(content.device_name)
+    elif isinstance(content, RevocationNotice):
+        w = _Writer(ContentKind.REVOCATION)
+        w.u64(content.sent_at)
+        w.var(content.revocation, 2)
     else:  # pragma: no cover - the type says it cannot happen
         raise TypeError(f"not a content: {type(content).__name__}")
     return w.bytes()
@@ -541,7 +567,7 @@ def encode_unpadded(content: Content) -> bytes:
 def encode_content(content: Content, gossip: bytes | None = None) -> bytes:
     """The padded plaintext for ``content``, carrying the tree head ``gossip`` if given."""
     if gossip is not None and (len(gossip) != GOSSIP_LEN or gossip[:2] != _GOSSIP_PREFIX):
-        raise ValueError("gossip is a 114-byte signed tree head")
+        raise ValueError("gossip is a 146-byte signed tree head")
     return _pad(encode_unpadded(content) + (gossip or b""))
 
 
@@ -642,6 +668,10 @@ def _decode(r: _Reader) -> Content:
             sent_at, event, device_id, device_name = r.u64(), r.u8(), r.u32(), r.name()
             r.end()
             content = DeviceNotice(sent_at, event, device_id, device_name)
+        elif kind == ContentKind.REVOCATION:
+            sent_at, revocation = r.u64(), r.var(2, MAX_REVOCATION)
+            r.end()
+            content = RevocationNotice(sent_at, revocation)
         else:
             raise DecodeError(f"unknown content kind 0x{kind:02x}")
     except UnicodeDecodeError:

@@ -23,7 +23,7 @@ from sealpost.server.auth import (
 )
 from sealpost.server.frames import WEBSOCKETS
 from sealpost.server.routes import OCTETS, OPERATIONS, TEXT, Operation
-from sealpost.server.schema import ErrorBody, MismatchedDevicesError
+from sealpost.server.schema import AccountNotFoundError, ErrorBody, MismatchedDevicesError
 
 __all__ = ["openapi_document"]
 
@@ -73,6 +73,8 @@ def _error(status: int, op: Operation, schemas: dict[str, Any], cache: dict[Any,
     schema = _schema_of(ErrorBody, schemas, cache)
     if status == 409 and op.handler.startswith("messages.send"):  # mismatched_devices
         schema = {"oneOf": [schema, _schema_of(MismatchedDevicesError, schemas, cache)]}
+    if status == 404 and op.handler == "accounts.lookup":  # with the proof of absence
+        schema = {"oneOf": [schema, _schema_of(AccountNotFoundError, schemas, cache)]}
     answer: dict[str, Any] = {
         "description": _ERRORS[status],
         "content": {"application/json": {"schema": schema}},

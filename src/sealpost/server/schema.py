@@ -38,8 +38,10 @@ from sealpost.server.errors import ApiError, bad_request
 
 __all__ = [
     "U32",
+    "AbsenceProof",
     "AccountIdHex",
     "AccountLookup",
+    "AccountNotFoundError",
     "AddDeviceRequest",
     "AttachmentStored",
     "Bundle",
@@ -296,10 +298,27 @@ class Removed(_Response, kw_only=True):
 
 
 class Transparency(_Response, kw_only=True):
+    """An account's newest log entry, its inclusion proof and its account-map proof (a
+    MapProof, docs/PROTOCOL.md section 12), all against ``head``, the newest head."""
+
     head: bytes
     index: int
     entry: bytes
     proof: list[bytes]
+    map_proof: bytes
+
+
+class AbsenceProof(_Response, kw_only=True):
+    """The account map's proof that a name has no account, against ``head``."""
+
+    head: bytes
+    map_proof: bytes
+
+
+class AccountNotFoundError(ErrorBody, kw_only=True):
+    """404 ``not_found`` of a lookup of a valid username: with the proof of absence."""
+
+    transparency: AbsenceProof
 
 
 class AccountLookup(_Response, kw_only=True):
@@ -385,6 +404,9 @@ class LogEntries(_Response, kw_only=True):
     head: bytes
     entries: list[LoggedEntryOut]
     more: bool
+    #: the account's newest entry, proven newest by the account map at ``head`` (null for
+    #: an account id with no account)
+    latest: Transparency | None
 
 
 # -- decoding and encoding ---------------------------------------------------------------

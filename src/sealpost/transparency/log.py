@@ -16,8 +16,17 @@ Unix epoch)::
 
     LogEntry        0x01 0x30 | account_id (16) | sequence (u64) | timestamp (u64) |
                     account_key (32) | devices (32) | username length (u8) | username
-    SignedTreeHead  0x01 0x31 | tree_size (u64) | timestamp (u64) | root (32) |
-                    Ed25519 signature (64) over "sealpost/v1/tree-head\\0" || bytes[0:50]
+    SignedTreeHead  0x01 0x32 | tree_size (u64) | timestamp (u64) | root (32) |
+                    map_root (32) | Ed25519 signature (64) over
+                    "sealpost/v1/tree-head\\0" || bytes[0:82]
+    map key         SHA-256("sealpost/v1/kt-map-key\\0" || username)
+    map value       SHA-256("sealpost/v1/kt-map-value\\0" || index (u64) || entry leaf hash)
+
+The head's ``map_root`` is the root of the account map (:mod:`sealpost.transparency.smt`)
+after the first ``tree_size`` entries: each username's map key maps to the value of its
+account's newest entry among them. Heads of the first format (``0x01 0x31``, 114 bytes,
+no map root) are no longer signed or accepted; :func:`legacy_head_anchor` reads one that a
+client kept, so that the first new head can still be proven consistent with it.
     devices         SHA-256("sealpost/v1/kt-devices\\0" ||
                             u32 count || (u32 length || certificate)* ||
                             u32 count || (u32 length || revocation)*)
@@ -34,7 +43,7 @@ Example::
     ...                  sequence=1, timestamp=now_ms)                    # doctest: +SKIP
     >>> size = append(store, size, [entry.leaf_hash()])                   # doctest: +SKIP
     >>> sth = SignedTreeHead.sign(log_key, tree_size=size, timestamp=now_ms,
-    ...                           root=root(store, size))                 # doctest: +SKIP
+    ...                           root=root(store, size), map_root=mroot) # doctest: +SKIP
     >>> SignedTreeHead.decode(sth.encode()).verify(log_key.public_key())  # doctest: +SKIP
 """
 
@@ -60,13 +69,17 @@ __all__ = [
     "LogEntry",
     "LogEntryError",
     "SignedTreeHead",
+    "account_map_key",
+    "account_map_value",
     "devices_commitment",
+    "legacy_head_anchor",
 ]
 
 _VERSION: Final = 0x01
 #: Type bytes, after the wire structures' 0x01-0x21 (docs/PROTOCOL.md section 1).
 LOG_ENTRY_TYPE: Final = 0x30
-TREE_HEAD_TYPE: Final = 0x31
+TREE_HEAD_TYPE: Final = 0x32
+LEGACY_TREE_HEAD_TYPE: Final = 0x31
 
 ACCOUNT_ID_LEN: Final = 16
 _KEY_LEN: Final = 32
@@ -84,8 +97,12 @@ _MAX_DEVICE_ITEM_LEN: Final = 2**16
 _DEVICES_CONTEXT: Final = b"sealpost/v1/kt-devices\x00"
 
 _ENTRY_FIXED: Final = struct.Struct(">BB16sQQ32s32sB")  # up to the username: 99 bytes
-_HEAD_BODY: Final = struct.Struct(">BBQQ32s")  # the signed part: 50 bytes
-TREE_HEAD_LEN: Final = _HEAD_BODY.size + SIGNATURE_LEN  # 114
+_HEAD_BODY: Final = struct.Struct(">BBQQ32s32s")  # the signed part: 82 bytes
+TREE_HEAD_LEN: Final = _HEAD_BODY.size + SIGNATURE_LEN  # 146
+_LEGACY_BODY: Final = struct.Struct(">BBQQ32s")
+LEGACY_TREE_HEAD_LEN: Final = _LEGACY_BODY.size + SIGNATURE_LEN  # 114
+_MAP_KEY_CONTEXT: Final = b"sealpost/v1/kt-map-key\x00"
+_MAP_VALUE_CONTEXT: Final = b"sealpost/v1/kt-map-value\x00"
 
 
 class LogEntryError(LocalProtocolError):
@@ -128,6 +145,31 @@ def devices_commitment(certificates: Iterable[bytes], revocations: Iterable[byte
             parts.append(len(item).to_bytes(4, "big"))
             parts.append(item)
     return hashlib.sha256(b"".join(parts)).digest()
+
+
+def account_map_key(username: str) -> bytes:
+    """The account map's key for a (lower-cased) username."""
+    raw = username.encode("ascii") if username.isascii() else b""
+    _check_username(raw, LogEntryError)
+    return hashlib.sha256(_MAP_KEY_CONTEXT + raw).digest()
+
+
+def account_map_value(index: int, entry_leaf_hash: bytes) -> bytes:
+    """The account map's value for the entry at ``index`` whose leaf hash is given."""
+    _check_u64(index, "index", LogEntryError)
+    _check_bytes(entry_leaf_hash, HASH_LEN, "entry_leaf_hash", LogEntryError)
+    return hashlib.sha256(_MAP_VALUE_CONTEXT + index.to_bytes(8, "big") + entry_leaf_hash).digest()
+
+
+def legacy_head_anchor(data: bytes) -> tuple[int, bytes]:
+    """``(tree_size, root)`` of a tree head of the first format (``0x01 0x31``), which a
+    client verified when it kept it; :class:`DecodeError` for anything else."""
+    data = bytes(data)
+    if len(data) != LEGACY_TREE_HEAD_LEN or data[:2] != bytes([_VERSION, LEGACY_TREE_HEAD_TYPE]):
+        raise DecodeError("not a tree head of the first format")
+    _, _, tree_size, _, root = _LEGACY_BODY.unpack_from(data)
+    _check_u64(tree_size, "tree_size", DecodeError)
+    return int(tree_size), bytes(root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,30 +236,36 @@ class LogEntry:
 @dataclass(frozen=True, slots=True)
 class SignedTreeHead:
     """The log key's statement that the log had ``tree_size`` entries with hash ``root``
-    at ``timestamp`` (milliseconds since the epoch)."""
+    at ``timestamp`` (milliseconds since the epoch), and that the account map over them
+    had root ``map_root``."""
 
     CONTEXT: ClassVar[bytes] = b"sealpost/v1/tree-head\x00"
 
     tree_size: int  # u64
     timestamp: int  # u64, milliseconds
     root: bytes  # 32
+    map_root: bytes  # 32, the account map's root (sealpost.transparency.smt)
     signature: bytes  # 64, Ed25519 by the log key over CONTEXT || signed_part()
 
     def __post_init__(self) -> None:
         _check_u64(self.tree_size, "tree_size", LogEntryError)
         _check_u64(self.timestamp, "timestamp", LogEntryError)
         _check_bytes(self.root, HASH_LEN, "root", LogEntryError)
+        _check_bytes(self.map_root, HASH_LEN, "map_root", LogEntryError)
         _check_bytes(self.signature, SIGNATURE_LEN, "signature", LogEntryError)
 
     @classmethod
     def sign(
-        cls, log_key: SigningKey, *, tree_size: int, timestamp: int, root: bytes
+        cls, log_key: SigningKey, *, tree_size: int, timestamp: int, root: bytes, map_root: bytes
     ) -> SignedTreeHead:
-        unsigned = cls(tree_size, timestamp, root, bytes(SIGNATURE_LEN))
-        return cls(tree_size, timestamp, root, log_key.sign(cls.CONTEXT + unsigned.signed_part()))
+        unsigned = cls(tree_size, timestamp, root, map_root, bytes(SIGNATURE_LEN))
+        signature = log_key.sign(cls.CONTEXT + unsigned.signed_part())
+        return cls(tree_size, timestamp, root, map_root, signature)
 
     def signed_part(self) -> bytes:
-        return _HEAD_BODY.pack(_VERSION, TREE_HEAD_TYPE, self.tree_size, self.timestamp, self.root)
+        return _HEAD_BODY.pack(
+            _VERSION, TREE_HEAD_TYPE, self.tree_size, self.timestamp, self.root, self.map_root
+        )
 
     def encode(self) -> bytes:
         return self.signed_part() + self.signature
@@ -237,5 +285,5 @@ class SignedTreeHead:
             raise DecodeError("not a signed tree head")
         if len(data) != TREE_HEAD_LEN:
             raise DecodeError("a signed tree head of the wrong length")
-        _, _, tree_size, timestamp, root = _HEAD_BODY.unpack_from(data)
-        return cls(tree_size, timestamp, root, data[_HEAD_BODY.size :])
+        _, _, tree_size, timestamp, root, map_root = _HEAD_BODY.unpack_from(data)
+        return cls(tree_size, timestamp, root, map_root, data[_HEAD_BODY.size :])

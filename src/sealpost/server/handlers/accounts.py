@@ -17,6 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,7 +28,7 @@ from sealpost.server.authn import Authenticator, unauthorized
 from sealpost.server.codec import json_response, parse_device_id
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request
-from sealpost.server.handlers.log import LogService
+from sealpost.server.handlers.log import LogService, absence_out, lookup_out
 from sealpost.server.handlers.prekeys import invalid_key, parse_prekeys
 from sealpost.server.requests import read_body
 from sealpost.server.schema import (
@@ -38,7 +39,6 @@ from sealpost.server.schema import (
     RegisterRequest,
     Removed,
     RemoveDeviceRequest,
-    Transparency,
     decode,
 )
 from sealpost.server.storage.base import (
@@ -205,22 +205,33 @@ class AccountsApi:
     async def lookup(self, request: Request) -> Response:
         """The account's current state, served from its newest key-transparency entry
         (the certificates and revocations that entry commits to), with the entry, its
-        inclusion proof and the signed tree head the proof is against: a client checks
-        all of it before it encrypts to any of these devices."""
+        inclusion proof, its account-map proof (that it is the name's newest entry) and
+        the signed tree head both are against: a client checks all of it before it
+        encrypts to any of these devices. An unknown name is the 404 ``not_found`` error
+        with a ``transparency`` object holding the head and the map's proof of absence."""
         lower = normalize_username(request.path_params["username"])
-        account = None if lower is None else await self._ctx.storage.account_by_username(lower)
-        if account is None:
+        if lower is None:
             raise ApiError(404, "not_found", "no such account")
-        storage = self._ctx.storage
-        latest = await storage.log_latest(account.account_id)
-        if latest is None:  # every account is logged when it is created
-            raise ApiError(503, "unavailable", "the account is not in the log yet")
-        head = await self._log.head(latest.index + 1)
-        proof = await storage.log_inclusion(latest.index, head.tree_size)
+        account = await self._ctx.storage.account_by_username(lower)
+        found, head = await self._log.lookup(lower)
+        if account is None and found.latest is not None:  # registered meanwhile
+            account = await self._ctx.storage.account_by_username(lower)
+        if account is None or found.latest is None:
+            if account is not None or found.latest is not None:  # logged with its creation
+                raise ApiError(503, "unavailable", "the account is not in the log yet")
+            raise ApiError(
+                404,
+                "not_found",
+                "no such account",
+                extra={"transparency": msgspec.to_builtins(absence_out(found, head))},
+            )
+        latest = found.latest
         devices = [
             DeviceOut(device_id=DeviceCertificate.decode(c).device_id, certificate=c)
             for c in latest.certificates
         ]
+        transparency = lookup_out(found, head)
+        assert transparency is not None  # found.latest is not None
         return json_response(
             AccountLookup(
                 account_id=account.account_id.hex(),
@@ -228,8 +239,6 @@ class AccountsApi:
                 account_key=account.account_key,
                 devices=sorted(devices, key=lambda d: d.device_id),
                 revocations=list(latest.revocations),
-                transparency=Transparency(
-                    head=head.encode(), index=latest.index, entry=latest.entry, proof=list(proof)
-                ),
+                transparency=transparency,
             )
         )

@@ -18,7 +18,12 @@ one talks to beyond what a directory lookup already does):
 - ``GET /v1/log/inclusion?index=I&size=N``: the inclusion proof of entry I at size N;
 - ``GET /v1/log/accounts/{account_id}?after=I``: the account's entries after index I, each
   with the certificates and revocations it commits to and its inclusion proof against the
-  head returned with them.
+  head returned with them, and ``latest``: the account's newest entry with its inclusion
+  proof and its account-map proof at that head (the entry is the newest, not just one).
+
+A head commits to the log root and to the account map's root (:mod:`sealpost.transparency.
+smt`); the map can be proven only at the log's current size, so an answer with a map proof
+comes with the newest head, signed at once if the log has grown since the last one.
 """
 
 from __future__ import annotations
@@ -34,18 +39,28 @@ from starlette.responses import Response
 from sealpost.crypto.sign import SigningKey
 from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
-from sealpost.server.errors import bad_request
-from sealpost.server.schema import LogEntries, LoggedEntryOut, LogHead, Proof, PublicKey
-from sealpost.server.storage.base import LoggedEntry, Storage
+from sealpost.server.errors import ApiError, bad_request
+from sealpost.server.schema import (
+    AbsenceProof,
+    LogEntries,
+    LoggedEntryOut,
+    LogHead,
+    Proof,
+    PublicKey,
+    Transparency,
+)
+from sealpost.server.storage.base import LoggedEntry, LogLookup, Storage
 from sealpost.transparency.log import SignedTreeHead
 
-__all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "logged_out"]
+__all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "absence_out", "logged_out", "lookup_out"]
 
 log = logging.getLogger("sealpost.server.log")
 
 #: Entries of one account in one answer (an account changes its devices rarely).
 MAX_ENTRIES_PAGE = 256
 _MAX_SIZE = 2**63 - 1
+#: Reads of a lookup before giving up while every read finds the log grown again.
+_LOOKUP_TRIES = 8
 
 
 class LogService:
@@ -86,18 +101,43 @@ class LogService:
             return await self._sign(await self._storage.log_size())
 
     async def _sign(self, size: int) -> SignedTreeHead:
+        """Sign the log's current state (at least ``size`` entries: it only grows)."""
         previous = self._head
-        if previous is not None and previous.tree_size == size:
+        if previous is not None and previous.tree_size >= size:
+            return previous
+        state = await self._storage.log_state()  # size, log root and map root at one instant
+        if previous is not None and previous.tree_size >= state.size:
             return previous
         timestamp = self._clock_ms()
         if previous is not None:
             timestamp = max(timestamp, previous.timestamp + 1)  # heads move forward in time
         head = SignedTreeHead.sign(
-            self._key, tree_size=size, timestamp=timestamp, root=await self._storage.log_root(size)
+            self._key,
+            tree_size=state.size,
+            timestamp=timestamp,
+            root=state.root,
+            map_root=state.map_root,
         )
-        await self._storage.add_log_head(size, timestamp, head.encode())
+        await self._storage.add_log_head(state.size, timestamp, head.encode())
         self._head = head
         return head
+
+    async def head_of_size(self, size: int) -> SignedTreeHead | None:
+        """A head of exactly ``size`` entries if that is the log's newest state (signing
+        it if need be); ``None`` if the log has moved past it (read again and retry)."""
+        head = await self.head(size)
+        return head if head.tree_size == size else None
+
+    async def lookup(self, username_lower: str) -> tuple[LogLookup, SignedTreeHead]:
+        """The name's entry and map proof with the head they are proven against. The map
+        is proven at the log's current size only, so the head is the newest one, signed
+        now if the log grew since the last (at most one head per log entry)."""
+        for _ in range(_LOOKUP_TRIES):
+            found = await self._storage.log_lookup(username_lower)
+            head = await self.head_of_size(found.size)
+            if head is not None:
+                return found, head
+        raise ApiError(503, "unavailable", "the log is changing too fast; try again")
 
     async def run(self) -> None:
         """Sign a head whenever the log has grown, every ``interval`` seconds."""
@@ -119,6 +159,25 @@ def logged_out(item: LoggedEntry, proof: list[bytes]) -> LoggedEntryOut:
         revocations=list(item.revocations),
         proof=proof,
     )
+
+
+def lookup_out(found: LogLookup, head: SignedTreeHead) -> Transparency | None:
+    """A lookup's ``transparency`` object: the newest entry with its inclusion proof and
+    its map proof, at ``head``; ``None`` for a name with no account (see :func:`absence_out`)."""
+    if found.latest is None:
+        return None
+    return Transparency(
+        head=head.encode(),
+        index=found.latest.index,
+        entry=found.latest.entry,
+        proof=list(found.inclusion),
+        map_proof=found.map_proof,
+    )
+
+
+def absence_out(found: LogLookup, head: SignedTreeHead) -> AbsenceProof:
+    """The map's proof that the name looked up has no account, at ``head``."""
+    return AbsenceProof(head=head.encode(), map_proof=found.map_proof)
 
 
 def _size_param(request: Request, name: str, *, minimum: int = 0) -> int:
@@ -168,11 +227,19 @@ class LogApi:
             after = _size_param(request, "after")
         entries = await self._ctx.storage.log_entries(account_id, after=after)
         page = entries[:MAX_ENTRIES_PAGE]
-        head = await self._log.head(max((e.index + 1 for e in page), default=0))
+        account = await self._ctx.storage.account_by_id(account_id)
+        latest = None
+        if account is None:
+            head = await self._log.head(max((e.index + 1 for e in page), default=0))
+        else:  # the newest entry, proven newest by the map, at the head of the answer
+            found, head = await self._log.lookup(account.username.lower())
+            latest = lookup_out(found, head)
         out = [
             logged_out(e, await self._ctx.storage.log_inclusion(e.index, head.tree_size))
             for e in page
         ]
         return json_response(
-            LogEntries(head=head.encode(), entries=out, more=len(entries) > len(page))
+            LogEntries(
+                head=head.encode(), entries=out, more=len(entries) > len(page), latest=latest
+            )
         )

@@ -38,6 +38,8 @@ __all__ = [
     "DeviceRevoked",
     "Envelope",
     "LastDevice",
+    "LogLookup",
+    "LogState",
     "LoggedEntry",
     "MismatchedDevices",
     "PreKeyStock",
@@ -213,6 +215,28 @@ class LoggedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LogState:
+    """The log and the account map at one instant: what a tree head signs."""
+
+    size: int  # entries in the log
+    root: bytes  # the log's Merkle tree hash over them
+    map_root: bytes  # the account map's root after them (sealpost.transparency.smt)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLookup:
+    """A username's state in the log and the account map, read at one instant (``size``):
+    its account's newest entry and that entry's inclusion proof at ``size`` (``None`` and
+    ``[]`` for a name with no account), and the map proof (:class:`MapProof` wire bytes)
+    of its value, or of its absence, against the map root at ``size``."""
+
+    size: int
+    latest: LoggedEntry | None
+    inclusion: list[bytes]
+    map_proof: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     messages: int
     nonces: int
@@ -234,7 +258,10 @@ class Storage(Protocol):
 
         This, :meth:`add_device` and :meth:`remove_device` each append the account's new
         state to the key-transparency log in the same transaction (a :class:`LoggedEntry`),
-        so the directory never serves a state the log does not hold."""
+        so the directory never serves a state the log does not hold, and in that same
+        transaction set the account map's value for the username (``account_map_key``) to
+        the new entry's (``account_map_value(index, leaf hash)``), so that the map after
+        ``n`` entries is always the map of those ``n`` entries."""
 
     async def add_device(
         self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
@@ -275,6 +302,16 @@ class Storage(Protocol):
 
     async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
         """The consistency proof from the tree of ``size1`` entries to that of ``size2``."""
+
+    async def log_state(self) -> LogState:
+        """The log's size and root and the account map's root, all read at one instant
+        (one snapshot: never a map root of another size)."""
+
+    async def log_lookup(self, username_lower: str) -> LogLookup:
+        """The username's newest entry, its inclusion proof and its map proof (or the
+        map's proof that the name has no value), all at one instant, whose log size the
+        answer names. A backend that cannot prove at past sizes (SQLite keeps only the
+        current map) answers at the current size; the caller signs a head for it."""
 
     async def log_head(self) -> bytes | None:
         """The newest signed tree head stored (its wire bytes)."""

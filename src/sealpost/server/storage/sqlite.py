@@ -69,6 +69,8 @@ from sealpost.server.storage.base import (
     Envelope,
     LastDevice,
     LoggedEntry,
+    LogLookup,
+    LogState,
     MismatchedDevices,
     PreKeyStock,
     PreKeyStockFull,
@@ -83,7 +85,12 @@ from sealpost.server.storage.base import (
     UsernameTaken,
 )
 from sealpost.server.storage.tail import QueueTails
-from sealpost.transparency.log import LogEntry, devices_commitment
+from sealpost.transparency.log import (
+    LogEntry,
+    account_map_key,
+    account_map_value,
+    devices_commitment,
+)
 from sealpost.transparency.merkle import (
     LOG_NODES_SCHEMA,
     SqliteNodeStore,
@@ -93,6 +100,9 @@ from sealpost.transparency.merkle import (
     leaf_hash,
     root,
 )
+from sealpost.transparency.smt import MAP_SCHEMA, SqliteMapStore, map_root, prove
+from sealpost.transparency.smt import build as build_map
+from sealpost.transparency.smt import insert as map_insert
 
 __all__ = ["SqliteStorage", "log_account_state"]
 
@@ -100,7 +110,9 @@ log = logging.getLogger("sealpost.server.storage")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+#: 2: shared bodies and queue bytes; 3: the account map (kt_map_*) and tree heads that
+#: commit to it (see _MIGRATIONS).
+SCHEMA_VERSION: Final = 3
 KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 
@@ -205,6 +217,13 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "UPDATE queue SET size = length(body)",
         "ALTER TABLE attachments ADD COLUMN owner BLOB NOT NULL DEFAULT x''",
     ),
+    2: (  # -> 3: the account map, built from the log (_MIGRATION_BUILDS); the old-format
+        # tree heads, which did not commit to a map, dropped (a new one is signed at once,
+        # and a client proves it consistent with the old one it kept: the log is the same)
+        "DELETE FROM kt_map_leaves",
+        "DELETE FROM kt_map_nodes",
+        "DELETE FROM log_heads",
+    ),
 }
 
 #: What needs the current shape of the tables (so runs after the migrations).
@@ -299,6 +318,7 @@ class SqliteStorage:
         conn = _connect(self._path)
         conn.executescript(_SCHEMA)
         conn.execute(LOG_NODES_SCHEMA)
+        conn.executescript(MAP_SCHEMA)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == 0:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -656,6 +676,33 @@ class SqliteStorage:
 
     async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
         return await self._read(lambda c: consistency_proof(SqliteNodeStore(c), size1, size2))
+
+    async def log_state(self) -> LogState:
+        def op(conn: sqlite3.Connection) -> LogState:
+            size = _log_size(conn)
+            return LogState(size, root(SqliteNodeStore(conn), size), map_root(SqliteMapStore(conn)))
+
+        return await self._read(partial(_snapshot, op))
+
+    async def log_lookup(self, username_lower: str) -> LogLookup:
+        key = account_map_key(username_lower)
+
+        def op(conn: sqlite3.Connection) -> LogLookup:
+            size = _log_size(conn)
+            _, proof = prove(SqliteMapStore(conn), key)
+            row = conn.execute(
+                "SELECT idx, entry, certificates, revocations FROM log_entries WHERE account_id ="
+                " (SELECT account_id FROM accounts WHERE username_lower = ?)"
+                " ORDER BY sequence DESC LIMIT 1",
+                (username_lower,),
+            ).fetchone()
+            latest = None if row is None else _logged(row)
+            inclusion = (
+                [] if latest is None else inclusion_proof(SqliteNodeStore(conn), latest.index, size)
+            )
+            return LogLookup(size, latest, inclusion, proof.encode())
+
+        return await self._read(partial(_snapshot, op))
 
     async def log_head(self) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
@@ -1031,6 +1078,15 @@ def _logged(row: tuple[Any, ...]) -> LoggedEntry:
     )
 
 
+def _snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """``fn`` inside one read transaction: every statement sees the same database state."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
 def _log_size(conn: sqlite3.Connection) -> int:
     (size,) = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM log_entries").fetchone()
     return int(size)
@@ -1082,6 +1138,29 @@ def log_account_state(
         (size, account_id, last + 1, entry, _pack_list(certificates), _pack_list(revocations)),
     )
     append(SqliteNodeStore(conn), size, [leaf_hash(entry)])
+    map_insert(
+        SqliteMapStore(conn),
+        [(account_map_key(username), account_map_value(size, leaf_hash(entry)))],
+    )
+
+
+def _build_account_map(conn: sqlite3.Connection) -> None:
+    """Fill the (empty) account map from the log: each username's newest entry."""
+    newest: dict[str, tuple[int, bytes]] = {}
+    for idx, raw in conn.execute("SELECT idx, entry FROM log_entries ORDER BY idx"):
+        entry = bytes(raw)
+        newest[LogEntry.decode(entry).username] = (idx, leaf_hash(entry))
+    build_map(
+        SqliteMapStore(conn),
+        [(account_map_key(name), account_map_value(i, h)) for name, (i, h) in newest.items()],
+    )
+    log.info("built the key-transparency map of %d accounts from the log", len(newest))
+
+
+#: What a migration step does beyond its statements, after them, in its transaction.
+_MIGRATION_BUILDS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    2: _build_account_map,
+}
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
@@ -1091,6 +1170,8 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         while version != SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
                 conn.execute(statement)
+            if version in _MIGRATION_BUILDS:
+                _MIGRATION_BUILDS[version](conn)
             version += 1
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
