@@ -957,11 +957,12 @@ class Client:
         breaks the username rules (a peer may claim anything) is not looked up at all."""
         if username_or_none(name) is None:
             raise UnknownContact(name)
+        floor = (await self._transparency()).freshness_floor()
         try:
             doc = await self._transport.request("GET", api_path("accounts", name), signed=False)
         except ServerError as exc:
             if exc.code == "not_found":  # only with the account map's proof of absence
-                await (await self._transparency()).check_absence(exc.extra, name)
+                await (await self._transparency()).check_absence(exc.extra, name, floor=floor)
             if exc.code in ("not_found", "invalid_request"):
                 raise UnknownContact(name) from None
             raise
@@ -973,7 +974,7 @@ class Client:
             raise ServerError(0, "bad_response", "malformed account lookup") from None
         # the answer must be what the key-transparency log holds for this name
         await (await self._transparency()).check_lookup(
-            doc, account_id=account_id, username=name, account_key=account_key
+            doc, account_id=account_id, username=name, account_key=account_key, floor=floor
         )
         try:
             devices = _verified_devices(account_id, account_key, doc["devices"])
@@ -3168,6 +3169,7 @@ class Client:
     async def _own_directory(self) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
         """This account's devices as the server lists them, each checked against the
         account key, and the device ids the account key revoked (with the revocations)."""
+        floor = (await self._transparency()).freshness_floor()
         doc = await self._transport.request(
             "GET", api_path("accounts", self.username), signed=False
         )
@@ -3179,7 +3181,11 @@ class Client:
         except (KeyError, TypeError, ValueError):
             raise ServerError(0, "bad_response", "malformed account lookup") from None
         await (await self._transparency()).check_lookup(
-            doc, account_id=self.account_id, username=self.username, account_key=self.account_key
+            doc,
+            account_id=self.account_id,
+            username=self.username,
+            account_key=self.account_key,
+            floor=floor,
         )
         try:
             revoked = _verified_revocations(

@@ -382,11 +382,24 @@ class KeyTransparency:
 
     # ------------------------------------------------------------------ lookups
 
+    def freshness_floor(self) -> int:
+        """The size of the newest head held: a lookup asked for now must be proven at a
+        head at least this new (read it before sending the request, so that heads learnt
+        meanwhile, from gossip or a concurrent lookup, do not count)."""
+        return 0 if self._head is None else self._head.tree_size
+
     async def check_lookup(
-        self, doc: Mapping[str, Any], *, account_id: bytes, username: str, account_key: bytes
+        self,
+        doc: Mapping[str, Any],
+        *,
+        account_id: bytes,
+        username: str,
+        account_key: bytes,
+        floor: int | None = None,
     ) -> None:
         """Check a directory answer against the log and the account map; raises
-        :class:`TransparencyFailure`. The account's entry sequence is pinned."""
+        :class:`TransparencyFailure`. The account's entry sequence is pinned. ``floor``:
+        :meth:`freshness_floor` when the request was sent (default: now)."""
         subject = username.lower()
         try:
             proof_doc = doc["transparency"]
@@ -400,8 +413,9 @@ class KeyTransparency:
                 raise TypeError("index")
         except (KeyError, TypeError, ServerError):
             self._fail("directory_mismatch", subject, f"the lookup of {subject} has no log proof")
+        floor = self.freshness_floor() if floor is None else floor
         head = await self.observe(head_raw, source=f"the lookup of {subject}")
-        self._check_fresh(head, subject)
+        self._check_fresh(head, subject, floor)
         try:
             verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
             verify_map(
@@ -437,7 +451,9 @@ class KeyTransparency:
             )
         self._pin(entry, index, (head_raw,))
 
-    async def check_absence(self, doc: Mapping[str, Any], username: str) -> None:
+    async def check_absence(
+        self, doc: Mapping[str, Any], username: str, *, floor: int | None = None
+    ) -> None:
         """Check that a "no such account" answer for ``username`` comes with the account
         map's proof of absence at a fresh head; raises :class:`TransparencyFailure`."""
         subject = username.lower()
@@ -455,8 +471,9 @@ class KeyTransparency:
                 subject,
                 f"the server said {subject} has no account without proving it",
             )
+        floor = self.freshness_floor() if floor is None else floor
         head = await self.observe(head_raw, source=f"the lookup of {subject}")
-        self._check_fresh(head, subject)
+        self._check_fresh(head, subject, floor)
         try:
             verify_map(key, None, map_proof, head.map_root)
         except ProtocolError as exc:
@@ -480,17 +497,17 @@ class KeyTransparency:
                 (head_raw,),
             )
 
-    def _check_fresh(self, head: SignedTreeHead, subject: str) -> None:
+    def _check_fresh(self, head: SignedTreeHead, subject: str, floor: int) -> None:
         """A lookup is proven at the server's newest head: one older than the newest held
-        is an old answer replayed."""
-        newest = self._head
-        if newest is not None and head.tree_size < newest.tree_size:
+        when it was asked for is an old answer replayed."""
+        if head.tree_size < floor:
+            newest = self._head
             self._fail(
                 "stale_lookup",
                 subject,
                 f"the lookup of {subject} is proven at a head of size {head.tree_size}, "
-                f"older than the newest one seen ({newest.tree_size})",
-                (head.encode(), newest.encode()),
+                f"older than the newest one seen before asking ({floor})",
+                (head.encode(),) + (() if newest is None else (newest.encode(),)),
             )
 
     def _pin(self, entry: LogEntry, index: int, evidence: Sequence[bytes]) -> None:

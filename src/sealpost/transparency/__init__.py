@@ -8,19 +8,21 @@
   username to its account's newest entry, with proofs of a value and of absence.
 
 The server appends entries and signs tree heads; a client checks that a contact's keys are
-in the log (:func:`verify_inclusion`) and that every newer head extends the one it holds
-(:func:`verify_consistency`)::
+in the log (:func:`verify_inclusion`), that it is the name's newest (:func:`verify_map`)
+and that every newer head extends the one it holds (:func:`verify_consistency`)::
 
-    store = MemoryNodeStore()
+    store, map_store = MemoryNodeStore(), MemoryMapStore()
     size = append(store, 0, [entry.leaf_hash()])
-    mroot = insert(map_store, [(account_map_key(entry.username),
-                                account_map_value(size - 1, entry.leaf_hash()))])
+    mroot = smt.insert(map_store, [(account_map_key(entry.username),
+                                    account_map_value(size - 1, entry.leaf_hash()))])
     sth = SignedTreeHead.sign(log_key, tree_size=size, timestamp=now_ms,
                               root=root(store, size), map_root=mroot)
 
     sth.verify(log_public_key)
     verify_inclusion(entry.leaf_hash(), 0, sth.tree_size, inclusion_proof(store, 0, size),
                      sth.root)
+    value, proof = prove(map_store, account_map_key(entry.username))
+    verify_map(account_map_key(entry.username), value, proof, sth.map_root)
 
 Errors derive from :class:`~sealpost.protocol.errors.ProtocolError`; the tree is in
 :mod:`sealpost.transparency.merkle`.
