@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from helpers import ServerProcess, unique_name
 
 from sealpost.client import Client, MessageReceived
@@ -122,3 +123,40 @@ def test_listen_prints_messages_as_they_arrive(server: ServerProcess, tmp_path: 
         listener.wait(10)
         if listener.stdout is not None:
             listener.stdout.close()
+
+
+def test_client_refills_when_told_stock_is_low(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Someone drains bob's one-time prekeys by fetching bundles while bob is connected and
+    gets no message: the server's prekeys_low frame makes him refill at once."""
+    server = make_server("--prekey-refill-below", "95", "--rate-per-address", "0")
+
+    async def scenario() -> None:
+        name = unique_name("pk")
+        bob = await Client.create(
+            tmp_path / name, "pw", server_url=server.url, username=name, params=TEST_PARAMS
+        )
+        try:
+            status = await bob._transport.request("GET", "/v1/keys/status")
+            assert status["one_time_prekeys"] == 100 and status["refill"] is False
+            listening = asyncio.create_task(bob.receive(wait=8))
+            await asyncio.sleep(1.0)  # connected and idle
+            path = f"/v1/keys/{bob.account_id.hex()}/{bob.device_id}"
+            async with httpx.AsyncClient(base_url=server.url) as stranger:
+                for _ in range(6):
+                    assert (await stranger.get(path)).status_code == 200
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                status = await bob._transport.request("GET", "/v1/keys/status")
+                if status["one_time_prekeys"] > 94:
+                    break
+                await asyncio.sleep(0.1)
+            assert not listening.done()  # refilled while still listening, not after
+            assert status["one_time_prekeys"] == 194
+            assert status["kem_one_time_prekeys"] == 194
+            await listening
+        finally:
+            await bob.close()
+
+    asyncio.run(scenario())

@@ -101,3 +101,98 @@ def test_queue_byte_quota(make_server: Callable[..., ServerProcess]) -> None:
             assert bob.send_sealed([(bob.device.account_id, 1, big)]).status_code == 200
         full = bob.send_sealed([(bob.device.account_id, 1, big)])
         assert full.status_code == 507 and full.json()["error"] == "queue_full"
+
+
+def test_stranger_cannot_fill_queue(make_server: Callable[..., ServerProcess]) -> None:
+    """Item 6: without a delivery token one address may queue only so much for one open
+    account, far below max_queue_depth; contacts with the token, and other recipients,
+    still get through."""
+    server = make_server(
+        "--sealed-quota-messages", "5", "--rate-sealed-per-address", "0", "--max-queue-depth", "50"
+    )
+    bob_device, carol_device = Device.generate(), Device.generate()
+    with (
+        Client(server.url, bob_device) as bob,
+        Client(server.url, carol_device) as carol,
+        Client(server.url) as stranger,
+    ):
+        assert bob.register("bob").status_code == 201
+        assert carol.register("carol").status_code == 201
+        to_bob = [(bob_device.account_id, 1, b"hello?")]
+        assert [stranger.send_sealed(to_bob).status_code for _ in range(5)] == [200] * 5
+        refused = stranger.send_sealed(to_bob)
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # bob's contact holds his token: not a stranger, not counted
+        tokens = {bob_device.account_id: bob_device.delivery_token}
+        assert stranger.send_sealed(to_bob, tokens).status_code == 200
+        assert stranger.send_sealed([(carol_device.account_id, 1, b"hi")]).status_code == 200
+        assert len(bob.request("GET", "/v1/messages").json()["messages"]) == 6
+
+
+def test_sender_byte_quotas(make_server: Callable[..., ServerProcess]) -> None:
+    """Item 2: bytes per address and recipient without a token, and per address in all."""
+    server = make_server(
+        *("--sealed-quota-bytes", "300000", "--sealed-bytes-per-address", "500000"),
+        *("--rate-sealed-per-address", "0"),
+    )
+    bob_device, carol_device = Device.generate(), Device.generate()
+    with (
+        Client(server.url, bob_device) as bob,
+        Client(server.url, carol_device) as carol,
+        Client(server.url) as stranger,
+    ):
+        assert bob.register("bob").status_code == 201
+        assert carol.register("carol").status_code == 201
+        big = os.urandom(90_000)
+        to_bob = [(bob_device.account_id, 1, big)]
+        assert [stranger.send_sealed(to_bob).status_code for _ in range(4)] == [200] * 3 + [429]
+        # with carol's token: no per-recipient quota, but the address's total (500 kB)
+        tokens = {carol_device.account_id: carol_device.delivery_token}
+        to_carol = [(carol_device.account_id, 1, big)]
+        statuses = [stranger.send_sealed(to_carol, tokens).status_code for _ in range(4)]
+        assert statuses == [200, 200, 429, 429]
+
+
+def _fetch_bundle(client: Client, device: Device) -> dict[str, object]:
+    response = client.request(
+        "GET", f"/v1/keys/{device.account_id.hex()}/{device.device_id}", signed=False
+    )
+    assert response.status_code == 200, response.text
+    doc: dict[str, object] = response.json()
+    return doc
+
+
+def test_prekey_drain_limited_per_target(make_server: Callable[..., ServerProcess]) -> None:
+    """Item 4: fetching bundles hands out at most bundles_per_target one-time keys an hour;
+    later bundles carry none but still start sessions. A connected device is told when
+    its stock runs low."""
+    server = make_server(
+        *("--bundles-per-target", "3", "--bundles-per-address", "1000"),
+        *("--rate-per-address", "0", "--prekey-refill-below", "8"),
+    )
+    bob_device = Device.generate(one_time=10, kem_one_time=10)
+    with Client(server.url, bob_device) as bob, Client(server.url) as stranger:
+        assert bob.register("bob").status_code == 201
+        with Stream(server.ws_url, bob_device) as stream:
+            assert stream.recv()["type"] == "empty"
+            fetched = [_fetch_bundle(stranger, bob_device) for _ in range(20)]
+            assert [f["one_time_prekey"] for f in fetched] == [True] * 3 + [False] * 17
+            assert [f["kem_prekey"] for f in fetched] == ["one_time"] * 3 + ["last_resort"] * 17
+            # 10 - 3 = 7 left, under 8: bob's stream is told
+            assert stream.recv() == {"type": "prekeys_low"}
+        stock = bob.request("GET", "/v1/keys/status").json()
+        assert (stock["one_time_prekeys"], stock["kem_one_time_prekeys"]) == (7, 7)
+        assert stock["refill"] is True
+
+
+def test_prekey_fetches_limited_per_address(make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server("--bundles-per-address", "4", "--rate-per-address", "0")
+    bob_device = Device.generate()
+    with Client(server.url, bob_device) as bob, Client(server.url) as stranger:
+        assert bob.register("bob").status_code == 201
+        for _ in range(4):
+            _fetch_bundle(stranger, bob_device)
+        path = f"/v1/keys/{bob_device.account_id.hex()}/1"
+        refused = stranger.request("GET", path, signed=False)
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"

@@ -1756,7 +1756,14 @@ class Client:
     async def _open_stream(self) -> Stream:
         if self._stream is None or self._stream.close_code is not None:
             self._stream = await self._transport.open_stream()
+            self._stream.on_prekeys_low = self._prekeys_low
         return self._stream
+
+    def _prekeys_low(self) -> None:
+        """The server says the one-time prekeys run low (someone fetched bundles): refill
+        a moment from now, with the receipts, not only at the next hourly upkeep."""
+        self._prekeys_used += 1
+        self._schedule_receipts()
 
     async def receive(self, wait: float = 0.0) -> list[Event]:
         """Fetch everything queued for this device (waiting up to ``wait`` seconds for at

@@ -463,6 +463,8 @@ class Stream:
         #: The last frame the server pushed was the end of a backlog: nothing is queued
         #: for this device beyond what :meth:`next_push` still holds.
         self.idle = False
+        #: Called when the server says this device's one-time prekeys run low.
+        self.on_prekeys_low: Callable[[], None] | None = None
 
     async def authenticate(self, identity: Identity) -> None:
         ws = self._pipe.ws
@@ -510,6 +512,9 @@ class Stream:
                             received_at if isinstance(received_at, int) else 0,
                         )
                     )
+                elif doc.get("type") == "prekeys_low":
+                    if self.on_prekeys_low is not None:
+                        self.on_prekeys_low()
                 else:
                     self._pipe.answer(doc)
         except (ConnectionClosed, ValueError, ServerError) as exc:

@@ -163,8 +163,9 @@ def create_app(
     log_api = LogApi(ctx, log_service)
     accounts = AccountsApi(ctx, auth, log_service, on_revoke)
     link = LinkApi(ctx, auth)
-    keys = KeysApi(ctx, auth)
     messages = MessagesApi(ctx, auth)
+    stream = StreamEndpoint(ctx, messages)
+    keys = KeysApi(ctx, auth, on_low_stock=stream.prekeys_low)
     certificates = CertificatesApi(ctx, auth)
     attachments = AttachmentsApi(ctx, auth)
     document = openapi_document(__version__)
@@ -214,7 +215,6 @@ def create_app(
         Route(op.path, _wrap(ctx, op.path, handlers[op.handler]), methods=[op.method])
         for op in OPERATIONS
     ]
-    stream = StreamEndpoint(ctx, messages)
     revoke.append(stream.revoke)
     routes.append(WebSocketRoute("/v1/stream", stream.handle))
     routes.append(WebSocketRoute("/v1/sealed", stream.handle_sealed))

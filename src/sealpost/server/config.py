@@ -126,6 +126,47 @@ class ServerConfig:
             " any check), so forged signatures cost their sender, never the account named"
         ),
     )
+    # -- abuse quotas (in memory, per client address; windows in seconds)
+    sealed_quota_messages: int = field(
+        default=1000,
+        metadata=_doc(
+            "messages one client address may queue for one account without a delivery token"
+            " per sealed_quota_window, so a stranger cannot fill an open account's queue"
+        ),
+    )
+    sealed_quota_bytes: int = field(
+        default=32 * MiB,
+        metadata=_doc("bytes of the same, per client address and recipient account"),
+    )
+    sealed_bytes_per_address: int = field(
+        default=512 * MiB,
+        metadata=_doc(
+            "bytes of sealed sends one client address may store per sealed_quota_window,"
+            " whatever the recipients (a multi-recipient send counts its body once)"
+        ),
+    )
+    sealed_quota_window: int = field(
+        default=HOUR, metadata=_doc("seconds in which the sealed quotas refill")
+    )
+    bundles_per_target: int = field(
+        default=30,
+        metadata=_doc(
+            "one-time prekeys handed out per target device per hour; past it bundles carry"
+            " none (the signed and last-resort keys still start sessions)"
+        ),
+    )
+    bundles_per_address: int = field(
+        default=600, metadata=_doc("prekey bundle fetches per client address per hour")
+    )
+    link_channels_per_address: int = field(
+        default=3, metadata=_doc("device-link channels one client address may hold open")
+    )
+    link_key_ttl: int = field(
+        default=180,
+        metadata=_doc(
+            "seconds a device-link channel lives until its key is fetched (then link_ttl)"
+        ),
+    )
     # -- storage quotas
     max_queue_bytes: int = field(
         default=128 * MiB,
@@ -216,6 +257,12 @@ class ServerConfig:
             raise ConfigError("max_envelope must not exceed max_message_request")
         if self.max_queue_bytes and self.max_queue_bytes < self.max_envelope:
             raise ConfigError("max_queue_bytes must be 0 (off) or at least max_envelope")
+        for name in ("sealed_quota_bytes", "sealed_bytes_per_address"):
+            value = getattr(self, name)
+            if value and value < self.max_message_request:
+                raise ConfigError(f"{name} must be 0 (off) or at least max_message_request")
+        if self.sealed_quota_window < 1:
+            raise ConfigError("sealed_quota_window must be at least 1")
         return self
 
 

@@ -7,8 +7,14 @@ what happened; so after a restart every quota starts full, which only ever forgi
 - ``auth_failures``: failed request authentications per address. A forged signature
   costs the address that sent it, never the account it names (whose own rate limit is
   charged only once a signature verified).
-- ``sockets``: open ``/v1/sealed`` and ``/v1/link`` sockets per address
-  (:class:`SocketCount`).
+- ``sealed_messages`` / ``sealed_bytes``: what one address may queue for one recipient
+  account without a delivery token (a stranger to an open account), per
+  ``sealed_quota_window``; ``sealed_bytes_per_address``: what it may store with sealed
+  sends in all, tokens or not.
+- ``bundle_targets`` / ``bundle_addresses``: one-time prekeys handed out per target device,
+  and bundle fetches per address, per hour.
+- ``sockets``: open ``/v1/sealed`` and ``/v1/link`` sockets per address; ``link_channels``:
+  device-link channels per address (:class:`SocketCount`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from sealpost.server.config import ServerConfig
 from sealpost.server.ratelimit import RateLimiter
 
 __all__ = ["Limits", "SocketCount"]
+
+HOUR = 3600.0
 
 
 class SocketCount:
@@ -60,11 +68,26 @@ class SocketCount:
 @dataclass(frozen=True, slots=True)
 class Limits:
     auth_failures: RateLimiter
+    sealed_messages: RateLimiter
+    sealed_bytes: RateLimiter
+    sealed_bytes_per_address: RateLimiter
+    bundle_targets: RateLimiter
+    bundle_addresses: RateLimiter
     sockets: SocketCount
+    link_channels: SocketCount
 
     @classmethod
     def from_config(cls, config: ServerConfig, *, clock: Callable[[], float]) -> Limits:
+        window = float(config.sealed_quota_window)
         return cls(
             auth_failures=RateLimiter(config.rate_auth_failures_per_address, clock=clock),
+            sealed_messages=RateLimiter(config.sealed_quota_messages, clock=clock, window=window),
+            sealed_bytes=RateLimiter(config.sealed_quota_bytes, clock=clock, window=window),
+            sealed_bytes_per_address=RateLimiter(
+                config.sealed_bytes_per_address, clock=clock, window=window
+            ),
+            bundle_targets=RateLimiter(config.bundles_per_target, clock=clock, window=HOUR),
+            bundle_addresses=RateLimiter(config.bundles_per_address, clock=clock, window=HOUR),
             sockets=SocketCount(config.max_sockets_per_address),
+            link_channels=SocketCount(config.link_channels_per_address),
         )

@@ -14,6 +14,8 @@ while it was offline::
     client → {"type": "ack", "id": HEX}             (deletes it from this device's queue)
     server → {"type": "empty"}       (everything queued so far was pushed; again after
                                       each later burst)
+    server → {"type": "prekeys_low"} (a bundle fetch left a one-time prekey stock under
+                                      ``prekey_refill_below``: upload more now)
 
 Either socket also takes sends, the same JSON as ``PUT /v1/messages`` plus a request number
 the answer echoes. On ``/v1/stream`` they are authenticated as this device (copies to the
@@ -146,6 +148,23 @@ class StreamEndpoint:
         # connects again (a process-local view; several processes need the fanout's help).
         self._current: dict[DeviceAddress, asyncio.Event] = {}
         self._revoked: set[DeviceAddress] = set()  # closing because the device was removed
+        self._sockets: dict[DeviceAddress, _Socket] = {}  # each device's current stream
+        self._notices: set[asyncio.Task[None]] = set()
+
+    def prekeys_low(self, address: DeviceAddress) -> None:
+        """A device's one-time prekeys run low: tell it, if connected, so it refills now
+        rather than at its next hourly upkeep (``{"type": "prekeys_low"}``)."""
+        sock = self._sockets.get(address)
+        if sock is None:
+            return
+        task = asyncio.create_task(self._notify(sock))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    @staticmethod
+    async def _notify(sock: _Socket) -> None:
+        with contextlib.suppress(Exception):  # a socket closing: it refills on connecting
+            await sock.send_text('{"type":"prekeys_low"}')
 
     def revoke(self, address: DeviceAddress) -> None:
         """A device was removed: close its stream (4403)."""
@@ -240,6 +259,7 @@ class StreamEndpoint:
             previous.set()  # that connection closes itself with 4409
         displaced = asyncio.Event()
         self._current[address] = displaced
+        self._sockets[address] = sock
         subscription = self._ctx.fanout.subscribe(address)
         acks: asyncio.Queue[bytes] = asyncio.Queue()
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
@@ -257,6 +277,8 @@ class StreamEndpoint:
         finally:
             if self._current.get(address) is displaced:
                 del self._current[address]
+            if self._sockets.get(address) is sock:
+                del self._sockets[address]
             subscription.close()
             for task in tasks[:4]:
                 task.cancel()

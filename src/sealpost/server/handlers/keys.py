@@ -4,12 +4,19 @@ A bundle fetch removes one X25519 one-time prekey and one ML-KEM one-time prekey
 transaction, so each is handed out at most once. When the ML-KEM stock is empty the
 device's last-resort ML-KEM key is used; when the X25519 stock is empty the bundle simply
 has none (its flags say so). Fetching is allowed without authentication (a sender need not
-reveal itself before a sealed first message) and is then rate-limited per address.
+reveal itself before a sealed first message), so nobody must be able to drain a device's
+one-time keys by fetching: each address may fetch ``bundles_per_address`` bundles an hour
+(then 429), and each target device hands out ``bundles_per_target`` one-time keys an hour;
+past that its bundles carry none (the signed prekey and the last-resort ML-KEM key still
+start a session, with the forward secrecy of the signed prekey only). When a fetch leaves
+either one-time stock under ``prekey_refill_below``, the device, if connected, is told
+(``{"type": "prekeys_low"}`` on its stream) and refills at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,12 +30,12 @@ from sealpost.protocol.wire import (
     PreKeyBundle,
     SignedPreKey,
 )
-from sealpost.server.authn import Authenticator
+from sealpost.server.authn import Authenticator, rate_limited
 from sealpost.server.codec import json_response, parse_device_id, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.handlers.prekeys import parse_prekeys
-from sealpost.server.requests import read_body
+from sealpost.server.requests import client_address, read_body
 from sealpost.server.schema import Bundle, Stock, UploadPreKeys, decode
 from sealpost.server.storage.base import PreKeyStock, PreKeyStockFull
 
@@ -36,9 +43,15 @@ __all__ = ["KeysApi"]
 
 
 class KeysApi:
-    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        auth: Authenticator,
+        on_low_stock: Callable[[tuple[bytes, int]], None] = lambda address: None,
+    ) -> None:
         self._ctx = ctx
         self._auth = auth
+        self._on_low_stock = on_low_stock
 
     def _stock(self, stock: PreKeyStock) -> Response:
         low = self._ctx.config.prekey_refill_below
@@ -80,9 +93,19 @@ class KeysApi:
         await self._auth.authenticate_optional(request, hashlib.sha256(b"").digest())
         account_id = parse_hex(request.path_params["account_id"], 16, "account id")
         device_id = parse_device_id(request.path_params["device_id"])
-        parts = await self._ctx.storage.take_bundle(account_id, device_id)
+        limits = self._ctx.limits
+        wait = limits.bundle_addresses.take(client_address(request))
+        if wait:
+            raise rate_limited(wait)
+        one_time = not limits.bundle_targets.take((account_id, device_id))
+        parts = await self._ctx.storage.take_bundle(account_id, device_id, one_time=one_time)
         if parts is None:
             raise ApiError(404, "not_found", "no such device")
+        if one_time:  # it may have taken the last keys above the refill mark
+            stock = await self._ctx.storage.prekey_stock(account_id, device_id)
+            low = self._ctx.config.prekey_refill_below
+            if stock.one_time < low or stock.kem_one_time < low:
+                self._on_low_stock((account_id, device_id))
         kem = KemPreKey.decode(parts.kem) if parts.kem is not None else None
         bundle = PreKeyBundle(
             DeviceCertificate.decode(parts.certificate),

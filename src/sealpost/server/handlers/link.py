@@ -12,10 +12,14 @@ provisioning socket). It only forwards opaque bytes between two devices and keep
    (1000), and only then answers the PUT (200). An unknown or expired channel is 404, a
    second PUT 409.
 
-Channels live in memory only, for ``link_ttl`` seconds (then closed with 4408), at most
-``max_link_channels`` at once (more are refused with 4429), and opening one counts against
-the per-address rate limit like any connection. Nothing about them is logged or stored;
-the provisioning message is end-to-end encrypted to the new device's keys.
+Channels live in memory only: ``link_key_ttl`` seconds until a device of the account
+fetches the key, then up to ``link_ttl`` seconds from opening (then closed with 4408); at
+most ``max_link_channels`` at once and ``link_channels_per_address`` per client address
+(more are refused with 4429, as the socket counts against ``max_sockets_per_address``), and
+opening one counts against the per-address rate limit like any connection. So nobody
+without an account can hold the channels everyone needs for long. Nothing about them is
+logged or stored; the provisioning message is end-to-end encrypted to the new device's
+keys.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,8 +50,30 @@ CHANNEL_LEN = 16
 @dataclass(slots=True)
 class _Channel:
     kem: bytes
+    deadline: float  # loop time at which it closes once its key was fetched
     body: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.Future())
     delivered: asyncio.Future[None] = field(default_factory=lambda: asyncio.Future())
+    timeout: asyncio.Timeout | None = None  # the wait for ``body``
+
+    def fetched(self) -> None:
+        """The key was fetched: the channel may now live until its full deadline."""
+        if self.timeout is not None and not self.timeout.expired():
+            self.timeout.reschedule(self.deadline)
+
+
+async def _body_or_gone(websocket: WebSocket, channel: _Channel) -> bytes | None:
+    """The provisioning message, or ``None`` as soon as the new device closes its socket
+    (so a channel nobody waits on is freed at once, not when it expires)."""
+    receiver: asyncio.Future[Any] = asyncio.ensure_future(websocket.receive())
+    waiters: set[asyncio.Future[Any]] = {channel.body, receiver}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receiver.done():
+            receiver.cancel()
+            with contextlib.suppress(BaseException):
+                await receiver
+    return channel.body.result() if channel.body.done() else None
 
 
 class LinkApi:
@@ -57,6 +84,15 @@ class LinkApi:
 
     async def handle(self, websocket: WebSocket) -> None:
         """``/v1/link``: the new device's end."""
+        limits = self._ctx.limits
+        address = client_address(websocket)
+        with limits.sockets.hold(address) as socket_ok, limits.link_channels.hold(address) as ok:
+            if not (socket_ok and ok):
+                await websocket.close(code=4429)
+                return
+            await self._handle(websocket)
+
+    async def _handle(self, websocket: WebSocket) -> None:
         ctx = self._ctx
         if ctx.per_address.take(client_address(websocket)) or (
             len(self._channels) >= ctx.config.max_link_channels
@@ -76,15 +112,21 @@ class LinkApi:
                 await websocket.close(code=4400, reason="expected an open frame")
                 return
             channel_id = ctx.rng(CHANNEL_LEN)
-            channel = _Channel(kem)
+            loop = asyncio.get_running_loop()
+            channel = _Channel(kem, deadline=loop.time() + ctx.config.link_ttl)
             self._channels[channel_id] = channel
             ctx.metrics.inc("sealpost_link_channels_total", "device-link channels opened")
             await websocket.send_text(encode(ChannelFrame(id=channel_id.hex())).decode())
+            unfetched = min(ctx.config.link_key_ttl, ctx.config.link_ttl)
             try:
-                async with asyncio.timeout(ctx.config.link_ttl):
-                    body = await channel.body
+                async with asyncio.timeout(unfetched) as channel.timeout:
+                    body = await _body_or_gone(websocket, channel)
             except TimeoutError:
                 await websocket.close(code=4408, reason="the link expired")
+                return
+            if body is None:  # the new device went away (or spoke out of turn)
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=4400, reason="expected nothing until provision")
                 return
             try:
                 await websocket.send_text(encode(ProvisionFrame(body=body)).decode())
@@ -113,7 +155,9 @@ class LinkApi:
     async def key(self, request: Request) -> Response:
         """``GET /v1/link/{id}`` (signed by a registered device)."""
         await self._auth.authenticate(request, hashlib.sha256(b"").digest())
-        return json_response(KemKey(kem=self._channel(request).kem))
+        channel = self._channel(request)
+        channel.fetched()
+        return json_response(KemKey(kem=channel.kem))
 
     async def provision(self, request: Request) -> Response:
         """``PUT /v1/link/{id}`` (signed): forward the provisioning message."""

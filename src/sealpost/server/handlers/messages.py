@@ -7,7 +7,10 @@ Sending (``PUT /v1/messages``) takes one envelope per destination device. It may
   (``<account id hex>:<base64 32 bytes>``, comma separated for several accounts), checked
   in constant time against the SHA-256 stored at registration; or, without a token, the
   account must accept sealed messages from anyone (the default) and the request is counted
-  against a per-address limit. A wrong token is refused whatever the flag says.
+  against a per-address limit, and its messages and bytes against what that address may
+  queue for that account (``sealed_quota_*``). A wrong token is refused whatever the flag
+  says. Every sealed send's stored bytes count against its address's
+  ``sealed_bytes_per_address`` (a multi-recipient body once).
 - **authenticated** (signed by a device): used for the sender's copies to its own other
   devices, where the server knows the sender anyway. The sending device is exempt from its
   own account's device list.
@@ -174,11 +177,12 @@ class MessagesApi:
         """A multi-recipient sealed send, authorized like a sealed one (per account: its
         delivery token, or its open flag). Raises :class:`ApiError`; stores nothing."""
         envelopes = self._multi_envelopes(doc)
-        await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
         # Stored once for all: the group-sealed body as it is, or the legacy form's shared
         # part behind each device's own 0x01 0x22 || wrap.
         own = 0 if doc.body is not None else len(MULTI_SEALED_PREFIX) + WRAP_LEN
         body = envelopes[0].body[own:]
+        stored = len(body) + own * len(envelopes)
+        await self._check_sealed(tokens, envelopes, address, stored)
         shared = [
             SharedEnvelope(e.message_id, e.account_id, e.device_id, e.body[:own]) for e in envelopes
         ]
@@ -194,10 +198,19 @@ class MessagesApi:
         return json_response(Stored(stored=await self.submit(prepared)))
 
     async def _check_sealed(
-        self, tokens: dict[bytes, bytes], accounts: set[bytes], address: str
+        self, tokens: dict[bytes, bytes], envelopes: list[Envelope], address: str, stored: int
     ) -> None:
-        open_needed = False
-        for account_id in accounts:
+        """Authorize a sealed send per destination account (its delivery token, or its open
+        flag), then charge the sending address: ``stored`` bytes against its sealed-send
+        byte quota, and for each account reached without a token (as a stranger) the
+        messages and bytes queued for it against that pair's quota, so no address can fill
+        an open account's queue. Raises :class:`ApiError`."""
+        reached: dict[bytes, tuple[int, int]] = {}  # account -> (messages, bytes)
+        for e in envelopes:
+            count, size = reached.get(e.account_id, (0, 0))
+            reached[e.account_id] = (count + 1, size + len(e.body))
+        strangers = []
+        for account_id in reached:
             account = await self._ctx.storage.account_by_id(account_id)
             if account is None:
                 raise ApiError(404, "not_found", "no such account")
@@ -207,13 +220,23 @@ class MessagesApi:
                 if not hmac.compare_digest(digest, account.delivery_token_hash):
                     raise ApiError(403, "forbidden", "delivery token rejected")
             elif account.sealed_from_anyone:
-                open_needed = True
+                strangers.append(account_id)
             else:
                 raise ApiError(403, "forbidden", "recipient requires a delivery token")
-        if open_needed:
+        limits = self._ctx.limits
+        if strangers:
             wait = self._ctx.sealed_per_address.take(address)
             if wait:
                 raise rate_limited(wait)
+            for account_id in strangers:
+                count, size = reached[account_id]
+                wait = limits.sealed_messages.take((address, account_id), count)
+                wait = wait or limits.sealed_bytes.take((address, account_id), size)
+                if wait:
+                    raise rate_limited(wait)
+        wait = limits.sealed_bytes_per_address.take(address, stored)
+        if wait:
+            raise rate_limited(wait)
 
     async def prepare(
         self,
@@ -229,7 +252,8 @@ class MessagesApi:
         envelopes = self._envelopes(doc)
         exempt: dict[bytes, int] = {}
         if sender is None:
-            await self._check_sealed(tokens, {e.account_id for e in envelopes}, address)
+            stored = sum(len(e.body) for e in envelopes)
+            await self._check_sealed(tokens, envelopes, address, stored)
         else:
             exempt[sender.account_id] = sender.device_id
         return PreparedSend(envelopes, exempt)
