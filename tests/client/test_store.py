@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 import sealpost.client.store as store_module
+from readonly import read_only
 from sealpost.client.store import (
     DEFAULT_PARAMS,
     SCHEMA_VERSION,
@@ -23,6 +25,7 @@ from sealpost.client.store import (
     NoProfile,
     ProfileExists,
     ProfileWiped,
+    ReadOnlyProfile,
     Store,
     StoreError,
     TooManyAttempts,
@@ -517,3 +520,80 @@ def test_errors_never_contain_the_passcode(tmp_path: Path) -> None:
     for error in errors:
         for text in (str(error), repr(error), repr(error.args)):
             assert secret not in text and guess not in text
+
+
+# -- the counter under concurrency, file modes, read-only profiles
+
+
+def test_concurrent_wrong_guesses_are_each_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tries at once must not read the same count and record one failure."""
+    import threading
+
+    make(tmp_path / "p").close()
+    real_read = store_module._KeyFile.read
+    started = threading.Barrier(4)
+
+    def slow_read(self: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = real_read(self)
+        time.sleep(0.05)  # widen the read-to-write window a race needs
+        return doc
+
+    monkeypatch.setattr(store_module._KeyFile, "read", slow_read)
+    errors: list[BaseException] = []
+
+    def guess() -> None:
+        started.wait()
+        try:
+            Store.open(tmp_path / "p", "wrong guess")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guess) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e.failures for e in errors if isinstance(e, WrongPasscode)) == [1, 2, 3, 4]
+    assert keyfile(tmp_path / "p")["failures"] == 4
+
+
+def test_every_profile_file_is_0600_and_the_directory_0700(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = make(tmp_path / "p")
+        with store.transaction() as conn:
+            store.set_meta(conn, "x", b"y" * 10_000)
+        # while open, SQLite's WAL and shared-memory files exist too
+        names = {p.name for p in (tmp_path / "p").iterdir()}
+        assert {"keyfile.json", "lock", "profile.db", "profile.db-wal"} <= names
+        for path in (tmp_path / "p").iterdir():
+            assert path.stat().st_mode & 0o777 == 0o600, path.name
+        store.close()
+        assert (tmp_path / "p").stat().st_mode & 0o777 == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_open_tightens_the_modes_of_an_older_profile(tmp_path: Path) -> None:
+    make(tmp_path / "p").close()
+    os.chmod(tmp_path / "p" / "profile.db", 0o644)
+    os.chmod(tmp_path / "p", 0o755)
+    Store.open(tmp_path / "p", PASSCODE).close()
+    assert (tmp_path / "p" / "profile.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "p").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_read_only_profile_opens_read_only(tmp_path: Path) -> None:
+    with make(tmp_path / "p") as store, store.transaction() as conn:
+        store.set_meta(conn, "greeting", b"hello")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()}
+    with read_only(tmp_path / "p"):
+        with Store.open(tmp_path / "p", PASSCODE, read_only=True) as store:
+            assert store.get_meta("greeting") == b"hello"
+            with pytest.raises(ReadOnlyProfile), store.transaction():
+                pass
+        with pytest.raises(WrongPasscode):
+            Store.open(tmp_path / "p", "wrong", read_only=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()} == before

@@ -88,10 +88,9 @@ from sealpost.client.groupkeys import (
 )
 from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path, username_or_none
-from sealpost.client.profilelock import LOCK_FILE
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.sessions import decode_sessions, encode_sessions
-from sealpost.client.store import LOCK_TIMEOUT, KdfParams, Store
+from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
     Identity,
@@ -3389,7 +3388,7 @@ def _fail(items: Sequence[_Outgoing], exc: BaseException) -> None:
 
 def _remove_profile(profile: Path) -> None:
     """Undo a profile whose registration failed: only the files the store made."""
-    for name in ("keyfile.json", "profile.db", "profile.db-wal", "profile.db-shm", LOCK_FILE):
+    for name in PROFILE_FILES:
         with contextlib.suppress(FileNotFoundError):
             (profile / name).unlink()
     with contextlib.suppress(OSError):

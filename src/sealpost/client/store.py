@@ -28,7 +28,13 @@ Nth failure in a row destroys the wrapped key (crypto erasure: the database is t
 and overwrites and deletes the database, best effort (SSDs, copy-on-write file systems and
 journals may keep old blocks; without the key they are noise). See docs/THREAT_MODEL.md for
 what a software counter cannot stop: an attacker with a copy of the files guesses offline,
-paying only Argon2id's price per guess.
+paying only Argon2id's price per guess, and anyone who can write the keyfile can reset
+the counter (by editing it, not only by restoring an old copy).
+
+Every file of the profile (keyfile, ``lock``, the database and SQLite's ``-wal`` and
+``-shm`` beside it) is mode 0600 and the directory 0700, whatever the umask: the database
+file is made 0600 before SQLite writes a byte (SQLite gives its -wal and -shm the
+database's mode), and an open tightens the modes of a profile made otherwise.
 
 Changing the passcode re-wraps the same database key under a new salt (and optionally
 stronger parameters); the database is not re-encrypted.
@@ -42,6 +48,7 @@ Errors (all :class:`StoreError`; none carries a passcode or key)::
     ├── TooManyAttempts     a try before the delay has passed; .retry_after
     ├── ProfileBusy         another process has the profile open; .pid
     ├── ProfileWiped        the key was destroyed after too many failures
+    ├── ReadOnlyProfile     a write to a store opened read-only
     ├── CorruptProfile      the keyfile or database is damaged
     │   └── UnsupportedSchema   the database was written by a newer sealpost
     └── WeakParameters      (also a ValueError) empty passcode, KDF parameters out of bounds
@@ -75,7 +82,7 @@ from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 
 from sealpost._errors import ProtocolError
-from sealpost.client.profilelock import LockHeld, ProfileLock
+from sealpost.client.profilelock import LOCK_FILE, LockHeld, ProfileLock
 from sealpost.crypto.aead import aead_decrypt, aead_encrypt
 from sealpost.entropy import Rng, system_rng
 
@@ -88,6 +95,7 @@ __all__ = [
     "ProfileBusy",
     "ProfileExists",
     "ProfileWiped",
+    "ReadOnlyProfile",
     "Store",
     "StoreError",
     "TooManyAttempts",
@@ -99,6 +107,8 @@ __all__ = [
 
 KEYFILE = "keyfile.json"
 DATABASE = "profile.db"
+#: Every file a profile's directory holds (SQLite makes the -wal and -shm files).
+PROFILE_FILES = (KEYFILE, LOCK_FILE, DATABASE, DATABASE + "-wal", DATABASE + "-shm")
 FORMAT_VERSION = 1
 KEY_LEN = 32
 SALT_LEN = 16
@@ -270,6 +280,10 @@ class WeakParameters(StoreError, ValueError):
     pass
 
 
+class ReadOnlyProfile(StoreError):
+    """A write to a store opened read-only, or a read-only profile that cannot open."""
+
+
 @dataclass(frozen=True, slots=True)
 class KdfParams:
     """Argon2id cost: ``t`` passes over ``m_kib`` KiB with ``p`` lanes."""
@@ -376,6 +390,28 @@ def _lock(directory: Path, timeout: float) -> ProfileLock:
         raise ProfileBusy(exc.pid) from None
 
 
+def _create_private(path: Path) -> None:
+    """Make ``path`` an empty file of mode 0600 if it does not exist."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _tighten(directory: Path) -> None:
+    """Mode 0700 on the profile's directory and 0600 on its files (a profile made by an
+    older sealpost, or files copied in with another mode). Best effort."""
+    with contextlib.suppress(OSError):
+        if directory.stat().st_mode & 0o777 != 0o700:
+            os.chmod(directory, 0o700)
+    for name in PROFILE_FILES:
+        path = directory / name
+        with contextlib.suppress(OSError):
+            if path.stat().st_mode & 0o777 != 0o600:
+                os.chmod(path, 0o600)
+
+
 def _fsync_dir(directory: Path) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -459,13 +495,18 @@ def _hex_key_pragma(key: bytes) -> str:
     return f"PRAGMA key = \"x'{key.hex()}'\""
 
 
-def _connect(path: Path, key: bytes) -> Any:
-    conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
+def _connect(path: Path, key: bytes, *, read_only: bool = False) -> Any:
+    if read_only:
+        conn = _connect_read_only(path, key)
+    else:
+        conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         conn.execute(_hex_key_pragma(key))
         with contextlib.suppress(sqlcipher.Error):
             conn.execute("PRAGMA cipher_memory_security = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if read_only:
+            return conn
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -474,6 +515,26 @@ def _connect(path: Path, key: bytes) -> Any:
         conn.close()
         raise CorruptProfile("the database does not open with its key") from None
     return conn
+
+
+def _connect_read_only(path: Path, key: bytes) -> Any:
+    """``mode=ro``; where SQLite cannot make the WAL's shared-memory file (a read-only
+    directory), ``immutable=1``, which reads the database file as it is."""
+    uri = path.absolute().as_uri()
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        conn = sqlcipher.connect(
+            uri + query, uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(_hex_key_pragma(key))
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlcipher.OperationalError:
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+    raise ReadOnlyProfile("the profile's database cannot be opened read-only")
 
 
 def _run_in_transaction(conn: Any, script: str, version: int) -> None:
@@ -488,10 +549,14 @@ def _run_in_transaction(conn: Any, script: str, version: int) -> None:
         raise
 
 
-def _migrate(conn: Any) -> None:
+def _migrate(conn: Any, *, read_only: bool = False) -> None:
     """Bring the schema to :data:`SCHEMA_VERSION`, one transaction per step."""
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if read_only and version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                raise UnsupportedSchema(version)
+            raise ReadOnlyProfile("the profile must be opened writable once, to upgrade it")
         if version == 0:
             _run_in_transaction(conn, _SCHEMA_V1, 1)
             version = 1
@@ -507,12 +572,19 @@ class Store:
     """An open profile. Single-threaded use; :meth:`transaction` for every write."""
 
     def __init__(
-        self, directory: Path, conn: Any, params: KdfParams, lock: ProfileLock | None = None
+        self,
+        directory: Path,
+        conn: Any,
+        params: KdfParams,
+        lock: ProfileLock | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._dir = directory
         self._conn = conn
         self._params = params
         self._in_tx = False
+        self.read_only = read_only
         self._lock = lock  # this process's hold on the profile, released by close()
 
     def __repr__(self) -> str:
@@ -569,6 +641,7 @@ class Store:
     ) -> Store:
         if cls.exists(directory) or (directory / DATABASE).exists():
             raise ProfileExists("a profile already exists there")  # made while we waited
+        _create_private(directory / DATABASE)  # 0600 before SQLite writes a byte
         key = rng(KEY_LEN)
         salt = rng(SALT_LEN)
         doc = {
@@ -607,25 +680,53 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         lock_timeout: float = LOCK_TIMEOUT,
+        read_only: bool = False,
     ) -> Store:
         """Take the profile's lock (waiting up to ``lock_timeout`` seconds, else
         :class:`ProfileBusy`), unwrap the key with ``passcode`` and open the database (see
-        the module's docstring for the wrong-passcode policy)."""
+        the module's docstring for the wrong-passcode policy).
+
+        ``read_only`` opens the database read-only and writes nothing that can be skipped:
+        a profile on a read-only file system (or whose files this user cannot write) still
+        opens, without the lock and with its try uncounted, since whoever made it
+        unwritable can edit the counter anyway, and nothing can change it while it is so.
+        A write to such a store raises :class:`ReadOnlyProfile`.
+        """
         directory = Path(directory)
         if not (directory / KEYFILE).exists():
             _KeyFile(directory / KEYFILE).read()  # NoProfile, and no lock file left behind
-        lock = _lock(directory, lock_timeout)
+        lock: ProfileLock | None
         try:
-            return cls._open_locked(directory, passcode, clock, lock)
+            lock = _lock(directory, lock_timeout)
+        except OSError:
+            if not read_only:
+                raise
+            lock = None  # the lock file cannot be made or opened for writing
+        try:
+            return cls._open_locked(directory, passcode, clock, lock, read_only)
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
 
     @classmethod
     def _open_locked(
-        cls, directory: Path, passcode: str, clock: Callable[[], float], lock: ProfileLock
+        cls,
+        directory: Path,
+        passcode: str,
+        clock: Callable[[], float],
+        lock: ProfileLock | None,
+        read_only: bool,
     ) -> Store:
         keyfile = _KeyFile(directory / KEYFILE)
+
+        def write(doc: dict[str, Any]) -> None:
+            try:
+                keyfile.write(doc)
+            except OSError:
+                if not read_only:
+                    raise
+
         doc = keyfile.read()
         if doc.get("wiped"):
             raise ProfileWiped("this profile was wiped after too many wrong passcodes")
@@ -642,14 +743,14 @@ class Store:
             # the clock went backwards: wait no longer than the schedule says, from now
             not_before = now + delay_after(failures)
             doc["not_before"] = not_before
-            keyfile.write(doc)
+            write(doc)
         if now < not_before:
             raise TooManyAttempts(not_before - now)
         # count the try before paying for it, so a killed process still counts it
         failures += 1
         doc["failures"] = failures
         doc["not_before"] = now + delay_after(failures)
-        keyfile.write(doc)
+        write(doc)
         key = cls._unwrap(wrapped, passcode, salt, params)
         if key is None:
             if wipe_after is not None and failures >= wipe_after:
@@ -658,14 +759,16 @@ class Store:
             raise WrongPasscode(failures, delay_after(failures))
         doc["failures"] = 0
         doc["not_before"] = 0.0
-        keyfile.write(doc)
-        conn = _connect(directory / DATABASE, key)
+        write(doc)
+        if not read_only:
+            _tighten(directory)
+        conn = _connect(directory / DATABASE, key, read_only=read_only)
         try:
-            _migrate(conn)
+            _migrate(conn, read_only=read_only)
         except BaseException:
             conn.close()
             raise
-        return cls(directory, conn, params, lock)
+        return cls(directory, conn, params, lock, read_only=read_only)
 
     @staticmethod
     def _params_of(doc: dict[str, Any]) -> tuple[KdfParams, bytes]:
@@ -728,8 +831,9 @@ class Store:
     def close(self) -> None:
         try:
             if self._conn is not None:
-                with contextlib.suppress(sqlcipher.Error):
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if not self.read_only:
+                    with contextlib.suppress(sqlcipher.Error):
+                        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None
         finally:
@@ -803,6 +907,8 @@ class Store:
             raise StoreError("the store is closed")
         if self._in_tx:
             raise StoreError("transactions do not nest")
+        if self.read_only:
+            raise ReadOnlyProfile("this command opened the profile read-only")
         self._in_tx = True
         try:
             conn.execute("BEGIN IMMEDIATE")
