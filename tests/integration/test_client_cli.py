@@ -20,6 +20,7 @@ def sealpost(
     passcode: str | None = "passcode-123",
     stdin: str = "",
     extra_env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
     if passcode is not None:
@@ -29,7 +30,7 @@ def sealpost(
     if profile is not None:
         cmd += ["--profile", str(profile)]
     return subprocess.run(
-        [*cmd, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
+        [*cmd, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, cwd=cwd
     )
 
 

@@ -112,8 +112,8 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
 async def cmd_receive(args: argparse.Namespace, profile: Path) -> int:
     async def body(client: Client) -> int:
         events = await client.receive(wait=args.wait)
-        await handle_events(client, events, args.json, args.save_dir)
-        return 0
+        failed = await handle_events(client, events, args.json, args.save_dir)
+        return 1 if failed else 0
 
     return await with_client(profile, body)
 
@@ -137,13 +137,14 @@ async def cmd_listen(args: argparse.Namespace, profile: Path) -> int:
         except OSError as exc:  # e.g. a profile path too long for a Unix socket
             warn(f"other commands cannot send through this process: {one_line(exc)}")
             server = None
+        failed = 0
         try:
             async for event in client.events():
-                await handle_events(client, [event], args.json, args.save_dir)
+                failed += await handle_events(client, [event], args.json, args.save_dir)
         finally:
             if server is not None:
                 await server.close()
-        return 0
+        return 1 if failed else 0
 
     return await with_client(profile, body)
 

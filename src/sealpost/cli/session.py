@@ -8,15 +8,20 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sealpost._errors import ProtocolError
+from sealpost.cli.errors import describe
 from sealpost.cli.output import (
     notice,
     print_alarm_line,
     print_message,
     progress_bar,
+    warn,
     warn_key_change,
 )
 from sealpost.cli.passcode import read_passcode
+from sealpost.cli.render import one_line
 from sealpost.client.client import Client, Event, KeyChanged, MessageReceived
+from sealpost.client.errors import ClientError
 
 __all__ = ["default_profile", "handle_events", "open_client", "show_alarms", "with_client"]
 
@@ -56,15 +61,28 @@ async def with_client(
 
 async def handle_events(
     client: Client, events: list[Event], as_json: bool, save_dir: Path | None = None
-) -> None:
+) -> int:
+    """Print ``events`` (saving attachments into ``save_dir``); returns how many saves
+    failed. A failed save is reported and skipped: the message and its attachment stay
+    in the profile, so ``sealpost save ID`` can fetch it later."""
+    failed = 0
     for event in events:
         if isinstance(event, MessageReceived):
             message = event.message
             if save_dir is not None and message.attachment is not None:
-                with progress_bar(message.attachment.filename) as bar:
-                    saved = await client.save_attachment(message.id, save_dir, progress=bar)
-                attachment = dataclasses.replace(message.attachment, saved_to=str(saved))
-                message = dataclasses.replace(message, attachment=attachment)
+                try:
+                    with progress_bar(message.attachment.filename) as bar:
+                        saved = await client.save_attachment(message.id, save_dir, progress=bar)
+                except (OSError, ClientError, ProtocolError) as exc:
+                    failed += 1
+                    warn(
+                        f"the file {one_line(message.attachment.filename)} was not saved: "
+                        f"{describe(exc)[0]}. The message is kept; save it later with "
+                        f"'sealpost save {message.id.hex()} --dir DIR'"
+                    )
+                else:
+                    attachment = dataclasses.replace(message.attachment, saved_to=str(saved))
+                    message = dataclasses.replace(message, attachment=attachment)
             print_message(message, as_json)
         elif isinstance(event, KeyChanged):
             warn_key_change(event)
@@ -72,3 +90,4 @@ async def handle_events(
                 client.acknowledge_key_change(event.peer)
         else:
             notice(event, as_json)
+    return failed

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sealpost._errors import DecodeError, ProtocolError
+from sealpost.client import saved_files
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
 from sealpost.client.errors import (
     ClientError,
@@ -1169,8 +1170,9 @@ class Client:
             .execute(
                 "SELECT message_uuid, outgoing, body, sent_at, received_at, status, author, "
                 "attachment, attachment_path, expires_at "
-                "FROM messages WHERE peer = ? ORDER BY id DESC LIMIT ?",
-                (peer, limit),
+                "FROM messages WHERE peer = ? AND (expires_at IS NULL OR expires_at > ?) "
+                "ORDER BY id DESC LIMIT ?",
+                (peer, _now_ms(self._clock), limit),
             )
             .fetchall()
         )
@@ -1211,14 +1213,12 @@ class Client:
             )
             .fetchall()
         )
-        if not rows:
-            return 0
+        if not rows or self._store.read_only:
+            return 0  # a read-only profile: history() leaves them out instead
         with self._store.transaction() as conn:
             conn.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
         for _, path in rows:
-            if path:
-                with contextlib.suppress(OSError):
-                    Path(path).unlink()
+            saved_files.remove(path)
         return len(rows)
 
     # ------------------------------------------------------------------ sending
@@ -1350,8 +1350,7 @@ class Client:
                 [(mid, peer) for mid in message_ids],
             )
         for path in paths:
-            with contextlib.suppress(OSError):
-                Path(path).unlink()
+            saved_files.remove(path)
 
     def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():
@@ -3046,8 +3045,10 @@ class Client:
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Download, check and decrypt a message's attachment into ``directory`` (a file
-        that fails any check is not left there). The file is deleted with the message
-        when a disappearing-message timer expires it."""
+        that fails any check is not left there); again if the file saved before is gone.
+        A save that fails changes nothing, so it can be tried again. The file is deleted
+        with the message (timer or delete for everyone) while it is still the file saved
+        (:mod:`sealpost.client.saved_files`)."""
         row = (
             self._store.read()
             .execute(
@@ -3058,14 +3059,15 @@ class Client:
         )
         if row is None or row[0] is None:
             raise ClientError("that message has no attachment")
-        if row[1] and Path(row[1]).exists():
-            return Path(row[1])
+        if saved_files.is_saved(row[1]):
+            return Path(str(saved_files.saved_path(row[1])))
         pointer = AttachmentPointer.decode(bytes(row[0]))
-        saved = await download_file(self._transport, pointer, Path(directory), progress=progress)
+        directory = Path(directory).absolute()
+        saved = await download_file(self._transport, pointer, directory, progress=progress)
         with self._store.transaction() as conn:
             conn.execute(
                 "UPDATE messages SET attachment_path = ? WHERE message_uuid = ?",
-                (str(saved), message_id),
+                (saved_files.record(saved), message_id),
             )
         return saved
 
@@ -3462,9 +3464,7 @@ def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> No
         return
     for row_id, path in rows:
         conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-        if path:
-            with contextlib.suppress(OSError):
-                Path(path).unlink()
+        saved_files.remove(path)
 
 
 def _verified_revocations(
@@ -3546,7 +3546,9 @@ def _attachment_info(pointer: bytes | None, path: str | None) -> AttachmentInfo 
         decoded = AttachmentPointer.decode(bytes(pointer))
     except ProtocolError:
         return None
-    return AttachmentInfo(decoded.filename, decoded.size, decoded.content_type, path)
+    return AttachmentInfo(
+        decoded.filename, decoded.size, decoded.content_type, saved_files.saved_path(path)
+    )
 
 
 def _envelopes_json(envelopes: Envelopes) -> list[list[Any]]:
