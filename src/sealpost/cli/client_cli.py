@@ -46,8 +46,15 @@ from sealpost.cli.output import (
 from sealpost.cli.parser import CLIENT_COMMANDS, JSON_COMMANDS, add_client_commands
 from sealpost.cli.passcode import PASSCODE_ENV, new_passcode, read_passcode
 from sealpost.cli.render import one_line
-from sealpost.cli.session import default_profile, handle_events, with_client
+from sealpost.cli.session import (
+    conversation_is_group,
+    default_profile,
+    handle_events,
+    server_url,
+    with_client,
+)
 from sealpost.client.client import Client
+from sealpost.client.errors import MAX_SEND_TEXT, MessageTooLarge
 from sealpost.client.handoff import HandoffServer, SendRequest, hand_off
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "run_client_command"]
@@ -59,6 +66,7 @@ PROFILE_ENV = "SEALPOST_PROFILE"
 
 
 async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
+    server_url(args.server)
     passcode = new_passcode("Choose a passcode: ", PASSCODE_ENV)
     client = await Client.create(
         profile,
@@ -84,11 +92,14 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
         text = text.rstrip("\n")
     if not text and args.file is None:
         raise CliError("nothing to send: the text is empty", 2)
+    size = len(text.encode("utf-8"))
+    if size > MAX_SEND_TEXT:
+        raise CliError(describe(MessageTooLarge(size, MAX_SEND_TEXT))[0], 2)
     if args.file is not None and not args.file.is_file():
         raise CliError(f"no such file: {one_line(args.file)}", 2)
 
     async def body(client: Client) -> int:
-        if not client.is_group(args.contact):
+        if not conversation_is_group(client, args.contact):
             await client.lookup(args.contact)  # notices a changed key before encrypting
         with progress_bar(args.file.name if args.file else "") as bar:
             message = await client.send(
@@ -100,7 +111,8 @@ async def cmd_send(args: argparse.Namespace, profile: Path) -> int:
 
     # a 'sealpost listen' (or any holder serving send.sock) on this profile sends it
     passcode = read_passcode()
-    answer = await hand_off(profile, passcode, SendRequest(args.contact, text, args.file))
+    file = None if args.file is None else args.file.absolute()  # the listener's cwd differs
+    answer = await hand_off(profile, passcode, SendRequest(args.contact, text, file))
     if answer is None:
         return await with_client(profile, body, passcode)
     if "id" not in answer:
@@ -123,7 +135,7 @@ async def cmd_listen(args: argparse.Namespace, profile: Path) -> int:
         async def send(request: SendRequest) -> dict[str, Any]:
             """A 'sealpost send' from another process, made here (README: one process)."""
             try:
-                if not client.is_group(request.to):
+                if not conversation_is_group(client, request.to):
                     await client.lookup(request.to)
                 message = await client.send(request.to, request.text, file=request.file)
             except Exception as exc:
@@ -174,6 +186,7 @@ async def cmd_timer(args: argparse.Namespace, profile: Path) -> int:
     seconds = parse_duration(args.duration)
 
     async def body(client: Client) -> int:
+        conversation_is_group(client, args.contact)
         await client.set_timer(args.contact, seconds)
         print(f"disappearing messages: {format_duration(seconds)}")
         return 0
@@ -185,6 +198,7 @@ async def cmd_delete(args: argparse.Namespace, profile: Path) -> int:
     message_id = _message_id(args.message_id)
 
     async def body(client: Client) -> int:
+        conversation_is_group(client, args.contact)
         await client.delete_for_everyone(args.contact, message_id)
         print("deleted for everyone")
         return 0
@@ -198,7 +212,7 @@ async def cmd_history(args: argparse.Namespace, profile: Path) -> int:
             print_message(message, args.json)
         return 0
 
-    return await with_client(profile, body)
+    return await with_client(profile, body, read_only=True)
 
 
 async def cmd_contacts(args: argparse.Namespace, profile: Path) -> int:
@@ -213,7 +227,7 @@ async def cmd_contacts(args: argparse.Namespace, profile: Path) -> int:
                 print(f"{one_line(contact.username)}  ({state})")
         return 0
 
-    return await with_client(profile, body)
+    return await with_client(profile, body, read_only=True)
 
 
 async def cmd_whoami(args: argparse.Namespace, profile: Path) -> int:
@@ -228,7 +242,7 @@ async def cmd_whoami(args: argparse.Namespace, profile: Path) -> int:
             )
         return 0
 
-    return await with_client(profile, body)
+    return await with_client(profile, body, read_only=True)
 
 
 async def cmd_demo(args: argparse.Namespace, profile: Path) -> int:
@@ -268,7 +282,14 @@ def run_client_command(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(COMMANDS[args.command](args, profile))
     except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the prompt's line
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (``sealpost history bob | head``): stop quietly,
+        # and keep Python from failing again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:
         message, code = describe(exc)
         warn(message)

@@ -24,6 +24,7 @@ from sealpost._errors import ProtocolError
 from sealpost.cli.render import one_line
 from sealpost.client.errors import (
     ClientError,
+    MessageTooLarge,
     ServerError,
     ServerUnavailable,
     TransparencyFailure,
@@ -35,6 +36,7 @@ from sealpost.client.store import (
     NoProfile,
     ProfileExists,
     ProfileWiped,
+    ReadOnlyProfile,
     StoreError,
     TooManyAttempts,
     WrongPasscode,
@@ -60,6 +62,14 @@ def human_size(size: int) -> str:
     return f"{size} bytes"
 
 
+def _size_beside(size: int, limit: int) -> str:
+    """``size`` in human units, or in bytes where rounding would blur it with ``limit``."""
+    shown = human_size(size)
+    if shown == human_size(limit) or ".0 " in shown:
+        return f"{size:,} bytes"
+    return shown
+
+
 def _server_error(exc: ServerError) -> str:
     text = SERVER_CODES.get(exc.code)
     if text is not None:
@@ -80,8 +90,10 @@ SERVER_CODES = {
 
 def _os_error(exc: OSError) -> str:
     where = f" ({one_line(exc.filename)})" if exc.filename else ""
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write here{where}: permission denied or a read-only file system"
+    if exc.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}"
     if exc.errno == errno.ENOSPC:
         return f"the disk is full{where}"
     return f"{one_line(exc.strerror or type(exc).__name__)}{where}"
@@ -108,6 +120,15 @@ ERRORS: tuple[Row, ...] = (
     (ProfileExists, 1, lambda e: "a profile already exists here (use --profile DIR for another)"),
     (CorruptProfile, 1, lambda e: f"the profile is damaged: {e}"),
     (UnknownContact, 5, lambda e: one_line(e)),
+    (
+        MessageTooLarge,
+        2,
+        lambda e: (
+            f"a message holds at most {human_size(e.limit)} of text (this one is "
+            f"{_size_beside(e.size, e.limit)}); send a longer text as a file with --file"
+        ),
+    ),
+    (ReadOnlyProfile, 1, lambda e: f"the profile is read-only: {one_line(e)}"),
     (UntrustedContact, 6, lambda e: one_line(e)),
     (TransparencyFailure, 7, lambda e: f"{one_line(e)} (nothing was sent; see 'sealpost alarms')"),
     (ServerUnavailable, 4, lambda e: f"server unavailable: {one_line(e)}"),

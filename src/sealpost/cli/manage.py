@@ -14,9 +14,12 @@ from sealpost.cli.errors import CliError
 from sealpost.cli.output import print_json
 from sealpost.cli.passcode import PASSCODE_ENV, new_passcode, read_passcode
 from sealpost.cli.render import one_line, timestamp
-from sealpost.cli.session import handle_events, open_client, with_client
+from sealpost.cli.session import handle_events, open_client, server_url, with_client
 from sealpost.client.audit import AuditFailure, Auditor
 from sealpost.client.client import Client
+from sealpost.protocol.errors import ProtocolError
+from sealpost.protocol.groupstate import MAX_GROUP_NAME
+from sealpost.protocol.linking import LinkCode
 
 __all__ = [
     "cmd_alarms",
@@ -34,7 +37,17 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(one_line(n) for n in names)
 
 
+def _group_name(name: str) -> str:
+    name = name.removeprefix("#")
+    if not 1 <= len(name.encode("utf-8")) <= MAX_GROUP_NAME or not name.isprintable():
+        raise CliError(f"a group name is 1 to {MAX_GROUP_NAME} bytes of printable text", 2)
+    return name
+
+
 async def cmd_group(args: argparse.Namespace, profile: Path) -> int:
+    if args.group_command in ("create", "rename"):
+        args.name = _group_name(args.name)
+
     async def body(client: Client) -> int:
         action = args.group_command
         if action == "list":
@@ -59,11 +72,12 @@ async def cmd_group(args: argparse.Namespace, profile: Path) -> int:
         print(f"#{one_line(view.name)} (version {view.version}): {_names(view.members)}")
         return 0
 
-    return await with_client(profile, body)
+    return await with_client(profile, body, read_only=args.group_command == "list")
 
 
 async def cmd_link(args: argparse.Namespace, profile: Path) -> int:
     if args.link_command == "new":
+        server_url(args.server)
         passcode = new_passcode("Choose a passcode for this device: ", PASSCODE_ENV)
 
         def show(code: str, confirmation: str) -> None:
@@ -88,6 +102,15 @@ async def cmd_link(args: argparse.Namespace, profile: Path) -> int:
         finally:
             await client.close()
         return 0
+
+    try:
+        LinkCode.from_text(args.code)
+    except ProtocolError:
+        raise CliError(
+            "that is not a link code: copy the whole code the new device shows "
+            "(it starts with 'sealpost-link:')",
+            2,
+        ) from None
 
     async def body(client: Client) -> int:
         def confirm(name: str, code: str) -> bool:
@@ -182,7 +205,7 @@ async def cmd_passcode(args: argparse.Namespace, profile: Path) -> int:
 
 
 async def cmd_alarms(args: argparse.Namespace, profile: Path) -> int:
-    client = await open_client(profile)
+    client = await open_client(profile, read_only=not args.dismiss)
     try:
         if args.dismiss:
             if args.dismiss == ["all"]:
@@ -224,7 +247,7 @@ async def cmd_audit(args: argparse.Namespace, profile: Path) -> int:
         if len(log_key) != 32:
             raise CliError("--log-key is a 32-byte Ed25519 public key", 2)
     state = args.state or profile.parent / "audit" / _safe_name(args.server)
-    auditor = Auditor(args.server, state, log_key=log_key)
+    auditor = Auditor(server_url(args.server), state, log_key=log_key)
     while True:
         try:
             report = await auditor.check()

@@ -7,9 +7,10 @@ import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sealpost._errors import ProtocolError
-from sealpost.cli.errors import describe
+from sealpost.cli.errors import CliError, describe
 from sealpost.cli.output import (
     notice,
     print_alarm_line,
@@ -23,7 +24,15 @@ from sealpost.cli.render import one_line
 from sealpost.client.client import Client, Event, KeyChanged, MessageReceived
 from sealpost.client.errors import ClientError
 
-__all__ = ["default_profile", "handle_events", "open_client", "show_alarms", "with_client"]
+__all__ = [
+    "conversation_is_group",
+    "default_profile",
+    "handle_events",
+    "open_client",
+    "server_url",
+    "show_alarms",
+    "with_client",
+]
 
 
 def default_profile() -> Path:
@@ -31,8 +40,12 @@ def default_profile() -> Path:
     return Path(base) / "sealpost" / "default"
 
 
-async def open_client(profile: Path, passcode: str | None = None) -> Client:
-    return await Client.open(profile, read_passcode() if passcode is None else passcode)
+async def open_client(
+    profile: Path, passcode: str | None = None, *, read_only: bool = False
+) -> Client:
+    return await Client.open(
+        profile, read_passcode() if passcode is None else passcode, read_only=read_only
+    )
 
 
 def show_alarms(client: Client, shown: set[int]) -> None:
@@ -45,9 +58,15 @@ def show_alarms(client: Client, shown: set[int]) -> None:
 
 
 async def with_client(
-    profile: Path, body: Callable[[Client], Awaitable[int]], passcode: str | None = None
+    profile: Path,
+    body: Callable[[Client], Awaitable[int]],
+    passcode: str | None = None,
+    *,
+    read_only: bool = False,
 ) -> int:
-    client = await open_client(profile, passcode)
+    """Open the profile (``read_only``: a command that only shows what is stored), show
+    alarms, run ``body``, show the alarms it raised, close."""
+    client = await open_client(profile, passcode, read_only=read_only)
     shown: set[int] = set()
     try:
         show_alarms(client, shown)
@@ -91,3 +110,28 @@ async def handle_events(
         else:
             notice(event, as_json)
     return failed
+
+
+def server_url(text: str) -> str:
+    """``text`` if it is an http(s) URL of a host, else a usage error that says so."""
+    parts = urlsplit(text)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return text
+    hint = f" (did you mean http://{one_line(text)}?)" if "://" not in text and text else ""
+    raise CliError(f"a server URL starts with http:// or https://{hint}", 2)
+
+
+def conversation_is_group(client: Client, name: str) -> bool:
+    """Whether ``name`` is a group this account can send to; a clear refusal for a group
+    it was removed from or a ``#name`` it has no group of (the server knows no groups)."""
+    bare = name.removeprefix("#")
+    named = [g for g in client.groups() if g.name == bare]
+    if named and (name.startswith("#") or client.is_group(name)):
+        if not any(g.member for g in named):
+            raise CliError(f"you are no longer a member of #{one_line(bare)}", 5)
+        return True
+    if name.startswith("#"):
+        raise CliError(
+            f"you are in no group named #{one_line(bare)} (see 'sealpost group list')", 5
+        )
+    return False

@@ -24,6 +24,7 @@ from sealpost.client.client import (
 from sealpost.client.errors import (
     ClientError,
     LinkRefused,
+    MessageTooLarge,
     NotRegistered,
     ServerError,
     ServerUnavailable,
@@ -53,6 +54,7 @@ __all__ = [
     "Message",
     "MessageDeleted",
     "MessageReceived",
+    "MessageTooLarge",
     "NotRegistered",
     "ProfileBusy",
     "ReceiptReceived",

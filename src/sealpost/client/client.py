@@ -59,8 +59,10 @@ from sealpost._errors import DecodeError, ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
 from sealpost.client.errors import (
+    MAX_SEND_TEXT,
     ClientError,
     LinkRefused,
+    MessageTooLarge,
     NotRegistered,
     ServerError,
     ServerUnavailable,
@@ -822,12 +824,16 @@ class Client:
         rng: Rng = system_rng,
         clock: Callable[[], float] = time.time,
         lock_timeout: float = LOCK_TIMEOUT,
+        read_only: bool = False,
     ) -> Client:
         """Unlock a profile. One process at a time holds it, from here to :meth:`close`:
         another process's open waits up to ``lock_timeout`` seconds for it, then raises
-        :class:`~sealpost.client.store.ProfileBusy` naming this process."""
+        :class:`~sealpost.client.store.ProfileBusy` naming this process. ``read_only``
+        (for commands that only show what is stored) writes nothing that can be skipped
+        and so also opens a profile on a read-only file system; anything that would
+        write raises ``ReadOnlyProfile``."""
         store = await asyncio.to_thread(
-            Store.open, Path(profile), passcode, lock_timeout=lock_timeout
+            Store.open, Path(profile), passcode, lock_timeout=lock_timeout, read_only=read_only
         )
         try:
             return cls(store, rng=rng, clock=clock)
@@ -1236,6 +1242,9 @@ class Client:
         account's other devices; return once the server has stored it. Raises
         :class:`UnknownContact`, :class:`UntrustedContact` or a :class:`TransportError`;
         on any error the message is not marked sent."""
+        size = len(text.encode("utf-8"))
+        if size > MAX_SEND_TEXT:
+            raise MessageTooLarge(size, MAX_SEND_TEXT)
         peer: bytes | None = None
         group: bytes | None = None
         try:

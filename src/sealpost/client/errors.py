@@ -8,6 +8,7 @@ The tree::
     │   └── ServerError             the server answered with a JSON error (``code``)
     ├── UnknownContact              no such username on the server
     ├── UntrustedContact            a verified contact's account key changed: not sent
+    ├── MessageTooLarge             a text over :data:`MAX_SEND_TEXT`: not sent
     ├── NotRegistered               the profile has no account on its server yet
     ├── LinkRefused                 a device link was not confirmed or did not check out
     ├── TransparencyFailure         the server's answer contradicts its key-transparency
@@ -24,8 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "MAX_SEND_TEXT",
     "ClientError",
     "LinkRefused",
+    "MessageTooLarge",
     "NotRegistered",
     "ServerError",
     "ServerUnavailable",
@@ -73,6 +76,20 @@ class UntrustedContact(ClientError):
             f"'sealpost verify {name}'"
         )
         self.name = name
+
+
+#: The longest text :meth:`Client.send` takes, in UTF-8 bytes: the content's own limit
+#: (``MAX_TEXT_BYTES``, 64 KiB) less room for what travels with the text in the same
+#: 64 KiB ratchet plaintext (header, a file's pointer, a gossiped tree head, the copy to
+#: this account's other devices, padding), so that any text under it can be sent.
+MAX_SEND_TEXT = 63 * 1024
+
+
+class MessageTooLarge(ClientError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a text of {size} bytes is over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
 
 
 class NotRegistered(ClientError):
