@@ -99,7 +99,7 @@ def test_errors_are_one_line_with_their_exit_codes(server: ServerProcess, tmp_pa
     missing = sealpost("whoami", profile=tmp_path / "nothing")
     assert missing.returncode == 1 and "sealpost init" in missing.stderr
     taken = sealpost("init", "--server", server.url, "--username", alice, profile=tmp_path / "x")
-    assert taken.returncode == 4 and "username_taken" in taken.stderr
+    assert taken.returncode == 4 and "is taken" in taken.stderr
     assert not (tmp_path / "x").exists()  # a refused registration leaves no profile
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

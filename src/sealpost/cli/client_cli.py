@@ -56,6 +56,8 @@ from sealpost.cli.session import (
 from sealpost.client.client import Client
 from sealpost.client.errors import MAX_SEND_TEXT, MessageTooLarge
 from sealpost.client.handoff import HandoffServer, SendRequest, hand_off
+from sealpost.client.preflight import check_new_account
+from sealpost.client.store import ProfileExists, Store
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "run_client_command"]
 
@@ -66,7 +68,11 @@ PROFILE_ENV = "SEALPOST_PROFILE"
 
 
 async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
+    # everything that can be checked is checked before the passcode is asked
     server_url(args.server)
+    if Store.exists(profile):
+        raise ProfileExists("a profile already exists there")
+    await check_new_account(args.server, args.username)
     passcode = new_passcode("Choose a passcode: ", PASSCODE_ENV)
     client = await Client.create(
         profile,

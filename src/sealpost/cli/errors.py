@@ -31,6 +31,7 @@ from sealpost.client.errors import (
     UnknownContact,
     UntrustedContact,
 )
+from sealpost.client.preflight import NotASealpostServer, UsernameInvalid, UsernameTaken
 from sealpost.client.store import (
     CorruptProfile,
     NoProfile,
@@ -120,6 +121,9 @@ ERRORS: tuple[Row, ...] = (
     (ProfileExists, 1, lambda e: "a profile already exists here (use --profile DIR for another)"),
     (CorruptProfile, 1, lambda e: f"the profile is damaged: {e}"),
     (UnknownContact, 5, lambda e: one_line(e)),
+    (UsernameInvalid, 2, lambda e: one_line(e)),
+    (UsernameTaken, 4, lambda e: one_line(e)),
+    (NotASealpostServer, 4, lambda e: one_line(e)),
     (
         MessageTooLarge,
         2,

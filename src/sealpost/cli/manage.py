@@ -12,11 +12,13 @@ from pathlib import Path
 
 from sealpost.cli.errors import CliError
 from sealpost.cli.output import print_json
-from sealpost.cli.passcode import PASSCODE_ENV, new_passcode, read_passcode
+from sealpost.cli.passcode import PASSCODE_ENV, new_passcode, prompt_line, read_passcode
 from sealpost.cli.render import one_line, timestamp
 from sealpost.cli.session import handle_events, open_client, server_url, with_client
 from sealpost.client.audit import AuditFailure, Auditor
 from sealpost.client.client import Client
+from sealpost.client.preflight import check_server
+from sealpost.client.store import ProfileExists, Store
 from sealpost.protocol.errors import ProtocolError
 from sealpost.protocol.groupstate import MAX_GROUP_NAME
 from sealpost.protocol.linking import LinkCode
@@ -78,6 +80,9 @@ async def cmd_group(args: argparse.Namespace, profile: Path) -> int:
 async def cmd_link(args: argparse.Namespace, profile: Path) -> int:
     if args.link_command == "new":
         server_url(args.server)
+        if Store.exists(profile):
+            raise ProfileExists("a profile already exists there")
+        await check_server(args.server)
         passcode = new_passcode("Choose a passcode for this device: ", PASSCODE_ENV)
 
         def show(code: str, confirmation: str) -> None:
@@ -122,7 +127,9 @@ async def cmd_link(args: argparse.Namespace, profile: Path) -> int:
                 return "".join(args.confirm_code.split()) == code.replace(" ", "")
             if not sys.stdin.isatty():
                 raise CliError("confirm in a terminal, or pass --confirm-code", 2)
-            answer = input("Does it show that code, and did you start this link? [y/N] ")
+            answer = prompt_line(
+                input, "Does it show that code, and did you start this link? [y/N] "
+            )
             return answer.strip().lower() in ("y", "yes")
 
         device_id = await client.link_accept(args.code, confirm)
@@ -181,7 +188,9 @@ async def cmd_verify(args: argparse.Namespace, profile: Path) -> int:
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError("confirm in a terminal, or pass --yes after comparing", 2)
-            answer = input(f"Does {one_line(args.contact)} see the same number? [y/N] ")
+            answer = prompt_line(
+                input, f"Does {one_line(args.contact)} see the same number? [y/N] "
+            )
             if answer.strip().lower() not in ("y", "yes"):
                 print("not verified")
                 return 1

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 
 from sealpost.cli.errors import CliError
 
@@ -20,6 +23,7 @@ __all__ = [
     "NEW_TRIES",
     "PASSCODE_ENV",
     "new_passcode",
+    "prompt_line",
     "read_passcode",
 ]
 
@@ -36,9 +40,23 @@ def _ask(prompt: str) -> str:
             raise CliError(f"no passcode: set {PASSCODE_ENV} or run in a terminal", 3)
         return line.rstrip("\n")
     try:
-        return getpass.getpass(prompt)
+        return prompt_line(getpass.getpass, prompt)
     except EOFError:
         raise CliError("no passcode given", 3) from None
+
+
+def prompt_line(read: Callable[[str], str], prompt: str) -> str:
+    """``read(prompt)`` (``getpass.getpass`` or ``input``) with Ctrl-C raising
+    :class:`KeyboardInterrupt` at once. Inside :func:`asyncio.run` a Ctrl-C only cancels
+    the main task, which a blocking read never sees, so the prompt would wait for Enter;
+    Python's own SIGINT handler is put back for the time of the read."""
+    if threading.current_thread() is not threading.main_thread():
+        return read(prompt)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return read(prompt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def read_passcode() -> str:
