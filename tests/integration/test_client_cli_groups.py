@@ -132,3 +132,9 @@ def test_link_and_devices_from_the_shell(server: ServerProcess, tmp_path: Path) 
     assert removed.returncode == 0, removed.stderr
     refused = sealpost("receive", profile=new_dir, passcode="passcode-456")
     assert refused.returncode == 4
+    assert "this device (device 2) was removed from its account" in refused.stderr
+    sent = sealpost(
+        "send", alice, "from the removed device", profile=new_dir, passcode="passcode-456"
+    )
+    assert sent.returncode == 4 and "was removed from its account" in sent.stderr
+    assert "unauthorized" not in refused.stderr + sent.stderr

@@ -23,7 +23,10 @@ import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
 from sealpost._errors import ProtocolError
 from sealpost.cli.render import one_line
 from sealpost.client.errors import (
+    AccountUnknown,
     ClientError,
+    DeviceRevoked,
+    LogKeyChanged,
     MessageTooLarge,
     ServerError,
     ServerUnavailable,
@@ -134,7 +137,10 @@ ERRORS: tuple[Row, ...] = (
     ),
     (ReadOnlyProfile, 1, lambda e: f"the profile is read-only: {one_line(e)}"),
     (UntrustedContact, 6, lambda e: one_line(e)),
+    (LogKeyChanged, 7, lambda e: f"{e.detail}. An alarm was raised: see 'sealpost alarms'"),
     (TransparencyFailure, 7, lambda e: f"{one_line(e)} (nothing was sent; see 'sealpost alarms')"),
+    (AccountUnknown, 4, lambda e: one_line(e)),
+    (DeviceRevoked, 4, lambda e: one_line(e)),
     (ServerUnavailable, 4, lambda e: f"server unavailable: {one_line(e)}"),
     (ServerError, 4, _server_error),
     (httpx.UnsupportedProtocol, 2, lambda e: "a server URL starts with http:// or https://"),

@@ -22,7 +22,7 @@ from sealpost.cli.output import (
 from sealpost.cli.passcode import read_passcode
 from sealpost.cli.render import one_line
 from sealpost.client.client import Client, Event, KeyChanged, MessageReceived
-from sealpost.client.errors import ClientError
+from sealpost.client.errors import ClientError, ServerError, UnknownContact
 
 __all__ = [
     "conversation_is_group",
@@ -70,7 +70,17 @@ async def with_client(
     shown: set[int] = set()
     try:
         show_alarms(client, shown)
-        return await body(client)
+        try:
+            return await body(client)
+        except (ServerError, UnknownContact) as exc:
+            # a refused signature, or a contact the directory lost: is it this account
+            # (or this device) that the server no longer knows?
+            if isinstance(exc, ServerError) and exc.code != "unauthorized":
+                raise
+            better = await client.diagnose_refusal()
+            if better is None:
+                raise
+            raise better from exc
     finally:
         try:
             show_alarms(client, shown)  # raised while this command ran

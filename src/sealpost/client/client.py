@@ -58,6 +58,7 @@ from typing import Any, NoReturn
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
+from sealpost.client.diagnose import diagnose_refusal
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
     ClientError,
@@ -3089,6 +3090,23 @@ class Client:
             VerifyKey.from_public_bytes(log_key),
             clock=self._clock,
             on_alarm=lambda alarm: self._pending_events.append(AlarmRaised(alarm)),
+        )
+
+    async def diagnose_refusal(self) -> ClientError | None:
+        """After the server refused this device's signature (``unauthorized``): the error
+        that says why, if the server's public answers tell (:mod:`.diagnose`)."""
+
+        def alarm(kind: str, subject: str, detail: str, evidence: Sequence[bytes]) -> None:
+            if self._kt is not None:
+                self._kt.alarm(kind, subject, detail, evidence)
+
+        return await diagnose_refusal(
+            lambda method, path: self._transport.request(method, path, signed=False),
+            username=self.username,
+            account_key=self.account_key,
+            device_id=self.device_id,
+            pinned_log_key=self._store.get_meta("log_key"),
+            alarm=alarm,
         )
 
     async def _transparency(self) -> KeyTransparency:

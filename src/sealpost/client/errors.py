@@ -5,14 +5,17 @@ The tree::
     ClientError
     ├── TransportError              the server could not be used
     │   ├── ServerUnavailable       unreachable, connection lost, timed out
-    │   └── ServerError             the server answered with a JSON error (``code``)
+    │   ├── ServerError             the server answered with a JSON error (``code``)
+    │   ├── AccountUnknown          the server does not know this account (lost its data?)
+    │   └── DeviceRevoked           this device was removed from its account
     ├── UnknownContact              no such username on the server
     ├── UntrustedContact            a verified contact's account key changed: not sent
     ├── MessageTooLarge             a text over :data:`MAX_SEND_TEXT`: not sent
     ├── NotRegistered               the profile has no account on its server yet
     ├── LinkRefused                 a device link was not confirmed or did not check out
     ├── TransparencyFailure         the server's answer contradicts its key-transparency
-    │                               log (an alarm was raised): refused
+    │   │                           log (an alarm was raised): refused
+    │   └── LogKeyChanged           the server's log key is not the pinned one
     └── ProfileError                (from :mod:`sealpost.client.store`) the local store
 
 Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
@@ -26,8 +29,11 @@ from typing import Any
 
 __all__ = [
     "MAX_SEND_TEXT",
+    "AccountUnknown",
     "ClientError",
+    "DeviceRevoked",
     "LinkRefused",
+    "LogKeyChanged",
     "MessageTooLarge",
     "NotRegistered",
     "ServerError",
@@ -109,3 +115,36 @@ class TransparencyFailure(ClientError):
         super().__init__(f"key transparency check failed ({kind}): {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class AccountUnknown(TransportError):
+    """The server has no account of this name, or one under another account key."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"the server does not know the account {name!r} any more (it may have lost its "
+            "data, or been restored from an old backup); this profile cannot use it"
+        )
+        self.name = name
+
+
+class DeviceRevoked(TransportError):
+    """The account no longer lists this device: another of its devices removed it."""
+
+    def __init__(self, device_id: int) -> None:
+        super().__init__(
+            f"this device (device {device_id}) was removed from its account by another of "
+            "the account's devices; link it again with 'sealpost link new' in a new profile"
+        )
+        self.device_id = device_id
+
+
+class LogKeyChanged(TransparencyFailure):
+    """The server signs its log with another key than the one the profile pinned."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "log_key_changed",
+            "the server's log key changed: it lost its data, or another server answers at "
+            "this address",
+        )

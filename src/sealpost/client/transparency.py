@@ -94,6 +94,8 @@ ALARM_KINDS: Mapping[str, str] = {
     "this client has already seen (a replayed answer, hiding a change such as a revocation)",
     "consistency_refused": "the server would not prove that a tree head a contact gossiped "
     "is consistent with this client's (a split view it cannot justify)",
+    "log_key_changed": "the server signs its log with another key than the one pinned: "
+    "it lost its data, or another server answers at its address",
 }
 
 #: Seconds a gossiped head may stay unproven (the server unreachable for its consistency
