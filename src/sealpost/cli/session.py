@@ -43,9 +43,17 @@ def default_profile() -> Path:
 async def open_client(
     profile: Path, passcode: str | None = None, *, read_only: bool = False
 ) -> Client:
-    return await Client.open(
-        profile, read_passcode() if passcode is None else passcode, read_only=read_only
-    )
+    """Open the profile; ``read_only`` (a command that only shows what is stored): opened
+    as usual where it can be written (so that, say, expired messages still go), and
+    read-only where it cannot (a read-only file system, files this user cannot write)."""
+    if passcode is None:
+        passcode = read_passcode()
+    if not read_only:
+        return await Client.open(profile, passcode)
+    try:
+        return await Client.open(profile, passcode)
+    except OSError:  # the lock or the keyfile could not be written
+        return await Client.open(profile, passcode, read_only=True)
 
 
 def show_alarms(client: Client, shown: set[int]) -> None:
