@@ -178,7 +178,7 @@ def parse_duration(text: str) -> int:
     unit = DURATIONS.get(text[-1:])
     number = text[:-1] if unit else text
     if not number.isdigit():
-        raise CliError(f"not a duration: {one_line(text)!r} (try 30s, 10m, 1h, 1d, 1w or off)", 2)
+        raise CliError(f"not a duration: '{one_line(text)}' (try 30s, 10m, 1h, 1d, 1w or off)", 2)
     seconds = int(number) * (unit or 1)
     if not 0 < seconds <= MAX_TIMER:
         raise CliError("a timer is from 1 second to a year", 2)
