@@ -10,6 +10,7 @@ the table of these scenarios with what the user sees.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -1045,3 +1046,79 @@ def test_server_refusing_consistency_proof_raises_alarm(
             await bob.close()
 
     run(scenario())
+
+
+def _as_first_format(head: SignedTreeHead, root_: bytes, log_key: SigningKey) -> bytes:
+    """The head a client kept before heads committed to the map (``0x01 0x31``)."""
+    body = b"\x01\x31" + head.tree_size.to_bytes(8, "big") + head.timestamp.to_bytes(8, "big")
+    body += root_
+    return body + log_key.sign(b"sealpost/v1/tree-head\x00" + body)
+
+
+def test_a_head_kept_in_the_first_format_must_be_extended(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """A profile that kept a head of the first format (no map root) still holds the server
+    to it: the first new head must be proven to extend it. Honest: no alarm, and the new
+    head is kept; a server whose log does not extend it: ``log_inconsistent``."""
+
+    async def scenario() -> None:
+        for honest in (True, False):
+            alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
+            await alice.lookup(bob.username)
+            kept = SignedTreeHead.decode(unb64(hostile.get("/v1/log/head")["head"]))
+            old_root = kept.root if honest else hashlib.sha256(b"another history").digest()
+            with alice.store.transaction() as conn:
+                alice.store.set_meta(
+                    conn, "log_head", _as_first_format(kept, old_root, hostile.log_key)
+                )
+            path, passcode = alice.store.path, "passcode-" + alice.username
+            await alice.close()
+            await user(hostile, tmp_path)  # the log grows
+            alice = await Client.open(path, passcode)
+            try:
+                assert alice.log_head() is None  # only the anchor
+                if honest:
+                    await alice.lookup(bob.username)
+                    assert kinds(alice) == []
+                    assert alice.log_head()["tree_size"] > kept.tree_size  # type: ignore[index]
+                else:
+                    with pytest.raises(TransparencyFailure):
+                        await alice.lookup(bob.username)
+                    assert kinds(alice) == ["log_inconsistent"]
+            finally:
+                await alice.close()
+                await bob.close()
+
+    run(scenario())
+
+
+async def _register_and_close(hostile: HostileServer, root_: Path) -> None:
+    await (await user(hostile, root_)).close()
+
+
+def test_an_auditor_state_of_the_first_format_must_be_extended(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """``sealpost audit`` kept a head of the first format: the next run proves the new head
+    extends it (honest), or fails (a server whose log does not)."""
+    from sealpost.client.audit import STATE_FILE
+
+    for honest in (True, False):
+        state = tmp_path / f"audit-{honest}"
+        audit = [sys.executable, "-m", "sealpost.cli", "audit", "--server", hostile.url()]
+        audit += ["--state", str(state), "--json"]
+        first = subprocess.run(audit, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        doc = json.loads((state / STATE_FILE).read_text())
+        kept = SignedTreeHead.decode(unb64(doc["head"]))
+        old_root = kept.root if honest else hashlib.sha256(b"another history").digest()
+        doc["head"] = b64(_as_first_format(kept, old_root, hostile.log_key))
+        (state / STATE_FILE).write_text(json.dumps(doc))
+        run(_register_and_close(hostile, tmp_path))  # the log grows
+        second = subprocess.run(audit, capture_output=True, text=True, timeout=60)
+        if honest:
+            assert second.returncode == 0, second.stderr
+            assert '"consistent": true' in second.stdout
+        else:
+            assert second.returncode == 8, (second.stdout, second.stderr)
