@@ -289,9 +289,11 @@ class StreamEndpoint:
     async def _serve_sealed(self, sock: _Socket) -> None:
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
         acks: asyncio.Queue[bytes] = asyncio.Queue()  # never used: nothing to ack here
+        seen = [asyncio.get_running_loop().time()]  # when the client last sent a frame
         tasks = [
-            asyncio.create_task(self._receive(sock, acks, answers, None)),
+            asyncio.create_task(self._receive(sock, acks, answers, None, seen)),
             asyncio.create_task(self._answer(sock, answers)),
+            asyncio.create_task(self._idle(seen)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -301,6 +303,17 @@ class StreamEndpoint:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _idle(self, seen: list[float]) -> None:
+        """Close a ``/v1/sealed`` socket whose client sent nothing for
+        ``sealed_idle_timeout`` seconds. (A watchdog that sleeps, rather than a timeout
+        around every receive: a timer armed and cancelled per frame cost about 6 us of CPU a
+        frame under uvloop, against 3 to 4 us for the receive itself.)"""
+        idle = self._ctx.config.sealed_idle_timeout
+        loop = asyncio.get_running_loop()
+        while (left := seen[0] + idle - loop.time()) > 0:
+            await asyncio.sleep(left)
+        raise _Close(4408, "idle for too long")
 
     async def _displaced(self, event: asyncio.Event, address: DeviceAddress) -> None:
         await event.wait()
@@ -315,22 +328,19 @@ class StreamEndpoint:
         acks: asyncio.Queue[bytes],
         answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
         device: AuthenticatedDevice | None,
+        seen: list[float] | None = None,
     ) -> None:
-        idle = None if device is not None else self._ctx.config.sealed_idle_timeout
+        """Read the client's frames; ``seen[0]`` is set to the loop time of each."""
+        loop = asyncio.get_running_loop()
         kinds, what = (
             (SEALED_CLIENT_FRAMES, "a send frame")
             if device is None
             else (STREAM_CLIENT_FRAMES, "an ack or send frame")
         )
         while True:
-            if idle is None:
-                message = await sock.ws.receive()
-            else:
-                try:
-                    async with asyncio.timeout(idle):
-                        message = await sock.ws.receive()
-                except TimeoutError:
-                    raise _Close(4408, "idle for too long") from None
+            message = await sock.ws.receive()
+            if seen is not None:
+                seen[0] = loop.time()
             try:
                 frame = _frame(message, kinds, what)
             except _Refused as refused:
