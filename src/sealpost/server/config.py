@@ -211,7 +211,7 @@ class ServerConfig:
     )
     max_sockets_per_address: int = field(
         default=32,
-        metadata=_doc("open /v1/sealed and /v1/link sockets per client address (then 4429)"),
+        metadata=_doc("open /v1/sealed and /v1/link sockets per client address (then 403)"),
     )
     # -- authentication
     auth_window: int = field(

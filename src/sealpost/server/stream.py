@@ -32,8 +32,10 @@ must treat ids it has seen as duplicates. A second connection of the same device
 the first, which is closed with 4409. Close codes: 4400 malformed frame, 4401
 authentication failed, 4403 the device was removed, 4408 no answer to the challenge in
 time (or, on ``/v1/sealed``, no frame for ``sealed_idle_timeout`` seconds), 4409 replaced by
-a newer connection of the same device, 4429 rate limited (or, on ``/v1/sealed``, the
-address holds ``max_sockets_per_address`` sockets already), 1009 frame over the size limit.
+a newer connection of the same device, 4429 rate limited, 1009 frame over the size limit.
+A socket refused before it is accepted (the per-address rate limit, or on ``/v1/sealed``
+an address holding ``max_sockets_per_address`` sockets already) gets its upgrade
+answered with HTTP 403 instead: no WebSocket close code can be sent before the accept.
 
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
 the device's queue grew, so push order is queue order and a wake-up carries no content.

@@ -15,8 +15,9 @@ provisioning socket). It only forwards opaque bytes between two devices and keep
 Channels live in memory only: ``link_key_ttl`` seconds until a device of the account
 fetches the key, then up to ``link_ttl`` seconds from opening (then closed with 4408); at
 most ``max_link_channels`` at once and ``link_channels_per_address`` per client address
-(more are refused with 4429, as the socket counts against ``max_sockets_per_address``), and
-opening one counts against the per-address rate limit like any connection. So nobody
+(more are refused before the upgrade, which the client sees as HTTP 403; the socket also
+counts against ``max_sockets_per_address``), and opening one counts against the
+per-address rate limit like any connection. So nobody
 without an account can hold the channels everyone needs for long. Nothing about them is
 logged or stored; the provisioning message is end-to-end encrypted to the new device's
 keys.
