@@ -1,7 +1,7 @@
-"""The server's key-transparency log in SQLite storage: one entry per account change,
-committed with it (a refused change logs nothing), proofs that verify against the root,
-an old database's accounts logged when it is opened, and signed heads that only move
-forward; the account map updated with each entry, in its transaction."""
+"""The server's key-transparency log in storage (SQLite and PostgreSQL): one entry per
+account change, committed with it (a refused change logs nothing), proofs that verify
+against the root, an old database's accounts logged when it is opened, and signed heads
+that only move forward; the account map updated with each entry, in its transaction."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MakeStorage
 from sealpost.crypto.sign import SigningKey
 from sealpost.server.handlers.log import LogService
 from sealpost.server.storage import AccountRecord, DeviceRecord, PreKeyUpload, SqliteStorage
@@ -44,9 +45,9 @@ def _account(name: str) -> AccountRecord:
     return AccountRecord(account_id, name, os.urandom(32), b"h" * 32, True, 0)
 
 
-def test_every_account_change_is_logged_with_what_it_commits_to(tmp_path: Path) -> None:
+def test_every_account_change_is_logged_with_what_it_commits_to(backend: MakeStorage) -> None:
     async def main() -> None:
-        storage = SqliteStorage(tmp_path / "db")
+        storage = backend()
         await storage.open()
         try:
             alice = _account("alice")
@@ -120,9 +121,9 @@ def test_accounts_from_before_the_log_are_logged_on_open(tmp_path: Path) -> None
     asyncio.run(main())
 
 
-def test_tree_heads_are_signed_on_demand_kept_and_move_forward(tmp_path: Path) -> None:
+def test_tree_heads_are_signed_on_demand_kept_and_move_forward(backend: MakeStorage) -> None:
     async def main() -> None:
-        storage = SqliteStorage(tmp_path / "db")
+        storage = backend()
         await storage.open()
         key = SigningKey.generate(os.urandom)
         clock = iter([1000, 500, 500]).__next__  # a clock that goes backwards

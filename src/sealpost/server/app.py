@@ -53,7 +53,7 @@ from sealpost.server.ratelimit import RateLimiter
 from sealpost.server.requests import BODY_TIMEOUT, client_address
 from sealpost.server.routes import OPERATIONS
 from sealpost.server.schema import Health
-from sealpost.server.storage.base import Storage
+from sealpost.server.storage.base import Storage, StorageUnavailable
 from sealpost.server.stream import StreamEndpoint
 
 __all__ = ["create_app"]
@@ -79,6 +79,8 @@ def _wrap(ctx: Context, template: str, endpoint: Endpoint) -> Endpoint:
             response = await endpoint(request)
         except ApiError as exc:
             response = exc.response()
+        except StorageUnavailable:  # the database went away: try again (it reconnects)
+            response = error_response(503, "unavailable", "storage is unavailable; retry")
         except Exception:
             log.exception("internal error in %s %s", request.method, template)
             response = error_response(500, "internal", "internal server error")

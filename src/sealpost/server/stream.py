@@ -75,6 +75,7 @@ from sealpost.server.frames import (
 from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
+from sealpost.server.storage.base import StorageUnavailable
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
 
@@ -189,6 +190,9 @@ class StreamEndpoint:
                 await websocket.close(code=close.code, reason=close.reason)
         except WebSocketDisconnect:
             pass
+        except StorageUnavailable:  # 1013: try again later (on this or another process)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1013)
         except Exception:
             log.exception("stream failed")  # a bug; the traceback holds no frame contents
             with contextlib.suppress(Exception):

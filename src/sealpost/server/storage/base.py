@@ -49,8 +49,10 @@ __all__ = [
     "QueueFull",
     "QueuedMessage",
     "SharedEnvelope",
+    "StaleEpoch",
     "Storage",
     "StorageError",
+    "StorageUnavailable",
     "TooManyDevices",
     "UnknownAccount",
     "UnknownDevice",
@@ -60,6 +62,16 @@ __all__ = [
 
 class StorageError(Exception):
     """Root of the storage layer's expected failures; nothing was changed."""
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached (the server answers 503). Not a
+    :class:`StorageError`: an operation in flight when the connection broke may or may not
+    have committed, so the caller retries it (every write is safe to retry or refused)."""
+
+
+class StaleEpoch(StorageError):
+    """An ack from a connection that a newer connection of the same device replaced."""
 
 
 class UsernameTaken(StorageError):
@@ -383,8 +395,26 @@ class Storage(Protocol):
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         """Delete a message from this device's own queue; ``False`` if it has no such one."""
 
-    async def ack_all(self, account_id: bytes, device_id: int, message_ids: Sequence[bytes]) -> int:
-        """:meth:`ack` of several messages in one transaction; how many were deleted."""
+    async def ack_all(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> int:
+        """:meth:`ack` of several messages in one transaction; how many were deleted.
+        With ``epoch``: raises :class:`StaleEpoch` (deleting nothing) unless it is still
+        the device's epoch (:meth:`claim_device`)."""
+
+    # -- connections (one stream per device, whichever process holds it)
+    async def claim_device(self, account_id: bytes, device_id: int) -> int:
+        """A new epoch for the device (a fencing token): the connection that took it is the
+        device's only one; acks carrying an older epoch are refused."""
+
+    def leader(self) -> bool:
+        """Whether this process runs the jobs one process runs: signing tree heads and
+        purging (always, with one process; one at a time, with several)."""
 
     # -- attachments
     async def add_attachment(self, record: AttachmentRecord, *, max_owner_bytes: int = 0) -> None:

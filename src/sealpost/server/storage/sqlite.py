@@ -79,6 +79,7 @@ from sealpost.server.storage.base import (
     QueuedMessage,
     QueueFull,
     SharedEnvelope,
+    StaleEpoch,
     TooManyDevices,
     UnknownAccount,
     UnknownDevice,
@@ -308,6 +309,7 @@ class SqliteStorage:
         # so they stay bounds).
         self._device_ids: dict[bytes, frozenset[int]] = {}
         self._depth: dict[tuple[bytes, int], tuple[int, int]] = {}
+        self._epochs: dict[tuple[bytes, int], int] = {}  # see claim_device
         self.commits = 0  # group commits done; read by metrics and tests
         self.committed_ops = 0
 
@@ -957,7 +959,17 @@ class SqliteStorage:
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         return await self.ack_all(account_id, device_id, [message_id]) == 1
 
-    async def ack_all(self, account_id: bytes, device_id: int, message_ids: Sequence[bytes]) -> int:
+    async def ack_all(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> int:
+        if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
+            raise StaleEpoch("a newer connection of this device took over")
+
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.executemany(
                 "DELETE FROM queue WHERE message_id = ? AND account_id = ? AND device_id = ?",
@@ -969,6 +981,17 @@ class SqliteStorage:
             return cur.rowcount
 
         return await self._write(op)
+
+    # ------------------------------------------------------------------ connections
+
+    async def claim_device(self, account_id: bytes, device_id: int) -> int:
+        # One process holds a SQLite database, so the epochs live in its memory.
+        address = (account_id, device_id)
+        epoch = self._epochs[address] = self._epochs.get(address, 0) + 1
+        return epoch
+
+    def leader(self) -> bool:
+        return True
 
     # ------------------------------------------------------------------ attachments
 

@@ -1,0 +1,140 @@
+"""The PostgreSQL schema of :class:`~sealpost.server.storage.postgres.PostgresStorage`, as
+versioned migrations applied in order, each in its own transaction, under an advisory lock
+(so several processes starting at once apply each migration once).
+
+Tables follow the SQLite schema (:mod:`.sqlite`) with two changes for a shared database:
+
+- ``device_queues`` keeps, per device, the last queue sequence number handed out, the
+  queue's depth and the device's connection epoch. A send increments the first two in its
+  own transaction (the row lock orders concurrent sends to one device, so sequence numbers
+  are committed in increasing order and a reader never sees a later one before an earlier
+  one), so queue order needs no global sequence and the depth check needs no ``COUNT(*)``.
+  It is updated on every send and ack: it has no index but its primary key (so updates
+  are HOT, heap-only) and half of each page is left free for them (``fillfactor = 50``).
+- ``queue`` is keyed ``(account_id, device_id, seq)``: rows are inserted and deleted,
+  never updated, so its only other indexes (message id, expiry) never see an update;
+  autovacuum runs on it after 1% of its rows changed rather than 20%, without cost delay,
+  because a relay's queue is mostly dead rows waiting to be vacuumed.
+
+docs/OPERATIONS.md ("PostgreSQL") says the same for operators.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["LOCK_LEADER", "LOCK_MIGRATE", "LOCK_PROCESSES", "MIGRATIONS"]
+
+#: Advisory lock keys (one namespace for sealpost: 0x5EA1 in the high half).
+LOCK_MIGRATE: Final = 0x5EA1_0001
+LOCK_PROCESSES: Final = 0x5EA1_0002  # exclusive: a process without Redis; shared: with
+LOCK_LEADER: Final = 0x5EA1_0003  # the process that signs tree heads and purges
+LOCK_LOG: Final = 0x5EA1_0004  # (transaction lock) appends to the log, one at a time
+
+_HOT_QUEUE: Final = (
+    "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01,"
+    " autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0"
+)
+
+_V1: Final = f"""
+CREATE TABLE accounts (
+    account_id          bytea PRIMARY KEY,
+    username_lower      text NOT NULL UNIQUE,
+    username            text NOT NULL,
+    account_key         bytea NOT NULL,
+    delivery_token_hash bytea NOT NULL,
+    sealed_from_anyone  boolean NOT NULL,
+    created             bigint NOT NULL
+);
+CREATE TABLE devices (
+    account_id  bytea NOT NULL REFERENCES accounts (account_id),
+    device_id   bigint NOT NULL,
+    certificate bytea NOT NULL,
+    registered  bigint NOT NULL,
+    PRIMARY KEY (account_id, device_id)
+);
+CREATE TABLE device_queues (
+    account_id bytea NOT NULL,
+    device_id  bigint NOT NULL,
+    last_seq   bigint NOT NULL DEFAULT 0,
+    depth      integer NOT NULL DEFAULT 0,
+    epoch      bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, device_id)
+) WITH (fillfactor = 50, {_HOT_QUEUE});
+CREATE TABLE signed_prekeys (
+    account_id bytea NOT NULL,
+    device_id  bigint NOT NULL,
+    key_id     bigint NOT NULL,
+    prekey     bytea NOT NULL,
+    PRIMARY KEY (account_id, device_id)
+);
+CREATE TABLE one_time_prekeys (
+    account_id bytea NOT NULL,
+    device_id  bigint NOT NULL,
+    key_id     bigint NOT NULL,
+    prekey     bytea NOT NULL,
+    PRIMARY KEY (account_id, device_id, key_id)
+);
+CREATE TABLE kem_prekeys (
+    account_id bytea NOT NULL,
+    device_id  bigint NOT NULL,
+    kind       smallint NOT NULL,  -- 1 last resort (one per device), 2 one-time
+    key_id     bigint NOT NULL,
+    prekey     bytea NOT NULL,
+    PRIMARY KEY (account_id, device_id, kind, key_id)
+);
+CREATE TABLE queue (
+    account_id  bytea NOT NULL,
+    device_id   bigint NOT NULL,
+    seq         bigint NOT NULL,
+    message_id  bytea NOT NULL UNIQUE,
+    body        bytea NOT NULL,
+    received_at bigint NOT NULL,
+    expires_at  bigint NOT NULL,
+    PRIMARY KEY (account_id, device_id, seq)
+) WITH ({_HOT_QUEUE}, toast.autovacuum_vacuum_scale_factor = 0.01,
+        toast.autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX queue_by_expiry ON queue (expires_at);
+CREATE TABLE nonces (
+    nonce      bytea PRIMARY KEY,
+    expires_at bigint NOT NULL
+) WITH ({_HOT_QUEUE});
+CREATE INDEX nonces_by_expiry ON nonces (expires_at);
+CREATE TABLE attachments (
+    attachment_id bytea PRIMARY KEY,
+    size          bigint NOT NULL,
+    created       bigint NOT NULL,
+    expires_at    bigint NOT NULL
+);
+CREATE INDEX attachments_by_expiry ON attachments (expires_at);
+CREATE TABLE revocations (
+    account_id bytea NOT NULL,
+    device_id  bigint NOT NULL,
+    revocation bytea NOT NULL,
+    revoked    bigint NOT NULL,
+    PRIMARY KEY (account_id, device_id)
+);
+CREATE TABLE log_entries (
+    idx          bigint PRIMARY KEY,
+    account_id   bytea NOT NULL,
+    sequence     bigint NOT NULL,
+    entry        bytea NOT NULL,
+    certificates bytea NOT NULL,
+    revocations  bytea NOT NULL,
+    UNIQUE (account_id, sequence)
+);
+CREATE TABLE log_nodes (
+    level integer NOT NULL,
+    idx   bigint NOT NULL,
+    hash  bytea NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE log_heads (
+    tree_size bigint PRIMARY KEY,
+    timestamp bigint NOT NULL,
+    head      bytea NOT NULL
+);
+"""
+
+#: ``(version, SQL)``, applied in order; a released migration is never edited.
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1),)

@@ -1,0 +1,508 @@
+"""PostgreSQL storage (asyncpg), for several server processes sharing one database.
+
+Each method is one transaction (``READ COMMITTED``) on a connection of a pool, so the
+guarantees of :mod:`.base` hold across processes: a method that returns has committed
+(with ``synchronous_commit`` on, durably: leave it on); one that raises a
+:class:`~.base.StorageError` rolled back. Concurrency is handled by row locks:
+
+- a send locks the ``device_queues`` rows of its destination devices, always in the same
+  (sorted) order, so two sends to the same devices never deadlock; a send allocates each
+  device's next sequence numbers there, so they are committed in order (see
+  :mod:`.pg_schema`). Acks and purges lock the same rows first, in the same order.
+- a one-time prekey is taken with ``FOR UPDATE SKIP LOCKED``: two fetchers, on any
+  processes, never get the same key.
+- the log is appended under a transaction advisory lock (:mod:`.pg_log`).
+
+A lost database connection surfaces as :class:`~.base.StorageUnavailable` (the server
+answers 503); the pool connects again by itself. Process coordination (one process without
+Redis, one tree-head signer) is in :mod:`.pg_cluster`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeAlias, TypeVar
+
+import asyncpg
+
+from sealpost.server.storage.base import (
+    AccountExists,
+    AccountRecord,
+    AttachmentRecord,
+    BundleParts,
+    DeviceRecord,
+    DeviceRevoked,
+    Envelope,
+    LastDevice,
+    LoggedEntry,
+    PreKeyStock,
+    PreKeyUpload,
+    PurgeResult,
+    QueuedMessage,
+    StorageUnavailable,
+    TooManyDevices,
+    UnknownAccount,
+    UnknownDevice,
+    UsernameTaken,
+)
+from sealpost.server.storage.pg_cluster import Cluster, migrate
+from sealpost.server.storage.pg_log import NodeCache, log_account_state, log_size, logged, merkle
+from sealpost.server.storage.pg_prekeys import (
+    insert_device,
+    prekey_stock,
+    store_prekeys,
+    take_bundle,
+)
+from sealpost.server.storage.pg_queue import (
+    ack_all,
+    claim_device,
+    device_epoch,
+    enqueue,
+    fetch,
+    lock_queues,
+    purge_messages,
+)
+from sealpost.transparency.merkle import consistency_proof, inclusion_proof, root
+
+__all__ = ["PostgresStorage"]
+
+T = TypeVar("T")
+Conn: TypeAlias = asyncpg.Connection
+
+KEM_LAST_RESORT: Final = 1
+KEM_ONE_TIME: Final = 2
+PURGE_STEP: Final = 1000
+ACCOUNT_CACHE: Final = 50_000
+
+#: What asyncpg raises when the database is not there (not when it refuses something).
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    TimeoutError,
+)
+
+
+class PostgresStorage:
+    """:class:`~sealpost.server.storage.base.Storage` on a PostgreSQL database."""
+
+    def __init__(self, dsn: str, *, solo: bool = True, pool_size: int = 10) -> None:
+        """``solo``: no other process may use the database meanwhile (there is no Redis
+        to tell them about each other's sends); :meth:`open` refuses if one does."""
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._nodes = NodeCache()
+        self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
+        self.cluster = Cluster(dsn, solo=solo)
+
+    async def open(self) -> None:
+        try:
+            await migrate(self._dsn)
+            await self.cluster.start()
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=30
+            )
+        except BaseException:
+            await self.cluster.stop()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        await self.cluster.stop()
+
+    def leader(self) -> bool:
+        return self.cluster.leader
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise RuntimeError("storage is not open")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await fn(conn)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable("the database is not reachable") from exc
+
+    # ------------------------------------------------------------------ accounts
+
+    async def create_account(
+        self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            rows = await conn.fetch(
+                "SELECT account_id FROM accounts WHERE username_lower = $1 OR account_id = $2",
+                account.username.lower(),
+                account.account_id,
+            )
+            for row in rows:
+                if bytes(row[0]) == account.account_id:
+                    raise AccountExists("account id already registered")
+                raise UsernameTaken("username taken")
+            try:
+                await conn.execute(
+                    "INSERT INTO accounts VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    account.account_id,
+                    account.username.lower(),
+                    account.username,
+                    account.account_key,
+                    account.delivery_token_hash,
+                    account.sealed_from_anyone,
+                    account.created,
+                )
+            except asyncpg.UniqueViolationError as exc:  # a concurrent registration won
+                if "username" in (exc.constraint_name or ""):
+                    raise UsernameTaken("username taken") from None
+                raise AccountExists("account id already registered") from None
+            await insert_device(conn, device)
+            await store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
+            await log_account_state(conn, self._nodes, account.account_id, new=account)
+
+        await self._tx(op)
+
+    async def add_device(
+        self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            # Lock the account row: concurrent adds to one account are counted one by one.
+            if not await conn.fetchval(
+                "SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", device.account_id
+            ):
+                raise UnknownAccount(device.account_id)
+            if await conn.fetchval(
+                "SELECT 1 FROM revocations WHERE account_id = $1 AND device_id = $2",
+                device.account_id,
+                device.device_id,
+            ):
+                raise DeviceRevoked("that device id was revoked")
+            count = await conn.fetchval(
+                "SELECT COUNT(*) FROM devices WHERE account_id = $1", device.account_id
+            )
+            if count >= max_devices:
+                raise TooManyDevices("the account has as many devices as it may")
+            await insert_device(conn, device)
+            await store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
+            await log_account_state(conn, self._nodes, device.account_id)
+
+        await self._tx(op)
+
+    async def remove_device(self, account_id: bytes, device_id: int, revocation: bytes) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", account_id
+            )
+            ids = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT device_id FROM devices WHERE account_id = $1", account_id
+                )
+            ]
+            if device_id not in ids:
+                raise UnknownDevice("no such device")
+            if len(ids) == 1:
+                raise LastDevice("the last device cannot be removed")
+            await lock_queues(conn, [(account_id, device_id)])
+            for table in (
+                "queue",
+                "device_queues",
+                "devices",
+                "signed_prekeys",
+                "one_time_prekeys",
+                "kem_prekeys",
+            ):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE account_id = $1 AND device_id = $2",  # noqa: S608 (our table names)
+                    account_id,
+                    device_id,
+                )
+            await conn.execute(
+                "INSERT INTO revocations VALUES ($1, $2, $3, extract(epoch FROM now())::bigint)"
+                " ON CONFLICT (account_id, device_id) DO UPDATE SET revocation = $3",
+                account_id,
+                device_id,
+                revocation,
+            )
+            await log_account_state(conn, self._nodes, account_id)
+
+        await self._tx(op)
+
+    async def revocations(self, account_id: bytes) -> list[bytes]:
+        async def op(conn: Conn) -> list[bytes]:
+            rows = await conn.fetch(
+                "SELECT revocation FROM revocations WHERE account_id = $1 ORDER BY revoked",
+                account_id,
+            )
+            return [bytes(r[0]) for r in rows]
+
+        return await self._tx(op)
+
+    async def account_by_username(self, username_lower: str) -> AccountRecord | None:
+        async def op(conn: Conn) -> AccountRecord | None:
+            return _account(
+                await conn.fetchrow(
+                    "SELECT * FROM accounts WHERE username_lower = $1", username_lower
+                )
+            )
+
+        return await self._tx(op)
+
+    async def account_by_id(self, account_id: bytes) -> AccountRecord | None:
+        # Account records never change once created: cached, as in the SQLite backend.
+        cached = self._accounts.get(account_id)
+        if cached is not None:
+            self._accounts.move_to_end(account_id)
+            return cached
+
+        async def op(conn: Conn) -> AccountRecord | None:
+            return _account(
+                await conn.fetchrow("SELECT * FROM accounts WHERE account_id = $1", account_id)
+            )
+
+        record = await self._tx(op)
+        if record is not None:
+            self._accounts[account_id] = record
+            while len(self._accounts) > ACCOUNT_CACHE:
+                self._accounts.popitem(last=False)
+        return record
+
+    async def devices(self, account_id: bytes) -> list[DeviceRecord]:
+        async def op(conn: Conn) -> list[DeviceRecord]:
+            rows = await conn.fetch(
+                "SELECT device_id, certificate, registered FROM devices WHERE account_id = $1"
+                " ORDER BY device_id",
+                account_id,
+            )
+            return [DeviceRecord(account_id, r[0], bytes(r[1]), r[2]) for r in rows]
+
+        return await self._tx(op)
+
+    async def device(self, account_id: bytes, device_id: int) -> DeviceRecord | None:
+        async def op(conn: Conn) -> DeviceRecord | None:
+            row = await conn.fetchrow(
+                "SELECT certificate, registered FROM devices WHERE account_id = $1"
+                " AND device_id = $2",
+                account_id,
+                device_id,
+            )
+            return (
+                None if row is None else DeviceRecord(account_id, device_id, bytes(row[0]), row[1])
+            )
+
+        return await self._tx(op)
+
+    # ------------------------------------------------------------------ transparency log
+
+    async def log_size(self) -> int:
+        return await self._tx(log_size)
+
+    async def log_entries(self, account_id: bytes, *, after: int = -1) -> list[LoggedEntry]:
+        async def op(conn: Conn) -> list[LoggedEntry]:
+            rows = await conn.fetch(
+                "SELECT idx, entry, certificates, revocations FROM log_entries"
+                " WHERE account_id = $1 AND idx > $2 ORDER BY sequence",
+                account_id,
+                after,
+            )
+            return [logged(r) for r in rows]
+
+        return await self._tx(op)
+
+    async def log_latest(self, account_id: bytes) -> LoggedEntry | None:
+        async def op(conn: Conn) -> LoggedEntry | None:
+            row = await conn.fetchrow(
+                "SELECT idx, entry, certificates, revocations FROM log_entries"
+                " WHERE account_id = $1 ORDER BY sequence DESC LIMIT 1",
+                account_id,
+            )
+            return None if row is None else logged(row)
+
+        return await self._tx(op)
+
+    async def _merkle(self, fn: Callable[[Any], T]) -> T:
+        async def op(conn: Conn) -> T:
+            return (await merkle(conn, self._nodes, fn))[0]
+
+        return await self._tx(op)
+
+    async def log_root(self, size: int) -> bytes:
+        return await self._merkle(lambda s: root(s, size))
+
+    async def log_inclusion(self, index: int, size: int) -> list[bytes]:
+        return await self._merkle(lambda s: inclusion_proof(s, index, size))
+
+    async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
+        return await self._merkle(lambda s: consistency_proof(s, size1, size2))
+
+    async def log_head(self) -> bytes | None:
+        async def op(conn: Conn) -> bytes | None:
+            head = await conn.fetchval("SELECT head FROM log_heads ORDER BY tree_size DESC LIMIT 1")
+            return None if head is None else bytes(head)
+
+        return await self._tx(op)
+
+    async def add_log_head(self, tree_size: int, timestamp: int, head: bytes) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO log_heads VALUES ($1, $2, $3) ON CONFLICT (tree_size) DO NOTHING",
+                tree_size,
+                timestamp,
+                head,
+            )
+
+        await self._tx(op)
+
+    # ------------------------------------------------------------------ auth
+
+    async def use_nonce(self, nonce: bytes, expires_at: int) -> bool:
+        async def op(conn: Conn) -> bool:
+            status = await conn.execute(
+                "INSERT INTO nonces VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                nonce,
+                expires_at,
+            )
+            return bool(status == "INSERT 0 1")
+
+        return await self._tx(op)
+
+    # ------------------------------------------------------------------ prekeys
+
+    async def store_prekeys(
+        self, account_id: bytes, device_id: int, prekeys: PreKeyUpload, *, max_stock: int
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            await store_prekeys(conn, account_id, device_id, prekeys, max_stock)
+
+        await self._tx(op)
+
+    async def take_bundle(self, account_id: bytes, device_id: int) -> BundleParts | None:
+        return await self._tx(lambda conn: take_bundle(conn, account_id, device_id))
+
+    async def prekey_stock(self, account_id: bytes, device_id: int) -> PreKeyStock:
+        return await self._tx(lambda conn: prekey_stock(conn, account_id, device_id))
+
+    # ------------------------------------------------------------------ queue
+
+    async def enqueue(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+    ) -> None:
+        await self._tx(
+            lambda conn: enqueue(
+                conn,
+                envelopes,
+                exempt=exempt,
+                received_at=received_at,
+                expires_at=expires_at,
+                max_depth=max_depth,
+            )
+        )
+
+    async def fetch(
+        self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
+    ) -> list[QueuedMessage]:
+        return await self._tx(lambda conn: fetch(conn, account_id, device_id, after_seq, limit))
+
+    async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
+        return await self.ack_all(account_id, device_id, [message_id]) == 1
+
+    async def ack_all(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> int:
+        return await self._tx(lambda conn: ack_all(conn, account_id, device_id, message_ids, epoch))
+
+    async def claim_device(self, account_id: bytes, device_id: int) -> int:
+        return await self._tx(lambda conn: claim_device(conn, account_id, device_id))
+
+    async def device_epoch(self, account_id: bytes, device_id: int) -> int:
+        return await self._tx(lambda conn: device_epoch(conn, account_id, device_id))
+
+    # ------------------------------------------------------------------ attachments
+
+    async def add_attachment(self, record: AttachmentRecord) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO attachments VALUES ($1, $2, $3, $4)",
+                record.attachment_id,
+                record.size,
+                record.created,
+                record.expires_at,
+            )
+
+        await self._tx(op)
+
+    async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None:
+        async def op(conn: Conn) -> AttachmentRecord | None:
+            row = await conn.fetchrow(
+                "SELECT size, created, expires_at FROM attachments WHERE attachment_id = $1",
+                attachment_id,
+            )
+            return None if row is None else AttachmentRecord(attachment_id, row[0], row[1], row[2])
+
+        return await self._tx(op)
+
+    # ------------------------------------------------------------------ retention
+
+    async def purge(self, now: int) -> PurgeResult:
+        """In steps of at most ``PURGE_STEP`` rows, each its own transaction."""
+
+        async def messages(conn: Conn) -> int:
+            return await purge_messages(conn, now, PURGE_STEP)
+
+        async def nonces(conn: Conn) -> int:
+            status = await conn.execute(
+                "DELETE FROM nonces WHERE nonce IN"
+                " (SELECT nonce FROM nonces WHERE expires_at <= $1 LIMIT $2)",
+                now,
+                PURGE_STEP,
+            )
+            return int(status.split()[-1])
+
+        async def attachments(conn: Conn) -> list[bytes]:
+            rows = await conn.fetch(
+                "DELETE FROM attachments WHERE attachment_id IN"
+                " (SELECT attachment_id FROM attachments WHERE expires_at <= $1 LIMIT $2)"
+                " RETURNING attachment_id",
+                now,
+                PURGE_STEP,
+            )
+            return [bytes(r[0]) for r in rows]
+
+        message_count = nonce_count = 0
+        while (step := await self._tx(messages)) > 0:
+            message_count += step
+        while (step := await self._tx(nonces)) > 0:
+            nonce_count += step
+        gone: list[bytes] = []
+        while found := await self._tx(attachments):
+            gone += found
+        return PurgeResult(message_count, nonce_count, gone)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _account(row: asyncpg.Record | None) -> AccountRecord | None:
+    if row is None:
+        return None
+    return AccountRecord(
+        bytes(row["account_id"]),
+        row["username"],
+        bytes(row["account_key"]),
+        bytes(row["delivery_token_hash"]),
+        bool(row["sealed_from_anyone"]),
+        row["created"],
+    )

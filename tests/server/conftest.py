@@ -1,0 +1,28 @@
+"""``backend``: each storage test runs against SQLite (a file of its own) and PostgreSQL (a
+database of its own, created and dropped: see tests/services.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sealpost.server.storage.base import Storage
+from services import fresh_database
+
+MakeStorage = Callable[[], Storage]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStorage]:
+    """A factory of (unopened) storages on one fresh database."""
+    if request.param == "sqlite":
+        from sealpost.server.storage.sqlite import SqliteStorage
+
+        yield lambda: SqliteStorage(tmp_path / "db")
+        return
+    from sealpost.server.storage.postgres import PostgresStorage
+
+    with fresh_database() as dsn:
+        yield lambda: PostgresStorage(dsn, solo=False)

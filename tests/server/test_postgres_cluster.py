@@ -1,0 +1,186 @@
+"""Several processes' storages on one PostgreSQL database (each a PostgresStorage with a
+pool of its own, as a process has): one process without Redis is alone or refused, one
+leader at a time and a new one when it goes, prekeys and log appends shared correctly,
+migrations applied once and a newer schema refused, and dropped connections answered
+with StorageUnavailable and then recovered from."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from sealpost.server.storage.base import (
+    AccountRecord,
+    DeviceRecord,
+    PreKeyUpload,
+    StorageUnavailable,
+)
+from sealpost.server.storage.pg_cluster import ClusterError, migrate
+from sealpost.server.storage.postgres import PostgresStorage
+from sealpost.transparency.merkle import leaf_hash, verify_consistency, verify_inclusion
+from services import fresh_database
+
+
+@pytest.fixture
+def dsn() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+def _record() -> AccountRecord:
+    account_id = os.urandom(16)
+    return AccountRecord(account_id, account_id.hex()[:12], os.urandom(32), b"h" * 32, True, 0)
+
+
+async def _register(storage: PostgresStorage, prekeys: PreKeyUpload | None = None) -> bytes:
+    record = _record()
+    await storage.create_account(
+        record, DeviceRecord(record.account_id, 1, b"cert", 0), prekeys or PreKeyUpload()
+    )
+    return record.account_id
+
+
+def test_a_process_without_redis_is_alone_on_its_database(dsn: str) -> None:
+    async def main() -> None:
+        solo = PostgresStorage(dsn, solo=True)
+        await solo.open()
+        try:
+            with pytest.raises(ClusterError, match="--redis"):
+                await PostgresStorage(dsn, solo=True).open()
+            with pytest.raises(ClusterError, match="without --redis"):
+                await PostgresStorage(dsn, solo=False).open()
+        finally:
+            await solo.close()
+        shared = [PostgresStorage(dsn, solo=False) for _ in range(2)]
+        for storage in shared:
+            await storage.open()
+        try:
+            with pytest.raises(ClusterError):
+                await PostgresStorage(dsn, solo=True).open()
+        finally:
+            for storage in shared:
+                await storage.close()
+
+    asyncio.run(main())
+
+
+def test_one_leader_at_a_time_and_another_takes_over(dsn: str) -> None:
+    async def main() -> None:
+        a, b = PostgresStorage(dsn, solo=False), PostgresStorage(dsn, solo=False)
+        await a.open()
+        await asyncio.sleep(0.2)
+        await b.open()
+        try:
+            for _ in range(30):
+                await asyncio.sleep(0.1)
+                assert not (a.leader() and b.leader())
+            assert a.leader() and not b.leader()
+            await a.close()
+            for _ in range(50):
+                if b.leader():
+                    break
+                await asyncio.sleep(0.1)
+            assert b.leader(), "no process took over within 5 s"
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_processes_share_prekeys_once_and_one_log(dsn: str) -> None:
+    prekeys = PreKeyUpload(
+        signed_prekey=(1, b"spk"), one_time=[(i, b"otk-%d" % i) for i in range(50)]
+    )
+
+    async def main() -> None:
+        stores = [PostgresStorage(dsn, solo=False, pool_size=5) for _ in range(3)]
+        for storage in stores:
+            await storage.open()
+        try:
+            account_id = await _register(stores[0], prekeys)
+            bundles = await asyncio.gather(
+                *(stores[i % 3].take_bundle(account_id, 1) for i in range(60))
+            )
+            keys = [b.one_time for b in bundles if b is not None and b.one_time is not None]
+            assert len(keys) == len(set(keys)) and 40 <= len(keys) <= 50
+            # registrations through all three at once: one log, indexes 0..n-1, no fork
+            await asyncio.gather(*(_register(stores[i % 3]) for i in range(30)))
+            size = await stores[1].log_size()
+            assert size == 31
+            roots = {await s.log_root(size) for s in stores}
+            assert len(roots) == 1
+            (head,) = roots
+            for storage in stores:
+                for index in (0, 7, 30):
+                    entries = await storage.log_entries(await _account_at(storage, index))
+                    item = next(e for e in entries if e.index == index)
+                    proof = await storage.log_inclusion(index, size)
+                    verify_inclusion(leaf_hash(item.entry), index, size, proof, head)
+            old = await stores[2].log_root(10)
+            verify_consistency(10, size, old, head, await stores[0].log_consistency(10, size))
+        finally:
+            for storage in stores:
+                await storage.close()
+
+    asyncio.run(main())
+
+
+async def _account_at(storage: PostgresStorage, index: int) -> bytes:
+    pool = storage._pool
+    assert pool is not None
+    value = await pool.fetchval("SELECT account_id FROM log_entries WHERE idx = $1", index)
+    return bytes(value)
+
+
+def test_migrations_run_once_and_a_newer_schema_is_refused(dsn: str) -> None:
+    async def main() -> None:
+        assert await migrate(dsn) == [1]
+        assert await migrate(dsn) == []
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (999)")
+        finally:
+            await conn.close()
+        with pytest.raises(ClusterError, match="newer"):
+            await PostgresStorage(dsn).open()
+
+    asyncio.run(main())
+
+
+def test_dropped_connections_are_unavailable_then_recovered(dsn: str) -> None:
+    async def main() -> None:
+        storage = PostgresStorage(dsn, solo=False)
+        await storage.open()
+        try:
+            account_id = await _register(storage)
+
+            async def slow(conn: asyncpg.Connection) -> None:
+                await conn.execute("SELECT pg_sleep(10)")
+
+            in_flight = asyncio.ensure_future(storage._tx(slow))
+            await asyncio.sleep(0.3)
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+            with pytest.raises(StorageUnavailable):  # the request in flight: a 503
+                await in_flight
+            # the next ones find (or make) a working connection by themselves
+            assert len(await storage.devices(account_id)) == 1
+            for _ in range(50):  # the cluster connection comes back too
+                if storage.leader():
+                    break
+                await asyncio.sleep(0.1)
+            assert storage.leader()
+        finally:
+            await storage.close()
+
+    asyncio.run(main())

@@ -1,0 +1,75 @@
+"""The machine's PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379) for the
+tests that need them, and a database of a test's own.
+
+Where a service does not answer, those tests skip and say why; under ``CI=true`` they
+fail (a CI run must not pass by skipping them). ``SEALPOST_TEST_POSTGRES`` and
+``SEALPOST_TEST_REDIS`` point them elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+POSTGRES = os.environ.get("SEALPOST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("SEALPOST_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def require(url: str, default_port: int, what: str) -> None:
+    if _answers(url, default_port):
+        return
+    reason = f"{what} is not answering at {urlsplit(url).netloc}; these tests need it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    require(POSTGRES, 5432, "PostgreSQL")
+
+
+def require_redis() -> None:
+    require(REDIS, 6379, "Redis")
+
+
+def _admin(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty database (random name), dropped afterwards; its URL."""
+    require_postgres()
+    name = "sealpost_test_" + secrets.token_hex(6)
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(POSTGRES)._replace(path="/" + name).geturl()
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
