@@ -13,7 +13,8 @@ import contextlib
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -73,3 +74,7 @@ def fresh_database() -> Iterator[str]:
         yield urlsplit(POSTGRES)._replace(path="/" + name).geturl()
     finally:
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+#: A factory of (unopened) storages on one database (tests/server/conftest.py ``backend``).
+MakeStorage = Callable[[], Any]

@@ -25,7 +25,7 @@ from sealpost.server.storage.sqlite import SqliteStorage
 
 def test_healthz_and_metrics(registered: Callable[..., Client]) -> None:
     alice = registered()
-    assert alice.http.get("/healthz").json() == {"status": "ok"}
+    assert alice.http.get("/healthz").json() == {"status": "ok", "database": True, "fanout": True}
     text = alice.http.get("/metrics").text
     assert "# TYPE sealpost_http_requests_total counter" in text
     assert 'route="/v1/accounts"' in text

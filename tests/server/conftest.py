@@ -3,15 +3,12 @@ database of its own, created and dropped: see tests/services.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sealpost.server.storage.base import Storage
-from services import fresh_database
-
-MakeStorage = Callable[[], Storage]
+from services import MakeStorage, fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

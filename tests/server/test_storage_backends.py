@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from conftest import MakeStorage
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -32,6 +31,7 @@ from sealpost.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from services import MakeStorage
 
 
 def _run(make: MakeStorage, body: Callable[[Storage], Awaitable[None]]) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MakeStorage
 from sealpost.crypto.sign import SigningKey
 from sealpost.server.handlers.log import LogService
 from sealpost.server.storage import AccountRecord, DeviceRecord, PreKeyUpload, SqliteStorage
@@ -38,6 +37,7 @@ from sealpost.transparency.smt import (
     map_root,
     verify_map,
 )
+from services import MakeStorage
 
 
 def _account(name: str) -> AccountRecord:

@@ -8,6 +8,9 @@ an environment variable (``SEALPOST_MAX_FRAME``) and a key of the ``[server]`` t
 one line on stderr and a non-zero exit status::
 
     sealpost server --data ./data --port 8765
+    sealpost server --data /srv/shared --database postgresql://sealpost@db/sealpost \
+        --redis redis://cache:6379/0            # one of several processes
+    sealpost server migrate --database postgresql://sealpost@db/sealpost
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     server = sub.add_parser("server", help="run the relay server")
     server.add_argument(
+        "action",
+        nargs="?",
+        choices=["migrate"],
+        help="migrate: apply the database migrations (--database) and exit",
+    )
+    server.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -69,6 +78,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _migrate(config: ServerConfig) -> int:
+    if not config.database:
+        print("sealpost: migrate needs --database (SQLite migrates itself)", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from sealpost.server.storage.pg_cluster import ClusterError, migrate
+
+    try:
+        applied = asyncio.run(migrate(config.database))
+    except (OSError, ClusterError) as exc:
+        print(f"sealpost: cannot migrate: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # asyncpg's errors: the database refused
+        print(f"sealpost: cannot migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied migrations: {', '.join(map(str, applied)) or 'none (up to date)'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -76,17 +105,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_client_command(args)
     if args.command == "server":
         flags = {name: getattr(args, name) for name in FIELD_TYPES}
+        if args.action == "migrate" and flags["data"] is None and "SEALPOST_DATA" not in os.environ:
+            flags["data"] = "."  # migrating needs no data directory
         try:
             config = load_config(config_file=args.config, environ=os.environ, flags=flags)
         except ConfigError as exc:
             print(f"sealpost: {exc}", file=sys.stderr)
             return 2
-        from sealpost.server.run import run_server
+        if args.action == "migrate":
+            return _migrate(config)
+        from sealpost.server.run import StartupFailed, run_server
         from sealpost.server.server_key import ServerKeyError
 
         try:
             run_server(config)
-        except (OSError, ServerKeyError) as exc:
+        except (OSError, ServerKeyError, StartupFailed) as exc:
             print(f"sealpost: cannot start the server: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -111,6 +111,8 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 async def _purge_loop(ctx: Context) -> None:
     while True:
         await asyncio.sleep(ctx.config.purge_interval)
+        if not ctx.storage.leader():  # with several processes, one purges
+            continue
         try:
             result = await ctx.storage.purge(ctx.clock())
             for blob_id in result.attachments:
@@ -173,8 +175,18 @@ def create_app(
     document = openapi_document(__version__)
 
     async def healthz(request: Request) -> Response:
-        await storage.account_by_username("")  # storage answers
-        return json_response(Health(status="ok"))
+        try:
+            await storage.account_by_username("")  # storage answers
+        except StorageUnavailable:
+            database = False
+        else:
+            database = True
+        fanout_ok = await fanout.reachable()
+        status = "ok" if database and fanout_ok else "degraded"
+        return json_response(
+            Health(status=status, database=database, fanout=fanout_ok),
+            200 if database else 503,
+        )
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -224,7 +236,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await storage.open()
+        try:
+            await storage.open()
+        except Exception as exc:
+            # Said once, plainly (another process holds the database, a newer schema, no
+            # database at that URL); the reason never holds the URL's password.
+            app.state.startup_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot start: %s", app.state.startup_error)
+            raise
+        await fanout.open()
         ctx.blobs.open()
         purge = asyncio.create_task(_purge_loop(ctx))
         sequencer = asyncio.create_task(log_service.run())
@@ -235,6 +255,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await fanout.close()
             await storage.close()
 
     app = Starlette(

@@ -64,6 +64,19 @@ class ServerConfig:
         default="",
         metadata=_doc("reverse proxies whose X-Forwarded-For is trusted (comma separated)"),
     )
+    # -- several processes (docs/OPERATIONS.md, "Several processes")
+    database: str = field(
+        default="",
+        metadata=_doc("PostgreSQL URL postgresql://USER@HOST/DB (default: SQLite in the data dir)"),
+    )
+    redis: str = field(
+        default="",
+        metadata=_doc("Redis URL redis://HOST:6379/0: wake-ups between processes (needs database)"),
+    )
+    poll_interval: float = field(
+        default=5.0,
+        metadata=_doc("with redis: seconds between queue checks of a connected device"),
+    )
     # -- retention
     message_ttl: int = field(
         default=30 * DAY, metadata=_doc("undelivered messages are deleted after this")
@@ -251,6 +264,14 @@ class ServerConfig:
                 f"max_frame must be at least {_multi_frame_needed(self)} to carry a "
                 "multi-recipient send to max_multi_recipients devices"
             )
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("database must be a postgresql:// URL")
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis must be a redis://, rediss:// or unix:// URL")
+        if self.redis and not self.database:
+            raise ConfigError("redis needs database: a SQLite database serves one process")
+        if self.redis and self.poll_interval <= 0:
+            raise ConfigError("poll_interval must be positive")
         if self.max_devices < 1:
             raise ConfigError("max_devices must be at least 1")
         if self.max_envelope > self.max_message_request:

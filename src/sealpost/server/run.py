@@ -29,11 +29,36 @@ from sealpost.entropy import system_clock, system_rng
 from sealpost.server.app import create_app
 from sealpost.server.config import ServerConfig
 from sealpost.server.connections import limited_protocol
+from sealpost.server.fanout.base import Fanout
 from sealpost.server.fanout.local import LocalFanout
 from sealpost.server.server_key import load_or_create_server_key
+from sealpost.server.storage.base import Storage
 from sealpost.server.storage.sqlite import SqliteStorage
 
-__all__ = ["bind_socket", "run_server", "url_of"]
+__all__ = ["StartupFailed", "bind_socket", "make_fanout", "make_storage", "run_server", "url_of"]
+
+
+class StartupFailed(Exception):
+    """The server could not open its storage (the reason is the message)."""
+
+
+def make_storage(config: ServerConfig) -> Storage:
+    """PostgreSQL when ``database`` is set (alone on it unless ``redis`` is set too), else
+    the SQLite file in the data directory."""
+    if config.database:
+        from sealpost.server.storage.postgres import PostgresStorage
+
+        return PostgresStorage(config.database, solo=not config.redis)
+    return SqliteStorage(config.data / "sealpost.db")
+
+
+def make_fanout(config: ServerConfig) -> Fanout:
+    if config.redis:
+        from sealpost.server.fanout.redis import RedisFanout
+
+        return RedisFanout(config.redis, poll_interval=config.poll_interval)
+    return LocalFanout()
+
 
 log = logging.getLogger("sealpost.server")
 
@@ -115,10 +140,10 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
     log_key = load_or_create_server_key(config.data / "log_key", system_rng)
-    app = create_app(
+    app = inner = create_app(
         config,
-        storage=SqliteStorage(config.data / "sealpost.db"),
-        fanout=LocalFanout(),
+        storage=make_storage(config),
+        fanout=make_fanout(config),
         server_key=server_key,
         log_key=log_key,
         clock=system_clock,
@@ -153,3 +178,6 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         server.run(sockets=[sock])  # sets up uvloop when installed
     finally:
         sock.close()
+    if not server.started:
+        failure = getattr(inner.state, "startup_error", None)
+        raise StartupFailed(str(failure or "see the log above"))

@@ -285,7 +285,9 @@ class MismatchedDevicesError(ErrorBody, kw_only=True):
 
 
 class Health(_Response, kw_only=True):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]  # degraded: the fan-out (Redis) does not answer
+    database: bool = True
+    fanout: bool = True
 
 
 class Registered(_Response, kw_only=True):

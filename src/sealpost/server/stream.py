@@ -75,7 +75,7 @@ from sealpost.server.frames import (
 from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
-from sealpost.server.storage.base import StorageUnavailable
+from sealpost.server.storage.base import StaleEpoch, StorageUnavailable
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
 
@@ -147,12 +147,13 @@ class StreamEndpoint:
     def __init__(self, ctx: Context, messages: MessagesApi) -> None:
         self._ctx = ctx
         self._messages = messages
-        # The connection holding each device's stream, to close it when the device
-        # connects again (a process-local view; several processes need the fanout's help).
-        self._current: dict[DeviceAddress, asyncio.Event] = {}
+        # The connection holding each device's stream here, with its epoch, to close it
+        # when the device connects again, here or (told by the fanout) on another process.
+        self._current: dict[DeviceAddress, tuple[int, asyncio.Event]] = {}
         self._revoked: set[DeviceAddress] = set()  # closing because the device was removed
         self._sockets: dict[DeviceAddress, _Socket] = {}  # each device's current stream
         self._notices: set[asyncio.Task[None]] = set()
+        ctx.fanout.on_displace(self._displaced_elsewhere)
 
     def prekeys_low(self, address: DeviceAddress) -> None:
         """A device's one-time prekeys run low: tell it, if connected, so it refills now
@@ -169,12 +170,17 @@ class StreamEndpoint:
         with contextlib.suppress(Exception):  # a socket closing: it refills on connecting
             await sock.send_text('{"type":"prekeys_low"}')
 
+    def _displaced_elsewhere(self, address: DeviceAddress, epoch: int) -> None:
+        current = self._current.get(address)
+        if current is not None and current[0] < epoch:
+            current[1].set()  # that connection closes itself with 4409
+
     def revoke(self, address: DeviceAddress) -> None:
         """A device was removed: close its stream (4403)."""
-        event = self._current.get(address)
-        if event is not None:
+        current = self._current.get(address)
+        if current is not None:
             self._revoked.add(address)
-            event.set()
+            current[1].set()
 
     async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
@@ -260,11 +266,16 @@ class StreamEndpoint:
 
     async def _serve(self, sock: _Socket, device: AuthenticatedDevice) -> None:
         address = (device.account_id, device.device_id)
+        # A new epoch in the database: the fencing token of this connection. Acks of an
+        # older connection of this device, on any process, are refused from now on.
+        epoch = await self._ctx.storage.claim_device(*address)
         previous = self._current.get(address)
         if previous is not None:
-            previous.set()  # that connection closes itself with 4409
+            previous[1].set()  # that connection closes itself with 4409
+        self._ctx.fanout.displace(address, epoch)
         displaced = asyncio.Event()
-        self._current[address] = displaced
+        mine = (epoch, displaced)
+        self._current[address] = mine
         self._sockets[address] = sock
         subscription = self._ctx.fanout.subscribe(address)
         acks: asyncio.Queue[bytes] = asyncio.Queue()
@@ -274,14 +285,14 @@ class StreamEndpoint:
             asyncio.create_task(self._receive(sock, acks, answers, device)),
             asyncio.create_task(self._answer(sock, answers)),
             asyncio.create_task(self._displaced(displaced, address)),
-            asyncio.create_task(self._ack(acks, address)),
+            asyncio.create_task(self._ack(acks, address, epoch)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # re-raise _Close / disconnect
         finally:
-            if self._current.get(address) is displaced:
+            if self._current.get(address) is mine:
                 del self._current[address]
             if self._sockets.get(address) is sock:
                 del self._sockets[address]
@@ -407,7 +418,7 @@ class StreamEndpoint:
             else:
                 await sock.send_text(sent_text(req, stored))
 
-    async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress) -> None:
+    async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress, epoch: int) -> None:
         storage = self._ctx.storage
         account_id, device_id = address
         while True:
@@ -417,7 +428,10 @@ class StreamEndpoint:
             stop = b"" in ids
             ids = [i for i in ids if i]
             if ids:
-                await storage.ack_all(account_id, device_id, ids)
+                try:
+                    await storage.ack_all(account_id, device_id, ids, epoch=epoch)
+                except StaleEpoch:
+                    raise _Close(4409, "replaced by a newer connection of this device") from None
                 self._ctx.metrics.inc(
                     "sealpost_messages_acked_total", "messages acknowledged", len(ids)
                 )

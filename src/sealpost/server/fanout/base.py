@@ -8,12 +8,14 @@ server processes has nothing secret to transport (the device address only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
-__all__ = ["DeviceAddress", "Fanout", "Subscription"]
+__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "Subscription"]
 
 DeviceAddress = tuple[bytes, int]  # (account id, device id)
+#: Called with (address, epoch) when another process's connection took that epoch.
+DisplaceHandler = Callable[[DeviceAddress, int], None]
 
 
 class Subscription(Protocol):
@@ -27,9 +29,23 @@ class Subscription(Protocol):
 
 
 class Fanout(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     def subscribe(self, address: DeviceAddress) -> Subscription: ...
 
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None: ...
+
+    def displace(self, address: DeviceAddress, epoch: int) -> None:
+        """Tell the other processes that a connection of this device took ``epoch``: a
+        connection of theirs with an older one closes (4409)."""
+
+    def on_displace(self, handler: DisplaceHandler) -> None:
+        """Call ``handler`` when another process says so."""
+
+    async def reachable(self) -> bool:
+        """Whether the bus between processes answers (``/healthz``)."""
 
     def connected(self) -> int:
         """How many subscriptions are open (a metric)."""

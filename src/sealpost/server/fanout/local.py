@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from sealpost.server.fanout.base import DeviceAddress
+from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler
 
 __all__ = ["LocalFanout", "LocalSubscription"]
 
@@ -35,6 +35,24 @@ class LocalSubscription:
 class LocalFanout:
     def __init__(self) -> None:
         self._subs: dict[DeviceAddress, set[LocalSubscription]] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def displace(self, address: DeviceAddress, epoch: int) -> None:
+        pass  # one process: the stream endpoint replaces its own connections
+
+    def on_displace(self, handler: DisplaceHandler) -> None:
+        pass
+
+    async def reachable(self) -> bool:
+        return True
+
+    def local(self, address: DeviceAddress) -> bool:
+        return address in self._subs
 
     def subscribe(self, address: DeviceAddress) -> LocalSubscription:
         sub = LocalSubscription(self, address)

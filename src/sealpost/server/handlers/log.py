@@ -49,13 +49,15 @@ from sealpost.server.schema import (
     PublicKey,
     Transparency,
 )
-from sealpost.server.storage.base import LoggedEntry, LogLookup, Storage
+from sealpost.server.storage.base import LoggedEntry, LogLookup, Storage, StorageUnavailable
 from sealpost.transparency.log import SignedTreeHead
 
 __all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "absence_out", "logged_out", "lookup_out"]
 
 log = logging.getLogger("sealpost.server.log")
 
+#: Seconds a process that does not sign waits for the leader's head covering an entry.
+FOLLOW_WAIT = 5.0
 #: Entries of one account in one answer (an account changes its devices rarely).
 MAX_ENTRIES_PAGE = 256
 _MAX_SIZE = 2**63 - 1
@@ -79,6 +81,7 @@ class LogService:
         self._interval = interval
         self._clock_ms = clock_ms
         self._head: SignedTreeHead | None = None
+        self._leading = False
         self._lock = asyncio.Lock()
 
     @property
@@ -87,7 +90,15 @@ class LogService:
 
     async def head(self, min_size: int = 0) -> SignedTreeHead:
         """The newest head, signing a new one first if it covers fewer than ``min_size``
-        entries (or none was ever signed)."""
+        entries (or none was ever signed). With several processes only the leader signs
+        (:meth:`Storage.leader`); the others serve the newest head it stored, waiting up to
+        :data:`FOLLOW_WAIT` seconds for one that covers ``min_size``."""
+        if not self._storage.leader():
+            self._leading = False
+            return await self._follow(min_size)
+        if not self._leading:  # just took over: start from the newest head stored
+            self._leading = True
+            self._head = None
         head = self._head
         if head is not None and head.tree_size >= min_size:
             return head
@@ -99,6 +110,20 @@ class LogService:
             if head is not None and head.tree_size >= min_size:
                 return head
             return await self._sign(await self._storage.log_size())
+
+    async def _follow(self, min_size: int) -> SignedTreeHead:
+        deadline = time.monotonic() + FOLLOW_WAIT
+        while True:
+            stored = await self._storage.log_head()
+            head = None if stored is None else SignedTreeHead.decode(stored)
+            if head is not None and head.tree_size >= min_size:
+                self._head = head
+                return head
+            if time.monotonic() > deadline or self._storage.leader():
+                if self._storage.leader():
+                    return await self.head(min_size)
+                raise StorageUnavailable("no tree head covers that entry yet")
+            await asyncio.sleep(0.05)
 
     async def _sign(self, size: int) -> SignedTreeHead:
         """Sign the log's current state (at least ``size`` entries: it only grows)."""
@@ -143,9 +168,10 @@ class LogService:
         """Sign a head whenever the log has grown, every ``interval`` seconds."""
         while True:
             try:
-                size = await self._storage.log_size()
-                if self._head is None or size > self._head.tree_size:
-                    await self.head(size)
+                if self._storage.leader():
+                    size = await self._storage.log_size()
+                    if self._head is None or size > self._head.tree_size:
+                        await self.head(size)
             except Exception:
                 log.exception("signing a tree head failed")
             await asyncio.sleep(self._interval)

@@ -1,0 +1,190 @@
+"""Wake-ups between server processes over Redis pub/sub (redis-py asyncio).
+
+A publish is only a hint: "device D has new messages" (D's account id and device id, 20
+bytes; never content). The process holding D's socket reads the queue from the database
+when woken, and on a slow timer besides (``poll_interval``: :meth:`Subscription.wait`
+returns after at most that long), so a lost pub/sub message, a Redis restart or a Redis
+that is down delays delivery by at most that interval and loses nothing: the database is
+the truth, Redis holds nothing that must survive.
+
+- A device connected to this process is woken here directly; only the others' addresses
+  are published (one process with Redis sends nothing over it).
+- Publishes are batched by a background task and never make a send wait: the send was
+  committed, and its answer does not depend on Redis being up.
+- Every process subscribes to two channels: ``sealpost:wake`` (addresses) and
+  ``sealpost:displace`` (address and epoch: another process's connection took the device,
+  see :mod:`sealpost.server.stream`). After (re)subscribing, every local device is woken
+  once, in case a wake-up was missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler
+from sealpost.server.fanout.local import LocalFanout, LocalSubscription
+
+__all__ = ["RedisFanout"]
+
+log = logging.getLogger("sealpost.server.fanout")
+
+WAKE: Final = "sealpost:wake"
+DISPLACE: Final = "sealpost:displace"
+RETRY: Final = 0.5  # seconds between attempts to reach Redis again
+_WAKE = struct.Struct(">16sI")
+_DISPLACE = struct.Struct(">16sIQ")
+#: Addresses in one PUBLISH (20 bytes each).
+BATCH: Final = 4096
+
+
+class _PollingSubscription(LocalSubscription):
+    __slots__ = ("_poll",)
+
+    def __init__(self, fanout: LocalFanout, address: DeviceAddress, poll: float) -> None:
+        super().__init__(fanout, address)
+        self._poll = poll
+
+    async def wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll):
+                await super().wait()
+
+
+class RedisFanout(LocalFanout):
+    def __init__(self, url: str, *, poll_interval: float) -> None:
+        super().__init__()
+        self._url = url
+        self._poll = poll_interval
+        self._redis: aioredis.Redis | None = None
+        self._wake: set[DeviceAddress] = set()
+        self._displace: list[tuple[DeviceAddress, int]] = []
+        self._flush = asyncio.Event()
+        self._handlers: list[DisplaceHandler] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribed = False  # listening now (a metric; tests wait for it)
+
+    async def open(self) -> None:
+        self._redis = aioredis.Redis.from_url(
+            self._url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+        self._tasks = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._publisher()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.aclose()
+            self._redis = None
+
+    def subscribe(self, address: DeviceAddress) -> LocalSubscription:
+        sub = _PollingSubscription(self, address, self._poll)
+        self._subs.setdefault(address, set()).add(sub)
+        return sub
+
+    async def publish(self, addresses: Iterable[DeviceAddress]) -> None:
+        remote = False
+        for address in addresses:
+            subs = self._subs.get(address)
+            if subs:
+                for sub in subs:
+                    sub.notify()
+            else:
+                self._wake.add(address)
+                remote = True
+        if remote:
+            self._flush.set()
+
+    def displace(self, address: DeviceAddress, epoch: int) -> None:
+        self._displace.append((address, epoch))
+        self._flush.set()
+
+    def on_displace(self, handler: DisplaceHandler) -> None:
+        self._handlers.append(handler)
+
+    async def reachable(self) -> bool:
+        if self._redis is None:
+            return False
+        try:
+            async with asyncio.timeout(1):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            wake, self._wake = list(self._wake), set()
+            displace, self._displace = self._displace, []
+            redis = self._redis
+            if redis is None:
+                continue
+            try:
+                for (account_id, device_id), epoch in displace:
+                    await redis.publish(DISPLACE, _DISPLACE.pack(account_id, device_id, epoch))
+                for start in range(0, len(wake), BATCH):
+                    chunk = wake[start : start + BATCH]
+                    await redis.publish(WAKE, b"".join(_WAKE.pack(a, d) for a, d in chunk))
+            except (RedisError, OSError) as exc:
+                # Dropped: the receivers' poll finds the messages; the epoch in the
+                # database fences off the displaced connection's acks.
+                log.warning("redis publish failed (%s); relying on the poll", type(exc).__name__)
+                await asyncio.sleep(RETRY)
+
+    async def _listen(self) -> None:
+        while True:
+            redis = self._redis
+            assert redis is not None
+            pubsub = redis.pubsub()
+            try:
+                await pubsub.subscribe(WAKE, DISPLACE)
+                self.subscribed = True
+                self._wake_all()  # anything published while we were not listening
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                    if message is not None:
+                        self._receive(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                if self.subscribed:
+                    log.warning("lost redis (%s); polling until it is back", type(exc).__name__)
+                self.subscribed = False
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(RETRY)
+
+    def _wake_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.notify()
+
+    def _receive(self, channel: bytes | str, data: object) -> None:
+        if not isinstance(data, bytes):
+            return
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        if name == WAKE:
+            for pos in range(0, len(data) - _WAKE.size + 1, _WAKE.size):
+                subs = self._subs.get(_WAKE.unpack_from(data, pos))
+                if subs:
+                    for sub in subs:
+                        sub.notify()
+        elif name == DISPLACE and len(data) == _DISPLACE.size:
+            account_id, device_id, epoch = _DISPLACE.unpack(data)
+            for handler in self._handlers:
+                handler((account_id, device_id), epoch)

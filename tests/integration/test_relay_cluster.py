@@ -1,0 +1,348 @@
+"""Several real ``sealpost server`` processes on one PostgreSQL database and one Redis
+(each test a database of its own): a message crosses processes, a group's members sit on
+all three, a device reconnecting elsewhere displaces its old connection (4409), offline
+messages wait for whichever process the device comes back to, one-time prekeys go out
+once across processes, the log is one log, a Redis that dies delays but loses nothing,
+and a process without Redis refuses to share the database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import TIMEOUT, Client, Device, ServerProcess, unb64, unique_name, wait_for
+from websockets.exceptions import ConnectionClosed
+
+from sealpost.transparency.log import SignedTreeHead
+from sealpost.transparency.merkle import leaf_hash, verify_inclusion
+from services import REDIS, fresh_database, require_redis
+
+#: Long enough that a delivery within it was woken through Redis, not found by the poll.
+NO_POLL = "60"
+OPEN = ("--rate-per-address", "0", "--rate-sealed-per-address", "0")
+
+
+_opened: list[Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    with fresh_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def start(tmp_path: Path, database: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start a server process on the test's database, sharing one data directory (keys,
+    blobs) as processes behind one load balancer do."""
+    started: list[ServerProcess] = []
+
+    def make(*args: str, redis: str | None = REDIS, poll: str = NO_POLL) -> ServerProcess:
+        extra = ("--redis", redis, "--poll-interval", poll) if redis else ()
+        proc = ServerProcess(
+            tmp_path / "data",
+            tmp_path / f"logs{len(started)}",
+            "--database",
+            database,
+            *extra,
+            *OPEN,
+            *args,
+        )
+        started.append(proc.start())
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def trio(start: Callable[..., ServerProcess]) -> list[ServerProcess]:
+    require_redis()
+    return [start() for _ in range(3)]
+
+
+def _register(server: ServerProcess, device: Device | None = None) -> Client:
+    client = Client(server.url, device or Device.generate())
+    _opened.append(client)
+    response = client.register(unique_name("c"))
+    assert response.status_code == 201, response.text
+    return client
+
+
+def _send(via: ServerProcess, recipients: list[Client], body: bytes) -> None:
+    sender = Client(via.url)
+    try:
+        envelopes = []
+        for client in recipients:
+            assert client.device is not None
+            envelopes.append((client.device.account_id, 1, body))
+        response = sender.send_sealed(envelopes)
+        assert response.status_code == 200, response.text
+    finally:
+        sender.close()
+
+
+def _on(server: ServerProcess, client: Client) -> Client:
+    """The same device, talking to another process."""
+    other = Client(server.url, client.device)
+    _opened.append(other)
+    return other
+
+
+def test_messages_cross_processes_at_once_a_group_on_all_three(
+    trio: list[ServerProcess],
+) -> None:
+    a, b, c = trio
+    members = [_register(a), _register(b), _register(c)]
+    streams = [_on(server, m).stream() for server, m in zip(trio, members, strict=True)]
+    try:
+        for stream in streams:
+            assert stream.recv() == {"type": "empty"}
+        started = time.monotonic()
+        _send(a, members[1:2], b"a to b")
+        [frame] = streams[1].receive_messages(1)
+        assert unb64(frame["body"]) == b"a to b"
+        assert time.monotonic() - started < 5  # woken through Redis, not by the slow poll
+        _send(b, members, b"to the group")  # one send, devices on three processes
+        for stream in streams:
+            [frame] = stream.receive_messages(1, timeout=5)
+            assert unb64(frame["body"]) == b"to the group"
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_reconnecting_to_another_process_displaces_the_old_connection(
+    trio: list[ServerProcess],
+) -> None:
+    a, _, c = trio
+    bob = _register(a)
+    with _on(a, bob).stream() as old:
+        assert old.recv() == {"type": "empty"}
+        with _on(c, bob).stream() as new:
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    old.recv(timeout=5)
+            assert old.ws.close_code == 4409
+            assert time.monotonic() - started < 2
+            _send(a, [bob], b"only to the new one")
+            [frame] = new.receive_messages(1)
+            assert unb64(frame["body"]) == b"only to the new one"
+            new.ack(frame["id"])
+            wait_for(lambda: bob.request("GET", "/v1/messages").json()["messages"] == [])
+
+
+def test_offline_messages_wait_for_whichever_process_the_device_comes_back_to(
+    trio: list[ServerProcess],
+) -> None:
+    a, b, c = trio
+    bob = _register(b)
+    bodies = [os.urandom(24) for _ in range(5)]
+    for i, body in enumerate(bodies):
+        _send(trio[i % 3], [bob], body)
+    with _on(c, bob).stream() as stream:
+        frames = stream.receive_messages(5)
+        assert [unb64(f["body"]) for f in frames] == bodies  # in the order stored
+        stream.ack(frames[0]["id"])
+    with _on(a, bob).stream() as stream:
+        frames = stream.receive_messages(4)
+        assert [unb64(f["body"]) for f in frames] == bodies[1:]
+
+
+def test_one_time_prekeys_go_out_once_across_processes(trio: list[ServerProcess]) -> None:
+    bob = _register(trio[0], Device.generate(one_time=40, kem_one_time=40))
+    assert bob.device is not None
+    path = f"/v1/keys/{bob.device.account_id.hex()}/1"
+    results: list[bytes] = []
+    lock = threading.Lock()
+
+    def fetch(server: ServerProcess) -> None:
+        with Client(server.url) as client:
+            for _ in range(10):
+                response = client.request("GET", path, signed=False)
+                assert response.status_code == 200
+                doc = response.json()
+                if doc["one_time_prekey"]:
+                    with lock:
+                        results.append(unb64(doc["bundle"]))
+
+    threads = [threading.Thread(target=fetch, args=(trio[i % 3],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    from sealpost.protocol import PreKeyBundle
+
+    ids = [PreKeyBundle.decode(raw).one_time_prekey.key_id for raw in results]  # type: ignore[union-attr]
+    assert len(ids) == 40 and len(set(ids)) == 40  # all handed out, none twice
+
+
+def test_the_log_is_one_log_whichever_process_is_asked(trio: list[ServerProcess]) -> None:
+    keys = set()
+    for server in trio:
+        with Client(server.url) as client:
+            keys.add(client.request("GET", "/v1/log/key", signed=False).json()["public_key"])
+    assert len(keys) == 1
+    (log_key,) = keys
+    from sealpost.crypto.sign import VerifyKey
+
+    verify_key = VerifyKey.from_public_bytes(unb64(log_key))
+    names = []
+    for i in range(6):
+        name = unique_name("log")
+        client = Client(trio[i % 3].url, Device.generate())
+        assert client.register(name).status_code == 201
+        client.close()
+        names.append(name)
+        # looked up at once on another process: a head covering the entry, and its proof
+        with Client(trio[(i + 1) % 3].url) as other:
+            doc = other.lookup(name).json()["transparency"]
+        head = SignedTreeHead.decode(unb64(doc["head"]))
+        head.verify(verify_key)
+        proof = [unb64(h) for h in doc["proof"]]
+        verify_inclusion(
+            leaf_hash(unb64(doc["entry"])), doc["index"], head.tree_size, proof, head.root
+        )
+        assert doc["index"] == i  # one log: entries numbered in one sequence
+    wait_for(lambda: _heads_agree(trio, 6), what="every process to serve the same head")
+
+
+def _heads_agree(trio: list[ServerProcess], size: int) -> bool:
+    seen = set()
+    for server in trio:
+        with Client(server.url) as client:
+            raw = client.request("GET", "/v1/log/head", signed=False).json()["head"]
+        if SignedTreeHead.decode(unb64(raw)).tree_size < size:
+            return False
+        seen.add(raw)
+    return len(seen) == 1
+
+
+def test_a_process_without_redis_refuses_a_shared_database(
+    start: Callable[..., ServerProcess], tmp_path: Path, database: str
+) -> None:
+    start(redis=None)
+    second = ServerProcess(tmp_path / "data2", tmp_path / "logs-x", "--database", database)
+    with pytest.raises(AssertionError, match="--redis"):
+        second.start()
+
+
+def test_migrate_runs_the_migrations_alone(database: str) -> None:
+    run = [sys.executable, "-m", "sealpost.cli", "server", "migrate", "--database", database]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
+    first = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations: 1" in first.stdout
+    again = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Redis:
+    """A redis-server of the test's own, on a free port, that the test kills and restarts."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            reason = "redis-server is not installed; the Redis fault test needs it"
+            if os.environ.get("CI") == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+        self.exe = exe
+        self.port = _free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(up, what="redis-server to listen")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def test_a_dead_redis_delays_delivery_but_loses_nothing(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    redis = _Redis(tmp_path)
+    redis.start()
+    try:
+        a = start(redis=redis.url, poll="1")
+        b = start(redis=redis.url, poll="1")
+        bob = _register(a)
+        with _on(b, bob).stream() as stream:
+            assert stream.recv() == {"type": "empty"}
+            _send(a, [bob], b"before")
+            assert [unb64(f["body"]) for f in stream.receive_messages(1)] == [b"before"]
+            redis.kill()
+            during = [os.urandom(16) for _ in range(5)]
+            for body in during:
+                _send(a, [bob], body)  # still stored and acknowledged
+            frames = stream.receive_messages(5, timeout=10)  # found by the poll
+            assert [unb64(f["body"]) for f in frames] == during
+            redis.start()
+            with Client(b.url) as probe:
+                wait_for(
+                    lambda: probe.request("GET", "/healthz", signed=False).json()["fanout"],
+                    what="redis to answer again",
+                )
+            time.sleep(1.5)  # the listener subscribes again (it retries every 0.5 s)
+            started = time.monotonic()
+            _send(a, [bob], b"after")
+            assert [unb64(f["body"]) for f in stream.receive_messages(1)] == [b"after"]
+            assert time.monotonic() - started < TIMEOUT
+    finally:
+        redis.kill()
