@@ -340,13 +340,14 @@ def register(url: str, n: int) -> list[Device]:
     return devices
 
 
-async def connect_all(ws_url: str, devices: list[Device], tally: Tally) -> list[WSTransport]:
+async def connect_all(ws_urls: list[str], devices: list[Device], tally: Tally) -> list[WSTransport]:
+    """Device i holds its stream on server i mod K."""
     gate = asyncio.Semaphore(64)
 
     async def one(i: int) -> WSTransport:
         async with gate:
             transport, stream = await ws_connect(
-                lambda: Stream(i, devices[i], tally), ws_url + "/v1/stream"
+                lambda: Stream(i, devices[i], tally), ws_urls[i % len(ws_urls)] + "/v1/stream"
             )
             await asyncio.wait_for(stream.ready, 30)  # authenticated, backlog (none) pushed
             return transport
@@ -359,24 +360,27 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 async def run_n(
-    server: ServerProcess, plan: Plan, sockets: int, window: int, spy: Path | None
+    servers: list[ServerProcess], plan: Plan, sockets: int, window: int, spy: Path | None
 ) -> dict[str, Any]:
+    server = servers[0]
     assert server.proc is not None
     pid = server.proc.pid
+    pids = [s.proc.pid for s in servers if s.proc is not None]
     n = plan.devices
     began = time.perf_counter()
     devices = await asyncio.to_thread(register, server.url, n)
     registered = time.perf_counter() - began
     tally = Tally(n)
-    ws_url = server.url.replace("http://", "ws://", 1)
-    streams = await connect_all(ws_url, devices, tally)
+    ws_urls = [s.url.replace("http://", "ws://", 1) for s in servers]
+    streams = await connect_all(ws_urls, devices, tally)
     frames = send_templates(devices)
     s = min(n, sockets)
     sealed: list[tuple[WSTransport, Sealed]] = []
-    for k in range(s):  # socket k sends for devices k, k + s, k + 2s, ...
+    for k in range(s):  # socket k sends for devices k, k + s, k + 2s, ... (via server k mod K)
         sealed.append(
             await ws_connect(
-                lambda k=k: Sealed(range(k, n, s), tally, frames, window), f"{ws_url}/v1/sealed"
+                lambda k=k: Sealed(range(k, n, s), tally, frames, window),
+                f"{ws_urls[k % len(ws_urls)]}/v1/sealed",
             )
         )
     senders = [listener for _, listener in sealed]
@@ -391,6 +395,7 @@ async def run_n(
     tally.check()
     t0, relayed0, answered0 = time.perf_counter(), tally.relayed, tally.answered
     server0, client0 = cpu_seconds(pid), own_cpu()
+    all0 = sum(cpu_seconds(p)["all"] for p in pids)
     recorder = None
     if spy is not None:
         out = spy / f"server-n{n}.txt"
@@ -402,6 +407,7 @@ async def run_n(
     await asyncio.sleep(plan.window)
     t1, relayed1, answered1 = time.perf_counter(), tally.relayed, tally.answered
     server1, client1 = cpu_seconds(pid), own_cpu()
+    all1 = sum(cpu_seconds(p)["all"] for p in pids)
     for sender in senders:
         sender.running = False
         if sender.sent == sender.answered and not sender.idle.done():
@@ -471,6 +477,8 @@ async def run_n(
         "rss_after_load_mib": status["VmRSS"],
         "rss_peak_mib": status_end["VmHWM"],
         "server_cpu_percent": round(server_cpu["all"], 1),
+        "processes": len(servers),
+        "all_servers_cpu_percent": round(100 * (all1 - all0) / elapsed, 1),
         "server_threads_cpu_percent": {
             "main": round(server_cpu["main"], 1),
             "other": round(server_cpu["other"], 1),
@@ -502,16 +510,44 @@ def hottest(path: Path, count: int = 15) -> list[tuple[str, float]]:
     return [(name, round(100 * c / total, 1)) for name, c in inclusive.most_common(count)]
 
 
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def run_all(root: Path, plans: list[Plan], args: argparse.Namespace) -> list[dict[str, Any]]:
+    from urllib.parse import urlsplit
+
     results = []
     for plan in plans:
         data = root / f"n{plan.devices}"
-        server = ServerProcess(data / "db", data / "logs", *RATE_FLAGS, "--log-level", "warning")
-        server.start()
+        flags: list[str] = []
+        scratch = ""
+        if args.database:  # a fresh database of its own on that server, dropped after
+            scratch = f"sealpost_bench_{os.urandom(4).hex()}"
+            await _admin(args.database, f"CREATE DATABASE {scratch}")
+            flags += ["--database", urlsplit(args.database)._replace(path="/" + scratch).geturl()]
+        if args.redis:
+            flags += ["--redis", args.redis]
+        servers = [
+            ServerProcess(data / "db", data / f"logs{k}", *RATE_FLAGS, "--log-level", "warning",
+                          *flags)
+            for k in range(args.processes)
+        ]  # fmt: skip
         try:
-            result = await run_n(server, plan, args.sockets, args.window, args.py_spy)
+            for server in servers:  # one at a time: the first creates the keys
+                server.start()
+            result = await run_n(servers, plan, args.sockets, args.window, args.py_spy)
         finally:
-            server.stop()
+            for server in servers:
+                server.stop()
+            if scratch:
+                await _admin(args.database, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
         results.append(result)
         print(
             f"  N = {plan.devices}: {result['relayed_msgs_per_s']:,.0f} msgs/s, "
@@ -643,7 +679,19 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=32, help="sends in flight per socket")
     parser.add_argument("--devices", type=int, nargs="*", help="only these N")
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the server")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="PostgreSQL server (postgresql://USER@HOST/DB): each N runs on a new database "
+        "created there and dropped after (default: SQLite)",
+    )
+    parser.add_argument("--redis", metavar="URL", help="Redis for several processes")
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="K", help="K servers, the load spread"
+    )
     args = parser.parse_args()
+    if args.processes > 1 and not (args.database and args.redis):
+        parser.error("--processes above 1 needs --database and --redis")
     plans = QUICK if args.quick else FULL
     if args.json is None:
         args.json = Path("bench/results") / ("relay-quick.json" if args.quick else "relay.json")
@@ -676,7 +724,13 @@ def main() -> int:
         "elapsed_s": round(elapsed, 1),
         "machine": machine_info(),
         "method": {
-            "server": "sealpost server subprocess, SQLite WAL synchronous=FULL, group commit",
+            "server": (
+                f"{args.processes} sealpost server process(es), PostgreSQL"
+                + (" + Redis" if args.redis else "")
+                + " (synchronous_commit as the server has it)"
+                if args.database
+                else "sealpost server subprocess, SQLite WAL synchronous=FULL, group commit"
+            ),
             "server_flags": list(RATE_FLAGS),
             "rate_limits": "per-address, per-account and sealed per-address limits off",
             "envelope_bytes": BODY,

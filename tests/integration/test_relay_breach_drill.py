@@ -1,6 +1,7 @@
 """Breach drill: after a scripted exchange between three accounts, a thief copies everything
 the server holds (database, WAL, blobs, logs) and finds no plaintext, no private key, and
-nothing tying a sealed message to its sender."""
+nothing tying a sealed message to its sender. The first drill runs on both backends: with
+PostgreSQL the thief's copy is a ``pg_dump`` of the database beside the data directory."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from helpers import (
     Client,
     Device,
@@ -29,10 +32,72 @@ from sealpost.crypto.aead import aead_decrypt, aead_encrypt
 from sealpost.server.handlers.attachments import DIGEST_HEADER
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ "" for SQLite, else the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    from services import fresh_database
+
+    with fresh_database() as dsn:
+        yield dsn
+
+
+def _queue_rows(loot: Path, database: str) -> list[tuple[bytes, int, bytes]]:
+    """(destination account, device, every other column's bytes) of each queued row."""
+    if database:
+        import asyncio
+
+        import asyncpg
+
+        async def read() -> list[tuple[bytes, int, bytes]]:
+            conn = await asyncpg.connect(database)
+            try:
+                columns = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT column_name FROM information_schema.columns"
+                        " WHERE table_name = 'queue' ORDER BY ordinal_position"
+                    )
+                ]
+                expected = ["account_id", "device_id", "seq", "message_id", "body"]
+                assert columns == [*expected, "received_at", "expires_at"]
+                rows = await conn.fetch("SELECT * FROM queue")
+            finally:
+                await conn.close()
+            return [(bytes(r[0]), r[1], _joined(list(r)[1:])) for r in rows]
+
+        return asyncio.run(read())
+    db = sqlite3.connect(loot / "data" / "sealpost.db")
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(queue)")]
+        assert columns == [
+            "seq",
+            "account_id",
+            "device_id",
+            "message_id",
+            "body",
+            "received_at",
+            "expires_at",
+            "body_ref",
+            "size",
+        ]
+        rows = db.execute("SELECT * FROM queue").fetchall()
+    finally:
+        db.close()
+    return [(bytes(r[1]), r[2], _joined(r[2:])) for r in rows]
+
+
+def _joined(values: list[object] | tuple[object, ...]) -> bytes:
+    return b"".join(bytes(v) if isinstance(v, bytes) else str(v).encode() for v in values)
+
+
 def test_a_copy_of_the_server_reveals_nothing(
-    make_server: Callable[..., ServerProcess], tmp_path: Path
+    make_server: Callable[..., ServerProcess], tmp_path: Path, database: str
 ) -> None:
-    server = make_server("--log-level", "debug")
+    extra = ("--database", database) if database else ()
+    server = make_server("--log-level", "debug", *extra)
     marker = b"the plaintext marker " + os.urandom(12).hex().encode()
     file_marker = b"attachment marker " + os.urandom(12).hex().encode()
     devices = {name: Device.generate() for name in ("alice", "bob", "carol")}
@@ -102,12 +167,22 @@ def test_a_copy_of_the_server_reveals_nothing(
     loot = tmp_path / "loot"
     shutil.copytree(server.data, loot / "data")
     shutil.copytree(server.logs, loot / "logs")
+    if database:  # and a dump of the database, in its plain (hex) and custom formats
+        for fmt in ("plain", "custom"):
+            dump = subprocess.run(
+                ["pg_dump", "--format", fmt, database], capture_output=True, timeout=60
+            )
+            assert dump.returncode == 0, dump.stderr
+            (loot / f"dump.{fmt}").write_bytes(dump.stdout)
     everything = collect_files(loot)
     logs = collect_files(loot / "logs")
-    assert len(everything) > 100_000  # the blob and the database really are in the copy
+    assert len(everything) > (50_000 if database else 100_000)  # the blob and the database
+    if database:  # the dump really holds the queue: carol's envelope, as bytea hex
+        assert to_carol.hex().encode() in (loot / "dump.plain").read_bytes()
 
     for secret in [marker, file_marker]:
-        assert secret not in everything
+        for form in encodings(secret):
+            assert form not in everything
     for device in devices.values():
         for secret in device.secrets():
             for form in encodings(secret):
@@ -120,35 +195,19 @@ def test_a_copy_of_the_server_reveals_nothing(
     for name in ("alice", "carol", "bob"):
         for form in encodings(devices[name].account_id):
             assert form not in logs
-    db = sqlite3.connect(loot / "data" / "sealpost.db")
-    try:
-        columns = [r[1] for r in db.execute("PRAGMA table_info(queue)")]
-        assert columns == [
-            "seq",
-            "account_id",
-            "device_id",
-            "message_id",
-            "body",
-            "received_at",
-            "expires_at",
-            "body_ref",
-            "size",
-        ]
-        rows = db.execute("SELECT * FROM queue").fetchall()
-    finally:
-        db.close()
-    assert {(bytes(r[1]), r[2]) for r in rows} <= {
+    rows = _queue_rows(loot, database)
+    assert rows
+    assert {(r[0], r[1]) for r in rows} <= {
         (devices["bob"].account_id, 1),
         (devices["carol"].account_id, 1),
     }
     # no row carries any account id except as its own destination column
-    for row in rows:
-        rest = b"".join(bytes(v) if isinstance(v, bytes) else str(v).encode() for v in row[2:])
+    for _, _, rest in rows:
         for device in devices.values():
             for form in encodings(device.account_id):
                 assert form not in rest
     # and alice, who only sent sealed messages, appears nowhere in the queue at all
-    assert all(bytes(r[1]) != devices["alice"].account_id for r in rows)
+    assert all(r[0] != devices["alice"].account_id for r in rows)
 
 
 def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(

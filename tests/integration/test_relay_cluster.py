@@ -346,3 +346,91 @@ def test_a_dead_redis_delays_delivery_but_loses_nothing(
             assert time.monotonic() - started < TIMEOUT
     finally:
         redis.kill()
+
+
+def test_killing_a_process_under_load_loses_and_reorders_nothing(
+    trio: list[ServerProcess],
+) -> None:
+    """Sends through A and C; recipients on C, which is killed with SIGKILL mid-run; they
+    reconnect to B. Every send that was answered 200 arrives, once per message id, in the
+    order it was stored (per sender: sends are sequential)."""
+    a, b, c = trio
+    recipients = [_register(a) for _ in range(3)]
+    got: dict[int, list[tuple[str, bytes]]] = {i: [] for i in range(len(recipients))}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def receive(i: int) -> None:
+        server = c
+        try:
+            while not stop.is_set():
+                try:
+                    with _on(server, recipients[i]).stream() as stream:
+                        while not stop.is_set():
+                            try:
+                                frame = stream.recv(timeout=0.2)
+                            except TimeoutError:
+                                continue
+                            if frame["type"] == "message":
+                                got[i].append((frame["id"], unb64(frame["body"])))
+                                stream.ack(frame["id"])
+                except (ConnectionClosed, OSError):
+                    server = b  # the client's fallback address
+                    time.sleep(0.1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    acknowledged: dict[int, list[bytes]] = {i: [] for i in range(len(recipients))}
+
+    def send(via: ServerProcess, tag: bytes, count: int, kill_at: int | None) -> None:
+        with Client(via.url) as sender:
+            for n in range(count):
+                if kill_at is not None and n == kill_at:
+                    c.kill9()
+                for i, client in enumerate(recipients):
+                    assert client.device is not None
+                    body = tag + b"%d-%04d" % (i, n)
+                    try:
+                        response = sender.send_sealed([(client.device.account_id, 1, body)])
+                    except Exception:
+                        return
+                    if response.status_code == 200:
+                        acknowledged[i].append(body)
+
+    readers = [threading.Thread(target=receive, args=(i,)) for i in range(len(recipients))]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.5)
+    senders = [
+        threading.Thread(target=send, args=(a, b"A", 60, 25)),
+        threading.Thread(target=send, args=(c, b"C", 60, None)),
+    ]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join()
+
+    def complete() -> bool:
+        return all(
+            {body for _, body in got[i]} >= set(acknowledged[i]) for i in range(len(recipients))
+        )
+
+    try:
+        wait_for(complete, timeout=30, what="every acknowledged message to arrive")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert not errors, errors
+    for i in range(len(recipients)):
+        first: dict[str, bytes] = {}
+        for message_id, body in got[i]:
+            assert first.setdefault(message_id, body) == body  # a resend is the same message
+        bodies = list(first.values())
+        assert len(bodies) == len(set(bodies))  # each message once (by id)
+        for tag in (b"A", b"C"):
+            mine = [body for body in bodies if body.startswith(tag)]
+            assert mine == sorted(mine)  # in the order each sender stored them
+        assert set(acknowledged[i]) <= set(bodies)
+    for i in range(len(recipients)):  # A never failed: all its sends were stored
+        assert len([b for b in acknowledged[i] if b.startswith(b"A")]) == 60
