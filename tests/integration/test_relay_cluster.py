@@ -161,6 +161,10 @@ def test_offline_messages_wait_for_whichever_process_the_device_comes_back_to(
         frames = stream.receive_messages(5)
         assert [unb64(f["body"]) for f in frames] == bodies  # in the order stored
         stream.ack(frames[0]["id"])
+        wait_for(
+            lambda: len(bob.request("GET", "/v1/messages").json()["messages"]) == 4,
+            what="the ack to commit",
+        )
     with _on(a, bob).stream() as stream:
         frames = stream.receive_messages(4)
         assert [unb64(f["body"]) for f in frames] == bodies[1:]
@@ -434,3 +438,35 @@ def test_killing_a_process_under_load_loses_and_reorders_nothing(
         assert set(acknowledged[i]) <= set(bodies)
     for i in range(len(recipients)):  # A never failed: all its sends were stored
         assert len([b for b in acknowledged[i] if b.startswith(b"A")]) == 60
+
+
+def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Redis is down, so process A never hears that the device connected to B: the old
+    connection's ack carries a stale epoch, is refused (4409) and deletes nothing."""
+    redis = _Redis(tmp_path)
+    redis.start()
+    try:
+        a = start(redis=redis.url, poll="1")
+        b = start(redis=redis.url, poll="1")
+        bob = _register(a)
+        with _on(a, bob).stream() as old:
+            assert old.recv() == {"type": "empty"}
+            _send(a, [bob], b"pushed to both")
+            [frame] = old.receive_messages(1)
+            redis.kill()
+            with _on(b, bob).stream() as new:
+                [again] = new.receive_messages(1)
+                assert again["id"] == frame["id"]
+                old.ack(frame["id"])
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        old.recv(timeout=5)
+                assert old.ws.close_code == 4409
+                queued = bob.request("GET", "/v1/messages").json()["messages"]
+                assert [m["id"] for m in queued] == [frame["id"]]  # the stale ack deleted nothing
+                new.ack(frame["id"])
+                wait_for(lambda: bob.request("GET", "/v1/messages").json()["messages"] == [])
+    finally:
+        redis.kill()

@@ -273,6 +273,7 @@ class StreamEndpoint:
         if previous is not None:
             previous[1].set()  # that connection closes itself with 4409
         self._ctx.fanout.displace(address, epoch)
+        fence: list[int | None] = [epoch]  # what acks are checked against (see below)
         displaced = asyncio.Event()
         mine = (epoch, displaced)
         self._current[address] = mine
@@ -285,12 +286,17 @@ class StreamEndpoint:
             asyncio.create_task(self._receive(sock, acks, answers, device)),
             asyncio.create_task(self._answer(sock, answers)),
             asyncio.create_task(self._displaced(displaced, address)),
-            asyncio.create_task(self._ack(acks, address, epoch)),
+            asyncio.create_task(self._ack(acks, address, fence)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # re-raise _Close / disconnect
+        except WebSocketDisconnect:
+            # The client closed: the acks it sent first are its own, whatever connection
+            # of it came since (they delete only what this device received).
+            fence[0] = None
+            raise
         finally:
             if self._current.get(address) is mine:
                 del self._current[address]
@@ -418,7 +424,9 @@ class StreamEndpoint:
             else:
                 await sock.send_text(sent_text(req, stored))
 
-    async def _ack(self, acks: asyncio.Queue[bytes], address: DeviceAddress, epoch: int) -> None:
+    async def _ack(
+        self, acks: asyncio.Queue[bytes], address: DeviceAddress, fence: list[int | None]
+    ) -> None:
         storage = self._ctx.storage
         account_id, device_id = address
         while True:
@@ -429,7 +437,7 @@ class StreamEndpoint:
             ids = [i for i in ids if i]
             if ids:
                 try:
-                    await storage.ack_all(account_id, device_id, ids, epoch=epoch)
+                    await storage.ack_all(account_id, device_id, ids, epoch=fence[0])
                 except StaleEpoch:
                     raise _Close(4409, "replaced by a newer connection of this device") from None
                 self._ctx.metrics.inc(
