@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
+    AttachmentQuotaFull,
     AttachmentRecord,
     DeviceExists,
     DeviceRecord,
@@ -24,6 +26,7 @@ from sealpost.server.storage.base import (
     PreKeyStockFull,
     PreKeyUpload,
     QueueFull,
+    SharedEnvelope,
     StaleEpoch,
     Storage,
     TooManyDevices,
@@ -31,6 +34,7 @@ from sealpost.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from sealpost.server.storage.sqlite import SqliteStorage
 from services import MakeStorage
 
 
@@ -169,6 +173,8 @@ def test_one_time_prekeys_go_out_once_even_to_concurrent_fetchers(backend: MakeS
 
     async def body(storage: Storage) -> None:
         account_id = await _account(storage, prekeys=prekeys)
+        spare = await storage.take_bundle(account_id, 1, one_time=False)  # takes nothing
+        assert spare is not None and (spare.one_time, spare.kem) == (None, b"kem-lr")
         stock = await storage.prekey_stock(account_id, 1)
         assert (stock.signed_prekey, stock.kem_last_resort, stock.one_time, stock.kem_one_time) == (
             True,
@@ -309,5 +315,145 @@ def test_this_process_leads_when_alone(backend: MakeStorage) -> None:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError("a lone process never became the leader")
+
+    _run(backend, body)
+
+
+# ---------------------------------------------------------------------- quotas (issue 14.2)
+
+
+async def _sizes(storage: Storage) -> tuple[int, int]:
+    """(shared bodies kept, bytes of message bodies stored) as the database has them."""
+    shared_sql = "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM shared_bodies"
+    own_sql = "SELECT COALESCE(SUM(length(body)), 0) FROM queue"
+    if isinstance(storage, SqliteStorage):
+        conn = sqlite3.connect(storage._path)
+        try:
+            shared, shared_bytes = conn.execute(shared_sql).fetchone()
+            (own_bytes,) = conn.execute(own_sql).fetchone()
+        finally:
+            conn.close()
+        return shared, shared_bytes + own_bytes
+    pool = storage._pool  # type: ignore[attr-defined]
+    shared, shared_bytes = await pool.fetchrow(shared_sql)
+    own_bytes = await pool.fetchval(own_sql)
+    return shared, shared_bytes + own_bytes
+
+
+def test_multi_send_stores_one_body(backend: MakeStorage) -> None:
+    """A 60 KB body for 100 devices is stored once, fetched whole by each, and deleted with
+    the last message that uses it (ack, purge or device removal)."""
+
+    async def body(storage: Storage) -> None:
+        accounts = [await _account(storage, devices=5) for _ in range(20)]
+        shared_body = os.urandom(60_000)
+        prefix = b"\x01\x22" + os.urandom(48)
+        envelopes = [
+            SharedEnvelope(os.urandom(16), a, d, prefix if d == 1 else b"")
+            for a in accounts
+            for d in range(1, 6)
+        ]
+        await storage.enqueue_shared(
+            shared_body, envelopes, received_at=1, expires_at=1000, max_depth=50
+        )
+        kept, stored = await _sizes(storage)
+        assert kept == 1 and stored < 2 * len(shared_body)  # not 100 copies
+        for env in envelopes:
+            (message,) = await storage.fetch(env.account_id, env.device_id, after_seq=0, limit=9)
+            assert message.message_id == env.message_id
+            assert message.body == env.prefix + shared_body
+        if isinstance(storage, SqliteStorage):
+            storage._tails.clear()  # and read back from the database the same
+        (message,) = await storage.fetch(accounts[0], 1, after_seq=0, limit=9)
+        assert message.body == prefix + shared_body
+        # all devices but one ack, or are removed: the body stays for the last one
+        last = envelopes[-1]
+        for env in envelopes[:-1]:
+            if env.device_id == 5:
+                await storage.remove_device(env.account_id, 5, b"revocation")
+            else:
+                assert await storage.ack(env.account_id, env.device_id, env.message_id)
+        assert (await _sizes(storage))[0] == 1
+        assert await storage.ack(last.account_id, last.device_id, last.message_id)
+        assert await _sizes(storage) == (0, 0)
+        # expiry releases it too
+        again = [SharedEnvelope(os.urandom(16), accounts[0], d) for d in range(1, 5)]
+        await storage.enqueue_shared(b"x" * 100, again, received_at=1, expires_at=5, max_depth=50)
+        assert (await _sizes(storage))[0] == 1
+        await storage.purge(10)
+        assert await _sizes(storage) == (0, 0)
+
+    _run(backend, body)
+
+
+def test_a_refused_multi_send_stores_nothing(backend: MakeStorage) -> None:
+    async def body(storage: Storage) -> None:
+        account_id = await _account(storage, devices=2)
+        with pytest.raises(MismatchedDevices):
+            await storage.enqueue_shared(
+                b"body",
+                [SharedEnvelope(os.urandom(16), account_id, 1)],
+                received_at=1,
+                expires_at=9,
+                max_depth=50,
+            )
+        await _send(storage, [_env(account_id, 1), _env(account_id, 2)], depth=1)
+        with pytest.raises(QueueFull):  # device 1 is full: device 2 gets nothing either
+            await storage.enqueue_shared(
+                b"body",
+                [SharedEnvelope(os.urandom(16), account_id, d) for d in (1, 2)],
+                received_at=1,
+                expires_at=9,
+                max_depth=1,
+            )
+        assert await _sizes(storage) == (0, 64)
+
+    _run(backend, body)
+
+
+def test_queue_bytes_quota(backend: MakeStorage) -> None:
+    async def body(storage: Storage) -> None:
+        account_id = await _account(storage)
+
+        def send(size: int) -> Awaitable[None]:
+            env = Envelope(os.urandom(16), account_id, 1, b"b" * size)
+            return storage.enqueue(
+                [env], exempt={}, received_at=1, expires_at=9, max_depth=50, max_bytes=1000
+            )
+
+        await send(600)
+        await send(400)
+        with pytest.raises(QueueFull):
+            await send(1)
+        first = (await storage.fetch(account_id, 1, after_seq=0, limit=1))[0]
+        assert await storage.ack(account_id, 1, first.message_id)
+        await send(600)  # counted anew: room again
+        with pytest.raises(QueueFull):
+            await storage.enqueue_shared(
+                b"s" * 10,
+                [SharedEnvelope(os.urandom(16), account_id, 1)],
+                received_at=1,
+                expires_at=9,
+                max_depth=50,
+                max_bytes=1000,
+            )
+
+    _run(backend, body)
+
+
+def test_attachment_bytes_quota_per_account(backend: MakeStorage) -> None:
+    async def body(storage: Storage) -> None:
+        alice, bob = os.urandom(16), os.urandom(16)
+
+        def add(owner: bytes, size: int, now: int = 10, ttl: int = 100) -> Awaitable[None]:
+            record = AttachmentRecord(os.urandom(32), size, now, now + ttl, owner=owner)
+            return storage.add_attachment(record, max_owner_bytes=1000)
+
+        await add(alice, 700)
+        await add(bob, 700)  # each account its own
+        with pytest.raises(AttachmentQuotaFull):
+            await add(alice, 301)
+        await add(alice, 300)
+        await add(alice, 900, now=200)  # the first ones expired: they no longer count
 
     _run(backend, body)

@@ -25,7 +25,11 @@ KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 
 
-async def take_bundle(conn: Conn, account_id: bytes, device_id: int) -> BundleParts | None:
+async def take_bundle(
+    conn: Conn, account_id: bytes, device_id: int, one_time: bool = True
+) -> BundleParts | None:
+    """With ``one_time`` false nothing is taken: no X25519 one-time key, and the
+    last-resort ML-KEM key."""
     cert = await conn.fetchval(
         "SELECT certificate FROM devices WHERE account_id = $1 AND device_id = $2",
         account_id,
@@ -38,6 +42,14 @@ async def take_bundle(conn: Conn, account_id: bytes, device_id: int) -> BundlePa
     )
     if cert is None or spk is None:
         return None
+    if not one_time:
+        kem = await conn.fetchval(
+            "SELECT prekey FROM kem_prekeys WHERE account_id = $1 AND device_id = $2 AND kind = $3",
+            account_id,
+            device_id,
+            KEM_LAST_RESORT,
+        )
+        return BundleParts(bytes(cert), bytes(spk), None, None if kem is None else bytes(kem))
     opk = await conn.fetchval(
         "DELETE FROM one_time_prekeys WHERE (account_id, device_id, key_id) ="
         " (SELECT account_id, device_id, key_id FROM one_time_prekeys"

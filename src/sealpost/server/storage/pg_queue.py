@@ -6,8 +6,8 @@ always in sorted order (:func:`lock_queues`), so two transactions touching the s
 devices never deadlock. A send allocates each device's next sequence numbers on that row:
 concurrent sends to one device are serialized there and commit their sequence numbers in
 increasing order, so a reader asking for "after seq N" never skips one that commits later.
-The same row holds the queue's depth (no ``COUNT(*)`` per send) and the device's connection
-epoch (the fencing token of :func:`claim_device`).
+The same row holds the queue's depth and bytes (no ``COUNT(*)`` or ``SUM`` per send) and
+the device's connection epoch (the fencing token of :func:`claim_device`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sealpost.server.storage.base import (
     MismatchedDevices,
     QueuedMessage,
     QueueFull,
+    SharedEnvelope,
     StaleEpoch,
     UnknownAccount,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "claim_device",
     "device_epoch",
     "enqueue",
+    "enqueue_shared",
     "fetch",
     "lock_queues",
     "purge_messages",
@@ -42,46 +44,51 @@ Address = tuple[bytes, int]
 
 async def lock_queues(
     conn: Conn, addresses: Sequence[Address]
-) -> dict[Address, tuple[int, int, int]]:
-    """Lock the devices' queue rows in sorted order; (last seq, depth, epoch) of each."""
+) -> dict[Address, tuple[int, int, int, int]]:
+    """Lock the devices' queue rows in sorted order; (last seq, depth, epoch, bytes) of
+    each."""
     ordered = sorted(set(addresses))
     rows = await conn.fetch(
-        "SELECT q.account_id, q.device_id, q.last_seq, q.depth, q.epoch FROM device_queues q"
+        "SELECT q.account_id, q.device_id, q.last_seq, q.depth, q.epoch, q.bytes"
+        " FROM device_queues q"
         " JOIN unnest($1::bytea[], $2::bigint[]) AS v(a, d)"
         " ON q.account_id = v.a AND q.device_id = v.d"
         " ORDER BY q.account_id, q.device_id FOR UPDATE OF q",
         [a for a, _ in ordered],
         [d for _, d in ordered],
     )
-    return {(bytes(r[0]), r[1]): (r[2], r[3], r[4]) for r in rows}
+    return {(bytes(r[0]), r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
 
 
-async def _lower_depths(conn: Conn, counts: Mapping[Address, int]) -> None:
+async def _lower_depths(conn: Conn, gone: Sequence[asyncpg.Record]) -> None:
+    """Count deleted queue rows (account_id, device_id, size) out of their devices."""
+    counts: dict[Address, list[int]] = {}
+    for row in gone:
+        entry = counts.setdefault((bytes(row[0]), row[1]), [0, 0])
+        entry[0] += 1
+        entry[1] += row[2]
+    if not counts:
+        return
     await conn.execute(
-        "UPDATE device_queues q SET depth = q.depth - v.n"
-        " FROM unnest($1::bytea[], $2::bigint[], $3::int[]) AS v(a, d, n)"
+        "UPDATE device_queues q SET depth = q.depth - v.n, bytes = q.bytes - v.b"
+        " FROM unnest($1::bytea[], $2::bigint[], $3::int[], $4::bigint[]) AS v(a, d, n, b)"
         " WHERE q.account_id = v.a AND q.device_id = v.d",
         [a for a, _ in counts],
         [d for _, d in counts],
-        list(counts.values()),
+        [n for n, _ in counts.values()],
+        [b for _, b in counts.values()],
     )
 
 
-async def enqueue(
+async def _check_devices(
     conn: Conn,
-    envelopes: Sequence[Envelope],
-    *,
+    envelopes: Sequence[Envelope] | Sequence[SharedEnvelope],
     exempt: Mapping[bytes, int],
-    received_at: int,
-    expires_at: int,
-    max_depth: int,
 ) -> None:
+    """Raise unless every destination account is named with exactly its devices."""
     named: dict[bytes, set[int]] = {}
-    counts: dict[Address, int] = {}
     for env in envelopes:
         named.setdefault(env.account_id, set()).add(env.device_id)
-        address = (env.account_id, env.device_id)
-        counts[address] = counts.get(address, 0) + 1
     rows = await conn.fetch(
         "SELECT account_id, device_id FROM devices WHERE account_id = ANY($1::bytea[])",
         list(named),
@@ -101,37 +108,111 @@ async def enqueue(
             mismatched[account_id] = (sorted(missing), sorted(extra))
     if mismatched:
         raise MismatchedDevices(mismatched)
+
+
+async def _insert(
+    conn: Conn,
+    rows: Sequence[tuple[bytes, int, bytes, bytes, int]],
+    *,
+    body_ref: int | None,
+    received_at: int,
+    expires_at: int,
+    max_depth: int,
+    max_bytes: int,
+) -> None:
+    """Queue (account, device, message id, body or prefix, size) rows: the devices' rows
+    locked, the quotas checked, each device's next sequence numbers taken, all inserted."""
+    counts: dict[Address, list[int]] = {}
+    for account_id, device_id, _, _, size in rows:
+        entry = counts.setdefault((account_id, device_id), [0, 0])
+        entry[0] += 1
+        entry[1] += size
     state = await lock_queues(conn, list(counts))
     if len(state) != len(counts):  # a device was removed meanwhile
         raise MismatchedDevices({a: ([], [d]) for (a, d) in counts if (a, d) not in state})
-    for address, n in counts.items():
-        if state[address][1] + n > max_depth:
+    for address, (n, size) in counts.items():
+        _, depth, _, held = state[address]
+        if depth + n > max_depth or (max_bytes and held + size > max_bytes):
             raise QueueFull("destination queue is full")
     await conn.execute(
-        "UPDATE device_queues q SET last_seq = q.last_seq + v.n, depth = q.depth + v.n"
-        " FROM unnest($1::bytea[], $2::bigint[], $3::int[]) AS v(a, d, n)"
+        "UPDATE device_queues q SET last_seq = q.last_seq + v.n, depth = q.depth + v.n,"
+        " bytes = q.bytes + v.b"
+        " FROM unnest($1::bytea[], $2::bigint[], $3::int[], $4::bigint[]) AS v(a, d, n, b)"
         " WHERE q.account_id = v.a AND q.device_id = v.d",
         [a for a, _ in counts],
         [d for _, d in counts],
-        list(counts.values()),
+        [n for n, _ in counts.values()],
+        [b for _, b in counts.values()],
     )
-    next_seq = {address: last for address, (last, _, _) in state.items()}
+    next_seq = {address: last for address, (last, _, _, _) in state.items()}
     seqs = []
-    for env in envelopes:
-        address = (env.account_id, env.device_id)
-        next_seq[address] += 1
-        seqs.append(next_seq[address])
+    for account_id, device_id, _, _, _ in rows:
+        next_seq[(account_id, device_id)] += 1
+        seqs.append(next_seq[(account_id, device_id)])
     await conn.execute(
-        "INSERT INTO queue (account_id, device_id, seq, message_id, body, received_at,"
-        " expires_at) SELECT v.*, $6::bigint, $7::bigint FROM"
-        " unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[]) AS v",
-        [e.account_id for e in envelopes],
-        [e.device_id for e in envelopes],
+        "INSERT INTO queue (account_id, device_id, seq, message_id, body, size, received_at,"
+        " expires_at, body_ref) SELECT v.*, $7::bigint, $8::bigint, $9::bigint FROM unnest("
+        "$1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[], $6::int[]) AS v",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
         seqs,
-        [e.message_id for e in envelopes],
-        [e.body for e in envelopes],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
         received_at,
         expires_at,
+        body_ref,
+    )
+
+
+async def enqueue(
+    conn: Conn,
+    envelopes: Sequence[Envelope],
+    *,
+    exempt: Mapping[bytes, int],
+    received_at: int,
+    expires_at: int,
+    max_depth: int,
+    max_bytes: int,
+) -> None:
+    await _check_devices(conn, envelopes, exempt)
+    await _insert(
+        conn,
+        [(e.account_id, e.device_id, e.message_id, e.body, len(e.body)) for e in envelopes],
+        body_ref=None,
+        received_at=received_at,
+        expires_at=expires_at,
+        max_depth=max_depth,
+        max_bytes=max_bytes,
+    )
+
+
+async def enqueue_shared(
+    conn: Conn,
+    body: bytes,
+    envelopes: Sequence[SharedEnvelope],
+    *,
+    received_at: int,
+    expires_at: int,
+    max_depth: int,
+    max_bytes: int,
+) -> None:
+    """One body row, referenced by every destination's queued message (its prefix)."""
+    await _check_devices(conn, envelopes, {})
+    body_ref = await conn.fetchval(
+        "INSERT INTO shared_bodies (body, refs) VALUES ($1, $2) RETURNING id", body, len(envelopes)
+    )
+    await _insert(
+        conn,
+        [
+            (e.account_id, e.device_id, e.message_id, e.prefix, len(e.prefix) + len(body))
+            for e in envelopes
+        ],
+        body_ref=body_ref,
+        received_at=received_at,
+        expires_at=expires_at,
+        max_depth=max_depth,
+        max_bytes=max_bytes,
     )
 
 
@@ -139,14 +220,18 @@ async def fetch(
     conn: Conn, account_id: bytes, device_id: int, after_seq: int, limit: int
 ) -> list[QueuedMessage]:
     rows = await conn.fetch(
-        "SELECT message_id, seq, body, received_at FROM queue"
-        " WHERE account_id = $1 AND device_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        "SELECT q.message_id, q.seq, q.body, s.body, q.received_at FROM queue q"
+        " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
+        " WHERE q.account_id = $1 AND q.device_id = $2 AND q.seq > $3 ORDER BY q.seq LIMIT $4",
         account_id,
         device_id,
         after_seq,
         limit,
     )
-    return [QueuedMessage(bytes(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
+    return [
+        QueuedMessage(bytes(r[0]), r[1], bytes(r[2]) + (bytes(r[3]) if r[3] else b""), r[4])
+        for r in rows
+    ]
 
 
 async def ack_all(
@@ -162,16 +247,15 @@ async def ack_all(
         return 0
     if epoch is not None and current[2] != epoch:
         raise StaleEpoch("a newer connection of this device took over")
-    gone = await conn.fetchval(
-        "WITH gone AS (DELETE FROM queue WHERE account_id = $1 AND device_id = $2"
-        " AND message_id = ANY($3::bytea[]) RETURNING 1) SELECT COUNT(*) FROM gone",
+    gone = await conn.fetch(
+        "DELETE FROM queue WHERE account_id = $1 AND device_id = $2"
+        " AND message_id = ANY($3::bytea[]) RETURNING account_id, device_id, size",
         account_id,
         device_id,
         list(message_ids),
     )
-    if gone:
-        await _lower_depths(conn, {(account_id, device_id): gone})
-    return int(gone)
+    await _lower_depths(conn, gone)
+    return len(gone)
 
 
 async def claim_device(conn: Conn, account_id: bytes, device_id: int) -> int:
@@ -205,14 +289,10 @@ async def purge_messages(conn: Conn, now: int, step: int) -> int:
     gone = await conn.fetch(
         "DELETE FROM queue q USING unnest($1::bytea[], $2::bigint[]) AS v(a, d)"
         " WHERE q.account_id = v.a AND q.device_id = v.d AND q.expires_at <= $3"
-        " RETURNING q.account_id, q.device_id",
+        " RETURNING q.account_id, q.device_id, q.size",
         [a for a, _ in addresses],
         [d for _, d in addresses],
         now,
     )
-    counts: dict[Address, int] = {}
-    for row in gone:
-        address = (bytes(row[0]), row[1])
-        counts[address] = counts.get(address, 0) + 1
-    await _lower_depths(conn, counts)
+    await _lower_depths(conn, gone)
     return len(gone)

@@ -58,6 +58,7 @@ CREATE TABLE device_queues (
     device_id  bigint NOT NULL,
     last_seq   bigint NOT NULL DEFAULT 0,
     depth      integer NOT NULL DEFAULT 0,
+    bytes      bigint NOT NULL DEFAULT 0,
     epoch      bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (account_id, device_id)
 ) WITH (fillfactor = 50, {_HOT_QUEUE});
@@ -88,13 +89,32 @@ CREATE TABLE queue (
     device_id   bigint NOT NULL,
     seq         bigint NOT NULL,
     message_id  bytea NOT NULL UNIQUE,
-    body        bytea NOT NULL,
+    body        bytea NOT NULL,   -- the body, or with body_ref the prefix of a shared one
     received_at bigint NOT NULL,
     expires_at  bigint NOT NULL,
+    body_ref    bigint,           -- shared_bodies.id: the message is body || that body
+    size        integer NOT NULL, -- bytes the device receives (its queue's byte quota)
     PRIMARY KEY (account_id, device_id, seq)
 ) WITH ({_HOT_QUEUE}, toast.autovacuum_vacuum_scale_factor = 0.01,
         toast.autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX queue_by_expiry ON queue (expires_at);
+-- One multi-recipient send's body, stored once; refs is updated on every ack of one of
+-- its messages, so no index but the key, and room for HOT updates.
+CREATE TABLE shared_bodies (
+    id   bigserial PRIMARY KEY,
+    body bytea NOT NULL,
+    refs integer NOT NULL
+) WITH (fillfactor = 70, {_HOT_QUEUE});
+-- Whatever deletes a queued message (ack, purge, device removal) releases its shared body,
+-- and the last one deletes it, in the same transaction.
+CREATE FUNCTION queue_unref() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE shared_bodies SET refs = refs - 1 WHERE id = OLD.body_ref;
+    DELETE FROM shared_bodies WHERE id = OLD.body_ref AND refs <= 0;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER queue_unref AFTER DELETE ON queue
+    FOR EACH ROW WHEN (OLD.body_ref IS NOT NULL) EXECUTE FUNCTION queue_unref();
 CREATE TABLE nonces (
     nonce      bytea PRIMARY KEY,
     expires_at bigint NOT NULL
@@ -104,9 +124,11 @@ CREATE TABLE attachments (
     attachment_id bytea PRIMARY KEY,
     size          bigint NOT NULL,
     created       bigint NOT NULL,
-    expires_at    bigint NOT NULL
+    expires_at    bigint NOT NULL,
+    owner         bytea NOT NULL DEFAULT ''::bytea  -- uploading account (its byte quota)
 );
 CREATE INDEX attachments_by_expiry ON attachments (expires_at);
+CREATE INDEX attachments_by_owner ON attachments (owner, expires_at);
 CREATE TABLE revocations (
     account_id bytea NOT NULL,
     device_id  bigint NOT NULL,
@@ -134,7 +156,7 @@ CREATE TABLE log_heads (
     timestamp bigint NOT NULL,
     head      bytea NOT NULL
 );
-"""
+"""  # noqa: S608 (our own constants only)
 
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1),)

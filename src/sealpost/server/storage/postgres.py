@@ -20,6 +20,8 @@ Redis, one tree-head signer) is in :mod:`.pg_cluster`.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
@@ -29,6 +31,7 @@ import asyncpg
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
+    AttachmentQuotaFull,
     AttachmentRecord,
     BundleParts,
     DeviceRecord,
@@ -40,6 +43,7 @@ from sealpost.server.storage.base import (
     PreKeyUpload,
     PurgeResult,
     QueuedMessage,
+    SharedEnvelope,
     StorageUnavailable,
     TooManyDevices,
     UnknownAccount,
@@ -59,6 +63,7 @@ from sealpost.server.storage.pg_queue import (
     claim_device,
     device_epoch,
     enqueue,
+    enqueue_shared,
     fetch,
     lock_queues,
     purge_messages,
@@ -74,6 +79,12 @@ KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 PURGE_STEP: Final = 1000
 ACCOUNT_CACHE: Final = 50_000
+
+#: Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
+#: conflict (rows locked in another order, such as shared bodies released by a purge and
+#: an ack at once): nothing was changed, so it runs again.
+RETRIES: Final = 3
+_RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 #: What asyncpg raises when the database is not there (not when it refuses something).
 _UNAVAILABLE = (
@@ -122,11 +133,17 @@ class PostgresStorage:
     async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         if self._pool is None:
             raise RuntimeError("storage is not open")
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await fn(conn)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable("the database is not reachable") from exc
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await fn(conn)
+            except _UNAVAILABLE as exc:
+                raise StorageUnavailable("the database is not reachable") from exc
+            except _RETRY:  # rolled back whole: safe to run again
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ accounts
 
@@ -378,8 +395,10 @@ class PostgresStorage:
 
         await self._tx(op)
 
-    async def take_bundle(self, account_id: bytes, device_id: int) -> BundleParts | None:
-        return await self._tx(lambda conn: take_bundle(conn, account_id, device_id))
+    async def take_bundle(
+        self, account_id: bytes, device_id: int, *, one_time: bool = True
+    ) -> BundleParts | None:
+        return await self._tx(lambda conn: take_bundle(conn, account_id, device_id, one_time))
 
     async def prekey_stock(self, account_id: bytes, device_id: int) -> PreKeyStock:
         return await self._tx(lambda conn: prekey_stock(conn, account_id, device_id))
@@ -394,6 +413,7 @@ class PostgresStorage:
         received_at: int,
         expires_at: int,
         max_depth: int,
+        max_bytes: int = 0,
     ) -> None:
         await self._tx(
             lambda conn: enqueue(
@@ -403,6 +423,29 @@ class PostgresStorage:
                 received_at=received_at,
                 expires_at=expires_at,
                 max_depth=max_depth,
+                max_bytes=max_bytes,
+            )
+        )
+
+    async def enqueue_shared(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> None:
+        await self._tx(
+            lambda conn: enqueue_shared(
+                conn,
+                body,
+                envelopes,
+                received_at=received_at,
+                expires_at=expires_at,
+                max_depth=max_depth,
+                max_bytes=max_bytes,
             )
         )
 
@@ -432,14 +475,28 @@ class PostgresStorage:
 
     # ------------------------------------------------------------------ attachments
 
-    async def add_attachment(self, record: AttachmentRecord) -> None:
+    async def add_attachment(self, record: AttachmentRecord, *, max_owner_bytes: int = 0) -> None:
         async def op(conn: Conn) -> None:
+            if max_owner_bytes:
+                # One upload of an owner at a time passes this check (on any process).
+                lock = int.from_bytes(hashlib.sha256(record.owner).digest()[:8], "big", signed=True)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+                held = await conn.fetchval(
+                    "SELECT COALESCE(SUM(size), 0) FROM attachments"
+                    " WHERE owner = $1 AND expires_at > $2",
+                    record.owner,
+                    record.created,
+                )
+                if held + record.size > max_owner_bytes:
+                    raise AttachmentQuotaFull("the account's attachments are at their quota")
             await conn.execute(
-                "INSERT INTO attachments VALUES ($1, $2, $3, $4)",
+                "INSERT INTO attachments (attachment_id, size, created, expires_at, owner)"
+                " VALUES ($1, $2, $3, $4, $5)",
                 record.attachment_id,
                 record.size,
                 record.created,
                 record.expires_at,
+                record.owner,
             )
 
         await self._tx(op)
@@ -447,10 +504,12 @@ class PostgresStorage:
     async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None:
         async def op(conn: Conn) -> AttachmentRecord | None:
             row = await conn.fetchrow(
-                "SELECT size, created, expires_at FROM attachments WHERE attachment_id = $1",
+                "SELECT size, created, expires_at, owner FROM attachments WHERE attachment_id = $1",
                 attachment_id,
             )
-            return None if row is None else AttachmentRecord(attachment_id, row[0], row[1], row[2])
+            if row is None:
+                return None
+            return AttachmentRecord(attachment_id, row[0], row[1], row[2], bytes(row[3]))
 
         return await self._tx(op)
 
