@@ -62,7 +62,7 @@ def _queue_rows(loot: Path, database: str) -> list[tuple[bytes, int, bytes]]:
                     )
                 ]
                 expected = ["account_id", "device_id", "seq", "message_id", "body"]
-                assert columns == [*expected, "received_at", "expires_at"]
+                assert columns == [*expected, "received_at", "expires_at", "body_ref", "size"]
                 rows = await conn.fetch("SELECT * FROM queue")
             finally:
                 await conn.close()
