@@ -152,12 +152,12 @@ def _map_value(item: LoggedEntry) -> bytes:
     return account_map_value(item.index, leaf_hash(item.entry))
 
 
-def test_the_account_map_follows_the_log_in_the_same_transaction(tmp_path: Path) -> None:
+def test_the_account_map_follows_the_log_in_the_same_transaction(backend: MakeStorage) -> None:
     """After every change the map holds each name's newest entry (and nothing for an
     unknown name), proven against the root a head would sign; a refused change leaves it."""
 
     async def main() -> None:
-        storage = SqliteStorage(tmp_path / "db")
+        storage = backend()
         await storage.open()
         try:
             erin, frank = _account("erin"), _account("frank")
@@ -255,9 +255,9 @@ def test_a_schema_2_database_gets_its_map_and_new_heads(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_lookup_head_is_the_newest_and_signed_when_the_log_grew(tmp_path: Path) -> None:
+def test_a_lookup_head_is_the_newest_and_signed_when_the_log_grew(backend: MakeStorage) -> None:
     async def main() -> None:
-        storage = SqliteStorage(tmp_path / "db")
+        storage = backend()
         await storage.open()
         service = LogService(storage, SigningKey.generate(os.urandom), interval=3600)
         try:

@@ -182,9 +182,12 @@ def create_app(
         else:
             database = True
         fanout_ok = await fanout.reachable()
-        status = "ok" if database and fanout_ok else "degraded"
         return json_response(
-            Health(status=status, database=database, fanout=fanout_ok),
+            Health(
+                status="ok" if database and fanout_ok else "degraded",
+                database=database,
+                fanout=fanout_ok,
+            ),
             200 if database else 503,
         )
 

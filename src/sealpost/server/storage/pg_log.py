@@ -20,9 +20,16 @@ from typing import Final, TypeVar
 import asyncpg
 
 from sealpost.server.storage.base import AccountRecord, LoggedEntry
+from sealpost.server.storage.pg_map import run_map
 from sealpost.server.storage.pg_schema import LOCK_LOG
-from sealpost.transparency.log import LogEntry, devices_commitment
+from sealpost.transparency.log import (
+    LogEntry,
+    account_map_key,
+    account_map_value,
+    devices_commitment,
+)
 from sealpost.transparency.merkle import LogStoreError, NodeKey, append, leaf_hash
+from sealpost.transparency.smt import insert as map_insert
 
 __all__ = ["NodeCache", "log_account_state", "logged", "merkle", "pack_list"]
 
@@ -194,3 +201,5 @@ async def log_account_state(
     )
     _, written = await merkle(conn, cache, lambda s: append(s, size, [leaf_hash(entry)]))
     await store_nodes(conn, written)
+    pair = (account_map_key(username), account_map_value(size, leaf_hash(entry)))
+    await run_map(conn, lambda m: map_insert(m, [pair]), write=True)

@@ -151,6 +151,18 @@ CREATE TABLE log_nodes (
     hash  bytea NOT NULL,
     PRIMARY KEY (level, idx)
 );
+-- The account map (sealpost.transparency.smt): leaves and node hashes, replaced in place
+-- as accounts change (rarely: once per device change), so room for HOT updates.
+CREATE TABLE kt_map_leaves (
+    key   bytea PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE kt_map_nodes (
+    depth  integer NOT NULL,
+    prefix bytea NOT NULL,
+    hash   bytea NOT NULL,
+    PRIMARY KEY (depth, prefix)
+) WITH (fillfactor = 70);
 CREATE TABLE log_heads (
     tree_size bigint PRIMARY KEY,
     timestamp bigint NOT NULL,

@@ -39,6 +39,8 @@ from sealpost.server.storage.base import (
     Envelope,
     LastDevice,
     LoggedEntry,
+    LogLookup,
+    LogState,
     PreKeyStock,
     PreKeyUpload,
     PurgeResult,
@@ -52,6 +54,7 @@ from sealpost.server.storage.base import (
 )
 from sealpost.server.storage.pg_cluster import Cluster, migrate
 from sealpost.server.storage.pg_log import NodeCache, log_account_state, log_size, logged, merkle
+from sealpost.server.storage.pg_map import run_map
 from sealpost.server.storage.pg_prekeys import (
     insert_device,
     prekey_stock,
@@ -68,7 +71,9 @@ from sealpost.server.storage.pg_queue import (
     lock_queues,
     purge_messages,
 )
+from sealpost.transparency.log import account_map_key
 from sealpost.transparency.merkle import consistency_proof, inclusion_proof, root
+from sealpost.transparency.smt import map_root, prove
 
 __all__ = ["PostgresStorage"]
 
@@ -130,12 +135,17 @@ class PostgresStorage:
     def leader(self) -> bool:
         return self.cluster.leader
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, snapshot: bool = False) -> T:
+        """Run ``fn`` in one transaction (``snapshot``: a read-only one that sees a single
+        instant throughout, ``REPEATABLE READ``)."""
         if self._pool is None:
             raise RuntimeError("storage is not open")
+        options: dict[str, Any] = (
+            {"isolation": "repeatable_read", "readonly": True} if snapshot else {}
+        )
         for attempt in range(RETRIES):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with self._pool.acquire() as conn, conn.transaction(**options):
                     return await fn(conn)
             except _UNAVAILABLE as exc:
                 raise StorageUnavailable("the database is not reachable") from exc
@@ -353,6 +363,37 @@ class PostgresStorage:
 
     async def log_consistency(self, size1: int, size2: int) -> list[bytes]:
         return await self._merkle(lambda s: consistency_proof(s, size1, size2))
+
+    async def log_state(self) -> LogState:
+        async def op(conn: Conn) -> LogState:
+            size = await log_size(conn)
+            tree_root = (await merkle(conn, self._nodes, lambda s: root(s, size)))[0]
+            return LogState(size, tree_root, await run_map(conn, map_root))
+
+        return await self._tx(op, snapshot=True)
+
+    async def log_lookup(self, username_lower: str) -> LogLookup:
+        key = account_map_key(username_lower)
+
+        async def op(conn: Conn) -> LogLookup:
+            size = await log_size(conn)
+            _, proof = await run_map(conn, lambda m: prove(m, key))
+            row = await conn.fetchrow(
+                "SELECT idx, entry, certificates, revocations FROM log_entries WHERE account_id ="
+                " (SELECT account_id FROM accounts WHERE username_lower = $1)"
+                " ORDER BY sequence DESC LIMIT 1",
+                username_lower,
+            )
+            latest = None if row is None else logged(row)
+            inclusion: list[bytes] = []
+            if latest is not None:
+                index = latest.index
+                inclusion = (
+                    await merkle(conn, self._nodes, lambda s: inclusion_proof(s, index, size))
+                )[0]
+            return LogLookup(size, latest, inclusion, proof.encode())
+
+        return await self._tx(op, snapshot=True)
 
     async def log_head(self) -> bytes | None:
         async def op(conn: Conn) -> bytes | None:
