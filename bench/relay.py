@@ -480,8 +480,8 @@ async def run_n(
         "processes": len(servers),
         "all_servers_cpu_percent": round(100 * (all1 - all0) / elapsed, 1),
         "server_threads_cpu_percent": {
-            "main": round(server_cpu["main"], 1),
-            "other": round(server_cpu["other"], 1),
+            "main": round(server_cpu.get("main", 0.0), 1),
+            "other": round(server_cpu.get("other", 0.0), 1),
         },
         "client_cpu_percent": round(100 * (client1 - client0) / elapsed, 1),
         "server_hot_functions": hot,

@@ -120,49 +120,28 @@ async def _insert(
     max_depth: int,
     max_bytes: int,
 ) -> None:
-    """Queue (account, device, message id, body or prefix, size) rows: the devices' rows
-    locked, the quotas checked, each device's next sequence numbers taken, all inserted."""
-    counts: dict[Address, list[int]] = {}
-    for account_id, device_id, _, _, size in rows:
-        entry = counts.setdefault((account_id, device_id), [0, 0])
-        entry[0] += 1
-        entry[1] += size
-    state = await lock_queues(conn, list(counts))
-    if len(state) != len(counts):  # a device was removed meanwhile
-        raise MismatchedDevices({a: ([], [d]) for (a, d) in counts if (a, d) not in state})
-    for address, (n, size) in counts.items():
-        _, depth, _, held = state[address]
-        if depth + n > max_depth or (max_bytes and held + size > max_bytes):
-            raise QueueFull("destination queue is full")
-    await conn.execute(
-        "UPDATE device_queues q SET last_seq = q.last_seq + v.n, depth = q.depth + v.n,"
-        " bytes = q.bytes + v.b"
-        " FROM unnest($1::bytea[], $2::bigint[], $3::int[], $4::bigint[]) AS v(a, d, n, b)"
-        " WHERE q.account_id = v.a AND q.device_id = v.d",
-        [a for a, _ in counts],
-        [d for _, d in counts],
-        [n for n, _ in counts.values()],
-        [b for _, b in counts.values()],
-    )
-    next_seq = {address: last for address, (last, _, _, _) in state.items()}
-    seqs = []
-    for account_id, device_id, _, _, _ in rows:
-        next_seq[(account_id, device_id)] += 1
-        seqs.append(next_seq[(account_id, device_id)])
-    await conn.execute(
-        "INSERT INTO queue (account_id, device_id, seq, message_id, body, size, received_at,"
-        " expires_at, body_ref) SELECT v.*, $7::bigint, $8::bigint, $9::bigint FROM unnest("
-        "$1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[], $6::int[]) AS v",
+    """Queue (account, device, message id, body or prefix, size) rows in one statement
+    (``sealpost_enqueue``: the devices' rows locked, the quotas checked, each device's next
+    sequence numbers taken, all inserted)."""
+    outcome = await conn.fetchval(
+        "SELECT sealpost_enqueue($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[],"
+        " $5::int[], $6::bigint, $7::bigint, $8::bigint, $9::int, $10::bigint)",
         [r[0] for r in rows],
         [r[1] for r in rows],
-        seqs,
         [r[2] for r in rows],
         [r[3] for r in rows],
         [r[4] for r in rows],
+        body_ref,
         received_at,
         expires_at,
-        body_ref,
+        max_depth,
+        max_bytes,
     )
+    if outcome == 1:  # a device was removed meanwhile
+        gone = {(a, d) for a, d, _, _, _ in rows}
+        raise MismatchedDevices({a: ([], sorted(d for x, d in gone if x == a)) for a, _ in gone})
+    if outcome == 2:
+        raise QueueFull("destination queue is full")
 
 
 async def enqueue(
@@ -241,21 +220,16 @@ async def ack_all(
     message_ids: Sequence[bytes],
     epoch: int | None,
 ) -> int:
-    state = await lock_queues(conn, [(account_id, device_id)])
-    current = state.get((account_id, device_id))
-    if current is None:
-        return 0
-    if epoch is not None and current[2] != epoch:
-        raise StaleEpoch("a newer connection of this device took over")
-    gone = await conn.fetch(
-        "DELETE FROM queue WHERE account_id = $1 AND device_id = $2"
-        " AND message_id = ANY($3::bytea[]) RETURNING account_id, device_id, size",
+    gone = await conn.fetchval(
+        "SELECT sealpost_ack($1, $2, $3::bytea[], $4)",
         account_id,
         device_id,
         list(message_ids),
+        epoch,
     )
-    await _lower_depths(conn, gone)
-    return len(gone)
+    if gone < 0:
+        raise StaleEpoch("a newer connection of this device took over")
+    return int(gone)
 
 
 async def claim_device(conn: Conn, account_id: bytes, device_id: int) -> int:

@@ -83,6 +83,10 @@ Conn: TypeAlias = asyncpg.Connection
 KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 PURGE_STEP: Final = 1000
+#: Connections per process. With ``synchronous_commit`` on, each commit waits for a WAL
+#: flush and concurrent commits share one, so connections in flight, not CPU, bound how
+#: many commits a process makes per flush.
+POOL_SIZE: Final = 32
 ACCOUNT_CACHE: Final = 50_000
 
 #: Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
@@ -105,7 +109,7 @@ _UNAVAILABLE = (
 class PostgresStorage:
     """:class:`~sealpost.server.storage.base.Storage` on a PostgreSQL database."""
 
-    def __init__(self, dsn: str, *, solo: bool = True, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, solo: bool = True, pool_size: int = POOL_SIZE) -> None:
         """``solo``: no other process may use the database meanwhile (there is no Redis
         to tell them about each other's sends); :meth:`open` refuses if one does."""
         self._dsn = dsn
@@ -135,9 +139,16 @@ class PostgresStorage:
     def leader(self) -> bool:
         return self.cluster.leader
 
-    async def _tx(self, fn: Callable[[Conn], Awaitable[T]], *, snapshot: bool = False) -> T:
+    async def _tx(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        snapshot: bool = False,
+        transaction: bool = True,
+    ) -> T:
         """Run ``fn`` in one transaction (``snapshot``: a read-only one that sees a single
-        instant throughout, ``REPEATABLE READ``)."""
+        instant throughout, ``REPEATABLE READ``; ``transaction`` false: each statement of
+        ``fn`` is its own, for those whose one writing statement does it all)."""
         if self._pool is None:
             raise RuntimeError("storage is not open")
         options: dict[str, Any] = (
@@ -145,8 +156,11 @@ class PostgresStorage:
         )
         for attempt in range(RETRIES):
             try:
-                async with self._pool.acquire() as conn, conn.transaction(**options):
-                    return await fn(conn)
+                async with self._pool.acquire() as conn:
+                    if not transaction:
+                        return await fn(conn)
+                    async with conn.transaction(**options):
+                        return await fn(conn)
             except _UNAVAILABLE as exc:
                 raise StorageUnavailable("the database is not reachable") from exc
             except _RETRY:  # rolled back whole: safe to run again
@@ -465,7 +479,10 @@ class PostgresStorage:
                 expires_at=expires_at,
                 max_depth=max_depth,
                 max_bytes=max_bytes,
-            )
+            ),
+            # the device check reads; sealpost_enqueue then checks, locks and writes in
+            # one statement (a device removed between the two is refused there)
+            transaction=False,
         )
 
     async def enqueue_shared(
@@ -493,7 +510,9 @@ class PostgresStorage:
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage]:
-        return await self._tx(lambda conn: fetch(conn, account_id, device_id, after_seq, limit))
+        return await self._tx(
+            lambda conn: fetch(conn, account_id, device_id, after_seq, limit), transaction=False
+        )
 
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         return await self.ack_all(account_id, device_id, [message_id]) == 1
@@ -506,7 +525,10 @@ class PostgresStorage:
         *,
         epoch: int | None = None,
     ) -> int:
-        return await self._tx(lambda conn: ack_all(conn, account_id, device_id, message_ids, epoch))
+        return await self._tx(
+            lambda conn: ack_all(conn, account_id, device_id, message_ids, epoch),
+            transaction=False,  # sealpost_ack: one statement
+        )
 
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         return await self._tx(lambda conn: claim_device(conn, account_id, device_id))
