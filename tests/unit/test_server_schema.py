@@ -8,13 +8,15 @@ import base64
 import inspect
 import json
 import os
+import re
+from pathlib import Path
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealpost.server import frames, schema
+from sealpost.server import frames, schema, stream
 from sealpost.server.errors import ApiError
 from sealpost.server.stream import message_text, sent_text
 
@@ -131,3 +133,19 @@ def test_every_struct_is_exported() -> None:
             and not name.startswith("_")
         }
         assert declared <= set(module.__all__), declared - set(module.__all__)
+
+
+def test_every_frame_type_the_server_sends_is_declared() -> None:
+    """A ``"type"`` written in the server's source (by hand or in a docstring) names a
+    declared frame, so a new frame cannot go undocumented in /openapi.json."""
+    source = Path(stream.__file__).parent
+    written = set()
+    for path in source.rglob("*.py"):
+        written |= set(re.findall(r'"type": ?"([a-z_]+)"', path.read_text()))
+    written -= {"integer", "string", "object", "array"}  # JSON Schema, in openapi.py
+    declared = {
+        kind.__struct_config__.tag
+        for socket in frames.WEBSOCKETS.values()
+        for kind in socket["client"] + socket["server"]
+    }
+    assert written <= declared, written - declared

@@ -35,6 +35,7 @@ __all__ = [
     "LinkOpenFrame",
     "MessageFrame",
     "NumberedFrame",
+    "PrekeysLowFrame",
     "ProvisionFrame",
     "ReadyFrame",
     "SendFrame",
@@ -125,6 +126,11 @@ class EmptyFrame(_Frame, tag="empty", kw_only=True):
     """Everything queued so far was pushed (again after each later burst)."""
 
 
+class PrekeysLowFrame(_Frame, tag="prekeys_low", kw_only=True):
+    """A bundle fetch left a one-time prekey stock under ``prekey_refill_below``: upload
+    more now (``PUT /v1/keys``)."""
+
+
 class SentFrame(_Frame, tag="sent", kw_only=True):
     """A send was durably stored."""
 
@@ -158,7 +164,15 @@ WEBSOCKETS: dict[str, dict[str, Any]] = {
     "/v1/stream": {
         "summary": "A device's own socket: challenge, auth, then pushes, acks and sends",
         "client": [AuthFrame, SendFrame, AckFrame],
-        "server": [ChallengeFrame, ReadyFrame, MessageFrame, EmptyFrame, SentFrame, ErrorFrame],
+        "server": [
+            ChallengeFrame,
+            ReadyFrame,
+            MessageFrame,
+            EmptyFrame,
+            SentFrame,
+            ErrorFrame,
+            PrekeysLowFrame,
+        ],
         "close": {
             "4400": "malformed frame",
             "4401": "authentication failed",
