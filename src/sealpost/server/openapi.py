@@ -23,7 +23,7 @@ from sealpost.server.auth import (
 )
 from sealpost.server.frames import WEBSOCKETS
 from sealpost.server.routes import OCTETS, OPERATIONS, TEXT, Operation
-from sealpost.server.schema import AccountNotFoundError, ErrorBody, MismatchedDevicesError
+from sealpost.server.schema import AccountNotFoundError, ErrorBody
 
 __all__ = ["openapi_document"]
 
@@ -71,8 +71,9 @@ def _content(kind: Any, schemas: dict[str, Any], cache: dict[Any, Any]) -> dict[
 
 def _error(status: int, op: Operation, schemas: dict[str, Any], cache: dict[Any, Any]) -> Any:
     schema = _schema_of(ErrorBody, schemas, cache)
-    if status == 409 and op.handler.startswith("messages.send"):  # mismatched_devices
-        schema = {"oneOf": [schema, _schema_of(MismatchedDevicesError, schemas, cache)]}
+    other = dict(op.other_bodies).get(status)
+    if other is not None:  # mismatched_devices on a send; /healthz degraded
+        schema = {"oneOf": [schema, _schema_of(other, schemas, cache)]}
     if status == 404 and op.handler == "accounts.lookup":  # with the proof of absence
         schema = {"oneOf": [schema, _schema_of(AccountNotFoundError, schemas, cache)]}
     answer: dict[str, Any] = {

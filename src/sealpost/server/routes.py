@@ -24,6 +24,7 @@ from sealpost.server.schema import (
     KemKey,
     LogEntries,
     LogHead,
+    MismatchedDevicesError,
     MultiSendRequest,
     Proof,
     ProvisionRequest,
@@ -96,6 +97,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     auth: Auth = "none"
     params: tuple[Param, ...] = ()
+    #: A status whose body is not :class:`~.schema.ErrorBody` (or not only).
+    other_bodies: tuple[tuple[int, Any], ...] = ()
 
 
 def _path(name: str, kind: Any, description: str) -> Param:
@@ -132,7 +135,14 @@ _DIGEST = Param(
 )
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/healthz", "healthz", "Liveness and storage check", Health),
+    Operation(
+        "GET",
+        "/healthz",
+        "healthz",
+        "Liveness: the database and the fan-out answer (503 without the database)",
+        Health,
+        other_bodies=((503, Health),),
+    ),
     Operation("GET", "/metrics", "metrics", "Prometheus metrics (counts and latencies)", TEXT),
     Operation("GET", "/openapi.json", "openapi", "This document", dict[str, Any]),
     Operation(
@@ -207,6 +217,7 @@ OPERATIONS: tuple[Operation, ...] = (
         Stored,
         body=MultiSendRequest,
         errors=(400, 403, 404, 409, 413, 507),
+        other_bodies=((409, MismatchedDevicesError),),
     ),
     Operation(
         "PUT",
@@ -248,6 +259,7 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 403, 404, 409, 413, 507),
         auth="optional",
         params=(_TOKEN,),
+        other_bodies=((409, MismatchedDevicesError),),
     ),
     Operation(
         "GET",
