@@ -17,6 +17,7 @@ from sealpost.protocol.content import (
     Content,
     DeleteContent,
     DeviceNotice,
+    GroupStateRequest,
     GroupUpdateContent,
     ReceiptContent,
     RevocationNotice,
@@ -118,6 +119,11 @@ ALL_KINDS = [
     DeviceNotice(7, DEVICE_LINKED, 2, "laptop"),
     DeviceNotice(7, DEVICE_REMOVED, 3, "old-phone"),
     RevocationNotice(8, b"\x01\x06" + b"\xbb" * 92),
+    # group messages name the state version (and its hash) they were sent under
+    TextContent(ID, 1, TOKEN, "alice", "v3", GROUP, b"\x44" * 20, 0, 3, b"\xab" * 32),
+    TimerContent(ID, 4, TOKEN, "dave", 60, GROUP, 7, b"\xcd" * 32),
+    DeleteContent(ID, 5, TOKEN, "erin", b"\x99" * 16, GROUP, 2**32 - 1, b"\xef" * 32),
+    GroupStateRequest(8, TOKEN, "bob", GROUP, 1),
 ]
 
 
@@ -159,6 +165,24 @@ def test_unknown_flags_and_bad_fields_are_refused() -> None:
             RevocationNotice(1, revocation)
     with pytest.raises(DecodeError):
         TextContent(ID, 0, TOKEN, "bad\nname", "x")
+
+
+def test_a_group_state_reference_is_checked() -> None:
+    with pytest.raises(DecodeError):  # only a group message names a state
+        TextContent(ID, 1, TOKEN, "alice", "hi", None, None, 0, 3, b"\xab" * 32)
+    with pytest.raises(DecodeError):  # a version without its hash
+        TextContent(ID, 1, TOKEN, "alice", "hi", GROUP, None, 0, 3, None)
+    with pytest.raises(DecodeError):
+        TimerContent(ID, 1, TOKEN, "a", 0, GROUP, 0, b"\xab" * 32)
+    with pytest.raises(DecodeError):
+        DeleteContent(ID, 1, TOKEN, "a", ID, GROUP, 1, b"\xab" * 31)
+    with pytest.raises(DecodeError):
+        GroupStateRequest(1, TOKEN, "a", GROUP, 0)
+    # the state flag (4) without the group flag (1) is refused on the wire
+    timer = encode_unpadded(TimerContent(ID, 1, TOKEN, "a", 0))
+    at = 2 + 16 + 8 + 32 + 2
+    with pytest.raises(DecodeError):
+        decode_unpadded(timer[:at] + b"\x04" + b"\x00" * 36 + timer[at + 1 :])
 
 
 def test_secret_material_stays_out_of_reprs() -> None:

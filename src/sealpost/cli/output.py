@@ -19,6 +19,7 @@ from sealpost.client.client import (
     MessageDeleted,
     TimerChanged,
 )
+from sealpost.client.groupsync import GroupBehind
 from sealpost.protocol.content import MAX_TIMER
 
 if TYPE_CHECKING:
@@ -105,6 +106,26 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(one_line(n) for n in names)
 
 
+def _group_change_text(event: GroupChanged) -> str:
+    """What a group change did, in words: "added dave; removed carol; renamed #a to #b"."""
+    if event.renamed_from is None and event.added and not event.removed and event.version == 1:
+        return "created it with " + _names(event.added)
+    parts = []
+    if event.added:
+        parts.append("added " + _names(event.added))
+    if event.by in event.removed:
+        parts.append("left")
+    elif event.removed:
+        parts.append("removed " + _names(event.removed))
+    if event.renamed_from is not None:
+        parts.append(f"renamed #{one_line(event.renamed_from)} to #{one_line(event.name)}")
+    if event.admins_added:
+        parts.append("made " + _names(event.admins_added) + " admin")
+    if event.admins_removed:
+        parts.append("ended admin rights of " + _names(event.admins_removed))
+    return "; ".join(parts) or "changed it"
+
+
 def notice(event: Event, as_json: bool) -> None:
     """Print a notice event (not a message, not a key change)."""
     doc: dict[str, Any]
@@ -126,13 +147,27 @@ def notice(event: Event, as_json: bool) -> None:
             "added": list(event.added),
             "removed": list(event.removed),
             "member": event.member,
+            "renamed_from": event.renamed_from,
+            "admins_added": list(event.admins_added),
+            "admins_removed": list(event.admins_removed),
+            "version": event.version,
         }
-        parts = [f"#{one_line(event.name)} changed by {one_line(event.by)}"]
-        if event.added:
-            parts.append("added " + _names(event.added))
-        if event.removed:
-            parts.append("removed " + _names(event.removed))
-        text = "; ".join(parts)
+        text = f"#{one_line(event.name)}: {one_line(event.by)} {_group_change_text(event)}"
+    elif isinstance(event, GroupBehind):
+        doc = {
+            "event": "group_behind",
+            "group": event.group.hex(),
+            "name": event.name,
+            "version": event.version,
+            "seen": event.seen,
+            "by": event.by,
+        }
+        name, by = one_line(event.name), one_line(event.by)
+        text = (
+            f"#{name}: {by} sent under version {event.seen} of the group and this device "
+            f"has version {event.version}; nothing is sent to #{name} until the update "
+            f"arrives (asked {by} for it)"
+        )
     elif isinstance(event, TimerChanged):
         where = f"#{one_line(event.peer)}" if event.group else one_line(event.peer)
         doc = {

@@ -23,6 +23,8 @@ from sealpost.client.client import (
 )
 from sealpost.client.errors import (
     ClientError,
+    GroupChangeRefused,
+    GroupOutOfDate,
     LinkRefused,
     MessageTooLarge,
     NotRegistered,
@@ -33,6 +35,7 @@ from sealpost.client.errors import (
     UnknownContact,
     UntrustedContact,
 )
+from sealpost.client.groupsync import GroupBehind
 from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
 from sealpost.client.transparency import Alarm
 
@@ -46,7 +49,10 @@ __all__ = [
     "DeviceLinked",
     "DeviceRemoved",
     "Event",
+    "GroupBehind",
+    "GroupChangeRefused",
     "GroupChanged",
+    "GroupOutOfDate",
     "GroupView",
     "KdfParams",
     "KeyChanged",

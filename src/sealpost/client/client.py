@@ -50,7 +50,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,6 +62,8 @@ from sealpost.client.diagnose import diagnose_refusal
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
     ClientError,
+    GroupChangeRefused,
+    GroupOutOfDate,
     LinkRefused,
     MessageTooLarge,
     NotRegistered,
@@ -75,6 +77,7 @@ from sealpost.client.errors import (
 from sealpost.client.groupkeys import (
     GROUP_SEALED_PREFIX,
     MULTI_SEALED_PREFIX,
+    GroupForkError,
     GroupInfo,
     GroupMember,
     OwnChain,
@@ -87,8 +90,19 @@ from sealpost.client.groupkeys import (
     group_verify_next,
     seal_group,
     sender_key_header,
+    state_hash,
     unseal_group,
     unseal_multi,
+    verify_chain,
+)
+from sealpost.client.groupsync import (
+    GroupBehind,
+    Ref,
+    chain_of,
+    change_of,
+    compare,
+    decode_chain,
+    encode_chain,
 )
 from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path, username_or_none
@@ -133,6 +147,7 @@ from sealpost.protocol.content import (
     Content,
     DeleteContent,
     DeviceNotice,
+    GroupStateRequest,
     GroupUpdateContent,
     ReceiptContent,
     RevocationNotice,
@@ -190,7 +205,7 @@ RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
 MAX_DEVICES = 5  # devices an account may have (the server's default limit too)
-MAX_GROUP_STATE_BLOB = 1024 * 1024  # a group state fetched as an attachment
+MAX_GROUP_STATE_BLOB = 16 * 1024 * 1024  # a group chain fetched as an attachment
 
 
 # ---------------------------------------------------------------------- public records
@@ -334,7 +349,9 @@ class DeviceRemoved:
 
 @dataclass(frozen=True, slots=True)
 class GroupChanged:
-    """A group's state changed: created, renamed, members added or removed, left."""
+    """A group's state changed: created, renamed, members added or removed, admins
+    changed, left. One event per version a device checks (a device catching up over
+    missed versions gets one for each); a group first seen gets one for what it is."""
 
     group: bytes
     name: str
@@ -342,6 +359,10 @@ class GroupChanged:
     added: tuple[str, ...]
     removed: tuple[str, ...]
     member: bool  # whether this account is (still) a member
+    renamed_from: str | None = None  # the name before, when this version renamed it
+    admins_added: tuple[str, ...] = ()
+    admins_removed: tuple[str, ...] = ()
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +397,7 @@ Event = (
     | TimerChanged
     | MessageDeleted
     | AlarmRaised
+    | GroupBehind
 )
 
 
@@ -458,6 +480,11 @@ class _BatchState:
     sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)
     prekey_messages: int = 0
     gossip: dict[bytes, str] = field(default_factory=dict)  # tree head -> who sent it
+    # pairwise group sends after the commit, one per (group, member): (username, a content,
+    # or an encoded chain to send as a group update)
+    group_sends: dict[tuple[bytes, bytes], tuple[str, Content | bytes]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +493,13 @@ class _GroupRow:
     raw: bytes  # the signed state
     member: bool
     rotate: bool  # this device's sender key must be replaced before its next message
+    chain: bytes | None = None  # the encoded chain from the root (None: the state alone)
+    behind: int = 0  # a newer version a member's message named (0: none)
+    behind_from: bytes | None = None  # that member's account id
+
+    @property
+    def out_of_date(self) -> bool:
+        return self.behind > self.info.version
 
 
 @dataclass(slots=True)
@@ -1911,6 +1945,7 @@ class Client:
                 {k: self._receipts_due.get(k, []) + v for k, v in state.reply_to.items()}
             )
             self._prekeys_used += state.prekey_messages
+            self._queue_group_sends(state)
         if state.gossip:
             kt = await self._transparency()
             for head, sender in state.gossip.items():
@@ -2170,6 +2205,8 @@ class Client:
             state.events.append(ReceiptReceived(contact.username, content.message_ids))
         elif isinstance(content, GroupUpdateContent):
             await self._absorb_group_update(content, contact, device_id, state)
+        elif isinstance(content, GroupStateRequest):
+            self._answer_group_request(content, contact, state)
         elif isinstance(content, SenderKeyContent):
             self._absorb_sender_key(content.distribution, contact.account_id, device_id, state)
         elif isinstance(content, RevocationNotice):
@@ -2303,7 +2340,7 @@ class Client:
 
     def _conversation_name(self, peer: bytes, state: _BatchState) -> str:
         if len(peer) == GROUP_ID_LEN:
-            group = self._group(peer)
+            group = state.groups.get(peer) or self._group(peer)  # new in this batch, too
             return group.info.name if group is not None else peer.hex()[:12]
         row = state.new_contacts.get(peer)
         return row.username if row is not None else self._name_of(peer)
@@ -2573,12 +2610,24 @@ class Client:
     def _group(self, group_id: bytes) -> _GroupRow | None:
         row = (
             self._store.read()
-            .execute("SELECT state, member, rotate FROM groups WHERE group_id = ?", (group_id,))
+            .execute(
+                "SELECT state, member, rotate, chain, behind, behind_from FROM groups "
+                "WHERE group_id = ?",
+                (group_id,),
+            )
             .fetchone()
         )
         if row is None:
             return None
-        return _GroupRow(group_info(bytes(row[0])), bytes(row[0]), bool(row[1]), bool(row[2]))
+        return _GroupRow(
+            group_info(bytes(row[0])),
+            bytes(row[0]),
+            bool(row[1]),
+            bool(row[2]),
+            None if row[3] is None else bytes(row[3]),
+            int(row[4]),
+            None if row[5] is None else bytes(row[5]),
+        )
 
     def _group_by_name(self, name: str) -> _GroupRow | None:
         rows = (
@@ -2628,14 +2677,32 @@ class Client:
     async def create_group(self, name: str, members: Sequence[str]) -> GroupView:
         """A new group of this account (its admin) and ``members`` (usernames); every
         member's devices are told, pairwise. The server learns nothing of it."""
+        self._check_group_name(name)
         others = [await self._member_of(m) for m in dict.fromkeys(m.lower() for m in members)]
         others = [m for m in others if m.account_id != self.account_id]
         raw = group_create(self._account, self._me(), name, others, rng=self._rng)
         return await self._publish(None, raw)
 
+    def _check_group_name(self, name: str, group_id: bytes | None = None) -> None:
+        """Refuse a name another group this account is in already has (``send team``
+        could not tell them apart)."""
+        for other, other_name in self._store.read().execute(
+            "SELECT group_id, name FROM groups WHERE member = 1"
+        ):
+            if bytes(other) != group_id and str(other_name).lower() == name.lower():
+                raise GroupChangeRefused(
+                    f"you are already in a group named #{other_name}; choose another name"
+                )
+
     async def group_add(self, group: str, members: Sequence[str]) -> GroupView:
         row = self._admin_row(group)
-        new = [await self._member_of(m) for m in members]
+        new = [await self._member_of(m) for m in dict.fromkeys(m.lower() for m in members)]
+        already = [m.username for m in new if row.info.member(m.account_id) is not None]
+        if already:
+            raise GroupChangeRefused(
+                f"{', '.join(already)} {'is' if len(already) == 1 else 'are'} already in "
+                f"#{row.info.name}; nothing was changed"
+            )
         return await self._publish(row, group_change(self._account, row.raw, add=new))
 
     async def group_remove(self, group: str, members: Sequence[str]) -> GroupView:
@@ -2652,6 +2719,9 @@ class Client:
 
     async def group_rename(self, group: str, name: str) -> GroupView:
         row = self._admin_row(group)
+        if name == row.info.name:
+            raise GroupChangeRefused(f"the group is already named #{name}; nothing was changed")
+        self._check_group_name(name, row.info.group_id)
         return await self._publish(row, group_change(self._account, row.raw, name=name))
 
     async def group_leave(self, group: str) -> GroupView:
@@ -2664,7 +2734,51 @@ class Client:
         row = self._group(group_id)
         if row is None or not row.member:
             raise UnknownContact(group)
+        self._refuse_if_out_of_date(row)
         return row
+
+    def _refuse_if_out_of_date(self, row: _GroupRow) -> None:
+        """A member sent under a newer version than this device has: nothing goes to the
+        group (a member removed in that version would read it) and no change is signed
+        on top of an old version; the member is asked again for its chain."""
+        if not row.out_of_date:
+            return
+        by = "a member"
+        if row.behind_from is not None:
+            listed = row.info.member(row.behind_from)
+            by = listed.username if listed else self._name_of(row.behind_from)
+            if listed is not None:
+                self._ask_for_chain(row)
+        raise GroupOutOfDate(row.info.name, row.info.version, row.behind, by)
+
+    def _ask_for_chain(self, row: _GroupRow) -> None:
+        listed = row.info.member(row.behind_from) if row.behind_from else None
+        if listed is None:
+            return
+        request = GroupStateRequest(
+            _now_ms(self._clock), self._token, self.username, row.info.group_id, row.info.version
+        )
+        self._start_sender()
+        self._queue.put_nowait(_Outgoing(listed.username, request, _quiet_future(), store=False))
+
+    def _queue_group_sends(self, state: _BatchState) -> None:
+        """What a committed receive batch owes other members, pairwise: a chain to a member
+        that is behind, a request to one that is ahead (sent by a task: a large chain is
+        uploaded first)."""
+        if state.group_sends:
+            task = asyncio.create_task(self._send_group_replies(list(state.group_sends.values())))
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
+
+    async def _send_group_replies(self, sends: list[tuple[str, Content | bytes]]) -> None:
+        self._start_sender()
+        for name, what in sends:
+            try:
+                content = await self._chain_update(what) if isinstance(what, bytes) else what
+            except ClientError as exc:
+                log.warning("a group chain was not sent: %s", type(exc).__name__)
+                continue
+            await self._queue.put(_Outgoing(name, content, _quiet_future(), store=False))
 
     def _admin_row(self, group: str) -> _GroupRow:
         row = self._member_row(group)
@@ -2676,19 +2790,12 @@ class Client:
         """Apply a new signed group state here, then send it pairwise to every member of
         the old and new state (and to this account's other devices)."""
         info = group_verify_next(None if old is None else old.raw, raw)
+        known = () if old is None else chain_of(old.info, old.chain)
+        chain = encode_chain((*known, info))
         with self._store.transaction() as conn:
-            self._apply_group(conn, old, info, raw)
+            self._apply_group(conn, old, info, raw, chain)
         self._own_chains.pop(info.group_id, None)
-        pointer = None
-        if len(raw) > MAX_INLINE_STATE:
-            pointer = (await self._upload_bytes(raw, "group-state")).pointer
-        content = GroupUpdateContent(
-            _now_ms(self._clock),
-            self._token,
-            self.username,
-            None if pointer is not None else raw,
-            state_pointer=pointer,
-        )
+        content = await self._chain_update(chain)
         names = {m.account_id: m.username for m in info.members}
         if old is not None:
             names |= {m.account_id: m.username for m in old.info.members}
@@ -2711,17 +2818,35 @@ class Client:
         assert row is not None
         return self._group_view(row)
 
-    def _apply_group(self, conn: Any, old: _GroupRow | None, info: GroupInfo, raw: bytes) -> None:
-        """Store a verified new state; a removal makes this device rotate its sender key
-        and forget the removed members' keys."""
+    async def _chain_update(self, chain: bytes) -> GroupUpdateContent:
+        """A group update carrying ``chain`` (inline, or as an encrypted attachment when
+        large)."""
+        pointer = None
+        if len(chain) > MAX_INLINE_STATE:
+            pointer = (await self._upload_bytes(chain, "group-state")).pointer
+        return GroupUpdateContent(
+            _now_ms(self._clock),
+            self._token,
+            self.username,
+            None if pointer is not None else chain,
+            state_pointer=pointer,
+        )
+
+    def _apply_group(
+        self, conn: Any, old: _GroupRow | None, info: GroupInfo, raw: bytes, chain: bytes
+    ) -> None:
+        """Store a verified new state and the chain up to it; a removal makes this device
+        rotate its sender key and forget the removed members' keys. A version at or past
+        the one a member's message named ends the group's out-of-date mark."""
         before = {m.account_id for m in old.info.members} if old is not None else set()
         after = {m.account_id for m in info.members}
         removed = before - after
         member = self.account_id in after
         conn.execute(
-            "INSERT INTO groups (group_id, state, name, member, rotate, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET state = ?, "
-            "name = ?, member = ?, rotate = rotate OR ?, updated = ?",
+            "INSERT INTO groups (group_id, state, name, member, rotate, updated, chain) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET state = ?, "
+            "name = ?, member = ?, rotate = rotate OR ?, updated = ?, chain = ?, "
+            "behind = CASE WHEN behind > ? THEN behind ELSE 0 END",
             (
                 info.group_id,
                 raw,
@@ -2729,11 +2854,14 @@ class Client:
                 int(member),
                 int(bool(removed)),
                 int(self._clock()),
+                chain,
                 raw,
                 info.name,
                 int(member),
                 int(bool(removed)),
                 int(self._clock()),
+                chain,
+                info.version,
             ),
         )
         for account_id in removed | ({self.account_id} if not member else set()):
@@ -2782,6 +2910,12 @@ class Client:
         group = self._group(item.group)
         if group is None or not group.member:
             raise UnknownContact("#" + (group.info.name if group else item.group.hex()[:12]))
+        self._refuse_if_out_of_date(group)
+        # every group message names the state it is sent under (docs/PROTOCOL.md 14.2)
+        assert isinstance(item.content, TextContent | TimerContent | DeleteContent)
+        item.content = replace(
+            item.content, group_version=group.info.version, group_hash=state_hash(group.info)
+        )
         contacts = []
         for m in group.info.members:
             if m.account_id == self.account_id:
@@ -2966,6 +3100,7 @@ class Client:
         if content.group_id != group_id:
             raise InvalidMessage()
         await self._new_contact(author.username, author.account_id, author.account_key, state)
+        self._check_group_ref(group, author, content.group_version, content.group_hash, state)
         self._absorb_conversation(content, group_id, sender.account_id, False, state)
         if isinstance(content, TextContent) and content.message_id in state.seen_ids:
             # a delivery receipt to the author, pairwise, as for a 1:1 message
@@ -2990,6 +3125,57 @@ class Client:
         )
         return row.fetchone() is not None
 
+    def _check_group_ref(
+        self,
+        group: _GroupRow,
+        author: GroupMember,
+        version: int,
+        digest: bytes | None,
+        state: _BatchState,
+    ) -> None:
+        """Compare the state a member's message names with this device's (see
+        :mod:`sealpost.client.groupsync`): behind, mark the group out of date, say so and
+        ask the member for its chain; the member behind, send it ours."""
+        ref = compare(group.info, version, digest)
+        group_id = group.info.group_id
+        if ref is Ref.OLDER:
+            chain = chain_of(group.info, group.chain)
+            state.group_sends.setdefault(
+                (group_id, author.account_id), (author.username, encode_chain(chain))
+            )
+        elif ref is Ref.NEWER and version > group.behind and version >= group.info.version:
+            seen = max(version, group.info.version + 1)
+            row = replace(group, behind=seen, behind_from=author.account_id)
+            state.groups[group_id] = row
+            state.writes.append(
+                lambda conn: conn.execute(
+                    "UPDATE groups SET behind = MAX(behind, ?), behind_from = ? WHERE group_id = ?",
+                    (seen, author.account_id, group_id),
+                )
+            )
+            state.events.append(
+                GroupBehind(group_id, group.info.name, group.info.version, version, author.username)
+            )
+            request = GroupStateRequest(
+                _now_ms(self._clock), self._token, self.username, group_id, group.info.version
+            )
+            state.group_sends[(group_id, author.account_id)] = (author.username, request)
+            log.warning("a member sent under a newer group version: asked it for the chain")
+
+    def _answer_group_request(
+        self, content: GroupStateRequest, sender: _ContactRow, state: _BatchState
+    ) -> None:
+        """A member that saw a newer version from this device asks for its chain: sent,
+        pairwise, if the asker is a member now (a removed one was sent its removal)."""
+        group = state.groups.get(content.group_id) or self._group(content.group_id)
+        if group is None or not group.member or group.info.member(sender.account_id) is None:
+            log.info("a group state request for a group the asker is not in: ignored")
+            return
+        if content.version >= group.info.version:
+            return
+        chain = encode_chain(chain_of(group.info, group.chain))
+        state.group_sends[(content.group_id, sender.account_id)] = (sender.username, chain)
+
     async def _absorb_group_update(
         self,
         content: GroupUpdateContent,
@@ -2997,35 +3183,84 @@ class Client:
         device_id: int,
         state: _BatchState,
     ) -> None:
-        raw = content.state
-        if raw is None:
+        """A member's chain of group states (any member may relay it: every version in it
+        is checked, from this device's head, or from the genesis for a group first seen)."""
+        blob = content.state
+        if blob is None:
             assert content.state_pointer is not None
-            raw = await self._download_bytes(content.state_pointer)
-        group_id = group_info(raw).group_id
+            blob = await self._download_bytes(content.state_pointer)
+        chain = decode_chain(blob)
+        group_id = chain[-1].group_id
         old = state.groups.get(group_id) or self._group(group_id)
-        info = group_verify_next(None if old is None else old.raw, raw)
-        if info.signer != sender.account_id:
-            raise InvalidMessage()  # a member relays only its own changes
-        if old is not None and info.version <= old.info.version:
-            return  # already known (a copy to another of this account's devices)
-        member = self.account_id in {m.account_id for m in info.members}
-        row = _GroupRow(info, raw, member, False)
-        state.groups[group_id] = row
-        state.writes.append(lambda conn: self._apply_group(conn, old, info, raw))
-        before = {m.account_id: m.username for m in old.info.members} if old else {}
-        after = {m.account_id: m.username for m in info.members}
-        state.events.append(
-            GroupChanged(
-                group_id,
-                info.name,
-                sender.username,
-                tuple(n for a, n in after.items() if a not in before),
-                tuple(n for a, n in before.items() if a not in after),
-                member,
-            )
-        )
+        known = () if old is None else chain_of(old.info, old.chain)
+        # the member whose message said this device is behind answered: its claim is
+        # settled by what its chain proves (a claim it cannot back ends here, so a member
+        # cannot stop another from sending by naming a version that does not exist)
+        answered = old is not None and old.behind_from == sender.account_id
+        try:
+            new = verify_chain(known, chain)
+        except GroupForkError as fork:
+            await self._group_fork_alarm(old, fork, sender.username)
+            if not answered:
+                raise
+            new = ()
         if content.distribution:
             self._absorb_sender_key(content.distribution, sender.account_id, device_id, state)
+        if answered and old is not None:
+            state.groups[group_id] = replace(old, behind=0, behind_from=None)
+            state.writes.append(
+                lambda conn: conn.execute(
+                    "UPDATE groups SET behind = 0, behind_from = NULL WHERE group_id = ?",
+                    (group_id,),
+                )
+            )
+        if not new:
+            return  # nothing new (a copy, or a chain sent to catch another device up)
+        info = new[-1]
+        member = self.account_id in {m.account_id for m in info.members}
+        if old is None and not member:
+            return  # a group this account is not in: nothing to keep
+        raw = info.encode()
+        full = encode_chain((*known, *new))
+        behind = old.behind if old is not None and not answered and old.behind > info.version else 0
+        row = _GroupRow(
+            info, raw, member, False, full, behind, old.behind_from if behind and old else None
+        )
+        state.groups[group_id] = row
+        state.writes.append(lambda conn: self._apply_group(conn, old, info, raw, full))
+        steps = [(None, info)] if old is None else list(zip((known[-1], *new), new, strict=False))
+        for prev, state_now in steps:
+            change = change_of(prev, state_now)
+            signer = (prev or state_now).member(change.by)
+            state.events.append(
+                GroupChanged(
+                    group_id,
+                    state_now.name,
+                    signer.username if signer else "?",
+                    change.added,
+                    change.removed,
+                    self.account_id in {m.account_id for m in state_now.members},
+                    change.renamed_from,
+                    change.admins_added,
+                    change.admins_removed,
+                    state_now.version,
+                )
+            )
+
+    async def _group_fork_alarm(
+        self, old: _GroupRow | None, fork: GroupForkError, sender: str
+    ) -> None:
+        """Two different signed states of one group at one version: an admin signed two
+        histories, or a chain was forged around a real signature. An alarm, kept."""
+        name = "?" if old is None else old.info.name
+        log.warning("a group chain that forks from this device's: refused")
+        kt = await self._transparency()
+        kt.alarm(
+            "group_fork",
+            f"#{name}",
+            f"{sender} sent a chain of #{name} that differs from this device's at "
+            f"version {fork.version}",
+        )
 
     # ------------------------------------------------------------------ attachments
 

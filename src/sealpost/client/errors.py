@@ -16,6 +16,9 @@ The tree::
     ├── TransparencyFailure         the server's answer contradicts its key-transparency
     │   │                           log (an alarm was raised): refused
     │   └── LogKeyChanged           the server's log key is not the pinned one
+    ├── GroupOutOfDate              a member sent under a group version this device has
+    │                               not got yet: nothing is sent to the group until then
+    ├── GroupChangeRefused          a group change that would change nothing or clash
     └── ProfileError                (from :mod:`sealpost.client.store`) the local store
 
 Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
@@ -32,6 +35,8 @@ __all__ = [
     "AccountUnknown",
     "ClientError",
     "DeviceRevoked",
+    "GroupChangeRefused",
+    "GroupOutOfDate",
     "LinkRefused",
     "LogKeyChanged",
     "MessageTooLarge",
@@ -148,3 +153,24 @@ class LogKeyChanged(TransparencyFailure):
             "the server's log key changed: it lost its data, or another server answers at "
             "this address",
         )
+
+
+class GroupOutOfDate(ClientError):
+    """A member's message named a newer version of the group than this device has: it is
+    not sent, so that a member removed in that version cannot read it. The device asked
+    that member for the missing versions; sending works again once they arrive."""
+
+    def __init__(self, group: str, version: int, seen: int, by: str) -> None:
+        super().__init__(
+            f"#{group} changed (version {seen}, from {by}) and this device has only version "
+            f"{version}; nothing was sent. It asked {by} for the update: receive, then retry"
+        )
+        self.group = group
+        self.version = version
+        self.seen = seen
+        self.by = by
+
+
+class GroupChangeRefused(ClientError):
+    """A group change that would change nothing (adding a member already in it) or that
+    clashes (a second group of the same name): nothing was changed or sent."""

@@ -14,7 +14,15 @@ from sealpost.protocol.group_sealed import (
     seal_group,
     unseal_group,
 )
-from sealpost.protocol.groupstate import GroupMember, GroupState, create_group, verify_next
+from sealpost.protocol.groupchain import GroupForkError, decode_chain, encode_chain, verify_chain
+from sealpost.protocol.groupstate import (
+    GroupMember,
+    GroupState,
+    GroupStateError,
+    create_group,
+    state_hash,
+    verify_next,
+)
 from sealpost.protocol.keys import AccountIdentity
 from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, seal_multi, unseal_multi
 from sealpost.protocol.senderkeys import OwnSenderChain, ReceivingSenderChain
@@ -23,10 +31,14 @@ from sealpost.protocol.senderkeys import sender_key_header as _header
 __all__ = [
     "GROUP_SEALED_PREFIX",
     "MULTI_SEALED_PREFIX",
+    "GroupForkError",
     "GroupInfo",
     "GroupMember",
+    "GroupStateError",
     "OwnChain",
     "ReceiverChain",
+    "decode_chain",
+    "encode_chain",
     "group_change",
     "group_create",
     "group_envelope_id",
@@ -36,8 +48,10 @@ __all__ = [
     "seal_group",
     "seal_multi",
     "sender_key_header",
+    "state_hash",
     "unseal_group",
     "unseal_multi",
+    "verify_chain",
 ]
 
 GroupInfo = GroupState

@@ -219,6 +219,14 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE kt_unproven (
         head BLOB PRIMARY KEY, source TEXT NOT NULL, first_failed INTEGER NOT NULL);
     """,
+    # 7: a group's chain of signed states from its root (NULL: a group stored before
+    # chains, or provisioned by another device: its state alone), and the newest version a
+    # member's message named above this device's (0: none) with that member's account id.
+    """
+    ALTER TABLE groups ADD COLUMN chain BLOB;
+    ALTER TABLE groups ADD COLUMN behind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN behind_from BLOB;
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)

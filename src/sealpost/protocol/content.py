@@ -15,21 +15,24 @@ bucket, not a length. Nothing is ever compressed before it is encrypted.
 Common pieces (all integers big-endian): ``name`` is ``length (1) | ASCII``, the username
 the sender claims (a receiver that does not know the sender checks it against the
 directory); ``token`` is the sender's own 32-byte delivery token, the secret a recipient
-needs to send back to it sealed; ``conv`` is ``flags (1) | [group_id (32) if flags & 1]``:
-the message belongs to that group's conversation, else to the pairwise one.
+needs to send back to it sealed; ``conv`` is ``flags (1) | [group_id (32) if flags & 1]
+| [version (4) | state hash (32) if flags & 4]``: the message belongs to that group's
+conversation, else to the pairwise one, and was sent under that version of the group's
+state (:func:`sealpost.protocol.groupstate.state_hash`), so a member that has not got
+that version yet knows it is behind.
 
 ``0x01`` text
     ``message_id (16) | sent_at (8, ms) | token | name | expire_timer (4, s) | conv-flags
-    (1; & 1 group, & 2 attachment) | [group_id (32)] | [length (2) | attachment pointer] |
-    length (4) | UTF-8 text``
+    (1; & 1 group, & 2 attachment, & 4 state) | [group_id (32)] | [version (4) | state
+    hash (32)] | [length (2) | attachment pointer] | length (4) | UTF-8 text``
 ``0x02`` delivery receipt
     ``sent_at (8, ms) | token | count (2) | message_id (16) x count``
 ``0x03`` group update (pairwise, to every member of the old and new state)
     ``sent_at | token | name | where (1; 1 inline, 2 attachment) | inline: length (4) |
-    signed group state, or attachment: length (2) | attachment pointer to the encrypted
-    signed group state | length (2) | sender-key distribution (0 bytes: none)``. A state
-    over :data:`MAX_INLINE_STATE` bytes (a group of some hundreds of members) travels as an
-    encrypted attachment, like a file.
+    group chain (or a single signed state), or attachment: length (2) | attachment
+    pointer to the encrypted chain | length (2) | sender-key distribution (0 bytes:
+    none)``. A chain over :data:`MAX_INLINE_STATE` bytes travels as an encrypted
+    attachment, like a file.
 ``0x04`` sender key (pairwise: the sender's chain for a group)
     ``sent_at | token | name | length (2) | sender-key distribution``
 ``0x05`` disappearing-message timer
@@ -44,6 +47,8 @@ the message belongs to that group's conversation, else to the pairwise one.
 ``0x09`` revocation notice (to every contact: the sender revoked one of its devices)
     ``sent_at | length (2) | DeviceRevocation`` (the account key's signed revocation,
     which the receiver checks against the key it holds for the sender)
+``0x0a`` group state request (pairwise, to a member that sent under a newer version)
+    ``sent_at | token | name | group_id (32) | version (4, the requester's)``
 
 ``message_id`` is chosen by the sender at random; receivers use it to drop duplicates,
 receipts and deletions name it. The attachment pointer's bytes are
@@ -79,10 +84,12 @@ __all__ = [
     "MAX_TIMER",
     "MESSAGE_ID_LEN",
     "PAD_BLOCK",
+    "STATE_HASH_LEN",
     "Content",
     "ContentKind",
     "DeleteContent",
     "DeviceNotice",
+    "GroupStateRequest",
     "GroupUpdateContent",
     "ReceiptContent",
     "RevocationNotice",
@@ -119,6 +126,8 @@ _GOSSIP_PREFIX = b"\x01\x32"
 
 _FLAG_GROUP = 0x01
 _FLAG_ATTACHMENT = 0x02
+_FLAG_STATE = 0x04  # the group state version and hash the message was sent under
+STATE_HASH_LEN = 32
 
 DEVICE_LINKED = 1
 DEVICE_REMOVED = 2
@@ -134,6 +143,7 @@ class ContentKind:
     TRANSCRIPT = 0x07
     DEVICE_NOTICE = 0x08
     REVOCATION = 0x09
+    GROUP_STATE_REQUEST = 0x0A
 
 
 # ---------------------------------------------------------------------- checks
@@ -166,6 +176,19 @@ def _check_group(group_id: bytes | None) -> None:
         raise DecodeError(f"group ids are {GROUP_ID_LEN} bytes")
 
 
+def _check_state_ref(group_id: bytes | None, version: int, state_hash: bytes | None) -> None:
+    if state_hash is None:
+        if version:
+            raise DecodeError("a group version comes with its state hash")
+        return
+    if group_id is None:
+        raise DecodeError("only a group message names a group state")
+    if not isinstance(state_hash, bytes) or len(state_hash) != STATE_HASH_LEN:
+        raise DecodeError(f"group state hashes are {STATE_HASH_LEN} bytes")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 < version < 2**32:
+        raise DecodeError("group versions are 1 to 2**32-1")
+
+
 def _check_timer(timer: int) -> None:
     if not isinstance(timer, int) or isinstance(timer, bool) or not 0 <= timer <= MAX_TIMER:
         raise DecodeError(f"timers are 0 to {MAX_TIMER} seconds")
@@ -189,6 +212,8 @@ class TextContent:
     group_id: bytes | None = None  # a group's conversation; None: the pairwise one
     attachment: bytes | None = None  # an encoded AttachmentPointer
     expire_timer: int = 0  # seconds after which every device deletes it; 0: never
+    group_version: int = 0  # the group state it was sent under (0 and None: not said)
+    group_hash: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.message_id)
@@ -196,6 +221,7 @@ class TextContent:
         _check_token(self.delivery_token)
         _check_name(self.sender_name)
         _check_group(self.group_id)
+        _check_state_ref(self.group_id, self.group_version, self.group_hash)
         _check_timer(self.expire_timer)
         if self.attachment is not None:
             _check_blob(self.attachment, MAX_ATTACHMENT_POINTER, "an attachment pointer")
@@ -277,6 +303,8 @@ class TimerContent:
     sender_name: str
     expire_timer: int  # seconds; 0 turns disappearing messages off
     group_id: bytes | None = None
+    group_version: int = 0
+    group_hash: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.message_id)
@@ -285,6 +313,7 @@ class TimerContent:
         _check_name(self.sender_name)
         _check_timer(self.expire_timer)
         _check_group(self.group_id)
+        _check_state_ref(self.group_id, self.group_version, self.group_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +324,8 @@ class DeleteContent:
     sender_name: str
     target: bytes  # the message id the sender deletes for everyone
     group_id: bytes | None = None
+    group_version: int = 0
+    group_hash: bytes | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.message_id)
@@ -303,6 +334,7 @@ class DeleteContent:
         _check_name(self.sender_name)
         _check_id(self.target)
         _check_group(self.group_id)
+        _check_state_ref(self.group_id, self.group_version, self.group_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +362,26 @@ class SentTranscript:
 
     def __repr__(self) -> str:
         return f"SentTranscript(sent_at={self.sent_at})"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStateRequest:
+    """To a member that sent under a newer group version: send me your chain."""
+
+    sent_at: int
+    delivery_token: bytes
+    sender_name: str
+    group_id: bytes
+    version: int  # the requester's current version
+
+    def __post_init__(self) -> None:
+        _check_u64(self.sent_at)
+        _check_token(self.delivery_token)
+        _check_name(self.sender_name)
+        if not isinstance(self.group_id, bytes) or len(self.group_id) != GROUP_ID_LEN:
+            raise DecodeError(f"group ids are {GROUP_ID_LEN} bytes")
+        if not isinstance(self.version, int) or not 0 < self.version < 2**32:
+            raise DecodeError("group versions are 1 to 2**32-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +427,7 @@ Content = (
     | SentTranscript
     | DeviceNotice
     | RevocationNotice
+    | GroupStateRequest
 )
 
 
@@ -406,10 +459,20 @@ class _Writer:
     def var(self, data: bytes, size: int) -> None:
         self.parts += [len(data).to_bytes(size, "big"), data]
 
-    def conv(self, group_id: bytes | None, extra: int = 0) -> None:
-        self.u8((_FLAG_GROUP if group_id is not None else 0) | extra)
+    def conv(
+        self,
+        group_id: bytes | None,
+        extra: int = 0,
+        version: int = 0,
+        state_hash: bytes | None = None,
+    ) -> None:
+        state = _FLAG_STATE if state_hash is not None else 0
+        self.u8((_FLAG_GROUP if group_id is not None else 0) | extra | state)
         if group_id is not None:
             self.raw(group_id)
+        if state_hash is not None:
+            self.u32(version)
+            self.raw(state_hash)
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)
@@ -454,11 +517,18 @@ class _Reader:
             raise DecodeError("a length is over its limit")
         return self.raw(length)
 
-    def conv(self, allowed: int = _FLAG_GROUP) -> tuple[bytes | None, int]:
+    def conv(
+        self, allowed: int = _FLAG_GROUP | _FLAG_STATE
+    ) -> tuple[bytes | None, int, int, bytes | None]:
+        """``(group_id, flags, group version, state hash)``."""
         flags = self.u8()
-        if flags & ~allowed:
+        if flags & ~allowed or (flags & _FLAG_STATE and not flags & _FLAG_GROUP):
             raise DecodeError("unknown content flags")
-        return (self.raw(GROUP_ID_LEN) if flags & _FLAG_GROUP else None), flags
+        group_id = self.raw(GROUP_ID_LEN) if flags & _FLAG_GROUP else None
+        version, state_hash = 0, None
+        if flags & _FLAG_STATE:
+            version, state_hash = self.u32(), self.raw(STATE_HASH_LEN)
+        return group_id, flags, version, state_hash
 
     def end(self) -> None:
         rest = len(self.data) - self.pos
@@ -496,7 +566,12 @@ def encode_unpadded(content: Content) -> bytes:
         w.raw(content.delivery_token)
         w.name(content.sender_name)
         w.u32(content.expire_timer)
-        w.conv(content.group_id, _FLAG_ATTACHMENT if content.attachment is not None else 0)
+        w.conv(
+            content.group_id,
+            _FLAG_ATTACHMENT if content.attachment is not None else 0,
+            content.group_version,
+            content.group_hash,
+        )
         if content.attachment is not None:
             w.var(content.attachment, 2)
         w.var(content.text.encode("utf-8"), 4)
@@ -532,7 +607,7 @@ def encode_unpadded(content: Content) -> bytes:
         w.u64(content.sent_at)
         w.raw(content.delivery_token)
         w.name(content.sender_name)
-        w.conv(content.group_id)
+        w.conv(content.group_id, 0, content.group_version, content.group_hash)
         if isinstance(content, TimerContent):
             w.u32(content.expire_timer)
         else:
@@ -559,6 +634,13 @@ def encode_unpadded(content: Content) -> bytes:
         w = _Writer(ContentKind.REVOCATION)
         w.u64(content.sent_at)
         w.var(content.revocation, 2)
+    elif isinstance(content, GroupStateRequest):
+        w = _Writer(ContentKind.GROUP_STATE_REQUEST)
+        w.u64(content.sent_at)
+        w.raw(content.delivery_token)
+        w.name(content.sender_name)
+        w.raw(content.group_id)
+        w.u32(content.version)
     else:  # pragma: no cover - the type says it cannot happen
         raise TypeError(f"not a content: {type(content).__name__}")
     return w.bytes()
@@ -602,7 +684,9 @@ def _decode(r: _Reader) -> Content:
         if kind == ContentKind.TEXT:
             message_id, sent_at, token, name = r.raw(16), r.u64(), r.raw(32), r.name()
             timer = r.u32()
-            group_id, flags = r.conv(_FLAG_GROUP | _FLAG_ATTACHMENT)
+            group_id, flags, version, state_hash = r.conv(
+                _FLAG_GROUP | _FLAG_ATTACHMENT | _FLAG_STATE
+            )
             attachment = r.var(2, MAX_ATTACHMENT_POINTER) if flags & _FLAG_ATTACHMENT else None
             raw_text = r.var(4, MAX_TEXT_BYTES)
             r.end()
@@ -615,6 +699,8 @@ def _decode(r: _Reader) -> Content:
                 group_id,
                 attachment,
                 timer,
+                version,
+                state_hash,
             )
         elif kind == ContentKind.RECEIPT:
             sent_at, token = r.u64(), r.raw(32)
@@ -643,15 +729,19 @@ def _decode(r: _Reader) -> Content:
             content = SenderKeyContent(sent_at, token, name, distribution)
         elif kind in (ContentKind.TIMER, ContentKind.DELETE):
             message_id, sent_at, token, name = r.raw(16), r.u64(), r.raw(32), r.name()
-            group_id, _ = r.conv()
+            group_id, _, version, state_hash = r.conv()
             if kind == ContentKind.TIMER:
                 timer = r.u32()
                 r.end()
-                content = TimerContent(message_id, sent_at, token, name, timer, group_id)
+                content = TimerContent(
+                    message_id, sent_at, token, name, timer, group_id, version, state_hash
+                )
             else:
                 target = r.raw(MESSAGE_ID_LEN)
                 r.end()
-                content = DeleteContent(message_id, sent_at, token, name, target, group_id)
+                content = DeleteContent(
+                    message_id, sent_at, token, name, target, group_id, version, state_hash
+                )
         elif kind == ContentKind.TRANSCRIPT:
             sent_at = r.u64()
             destination = r.u8()
@@ -672,6 +762,11 @@ def _decode(r: _Reader) -> Content:
             sent_at, revocation = r.u64(), r.var(2, MAX_REVOCATION)
             r.end()
             content = RevocationNotice(sent_at, revocation)
+        elif kind == ContentKind.GROUP_STATE_REQUEST:
+            sent_at, token, name = r.u64(), r.raw(32), r.name()
+            group_id, version = r.raw(GROUP_ID_LEN), r.u32()
+            r.end()
+            content = GroupStateRequest(sent_at, token, name, group_id, version)
         else:
             raise DecodeError(f"unknown content kind 0x{kind:02x}")
     except UnicodeDecodeError:
