@@ -198,3 +198,14 @@ def test_chain_decoding_is_strict() -> None:
         decode_chain(b"\x01\x35\x00\x00\x00\x00")
     with pytest.raises(DecodeError):
         encode_chain(())
+
+
+def test_a_message_version_is_compared_with_the_head() -> None:
+    from sealpost.client.groupsync import Ref, compare
+
+    v1, v2, v3 = _chain()
+    assert compare(v2, 2, state_hash(v2)) is Ref.SAME
+    assert compare(v2, 0, None) is Ref.SAME  # a client from before chains names none
+    assert compare(v2, 1, state_hash(v1)) is Ref.OLDER
+    assert compare(v2, 3, state_hash(v3)) is Ref.NEWER
+    assert compare(v2, 2, state_hash(v3)) is Ref.NEWER  # another state at our version

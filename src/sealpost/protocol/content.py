@@ -252,13 +252,14 @@ class ReceiptContent:
 
 @dataclass(frozen=True, slots=True)
 class GroupUpdateContent:
-    """A new signed group state, with the sender's current sender key for the group when
-    the recipient is (still) a member."""
+    """A group's chain of signed states up to its new head (or, from an older client, the
+    new state alone), with the sender's current sender key for the group when the
+    recipient is (still) a member."""
 
     sent_at: int
     delivery_token: bytes
     sender_name: str
-    state: bytes | None  # an encoded, signed GroupState (inline) ...
+    state: bytes | None  # an encoded GroupChain or GroupState (inline) ...
     distribution: bytes = b""  # an encoded SenderKeyDistribution, or empty
     state_pointer: bytes | None = None  # ... or an AttachmentPointer to it
 
