@@ -6,6 +6,7 @@ with a state, a timer or a chain it forged. docs/THREAT_MODEL.md names each test
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from test_hostile_server import user
 
+import sealpost.client.client as client_module
 from conftest import HostileServer
 from sealpost.client import (
     Client,
@@ -278,6 +280,44 @@ def test_removed_member_cannot_squat_group_id(hostile: HostileServer, tmp_path: 
             assert texts(await carol.receive(wait=3)) == []
         finally:
             for c in (alice, bob, carol, dave):
+                await c.close()
+
+    run(scenario())
+
+
+def test_member_naming_a_state_that_does_not_exist_is_named_until_removed(
+    hostile: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mallory, a member, names a state nobody has in her message (her version with
+    another hash). bob shows the message, stops sending to the group and names her;
+    her real chain does not end it (it does not back her claim); alice removing her
+    does, and bob sends again."""
+
+    async def scenario() -> None:
+        alice, bob, mallory = [await user(hostile, tmp_path) for _ in range(3)]
+        try:
+            await alice.create_group("team", [bob.username, mallory.username])
+            for c in (bob, mallory):
+                await c.receive(wait=5)
+            with monkeypatch.context() as patch:
+                patch.setattr(client_module, "state_hash", lambda _state: os.urandom(32))
+                await mallory.send("team", "trust me")
+            got = await bob.receive(wait=5)
+            assert texts(got) == ["trust me"]
+            assert [e.by for e in got if isinstance(e, GroupBehind)] == [mallory.username]
+            with pytest.raises(GroupOutOfDate, match=mallory.username):
+                await bob.send("team", "hello")
+            await mallory.receive(wait=5)  # she answers bob's request with her real chain
+            await bob.receive(wait=3)
+            with pytest.raises(GroupOutOfDate):
+                await bob.send("team", "hello")
+            await alice.group_remove("team", [mallory.username])
+            got = await until(bob, lambda g: changes(g))
+            assert [e.removed for e in changes(got)] == [(mallory.username,)]
+            await bob.send("team", "hello again")
+            assert texts(await alice.receive(wait=5))[-1:] == ["hello again"]
+        finally:
+            for c in (alice, bob, mallory):
                 await c.close()
 
     run(scenario())

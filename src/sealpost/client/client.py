@@ -2846,7 +2846,7 @@ class Client:
             "INSERT INTO groups (group_id, state, name, member, rotate, updated, chain) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET state = ?, "
             "name = ?, member = ?, rotate = rotate OR ?, updated = ?, chain = ?, "
-            "behind = CASE WHEN behind > ? THEN behind ELSE 0 END",
+            "behind = CASE WHEN behind > ? AND ? THEN behind ELSE 0 END",
             (
                 info.group_id,
                 raw,
@@ -2862,6 +2862,11 @@ class Client:
                 int(self._clock()),
                 chain,
                 info.version,
+                int(
+                    old is not None
+                    and old.behind_from is not None
+                    and info.member(old.behind_from) is not None
+                ),
             ),
         )
         for account_id in removed | ({self.account_id} if not member else set()):
@@ -3193,27 +3198,13 @@ class Client:
         group_id = chain[-1].group_id
         old = state.groups.get(group_id) or self._group(group_id)
         known = () if old is None else chain_of(old.info, old.chain)
-        # the member whose message said this device is behind answered: its claim is
-        # settled by what its chain proves (a claim it cannot back ends here, so a member
-        # cannot stop another from sending by naming a version that does not exist)
-        answered = old is not None and old.behind_from == sender.account_id
         try:
             new = verify_chain(known, chain)
         except GroupForkError as fork:
             await self._group_fork_alarm(old, fork, sender.username)
-            if not answered:
-                raise
-            new = ()
+            raise
         if content.distribution:
             self._absorb_sender_key(content.distribution, sender.account_id, device_id, state)
-        if answered and old is not None:
-            state.groups[group_id] = replace(old, behind=0, behind_from=None)
-            state.writes.append(
-                lambda conn: conn.execute(
-                    "UPDATE groups SET behind = 0, behind_from = NULL WHERE group_id = ?",
-                    (group_id,),
-                )
-            )
         if not new:
             return  # nothing new (a copy, or a chain sent to catch another device up)
         info = new[-1]
@@ -3222,7 +3213,11 @@ class Client:
             return  # a group this account is not in: nothing to keep
         raw = info.encode()
         full = encode_chain((*known, *new))
-        behind = old.behind if old is not None and not answered and old.behind > info.version else 0
+        # the out-of-date mark ends once a version at or past the one named is checked,
+        # or once the member that named it is no longer in the group
+        behind = 0
+        if old is not None and old.behind > info.version and old.behind_from is not None:
+            behind = old.behind if info.member(old.behind_from) is not None else 0
         row = _GroupRow(
             info, raw, member, False, full, behind, old.behind_from if behind and old else None
         )
