@@ -44,7 +44,7 @@ def must_retry(exc: BaseException) -> bool:
 # (put back by length), the others are copied (one level deep for dicts of containers).
 _LISTS = ("events", "messages", "receipts", "writes")
 _COPIED: tuple[str, ...] = ("seen_ids", "tokens", "new_contacts", "key_changes", "own_devices")
-_COPIED += ("groups", "sender_keys", "gossip")
+_COPIED += ("groups", "sender_keys", "gossip", "group_sends")
 _NESTED = ("device_certs", "reply_to")
 
 
