@@ -8,7 +8,7 @@ own head (:func:`compare`):
 
 - ``NEWER``: the sender has a version this device lacks (or a different state at the same
   version). The device marks the group as behind, tells its user (:class:`GroupBehind`),
-  asks the sender pairwise for its chain (content ``0x09``), and **sends nothing to the
+  asks the sender pairwise for its chain (content ``0x0a``), and **sends nothing to the
   group** (:class:`~sealpost.client.errors.GroupOutOfDate`) until a chain that reaches
   that version has been checked: a member removed in the version it lacks must not read
   what it sends next.
