@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-__all__ = ["USERNAME_RULES", "api_path", "username_or_none"]
+__all__ = ["USERNAME_PATTERN", "USERNAME_RULES", "api_path", "username_or_none"]
 
 #: The relay's rule (server/handlers/accounts.py) and the log's (transparency/log.py):
 #: 3 to 32 of a-z 0-9 _ . -, compared lower-cased.
-_USERNAME = re.compile(r"[a-z0-9_.-]{3,32}")
+USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
 USERNAME_RULES = "a username is 3 to 32 of a-z 0-9 _ . -"
 
 
@@ -32,7 +32,7 @@ def username_or_none(name: object) -> str | None:
     if not isinstance(name, str) or not name.isascii():
         return None
     lower = name.lower()
-    return lower if _USERNAME.fullmatch(lower) else None
+    return lower if USERNAME_PATTERN.fullmatch(lower) else None
 
 
 def api_path(*segments: str | int) -> str:

@@ -14,9 +14,9 @@ Example::
 from __future__ import annotations
 
 import base64
-import re
 
 from sealpost.client.errors import ClientError, ServerError, ServerUnavailable
+from sealpost.client.paths import USERNAME_PATTERN, username_or_none
 from sealpost.client.transport import Transport
 
 __all__ = [
@@ -28,10 +28,6 @@ __all__ = [
     "check_server",
     "check_username",
 ]
-
-#: The relay's rule for usernames (``sealpost.server.handlers.accounts``), after it
-#: lower-cases them: 3 to 32 of a-z, 0-9, ``_``, ``.``, ``-``.
-USERNAME_PATTERN = re.compile(r"[a-z0-9_.-]{3,32}")
 
 
 class UsernameInvalid(ClientError, ValueError):
@@ -53,8 +49,8 @@ class NotASealpostServer(ServerUnavailable):
 
 def check_username(name: str) -> str:
     """The name as the server will keep it (lower-cased), or :class:`UsernameInvalid`."""
-    lower = name.lower()
-    if not name.isascii() or USERNAME_PATTERN.fullmatch(lower) is None:
+    lower = username_or_none(name)
+    if lower is None:
         raise UsernameInvalid
     return lower
 
