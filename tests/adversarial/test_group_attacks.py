@@ -24,7 +24,8 @@ from sealpost.client import (
     MessageReceived,
     TimerChanged,
 )
-from sealpost.client.client import _future, _Outgoing, _set_timer
+from sealpost.client.client import _future, _set_timer
+from sealpost.client.rows import Outgoing
 from sealpost.protocol.content import GroupUpdateContent
 from sealpost.protocol.groupchain import encode_chain
 from sealpost.protocol.groupstate import GroupMember, GroupState, state_hash
@@ -79,7 +80,7 @@ async def send_update(attacker: Client, to: str, blob: bytes) -> None:
     """A malicious member sends a group update of its own making, pairwise, through the
     real client's send path."""
     content = GroupUpdateContent(0, attacker._token, attacker.username, blob)
-    await attacker._enqueue(_Outgoing(to, content, _future(), store=False))
+    await attacker._enqueue(Outgoing(to, content, _future(), store=False))
 
 
 # ---------------------------------------------------------------------- 13.6 timers

@@ -32,7 +32,8 @@ from test_hostile_server import (
 
 from conftest import HostileServer
 from sealpost.client import AlarmRaised, Client, KeyChanged
-from sealpost.client.client import _future, _Outgoing
+from sealpost.client.client import _future
+from sealpost.client.rows import Outgoing
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import SigningKey
 from sealpost.protocol.content import GroupUpdateContent, TextContent, encode_content
@@ -308,9 +309,7 @@ def test_group_update_with_missing_state_attachment_does_not_jam_inbox(
                 None,
                 state_pointer=row.pointer,
             )
-            done: Any = await alice._enqueue(
-                _Outgoing(bob.username, update, _future(), store=False)
-            )
+            done: Any = await alice._enqueue(Outgoing(bob.username, update, _future(), store=False))
             assert done is None
             await alice.send(bob.username, "behind the update")
             hostile.rules(

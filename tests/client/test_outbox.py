@@ -9,20 +9,21 @@ import json
 import os
 import sqlite3
 
-from sealpost.client.client import _outbox_add, _outbox_decode, _Outgoing, _Prepared
+from sealpost.client.client import _outbox_add, _outbox_decode
+from sealpost.client.rows import Outgoing, Prepared
 from sealpost.client.transport import _multi_frame, b64
 from sealpost.protocol.content import TextContent
 from sealpost.protocol.group_sealed import seal_group
 
 
-def _prepared(multi: tuple[bytes, list[tuple[bytes, int, bytes]]]) -> _Prepared:
+def _prepared(multi: tuple[bytes, list[tuple[bytes, int, bytes]]]) -> Prepared:
     loop = asyncio.new_event_loop()
     try:
         future = loop.create_future()
     finally:
         loop.close()
     text = TextContent(os.urandom(16), 1, os.urandom(32), "alice", "hi", os.urandom(32))
-    return _Prepared(_Outgoing("#g", text, future, store=True), None, [], {}, [], multi)
+    return Prepared(Outgoing("#g", text, future, store=True), None, [], {}, [], multi)
 
 
 def test_group_sealed_send_survives_the_outbox_and_goes_out_in_the_new_form() -> None:

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sealpost.client.client import Client, MessageReceived
+from sealpost.client.client import Client
+from sealpost.client.records import MessageReceived
 
 __all__ = ["run_demo", "start_server"]
 

@@ -8,7 +8,8 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sealpost.cli.render import json_line, one_line, text_block, timestamp
-from sealpost.client.client import (
+from sealpost.client.groupsync import GroupBehind
+from sealpost.client.records import (
     AlarmRaised,
     DeviceLinked,
     DeviceRemoved,
@@ -19,7 +20,6 @@ from sealpost.client.client import (
     MessageDeleted,
     TimerChanged,
 )
-from sealpost.client.groupsync import GroupBehind
 from sealpost.protocol.content import MAX_TIMER
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from sealpost.cli.output import (
 )
 from sealpost.cli.passcode import read_passcode
 from sealpost.cli.render import one_line
-from sealpost.client.client import Client, Event, KeyChanged, MessageReceived
+from sealpost.client.client import Client
 from sealpost.client.errors import ClientError, ServerError, UnknownContact
+from sealpost.client.records import Event, KeyChanged, MessageReceived
 
 __all__ = [
     "conversation_is_group",

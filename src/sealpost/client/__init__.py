@@ -4,23 +4,7 @@ See :mod:`sealpost.client.client` for the guarantees and a bot example; the ``se
 command line (:mod:`sealpost.cli`) is built on this library.
 """
 
-from sealpost.client.client import (
-    AlarmRaised,
-    AttachmentInfo,
-    Client,
-    Contact,
-    DeviceLinked,
-    DeviceRemoved,
-    Event,
-    GroupChanged,
-    GroupView,
-    KeyChanged,
-    Message,
-    MessageDeleted,
-    MessageReceived,
-    ReceiptReceived,
-    TimerChanged,
-)
+from sealpost.client.client import Client
 from sealpost.client.errors import (
     ClientError,
     GroupChangeRefused,
@@ -36,6 +20,22 @@ from sealpost.client.errors import (
     UntrustedContact,
 )
 from sealpost.client.groupsync import GroupBehind
+from sealpost.client.records import (
+    AlarmRaised,
+    AttachmentInfo,
+    Contact,
+    DeviceLinked,
+    DeviceRemoved,
+    Event,
+    GroupChanged,
+    GroupView,
+    KeyChanged,
+    Message,
+    MessageDeleted,
+    MessageReceived,
+    ReceiptReceived,
+    TimerChanged,
+)
 from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
 from sealpost.client.transparency import Alarm
 

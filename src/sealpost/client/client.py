@@ -50,7 +50,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -58,6 +58,7 @@ from typing import Any, NoReturn
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
+from sealpost.client.context import ClientContext
 from sealpost.client.diagnose import diagnose_refusal
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
@@ -107,6 +108,32 @@ from sealpost.client.groupsync import (
 from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path, username_or_none
 from sealpost.client.provisioning import ContactRecord, Provisioning
+from sealpost.client.records import (
+    AlarmRaised,
+    AttachmentInfo,
+    Contact,
+    DeviceLinked,
+    DeviceRemoved,
+    Event,
+    GroupChanged,
+    GroupView,
+    KeyChanged,
+    Message,
+    MessageDeleted,
+    MessageReceived,
+    ReceiptReceived,
+    TimerChanged,
+)
+from sealpost.client.rows import (
+    AttachmentRow,
+    BatchState,
+    ContactRow,
+    Envelopes,
+    GroupRow,
+    Incoming,
+    Outgoing,
+    Prepared,
+)
 from sealpost.client.sessions import decode_sessions, encode_sessions
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
@@ -173,22 +200,7 @@ from sealpost.protocol.linking import (
 from sealpost.protocol.safety import safety_number, safety_qr_payload
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation, SenderCertificate
 
-__all__ = [
-    "AttachmentInfo",
-    "Client",
-    "Contact",
-    "DeviceLinked",
-    "DeviceRemoved",
-    "Event",
-    "GroupChanged",
-    "GroupView",
-    "KeyChanged",
-    "Message",
-    "MessageDeleted",
-    "MessageReceived",
-    "ReceiptReceived",
-    "TimerChanged",
-]
+__all__ = ["Client"]
 
 log = logging.getLogger("sealpost.client")
 
@@ -206,315 +218,6 @@ BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 SEND_RETRIES = 3  # device-list refreshes before a send gives up
 MAX_DEVICES = 5  # devices an account may have (the server's default limit too)
 MAX_GROUP_STATE_BLOB = 16 * 1024 * 1024  # a group chain fetched as an attachment
-
-
-# ---------------------------------------------------------------------- public records
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message of the history. ``id`` is the sender-chosen random id (hex in JSON).
-
-    ``peer`` is the conversation: a contact's username, or a group's name when ``group``
-    (its id) is set; ``author`` is who wrote it (this account's username when outgoing).
-    """
-
-    id: bytes
-    peer: str
-    outgoing: bool
-    text: str
-    sent_at: int  # ms, the sender's clock
-    received_at: int  # ms, this device's clock
-    status: str  # outgoing: "sending", "sent", "delivered"; incoming: "received"
-    group: bytes | None = None
-    author: str = ""
-    attachment: AttachmentInfo | None = None
-    expires_at: int | None = None  # ms; None: kept until deleted
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id.hex(),
-            "from": self.author if not self.outgoing or self.group else None,
-            "to": self.peer if self.outgoing else None,
-            "peer": self.peer,
-            "group": None if self.group is None else self.group.hex(),
-            "author": self.author,
-            "outgoing": self.outgoing,
-            "text": self.text,
-            "sent_at": self.sent_at,
-            "received_at": self.received_at,
-            "status": self.status,
-            "attachment": None if self.attachment is None else self.attachment.to_json(),
-            "expires_at": self.expires_at,
-        }
-
-    def __repr__(self) -> str:
-        return f"Message(id={self.id.hex()}, peer={self.peer!r}, outgoing={self.outgoing})"
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentInfo:
-    """What a message says about its file (the key stays in the store)."""
-
-    filename: str
-    size: int
-    content_type: str
-    saved_to: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "filename": self.filename,
-            "size": self.size,
-            "content_type": self.content_type,
-            "saved_to": self.saved_to,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    account_id: bytes
-    username: str
-    account_key: bytes
-    verified: bool
-    key_changed: bool
-    devices: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "username": self.username,
-            "account_id": self.account_id.hex(),
-            "verified": self.verified,
-            "key_changed": self.key_changed,
-            "devices": list(self.devices),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptReceived:
-    peer: str
-    message_ids: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyChanged:
-    """``peer``'s account key is not the one pinned: a new phone, or an attack. When the
-    contact was verified, nothing is sent to it until :meth:`Client.verify`."""
-
-    peer: str
-    verified: bool
-
-
-@dataclass(frozen=True, slots=True)
-class GroupView:
-    """A group as this account sees it (from its signed state)."""
-
-    group_id: bytes
-    name: str
-    version: int
-    members: tuple[str, ...]
-    admins: tuple[str, ...]
-    member: bool  # whether this account is still in it
-    timer: int  # disappearing-message timer, seconds (0: off)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "group_id": self.group_id.hex(),
-            "name": self.name,
-            "version": self.version,
-            "members": list(self.members),
-            "admins": list(self.admins),
-            "member": self.member,
-            "timer": self.timer,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceLinked:
-    """A device was added to this account (by this device, or announced by the new one)."""
-
-    device_id: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRemoved:
-    device_id: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class GroupChanged:
-    """A group's state changed: created, renamed, members added or removed, admins
-    changed, left. One event per version a device checks (a device catching up over
-    missed versions gets one for each); a group first seen gets one for what it is."""
-
-    group: bytes
-    name: str
-    by: str  # who signed the change
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    member: bool  # whether this account is (still) a member
-    renamed_from: str | None = None  # the name before, when this version renamed it
-    admins_added: tuple[str, ...] = ()
-    admins_removed: tuple[str, ...] = ()
-    version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TimerChanged:
-    peer: str
-    group: bytes | None
-    seconds: int
-    by: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDeleted:
-    peer: str
-    message_id: bytes
-    by: str
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmRaised:
-    """A key-transparency check failed: the server misbehaved (``sealpost alarms``)."""
-
-    alarm: Alarm
-
-
-Event = (
-    MessageReceived
-    | ReceiptReceived
-    | KeyChanged
-    | DeviceLinked
-    | DeviceRemoved
-    | GroupChanged
-    | TimerChanged
-    | MessageDeleted
-    | AlarmRaised
-    | GroupBehind
-)
-
-
-# ---------------------------------------------------------------------- internals
-
-
-@dataclass(slots=True)
-class _ContactRow:
-    account_id: bytes
-    username: str
-    account_key: bytes
-    verified: bool
-    key_changed: bool
-    delivery_token: bytes | None
-    devices: dict[int, DeviceCertificate]
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    """A send waiting for the sender loop. ``peer`` names a contact; a group send has
-    ``group`` set instead, and ``to_self`` sends ``content`` to this account's other
-    devices only. ``transcript``: copy it to this account's other devices as well."""
-
-    peer: str
-    content: Content
-    future: asyncio.Future[Message | None]
-    store: bool  # a history row for it (texts) or not (receipts, control messages)
-    attempts: int = 0
-    group: bytes | None = None
-    to_self: bool = False
-    transcript: bool = False
-    attachment: _AttachmentRow | None = None
-
-
-@dataclass(slots=True)
-class _AttachmentRow:
-    pointer: bytes
-    filename: str
-    size: int
-    content_type: str
-    path: str | None = None
-
-
-Envelopes = list[tuple[bytes, int, bytes]]
-
-
-@dataclass(slots=True)
-class _Prepared:
-    item: _Outgoing
-    contact: _ContactRow | None  # the pairwise peer (None for group and self sends)
-    envelopes: Envelopes  # sealed, on the anonymous socket
-    tokens: dict[bytes, bytes] = field(default_factory=dict)
-    own: Envelopes = field(default_factory=list)  # to this account's other devices, signed
-    # a group message: (group-sealed body, its recipient devices with empty wraps); an
-    # outbox row from before group-sealed envelopes holds (shared part, key wraps)
-    multi: tuple[bytes, Envelopes] | None = None
-    writes: list[Callable[[Any], None]] = field(default_factory=list)  # in the batch's commit
-    outbox_id: int = 0
-
-
-@dataclass(slots=True)
-class _BatchState:
-    """What a receive batch changes, committed at once."""
-
-    sessions: dict[tuple[bytes, int], list[Session]] = field(default_factory=dict)
-    used_prekeys: set[tuple[str, int]] = field(default_factory=set)
-    events: list[Event] = field(default_factory=list)
-    messages: list[_Incoming] = field(default_factory=list)
-    receipts: list[tuple[bytes, ReceiptContent]] = field(default_factory=list)
-    seen_ids: set[bytes] = field(default_factory=set)
-    tokens: dict[bytes, bytes] = field(default_factory=dict)
-    new_contacts: dict[bytes, _ContactRow] = field(default_factory=dict)
-    key_changes: dict[bytes, bytes] = field(default_factory=dict)
-    device_certs: dict[bytes, dict[int, DeviceCertificate]] = field(default_factory=dict)
-    own_devices: dict[int, DeviceCertificate] = field(default_factory=dict)
-    reply_to: dict[bytes, list[bytes]] = field(default_factory=dict)
-    writes: list[Callable[[Any], None]] = field(default_factory=list)
-    groups: dict[bytes, _GroupRow] = field(default_factory=dict)
-    # (group id, account id, device id, chain id) -> the chain as it is after this batch
-    sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)
-    prekey_messages: int = 0
-    gossip: dict[bytes, str] = field(default_factory=dict)  # tree head -> who sent it
-    # pairwise group sends after the commit, one per (group, member): (username, a content,
-    # or an encoded chain to send as a group update)
-    group_sends: dict[tuple[bytes, bytes], tuple[str, Content | bytes]] = field(
-        default_factory=dict
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _GroupRow:
-    info: GroupInfo
-    raw: bytes  # the signed state
-    member: bool
-    rotate: bool  # this device's sender key must be replaced before its next message
-    chain: bytes | None = None  # the encoded chain from the root (None: the state alone)
-    behind: int = 0  # a newer version a member's message named (0: none)
-    behind_from: bytes | None = None  # that member's account id
-
-    @property
-    def out_of_date(self) -> bool:
-        return self.behind > self.info.version
-
-
-@dataclass(slots=True)
-class _Incoming:
-    """A message to store: incoming, or outgoing from a transcript of another device."""
-
-    message_id: bytes
-    peer: bytes  # account id or group id
-    author: bytes  # account id
-    outgoing: bool
-    text: str
-    sent_at: int
-    expires_in: int  # seconds; 0: never
-    attachment: bytes | None
-    event: MessageReceived | None
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -576,25 +279,34 @@ class Client:
             clock=clock,
             rng=rng,
         )
+        self._ctx = ClientContext(
+            store=store,
+            transport=self._transport,
+            account=self._account,
+            device=self._device,
+            username=self.username,
+            server_url=self.server_url,
+            server_key=self._server_key,
+            delivery_token=self._token,
+            clock=clock,
+            rng=rng,
+        )
         self._sessions: dict[tuple[bytes, int], list[Session]] = {}
         self._sealed: SealedSocket | None = None
         self._stream: Stream | None = None
-        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._sender_cert: SenderCertificate | None = None
         self._sender_cert_expires = 0
-        # Held while ratchets step and their results are committed (a send batch or a
-        # receive batch), so two batches never interleave on one session.
-        self._lock = asyncio.Lock()
-        self._pending_events: list[Event] = []
+        self._lock = self._ctx.lock
         self._receipts_due: dict[bytes, list[bytes]] = {}
         self._prekeys_used = 0
-        self._contacts: dict[bytes, _ContactRow] | None = None
+        self._contacts: dict[bytes, ContactRow] | None = None
         self._delivering: set[asyncio.Task[None]] = set()
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
         self._last_upkeep: float | None = None
-        self._submissions: asyncio.Queue[list[_Prepared]] = asyncio.Queue()
+        self._submissions: asyncio.Queue[list[Prepared]] = asyncio.Queue()
         self._submitter: asyncio.Task[None] | None = None
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
         self._timers: dict[bytes, int] | None = None  # disappearing-message timers, cached
@@ -938,7 +650,7 @@ class Client:
 
     # ------------------------------------------------------------------ contacts
 
-    def _contact_rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[_ContactRow]:
+    def _contact_rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[ContactRow]:
         conn = self._store.read()
         rows = conn.execute(
             "SELECT account_id, username, account_key, verified, key_changed, delivery_token "  # noqa: S608 (where: our constants)
@@ -955,13 +667,11 @@ class Client:
                 )
             }
             out.append(
-                _ContactRow(
-                    account_id, username, key, bool(verified), bool(changed), token, devices
-                )
+                ContactRow(account_id, username, key, bool(verified), bool(changed), token, devices)
             )
         return out
 
-    def _contact_cache(self) -> dict[bytes, _ContactRow]:
+    def _contact_cache(self) -> dict[bytes, ContactRow]:
         """Every contact, read once and kept until a write touches contacts."""
         if self._contacts is None:
             self._contacts = {c.account_id: c for c in self._contact_rows()}
@@ -970,14 +680,14 @@ class Client:
     def _contacts_changed(self) -> None:
         self._contacts = None
 
-    def _contact_by_name(self, name: str) -> _ContactRow | None:
+    def _contact_by_name(self, name: str) -> ContactRow | None:
         name = name.lower()
         for contact in self._contact_cache().values():
             if contact.username == name:
                 return contact
         return None
 
-    def _contact_by_id(self, account_id: bytes) -> _ContactRow | None:
+    def _contact_by_id(self, account_id: bytes) -> ContactRow | None:
         return self._contact_cache().get(account_id)
 
     def contacts(self) -> list[Contact]:
@@ -1039,7 +749,7 @@ class Client:
             raise ServerError(0, "bad_response", "the lookup answered for another name")
         return account_id, username, account_key, devices
 
-    async def _resolve(self, name: str, *, refresh: bool = False) -> _ContactRow:
+    async def _resolve(self, name: str, *, refresh: bool = False) -> ContactRow:
         """The contact ``name``, looked up on the server the first time (and on
         ``refresh``). Its account is pinned: if the name later answers with another
         account (or the account with another key) that is a key change, as when a phone
@@ -1084,7 +794,7 @@ class Client:
     def _note_key_change(
         self,
         conn: Any,
-        contact: _ContactRow,
+        contact: ContactRow,
         new_key: bytes,
         *,
         old_account: bytes | None = None,
@@ -1101,7 +811,7 @@ class Client:
         conn.execute("DELETE FROM sessions WHERE account_id = ?", (account_id,))
         for address in [a for a in self._sessions if a[0] == account_id]:
             del self._sessions[address]
-        self._pending_events.append(KeyChanged(contact.username, contact.verified))
+        self._ctx.events.emit(KeyChanged(contact.username, contact.verified))
 
     def safety_number(self, name: str) -> str:
         contact = self._contact_by_name(name)
@@ -1302,7 +1012,7 @@ class Client:
             0 if peer is None else self._timer(peer),
         )
         message = await self._enqueue(
-            _Outgoing(
+            Outgoing(
                 "" if group else name.lower(),
                 content,
                 _future(),
@@ -1315,7 +1025,7 @@ class Client:
         assert message is not None
         return message
 
-    async def _enqueue(self, item: _Outgoing) -> Message | None:
+    async def _enqueue(self, item: Outgoing) -> Message | None:
         self._start_sender()
         await self._queue.put(item)
         return await item.future
@@ -1336,7 +1046,7 @@ class Client:
             self._rng(16), _now_ms(self._clock), self._token, self.username, seconds, group
         )
         await self._enqueue(
-            _Outgoing(
+            Outgoing(
                 "" if group else name.lower(),
                 content,
                 _future(),
@@ -1366,7 +1076,7 @@ class Client:
             self._rng(16), _now_ms(self._clock), self._token, self.username, message_id, group
         )
         await self._enqueue(
-            _Outgoing(
+            Outgoing(
                 "" if group else name.lower(),
                 content,
                 _future(),
@@ -1425,7 +1135,7 @@ class Client:
             self._sender_cert, self._sender_cert_expires = cert, cert.expires
         return self._sender_cert
 
-    async def _session_for(self, contact: _ContactRow, device_id: int) -> Session:
+    async def _session_for(self, contact: ContactRow, device_id: int) -> Session:
         address = (contact.account_id, device_id)
         sessions = self._load_sessions(address)
         if sessions:
@@ -1458,7 +1168,7 @@ class Client:
         return sessions
 
     async def _pairwise(
-        self, contact: _ContactRow, plaintext: bytes, sender_cert: SenderCertificate
+        self, contact: ContactRow, plaintext: bytes, sender_cert: SenderCertificate
     ) -> Envelopes:
         """``plaintext`` ratchet-encrypted and sealed to each of ``contact``'s devices."""
         envelopes = []
@@ -1475,7 +1185,7 @@ class Client:
         return envelopes
 
     async def _transcript(
-        self, item: _Outgoing, contact: _ContactRow | None, sender_cert: SenderCertificate
+        self, item: Outgoing, contact: ContactRow | None, sender_cert: SenderCertificate
     ) -> Envelopes:
         """The copy of a sent message for this account's other devices."""
         own = self._own_row()
@@ -1491,19 +1201,19 @@ class Client:
             )
         return await self._pairwise(own, encode_content(copy, self._gossip()), sender_cert)
 
-    async def _prepare(self, item: _Outgoing, sender_cert: SenderCertificate) -> list[_Prepared]:
+    async def _prepare(self, item: Outgoing, sender_cert: SenderCertificate) -> list[Prepared]:
         if item.to_self:
             envelopes = await self._pairwise(
                 self._own_row(), encode_content(item.content, self._gossip()), sender_cert
             )
-            return [_Prepared(item, None, [], own=envelopes)]
+            return [Prepared(item, None, [], own=envelopes)]
         if item.group is not None:
             return await self._prepare_group(item, sender_cert)
         contact = await self._resolve(item.peer)
         if contact.key_changed:
             if contact.verified:
                 raise UntrustedContact(contact.username)
-            self._pending_events.append(KeyChanged(contact.username, False))
+            self._ctx.events.emit(KeyChanged(contact.username, False))
         if not contact.devices:
             raise UnknownContact(item.peer)
         envelopes = await self._pairwise(
@@ -1511,9 +1221,9 @@ class Client:
         )
         tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
         own = await self._transcript(item, contact, sender_cert)
-        return [_Prepared(item, contact, envelopes, tokens, own)]
+        return [Prepared(item, contact, envelopes, tokens, own)]
 
-    def _forget_sessions(self, prepared: Sequence[_Prepared]) -> None:
+    def _forget_sessions(self, prepared: Sequence[Prepared]) -> None:
         """After a failed commit the in-memory ratchets ran ahead of the store: drop them
         (nothing they produced was sent) so the stored state is reloaded."""
         for p in prepared:
@@ -1521,7 +1231,7 @@ class Client:
                 self._sessions.pop((account_id, device_id), None)
         self._own_chains.clear()
 
-    async def _send_batch(self, batch: list[_Outgoing]) -> None:
+    async def _send_batch(self, batch: list[Outgoing]) -> None:
         sender_cert = await self._sender_certificate()
         async with self._lock:
             prepared = await self._encrypt_batch(batch, sender_cert)
@@ -1582,10 +1292,10 @@ class Client:
         return int(doc.get("stored", 0)) if isinstance(doc, dict) else 0
 
     async def _encrypt_batch(
-        self, batch: list[_Outgoing], sender_cert: SenderCertificate
-    ) -> list[_Prepared]:
+        self, batch: list[Outgoing], sender_cert: SenderCertificate
+    ) -> list[Prepared]:
         """Encrypt, then commit ratchet steps, history rows and outbox in one transaction."""
-        prepared: list[_Prepared] = []
+        prepared: list[Prepared] = []
         for item in batch:
             try:
                 prepared += await self._prepare(item, sender_cert)
@@ -1646,18 +1356,18 @@ class Client:
             self._sealed = await self._transport.open_sealed()
         return self._sealed
 
-    async def _finish(self, prepared: list[_Prepared], futures: list[asyncio.Future[Any]]) -> None:
+    async def _finish(self, prepared: list[Prepared], futures: list[asyncio.Future[Any]]) -> None:
         try:
             await self._settle(prepared, futures)
         except Exception as exc:
             _fail([p.item for p in prepared], exc)
 
-    async def _settle(self, prepared: list[_Prepared], futures: list[asyncio.Future[Any]]) -> None:
+    async def _settle(self, prepared: list[Prepared], futures: list[asyncio.Future[Any]]) -> None:
         """Once the server answered a batch: mark what it stored as sent, retry what named
         an outdated device list (re-encrypting for the current one), fail the rest."""
         results = await asyncio.gather(*futures, return_exceptions=True)
-        done: list[_Prepared] = []
-        retry: list[_Outgoing] = []
+        done: list[Prepared] = []
+        retry: list[Outgoing] = []
         failed: set[int] = set()
         for p, result in zip(prepared, results, strict=True):
             if not isinstance(result, BaseException):
@@ -1708,7 +1418,7 @@ class Client:
                     )
             await self._queue.put(item)
 
-    def _message(self, p: _Prepared) -> Message:
+    def _message(self, p: Prepared) -> Message:
         content = p.item.content
         assert isinstance(content, TextContent)
         peer = _peer_key(p)
@@ -1864,8 +1574,7 @@ class Client:
     def take_events(self) -> list[Event]:
         """Events noticed outside :meth:`receive` and :meth:`events` (a key change seen
         while sending), each returned once."""
-        events, self._pending_events = self._pending_events, []
-        return events
+        return self._ctx.events.take()
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event as it happens, staying connected (reconnecting with backoff)."""
@@ -1908,7 +1617,7 @@ class Client:
     async def _process(self, stream: Stream, pushes: list[Push]) -> list[Event]:
         """Decrypt a batch, commit it in one transaction, then ack it."""
         async with self._lock:
-            state = _BatchState()
+            state = BatchState()
             processed = self._already_processed([p.server_id for p in pushes])
             try:
                 for push in pushes:
@@ -1958,7 +1667,7 @@ class Client:
         rows = conn.execute(f"SELECT server_id FROM processed WHERE server_id IN ({marks})", ids)  # noqa: S608 (placeholders only)
         return {row[0] for row in rows}
 
-    def _batch_sessions(self, state: _BatchState, address: tuple[bytes, int]) -> list[Session]:
+    def _batch_sessions(self, state: BatchState, address: tuple[bytes, int]) -> list[Session]:
         if address in state.sessions:
             return state.sessions[address]
         stored = self._load_sessions(address)
@@ -1967,7 +1676,7 @@ class Client:
         state.sessions[address] = copies
         return copies
 
-    async def _open(self, push: Push, state: _BatchState) -> None:
+    async def _open(self, push: Push, state: BatchState) -> None:
         if push.body[:2] == GROUP_SEALED_PREFIX:
             await self._open_group_sealed(push, state)
             return
@@ -2053,7 +1762,7 @@ class Client:
         )
         return row.fetchone() is not None
 
-    def _respond(self, message: PreKeyMessage, state: _BatchState) -> tuple[Session, bytes]:
+    def _respond(self, message: PreKeyMessage, state: BatchState) -> tuple[Session, bytes]:
         conn = self._store.read()
 
         def load(kind: str, key_id: int | None) -> bytes | None:
@@ -2097,13 +1806,13 @@ class Client:
 
     async def _contact_for_new_session(
         self,
-        contact: _ContactRow | None,
+        contact: ContactRow | None,
         account_id: bytes,
         account_key: bytes,
         certificate: DeviceCertificate,
         plaintext: bytes,
-        state: _BatchState,
-    ) -> _ContactRow:
+        state: BatchState,
+    ) -> ContactRow:
         """The contact a new session (a PreKeyMessage) is with. Its certificate verified
         under the account key it names (:meth:`Session.respond` checked that), which proves
         nothing by itself: the server signs sender certificates for anything. So a device
@@ -2163,9 +1872,9 @@ class Client:
         name: str,
         account_id: bytes,
         account_key: bytes | None,
-        state: _BatchState,
+        state: BatchState,
         certificate: DeviceCertificate | None = None,
-    ) -> _ContactRow:
+    ) -> ContactRow:
         """A contact first seen in a message: ``name`` must be that account's name in the
         directory (and its key ``account_key``, when the message showed one)."""
         known = state.new_contacts.get(account_id) or self._contact_by_id(account_id)
@@ -2179,16 +1888,16 @@ class Client:
         if self._contact_by_name(username) is not None:
             # a contact we know by this name, now another account: a key change
             return await self._resolve(username, refresh=True)
-        row = _ContactRow(account_id, username, real_key, False, False, None, devices)
+        row = ContactRow(account_id, username, real_key, False, False, None, devices)
         state.new_contacts[account_id] = row
         return row
 
     async def _absorb(
         self,
         content: Content,
-        contact: _ContactRow,
+        contact: ContactRow,
         device_id: int,
-        state: _BatchState,
+        state: BatchState,
     ) -> None:
         """A pairwise message from another account."""
         token = getattr(content, "delivery_token", None)
@@ -2215,7 +1924,7 @@ class Client:
             raise InvalidMessage()
 
     def _absorb_revocation(
-        self, notice: RevocationNotice, contact: _ContactRow, state: _BatchState
+        self, notice: RevocationNotice, contact: ContactRow, state: BatchState
     ) -> None:
         """A contact's own signed revocation of one of its devices: checked against the
         account key pinned for it, the device is dropped at once and never encrypted to
@@ -2238,7 +1947,7 @@ class Client:
             )
             log.info("a contact revoked one of its devices")
 
-    async def _absorb_own(self, content: Content, device_id: int, state: _BatchState) -> None:
+    async def _absorb_own(self, content: Content, device_id: int, state: BatchState) -> None:
         """A message from another device of this account."""
         if isinstance(content, SentTranscript):
             inner = decode_unpadded(content.content)
@@ -2282,7 +1991,7 @@ class Client:
         peer: bytes,
         author: bytes,
         outgoing: bool,
-        state: _BatchState,
+        state: BatchState,
     ) -> None:
         """A text, timer or deletion in the conversation ``peer`` (account or group id),
         written by ``author``."""
@@ -2313,7 +2022,7 @@ class Client:
                     )
                 )
             state.messages.append(
-                _Incoming(
+                Incoming(
                     content.message_id,
                     peer,
                     author,
@@ -2338,14 +2047,14 @@ class Client:
             state.writes.append(lambda conn: _delete_authored(conn, target, peer, author))
             state.events.append(MessageDeleted(display, target, author_name))
 
-    def _conversation_name(self, peer: bytes, state: _BatchState) -> str:
+    def _conversation_name(self, peer: bytes, state: BatchState) -> str:
         if len(peer) == GROUP_ID_LEN:
             group = state.groups.get(peer) or self._group(peer)  # new in this batch, too
             return group.info.name if group is not None else peer.hex()[:12]
         row = state.new_contacts.get(peer)
         return row.username if row is not None else self._name_of(peer)
 
-    def _commit_batch(self, conn: Any, state: _BatchState, pushes: list[Push]) -> bool:
+    def _commit_batch(self, conn: Any, state: BatchState, pushes: list[Push]) -> bool:
         """Write a receive batch; returns whether contacts changed."""
         now = int(self._clock())
         now_ms = _now_ms(self._clock)
@@ -2462,7 +2171,7 @@ class Client:
         return changed
 
     def _group_receipt(
-        self, conn: Any, message_id: bytes, account_id: bytes, state: _BatchState
+        self, conn: Any, message_id: bytes, account_id: bytes, state: BatchState
     ) -> None:
         """A member's delivery receipt for a group message this account sent: the message
         is delivered once every current member but this account has confirmed it."""
@@ -2513,7 +2222,7 @@ class Client:
                 )
                 future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
                 self._start_sender()
-                await self._queue.put(_Outgoing(contact.username, receipt, future, store=False))
+                await self._queue.put(Outgoing(contact.username, receipt, future, store=False))
                 futures.append(future)
         for result in await asyncio.gather(*futures, return_exceptions=True):
             if isinstance(result, BaseException):
@@ -2593,7 +2302,7 @@ class Client:
 
     # ------------------------------------------------------------------ groups
 
-    def _member_name(self, account_id: bytes, state: _BatchState) -> str | None:
+    def _member_name(self, account_id: bytes, state: BatchState) -> str | None:
         """The username a group this account is in lists for ``account_id``."""
         stored = (
             self._group(bytes(g))
@@ -2607,7 +2316,7 @@ class Client:
                     return m.username
         return None
 
-    def _group(self, group_id: bytes) -> _GroupRow | None:
+    def _group(self, group_id: bytes) -> GroupRow | None:
         row = (
             self._store.read()
             .execute(
@@ -2619,7 +2328,7 @@ class Client:
         )
         if row is None:
             return None
-        return _GroupRow(
+        return GroupRow(
             group_info(bytes(row[0])),
             bytes(row[0]),
             bool(row[1]),
@@ -2629,7 +2338,7 @@ class Client:
             None if row[5] is None else bytes(row[5]),
         )
 
-    def _group_by_name(self, name: str) -> _GroupRow | None:
+    def _group_by_name(self, name: str) -> GroupRow | None:
         rows = (
             self._store.read()
             .execute("SELECT group_id FROM groups WHERE name = ? ORDER BY member DESC", (name,))
@@ -2653,7 +2362,7 @@ class Client:
                 out.append(self._group_view(row))
         return out
 
-    def _group_view(self, row: _GroupRow) -> GroupView:
+    def _group_view(self, row: GroupRow) -> GroupView:
         info = row.info
         return GroupView(
             info.group_id,
@@ -2728,7 +2437,7 @@ class Client:
         row = self._member_row(group)
         return await self._publish(row, group_leave(self._account, row.raw))
 
-    def _member_row(self, group: str) -> _GroupRow:
+    def _member_row(self, group: str) -> GroupRow:
         _, _, group_id = self._conversation(group if group.startswith("#") else "#" + group)
         assert group_id is not None
         row = self._group(group_id)
@@ -2737,7 +2446,7 @@ class Client:
         self._refuse_if_out_of_date(row)
         return row
 
-    def _refuse_if_out_of_date(self, row: _GroupRow) -> None:
+    def _refuse_if_out_of_date(self, row: GroupRow) -> None:
         """A member sent under a newer version than this device has: nothing goes to the
         group (a member removed in that version would read it) and no change is signed
         on top of an old version; the member is asked again for its chain."""
@@ -2751,7 +2460,7 @@ class Client:
                 self._ask_for_chain(row)
         raise GroupOutOfDate(row.info.name, row.info.version, row.behind, by)
 
-    def _ask_for_chain(self, row: _GroupRow) -> None:
+    def _ask_for_chain(self, row: GroupRow) -> None:
         listed = row.info.member(row.behind_from) if row.behind_from else None
         if listed is None:
             return
@@ -2759,9 +2468,9 @@ class Client:
             _now_ms(self._clock), self._token, self.username, row.info.group_id, row.info.version
         )
         self._start_sender()
-        self._queue.put_nowait(_Outgoing(listed.username, request, _quiet_future(), store=False))
+        self._queue.put_nowait(Outgoing(listed.username, request, _quiet_future(), store=False))
 
-    def _queue_group_sends(self, state: _BatchState) -> None:
+    def _queue_group_sends(self, state: BatchState) -> None:
         """What a committed receive batch owes other members, pairwise: a chain to a member
         that is behind, a request to one that is ahead (sent by a task: a large chain is
         uploaded first)."""
@@ -2778,15 +2487,15 @@ class Client:
             except ClientError as exc:
                 log.warning("a group chain was not sent: %s", type(exc).__name__)
                 continue
-            await self._queue.put(_Outgoing(name, content, _quiet_future(), store=False))
+            await self._queue.put(Outgoing(name, content, _quiet_future(), store=False))
 
-    def _admin_row(self, group: str) -> _GroupRow:
+    def _admin_row(self, group: str) -> GroupRow:
         row = self._member_row(group)
         if self.account_id not in row.info.admins:
             raise ClientError("only the group's admins may change it")
         return row
 
-    async def _publish(self, old: _GroupRow | None, raw: bytes) -> GroupView:
+    async def _publish(self, old: GroupRow | None, raw: bytes) -> GroupView:
         """Apply a new signed group state here, then send it pairwise to every member of
         the old and new state (and to this account's other devices)."""
         info = group_verify_next(None if old is None else old.raw, raw)
@@ -2800,11 +2509,9 @@ class Client:
         if old is not None:
             names |= {m.account_id: m.username for m in old.info.members}
         names.pop(self.account_id, None)
-        items = [
-            _Outgoing(name, content, _future(), store=False) for name in sorted(names.values())
-        ]
+        items = [Outgoing(name, content, _future(), store=False) for name in sorted(names.values())]
         if self._own_row().devices:
-            items.append(_Outgoing("", content, _future(), store=False, to_self=True))
+            items.append(Outgoing("", content, _future(), store=False, to_self=True))
         self._start_sender()
         for item in items:
             await self._queue.put(item)
@@ -2833,7 +2540,7 @@ class Client:
         )
 
     def _apply_group(
-        self, conn: Any, old: _GroupRow | None, info: GroupInfo, raw: bytes, chain: bytes
+        self, conn: Any, old: GroupRow | None, info: GroupInfo, raw: bytes, chain: bytes
     ) -> None:
         """Store a verified new state and the chain up to it; a removal makes this device
         rotate its sender key and forget the removed members' keys. A version at or past
@@ -2909,8 +2616,8 @@ class Client:
         return chain, True
 
     async def _prepare_group(
-        self, item: _Outgoing, sender_cert: SenderCertificate
-    ) -> list[_Prepared]:
+        self, item: Outgoing, sender_cert: SenderCertificate
+    ) -> list[Prepared]:
         assert item.group is not None
         group = self._group(item.group)
         if group is None or not group.member:
@@ -2944,7 +2651,7 @@ class Client:
                 (group_id, chain_id),
             )
         }
-        out: list[_Prepared] = []
+        out: list[Prepared] = []
         distribution = SenderKeyContent(
             _now_ms(self._clock), self._token, self.username, chain.distribution()
         )
@@ -2955,7 +2662,7 @@ class Client:
             # with mismatched_devices), so a device that lacks the chain (one just linked)
             # gets it with its siblings, which keep the copy they already hold.
             need = dict(contact.devices)
-            missing = _ContactRow(
+            missing = ContactRow(
                 contact.account_id,
                 contact.username,
                 contact.account_key,
@@ -2966,8 +2673,8 @@ class Client:
             )
             envelopes = await self._pairwise(missing, encode_content(distribution), sender_cert)
             tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
-            p = _Prepared(
-                _Outgoing(contact.username, distribution, _quiet_future(), store=False),
+            p = Prepared(
+                Outgoing(contact.username, distribution, _quiet_future(), store=False),
                 contact,
                 envelopes,
                 tokens,
@@ -2985,7 +2692,7 @@ class Client:
             multi = (body, [(a, d, b"") for a, d in recipients])
         tokens = {c.account_id: c.delivery_token for c in contacts if c.delivery_token}
         own = await self._transcript(item, None, sender_cert)
-        p = _Prepared(item, None, [], tokens, own, multi)
+        p = Prepared(item, None, [], tokens, own, multi)
 
         def save(conn: Any) -> None:
             conn.execute(
@@ -2999,7 +2706,7 @@ class Client:
         return [*out, p]
 
     def _chains_by_envelope(
-        self, envelope_id: bytes, state: _BatchState
+        self, envelope_id: bytes, state: BatchState
     ) -> dict[tuple[bytes, bytes, int, int], ReceiverChain]:
         """Every sender chain this device holds under an envelope id (normally one: a
         member that copies another's envelope key into its own distribution only makes
@@ -3021,7 +2728,7 @@ class Client:
                 del out[key]  # this batch replaced it
         return out
 
-    async def _open_group_sealed(self, push: Push, state: _BatchState) -> None:
+    async def _open_group_sealed(self, push: Push, state: BatchState) -> None:
         """A group-sealed envelope: found by its envelope id, opened with the key that
         came with the sender's chain, decrypted with that chain."""
         candidates = self._chains_by_envelope(group_envelope_id(push.body), state)
@@ -3051,7 +2758,7 @@ class Client:
             raise InvalidMessage()
         await self._decrypt_group(sender, message, receiver, state)
 
-    async def _open_group_message(self, push: Push, state: _BatchState) -> None:
+    async def _open_group_message(self, push: Push, state: BatchState) -> None:
         """A legacy multi-sealed envelope (``0x22``: a key wrap per device)."""
         sender, message = unseal_multi(
             push.body,
@@ -3067,7 +2774,7 @@ class Client:
         sender: SenderCertificate,
         message: bytes,
         receiver: ReceiverChain | None,
-        state: _BatchState,
+        state: BatchState,
     ) -> None:
         if sender.account_id == self.account_id:
             raise UnknownContact("group messages from this account come as transcripts")
@@ -3112,7 +2819,7 @@ class Client:
             state.reply_to.setdefault(sender.account_id, []).append(content.message_id)
 
     def _absorb_sender_key(
-        self, distribution: bytes, account_id: bytes, device_id: int, state: _BatchState
+        self, distribution: bytes, account_id: bytes, device_id: int, state: BatchState
     ) -> None:
         """A member device's sender chain for a group (it came over its pairwise
         session, so it is that device's)."""
@@ -3132,11 +2839,11 @@ class Client:
 
     def _check_group_ref(
         self,
-        group: _GroupRow,
+        group: GroupRow,
         author: GroupMember,
         version: int,
         digest: bytes | None,
-        state: _BatchState,
+        state: BatchState,
     ) -> None:
         """Compare the state a member's message names with this device's (see
         :mod:`sealpost.client.groupsync`): behind, mark the group out of date, say so and
@@ -3168,7 +2875,7 @@ class Client:
             log.warning("a member sent under a newer group version: asked it for the chain")
 
     def _answer_group_request(
-        self, content: GroupStateRequest, sender: _ContactRow, state: _BatchState
+        self, content: GroupStateRequest, sender: ContactRow, state: BatchState
     ) -> None:
         """A member that saw a newer version from this device asks for its chain: sent,
         pairwise, if the asker is a member now (a removed one was sent its removal)."""
@@ -3184,9 +2891,9 @@ class Client:
     async def _absorb_group_update(
         self,
         content: GroupUpdateContent,
-        sender: _ContactRow,
+        sender: ContactRow,
         device_id: int,
-        state: _BatchState,
+        state: BatchState,
     ) -> None:
         """A member's chain of group states (any member may relay it: every version in it
         is checked, from this device's head, or from the genesis for a group first seen)."""
@@ -3218,7 +2925,7 @@ class Client:
         behind = 0
         if old is not None and old.behind > info.version and old.behind_from is not None:
             behind = old.behind if info.member(old.behind_from) is not None else 0
-        row = _GroupRow(
+        row = GroupRow(
             info, raw, member, False, full, behind, old.behind_from if behind and old else None
         )
         state.groups[group_id] = row
@@ -3243,7 +2950,7 @@ class Client:
             )
 
     async def _group_fork_alarm(
-        self, old: _GroupRow | None, fork: GroupForkError, sender: str
+        self, old: GroupRow | None, fork: GroupForkError, sender: str
     ) -> None:
         """Two different signed states of one group at one version: an admin signed two
         histories, or a chain was forged around a real signature. An alarm, kept."""
@@ -3261,16 +2968,16 @@ class Client:
 
     async def _upload(
         self, path: Path, progress: Callable[[int, int], None] | None
-    ) -> _AttachmentRow:
+    ) -> AttachmentRow:
         """Encrypt ``path`` in chunks while uploading it (memory stays flat)."""
         pointer = await upload_file(self._transport, path, progress=progress, rng=self._rng)
-        return _AttachmentRow(
+        return AttachmentRow(
             pointer.encode(), pointer.filename, pointer.size, pointer.content_type, None
         )
 
-    async def _upload_bytes(self, data: bytes, filename: str) -> _AttachmentRow:
+    async def _upload_bytes(self, data: bytes, filename: str) -> AttachmentRow:
         pointer = await upload_bytes(self._transport, data, filename, rng=self._rng)
-        return _AttachmentRow(pointer.encode(), filename, pointer.size, pointer.content_type)
+        return AttachmentRow(pointer.encode(), filename, pointer.size, pointer.content_type)
 
     async def _download_bytes(self, pointer: bytes) -> bytes:
         return await download_bytes(
@@ -3319,7 +3026,7 @@ class Client:
             lambda method, path: self._transport.request(method, path, signed=False),
             VerifyKey.from_public_bytes(log_key),
             clock=self._clock,
-            on_alarm=lambda alarm: self._pending_events.append(AlarmRaised(alarm)),
+            on_alarm=lambda alarm: self._ctx.events.emit(AlarmRaised(alarm)),
         )
 
     async def diagnose_refusal(self) -> ClientError | None:
@@ -3414,7 +3121,7 @@ class Client:
 
     # ------------------------------------------------------------------ devices
 
-    def _own_row(self, state: _BatchState | None = None) -> _ContactRow:
+    def _own_row(self, state: BatchState | None = None) -> ContactRow:
         """This account as a recipient: its other devices that the account key certified."""
         if self._own_devices is None:
             self._own_devices = {
@@ -3427,7 +3134,7 @@ class Client:
         devices = dict(self._own_devices)
         if state is not None:
             devices.update(state.own_devices)
-        return _ContactRow(
+        return ContactRow(
             self.account_id, self.username, self.account_key, True, False, self._token, devices
         )
 
@@ -3547,7 +3254,7 @@ class Client:
             conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
             self._record_revocation(conn, self.account_id, device_id, revocation.encode())
         self._local_changed()
-        self._pending_events.append(DeviceRemoved(device_id, name))
+        self._ctx.events.emit(DeviceRemoved(device_id, name))
         await self._notify_own(DeviceNotice(_now_ms(self._clock), DEVICE_REMOVED, device_id, name))
         await self._notify_contacts(RevocationNotice(_now_ms(self._clock), revocation.encode()))
 
@@ -3555,7 +3262,7 @@ class Client:
         """Send the signed revocation to every contact's devices: they drop the device
         even if the server keeps listing it to them or replays an old lookup."""
         names = [c.username for c in self._contact_cache().values() if c.devices]
-        sends = [self._enqueue(_Outgoing(n, notice, _future(), store=False)) for n in names]
+        sends = [self._enqueue(Outgoing(n, notice, _future(), store=False)) for n in names]
         for result in await asyncio.gather(*sends, return_exceptions=True):
             if isinstance(result, Exception):  # that contact learns it at its next lookup
                 log.warning("a revocation notice was not sent: %s", type(result).__name__)
@@ -3563,7 +3270,7 @@ class Client:
     async def _notify_own(self, notice: DeviceNotice) -> None:
         if not self._own_row().devices:
             return
-        await self._enqueue(_Outgoing("", notice, _future(), store=False, to_self=True))
+        await self._enqueue(Outgoing("", notice, _future(), store=False, to_self=True))
 
     async def link_accept(
         self,
@@ -3627,7 +3334,7 @@ class Client:
                 (device_id, code.device_name, int(self._clock()), code.device_name),
             )
         self._local_changed()
-        self._pending_events.append(DeviceLinked(device_id, code.device_name))
+        self._ctx.events.emit(DeviceLinked(device_id, code.device_name))
         return device_id
 
     # ------------------------------------------------------------------ passcode
@@ -3639,7 +3346,7 @@ class Client:
 # ---------------------------------------------------------------------- rows
 
 
-def _fail(items: Sequence[_Outgoing], exc: BaseException) -> None:
+def _fail(items: Sequence[Outgoing], exc: BaseException) -> None:
     for item in items:
         if not item.future.done():
             item.future.set_exception(exc)
@@ -3777,7 +3484,7 @@ def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
     )
 
 
-def _peer_key(p: _Prepared) -> bytes:
+def _peer_key(p: Prepared) -> bytes:
     """The conversation a prepared send belongs to (group id or account id)."""
     if p.item.group is not None:
         return p.item.group
@@ -3816,7 +3523,7 @@ def _envelopes_of(doc: Any) -> Envelopes:
     return [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc]
 
 
-def _outbox_add(conn: Any, prepared: list[_Prepared]) -> int:
+def _outbox_add(conn: Any, prepared: list[Prepared]) -> int:
     """One outbox row for a batch: every send's parts and tokens, in order."""
     payload = json.dumps(
         [

@@ -1,0 +1,140 @@
+"""The client's internal records: what its services pass each other (a contact as stored,
+a send waiting for the sender loop, a send prepared for the wire, what one receive batch
+changes, a group as stored, a message to store). None of these leave the package."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealpost.client.groupkeys import GroupInfo, ReceiverChain
+from sealpost.client.records import Event, Message, MessageReceived
+from sealpost.protocol import Session
+from sealpost.protocol.content import Content, ReceiptContent
+from sealpost.protocol.wire import DeviceCertificate
+
+__all__ = [
+    "AttachmentRow",
+    "BatchState",
+    "ContactRow",
+    "Envelopes",
+    "GroupRow",
+    "Incoming",
+    "Outgoing",
+    "Prepared",
+]
+
+
+@dataclass(slots=True)
+class ContactRow:
+    account_id: bytes
+    username: str
+    account_key: bytes
+    verified: bool
+    key_changed: bool
+    delivery_token: bytes | None
+    devices: dict[int, DeviceCertificate]
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A send waiting for the sender loop. ``peer`` names a contact; a group send has
+    ``group`` set instead, and ``to_self`` sends ``content`` to this account's other
+    devices only. ``transcript``: copy it to this account's other devices as well."""
+
+    peer: str
+    content: Content
+    future: asyncio.Future[Message | None]
+    store: bool  # a history row for it (texts) or not (receipts, control messages)
+    attempts: int = 0
+    group: bytes | None = None
+    to_self: bool = False
+    transcript: bool = False
+    attachment: AttachmentRow | None = None
+
+
+@dataclass(slots=True)
+class AttachmentRow:
+    pointer: bytes
+    filename: str
+    size: int
+    content_type: str
+    path: str | None = None
+
+
+Envelopes = list[tuple[bytes, int, bytes]]
+
+
+@dataclass(slots=True)
+class Prepared:
+    item: Outgoing
+    contact: ContactRow | None  # the pairwise peer (None for group and self sends)
+    envelopes: Envelopes  # sealed, on the anonymous socket
+    tokens: dict[bytes, bytes] = field(default_factory=dict)
+    own: Envelopes = field(default_factory=list)  # to this account's other devices, signed
+    # a group message: (group-sealed body, its recipient devices with empty wraps); an
+    # outbox row from before group-sealed envelopes holds (shared part, key wraps)
+    multi: tuple[bytes, Envelopes] | None = None
+    writes: list[Callable[[Any], None]] = field(default_factory=list)  # in the batch's commit
+    outbox_id: int = 0
+
+
+@dataclass(slots=True)
+class BatchState:
+    """What a receive batch changes, committed at once."""
+
+    sessions: dict[tuple[bytes, int], list[Session]] = field(default_factory=dict)
+    used_prekeys: set[tuple[str, int]] = field(default_factory=set)
+    events: list[Event] = field(default_factory=list)
+    messages: list[Incoming] = field(default_factory=list)
+    receipts: list[tuple[bytes, ReceiptContent]] = field(default_factory=list)
+    seen_ids: set[bytes] = field(default_factory=set)
+    tokens: dict[bytes, bytes] = field(default_factory=dict)
+    new_contacts: dict[bytes, ContactRow] = field(default_factory=dict)
+    key_changes: dict[bytes, bytes] = field(default_factory=dict)
+    device_certs: dict[bytes, dict[int, DeviceCertificate]] = field(default_factory=dict)
+    own_devices: dict[int, DeviceCertificate] = field(default_factory=dict)
+    reply_to: dict[bytes, list[bytes]] = field(default_factory=dict)
+    writes: list[Callable[[Any], None]] = field(default_factory=list)
+    groups: dict[bytes, GroupRow] = field(default_factory=dict)
+    # (group id, account id, device id, chain id) -> the chain as it is after this batch
+    sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)
+    prekey_messages: int = 0
+    gossip: dict[bytes, str] = field(default_factory=dict)  # tree head -> who sent it
+    # pairwise group sends after the commit, one per (group, member): (username, a content,
+    # or an encoded chain to send as a group update)
+    group_sends: dict[tuple[bytes, bytes], tuple[str, Content | bytes]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    info: GroupInfo
+    raw: bytes  # the signed state
+    member: bool
+    rotate: bool  # this device's sender key must be replaced before its next message
+    chain: bytes | None = None  # the encoded chain from the root (None: the state alone)
+    behind: int = 0  # a newer version a member's message named (0: none)
+    behind_from: bytes | None = None  # that member's account id
+
+    @property
+    def out_of_date(self) -> bool:
+        return self.behind > self.info.version
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A message to store: incoming, or outgoing from a transcript of another device."""
+
+    message_id: bytes
+    peer: bytes  # account id or group id
+    author: bytes  # account id
+    outgoing: bool
+    text: str
+    sent_at: int
+    expires_in: int  # seconds; 0: never
+    attachment: bytes | None
+    event: MessageReceived | None
