@@ -45,7 +45,7 @@ from websockets.asyncio.client import connect
 from sealpost.cli.demo import start_server
 from sealpost.client import Client, MessageReceived
 from sealpost.client.store import DEFAULT_PARAMS, TEST_PARAMS, _derive
-from sealpost.server.auth import sign_websocket_challenge
+from sealpost.protocol.signing import sign_websocket_challenge
 
 TARGET_E2E = 3000.0
 TARGET_UNLOCK = 0.5

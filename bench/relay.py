@@ -78,7 +78,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 from helpers import Client, Device, ServerProcess  # the integration tests' own client
 
-from sealpost.server.auth import sign_websocket_challenge
+from sealpost.protocol.signing import sign_websocket_challenge
 
 TARGET_RATE = 10_000.0  # msgs/s relayed at N = 100
 TARGET_P50_MS = 0.7

@@ -3,7 +3,7 @@
 :class:`ServerProcess` runs ``python -m sealpost.cli server`` on 127.0.0.1 with port 0 and
 reads the URL it prints; its stdout and stderr go to files in ``logs`` (the breach drill
 reads them). :class:`Device` holds real sealpost keys; :class:`Client` signs requests with
-:func:`sealpost.server.auth.sign_request` and speaks the WebSocket protocol.
+:func:`sealpost.protocol.signing.sign_request` and speaks the WebSocket protocol.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from sealpost.protocol import (
     seal,
     unseal,
 )
-from sealpost.server.auth import sign_request, sign_websocket_challenge
+from sealpost.protocol.signing import sign_request, sign_websocket_challenge
 
 TIMEOUT = 10.0
 _names = itertools.count()

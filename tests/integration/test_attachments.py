@@ -25,8 +25,7 @@ from sealpost.client.attachments import (
 )
 from sealpost.client.transport import Identity, Transport
 from sealpost.protocol.attachment import AttachmentPointer
-from sealpost.server.auth import sign_request
-from sealpost.server.handlers.attachments import trailer_message
+from sealpost.protocol.signing import sign_request, trailer_message
 
 MiB = 1024 * 1024
 RSS_ALLOWANCE_MIB = 64

@@ -14,7 +14,7 @@ from helpers import TIMEOUT, Client, Device, ServerProcess, Stream
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from sealpost.server.auth import sign_request, sign_websocket_challenge
+from sealpost.protocol.signing import sign_request, sign_websocket_challenge
 
 
 def _forged(client: Client, path: str) -> int:

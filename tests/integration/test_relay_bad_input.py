@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from sealpost.server.auth import sign_websocket_challenge
+from sealpost.protocol.signing import sign_websocket_challenge
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:

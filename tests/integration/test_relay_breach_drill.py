@@ -29,7 +29,7 @@ from helpers import (
 )
 
 from sealpost.crypto.aead import aead_decrypt, aead_encrypt
-from sealpost.server.handlers.attachments import DIGEST_HEADER
+from sealpost.protocol.signing import DIGEST_HEADER
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

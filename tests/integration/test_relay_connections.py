@@ -19,8 +19,7 @@ from helpers import TIMEOUT, Client, Device, ServerProcess, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sealpost.server.auth import sign_request
-from sealpost.server.handlers.attachments import DIGEST_HEADER
+from sealpost.protocol.signing import DIGEST_HEADER, sign_request
 
 
 @contextmanager

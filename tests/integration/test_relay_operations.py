@@ -15,11 +15,10 @@ from openapi_spec_validator import validate
 from starlette.routing import Route, WebSocketRoute
 
 from sealpost.crypto.sign import SigningKey
+from sealpost.protocol.signing import DIGEST_HEADER, sign_request
 from sealpost.server.app import create_app
-from sealpost.server.auth import sign_request
 from sealpost.server.config import ServerConfig
 from sealpost.server.fanout.local import LocalFanout
-from sealpost.server.handlers.attachments import DIGEST_HEADER
 from sealpost.server.storage.sqlite import SqliteStorage
 
 

@@ -4,7 +4,7 @@ Three channels, as docs/PROTOCOL.md describes them:
 
 - HTTP (``httpx``) for registration, lookups, bundles, prekeys and certificates; every
   request that acts for the device is signed with its device signing key
-  (:func:`sealpost.server.auth.sign_request`: timestamp, nonce, body digest);
+  (:func:`sealpost.protocol.signing.sign_request`: timestamp, nonce, body digest);
 - ``/v1/stream``, the device's own WebSocket: a signed challenge, then pushes in queue order
   that the client acks once they are stored locally;
 - ``/v1/sealed``, an anonymous WebSocket for sealed sends. Nothing on it names the sender;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 import time
@@ -35,7 +36,16 @@ from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng, system_rng
 from sealpost.protocol.group_sealed import GROUP_SEALED_PREFIX
-from sealpost.server.auth import sign_request, sign_websocket_challenge
+from sealpost.protocol.signing import (
+    NONCE_HEADER,
+    NONCE_LEN,
+    SIGNATURE_LEN,
+    TIMESTAMP_HEADER,
+    TRAILER_QUERY,
+    sign_request,
+    sign_websocket_challenge,
+    trailer_message,
+)
 
 __all__ = ["Identity", "Push", "SealedSocket", "Stream", "Transport", "b64", "unb64"]
 
@@ -157,7 +167,7 @@ class Transport:
                     path,
                     raw,
                     now=int(self._clock()),
-                    nonce=self._rng(16),
+                    nonce=self._rng(NONCE_LEN),
                 )
             )
         try:
@@ -178,17 +188,8 @@ class Transport:
         """A signed POST whose body streams from ``content`` (exactly ``length`` bytes) in
         one pass (attachments): the headers are signed as for an empty body, and the
         signature over the body's SHA-256 follows the body (``?signature=trailer``, see
-        :mod:`sealpost.server.handlers.attachments`). Returns the decoded JSON answer and
+        :mod:`sealpost.protocol.signing`). Returns the decoded JSON answer and
         the SHA-256 of what was sent."""
-        import hashlib
-
-        from sealpost.server import auth
-        from sealpost.server.handlers.attachments import (
-            SIGNATURE_LEN,
-            TRAILER_QUERY,
-            trailer_message,
-        )
-
         if self.identity is None:
             raise RuntimeError("this request must be signed, and no device is set")
         identity = self.identity
@@ -201,9 +202,9 @@ class Transport:
             target,
             b"",
             now=int(self._clock()),
-            nonce=self._rng(auth.NONCE_LEN),
+            nonce=self._rng(NONCE_LEN),
         )
-        timestamp, nonce = headers[auth.TIMESTAMP_HEADER], headers[auth.NONCE_HEADER]
+        timestamp, nonce = headers[TIMESTAMP_HEADER], headers[NONCE_HEADER]
         headers["Content-Length"] = str(length + SIGNATURE_LEN)
         headers["Content-Type"] = "application/octet-stream"
         digest = hashlib.sha256()

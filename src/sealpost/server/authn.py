@@ -1,4 +1,5 @@
-"""Checking signed requests against stored devices (the stateful half of :mod:`.auth`).
+"""Checking signed requests against stored devices: the stateful half of the request
+signature format, which :mod:`sealpost.protocol.signing` defines for client and server.
 
 Order of checks, cheapest and least stateful first: the address's budget of failed
 authentications, header syntax, clock window, device lookup, signature; then the account's
@@ -18,13 +19,13 @@ from starlette.requests import HTTPConnection
 
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.crypto.sign import VerifyKey
-from sealpost.protocol.wire import DeviceCertificate
-from sealpost.server.auth import (
+from sealpost.protocol.signing import (
     AuthHeaders,
     MalformedAuth,
     parse_auth_headers,
     request_message_for_digest,
 )
+from sealpost.protocol.wire import DeviceCertificate
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.requests import client_address, raw_target

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from sealpost.server.auth import (
+from sealpost.protocol.signing import (
     ACCOUNT_HEADER,
     DEVICE_HEADER,
     NONCE_HEADER,
@@ -42,7 +42,7 @@ _ERRORS = {
     503: "busy (the server is at max_connections) or unavailable; try again later",
     507: "queue_full, attachment_quota or insufficient_storage (low on disk)",
 }
-#: The request-signature headers (sealpost.server.auth), all five or none.
+#: The request-signature headers (sealpost.protocol.signing), all five or none.
 _AUTH_HEADERS = {
     "account": (ACCOUNT_HEADER, "account id, 32 hex digits"),
     "device": (DEVICE_HEADER, "device id, decimal"),

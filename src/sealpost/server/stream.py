@@ -57,8 +57,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sealpost._errors import ProtocolError
 from sealpost.crypto.sign import VerifyKey
+from sealpost.protocol.signing import websocket_message
 from sealpost.protocol.wire import DeviceCertificate
-from sealpost.server.auth import websocket_message
 from sealpost.server.authn import AuthenticatedDevice
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError

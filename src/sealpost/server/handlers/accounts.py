@@ -6,7 +6,7 @@ the spelling given at registration is kept for display.
 
 Registration proves possession twice over: the device certificate must verify under the
 account key in the request, and the request itself must be signed (see
-:mod:`sealpost.server.auth`) by the device signing key that certificate names. Adding a
+:mod:`sealpost.protocol.signing`) by the device signing key that certificate names. Adding a
 device is the same, except the account key is the one already registered, so only a holder
 of the account identity key (the user's own devices) can add one.
 """

@@ -17,8 +17,9 @@ account's ``max_attachment_bytes_per_account``:
     body, and are checked, nonce spent, *before* a byte is stored. The body is the blob
     followed by a 64-byte Ed25519 signature by the same device key over
     ``"sealpost/v1/attachment-trailer" 0x00 || request_message(POST, target, timestamp,
-    nonce, SHA-256(blob))`` (:func:`trailer_message`), checked after the body. The
-    context string keeps a trailer from ever verifying as a header signature or back.
+    nonce, SHA-256(blob))`` (:func:`sealpost.protocol.signing.trailer_message`), checked
+    after the body. The context string keeps a trailer from ever verifying as a header
+    signature or back.
 
 Downloads need no authentication: the 32-byte random id is the capability, and the content
 is ciphertext under a key only sender and recipients hold.
@@ -36,7 +37,12 @@ from starlette.responses import FileResponse, Response
 
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.crypto.sign import VerifyKey
-from sealpost.server.auth import request_message_for_digest
+from sealpost.protocol.signing import (
+    DIGEST_HEADER,
+    SIGNATURE_LEN,
+    TRAILER_QUERY,
+    trailer_message,
+)
 from sealpost.server.authn import Authenticator, unauthorized
 from sealpost.server.blobs import ID_LEN, BlobTooLarge, PendingBlob
 from sealpost.server.codec import json_response, parse_hex
@@ -46,29 +52,9 @@ from sealpost.server.requests import body_too_slow, raw_target
 from sealpost.server.schema import AttachmentStored
 from sealpost.server.storage.base import AttachmentQuotaFull, AttachmentRecord
 
-__all__ = [
-    "DIGEST_HEADER",
-    "SIGNATURE_LEN",
-    "TRAILER_CONTEXT",
-    "TRAILER_QUERY",
-    "AttachmentsApi",
-    "trailer_message",
-]
+__all__ = ["AttachmentsApi"]
 
-TRAILER_CONTEXT: Final = b"sealpost/v1/attachment-trailer\x00"
-TRAILER_QUERY: Final = "signature=trailer"
-DIGEST_HEADER: Final = "X-Sealpost-Content-SHA256"
-SIGNATURE_LEN: Final = 64
 _EMPTY_SHA256: Final = hashlib.sha256(b"").digest()
-
-
-def trailer_message(
-    method: str, path_with_query: str, timestamp: str, nonce: str, blob_sha256: bytes
-) -> bytes:
-    """What the trailing signature of a ``?signature=trailer`` upload covers."""
-    return TRAILER_CONTEXT + request_message_for_digest(
-        method, path_with_query, timestamp, nonce, blob_sha256
-    )
 
 
 class AttachmentsApi:

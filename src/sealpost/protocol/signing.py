@@ -1,8 +1,11 @@
-"""Device authentication without passwords: every request is signed by the device.
+"""Request signing, shared by the client and the server: devices authenticate without passwords.
 
 A device proves possession of its device signing key (DSK, Ed25519) on each HTTP request.
 The server stores only the public key (inside the AIK-signed device certificate), so it
-holds nothing that would let it, or a thief of its database, act as the device.
+holds nothing that would let it, or a thief of its database, act as the device. This module
+is the format only: pure (no I/O; time and randomness are parameters), imported by the
+client's transport to sign and by the server (``sealpost.server.authn``) to check, so
+neither side imports the other.
 
 Request signature
     headers ``X-Sealpost-Account`` (account id, 32 hex digits), ``X-Sealpost-Device``
@@ -22,13 +25,20 @@ Request signature
     each nonce once: nonces are stored until their window has passed, so a replay inside
     the window is refused (``replayed``) and one outside it is stale (``clock_skew``).
 
+Streamed uploads (``POST /v1/attachments?signature=trailer``)
+    the headers are signed as for an empty body; the body is the blob followed by a
+    64-byte signature by the same key over ``b"sealpost/v1/attachment-trailer\\x00" +
+    request_message_for_digest(POST, target, TIMESTAMP, NONCE, SHA-256(blob))``
+    (:func:`trailer_message`). The context string keeps a trailer from ever verifying as a
+    header signature or back. A one-shot upload instead declares SHA-256(body) in
+    ``X-Sealpost-Content-SHA256`` (:data:`DIGEST_HEADER`).
+
 WebSocket
     The server sends ``{"type": "challenge", "challenge": b64(32 random bytes)}``; the
     client answers ``{"type": "auth", "account": HEX, "device": INT, "signature": B64}``
     with an Ed25519 signature over ``b"sealpost/v1/websocket\\x00" + challenge``.
 
-This module is pure (no I/O, time and randomness are parameters) so the test client and the
-future client library share it::
+Example::
 
     headers = sign_request(dsk, account_id, 1, "GET", "/v1/keys/status", b"",
                            now=int(time.time()), nonce=os.urandom(16))
@@ -41,17 +51,23 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
+from sealpost._errors import DecodeError
 from sealpost.crypto.sign import SigningKey
 
 __all__ = [
     "ACCOUNT_HEADER",
     "DEVICE_HEADER",
+    "DIGEST_HEADER",
     "NONCE_HEADER",
     "NONCE_LEN",
     "REQUEST_CONTEXT",
     "SIGNATURE_HEADER",
+    "SIGNATURE_LEN",
     "TIMESTAMP_HEADER",
+    "TRAILER_CONTEXT",
+    "TRAILER_QUERY",
     "WEBSOCKET_CONTEXT",
     "AuthHeaders",
     "MalformedAuth",
@@ -60,23 +76,28 @@ __all__ = [
     "request_message_for_digest",
     "sign_request",
     "sign_websocket_challenge",
+    "trailer_message",
     "websocket_message",
 ]
 
-REQUEST_CONTEXT = b"sealpost/v1/request\x00"
-WEBSOCKET_CONTEXT = b"sealpost/v1/websocket\x00"
-NONCE_LEN = 16
-ACCOUNT_ID_LEN = 16
+REQUEST_CONTEXT: Final = b"sealpost/v1/request\x00"
+WEBSOCKET_CONTEXT: Final = b"sealpost/v1/websocket\x00"
+TRAILER_CONTEXT: Final = b"sealpost/v1/attachment-trailer\x00"
+NONCE_LEN: Final = 16
+ACCOUNT_ID_LEN: Final = 16
+SIGNATURE_LEN: Final = 64  # an Ed25519 signature (the trailer of a streamed upload)
 
-ACCOUNT_HEADER = "X-Sealpost-Account"
-DEVICE_HEADER = "X-Sealpost-Device"
-TIMESTAMP_HEADER = "X-Sealpost-Timestamp"
-NONCE_HEADER = "X-Sealpost-Nonce"
-SIGNATURE_HEADER = "X-Sealpost-Signature"
+ACCOUNT_HEADER: Final = "X-Sealpost-Account"
+DEVICE_HEADER: Final = "X-Sealpost-Device"
+TIMESTAMP_HEADER: Final = "X-Sealpost-Timestamp"
+NONCE_HEADER: Final = "X-Sealpost-Nonce"
+SIGNATURE_HEADER: Final = "X-Sealpost-Signature"
+DIGEST_HEADER: Final = "X-Sealpost-Content-SHA256"
+TRAILER_QUERY: Final = "signature=trailer"
 _ALL = (ACCOUNT_HEADER, DEVICE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
 
-class MalformedAuth(ValueError):
+class MalformedAuth(DecodeError):
     """Authentication headers are present but malformed."""
 
 
@@ -117,6 +138,15 @@ def request_message_for_digest(
             b"\n",
             body_sha256,
         )
+    )
+
+
+def trailer_message(
+    method: str, path_with_query: str, timestamp: str, nonce: str, blob_sha256: bytes
+) -> bytes:
+    """What the trailing signature of a ``?signature=trailer`` upload covers."""
+    return TRAILER_CONTEXT + request_message_for_digest(
+        method, path_with_query, timestamp, nonce, blob_sha256
     )
 
 
