@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import sealpost.client.store as store_module
+import sealpost.client.store.files as store_files
 from sealpost.client.store import TEST_PARAMS, ProfileBusy, Store, WrongPasscode
 
 PASSCODE = "correct horse"
@@ -133,7 +133,7 @@ def test_concurrent_keyfile_writes_use_temp_files_of_their_own(tmp_path: Path) -
 
     def one(i: int) -> None:
         try:
-            store_module._write_atomic(target, b'{"writer": %d}' % i)
+            store_files.write_atomic(target, b'{"writer": %d}' % i)
         except BaseException as exc:
             errors.append(exc)
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
 
-import sealpost.client.store as store_module
+import sealpost.client.store.keyfile as keyfile_module
+import sealpost.client.store.migrations as migrations_module
 from readonly import read_only
 from sealpost.client.store import (
     DEFAULT_PARAMS,
@@ -148,14 +150,14 @@ def test_schema(tmp_path: Path) -> None:
             "sessions",
             "messages",
             "processed",
-            "events",
         } <= names
+        assert "events" not in names  # dropped: nothing used it
         columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
-        assert "sender_device" in columns
+        assert "expires_at" in columns and "sender_device" not in columns
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        with pytest.raises(store_module.sqlcipher.IntegrityError), store.transaction() as c:
+        with pytest.raises(sqlcipher.IntegrityError), store.transaction() as c:
             c.execute("INSERT INTO contact_devices VALUES (?, 1, ?)", (b"nobody", b"cert"))
 
 
@@ -224,7 +226,7 @@ def test_a_try_is_counted_before_argon2_runs(
         assert keyfile(tmp_path / "p")["failures"] == 1  # already on disk
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module, "_derive", killed)
+    monkeypatch.setattr(keyfile_module, "derive_kek", killed)
     with pytest.raises(KeyboardInterrupt):
         Store.open(tmp_path / "p", "a guess")
     monkeypatch.undo()
@@ -279,13 +281,13 @@ def test_a_kill_during_the_wipe_still_leaves_the_key_destroyed(
 ) -> None:
     make(tmp_path / "p", wipe_after=1).close()
     wrapped = keyfile(tmp_path / "p")["wrapped"]
-    destroy = store_module._KeyFile.destroy_wrapped
+    destroy = keyfile_module.KeyFile.destroy_wrapped
 
     def destroy_then_die(self: Any, text: str) -> None:
         destroy(self, text)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module._KeyFile, "destroy_wrapped", destroy_then_die)
+    monkeypatch.setattr(keyfile_module.KeyFile, "destroy_wrapped", destroy_then_die)
     with pytest.raises(KeyboardInterrupt):
         Store.open(tmp_path / "p", "nope")
     monkeypatch.undo()
@@ -418,8 +420,8 @@ def test_a_swapped_or_missing_database_is_refused(tmp_path: Path) -> None:
 def test_an_older_profile_is_migrated_on_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_MIGRATIONS", ())
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", ())
+    monkeypatch.setattr(migrations_module, "SCHEMA_VERSION", 1)
     with make(tmp_path / "p") as store:
         assert store.read().execute("PRAGMA user_version").fetchone()[0] == 1
         found = store.read().execute("SELECT count(*) FROM sqlite_master WHERE name='events'")
@@ -428,14 +430,19 @@ def test_an_older_profile_is_migrated_on_open(
     with Store.open(tmp_path / "p", PASSCODE) as store:
         conn = store.read()
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM alarms").fetchone()[0] == 0
+        # the dead schema of version 2 went again in version 8
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "kt_pins" in tables and "events" not in tables
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+        assert "receipts" in columns and "sender_device" not in columns
 
 
 def test_a_failing_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make(tmp_path / "p").close()
-    broken = (*store_module._MIGRATIONS, "CREATE TABLE extra (x); CREATE TABLE meta (x);")
-    monkeypatch.setattr(store_module, "_MIGRATIONS", broken)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1 + len(broken))
+    broken = (*migrations_module.MIGRATIONS, "CREATE TABLE extra (x); CREATE TABLE meta (x);")
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", broken)
+    monkeypatch.setattr(migrations_module, "SCHEMA_VERSION", 1 + len(broken))
     with pytest.raises(CorruptProfile):
         Store.open(tmp_path / "p", PASSCODE)
     monkeypatch.undo()
@@ -532,7 +539,7 @@ def test_concurrent_wrong_guesses_are_each_counted(
     import threading
 
     make(tmp_path / "p").close()
-    real_read = store_module._KeyFile.read
+    real_read = keyfile_module.KeyFile.read
     started = threading.Barrier(4)
 
     def slow_read(self: Any) -> dict[str, Any]:
@@ -540,7 +547,7 @@ def test_concurrent_wrong_guesses_are_each_counted(
         time.sleep(0.05)  # widen the read-to-write window a race needs
         return doc
 
-    monkeypatch.setattr(store_module._KeyFile, "read", slow_read)
+    monkeypatch.setattr(keyfile_module.KeyFile, "read", slow_read)
     errors: list[BaseException] = []
 
     def guess() -> None:

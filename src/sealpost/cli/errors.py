@@ -41,7 +41,6 @@ from sealpost.client.store import (
     ProfileExists,
     ProfileWiped,
     ReadOnlyProfile,
-    StoreError,
     TooManyAttempts,
     WrongPasscode,
 )
@@ -145,8 +144,7 @@ ERRORS: tuple[Row, ...] = (
     (ServerError, 4, _server_error),
     (httpx.UnsupportedProtocol, 2, lambda e: "a server URL starts with http:// or https://"),
     (httpx.InvalidURL, 2, lambda e: "that server URL is not valid"),
-    (ClientError, 1, lambda e: one_line(e) or type(e).__name__),
-    (StoreError, 1, lambda e: one_line(e) or type(e).__name__),
+    (ClientError, 1, lambda e: one_line(e) or type(e).__name__),  # store errors too
     (sqlcipher.OperationalError, 1, _database_error),
     (sqlite3.OperationalError, 1, _database_error),
     (OSError, 1, _os_error),

@@ -19,7 +19,8 @@ The tree::
     ├── GroupOutOfDate              a member sent under a group version this device has
     │                               not got yet: nothing is sent to the group until then
     ├── GroupChangeRefused          a group change that would change nothing or clash
-    └── ProfileError                (from :mod:`sealpost.client.store`) the local store
+    └── StoreError                  (from :mod:`sealpost.client.store`) the local store:
+                                    wrong passcode, profile busy, damaged, ...
 
 Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
 escape the receive loop: the message is dropped and counted, and the loop goes on.

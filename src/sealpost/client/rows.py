@@ -11,6 +11,7 @@ from typing import Any
 
 from sealpost.client.groupkeys import GroupInfo, ReceiverChain
 from sealpost.client.records import Event, Message, MessageReceived
+from sealpost.client.store.contacts import ContactRow
 from sealpost.protocol import Session
 from sealpost.protocol.content import Content, ReceiptContent
 from sealpost.protocol.wire import DeviceCertificate
@@ -25,17 +26,6 @@ __all__ = [
     "Outgoing",
     "Prepared",
 ]
-
-
-@dataclass(slots=True)
-class ContactRow:
-    account_id: bytes
-    username: str
-    account_key: bytes
-    verified: bool
-    key_changed: bool
-    delivery_token: bytes | None
-    devices: dict[int, DeviceCertificate]
 
 
 @dataclass(slots=True)

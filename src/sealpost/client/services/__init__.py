@@ -1,0 +1,17 @@
+"""The client's services: each behaviour of :class:`~sealpost.client.Client` in one module.
+
+``Client`` is the facade; the work is done here. Each service is a class that gets what it
+needs through its constructor: the :class:`~sealpost.client.context.ClientContext`
+(identity, store, transport, clock, rng, batch lock, event sink), and the other services it
+calls; none reaches for a global, and none calls back into ``Client``. Services read and
+write the profile only through the store's repositories
+(:mod:`sealpost.client.store`: ``ctx.store.repos()`` for reads, ``with ctx.store.unit() as
+repos:`` for writes); no SQL lives here. If two services would need each other, the part
+both need is split into a third.
+
+One module per service (issue 15's layout): ``directory`` (lookups checked against the
+key-transparency log, pinning, key changes, verification), ``conversations`` (names to
+conversations, history, timers), ``sending``, ``pairwise`` (the pairwise encryptor),
+``receiving``, ``absorb`` (pure: content to changes), ``groups``, ``group_encryptor``,
+``devices``, ``linking``, ``prekeys``, ``transparency``, ``attachments``.
+"""

@@ -1,0 +1,170 @@
+"""Messages: the history of each conversation, deletions for everyone, and timers.
+
+A conversation is keyed by its peer: a contact's account id or a group's id. A message row
+is its 16-byte id, whether this account sent it, its author (NULL in rows from before
+groups: the peer, or this account when outgoing), its text, times (ms), status, the
+attachment pointer and the record of the file saved from it
+(:mod:`sealpost.client.saved_files`), and when it disappears (``expires_at``, ms).
+
+A deletion for everyone that arrives before its message leaves a tombstone, so the late
+message is not stored. Each conversation's disappearing-message timer is a row of
+``timers`` (none: off). Removing a message removes the file saved from its attachment,
+once the unit has committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from sealpost.client import saved_files
+from sealpost.client.store.connection import Connection
+
+__all__ = ["MessageRepository", "StoredMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A history row as stored (see the module docstring)."""
+
+    message_id: bytes
+    outgoing: bool
+    body: str
+    sent_at: int
+    received_at: int
+    status: str
+    author: bytes | None
+    attachment: bytes | None
+    attachment_path: str | None
+    expires_at: int | None
+
+
+class MessageRepository:
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+
+    # -- history
+
+    def history(self, peer: bytes, now_ms: int, limit: int) -> list[StoredMessage]:
+        """The last ``limit`` messages of ``peer``'s conversation not expired at
+        ``now_ms``, oldest first."""
+        rows = self._db.all(
+            "SELECT message_uuid, outgoing, body, sent_at, received_at, status, author, "
+            "attachment, attachment_path, expires_at "
+            "FROM messages WHERE peer = ? AND (expires_at IS NULL OR expires_at > ?) "
+            "ORDER BY id DESC LIMIT ?",
+            (peer, now_ms, limit),
+        )
+        return [
+            StoredMessage(
+                bytes(uid),
+                bool(outgoing),
+                body,
+                sent,
+                received,
+                status,
+                None if author is None else bytes(author),
+                None if pointer is None else bytes(pointer),
+                path,
+                expires,
+            )
+            for uid, outgoing, body, sent, received, status, author, pointer, path, expires in (
+                reversed(rows)
+            )
+        ]
+
+    def is_outgoing(self, message_id: bytes, peer: bytes) -> bool | None:
+        """Whether this account sent ``message_id`` in ``peer``'s conversation (None:
+        no such message)."""
+        row = self._db.one(
+            "SELECT outgoing FROM messages WHERE message_uuid = ? AND peer = ?",
+            (message_id, peer),
+        )
+        return None if row is None else bool(row[0])
+
+    def any_expired(self, now_ms: int) -> bool:
+        """Whether a disappearing message's time is up at ``now_ms``."""
+        return (
+            self._db.one(
+                "SELECT 1 FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1",
+                (now_ms,),
+            )
+            is not None
+        )
+
+    def expire(self, now_ms: int) -> int:
+        """Delete the messages whose time is up at ``now_ms`` (and, after the commit, the
+        files saved from them); how many went."""
+        rows = self._db.all(
+            "SELECT id, attachment_path FROM messages WHERE expires_at IS NOT NULL "
+            "AND expires_at <= ?",
+            (now_ms,),
+        )
+        self._delete_rows(rows)
+        return len(rows)
+
+    def delete(self, message_ids: Sequence[bytes], peer: bytes) -> None:
+        """Delete these messages of ``peer``'s conversation (and their saved files)."""
+        rows = [
+            row
+            for mid in message_ids
+            for row in self._db.all(
+                "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ?",
+                (mid, peer),
+            )
+        ]
+        self._delete_rows(rows)
+
+    def delete_authored(self, target: bytes, peer: bytes, author: bytes, at: int) -> None:
+        """Delete for everyone: ``author`` deletes its message ``target`` in ``peer``'s
+        conversation; if it has not arrived yet, a tombstone (``at``: seconds) keeps it
+        from being stored."""
+        rows = self._db.all(
+            "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ? "
+            "AND (author = ? OR (author IS NULL AND outgoing = 0 AND peer = ?))",
+            (target, peer, author, author),
+        )
+        if not rows:
+            self._db.execute(
+                "INSERT OR IGNORE INTO tombstones (message_uuid, author, at) VALUES (?, ?, ?)",
+                (target, author, at),
+            )
+            return
+        self._delete_rows(rows)
+
+    def tombstoned(self, message_ids: Sequence[bytes]) -> set[tuple[bytes, bytes]]:
+        """``(message id, author)`` of the tombstones among ``message_ids``."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        return {
+            (bytes(i), bytes(a))
+            for i, a in self._db.all(
+                f"SELECT message_uuid, author FROM tombstones WHERE message_uuid IN ({marks})",  # noqa: S608 (placeholders only)
+                list(message_ids),
+            )
+        }
+
+    def _delete_rows(self, rows: list[tuple[int, str | None]]) -> None:
+        if not rows:
+            return
+        self._db.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
+        for _, path in rows:
+            if path:
+                self._db.after_commit(partial(saved_files.remove, path))
+
+    # -- timers
+
+    def timers(self) -> dict[bytes, int]:
+        """Every conversation's disappearing-message timer that is on (seconds)."""
+        return {bytes(p): int(t) for p, t in self._db.all("SELECT peer, seconds FROM timers")}
+
+    def set_timer(self, peer: bytes, seconds: int) -> None:
+        """``peer``'s timer is now ``seconds`` (0: off)."""
+        if seconds:
+            self._db.execute(
+                "INSERT OR REPLACE INTO timers (peer, seconds) VALUES (?, ?)", (peer, seconds)
+            )
+        else:
+            self._db.execute("DELETE FROM timers WHERE peer = ?", (peer,))

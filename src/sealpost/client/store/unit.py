@@ -1,0 +1,43 @@
+"""The unit of work and the repositories it binds.
+
+``with store.unit() as repos:`` is one transaction over every repository of the profile
+(:class:`Repositories`): what the block writes is committed together, fsynced, when it
+ends, and rolled back if it raises, so a unit that raises has changed nothing. This is how
+a ratchet step is committed with the message it produced or consumed, and how a whole
+receive or send batch is one commit. ``store.repos()`` gives the same repositories for
+reads outside a unit; there every write is refused, so nothing ever autocommits alone.
+
+Each repository (one per record type, libsignal's storage traits) speaks in whole
+operations, takes and returns records (:mod:`sealpost.client.rows` or its own), and holds
+no cache: caches belong to the services that use them. A repository method that writes
+more than one statement runs them under a savepoint (:meth:`Connection.atomic`), so a
+method that raises has changed nothing even inside a unit that goes on. A file to delete
+once its row is gone is queued with :meth:`Connection.after_commit`: it goes only if the
+unit commits.
+
+Example::
+
+    with store.unit() as repos:
+        repos.meta.set("greeting", b"hello")
+        repos.messages.set_timer(peer, 3600)
+    assert store.repos().meta.get("greeting") == b"hello"
+"""
+
+from __future__ import annotations
+
+from sealpost.client.store.connection import Connection
+from sealpost.client.store.contacts import ContactRepository
+from sealpost.client.store.messages import MessageRepository
+from sealpost.client.store.meta import MetaRepository
+
+__all__ = ["Repositories"]
+
+
+class Repositories:
+    """Every repository of the profile, bound to one connection. Each owner of a record
+    type adds its repository here, one line (and its import above)."""
+
+    def __init__(self, db: Connection) -> None:
+        self.meta = MetaRepository(db)
+        self.contacts = ContactRepository(db)
+        self.messages = MessageRepository(db)
