@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sealpost.client.errors import ClientError, ServerError
-from sealpost.client.transport import Transport
+from sealpost.client.relay import RelayTransport
 from sealpost.entropy import Rng, system_rng
 from sealpost.protocol.attachment import (
     DEFAULT_CHUNK_SIZE,
@@ -123,7 +123,7 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 async def upload_file(
-    transport: Transport,
+    transport: RelayTransport,
     path: Path | str,
     *,
     progress: Progress | None = None,
@@ -176,7 +176,7 @@ async def upload_file(
 
 
 async def upload_bytes(
-    transport: Transport,
+    transport: RelayTransport,
     data: bytes,
     filename: str,
     *,
@@ -221,7 +221,7 @@ def _blob_id(answer: object) -> bytes:
 
 
 async def _fetch(
-    transport: Transport,
+    transport: RelayTransport,
     pointer: AttachmentPointer,
     sink: Callable[[bytes], object],
     progress: Progress | None,
@@ -255,7 +255,7 @@ async def _fetch(
 
 
 async def download(
-    transport: Transport,
+    transport: RelayTransport,
     pointer: AttachmentPointer,
     dest: Path | str,
     *,
@@ -293,7 +293,7 @@ def _candidates(name: str) -> list[str]:
 
 
 async def download_file(
-    transport: Transport,
+    transport: RelayTransport,
     pointer: AttachmentPointer,
     directory: Path | str,
     *,
@@ -331,7 +331,7 @@ async def download_file(
 
 
 async def download_bytes(
-    transport: Transport, pointer: AttachmentPointer, *, limit: int = MAX_ATTACHMENT_SIZE
+    transport: RelayTransport, pointer: AttachmentPointer, *, limit: int = MAX_ATTACHMENT_SIZE
 ) -> bytes:
     """Download, check and decrypt into memory, for small blobs (refused over ``limit``)."""
     if pointer.size > limit:

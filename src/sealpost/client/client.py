@@ -124,6 +124,7 @@ from sealpost.client.records import (
     ReceiptReceived,
     TimerChanged,
 )
+from sealpost.client.relay import RelaySealed, RelayStream, RelayTransport
 from sealpost.client.rows import (
     AttachmentRow,
     BatchState,
@@ -140,8 +141,6 @@ from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms,
 from sealpost.client.transport import (
     Identity,
     Push,
-    SealedSocket,
-    Stream,
     Transport,
     b64,
     unb64,
@@ -257,7 +256,10 @@ class Client:
         *,
         rng: Rng = system_rng,
         clock: Callable[[], float] = time.time,
+        transport: RelayTransport | None = None,
     ) -> None:
+        """``transport``: the relay to use (by default a :class:`Transport` to the
+        profile's server, acting as this device); see :mod:`sealpost.client.relay`."""
         self._store = store
         self._rng = rng
         self._clock = clock
@@ -273,7 +275,7 @@ class Client:
         self._token = store.get_meta("delivery_token") or b""
         server_key = store.get_meta("server_key") or b""
         self._server_key = VerifyKey.from_public_bytes(server_key)
-        self._transport = Transport(
+        self._transport: RelayTransport = transport or Transport(
             self.server_url,
             Identity(self._device.signing_key, self._account.account_id, self._device.device_id),
             clock=clock,
@@ -292,8 +294,8 @@ class Client:
             rng=rng,
         )
         self._sessions: dict[tuple[bytes, int], list[Session]] = {}
-        self._sealed: SealedSocket | None = None
-        self._stream: Stream | None = None
+        self._sealed: RelaySealed | None = None
+        self._stream: RelayStream | None = None
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._sender_cert: SenderCertificate | None = None
@@ -572,18 +574,19 @@ class Client:
         clock: Callable[[], float] = time.time,
         lock_timeout: float = LOCK_TIMEOUT,
         read_only: bool = False,
+        transport: RelayTransport | None = None,
     ) -> Client:
         """Unlock a profile. One process at a time holds it, from here to :meth:`close`:
         another process's open waits up to ``lock_timeout`` seconds for it, then raises
         :class:`~sealpost.client.store.ProfileBusy` naming this process. ``read_only``
         (for commands that only show what is stored) writes nothing that can be skipped
         and so also opens a profile on a read-only file system; anything that would
-        write raises ``ReadOnlyProfile``."""
+        write raises ``ReadOnlyProfile``. ``transport``: see :meth:`__init__`."""
         store = await asyncio.to_thread(
             Store.open, Path(profile), passcode, lock_timeout=lock_timeout, read_only=read_only
         )
         try:
-            return cls(store, rng=rng, clock=clock)
+            return cls(store, rng=rng, clock=clock, transport=transport)
         except BaseException:
             store.close()
             raise
@@ -1351,7 +1354,7 @@ class Client:
                     (*address, encode_sessions(sessions), now),
                 )
 
-    async def _sealed_socket(self) -> SealedSocket:
+    async def _sealed_socket(self) -> RelaySealed:
         if self._sealed is None or not self._sealed.alive:
             self._sealed = await self._transport.open_sealed()
         return self._sealed
@@ -1505,7 +1508,7 @@ class Client:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _open_stream(self) -> Stream:
+    async def _open_stream(self) -> RelayStream:
         if self._stream is None or self._stream.close_code is not None:
             self._stream = await self._transport.open_stream()
             self._stream.on_prekeys_low = self._prekeys_low
@@ -1558,7 +1561,7 @@ class Client:
         return events + self.take_events()
 
     @staticmethod
-    async def _drain(stream: Stream, first: Push) -> tuple[list[Push], bool]:
+    async def _drain(stream: RelayStream, first: Push) -> tuple[list[Push], bool]:
         """``first`` and the pushes already arrived behind it, up to a batch or the
         backlog's end marker (``True`` if that was seen)."""
         batch = [first]
@@ -1614,7 +1617,7 @@ class Client:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
 
-    async def _process(self, stream: Stream, pushes: list[Push]) -> list[Event]:
+    async def _process(self, stream: RelayStream, pushes: list[Push]) -> list[Event]:
         """Decrypt a batch, commit it in one transaction, then ack it."""
         async with self._lock:
             state = BatchState()

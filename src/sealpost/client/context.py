@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sealpost.client.records import Event
+from sealpost.client.relay import RelayTransport
 from sealpost.client.store import Store
-from sealpost.client.transport import Transport
 from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng
 from sealpost.protocol import AccountIdentity, DeviceKeys
@@ -46,7 +46,7 @@ class ClientContext:
     the random generator, the batch lock and the event sink."""
 
     store: Store
-    transport: Transport
+    transport: RelayTransport
     account: AccountIdentity
     device: DeviceKeys
     username: str

@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -46,6 +46,9 @@ from sealpost.protocol.signing import (
     sign_websocket_challenge,
     trailer_message,
 )
+
+if TYPE_CHECKING:
+    from sealpost.client.relay import RelayLink, RelaySealed, RelayStream, RelayTransport
 
 __all__ = ["Identity", "Push", "SealedSocket", "Stream", "Transport", "b64", "unb64"]
 
@@ -111,7 +114,8 @@ def _ws_url(url: str, path: str) -> str:
 
 
 class Transport:
-    """HTTP access to one server, optionally acting as one device."""
+    """HTTP access to one server, optionally acting as one device: the
+    :class:`~sealpost.client.relay.RelayTransport` that talks to a real relay."""
 
     def __init__(
         self,
@@ -567,3 +571,11 @@ class Stream:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+if TYPE_CHECKING:  # mypy checks that these are the relay the services expect
+
+    def _conforms(
+        transport: Transport, stream: Stream, sealed: SealedSocket, link: LinkChannel
+    ) -> tuple[RelayTransport, RelayStream, RelaySealed, RelayLink]:
+        return transport, stream, sealed, link
