@@ -135,7 +135,6 @@ from sealpost.client.rows import (
     Outgoing,
     Prepared,
 )
-from sealpost.client.sessions import decode_sessions, encode_sessions
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
@@ -157,6 +156,7 @@ from sealpost.protocol import (
     PreKeyBundle,
     PreKeyMessage,
     Session,
+    SessionRecord,
     SignedPreKeyPair,
     seal,
     unseal,
@@ -187,7 +187,7 @@ from sealpost.protocol.content import (
     encode_content,
     encode_unpadded,
 )
-from sealpost.protocol.errors import DuplicateMessage, InvalidMessage, UnknownPreKey
+from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
 from sealpost.protocol.keys import sign_revocation, verify_revocation
 from sealpost.protocol.linking import (
     LinkCode,
@@ -293,7 +293,7 @@ class Client:
             clock=clock,
             rng=rng,
         )
-        self._sessions: dict[tuple[bytes, int], list[Session]] = {}
+        self._sessions: dict[tuple[bytes, int], SessionRecord] = {}
         self._sealed: RelaySealed | None = None
         self._stream: RelayStream | None = None
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
@@ -1140,9 +1140,9 @@ class Client:
 
     async def _session_for(self, contact: ContactRow, device_id: int) -> Session:
         address = (contact.account_id, device_id)
-        sessions = self._load_sessions(address)
-        if sessions:
-            return sessions[0]
+        current = self._load_sessions(address).current
+        if current is not None:
+            return current
         doc = await self._transport.request(
             "GET", api_path("keys", contact.account_id.hex(), device_id), signed=False
         )
@@ -1152,10 +1152,10 @@ class Client:
         session = Session.initiate(
             self._device, bundle, expected_account_key=contact.account_key, rng=self._rng
         )
-        self._sessions[address] = [session]
+        self._sessions[address] = SessionRecord([session])
         return session
 
-    def _load_sessions(self, address: tuple[bytes, int]) -> list[Session]:
+    def _load_sessions(self, address: tuple[bytes, int]) -> SessionRecord:
         sessions = self._sessions.get(address)
         if sessions is None:
             row = (
@@ -1165,8 +1165,8 @@ class Client:
                 )
                 .fetchone()
             )
-            sessions = decode_sessions(row[0]) if row else []
-            if sessions:
+            sessions = SessionRecord.from_bytes(bytes(row[0])) if row else SessionRecord()
+            if len(sessions):
                 self._sessions[address] = sessions
         return sessions
 
@@ -1351,7 +1351,7 @@ class Client:
                 conn.execute(
                     "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
                     "VALUES (?, ?, ?, ?)",
-                    (*address, encode_sessions(sessions), now),
+                    (*address, sessions.to_bytes(), now),
                 )
 
     async def _sealed_socket(self) -> RelaySealed:
@@ -1670,14 +1670,13 @@ class Client:
         rows = conn.execute(f"SELECT server_id FROM processed WHERE server_id IN ({marks})", ids)  # noqa: S608 (placeholders only)
         return {row[0] for row in rows}
 
-    def _batch_sessions(self, state: BatchState, address: tuple[bytes, int]) -> list[Session]:
+    def _batch_sessions(self, state: BatchState, address: tuple[bytes, int]) -> SessionRecord:
         if address in state.sessions:
             return state.sessions[address]
-        stored = self._load_sessions(address)
-        # decrypt into copies so a failed commit leaves the cache as stored
-        copies = [Session.from_bytes(s.to_bytes()) for s in stored]
-        state.sessions[address] = copies
-        return copies
+        # decrypt into a copy so a failed commit leaves the cache as stored
+        copy = self._load_sessions(address).copy()
+        state.sessions[address] = copy
+        return copy
 
     async def _open(self, push: Push, state: BatchState) -> None:
         if push.body[:2] == GROUP_SEALED_PREFIX:
@@ -1707,12 +1706,8 @@ class Client:
         sessions = self._batch_sessions(state, address)
         plaintext: bytes | None = None
         if isinstance(message, PreKeyMessage):
-            for i, session in enumerate(sessions):
-                if session.matches(message):
-                    plaintext = session.decrypt(message)
-                    sessions.insert(0, sessions.pop(i))
-                    break
-            else:
+            plaintext = sessions.decrypt_prekey(message)
+            if plaintext is None:
                 account_key = message.certificate.account_key
                 if self._is_revoked(sender.account_id, sender.device_id):
                     raise UnknownContact("a message from a revoked device")
@@ -1734,20 +1729,9 @@ class Client:
                         state,
                     )
                 # only now: a session with a device the log did not confirm is not kept
-                sessions.insert(0, session)
+                sessions.promote(session)
         else:
-            for i, session in enumerate(sessions):
-                try:
-                    opened.check_session(session.remote_certificate)
-                    plaintext = session.decrypt(message)
-                except DuplicateMessage:
-                    raise
-                except ProtocolError:
-                    continue
-                sessions.insert(0, sessions.pop(i))
-                break
-            if plaintext is None:
-                raise UnknownContact("no session decrypts this message")
+            plaintext = sessions.decrypt(message, check=opened.check_session)
         if contact is None:
             raise UnknownContact("a message from an unknown sender without a first message")
         content, gossip = decode_content_with_gossip(plaintext)
@@ -2081,11 +2065,11 @@ class Client:
                 (device_id, cert.encode(), f"device {device_id}", now, cert.encode()),
             )
         for (account_id, device_id), sessions in state.sessions.items():
-            if sessions:
+            if len(sessions):
                 conn.execute(
                     "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
                     "VALUES (?, ?, ?, ?)",
-                    (account_id, device_id, encode_sessions(sessions), now),
+                    (account_id, device_id, sessions.to_bytes(), now),
                 )
         for kind, key_id in state.used_prekeys:
             conn.execute("DELETE FROM prekeys WHERE kind = ? AND key_id = ?", (kind, key_id))

@@ -12,7 +12,7 @@ from typing import Any
 from sealpost.client.groupkeys import GroupInfo, ReceiverChain
 from sealpost.client.records import Event, Message, MessageReceived
 from sealpost.client.store.contacts import ContactRow
-from sealpost.protocol import Session
+from sealpost.protocol import SessionRecord
 from sealpost.protocol.content import Content, ReceiptContent
 from sealpost.protocol.wire import DeviceCertificate
 
@@ -75,7 +75,7 @@ class Prepared:
 class BatchState:
     """What a receive batch changes, committed at once."""
 
-    sessions: dict[tuple[bytes, int], list[Session]] = field(default_factory=dict)
+    sessions: dict[tuple[bytes, int], SessionRecord] = field(default_factory=dict)
     used_prekeys: set[tuple[str, int]] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     messages: list[Incoming] = field(default_factory=list)

@@ -51,6 +51,7 @@ from sealpost.protocol.keys import (
 )
 from sealpost.protocol.sealed import UnsealedMessage, seal, unseal
 from sealpost.protocol.session import Session
+from sealpost.protocol.session_record import SessionRecord
 from sealpost.protocol.wire import (
     DeviceCertificate,
     KemPreKey,
@@ -89,6 +90,7 @@ __all__ = [
     "SenderCertificate",
     "Session",
     "SessionNotReady",
+    "SessionRecord",
     "SignedPreKey",
     "SignedPreKeyPair",
     "TooManySkipped",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "MAX_ARCHIVED_SESSIONS",
     "MAX_FORWARD_SKIP",
     "MAX_OLD_RECEIVING_CHAINS",
     "MAX_PLAINTEXT",
@@ -38,3 +39,10 @@ MAX_PLAINTEXT: Final = 64 * 1024
 #: Largest encoded wire message the decoder accepts at all (PreKeyMessage around a maximal
 #: ratchet message). Anything larger is refused before it is parsed.
 MAX_WIRE_MESSAGE: Final = 96 * 1024
+
+#: How many previous sessions with one remote device are kept behind the current one. Two
+#: devices that start a session with each other at the same moment end up with two, and a
+#: message may still arrive in the older one; a device re-installed starts a new one. Each
+#: is tried in turn on a message the current one cannot decrypt, so this bounds that work
+#: and a session record's size (libsignal keeps 40; four is plenty for a few devices).
+MAX_ARCHIVED_SESSIONS: Final = 4
