@@ -223,3 +223,35 @@ def test_a_repinned_contact_takes_its_conversation_along(store: Store) -> None:
     assert (contact.account_id, contact.devices) == (BOB, {})
     assert len(store.repos().messages.history(BOB, NOW, 10)) == 1
     assert store.repos().messages.history(ALICE, NOW, 10) == []
+
+
+def test_inside_a_transaction_the_repositories_write_and_files_go_after_its_commit(
+    store: Store, tmp_path: Path
+) -> None:
+    """Code that still holds the raw connection of ``store.transaction()`` may call the
+    repositories in the same transaction; their after-commit actions run at its commit."""
+    gone, record = saved(tmp_path, "gone.bin")
+    add_message(store, b"g" * 16, ALICE, record)
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('raw', x'01')")
+        store.repos().messages.delete([b"g" * 16], ALICE)
+        assert gone.exists()
+    assert not gone.exists()
+    assert store.repos().meta.get("raw") == b"\x01"
+
+
+def test_a_revocation_is_kept_once_and_drops_the_sessions_with_that_device(
+    store: Store,
+) -> None:
+    with store.transaction() as conn:
+        for device_id in (1, 2):
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, 0)", (ALICE, device_id, b"s"))
+    with store.unit() as repos:
+        repos.devices.record_revocation(ALICE, 2, b"signed notice")
+        repos.devices.record_revocation(ALICE, 2, None)  # the first one is kept
+    assert store.repos().devices.revoked(ALICE) == {2}
+    assert store.repos().devices.revoked(BOB) == set()
+    rows = store.read().execute("SELECT device_id FROM sessions").fetchall()
+    assert [d for (d,) in rows] == [1]
+    (revocation,) = store.read().execute("SELECT revocation FROM revoked_devices").fetchone()
+    assert bytes(revocation) == b"signed notice"

@@ -296,7 +296,6 @@ class Store:
         remove once their rows are gone), only if it committed. Units do not nest."""
         with self.transaction():
             yield self._repos
-        self._db.run_after_commit()
 
     def repos(self) -> Repositories:
         """The repositories for reads outside a unit (a write through them is refused)."""
@@ -308,7 +307,8 @@ class Store:
     def transaction(self) -> Iterator[Any]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (fsynced), or ``ROLLBACK`` on any exception,
         including a failed ``COMMIT``. Transactions do not nest. Yields the raw connection
-        (code not yet moved into repositories; prefer :meth:`unit`)."""
+        (code not yet moved into repositories; prefer :meth:`unit`). Inside it,
+        :meth:`repos` may write too, and after-commit actions run once it committed."""
         conn = self._conn
         if conn is None:
             raise StoreError("the store is closed")
@@ -331,6 +331,7 @@ class Store:
                 raise
         finally:
             self._db.in_unit = False
+        self._db.run_after_commit()
 
     def read(self) -> Any:
         """The connection, for plain ``SELECT``\\ s outside a transaction (code not yet

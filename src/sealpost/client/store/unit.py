@@ -25,8 +25,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sealpost.client.store.connection import Connection
 from sealpost.client.store.contacts import ContactRepository
+from sealpost.client.store.devices import DeviceRepository
 from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
 
@@ -38,6 +41,13 @@ class Repositories:
     type adds its repository here, one line (and its import above)."""
 
     def __init__(self, db: Connection) -> None:
+        self._db = db
         self.meta = MetaRepository(db)
         self.contacts = ContactRepository(db)
         self.messages = MessageRepository(db)
+        self.devices = DeviceRepository(db)
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run ``action`` once this unit has committed (never if it rolls back): a file
+        to remove, a cache to drop."""
+        self._db.after_commit(action)
