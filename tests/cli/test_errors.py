@@ -47,3 +47,22 @@ def test_text_from_the_server_cannot_drive_the_terminal() -> None:
 )  # fmt: skip
 def test_human_size(size: int, shown: str) -> None:
     assert human_size(size) == shown
+
+
+@pytest.mark.parametrize(("exc", "code"), [(KeyboardInterrupt(), 130), (BrokenPipeError(), 141)])
+def test_an_interrupt_and_a_closed_pipe_are_in_the_table_and_say_nothing(
+    exc: BaseException, code: int
+) -> None:
+    assert describe(exc) == ("", code)
+
+
+def test_every_error_goes_through_the_one_report(capsys: pytest.CaptureFixture[str]) -> None:
+    from sealpost.cli import main
+
+    assert main(["send", "bob", "hi", "--json"]) == 2
+    assert main(["server", "--port", "1", "migrate"]) == 2  # no --database: a usage error
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "sealpost: 'send' has no --json output",
+        "sealpost: migrate needs --database (SQLite migrates itself)",
+    ]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sealpost.cli import _parser
+from sealpost.cli.parser import build_parser
 
 
 def parse(*argv: str) -> dict[str, object]:
-    return vars(_parser().parse_args(argv))
+    return vars(build_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from sealpost.cli import _parser
-from sealpost.cli.parser import CLIENT_COMMANDS
+from sealpost.cli.parser import CLIENT_COMMANDS, build_parser
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -32,7 +31,7 @@ def _leaves(
 
 def test_every_command_and_option_is_in_the_readme() -> None:
     reference = _reference()
-    top = _parser()
+    top = build_parser()
     for option in ("--profile", "--json", "--debug", "--version"):
         assert f"`{option}" in reference
     (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]

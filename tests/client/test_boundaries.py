@@ -54,7 +54,7 @@ def test_importing_the_client_loads_no_server(module: str) -> None:
 def test_importing_the_cli_loads_neither_starlette_nor_uvicorn() -> None:
     """The command line builds the ``server`` command's flags from the server's config
     (a pure module); the server itself is imported only when ``sealpost server`` runs."""
-    loaded = _loaded_after("import sealpost.cli, sealpost.cli.client_cli")
+    loaded = _loaded_after("import sealpost.cli, sealpost.cli.parser")
     assert _server_only(loaded) == []
     assert set(loaded) <= {"sealpost.server", "sealpost.server.config"}
 

@@ -3,17 +3,22 @@
 Exit codes: 0 success, 1 any other error, 2 usage, 3 wrong passcode or locked profile,
 4 server unreachable or refusing, 5 unknown contact, 6 a verified contact's key changed,
 7 a key-transparency check failed (the server's answer contradicts its log; an alarm is
-raised), 8 ``sealpost audit`` found the log inconsistent, 130 interrupted (Ctrl-C).
+raised), 8 ``sealpost audit`` found the log inconsistent, 130 interrupted (Ctrl-C), 141 the
+reader of stdout went away.
 
 :data:`ERRORS` is the one table from an error type to its exit code and sentence; the
-first row whose type matches wins, so a subclass goes above its base. Text that came from
-the server or a peer goes through :func:`~sealpost.cli.render.one_line`.
+first row whose type matches wins, so a subclass goes above its base. A command's own
+refusal is a :class:`CliError` that carries its sentence and code. :func:`report` is the
+one place any command's error is shown. Text that came from the server or a peer goes
+through :func:`~sealpost.cli.render.one_line`.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +50,7 @@ from sealpost.client.store import (
     WrongPasscode,
 )
 
-__all__ = ["ERRORS", "CliError", "describe", "human_size"]
+__all__ = ["ERRORS", "CliError", "describe", "human_size", "report"]
 
 
 class CliError(Exception):
@@ -113,9 +118,11 @@ def _database_error(exc: Exception) -> str:
 
 Row = tuple[type[BaseException], int, Callable[[Any], str]]
 
-#: error type → exit code, sentence. First match wins.
+#: error type → exit code, sentence. First match wins. An empty sentence: nothing is said.
 ERRORS: tuple[Row, ...] = (
     (CliError, -1, str),
+    (KeyboardInterrupt, 130, lambda e: ""),  # Ctrl-C, at a prompt or anywhere
+    (BrokenPipeError, 141, lambda e: ""),  # ``sealpost history bob | head``
     (WrongPasscode, 3, lambda e: "wrong passcode"),
     (TooManyAttempts, 3, lambda e: f"too many wrong passcodes; try again in {_wait(e)}"),
     (ProfileWiped, 3, lambda e: "this profile was wiped after too many wrong passcodes"),
@@ -165,3 +172,23 @@ def describe(exc: BaseException) -> tuple[str, int]:
                 return str(exc), exc.code
             return text(exc), code
     return f"unexpected error: {type(exc).__name__}: {one_line(exc)}", 1
+
+
+def report(exc: BaseException, *, debug: bool = False) -> int:
+    """Show ``exc`` as its sentence on stderr (and, with ``debug``, its traceback); returns
+    the exit status. Ctrl-C only ends the prompt's line; a reader of stdout that went away
+    gets nothing more (stdout is pointed at ``/dev/null`` so that Python's own flush at exit
+    does not fail again)."""
+    message, code = describe(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        print(file=sys.stderr)
+    elif isinstance(exc, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    else:
+        print(f"sealpost: {message}", file=sys.stderr, flush=True)
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc)
+    return code

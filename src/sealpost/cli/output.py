@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DURATIONS",
     "format_duration",
+    "names",
     "notice",
     "parse_duration",
     "print_alarm_line",
@@ -102,27 +103,28 @@ def print_alarm_line(alarm: Alarm) -> None:
     )
 
 
-def _names(names: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(one_line(n) for n in names)
+def names(values: tuple[str, ...] | list[str]) -> str:
+    """Names a peer or the server chose, as one safe comma-separated line."""
+    return ", ".join(one_line(n) for n in values)
 
 
 def _group_change_text(event: GroupChanged) -> str:
     """What a group change did, in words: "added dave; removed carol; renamed #a to #b"."""
     if event.renamed_from is None and event.added and not event.removed and event.version == 1:
-        return "created it with " + _names(event.added)
+        return "created it with " + names(event.added)
     parts = []
     if event.added:
-        parts.append("added " + _names(event.added))
+        parts.append("added " + names(event.added))
     if event.by in event.removed:
         parts.append("left")
     elif event.removed:
-        parts.append("removed " + _names(event.removed))
+        parts.append("removed " + names(event.removed))
     if event.renamed_from is not None:
         parts.append(f"renamed #{one_line(event.renamed_from)} to #{one_line(event.name)}")
     if event.admins_added:
-        parts.append("made " + _names(event.admins_added) + " admin")
+        parts.append("made " + names(event.admins_added) + " admin")
     if event.admins_removed:
-        parts.append("ended admin rights of " + _names(event.admins_removed))
+        parts.append("ended admin rights of " + names(event.admins_removed))
     return "; ".join(parts) or "changed it"
 
 

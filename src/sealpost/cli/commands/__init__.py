@@ -1,0 +1,32 @@
+"""Every command of the ``sealpost`` command line, one module per group:
+
+=====================  ===============================================================
+:mod:`.profile`        ``init``, ``whoami``, ``passcode change``
+:mod:`.messaging`      ``send``, ``receive``, ``listen``, ``save``, ``timer``, ``delete``,
+                       ``history``, ``demo``
+:mod:`.groups`         ``group create|add|remove|rename|leave|list``
+:mod:`.devices`        ``link new|accept``, ``devices [remove]``
+:mod:`.trust`          ``contacts``, ``safety-number``, ``verify``, ``alarms``, ``audit``
+:mod:`.server`         ``server [migrate]`` (a :class:`~sealpost.cli.command.Tool`)
+=====================  ===============================================================
+
+A new command is a :class:`~sealpost.cli.command.Command` (or ``Tool``) in the module of
+its group, or a new module added to :data:`GROUPS` / :data:`TOOLS` here; the parser, the
+``--json`` check and the README test (tests/cli/test_readme.py) pick it up from these lists.
+"""
+
+from __future__ import annotations
+
+from sealpost.cli.command import Command, Tool
+from sealpost.cli.commands import devices, groups, messaging, profile, server, trust
+
+__all__ = ["COMMANDS", "GROUPS", "TOOLS"]
+
+#: The client command modules, in the order ``sealpost --help`` lists them.
+GROUPS = (profile, messaging, groups, devices, trust)
+
+#: Every client command (it opens a profile; errors through ERRORS).
+COMMANDS: tuple[Command, ...] = tuple(c for group in GROUPS for c in group.COMMANDS)
+
+#: Commands that open no profile and handle their own arguments.
+TOOLS: tuple[Tool, ...] = server.TOOLS
