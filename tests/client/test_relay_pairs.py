@@ -1,0 +1,166 @@
+"""The send and receive pipelines against the server's own code, in one event loop
+(tests/relay.py): two or three real clients, a real relay, no server process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay import InProcessRelay, crash, texts
+from sealpost.client import Client, ReceiptReceived, ServerUnavailable
+
+
+def run(scenario: Callable[[InProcessRelay], Awaitable[Any]], root: Path) -> Any:
+    async def main() -> Any:
+        async with InProcessRelay.start(root) as relay:
+            return await asyncio.wait_for(scenario(relay), 60)
+
+    return asyncio.run(main())
+
+
+def statuses(client: Client, peer: str) -> list[tuple[str, str]]:
+    return [(m.text, m.status) for m in client.history(peer) if m.outgoing]
+
+
+def test_a_pair_exchanges_messages_both_ways(tmp_path: Path) -> None:
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        sent = await alice.send("bob", "hello bob")
+        assert sent.outgoing and sent.status == "sent" and sent.peer == "bob"
+        events = await bob.receive(wait=5)
+        assert texts(events) == ["hello bob"]
+        (got,) = [e.message for e in events if hasattr(e, "message")]
+        assert got.id == sent.id and got.peer == "alice" and not got.outgoing
+        await bob.send("alice", "hello alice")
+        await bob.send("alice", "second")
+        assert texts(await alice.receive(wait=5)) == ["hello alice", "second"]
+        # both sides keep the whole conversation, in order, with the other's name
+        assert [(m.text, m.outgoing) for m in alice.history("bob")] == [
+            ("hello bob", True),
+            ("hello alice", False),
+            ("second", False),
+        ]
+        assert [(m.text, m.outgoing) for m in bob.history("alice")] == [
+            ("hello bob", False),
+            ("hello alice", True),
+            ("second", True),
+        ]
+        # and nothing is queued twice: a second receive brings no message
+        assert texts(await bob.receive(wait=0)) == []
+
+    run(scenario, tmp_path)
+
+
+def test_a_delivery_receipt_marks_the_message_delivered(tmp_path: Path) -> None:
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        sent = await alice.send("bob", "did you get this?")
+        assert statuses(alice, "bob") == [("did you get this?", "sent")]
+        # Bob's receive stores the message, then sends the receipt before it returns
+        assert texts(await bob.receive(wait=5)) == ["did you get this?"]
+        events = await alice.receive(wait=0)  # a receipt is not a message: no waiting for one
+        receipts = [e for e in events if isinstance(e, ReceiptReceived)]
+        assert receipts and receipts[0].peer == "bob"
+        assert sent.id in {i for r in receipts for i in r.message_ids}
+        assert statuses(alice, "bob") == [("did you get this?", "delivered")]
+
+    run(scenario, tmp_path)
+
+
+def test_a_group_message_reaches_both_other_members(tmp_path: Path) -> None:
+    async def scenario(relay: InProcessRelay) -> None:
+        alice = await relay.client("alice")
+        bob, carol = await relay.client("bob"), await relay.client("carol")
+        view = await alice.create_group("crew", ["bob", "carol"])
+        assert sorted(view.members) == ["alice", "bob", "carol"]
+        await alice.send("#crew", "hello crew")
+        for member in (bob, carol):
+            events = await member.receive(wait=5)
+            assert texts(events) == ["hello crew"], member.username
+            (message,) = [e.message for e in events if hasattr(e, "message")]
+            assert message.group is not None and message.author == "alice"
+        # once the sender key is shared, a group message is one sealed send for everyone
+        sends_before = relay.faults.sealed_sends
+        await alice.send("#crew", "again")
+        assert relay.faults.sealed_sends - sends_before == 1
+        assert texts(await bob.receive(wait=5)) == ["again"]
+        assert texts(await carol.receive(wait=5)) == ["again"]
+        await carol.send("#crew", "hi from carol")
+        assert texts(await alice.receive(wait=5)) == ["hi from carol"]
+        assert texts(await bob.receive(wait=5)) == ["hi from carol"]
+
+    run(scenario, tmp_path)
+
+
+@pytest.mark.parametrize("lost", ["send", "answer"])
+def test_a_message_lost_in_a_crash_is_sent_again_once(tmp_path: Path, lost: str) -> None:
+    """Alice's process dies while a send is in flight: before the server stored it
+    ("send"), or after it stored it and before the answer arrived ("answer"). Restarted
+    from what her disk held, she sends the outbox again with the same bytes: Bob gets the
+    message exactly once, her copy ends up sent, and the sessions go on both ways."""
+
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        await alice.send("bob", "before")
+        assert texts(await bob.receive(wait=5)) == ["before"]
+        if lost == "send":
+            relay.faults.lose_sends = 1
+        else:
+            relay.faults.lose_answers = 1
+        in_flight = asyncio.ensure_future(alice.send("bob", "through the crash"))
+        await relay.faults.wait_lost()
+        assert relay.faults.lost == [lost] and not in_flight.done()
+        disk = crash(alice, tmp_path / "alice-after-crash")
+        # the dead process: it sends nothing more (its socket goes, its send fails)
+        relay.faults.cut()
+        with pytest.raises(ServerUnavailable):
+            await in_flight
+        await alice.close()
+
+        queued = texts(await bob.receive(wait=0.2))
+        assert queued == ([] if lost == "send" else ["through the crash"])
+        alice = await relay.open(disk)
+        assert statuses(alice, "bob") == [("before", "sent"), ("through the crash", "sending")]
+        assert await alice.flush_outbox() == 1
+        assert statuses(alice, "bob")[-1] == ("through the crash", "sent")
+        assert await alice.flush_outbox() == 0  # the outbox is empty now
+        again = texts(await bob.receive(wait=0.5 if queued else 5))
+        assert queued + again == ["through the crash"]  # once, however it went
+        assert [m.text for m in bob.history("alice")] == ["before", "through the crash"]
+        await alice.send("bob", "after")
+        assert texts(await bob.receive(wait=5)) == ["after"]
+        await bob.send("alice", "got them")
+        assert "got them" in texts(await alice.receive(wait=5))
+
+    run(scenario, tmp_path)
+
+
+def test_a_message_stored_but_not_acknowledged_is_not_shown_twice(tmp_path: Path) -> None:
+    """Bob stores two messages and dies before his acknowledgements reach the server: it
+    pushes both again to the restarted Bob, who acknowledges them and shows neither twice."""
+
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        await alice.send("bob", "one")
+        await alice.send("bob", "two")
+        relay.faults.lose_acks = 2
+        assert texts(await bob.receive(wait=5)) == ["one", "two"]
+        assert relay.faults.lost == ["ack", "ack"]
+        path = bob.store.path
+        await bob.close()
+        bob = await relay.open(path)
+        assert texts(await bob.receive(wait=0)) == []  # pushed again, dropped as known
+        assert [m.text for m in bob.history("alice")] == ["one", "two"]
+        # acknowledged this time: nothing is pushed a third time
+        await bob.close()
+        bob = await relay.open(path)
+        assert texts(await bob.receive(wait=0)) == []
+        assert relay.faults.lost == ["ack", "ack"]
+        await alice.send("bob", "three")
+        assert texts(await bob.receive(wait=5)) == ["three"]
+
+    run(scenario, tmp_path)
