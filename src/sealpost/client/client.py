@@ -106,7 +106,7 @@ from sealpost.client.groupsync import (
     encode_chain,
 )
 from sealpost.client.inbox import BatchMark, must_retry
-from sealpost.client.paths import api_path, username_or_none
+from sealpost.client.paths import api_path
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.records import (
     AlarmRaised,
@@ -135,6 +135,13 @@ from sealpost.client.rows import (
     Outgoing,
     Prepared,
 )
+from sealpost.client.services.conversations import Conversations
+from sealpost.client.services.conversations import attachment_info as _attachment_info
+from sealpost.client.services.directory import Directory, Lookup, contact_view
+from sealpost.client.services.directory import verified_devices as _verified_devices
+from sealpost.client.services.directory import (
+    verified_revocations as _verified_revocations,
+)
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
@@ -160,7 +167,6 @@ from sealpost.protocol import (
     SignedPreKeyPair,
     seal,
     unseal,
-    verify_certificate,
 )
 from sealpost.protocol.attachment import AttachmentPointer
 from sealpost.protocol.content import (
@@ -188,7 +194,7 @@ from sealpost.protocol.content import (
     encode_unpadded,
 )
 from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
-from sealpost.protocol.keys import sign_revocation, verify_revocation
+from sealpost.protocol.keys import sign_revocation
 from sealpost.protocol.linking import (
     LinkCode,
     LinkSecrets,
@@ -196,8 +202,7 @@ from sealpost.protocol.linking import (
     open_provisioning,
     seal_provisioning,
 )
-from sealpost.protocol.safety import safety_number, safety_qr_payload
-from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation, SenderCertificate
+from sealpost.protocol.wire import DeviceCertificate, SenderCertificate
 
 __all__ = ["Client"]
 
@@ -225,26 +230,6 @@ def _now_ms(clock: Callable[[], float]) -> int:
 
 def _int(value: bytes | None, default: int = 0) -> int:
     return default if value is None else int(value.decode())
-
-
-def _verified_devices(
-    account_id: bytes, account_key: bytes, devices: Sequence[Any]
-) -> dict[int, DeviceCertificate]:
-    """The devices of a directory answer whose certificates the account key signed; any
-    other entry (a ghost the server added) is dropped here and never encrypted to."""
-    out: dict[int, DeviceCertificate] = {}
-    for item in devices:
-        try:
-            cert = DeviceCertificate.decode(unb64(item["certificate"]))
-            verify_certificate(cert, expected_account_key=account_key)
-        except (ProtocolError, KeyError, TypeError, ServerError):
-            log.warning("ignoring a listed device whose certificate does not verify")
-            continue
-        if cert.account_id != account_id or cert.device_id != item.get("device_id"):
-            log.warning("ignoring a listed device whose certificate names another device")
-            continue
-        out[cert.device_id] = cert
-    return out
 
 
 class Client:
@@ -294,6 +279,12 @@ class Client:
             rng=rng,
         )
         self._sessions: dict[tuple[bytes, int], SessionRecord] = {}
+        self._trust = Directory(
+            self._ctx, transparency=self._transparency, forget_sessions=self._drop_sessions
+        )
+        self._conversations = Conversations(
+            self._ctx, self._trust, group_by_name=self._group_by_name
+        )
         self._sealed: RelaySealed | None = None
         self._stream: RelayStream | None = None
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
@@ -303,7 +294,6 @@ class Client:
         self._lock = self._ctx.lock
         self._receipts_due: dict[bytes, list[bytes]] = {}
         self._prekeys_used = 0
-        self._contacts: dict[bytes, ContactRow] | None = None
         self._delivering: set[asyncio.Task[None]] = set()
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
@@ -311,7 +301,6 @@ class Client:
         self._submissions: asyncio.Queue[list[Prepared]] = asyncio.Queue()
         self._submitter: asyncio.Task[None] | None = None
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
-        self._timers: dict[bytes, int] | None = None  # disappearing-message timers, cached
         self._own_devices: dict[int, DeviceCertificate] | None = None  # siblings, cached
         self._kt: KeyTransparency | None = None
         log_key = store.get_meta("log_key")
@@ -652,328 +641,98 @@ class Client:
         }
 
     # ------------------------------------------------------------------ contacts
-
-    def _contact_rows(self, where: str = "", args: tuple[Any, ...] = ()) -> list[ContactRow]:
-        conn = self._store.read()
-        rows = conn.execute(
-            "SELECT account_id, username, account_key, verified, key_changed, delivery_token "  # noqa: S608 (where: our constants)
-            f"FROM contacts {where}",
-            args,
-        ).fetchall()
-        out = []
-        for account_id, username, key, verified, changed, token in rows:
-            devices = {
-                device_id: DeviceCertificate.decode(cert)
-                for device_id, cert in conn.execute(
-                    "SELECT device_id, certificate FROM contact_devices WHERE account_id = ?",
-                    (account_id,),
-                )
-            }
-            out.append(
-                ContactRow(account_id, username, key, bool(verified), bool(changed), token, devices)
-            )
-        return out
+    # (services/directory.py; the private delegates serve the other sections)
 
     def _contact_cache(self) -> dict[bytes, ContactRow]:
-        """Every contact, read once and kept until a write touches contacts."""
-        if self._contacts is None:
-            self._contacts = {c.account_id: c for c in self._contact_rows()}
-        return self._contacts
+        return self._trust.cache()  # delegate
 
     def _contacts_changed(self) -> None:
-        self._contacts = None
+        self._trust.changed()  # delegate
 
     def _contact_by_name(self, name: str) -> ContactRow | None:
-        name = name.lower()
-        for contact in self._contact_cache().values():
-            if contact.username == name:
-                return contact
-        return None
+        return self._trust.by_name(name)  # delegate
 
     def _contact_by_id(self, account_id: bytes) -> ContactRow | None:
-        return self._contact_cache().get(account_id)
+        return self._trust.by_id(account_id)  # delegate
 
-    def contacts(self) -> list[Contact]:
-        return [
-            Contact(
-                c.account_id,
-                c.username,
-                c.account_key,
-                c.verified,
-                c.key_changed,
-                tuple(sorted(c.devices)),
-            )
-            for c in sorted(self._contact_cache().values(), key=lambda c: c.username)
-        ]
-
-    async def _directory(self, name: str) -> tuple[bytes, str, bytes, dict[int, DeviceCertificate]]:
-        """An unauthenticated lookup (the server does not learn who asks). A name that
-        breaks the username rules (a peer may claim anything) is not looked up at all."""
-        if username_or_none(name) is None:
-            raise UnknownContact(name)
-        floor = (await self._transparency()).freshness_floor()
-        try:
-            doc = await self._transport.request("GET", api_path("accounts", name), signed=False)
-        except ServerError as exc:
-            if exc.code == "not_found":  # only with the account map's proof of absence
-                await (await self._transparency()).check_absence(exc.extra, name, floor=floor)
-            if exc.code in ("not_found", "invalid_request"):
-                raise UnknownContact(name) from None
-            raise
-        try:
-            account_id = bytes.fromhex(doc["account_id"])
-            account_key = unb64(doc["account_key"])
-            username = str(doc["username"]).lower()
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(0, "bad_response", "malformed account lookup") from None
-        # the answer must be what the key-transparency log holds for this name
-        await (await self._transparency()).check_lookup(
-            doc, account_id=account_id, username=name, account_key=account_key, floor=floor
-        )
-        try:
-            devices = _verified_devices(account_id, account_key, doc["devices"])
-            revoked = _verified_revocations(account_id, account_key, doc.get("revocations", []))
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(0, "bad_response", "malformed account lookup") from None
-        # a revoked device is never encrypted to again, even if the server lists it
-        known_revoked = {
-            d
-            for (d,) in self._store.read().execute(
-                "SELECT device_id FROM revoked_devices WHERE account_id = ?", (account_id,)
-            )
-        }
-        for device_id in set(revoked) | known_revoked:
-            devices.pop(device_id, None)
-        if revoked:
-            with self._store.transaction() as conn:
-                for device_id, raw in revoked.items():
-                    self._record_revocation(conn, account_id, device_id, raw)
-        if username != name.lower() or len(account_id) != 16 or len(account_key) != 32:
-            raise ServerError(0, "bad_response", "the lookup answered for another name")
-        return account_id, username, account_key, devices
+    async def _directory(self, name: str) -> Lookup:
+        return await self._trust.lookup(name)  # delegate
 
     async def _resolve(self, name: str, *, refresh: bool = False) -> ContactRow:
-        """The contact ``name``, looked up on the server the first time (and on
-        ``refresh``). Its account is pinned: if the name later answers with another
-        account (or the account with another key) that is a key change, as when a phone
-        number's identity key changes in Signal."""
-        known = self._contact_by_name(name)
-        if known is not None and known.devices and not refresh:
-            return known
-        account_id, username, account_key, devices = await self._directory(name)
-        now = int(self._clock())
-        with self._store.transaction() as conn:
-            if known is not None and known.account_id != account_id:
-                # the pinned account is replaced by another one under the same name
-                for gone in (account_id, known.account_id):
-                    conn.execute("DELETE FROM contact_devices WHERE account_id = ?", (gone,))
-                conn.execute("DELETE FROM contacts WHERE account_id = ?", (account_id,))
-                conn.execute(
-                    "UPDATE contacts SET account_id = ? WHERE account_id = ?",
-                    (account_id, known.account_id),
-                )
-                conn.execute(
-                    "UPDATE messages SET peer = ? WHERE peer = ?", (account_id, known.account_id)
-                )
-                self._note_key_change(conn, known, account_key, old_account=known.account_id)
-            elif known is None:
-                existing = self._contact_by_id(account_id)
-                if existing is None:
-                    conn.execute(
-                        "INSERT INTO contacts (account_id, username, account_key, added) "
-                        "VALUES (?, ?, ?, ?)",
-                        (account_id, username, account_key, now),
-                    )
-                elif existing.account_key != account_key:
-                    self._note_key_change(conn, existing, account_key)
-            elif known.account_key != account_key:
-                self._note_key_change(conn, known, account_key)
-            _replace_devices(conn, account_id, devices)
-        self._contacts_changed()
-        contact = self._contact_by_id(account_id)
-        assert contact is not None
-        return contact
+        return await self._trust.resolve(name, refresh=refresh)  # delegate
 
     def _note_key_change(
-        self,
-        conn: Any,
-        contact: ContactRow,
-        new_key: bytes,
-        *,
-        old_account: bytes | None = None,
+        self, conn: Any, contact: ContactRow, new_key: bytes, *, old_account: bytes | None = None
     ) -> None:
-        """Record that ``contact`` now has ``new_key``: keep the old key to show, drop the
-        sessions with the old devices, and raise :class:`KeyChanged`. A verified contact
-        stays "verified" with ``key_changed`` set, which blocks sending until re-verified."""
-        account_id = contact.account_id if old_account is None else old_account
-        conn.execute(
-            "UPDATE contacts SET account_key = ?, previous_key = ?, key_changed = 1 "
-            "WHERE username = ?",
-            (new_key, contact.account_key, contact.username),
-        )
-        conn.execute("DELETE FROM sessions WHERE account_id = ?", (account_id,))
+        # delegate; ``conn`` is the open transaction's, which the repositories share
+        self._trust.note_key_change(self._store.repos(), contact, new_key, old_account=old_account)
+
+    def _drop_sessions(self, account_id: bytes, device_id: int | None) -> None:
+        """Drop the cached sessions with ``account_id``'s device (None: all of them)."""
+        if device_id is not None:
+            self._sessions.pop((account_id, device_id), None)
+            return
         for address in [a for a in self._sessions if a[0] == account_id]:
             del self._sessions[address]
-        self._ctx.events.emit(KeyChanged(contact.username, contact.verified))
+
+    def contacts(self) -> list[Contact]:
+        return self._trust.contacts()
 
     def safety_number(self, name: str) -> str:
-        contact = self._contact_by_name(name)
-        if contact is None:
-            raise UnknownContact(name)
-        return safety_number(
-            self.account_id, self.account_key, contact.account_id, contact.account_key
-        )
+        return self._trust.safety_number(name)
 
     def safety_qr_payload(self, name: str) -> bytes:
         """What the QR code beside the safety number encodes (scanned to compare)."""
-        contact = self._contact_by_name(name)
-        if contact is None:
-            raise UnknownContact(name)
-        return safety_qr_payload(
-            self.account_id, self.account_key, contact.account_id, contact.account_key
-        )
+        return self._trust.safety_qr_payload(name)
 
     async def lookup(self, name: str) -> Contact:
         """Fetch ``name`` from the server's directory (pinning its key on first use)."""
-        row = await self._resolve(name, refresh=True)
-        return Contact(
-            row.account_id,
-            row.username,
-            row.account_key,
-            row.verified,
-            row.key_changed,
-            tuple(sorted(row.devices)),
-        )
+        return contact_view(await self._trust.resolve(name, refresh=True))
 
     def verify(self, name: str) -> None:
         """Mark ``name``'s current safety number as checked by the user."""
-        contact = self._contact_by_name(name)
-        if contact is None:
-            raise UnknownContact(name)
-        with self._store.transaction() as conn:
-            conn.execute(
-                "UPDATE contacts SET verified = 1, key_changed = 0, previous_key = NULL "
-                "WHERE account_id = ?",
-                (contact.account_id,),
-            )
-        self._contacts_changed()
+        self._trust.verify(name)
 
     def acknowledge_key_change(self, name: str) -> None:
         """Dismiss the warning for an unverified contact's new key (shown once)."""
-        with self._store.transaction() as conn:
-            conn.execute(
-                "UPDATE contacts SET key_changed = 0 WHERE username = ? AND verified = 0",
-                (name.lower(),),
-            )
-        self._contacts_changed()
+        self._trust.acknowledge_key_change(name)
 
     # ------------------------------------------------------------------ conversations
+    # (services/conversations.py)
 
     def _conversation(self, name: str) -> tuple[bytes, str, bytes | None]:
-        """``(peer key, display name, group id)`` of a known conversation: ``#name`` is a
-        group; a plain name is a contact if one has it, else a group of that name."""
-        if not name.startswith("#"):
-            contact = self._contact_by_name(name)
-            if contact is not None:
-                return contact.account_id, contact.username, None
-        group = self._group_by_name(name.removeprefix("#"))
-        if group is not None:
-            return group.info.group_id, group.info.name, group.info.group_id
-        raise UnknownContact(name)
+        return self._conversations.resolve(name)  # delegate
 
     def is_group(self, name: str) -> bool:
-        """Whether ``name`` addresses a group (see :meth:`_conversation`)."""
-        try:
-            return self._conversation(name)[2] is not None
-        except UnknownContact:
-            return False
+        """Whether ``name`` addresses a group (``#name``, or a name no contact has)."""
+        return self._conversations.is_group(name)
 
     def _timer(self, peer: bytes) -> int:
-        if self._timers is None:
-            self._timers = {
-                bytes(p): int(t)
-                for p, t in self._store.read().execute("SELECT peer, seconds FROM timers")
-            }
-        return self._timers.get(peer, 0)
+        return self._conversations.timer_of(peer)  # delegate
 
     def _local_changed(self) -> None:
         """Timers or this account's device list may have changed: read them again."""
-        self._timers = None
+        self._conversations.timers_changed()
         self._own_devices = None
 
     def timer(self, name: str) -> int:
         """The disappearing-message timer of a conversation, in seconds (0: off)."""
-        peer, _, _ = self._conversation(name)
-        return self._timer(peer)
+        return self._conversations.timer(name)
 
     def _name_of(self, account_id: bytes) -> str:
-        if account_id == self.account_id:
-            return self.username
-        contact = self._contact_by_id(account_id)
-        return contact.username if contact is not None else account_id.hex()[:12]
+        return self._conversations.name_of(account_id)  # delegate
 
     # ------------------------------------------------------------------ history
 
     def history(self, name: str, limit: int = 1000) -> list[Message]:
         """The last ``limit`` messages of a conversation (a contact or a group), oldest
         first; expired disappearing messages are gone."""
-        self.expire()
-        peer, display, group = self._conversation(name)
-        rows = (
-            self._store.read()
-            .execute(
-                "SELECT message_uuid, outgoing, body, sent_at, received_at, status, author, "
-                "attachment, attachment_path, expires_at "
-                "FROM messages WHERE peer = ? AND (expires_at IS NULL OR expires_at > ?) "
-                "ORDER BY id DESC LIMIT ?",
-                (peer, _now_ms(self._clock), limit),
-            )
-            .fetchall()
-        )
-        out = []
-        for uid, outgoing, body, sent, received, status, author, pointer, path, exp in reversed(
-            rows
-        ):
-            author_id = (
-                bytes(author) if author is not None else (self.account_id if outgoing else peer)
-            )
-            out.append(
-                Message(
-                    bytes(uid),
-                    display,
-                    bool(outgoing),
-                    body,
-                    sent,
-                    received,
-                    status,
-                    group,
-                    self._name_of(author_id),
-                    _attachment_info(pointer, path),
-                    exp,
-                )
-            )
-        return out
+        return self._conversations.history(name, limit)
 
     def expire(self) -> int:
         """Delete the disappearing messages whose time is up (and the files saved from
         their attachments). Returns how many went."""
-        now_ms = _now_ms(self._clock)
-        rows = (
-            self._store.read()
-            .execute(
-                "SELECT id, attachment_path FROM messages WHERE expires_at IS NOT NULL "
-                "AND expires_at <= ?",
-                (now_ms,),
-            )
-            .fetchall()
-        )
-        if not rows or self._store.read_only:
-            return 0  # a read-only profile: history() leaves them out instead
-        with self._store.transaction() as conn:
-            conn.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
-        for _, path in rows:
-            saved_files.remove(path)
-        return len(rows)
+        return self._conversations.expire()
 
     # ------------------------------------------------------------------ sending
 
@@ -3418,26 +3177,6 @@ def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> No
         saved_files.remove(path)
 
 
-def _verified_revocations(
-    account_id: bytes, account_key: bytes, items: Sequence[Any]
-) -> dict[int, bytes]:
-    """Device ids whose revocation the account key signed (others are ignored)."""
-    out: dict[int, bytes] = {}
-    if not isinstance(items, list):
-        return out
-    for item in items:
-        try:
-            raw = unb64(item)
-            revocation = DeviceRevocation.decode(raw)
-            verify_revocation(revocation, expected_account_key=account_key)
-        except (ProtocolError, ServerError, TypeError):
-            log.warning("ignoring a revocation that does not verify")
-            continue
-        if revocation.account_id == account_id:
-            out[revocation.device_id] = raw
-    return out
-
-
 def _mark_shared(rows: list[tuple[bytes, bytes, int, int]]) -> Callable[[Any], None]:
     def write(conn: Any) -> None:
         conn.executemany(
@@ -3488,18 +3227,6 @@ def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:
         conn.execute("INSERT OR REPLACE INTO timers (peer, seconds) VALUES (?, ?)", (peer, seconds))
     else:
         conn.execute("DELETE FROM timers WHERE peer = ?", (peer,))
-
-
-def _attachment_info(pointer: bytes | None, path: str | None) -> AttachmentInfo | None:
-    if pointer is None:
-        return None
-    try:
-        decoded = AttachmentPointer.decode(bytes(pointer))
-    except ProtocolError:
-        return None
-    return AttachmentInfo(
-        decoded.filename, decoded.size, decoded.content_type, saved_files.saved_path(path)
-    )
 
 
 def _envelopes_json(envelopes: Envelopes) -> list[list[Any]]:
