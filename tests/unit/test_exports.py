@@ -31,7 +31,7 @@ def test_all_names_exist(name: str) -> None:
         assert hasattr(module, exported), f"{name}.__all__ lists missing {exported}"
 
 
-@pytest.mark.parametrize("name", ["sealpost.crypto", "sealpost.protocol"])
+@pytest.mark.parametrize("name", ["sealpost.crypto", "sealpost.protocol", "sealpost.client.store"])
 def test_all_is_complete(name: str) -> None:
     module = importlib.import_module(name)
     public = {
