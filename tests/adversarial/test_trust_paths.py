@@ -273,7 +273,7 @@ def test_claimed_name_path_traversal_does_not_jam_inbox(
                     bob,
                     "poison",
                     name=name,
-                    sender_cert=await mallory._sender_certificate(),
+                    sender_cert=await mallory._sending.sender_certificate(),
                 )
                 inject(hostile, bob.account_id, body)
             await alice.send(bob.username, "behind the poison")

@@ -9,8 +9,8 @@ import json
 import os
 import sqlite3
 
-from sealpost.client.client import _outbox_add, _outbox_decode
 from sealpost.client.rows import Outgoing, Prepared
+from sealpost.client.send_store import OutboxRepository, decode, outboxed
 from sealpost.client.transport import _multi_frame, b64
 from sealpost.protocol.content import TextContent
 from sealpost.protocol.group_sealed import seal_group
@@ -32,9 +32,9 @@ def test_group_sealed_send_survives_the_outbox_and_goes_out_in_the_new_form() ->
     recipients = [(a, 1, b""), (b, 2, b"")]
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_uuid BLOB, payload BLOB)")
-    row = _outbox_add(conn, [_prepared((body, recipients))])
+    row = OutboxRepository(conn).add([outboxed(_prepared((body, recipients)))])
     (payload,) = conn.execute("SELECT payload FROM outbox WHERE id = ?", (row,)).fetchone()
-    [back] = _outbox_decode(payload)
+    [back] = decode(payload)
     assert back.multi == (body, recipients)
     frame = json.loads(_multi_frame(7, body, recipients, {}))
     assert frame == {

@@ -166,12 +166,6 @@ def test_a_message_stored_but_not_acknowledged_is_not_shown_twice(tmp_path: Path
     run(scenario, tmp_path)
 
 
-@pytest.mark.xfail(
-    reason="known gap (issue 15, send pipeline): a live send whose sealed socket closes "
-    "before the answer is marked failed and its outbox row deleted, even when the server "
-    "stored it; only a crash before the answer leaves it to flush_outbox",
-    strict=True,
-)
 def test_a_send_whose_connection_breaks_before_the_answer_is_sent_again(
     tmp_path: Path,
 ) -> None:

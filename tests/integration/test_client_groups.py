@@ -384,7 +384,7 @@ def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
 
             # the legacy form: a key wrap for bob's device, alice's current chain inside
             chain = alice._own_chains[view.group_id]
-            cert = await alice._sender_certificate()
+            cert = await alice._sending.sender_certificate()
             text = TextContent(
                 os.urandom(16),
                 int(time.time() * 1000),

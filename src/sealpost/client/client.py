@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -110,21 +109,19 @@ from sealpost.client.paths import api_path
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.records import (
     AlarmRaised,
-    AttachmentInfo,
     Contact,
     DeviceLinked,
     DeviceRemoved,
     Event,
     GroupChanged,
     GroupView,
-    KeyChanged,
     Message,
     MessageDeleted,
     MessageReceived,
     ReceiptReceived,
     TimerChanged,
 )
-from sealpost.client.relay import RelaySealed, RelayStream, RelayTransport
+from sealpost.client.relay import RelayStream, RelayTransport
 from sealpost.client.rows import (
     AttachmentRow,
     BatchState,
@@ -137,11 +134,14 @@ from sealpost.client.rows import (
 )
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.conversations import attachment_info as _attachment_info
+from sealpost.client.services.delivery import DeliveryPeers
 from sealpost.client.services.directory import Directory, Lookup, contact_view
 from sealpost.client.services.directory import verified_devices as _verified_devices
 from sealpost.client.services.directory import (
     verified_revocations as _verified_revocations,
 )
+from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
+from sealpost.client.services.sending import Sending, SendPeers
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
 from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
 from sealpost.client.transport import (
@@ -151,7 +151,6 @@ from sealpost.client.transport import (
     b64,
     unb64,
 )
-from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng, system_rng
 from sealpost.protocol import (
@@ -160,12 +159,10 @@ from sealpost.protocol import (
     KemPreKeyKind,
     KemPreKeyPair,
     OneTimePreKeyPair,
-    PreKeyBundle,
     PreKeyMessage,
     Session,
     SessionRecord,
     SignedPreKeyPair,
-    seal,
     unseal,
 )
 from sealpost.protocol.attachment import AttachmentPointer
@@ -191,7 +188,6 @@ from sealpost.protocol.content import (
     decode_content_with_gossip,
     decode_unpadded,
     encode_content,
-    encode_unpadded,
 )
 from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
 from sealpost.protocol.keys import sign_revocation
@@ -211,7 +207,6 @@ log = logging.getLogger("sealpost.client")
 PREKEY_BATCH = 100  # one-time prekeys of each kind uploaded at a time
 SPK_ROTATION = 7 * 24 * 3600  # signed and last-resort prekeys are replaced weekly
 SPK_RETENTION = 30 * 24 * 3600  # old ones still answer late first messages this long
-CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 BATCH = 256  # sends or pushes handled in one transaction
 UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
 MONITOR_INTERVAL = 300.0  # seconds between checks of this account's own log entries
@@ -219,7 +214,6 @@ RECHECK_CONTACTS = 16  # contacts looked up again per monitoring pass (all withi
 MONITOR_GRACE = 600.0  # seconds a sibling's new device may go unannounced (see monitor)
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
-SEND_RETRIES = 3  # device-list refreshes before a send gives up
 MAX_DEVICES = 5  # devices an account may have (the server's default limit too)
 MAX_GROUP_STATE_BLOB = 16 * 1024 * 1024  # a group chain fetched as an attachment
 
@@ -278,28 +272,42 @@ class Client:
             clock=clock,
             rng=rng,
         )
-        self._sessions: dict[tuple[bytes, int], SessionRecord] = {}
+        self._sessions: SessionCache = {}
         self._trust = Directory(
             self._ctx, transparency=self._transparency, forget_sessions=self._drop_sessions
         )
         self._conversations = Conversations(
             self._ctx, self._trust, group_by_name=self._group_by_name
         )
-        self._sealed: RelaySealed | None = None
         self._stream: RelayStream | None = None
-        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
-        self._sender: asyncio.Task[None] | None = None
-        self._sender_cert: SenderCertificate | None = None
-        self._sender_cert_expires = 0
+        self._encryptor = PairwiseEncryptor(self._ctx, self._sessions)
+        self._sending = Sending(
+            self._ctx,
+            self._encryptor,
+            SendPeers(
+                resolve=self._resolve,
+                own_row=self._own_row,
+                gossip=self._gossip,
+                prepare_group=self._prepare_group,
+                forget_group_chains=self._own_chains_clear,
+                emit=self._ctx.events.emit,
+            ),
+            DeliveryPeers(
+                resolve=lambda name, refresh: self._resolve(name, refresh=refresh),
+                contact_by_id=self._contact_by_id,
+                refresh_own_devices=self.refresh_devices,
+                name_of=self._name_of,
+                group_name=self._group_name,
+            ),
+        )
+        self._queue = self._sending.queue  # for callers in other sections
         self._lock = self._ctx.lock
         self._receipts_due: dict[bytes, list[bytes]] = {}
         self._prekeys_used = 0
-        self._delivering: set[asyncio.Task[None]] = set()
+        self._delivering = self._sending.delivery.delivering  # for callers in other sections
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
         self._last_upkeep: float | None = None
-        self._submissions: asyncio.Queue[list[Prepared]] = asyncio.Queue()
-        self._submitter: asyncio.Task[None] | None = None
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
         self._own_devices: dict[int, DeviceCertificate] | None = None  # siblings, cached
         self._kt: KeyTransparency | None = None
@@ -587,24 +595,11 @@ class Client:
                 await self._receipt_task
             with contextlib.suppress(ClientError):
                 await self._flush_receipts_and_prekeys()
-        while not self._submissions.empty() and self._submitter is not None:
-            await asyncio.sleep(0.01)
-        if self._delivering:
-            await asyncio.wait(set(self._delivering), timeout=10)
-        if self._submitter is not None:
-            self._submitter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._submitter
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-            self._sender = None
-        for sock in (self._sealed, self._stream):
-            if sock is not None:
-                with contextlib.suppress(Exception):
-                    await sock.close()
-        self._sealed = self._stream = None
+        await self._sending.close()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.close()
+        self._stream = None
         await self._transport.close()
         self._store.close()
 
@@ -787,11 +782,6 @@ class Client:
         assert message is not None
         return message
 
-    async def _enqueue(self, item: Outgoing) -> Message | None:
-        self._start_sender()
-        await self._queue.put(item)
-        return await item.future
-
     async def set_timer(self, name: str, seconds: int) -> None:
         """Set the disappearing-message timer of a conversation (0 turns it off). Applied
         on every device of every member: messages sent after it disappear ``seconds``
@@ -868,402 +858,39 @@ class Client:
         for path in paths:
             saved_files.remove(path)
 
+    def _own_chains_clear(self) -> None:
+        self._own_chains.clear()  # after a failed send commit: reloaded from the store
+
+    def _group_name(self, group_id: bytes) -> str | None:
+        found = self._group(group_id)
+        return None if found is None else found.info.name
+
+    # one-line delegates to the send pipeline (services/sending.py, services/delivery.py,
+    # services/pairwise.py) for callers in other sections
+
+    async def _enqueue(self, item: Outgoing) -> Message | None:
+        return await self._sending.enqueue(item)  # delegate
+
     def _start_sender(self) -> None:
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_loop())
-
-    async def _send_loop(self) -> None:
-        """Take queued sends in batches: encrypt and commit a batch, hand its frames to the
-        server in order, and go on with the next batch while the server answers (a task
-        per batch finishes it)."""
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._send_batch(batch)
-            except asyncio.CancelledError:
-                _fail(batch, ServerUnavailable("the client closed"))
-                raise
-            except Exception as exc:  # each item's own error was set; this is the rest
-                _fail(batch, exc)
-
-    async def _sender_certificate(self) -> SenderCertificate:
-        now = int(self._clock())
-        if self._sender_cert is None or self._sender_cert_expires - CERT_MARGIN < now:
-            doc = await self._transport.request("GET", "/v1/certificate/sender")
-            cert = SenderCertificate.decode(unb64(doc.get("certificate")))
-            cert.verify(self._server_key, now=now)
-            self._sender_cert, self._sender_cert_expires = cert, cert.expires
-        return self._sender_cert
-
-    async def _session_for(self, contact: ContactRow, device_id: int) -> Session:
-        address = (contact.account_id, device_id)
-        current = self._load_sessions(address).current
-        if current is not None:
-            return current
-        doc = await self._transport.request(
-            "GET", api_path("keys", contact.account_id.hex(), device_id), signed=False
-        )
-        bundle = PreKeyBundle.decode(unb64(doc.get("bundle") if isinstance(doc, dict) else None))
-        if bundle.certificate != contact.devices[device_id]:
-            raise ServerError(0, "bad_response", "the bundle's certificate is not the device's")
-        session = Session.initiate(
-            self._device, bundle, expected_account_key=contact.account_key, rng=self._rng
-        )
-        self._sessions[address] = SessionRecord([session])
-        return session
+        self._sending.start()  # delegate
 
     def _load_sessions(self, address: tuple[bytes, int]) -> SessionRecord:
-        sessions = self._sessions.get(address)
-        if sessions is None:
-            row = (
-                self._store.read()
-                .execute(
-                    "SELECT state FROM sessions WHERE account_id = ? AND device_id = ?", address
-                )
-                .fetchone()
-            )
-            sessions = SessionRecord.from_bytes(bytes(row[0])) if row else SessionRecord()
-            if len(sessions):
-                self._sessions[address] = sessions
-        return sessions
+        return self._encryptor.load(address)  # delegate
 
     async def _pairwise(
         self, contact: ContactRow, plaintext: bytes, sender_cert: SenderCertificate
     ) -> Envelopes:
-        """``plaintext`` ratchet-encrypted and sealed to each of ``contact``'s devices."""
-        envelopes = []
-        for device_id, cert in sorted(contact.devices.items()):
-            if contact.account_id == self.account_id and device_id == self.device_id:
-                continue
-            session = await self._session_for(contact, device_id)
-            sealed = seal(
-                session.encrypt(plaintext, rng=self._rng),
-                sender_cert,
-                DhPublicKey.from_public_bytes(cert.identity_key),
-            )
-            envelopes.append((contact.account_id, device_id, sealed))
-        return envelopes
+        return await self._encryptor.encrypt(contact, plaintext, sender_cert)  # delegate
 
     async def _transcript(
         self, item: Outgoing, contact: ContactRow | None, sender_cert: SenderCertificate
     ) -> Envelopes:
-        """The copy of a sent message for this account's other devices."""
-        own = self._own_row()
-        if not item.transcript or not own.devices:
-            return []
-        inner = encode_unpadded(item.content)
-        if item.group is not None:
-            copy = SentTranscript(item.content.sent_at, inner, group_id=item.group)
-        else:
-            assert contact is not None
-            copy = SentTranscript(
-                item.content.sent_at, inner, account_id=contact.account_id, name=contact.username
-            )
-        return await self._pairwise(own, encode_content(copy, self._gossip()), sender_cert)
-
-    async def _prepare(self, item: Outgoing, sender_cert: SenderCertificate) -> list[Prepared]:
-        if item.to_self:
-            envelopes = await self._pairwise(
-                self._own_row(), encode_content(item.content, self._gossip()), sender_cert
-            )
-            return [Prepared(item, None, [], own=envelopes)]
-        if item.group is not None:
-            return await self._prepare_group(item, sender_cert)
-        contact = await self._resolve(item.peer)
-        if contact.key_changed:
-            if contact.verified:
-                raise UntrustedContact(contact.username)
-            self._ctx.events.emit(KeyChanged(contact.username, False))
-        if not contact.devices:
-            raise UnknownContact(item.peer)
-        envelopes = await self._pairwise(
-            contact, encode_content(item.content, self._gossip()), sender_cert
-        )
-        tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
-        own = await self._transcript(item, contact, sender_cert)
-        return [Prepared(item, contact, envelopes, tokens, own)]
-
-    def _forget_sessions(self, prepared: Sequence[Prepared]) -> None:
-        """After a failed commit the in-memory ratchets ran ahead of the store: drop them
-        (nothing they produced was sent) so the stored state is reloaded."""
-        for p in prepared:
-            for account_id, device_id, _ in p.envelopes + p.own:
-                self._sessions.pop((account_id, device_id), None)
-        self._own_chains.clear()
-
-    async def _send_batch(self, batch: list[Outgoing]) -> None:
-        sender_cert = await self._sender_certificate()
-        async with self._lock:
-            prepared = await self._encrypt_batch(batch, sender_cert)
-        if prepared:
-            if self._submitter is None or self._submitter.done():
-                self._submitter = asyncio.create_task(self._submit_loop())
-            self._submissions.put_nowait(prepared)
-
-    async def _submit_loop(self) -> None:
-        """Hand committed batches to the server in the order they were encrypted, while
-        the send loop goes on encrypting (the socket's window may make this wait)."""
-        while True:
-            prepared = await self._submissions.get()
-            try:
-                futures = [
-                    await self._submit(p.envelopes, p.tokens, p.multi, p.own) for p in prepared
-                ]
-            except Exception as exc:  # left in the outbox: sent again by flush_outbox
-                _fail([p.item for p in prepared], exc)
-                continue
-            task = asyncio.create_task(self._finish(prepared, futures))
-            self._delivering.add(task)
-            task.add_done_callback(self._delivering.discard)
-
-    async def _submit(
-        self,
-        envelopes: Envelopes,
-        tokens: dict[bytes, bytes],
-        multi: tuple[bytes, Envelopes] | None,
-        own: Envelopes,
-    ) -> asyncio.Future[Any]:
-        """Hand one send's parts to the server; the future fails if any part does."""
-        parts: list[asyncio.Future[Any]] = []
-        if envelopes or multi is not None:
-            sock = await self._sealed_socket()
-            if envelopes:
-                parts.append(await sock.send(envelopes, tokens))
-            if multi is not None:
-                parts.append(await sock.send_multi(multi[0], multi[1], tokens))
-        if own:
-            parts.append(asyncio.ensure_future(self._send_own(own)))
-        if len(parts) == 1:
-            return parts[0]
-        return asyncio.gather(*parts)
-
-    async def _send_own(self, envelopes: Envelopes) -> int:
-        """A signed send to this account's other devices (the server knows the sender)."""
-        doc = await self._transport.request(
-            "PUT",
-            "/v1/messages",
-            body={
-                "messages": [
-                    {"account_id": a.hex(), "device_id": d, "body": b64(body)}
-                    for a, d, body in envelopes
-                ]
-            },
-        )
-        return int(doc.get("stored", 0)) if isinstance(doc, dict) else 0
-
-    async def _encrypt_batch(
-        self, batch: list[Outgoing], sender_cert: SenderCertificate
-    ) -> list[Prepared]:
-        """Encrypt, then commit ratchet steps, history rows and outbox in one transaction."""
-        prepared: list[Prepared] = []
-        for item in batch:
-            try:
-                prepared += await self._prepare(item, sender_cert)
-            except (ClientError, ProtocolError) as exc:
-                item.future.set_exception(exc)
-        if not prepared:
-            return prepared
-        now_ms = _now_ms(self._clock)
-        try:
-            with self._store.transaction() as conn:
-                self._save_sessions(
-                    conn, {(a, d) for p in prepared for a, d, _ in p.envelopes + p.own}
-                )
-                for p in prepared:
-                    for write in p.writes:
-                        write(conn)
-                conn.executemany(
-                    "INSERT INTO messages (message_uuid, peer, outgoing, body, sent_at, "
-                    "received_at, status, author, expires_at, attachment, attachment_path) "
-                    "VALUES (?, ?, 1, ?, ?, ?, 'sending', ?, ?, ?, ?)",
-                    [
-                        (
-                            c.message_id,
-                            _peer_key(p),
-                            c.text,
-                            c.sent_at,
-                            now_ms,
-                            self.account_id,
-                            now_ms + c.expire_timer * 1000 if c.expire_timer else None,
-                            c.attachment,
-                            p.item.attachment.path if p.item.attachment else None,
-                        )
-                        for p in prepared
-                        if p.item.store and isinstance(c := p.item.content, TextContent)
-                    ],
-                )
-                outbox_id = _outbox_add(conn, prepared)
-                for p in prepared:
-                    p.outbox_id = outbox_id
-        except BaseException:
-            self._forget_sessions(prepared)
-            raise
-        return prepared
-
-    def _save_sessions(self, conn: Any, addresses: set[tuple[bytes, int]]) -> None:
-        now = int(self._clock())
-        for address in addresses:
-            sessions = self._sessions.get(address)
-            if sessions:
-                conn.execute(
-                    "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
-                    "VALUES (?, ?, ?, ?)",
-                    (*address, sessions.to_bytes(), now),
-                )
-
-    async def _sealed_socket(self) -> RelaySealed:
-        if self._sealed is None or not self._sealed.alive:
-            self._sealed = await self._transport.open_sealed()
-        return self._sealed
-
-    async def _finish(self, prepared: list[Prepared], futures: list[asyncio.Future[Any]]) -> None:
-        try:
-            await self._settle(prepared, futures)
-        except Exception as exc:
-            _fail([p.item for p in prepared], exc)
-
-    async def _settle(self, prepared: list[Prepared], futures: list[asyncio.Future[Any]]) -> None:
-        """Once the server answered a batch: mark what it stored as sent, retry what named
-        an outdated device list (re-encrypting for the current one), fail the rest."""
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        done: list[Prepared] = []
-        retry: list[Outgoing] = []
-        failed: set[int] = set()
-        for p, result in zip(prepared, results, strict=True):
-            if not isinstance(result, BaseException):
-                done.append(p)
-            elif isinstance(result, ServerError) and result.code == "mismatched_devices":
-                if all(r is not p.item for r in retry):
-                    retry.append(p.item)
-                async with self._lock:  # it drops sessions: not while a batch encrypts
-                    await self._refresh_after_mismatch(result)
-            else:
-                failed.add(id(p.item))
-                if not p.item.future.done():
-                    p.item.future.set_exception(result)
-        # an item is done when all its parts (a group send's distributions) are
-        finished = {id(p.item) for p in done} - failed - {id(i) for i in retry}
-        with self._store.transaction() as conn:
-            # the batch's outbox row goes: stored ones are sent, retried ones are
-            # encrypted anew, and refused ones are marked failed
-            conn.execute("DELETE FROM outbox WHERE id = ?", (prepared[0].outbox_id,))
-            conn.executemany(
-                "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
-                [
-                    ("sent" if id(p.item) in finished else "failed", c.message_id)
-                    for p in prepared
-                    if isinstance(c := p.item.content, TextContent)
-                    and p.item.store
-                    and all(r is not p.item for r in retry)
-                ],
-            )
-            for p in prepared:
-                if id(p.item) in finished and p.item.store:
-                    continue
-        for p in prepared:
-            if id(p.item) in finished and not p.item.future.done():
-                p.item.future.set_result(self._message(p) if p.item.store else None)
-        for item in retry:
-            item.attempts += 1
-            if item.attempts > SEND_RETRIES:
-                item.future.set_exception(
-                    ServerError(409, "mismatched_devices", "the device list keeps changing")
-                )
-                continue
-            if item.store:  # encrypted anew: its history row is written again
-                with self._store.transaction() as conn:
-                    conn.execute(
-                        "DELETE FROM messages WHERE message_uuid = ? AND status = 'sending'",
-                        (item.content.message_id,),  # type: ignore[union-attr]
-                    )
-            await self._queue.put(item)
-
-    def _message(self, p: Prepared) -> Message:
-        content = p.item.content
-        assert isinstance(content, TextContent)
-        peer = _peer_key(p)
-        _, display, group = (peer, self._name_of(peer), None)
-        if p.item.group is not None:
-            found = self._group(p.item.group)
-            display, group = (found.info.name if found else "?"), p.item.group
-        attachment = p.item.attachment
-        return Message(
-            content.message_id,
-            display,
-            True,
-            content.text,
-            content.sent_at,
-            content.sent_at,
-            "sent",
-            group,
-            self.username,
-            None
-            if attachment is None
-            else AttachmentInfo(
-                attachment.filename, attachment.size, attachment.content_type, attachment.path
-            ),
-            content.sent_at + content.expire_timer * 1000 if content.expire_timer else None,
-        )
-
-    async def _refresh_after_mismatch(self, error: ServerError) -> None:
-        """The server says a send named an outdated device list: fetch the named accounts
-        again (each device still only accepted with a certificate from its account key)."""
-        accounts = error.extra.get("accounts")
-        ids = []
-        if isinstance(accounts, dict):
-            for key in accounts:
-                with contextlib.suppress(ValueError):
-                    ids.append(bytes.fromhex(key))
-        for account_id in ids:
-            if account_id == self.account_id:
-                await self.refresh_devices()
-                continue
-            contact = self._contact_by_id(account_id)
-            if contact is None:
-                continue
-            await self._resolve(contact.username, refresh=True)
-            current = self._contact_by_id(account_id)
-            keep = set(current.devices) if current else set()
-            with self._store.transaction() as conn:
-                for device_id in [d for a, d in self._sessions if a == account_id]:
-                    if device_id not in keep:
-                        self._sessions.pop((account_id, device_id), None)
-                conn.execute(
-                    "DELETE FROM sessions WHERE account_id = ? AND device_id NOT IN "  # noqa: S608 (placeholders only)
-                    f"({','.join('?' * len(keep)) or 'NULL'})",
-                    (account_id, *sorted(keep)),
-                )
+        return await self._sending.transcript(item, contact, sender_cert)  # delegate
 
     async def flush_outbox(self) -> int:
         """Send again what a crash left in the outbox (the same bytes: no key is reused;
         receivers drop what they already have). Returns how many sends were completed."""
-        rows = self._store.read().execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()
-        if not rows:
-            return 0
-        done = 0
-        for outbox_id, payload in rows:
-            sends = _outbox_decode(payload)
-            futures = [await self._submit(s.envelopes, s.tokens, s.multi, s.own) for s in sends]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            for result in results:
-                if isinstance(result, ServerUnavailable):
-                    raise result
-                if isinstance(result, ServerError):
-                    log.warning("an unsent message was refused on resend: %s", result.code)
-            with self._store.transaction() as conn:
-                conn.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
-                conn.executemany(
-                    "UPDATE messages SET status = ? WHERE message_uuid = ? AND status = 'sending'",
-                    [
-                        ("failed" if isinstance(result, BaseException) else "sent", s.uuid)
-                        for s, result in zip(sends, results, strict=True)
-                        if s.uuid
-                    ],
-                )
-            done += len(sends)
-        return done
+        return await self._sending.delivery.flush_outbox()
 
     # ------------------------------------------------------------------ receiving
 
@@ -3092,12 +2719,6 @@ class Client:
 # ---------------------------------------------------------------------- rows
 
 
-def _fail(items: Sequence[Outgoing], exc: BaseException) -> None:
-    for item in items:
-        if not item.future.done():
-            item.future.set_exception(exc)
-
-
 def _remove_profile(profile: Path) -> None:
     """Undo a profile whose registration failed: only the files the store made."""
     for name in PROFILE_FILES:
@@ -3210,14 +2831,6 @@ def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
     )
 
 
-def _peer_key(p: Prepared) -> bytes:
-    """The conversation a prepared send belongs to (group id or account id)."""
-    if p.item.group is not None:
-        return p.item.group
-    assert p.contact is not None
-    return p.contact.account_id
-
-
 def _future() -> asyncio.Future[Message | None]:
     return asyncio.get_running_loop().create_future()
 
@@ -3227,65 +2840,3 @@ def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:
         conn.execute("INSERT OR REPLACE INTO timers (peer, seconds) VALUES (?, ?)", (peer, seconds))
     else:
         conn.execute("DELETE FROM timers WHERE peer = ?", (peer,))
-
-
-def _envelopes_json(envelopes: Envelopes) -> list[list[Any]]:
-    return [[a.hex(), d, b64(body)] for a, d, body in envelopes]
-
-
-def _envelopes_of(doc: Any) -> Envelopes:
-    return [(bytes.fromhex(a), int(d), unb64(b)) for a, d, b in doc]
-
-
-def _outbox_add(conn: Any, prepared: list[Prepared]) -> int:
-    """One outbox row for a batch: every send's parts and tokens, in order."""
-    payload = json.dumps(
-        [
-            {
-                "uuid": p.item.content.message_id.hex()
-                if isinstance(p.item.content, TextContent) and p.item.store
-                else "",
-                "messages": _envelopes_json(p.envelopes),
-                "tokens": {a.hex(): b64(t) for a, t in p.tokens.items()},
-                "own": _envelopes_json(p.own),
-                "multi": None
-                if p.multi is None
-                else {"shared": b64(p.multi[0]), "wraps": _envelopes_json(p.multi[1])},
-            }
-            for p in prepared
-        ]
-    ).encode()
-    cursor = conn.execute(
-        "INSERT INTO outbox (message_uuid, payload) VALUES (?, ?)", (b"", payload)
-    )
-    return int(cursor.lastrowid)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outboxed:
-    uuid: bytes
-    envelopes: Envelopes
-    tokens: dict[bytes, bytes]
-    multi: tuple[bytes, Envelopes] | None
-    own: Envelopes
-
-
-def _outbox_decode(payload: bytes) -> list[_Outboxed]:
-    try:
-        out: list[_Outboxed] = []
-        for doc in json.loads(payload):
-            multi = doc.get("multi")
-            out.append(
-                _Outboxed(
-                    bytes.fromhex(doc["uuid"]),
-                    _envelopes_of(doc["messages"]),
-                    {bytes.fromhex(a): unb64(t) for a, t in doc["tokens"].items()},
-                    None
-                    if multi is None
-                    else (unb64(multi["shared"]), _envelopes_of(multi["wraps"])),
-                    _envelopes_of(doc.get("own", [])),
-                )
-            )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DecodeError("a corrupt outbox entry") from exc
-    return out

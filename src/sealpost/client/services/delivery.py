@@ -1,0 +1,344 @@
+"""Delivery: hand committed sends to the server, and settle them once it has answered.
+
+Sends reach this module already committed (ratchet steps, history rows ``QUEUED``, one
+outbox row per batch: :mod:`sealpost.client.services.sending`). :meth:`Delivery.hand`
+queues a batch; a task submits the batches in the order they were encrypted, while the
+sender loop goes on encrypting (the sealed socket's window may make it wait): each send's
+sealed envelopes and group body go on the anonymous ``/v1/sealed`` socket, the copies for
+this account's other devices as one signed ``PUT /v1/messages``.
+
+**One settle path** (:meth:`Delivery.settle`) serves live sends and the sends a crash
+left in the outbox (:meth:`Delivery.flush_outbox`, the same bytes again). For each send:
+
+- the server stored every part: the message becomes ``SENT``;
+- the server named an outdated device list (``mismatched_devices``): the named accounts
+  are looked up again (every device still needs a certificate from its account key) and
+  the send is encrypted anew, up to :data:`SEND_RETRIES` times, then ``FAILED``;
+- the connection was lost before the answer (:class:`ServerUnavailable`): it stays
+  ``QUEUED`` in the outbox and goes again with the next :meth:`flush_outbox`;
+- any other refusal: ``FAILED``.
+
+The outbox row and the statuses change in one transaction; every status update goes
+through the table of :mod:`sealpost.client.status`. Then the callers' futures are set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sealpost.client.context import ClientContext
+from sealpost.client.errors import ServerError, ServerUnavailable
+from sealpost.client.records import AttachmentInfo, Message
+from sealpost.client.relay import RelaySealed
+from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
+from sealpost.client.send_store import (
+    Outboxed,
+    OutboxRepository,
+    drop_sessions_except,
+    mark_outgoing,
+    outboxed,
+)
+from sealpost.client.services.pairwise import PairwiseEncryptor
+from sealpost.client.status import MessageStatus
+from sealpost.client.transport import b64
+from sealpost.protocol.content import TextContent
+
+__all__ = ["SEND_RETRIES", "Delivery", "DeliveryPeers", "InFlight"]
+
+log = logging.getLogger("sealpost.client")
+
+SEND_RETRIES = 3  # device-list refreshes before a send gives up
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPeers:
+    """What delivery asks of the directory, the devices and the groups."""
+
+    resolve: Callable[[str, bool], Awaitable[ContactRow]]  # (name, refresh)
+    contact_by_id: Callable[[bytes], ContactRow | None]
+    refresh_own_devices: Callable[[], Awaitable[None]]
+    name_of: Callable[[bytes], str]  # a contact's display name by account id
+    group_name: Callable[[bytes], str | None]  # a group's name by id (None: unknown)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A send handed to the server: its bytes as the outbox holds them, and the send it
+    came from (``None`` for a resend of an outbox row kept without its retry record)."""
+
+    sent: Outboxed
+    item: Outgoing | None
+    prepared: Prepared | None = None  # a live send (its Message goes to the caller)
+
+
+class Delivery:
+    def __init__(
+        self,
+        ctx: ClientContext,
+        encryptor: PairwiseEncryptor,
+        peers: DeliveryPeers,
+        requeue: Callable[[Outgoing], None],
+    ) -> None:
+        self._ctx = ctx
+        self._encryptor = encryptor
+        self._peers = peers
+        self._requeue = requeue
+        self._submissions: asyncio.Queue[tuple[int, list[InFlight]]] = asyncio.Queue()
+        self._submitter: asyncio.Task[None] | None = None
+        #: Tasks that finish a send after its batch (settling, group replies).
+        self.delivering: set[asyncio.Task[None]] = set()
+        self._in_flight: set[int] = set()  # outbox rows being sent now
+        self._sealed: RelaySealed | None = None
+
+    # -- handing over
+
+    def hand(self, outbox_id: int, prepared: list[Prepared]) -> None:
+        """A committed batch (its outbox row ``outbox_id``), to submit in order."""
+        self._in_flight.add(outbox_id)
+        batch = [InFlight(outboxed(p), p.item, p) for p in prepared]
+        if self._submitter is None or self._submitter.done():
+            self._submitter = asyncio.create_task(self._submit_loop())
+        self._submissions.put_nowait((outbox_id, batch))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self.delivering.add(task)
+        task.add_done_callback(self.delivering.discard)
+
+    async def _submit_loop(self) -> None:
+        while True:
+            outbox_id, batch = await self._submissions.get()
+            try:
+                futures = [await self.submit(f.sent) for f in batch]
+            except Exception as exc:  # left in the outbox: sent again by flush_outbox
+                self._in_flight.discard(outbox_id)
+                _fail(batch, exc)
+                continue
+            self.track(asyncio.create_task(self._finish(outbox_id, batch, futures)))
+
+    async def _finish(
+        self, outbox_id: int, batch: list[InFlight], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        try:
+            await self.settle(outbox_id, batch, futures)
+        except Exception as exc:
+            _fail(batch, exc)
+        finally:
+            self._in_flight.discard(outbox_id)
+
+    async def submit(self, sent: Outboxed) -> asyncio.Future[Any]:
+        """Hand one send's parts to the server; the future fails if any part does."""
+        parts: list[asyncio.Future[Any]] = []
+        if sent.envelopes or sent.multi is not None:
+            sock = await self._sealed_socket()
+            if sent.envelopes:
+                parts.append(await sock.send(sent.envelopes, sent.tokens))
+            if sent.multi is not None:
+                parts.append(await sock.send_multi(sent.multi[0], sent.multi[1], sent.tokens))
+        if sent.own:
+            parts.append(asyncio.ensure_future(self._send_own(sent.own)))
+        if len(parts) == 1:
+            return parts[0]
+        return asyncio.gather(*parts)
+
+    async def _sealed_socket(self) -> RelaySealed:
+        if self._sealed is None or not self._sealed.alive:
+            self._sealed = await self._ctx.transport.open_sealed()
+        return self._sealed
+
+    async def _send_own(self, envelopes: Envelopes) -> int:
+        """A signed send to this account's other devices (the server knows the sender)."""
+        doc = await self._ctx.transport.request(
+            "PUT",
+            "/v1/messages",
+            body={
+                "messages": [
+                    {"account_id": a.hex(), "device_id": d, "body": b64(body)}
+                    for a, d, body in envelopes
+                ]
+            },
+        )
+        return int(doc.get("stored", 0)) if isinstance(doc, dict) else 0
+
+    # -- settling
+
+    async def settle(
+        self, outbox_id: int, batch: list[InFlight], futures: list[asyncio.Future[Any]]
+    ) -> list[BaseException]:
+        """Once the server answered for an outbox row's sends (see the module docstring);
+        returns the errors of the sends that did not go."""
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        retry: dict[int, Outgoing] = {}
+        failed: set[int] = set()
+        keep: list[Outboxed] = []
+        errors: list[BaseException] = []
+        for f, result in zip(batch, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            errors.append(result)
+            key = id(f.item) if f.item is not None else id(f)
+            if isinstance(result, ServerError) and result.code == "mismatched_devices":
+                async with self._ctx.lock:  # it drops sessions: not while a batch encrypts
+                    await self._refresh_after_mismatch(result)
+                if f.item is not None:
+                    retry[key] = f.item
+                    continue
+            if isinstance(result, ServerUnavailable | asyncio.CancelledError):
+                keep.append(f.sent)  # no answer: the same bytes go again
+            else:
+                failed.add(key)
+            if f.item is not None and not f.item.future.done():
+                f.item.future.set_exception(result)
+        for key, item in list(retry.items()):
+            item.attempts += 1
+            if item.attempts > SEND_RETRIES:
+                del retry[key]
+                failed.add(key)
+                item.future.set_exception(
+                    ServerError(409, "mismatched_devices", "the device list keeps changing")
+                )
+        unsettled = {id(s) for s in keep}
+
+        def outcome(f: InFlight) -> MessageStatus | None:
+            key = id(f.item) if f.item is not None else id(f)
+            if key in failed:
+                return MessageStatus.FAILED
+            if key in retry or id(f.sent) in unsettled:
+                return None  # still QUEUED: encrypted anew, or sent again
+            return MessageStatus.SENT
+
+        sent = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.SENT]
+        lost = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.FAILED]
+        with self._ctx.store.transaction() as conn:
+            OutboxRepository(conn).settle(outbox_id, keep)
+            mark_outgoing(conn, sent, MessageStatus.SENT)
+            mark_outgoing(conn, lost, MessageStatus.FAILED)
+        for f in batch:
+            if f.item is None or f.item.future.done() or outcome(f) is not MessageStatus.SENT:
+                continue
+            message = None
+            if f.prepared is not None and f.item.store:
+                message = self.describe(f.prepared)
+            f.item.future.set_result(message)
+        for item in retry.values():
+            self._requeue(item)
+        return errors
+
+    async def flush_outbox(self) -> int:
+        """Send again what a crash (or a lost connection) left in the outbox: the same
+        bytes, settled by :meth:`settle`. Returns how many sends were answered for;
+        raises :class:`ServerUnavailable` when the server could not be reached."""
+        done = 0
+        for outbox_id, sends in OutboxRepository(self._ctx.store.read()).pending():
+            if outbox_id in self._in_flight:
+                continue  # a live batch: its own settle answers for it
+            batch = [InFlight(s, _resent(s)) for s in sends]
+            self._in_flight.add(outbox_id)
+            try:
+                futures = [await self.submit(f.sent) for f in batch]
+                errors = await self.settle(outbox_id, batch, futures)
+            finally:
+                self._in_flight.discard(outbox_id)
+            for error in errors:
+                if isinstance(error, ServerUnavailable):
+                    raise error
+                if isinstance(error, ServerError) and error.code != "mismatched_devices":
+                    log.warning("an unsent message was refused on resend: %s", error.code)
+            done += len(sends)
+        return done
+
+    async def _refresh_after_mismatch(self, error: ServerError) -> None:
+        """The server says a send named an outdated device list: fetch the named accounts
+        again (each device still only accepted with a certificate from its account key)."""
+        accounts = error.extra.get("accounts")
+        ids = []
+        if isinstance(accounts, dict):
+            for key in accounts:
+                with contextlib.suppress(ValueError):
+                    ids.append(bytes.fromhex(key))
+        for account_id in ids:
+            if account_id == self._ctx.account_id:
+                await self._peers.refresh_own_devices()
+                continue
+            contact = self._peers.contact_by_id(account_id)
+            if contact is None:
+                continue
+            await self._peers.resolve(contact.username, True)
+            current = self._peers.contact_by_id(account_id)
+            keep = sorted(current.devices) if current else []
+            self._encryptor.forget_account(account_id, keep)
+            with self._ctx.store.transaction() as conn:
+                drop_sessions_except(conn, account_id, keep)
+
+    def describe(self, p: Prepared) -> Message:
+        """The history message a live send became."""
+        content = p.item.content
+        assert isinstance(content, TextContent)
+        if p.item.group is not None:
+            display, group = self._peers.group_name(p.item.group) or "?", p.item.group
+        else:
+            assert p.contact is not None
+            display, group = self._peers.name_of(p.contact.account_id), None
+        attachment = p.item.attachment
+        return Message(
+            content.message_id,
+            display,
+            True,
+            content.text,
+            content.sent_at,
+            content.sent_at,
+            MessageStatus.SENT.value,
+            group,
+            self._ctx.username,
+            None
+            if attachment is None
+            else AttachmentInfo(
+                attachment.filename, attachment.size, attachment.content_type, attachment.path
+            ),
+            content.sent_at + content.expire_timer * 1000 if content.expire_timer else None,
+        )
+
+    # -- closing
+
+    async def close(self) -> None:
+        """Let handed batches be submitted and settled (a while), then stop."""
+        while not self._submissions.empty() and self._submitter is not None:
+            await asyncio.sleep(0.01)
+        if self.delivering:
+            await asyncio.wait(set(self.delivering), timeout=10)
+        if self._submitter is not None:
+            self._submitter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._submitter
+        if self._sealed is not None:
+            with contextlib.suppress(Exception):
+                await self._sealed.close()
+        self._sealed = None
+
+
+def _resent(sent: Outboxed) -> Outgoing | None:
+    """The send an outbox entry came from, when it can be encrypted anew."""
+    r = sent.retry
+    if r is None:
+        return None
+    future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(_retrieve)
+    return Outgoing(
+        r.peer, r.content, future, r.store, r.attempts, r.group, r.to_self, r.transcript
+    )
+
+
+def _retrieve(future: asyncio.Future[Message | None]) -> None:
+    """Nobody awaits a resend: its outcome is its status (and a log line)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _fail(batch: list[InFlight], exc: BaseException) -> None:
+    for f in batch:
+        if f.item is not None and not f.item.future.done():
+            f.item.future.set_exception(exc)
