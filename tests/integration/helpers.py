@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ from sealpost.protocol import (
     unseal,
 )
 from sealpost.protocol.signing import sign_request, sign_websocket_challenge
+from sealpost.server.storage.sqlite import log_account_state
 
 TIMEOUT = 10.0
 _names = itertools.count()
@@ -452,3 +454,29 @@ def open_first_message(
         else recipient.kem_last_resort,
     )
     return opened.sender.account_id, plaintext
+
+
+def swap_account(server: ServerProcess, name: str, replacement: str) -> None:
+    """Play the server (or a user re-registering): ``name`` now answers with the account
+    of ``replacement``, and the server's key-transparency log says so (an unlogged swap
+    is refused outright: tests/adversarial/test_hostile_server.py)."""
+    db = sqlite3.connect(server.data / "sealpost.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    (old_id,) = db.execute(
+        "SELECT account_id FROM accounts WHERE username_lower = ?", (name,)
+    ).fetchone()
+    (new_id,) = db.execute(
+        "SELECT account_id FROM accounts WHERE username_lower = ?", (replacement,)
+    ).fetchone()
+    db.execute(
+        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
+        (name + "-old", name + "-old", old_id),
+    )
+    db.execute(
+        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
+        (name, name, new_id),
+    )
+    log_account_state(db, bytes(old_id))
+    log_account_state(db, bytes(new_id))
+    db.execute("COMMIT")
+    db.close()

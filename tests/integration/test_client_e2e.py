@@ -4,13 +4,12 @@ receipts, history, safety numbers, and key changes (plain and of a verified cont
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ServerProcess, unique_name
+from helpers import ServerProcess, swap_account, unique_name
 
 from sealpost.client import (
     Client,
@@ -21,7 +20,6 @@ from sealpost.client import (
     UntrustedContact,
 )
 from sealpost.client.store import TEST_PARAMS
-from sealpost.server.storage.sqlite import log_account_state
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -106,32 +104,6 @@ def test_unknown_contact(server: ServerProcess, tmp_path: Path) -> None:
             await alice.close()
 
     run(scenario())
-
-
-def swap_account(server: ServerProcess, name: str, replacement: str) -> None:
-    """Play the server (or a user re-registering): ``name`` now answers with the account
-    of ``replacement``, and the server's key-transparency log says so (an unlogged swap
-    is refused outright: tests/adversarial/test_hostile_server.py)."""
-    db = sqlite3.connect(server.data / "sealpost.db", isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")
-    (old_id,) = db.execute(
-        "SELECT account_id FROM accounts WHERE username_lower = ?", (name,)
-    ).fetchone()
-    (new_id,) = db.execute(
-        "SELECT account_id FROM accounts WHERE username_lower = ?", (replacement,)
-    ).fetchone()
-    db.execute(
-        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
-        (name + "-old", name + "-old", old_id),
-    )
-    db.execute(
-        "UPDATE accounts SET username_lower = ?, username = ? WHERE account_id = ?",
-        (name, name, new_id),
-    )
-    log_account_state(db, bytes(old_id))
-    log_account_state(db, bytes(new_id))
-    db.execute("COMMIT")
-    db.close()
 
 
 def test_key_change_warns_and_blocks_a_verified_contact(

@@ -21,6 +21,7 @@ MODULES = [
     "sealpost.client",
     "sealpost.client.errors",
     "sealpost.client.store",
+    "sealpost.app",
 ]
 
 

@@ -7,6 +7,7 @@
 :mod:`.groups`         ``group create|add|remove|rename|leave|list``
 :mod:`.devices`        ``link new|accept``, ``devices [remove]``
 :mod:`.trust`          ``contacts``, ``safety-number``, ``verify``, ``alarms``, ``audit``
+:mod:`.chat`           ``chat`` (the Textual app)
 :mod:`.server`         ``server [migrate]`` (a :class:`~sealpost.cli.command.Tool`)
 =====================  ===============================================================
 
@@ -18,12 +19,12 @@ its group, or a new module added to :data:`GROUPS` / :data:`TOOLS` here; the par
 from __future__ import annotations
 
 from sealpost.cli.command import Command, Tool
-from sealpost.cli.commands import devices, groups, messaging, profile, server, trust
+from sealpost.cli.commands import chat, devices, groups, messaging, profile, server, trust
 
 __all__ = ["COMMANDS", "GROUPS", "TOOLS"]
 
 #: The client command modules, in the order ``sealpost --help`` lists them.
-GROUPS = (profile, messaging, groups, devices, trust)
+GROUPS = (profile, messaging, groups, devices, trust, chat)
 
 #: Every client command (it opens a profile; errors through ERRORS).
 COMMANDS: tuple[Command, ...] = tuple(c for group in GROUPS for c in group.COMMANDS)

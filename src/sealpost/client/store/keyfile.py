@@ -247,6 +247,11 @@ class KeyFile:
     def write(self, doc: dict[str, Any]) -> None:
         write_atomic(self.path, json.dumps(doc, indent=1).encode())
 
+    def counter(self) -> tuple[int, float, int | None]:
+        """``(failures in a row, not_before, wipe_after)``, read without the passcode and
+        changing nothing (an unlock screen shows the wait and the tries left)."""
+        return _counter_of(self.read())
+
     def create(
         self, key: bytes, passcode: str, params: KdfParams, wipe_after: int | None, rng: Rng
     ) -> None:
