@@ -66,7 +66,11 @@ async def unlock(pilot: Pilot[Any], passcode: str) -> MainScreen:
     box.focus()
     await pilot.press("enter")
     screen = await until(
-        pilot, lambda: isinstance(pilot.app.screen, MainScreen) and pilot.app.screen, "unlock"
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, MainScreen) and pilot.app.screen.ready and pilot.app.screen
+        ),
+        "unlock",
     )
     assert isinstance(screen, MainScreen)
     return screen

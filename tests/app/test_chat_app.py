@@ -46,9 +46,13 @@ def test_unread_count_rises_and_clears_and_a_message_goes_out(
                 await until(pilot, lambda: listing.unread_of(bob.username) == 2, "2 unread")
                 # opening the conversation reads it
                 listing.focus()
-                listing.index = 0
-                await pilot.press("enter")
-                await until(pilot, lambda: main.current == bob.username, "open")
+                for _ in range(50):  # (the list is rebuilt as messages come)
+                    listing.index = 0
+                    await pilot.press("enter")
+                    if main.current == bob.username:
+                        break
+                    await pilot.pause(0.1)
+                assert main.current == bob.username
                 await until(pilot, lambda: listing.unread_of(bob.username) == 0, "read")
                 shown = [i.message.text for i in main.query_one(MessageList).messages()]
                 assert shown == ["hi alice", "are you there?"]
@@ -57,8 +61,12 @@ def test_unread_count_rises_and_clears_and_a_message_goes_out(
                 await until(
                     pilot, lambda: len(main.query_one(MessageList).messages()) == 3, "third"
                 )
-                await pilot.pause(0.3)
-                assert listing.unread_of(bob.username) == 0
+                [summary] = await until(
+                    pilot,
+                    lambda: [s for s in listing.summaries if s.last and s.last.text == "third"],
+                    "the list to show the third message",
+                )
+                assert summary.unread == 0
                 # Enter sends; Shift+Enter is a new line
                 compose = main.query_one(ComposeBox)
                 compose.focus()
@@ -148,6 +156,16 @@ async def _type(pilot: Pilot[Any], compose: ComposeBox, text: str) -> None:
     await until(pilot, lambda: compose.text == "", "the compose box to be sent")
 
 
+async def _listed(pilot: Pilot[Any], main: MainScreen, address: str) -> None:
+    """Wait for ``address`` in the conversation list (its first message received)."""
+    listing = main.query_one(ConversationList)
+    await until(
+        pilot,
+        lambda: any(s.address == address and s.last for s in listing.summaries),
+        f"{address} in the list",
+    )
+
+
 async def _events_until(client: Client, check: Any, what: str) -> list[Any]:
     seen: list[Any] = []
     for _ in range(40):
@@ -227,6 +245,7 @@ def test_a_file_is_sent_and_a_received_one_saved(server: ServerProcess, tmp_path
         try:
             async with app.run_test(size=(100, 30)) as pilot:
                 main = await unlock(pilot, passcode_of(name))
+                await _listed(pilot, main, bob.username)
                 await main.open(bob.username)
                 compose = main.query_one(ComposeBox)
                 await _type(pilot, compose, f"/file {outgoing} the report")
@@ -276,6 +295,7 @@ def test_peer_text_is_shown_literally(server: ServerProcess, tmp_path: Path) -> 
         try:
             async with app.run_test(size=(120, 30)) as pilot:
                 main = await unlock(pilot, passcode_of(name))
+                await _listed(pilot, main, bob.username)
                 await main.open(bob.username)
                 [item] = main.query_one(MessageList).messages()
                 rendered = item._body.render()

@@ -122,7 +122,11 @@ async def _unlocked(pilot: Pilot[Any]) -> MainScreen:
     box.value = "passcode-alice"
     await pilot.press("enter")
     screen = await until(
-        pilot, lambda: isinstance(pilot.app.screen, MainScreen) and pilot.app.screen, "unlock"
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, MainScreen) and pilot.app.screen.ready and pilot.app.screen
+        ),
+        "unlock",
     )
     await until(pilot, lambda: screen.connected, "connected")
     return screen  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual.widgets import ProgressBar
 
 from sealpost.app.compose import Command
 from sealpost.app.dialogs import ConfirmScreen, HelpScreen, PromptScreen
@@ -19,8 +20,6 @@ from sealpost.cli.output import format_duration, parse_duration
 from sealpost.client import ClientError, UnknownContact, UntrustedContact
 
 if TYPE_CHECKING:
-    from textual.widgets import ProgressBar
-
     from sealpost.app.main import MainScreen
 
 __all__ = ["run", "send"]
@@ -54,7 +53,7 @@ def _need_current(screen: MainScreen) -> str:
 
 
 async def send(screen: MainScreen, address: str, text: str, file: str | None) -> None:
-    bar: ProgressBar = screen.query_one("#progress")  # type: ignore[assignment]
+    bar = screen.query_one("#progress", ProgressBar)
 
     def progress(done: int, total: int) -> None:
         bar.update(total=max(total, 1), progress=done)
@@ -163,7 +162,7 @@ async def save(screen: MainScreen, directory: str | None) -> None:
         )
         if not directory:
             return
-    bar: ProgressBar = screen.query_one("#progress")  # type: ignore[assignment]
+    bar = screen.query_one("#progress", ProgressBar)
     bar.update(total=None, progress=0)
     bar.display = True
     try:

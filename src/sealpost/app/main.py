@@ -82,6 +82,7 @@ class MainScreen(Screen[None]):
         self.connected: bool | None = None
         self.warned: set[str] = set()  # conversations whose key changed, not yet seen
         self._list_lock = asyncio.Lock()
+        self.ready = False  # set once mounted and the list is shown
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-bar")
@@ -100,7 +101,6 @@ class MainScreen(Screen[None]):
         )
 
     async def on_mount(self) -> None:
-        self.query_one("#progress").display = False
         self.warned = {c.username for c in self.client.contacts() if c.key_changed}
         self.show_status()
         self.show_alarms()
@@ -111,6 +111,7 @@ class MainScreen(Screen[None]):
         if items.summaries:
             items.index = 0
         items.focus()
+        self.ready = True
 
     # ------------------------------------------------------------------ showing
 
@@ -197,12 +198,17 @@ class MainScreen(Screen[None]):
         self.current = address
         messages = self.query_one(MessageList)
         await messages.open(self.client, address, around=around)
-        shown = messages.messages()
-        if shown:
-            self.marks.set(address, max(m.message.received_at for m in shown))
+        self._mark_read(address)
         self._show_title()
         await self.refresh_list()
         self.query_one(ComposeBox).focus()
+
+    def _mark_read(self, address: str) -> None:
+        """Everything stored for ``address`` so far is read (the stored times: an event's
+        copy of a message may carry a time a few ms before the one committed)."""
+        last = self.client.history(address, limit=1)
+        if last:
+            self.marks.set(address, last[-1].received_at)
 
     def _tick(self) -> None:
         self.query_one(MessageList).expire(self.now_ms())
@@ -215,7 +221,7 @@ class MainScreen(Screen[None]):
             message = event.message
             address = address_of(message)
             if address == self.current:
-                self.marks.set(address, message.received_at)
+                self._mark_read(address)
                 await messages.add(message)
             elif not message.outgoing and self.settings.notify:
                 title = address

@@ -57,7 +57,9 @@ class ConversationList(ListView):
     async def show(
         self, summaries: list[ConversationSummary], current: str | None, warned: set[str]
     ) -> None:
-        """Replace the list, keeping the open conversation chosen."""
+        """Replace the list, keeping the chosen conversation (else the open one) chosen."""
+        chosen = self.highlighted_child
+        keep = chosen.summary.address if isinstance(chosen, ConversationItem) else current
         self.summaries = summaries
         now = self._now_ms()
         await self.clear()
@@ -66,7 +68,7 @@ class ConversationList(ListView):
             for s in summaries
         )
         for i, s in enumerate(summaries):
-            if s.address == current:
+            if s.address == keep:
                 self.index = i
                 break
 
