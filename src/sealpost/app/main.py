@@ -201,6 +201,10 @@ class MainScreen(Screen[None]):
         self._mark_read(address)
         self._show_title()
         await self.refresh_list()
+        listing = self.query_one(ConversationList)
+        for i, summary in enumerate(listing.summaries):
+            if summary.address == address:
+                listing.index = i
         self.query_one(ComposeBox).focus()
 
     def _mark_read(self, address: str) -> None:
