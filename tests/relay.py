@@ -272,6 +272,29 @@ class InProcessRelay:
         self._clients.append(client)
         return client
 
+    async def link(self, existing: Client, name: str) -> Client:
+        """A new device ``name`` of ``existing``'s account, linked as a user would (the
+        new device shows the code, ``existing`` confirms it); closed at the end."""
+        shown: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            Client.link_new(
+                self.root / f"{existing.username}-{name}",
+                PASSCODE,
+                server_url=self.url,
+                device_name=name,
+                show=lambda code, confirmation: shown.put_nowait((code, confirmation)),
+                params=TEST_PARAMS,
+            )
+        )
+        try:
+            code, confirmation = await asyncio.wait_for(shown.get(), 20)
+            await existing.link_accept(code, lambda _name, digits: digits == confirmation)
+            new = await asyncio.wait_for(task, 30)
+        finally:
+            task.cancel()
+        self._clients.append(new)
+        return new
+
     async def open(self, path: Path) -> Client:
         """Open the profile at ``path`` (a :func:`crash` copy, say); closed at the end."""
         client = await Client.open(path, PASSCODE)

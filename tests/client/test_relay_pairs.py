@@ -185,3 +185,25 @@ def test_a_send_whose_connection_breaks_before_the_answer_is_sent_again(
         assert statuses(alice, "bob")[-1] == ("stored, unanswered", "sent")
 
     run(scenario, tmp_path)
+
+
+def test_a_message_reaches_the_other_devices_of_both_accounts(tmp_path: Path) -> None:
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        laptop = await relay.link(alice, "laptop")
+        assert laptop.account_id == alice.account_id and laptop.device_id != alice.device_id
+        await alice.receive(wait=0)  # the notice that the laptop was linked
+        sent = await alice.send("bob", "from the phone")
+        assert texts(await bob.receive(wait=5)) == ["from the phone"]
+        # the laptop stores the phone's own copy: an outgoing message to bob, same id
+        await laptop.receive(wait=0)  # stored before send() returned: in the backlog
+        copies = laptop.history("bob")
+        assert [(m.text, m.outgoing, m.peer, m.id) for m in copies] == [
+            ("from the phone", True, "bob", sent.id)
+        ]
+        await bob.send("alice", "to both")
+        assert texts(await alice.receive(wait=5)) == ["to both"]
+        assert texts(await laptop.receive(wait=5)) == ["to both"]
+        assert [m.text for m in laptop.history("bob")] == ["from the phone", "to both"]
+
+    run(scenario, tmp_path)
