@@ -31,6 +31,8 @@ TEXTS = [
 def copy_fixture(tmp_path: Path) -> dict[str, object]:
     for name in ("server", "alice", "bob"):
         shutil.copytree(FIXTURE / name, tmp_path / name)
+    for key in ("server_key", "log_key"):  # a git checkout leaves them 0644; the server refuses
+        (tmp_path / "server" / key).chmod(0o600)
     doc: dict[str, object] = json.loads((FIXTURE / "fixture.json").read_text())
     return doc
 
