@@ -370,6 +370,7 @@ async def run_n(
     began = time.perf_counter()
     devices = await asyncio.to_thread(register, server.url, n)
     registered = time.perf_counter() - began
+    rss_registered = proc_status(pid)["VmRSS"]  # before any socket: what connections add
     tally = Tally(n)
     ws_urls = [s.url.replace("http://", "ws://", 1) for s in servers]
     streams = await connect_all(ws_urls, devices, tally)
@@ -473,7 +474,9 @@ async def run_n(
         "latency_p99_ms": percentile(latencies, 0.99),
         "latency_max_ms": latencies[-1],
         "latency_samples": len(latencies),
+        "rss_registered_mib": rss_registered,
         "rss_connected_mib": rss_connected,
+        "kib_per_connection": round(1024 * (rss_connected - rss_registered) / (n + s), 1),
         "rss_after_load_mib": status["VmRSS"],
         "rss_peak_mib": status_end["VmHWM"],
         "server_cpu_percent": round(server_cpu["all"], 1),
@@ -534,6 +537,8 @@ async def run_all(root: Path, plans: list[Plan], args: argparse.Namespace) -> li
             flags += ["--database", urlsplit(args.database)._replace(path="/" + scratch).geturl()]
         if args.redis:
             flags += ["--redis", args.redis]
+        if plan.devices > 1500:  # the default cap (4000 connections) is below what N needs
+            flags += ["--max-connections", str(2 * plan.devices + 1000)]
         servers = [
             ServerProcess(data / "db", data / f"logs{k}", *RATE_FLAGS, "--log-level", "warning",
                           *flags)
@@ -635,7 +640,9 @@ def render(results: list[dict[str, Any]], mode: str) -> str:
             f"N = {r['devices']}: {r['sealed_sockets']} sealed sockets x {r['window_per_socket']}"
             f" in flight; {r['messages_checked']:,} messages each arrived exactly once; "
             f"server CPU: event loop thread {threads['main']:.0f}%, other threads "
-            f"{threads['other']:.0f}%; registration {r['registration_s']} s"
+            f"{threads['other']:.0f}%; registration {r['registration_s']} s; RSS "
+            f"{r['rss_registered_mib']:.0f} MiB registered, "
+            f"{r['kib_per_connection']:.1f} KiB per connection"
         )
         if r["server_hot_functions"]:
             lines.append(

@@ -49,6 +49,7 @@ import base64
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -143,25 +144,69 @@ class _Socket:
             await self.ws.send_text(text)
 
 
+class _Connection:
+    """One accepted socket's moving parts, kept small (a server holds tens of thousands):
+    an idle ``/v1/stream`` connection costs its handler, a reader and a pusher task, and a
+    ``/v1/sealed`` one its handler and a reader; the acker and the answerer run only while
+    there is something to do. ``done`` says why it ends: the first of its tasks to end,
+    or another connection of the device displacing it."""
+
+    __slots__ = ("acker", "acks", "answerer", "answers", "done", "epoch", "room", "sock")
+
+    def __init__(self, sock: _Socket, epoch: int = 0) -> None:
+        self.sock = sock
+        self.epoch = epoch
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks: list[bytes] = []  # received, not yet committed
+        self.acker: asyncio.Task[None] | None = None
+        self.answers: deque[tuple[int, asyncio.Task[int]]] = deque()  # sends in flight
+        self.answerer: asyncio.Task[None] | None = None
+        self.room: asyncio.Future[None] | None = None  # a send waiting for fewer in flight
+
+    def stop(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """A reader or pusher ended: so does the connection, for the same reason."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self.stop(exc if exc is not None else _Close(1000, "done"))
+
+    def failed(self, task: asyncio.Task[None]) -> None:
+        """An acker or answerer ended: only a failure ends the connection."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.stop(exc)
+
+    async def wind_down(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.answerer is not None:
+            tasks = [*tasks, self.answerer]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        acker = self.acker
+        if acker is not None:  # let it finish what it holds (its failure is already said)
+            await asyncio.gather(acker, return_exceptions=True)
+
+
 class StreamEndpoint:
     def __init__(self, ctx: Context, messages: MessagesApi) -> None:
         self._ctx = ctx
         self._messages = messages
         # The connection holding each device's stream here, with its epoch, to close it
         # when the device connects again, here or (told by the fanout) on another process.
-        self._current: dict[DeviceAddress, tuple[int, asyncio.Event]] = {}
-        self._revoked: set[DeviceAddress] = set()  # closing because the device was removed
-        self._sockets: dict[DeviceAddress, _Socket] = {}  # each device's current stream
+        self._current: dict[DeviceAddress, _Connection] = {}
         self._notices: set[asyncio.Task[None]] = set()
         ctx.fanout.on_displace(self._displaced_elsewhere)
 
     def prekeys_low(self, address: DeviceAddress) -> None:
         """A device's one-time prekeys run low: tell it, if connected, so it refills now
         rather than at its next hourly upkeep (``{"type": "prekeys_low"}``)."""
-        sock = self._sockets.get(address)
-        if sock is None:
+        conn = self._current.get(address)
+        if conn is None:
             return
-        task = asyncio.create_task(self._notify(sock))
+        task = asyncio.create_task(self._notify(conn.sock))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -172,15 +217,14 @@ class StreamEndpoint:
 
     def _displaced_elsewhere(self, address: DeviceAddress, epoch: int) -> None:
         current = self._current.get(address)
-        if current is not None and current[0] < epoch:
-            current[1].set()  # that connection closes itself with 4409
+        if current is not None and current.epoch < epoch:
+            current.stop(_Close(4409, "replaced by a newer connection of this device"))
 
     def revoke(self, address: DeviceAddress) -> None:
         """A device was removed: close its stream (4403)."""
         current = self._current.get(address)
         if current is not None:
-            self._revoked.add(address)
-            current[1].set()
+            current.stop(_Close(4403, "this device was removed from its account"))
 
     async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
@@ -269,97 +313,83 @@ class StreamEndpoint:
         # A new epoch in the database: the fencing token of this connection. Acks of an
         # older connection of this device, on any process, are refused from now on.
         epoch = await self._ctx.storage.claim_device(*address)
+        conn = _Connection(sock, epoch)
         previous = self._current.get(address)
         if previous is not None:
-            previous[1].set()  # that connection closes itself with 4409
+            previous.stop(_Close(4409, "replaced by a newer connection of this device"))
         self._ctx.fanout.displace(address, epoch)
         fence: list[int | None] = [epoch]  # what acks are checked against (see below)
-        displaced = asyncio.Event()
-        mine = (epoch, displaced)
-        self._current[address] = mine
-        self._sockets[address] = sock
+        self._current[address] = conn
         subscription = self._ctx.fanout.subscribe(address)
-        acks: asyncio.Queue[bytes] = asyncio.Queue()
-        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
         tasks = [
             asyncio.create_task(self._push(sock, subscription, address)),
-            asyncio.create_task(self._receive(sock, acks, answers, device)),
-            asyncio.create_task(self._answer(sock, answers)),
-            asyncio.create_task(self._displaced(displaced, address)),
-            asyncio.create_task(self._ack(acks, address, fence)),
+            asyncio.create_task(self._receive(conn, device, address, fence)),
         ]
+        for task in tasks:
+            task.add_done_callback(conn.ended)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # re-raise _Close / disconnect
+            await conn.done  # re-raises _Close / disconnect
         except WebSocketDisconnect:
             # The client closed: the acks it sent first are its own, whatever connection
             # of it came since (they delete only what this device received).
             fence[0] = None
             raise
         finally:
-            if self._current.get(address) is mine:
+            if self._current.get(address) is conn:
                 del self._current[address]
-            if self._sockets.get(address) is sock:
-                del self._sockets[address]
             subscription.close()
-            for task in tasks[:4]:
-                task.cancel()
-            # Let acks already received reach the database, then stop the acker.
-            acks.put_nowait(b"")
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await conn.wind_down(tasks)
+            # Let acks already received reach the database.
+            with contextlib.suppress(Exception):
+                await self._ack(conn, address, fence)
 
     async def _serve_sealed(self, sock: _Socket) -> None:
-        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(MAX_IN_FLIGHT)
-        acks: asyncio.Queue[bytes] = asyncio.Queue()  # never used: nothing to ack here
-        seen = [asyncio.get_running_loop().time()]  # when the client last sent a frame
-        tasks = [
-            asyncio.create_task(self._receive(sock, acks, answers, None, seen)),
-            asyncio.create_task(self._answer(sock, answers)),
-            asyncio.create_task(self._idle(seen)),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _idle(self, seen: list[float]) -> None:
-        """Close a ``/v1/sealed`` socket whose client sent nothing for
-        ``sealed_idle_timeout`` seconds. (A watchdog that sleeps, rather than a timeout
-        around every receive: a timer armed and cancelled per frame cost about 6 us of CPU a
-        frame under uvloop, against 3 to 4 us for the receive itself.)"""
-        idle = self._ctx.config.sealed_idle_timeout
+        conn = _Connection(sock)
         loop = asyncio.get_running_loop()
-        while (left := seen[0] + idle - loop.time()) > 0:
-            await asyncio.sleep(left)
-        raise _Close(4408, "idle for too long")
+        seen = [loop.time()]  # when the client last sent a frame
+        idle = self._ctx.config.sealed_idle_timeout
+        timer: list[asyncio.TimerHandle | None] = [None]
 
-    async def _displaced(self, event: asyncio.Event, address: DeviceAddress) -> None:
-        await event.wait()
-        if address in self._revoked:
-            self._revoked.discard(address)
-            raise _Close(4403, "this device was removed from its account")
-        raise _Close(4409, "replaced by a newer connection of this device")
+        def watch() -> None:
+            """Close a ``/v1/sealed`` socket whose client sent nothing for
+            ``sealed_idle_timeout`` seconds: one timer that re-arms itself for when the
+            socket would next be idle that long (a timeout around every receive cost about
+            6 us of CPU a frame under uvloop, against 3 to 4 us for the receive itself)."""
+            left = seen[0] + idle - loop.time()
+            if left > 0:
+                timer[0] = loop.call_later(left, watch)
+            else:
+                conn.stop(_Close(4408, "idle for too long"))
+
+        watch()
+        task = asyncio.create_task(self._receive(conn, None, None, None, seen))
+        task.add_done_callback(conn.ended)
+        try:
+            await conn.done
+        finally:
+            if timer[0] is not None:
+                timer[0].cancel()
+            await conn.wind_down([task])
 
     async def _receive(
         self,
-        sock: _Socket,
-        acks: asyncio.Queue[bytes],
-        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
+        conn: _Connection,
         device: AuthenticatedDevice | None,
+        address: DeviceAddress | None,
+        fence: list[int | None] | None,
         seen: list[float] | None = None,
     ) -> None:
-        """Read the client's frames; ``seen[0]`` is set to the loop time of each."""
+        """Read the client's frames; ``seen[0]`` is set to the loop time of each. Acks are
+        committed by an acker that runs while there are some (those arriving meanwhile are
+        committed together), answers sent by an answerer that runs while sends are in
+        flight: an idle connection holds neither."""
         loop = asyncio.get_running_loop()
         kinds, what = (
             (SEALED_CLIENT_FRAMES, "a send frame")
             if device is None
             else (STREAM_CLIENT_FRAMES, "an ack or send frame")
         )
+        sock = conn.sock
         while True:
             message = await sock.ws.receive()
             if seen is not None:
@@ -370,20 +400,24 @@ class StreamEndpoint:
                 await sock.send(_error(refused.req, refused.error))
                 continue
             if isinstance(frame, AckFrame):
-                acks.put_nowait(bytes.fromhex(frame.id))
+                assert address is not None and fence is not None
+                conn.acks.append(bytes.fromhex(frame.id))
+                if conn.acker is None:
+                    conn.acker = asyncio.create_task(self._ack(conn, address, fence))
+                    conn.acker.add_done_callback(conn.failed)
             else:
-                await self._send(sock, frame, answers, device)
+                await self._send(conn, frame, device)
 
     async def _send(
         self,
-        sock: _Socket,
+        conn: _Connection,
         frame: SendFrame | SendMultiFrame,
-        answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None],
         device: AuthenticatedDevice | None,
     ) -> None:
         req = frame.req
         multi = isinstance(frame, SendMultiFrame)
         ctx = self._ctx
+        sock = conn.sock
         try:
             if device is None:
                 address = client_address(sock.ws)
@@ -407,35 +441,42 @@ class StreamEndpoint:
         except ApiError as exc:
             await sock.send(_error(req, exc))
             return
-        await answers.put((req, self._messages.submit(prepared)))
+        conn.answers.append((req, self._messages.submit(prepared)))
+        if conn.answerer is None:
+            conn.answerer = asyncio.create_task(self._answer(conn))
+            conn.answerer.add_done_callback(conn.failed)
+        if len(conn.answers) > MAX_IN_FLIGHT:  # the next send waits for an answer
+            conn.room = asyncio.get_running_loop().create_future()
+            await conn.room
 
-    async def _answer(
-        self, sock: _Socket, answers: asyncio.Queue[tuple[int, asyncio.Task[int]] | None]
-    ) -> None:
-        while True:
-            item = await answers.get()
-            if item is None:
-                return
-            req, task = item
-            try:
-                stored = await task
-            except ApiError as exc:
-                await sock.send(_error(req, exc))
-            else:
-                await sock.send_text(sent_text(req, stored))
+    @staticmethod
+    async def _answer(conn: _Connection) -> None:
+        """Answer the connection's sends in the order they came, each once stored."""
+        sock = conn.sock
+        try:
+            while conn.answers:
+                req, task = conn.answers.popleft()
+                room = conn.room
+                if room is not None and not room.done():
+                    room.set_result(None)
+                try:
+                    stored = await task
+                except ApiError as exc:
+                    await sock.send(_error(req, exc))
+                else:
+                    await sock.send_text(sent_text(req, stored))
+        finally:
+            conn.answerer = None
 
     async def _ack(
-        self, acks: asyncio.Queue[bytes], address: DeviceAddress, fence: list[int | None]
+        self, conn: _Connection, address: DeviceAddress, fence: list[int | None]
     ) -> None:
+        """Commit the acks received so far, and those arriving meanwhile, together."""
         storage = self._ctx.storage
         account_id, device_id = address
-        while True:
-            ids = [await acks.get()]
-            while not acks.empty():
-                ids.append(acks.get_nowait())
-            stop = b"" in ids
-            ids = [i for i in ids if i]
-            if ids:
+        try:
+            while conn.acks:
+                ids, conn.acks = conn.acks, []
                 try:
                     await storage.ack_all(account_id, device_id, ids, epoch=fence[0])
                 except StaleEpoch:
@@ -443,8 +484,9 @@ class StreamEndpoint:
                 self._ctx.metrics.inc(
                     "sealpost_messages_acked_total", "messages acknowledged", len(ids)
                 )
-            if stop:
-                return
+        finally:
+            if conn.acker is asyncio.current_task():
+                conn.acker = None
 
     async def _push(
         self, sock: _Socket, subscription: Subscription, address: DeviceAddress
