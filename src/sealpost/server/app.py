@@ -20,13 +20,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from sealpost import __version__
 from sealpost.crypto.sign import SigningKey
@@ -125,6 +128,30 @@ async def _purge_loop(ctx: Context) -> None:
                 )
         except Exception:
             log.exception("purge failed")
+
+
+class _App(Starlette):
+    """Starlette, with the two sockets that stay open for hours (``/v1/stream`` and
+    ``/v1/sealed``) handed straight to their endpoints. A connection keeps alive every
+    frame of the call chain that reached its handler: Starlette's error and exception
+    middleware and its router hold about 4 KiB of closures and coroutines a socket, which
+    at tens of thousands of devices is a good part of the server's memory. The endpoints
+    catch their own failures (:meth:`StreamEndpoint._run`), so nothing is lost by it."""
+
+    def __init__(
+        self, sockets: Mapping[str, Callable[[WebSocket], Awaitable[None]]], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._sockets = sockets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            endpoint = self._sockets.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(WebSocket(scope, receive=receive, send=send))
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -233,8 +260,8 @@ def create_app(
         for op in OPERATIONS
     ]
     revoke.append(stream.revoke)
-    routes.append(WebSocketRoute("/v1/stream", stream.handle))
-    routes.append(WebSocketRoute("/v1/sealed", stream.handle_sealed))
+    sockets = {"/v1/stream": stream.handle, "/v1/sealed": stream.handle_sealed}
+    routes += [WebSocketRoute(path, endpoint) for path, endpoint in sockets.items()]
     routes.append(WebSocketRoute("/v1/link", link.handle))
 
     @contextlib.asynccontextmanager
@@ -261,7 +288,8 @@ def create_app(
             await fanout.close()
             await storage.close()
 
-    app = Starlette(
+    app = _App(
+        sockets,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _not_found},
