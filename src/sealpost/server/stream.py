@@ -38,7 +38,8 @@ an address holding ``max_sockets_per_address`` sockets already) gets its upgrade
 answered with HTTP 403 instead: no WebSocket close code can be sent before the accept.
 
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
-the device's queue grew, so push order is queue order and a wake-up carries no content.
+the device's queue grew, so push order is queue order and a wake-up carries no content; a
+pusher runs only until the queue is empty (an idle connection holds no task for it).
 Acks arriving together are committed together (one group commit).
 """
 
@@ -51,6 +52,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import MutableMapping
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -63,7 +65,7 @@ from sealpost.protocol.wire import DeviceCertificate
 from sealpost.server.authn import AuthenticatedDevice
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
-from sealpost.server.fanout.base import DeviceAddress, Subscription
+from sealpost.server.fanout.base import DeviceAddress
 from sealpost.server.frames import (
     SEALED_CLIENT_FRAMES,
     STREAM_CLIENT_FRAMES,
@@ -146,12 +148,24 @@ class _Socket:
 
 class _Connection:
     """One accepted socket's moving parts, kept small (a server holds tens of thousands):
-    an idle ``/v1/stream`` connection costs its handler, a reader and a pusher task, and a
-    ``/v1/sealed`` one its handler and a reader; the acker and the answerer run only while
-    there is something to do. ``done`` says why it ends: the first of its tasks to end,
-    or another connection of the device displacing it."""
+    an idle connection costs two tasks (its handler and a reader); the pusher, the acker
+    and the answerer run only while there is something to do. ``done`` says why it ends:
+    the first of its tasks to end, or another connection of the device displacing it."""
 
-    __slots__ = ("acker", "acks", "answerer", "answers", "done", "epoch", "room", "sock")
+    __slots__ = (
+        "acker",
+        "acks",
+        "again",
+        "answerer",
+        "answers",
+        "done",
+        "epoch",
+        "idle",
+        "last",
+        "pusher",
+        "room",
+        "sock",
+    )
 
     def __init__(self, sock: _Socket, epoch: int = 0) -> None:
         self.sock = sock
@@ -162,6 +176,10 @@ class _Connection:
         self.answers: deque[tuple[int, asyncio.Task[int]]] = deque()  # sends in flight
         self.answerer: asyncio.Task[None] | None = None
         self.room: asyncio.Future[None] | None = None  # a send waiting for fewer in flight
+        self.pusher: asyncio.Task[None] | None = None  # pushing, while the queue is not empty
+        self.again = False  # woken while pushing: read the queue once more
+        self.idle = False  # "empty" was said since the last message pushed
+        self.last = 0  # the sequence number of the last message pushed
 
     def stop(self, exc: BaseException) -> None:
         if not self.done.done():
@@ -180,8 +198,7 @@ class _Connection:
             self.stop(exc)
 
     async def wind_down(self, tasks: list[asyncio.Task[None]]) -> None:
-        if self.answerer is not None:
-            tasks = [*tasks, self.answerer]
+        tasks = [*tasks, *(t for t in (self.answerer, self.pusher) if t is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -320,13 +337,10 @@ class StreamEndpoint:
         self._ctx.fanout.displace(address, epoch)
         fence: list[int | None] = [epoch]  # what acks are checked against (see below)
         self._current[address] = conn
-        subscription = self._ctx.fanout.subscribe(address)
-        tasks = [
-            asyncio.create_task(self._push(sock, subscription, address)),
-            asyncio.create_task(self._receive(conn, device, address, fence)),
-        ]
-        for task in tasks:
-            task.add_done_callback(conn.ended)
+        subscription = self._ctx.fanout.subscribe(address, partial(self._wake, conn, address))
+        self._wake(conn, address)  # what was queued while it was away
+        tasks = [asyncio.create_task(self._receive(conn, device, address, fence))]
+        tasks[0].add_done_callback(conn.ended)
         try:
             await conn.done  # re-raises _Close / disconnect
         except WebSocketDisconnect:
@@ -488,29 +502,46 @@ class StreamEndpoint:
             if conn.acker is asyncio.current_task():
                 conn.acker = None
 
-    async def _push(
-        self, sock: _Socket, subscription: Subscription, address: DeviceAddress
-    ) -> None:
+    def _wake(self, conn: _Connection, address: DeviceAddress) -> None:
+        """The device's queue may have grown (the fanout says so): push, unless a pusher is
+        at it already, which then reads the queue once more before it stops."""
+        if conn.pusher is None:
+            conn.pusher = asyncio.create_task(self._push(conn, address))
+            conn.pusher.add_done_callback(conn.failed)
+        else:
+            conn.again = True
+
+    async def _push(self, conn: _Connection, address: DeviceAddress) -> None:
+        """Push what is queued after the last message pushed, in queue order, until the
+        queue is empty; then say ``empty`` (once a burst) and stop."""
         storage = self._ctx.storage
+        sock = conn.sock
         account_id, device_id = address
-        last = 0
-        idle = False
-        while True:
-            subscription.clear()
-            batch = await storage.fetch(account_id, device_id, after_seq=last, limit=PUSH_BATCH)
-            if not batch:
-                if not idle:
-                    await sock.send({"type": "empty"})
-                    idle = True
-                await subscription.wait()
-                continue
-            idle = False
-            for message in batch:
-                await sock.send_text(
-                    message_text(message.message_id, message.body, message.received_at)
+        try:
+            while True:
+                conn.again = False
+                batch = await storage.fetch(
+                    account_id, device_id, after_seq=conn.last, limit=PUSH_BATCH
                 )
-                last = message.seq
-            self._ctx.metrics.inc("sealpost_messages_pushed_total", "messages pushed", len(batch))
+                if batch:
+                    conn.idle = False
+                    for message in batch:
+                        await sock.send_text(
+                            message_text(message.message_id, message.body, message.received_at)
+                        )
+                        conn.last = message.seq
+                    self._ctx.metrics.inc(
+                        "sealpost_messages_pushed_total", "messages pushed", len(batch)
+                    )
+                    continue
+                if not conn.idle:
+                    await sock.send_text('{"type":"empty"}')
+                    conn.idle = True
+                if not conn.again:
+                    return
+        finally:
+            if conn.pusher is asyncio.current_task():
+                conn.pusher = None
 
 
 def message_text(message_id: bytes, body: bytes, received_at: int) -> str:

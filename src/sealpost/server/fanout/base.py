@@ -11,19 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "Subscription"]
+__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "Subscription", "Wake"]
 
 DeviceAddress = tuple[bytes, int]  # (account id, device id)
 #: Called with (address, epoch) when another process's connection took that epoch.
 DisplaceHandler = Callable[[DeviceAddress, int], None]
+#: Called when a subscribed device's queue may have grown.
+Wake = Callable[[], None]
 
 
 class Subscription(Protocol):
-    """A device's wake-up signal. ``clear`` before reading the queue, ``wait`` after."""
-
-    def clear(self) -> None: ...
-
-    async def wait(self) -> None: ...
+    """A device's wake-ups, from :meth:`Fanout.subscribe` until ``close``."""
 
     def close(self) -> None: ...
 
@@ -33,7 +31,10 @@ class Fanout(Protocol):
 
     async def close(self) -> None: ...
 
-    def subscribe(self, address: DeviceAddress) -> Subscription: ...
+    def subscribe(self, address: DeviceAddress, wake: Wake) -> Subscription:
+        """Call ``wake()`` (on the event loop; it must not block) whenever the device's
+        queue may have grown, and at least every poll interval where wake-ups can be lost
+        (Redis)."""
 
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None: ...
 

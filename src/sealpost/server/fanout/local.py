@@ -1,32 +1,28 @@
-"""In-process fanout: one asyncio.Event per subscribed stream. Right for a single server
+"""In-process fanout: a callback per subscribed stream. Right for a single server
 process; several processes need a shared bus (Redis pub/sub) behind the same interface."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
-from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler
+from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler, Wake
 
 __all__ = ["LocalFanout", "LocalSubscription"]
 
 
 class LocalSubscription:
-    __slots__ = ("_address", "_event", "_fanout")
+    """A device's wake-up: ``wake`` is called, on the event loop, each time its queue may
+    have grown. No event and no task of its own (a server holds tens of thousands)."""
 
-    def __init__(self, fanout: LocalFanout, address: DeviceAddress) -> None:
+    __slots__ = ("_address", "_fanout", "_wake")
+
+    def __init__(self, fanout: LocalFanout, address: DeviceAddress, wake: Wake) -> None:
         self._fanout = fanout
         self._address = address
-        self._event = asyncio.Event()
+        self._wake = wake
 
     def notify(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    async def wait(self) -> None:
-        await self._event.wait()
+        self._wake()
 
     def close(self) -> None:
         self._fanout._remove(self._address, self)
@@ -54,8 +50,8 @@ class LocalFanout:
     def local(self, address: DeviceAddress) -> bool:
         return address in self._subs
 
-    def subscribe(self, address: DeviceAddress) -> LocalSubscription:
-        sub = LocalSubscription(self, address)
+    def subscribe(self, address: DeviceAddress, wake: Wake) -> LocalSubscription:
+        sub = LocalSubscription(self, address, wake)
         self._subs.setdefault(address, set()).add(sub)
         return sub
 

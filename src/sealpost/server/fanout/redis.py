@@ -2,8 +2,8 @@
 
 A publish is only a hint: "device D has new messages" (D's account id and device id, 20
 bytes; never content). The process holding D's socket reads the queue from the database
-when woken, and on a slow timer besides (``poll_interval``: :meth:`Subscription.wait`
-returns after at most that long), so a lost pub/sub message, a Redis restart or a Redis
+when woken, and on a slow timer besides (every local device is woken each
+``poll_interval``), so a lost pub/sub message, a Redis restart or a Redis
 that is down delays delivery by at most that interval and loses nothing: the database is
 the truth, Redis holds nothing that must survive.
 
@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler
-from sealpost.server.fanout.local import LocalFanout, LocalSubscription
+from sealpost.server.fanout.local import LocalFanout
 
 __all__ = ["RedisFanout"]
 
@@ -43,19 +43,6 @@ _WAKE = struct.Struct(">16sI")
 _DISPLACE = struct.Struct(">16sIQ")
 #: Addresses in one PUBLISH (20 bytes each).
 BATCH: Final = 4096
-
-
-class _PollingSubscription(LocalSubscription):
-    __slots__ = ("_poll",)
-
-    def __init__(self, fanout: LocalFanout, address: DeviceAddress, poll: float) -> None:
-        super().__init__(fanout, address)
-        self._poll = poll
-
-    async def wait(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._poll):
-                await super().wait()
 
 
 class RedisFanout(LocalFanout):
@@ -78,6 +65,7 @@ class RedisFanout(LocalFanout):
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._publisher()),
+            asyncio.create_task(self._poller()),
         ]
 
     async def close(self) -> None:
@@ -89,11 +77,6 @@ class RedisFanout(LocalFanout):
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
             self._redis = None
-
-    def subscribe(self, address: DeviceAddress) -> LocalSubscription:
-        sub = _PollingSubscription(self, address, self._poll)
-        self._subs.setdefault(address, set()).add(sub)
-        return sub
 
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None:
         remote = False
@@ -146,6 +129,13 @@ class RedisFanout(LocalFanout):
                 # database fences off the displaced connection's acks.
                 log.warning("redis publish failed (%s); relying on the poll", type(exc).__name__)
                 await asyncio.sleep(RETRY)
+
+    async def _poller(self) -> None:
+        """Wake every local device each ``poll_interval``: one timer for all of them, so a
+        lost wake-up delays a delivery by at most that long."""
+        while True:
+            await asyncio.sleep(self._poll)
+            self._wake_all()
 
     async def _listen(self) -> None:
         while True:
