@@ -24,7 +24,7 @@ from sealpost.protocol.content import MAX_TIMER
 
 if TYPE_CHECKING:
     from sealpost.client.attachments import ProgressBar
-    from sealpost.client.transparency import Alarm
+    from sealpost.client.store.alarms import Alarm
 
 __all__ = [
     "DURATIONS",

@@ -37,7 +37,7 @@ from sealpost.client.records import (
     TimerChanged,
 )
 from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
-from sealpost.client.transparency import Alarm
+from sealpost.client.store.alarms import Alarm
 
 __all__ = [
     "Alarm",

@@ -58,7 +58,6 @@ from sealpost._errors import DecodeError, ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
 from sealpost.client.context import ClientContext
-from sealpost.client.diagnose import diagnose_refusal
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
     ClientError,
@@ -70,7 +69,6 @@ from sealpost.client.errors import (
     ServerError,
     ServerUnavailable,
     TransparencyFailure,
-    TransportError,
     UnknownContact,
     UntrustedContact,
 )
@@ -108,7 +106,6 @@ from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.records import (
-    AlarmRaised,
     Contact,
     DeviceLinked,
     DeviceRemoved,
@@ -135,15 +132,18 @@ from sealpost.client.rows import (
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.conversations import attachment_info as _attachment_info
 from sealpost.client.services.delivery import DeliveryPeers
+from sealpost.client.services.devices import MAX_DEVICES, OwnDevices
 from sealpost.client.services.directory import Directory, Lookup, contact_view
-from sealpost.client.services.directory import verified_devices as _verified_devices
 from sealpost.client.services.directory import (
     verified_revocations as _verified_revocations,
 )
+from sealpost.client.services.monitoring import Monitoring, fetch_log_key
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
+from sealpost.client.services.prekeys import PREKEY_BATCH, Prekeys, Upkeep
 from sealpost.client.services.sending import Sending, SendPeers
+from sealpost.client.services.transparency import KeyTransparency
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
-from sealpost.client.transparency import Alarm, KeyTransparency, dismiss_alarms, read_alarms
+from sealpost.client.store.alarms import Alarm
 from sealpost.client.transport import (
     Identity,
     Push,
@@ -168,7 +168,6 @@ from sealpost.protocol import (
 from sealpost.protocol.attachment import AttachmentPointer
 from sealpost.protocol.content import (
     DEVICE_LINKED,
-    DEVICE_REMOVED,
     GROUP_ID_LEN,
     MAX_INLINE_STATE,
     MAX_RECEIPT_IDS,
@@ -190,7 +189,6 @@ from sealpost.protocol.content import (
     encode_content,
 )
 from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
-from sealpost.protocol.keys import sign_revocation
 from sealpost.protocol.linking import (
     LinkCode,
     LinkSecrets,
@@ -204,17 +202,9 @@ __all__ = ["Client"]
 
 log = logging.getLogger("sealpost.client")
 
-PREKEY_BATCH = 100  # one-time prekeys of each kind uploaded at a time
-SPK_ROTATION = 7 * 24 * 3600  # signed and last-resort prekeys are replaced weekly
-SPK_RETENTION = 30 * 24 * 3600  # old ones still answer late first messages this long
 BATCH = 256  # sends or pushes handled in one transaction
-UPKEEP_INTERVAL = 3600.0  # seconds between prekey checks on (re)connecting
-MONITOR_INTERVAL = 300.0  # seconds between checks of this account's own log entries
-RECHECK_CONTACTS = 16  # contacts looked up again per monitoring pass (all within an hour at 192)
-MONITOR_GRACE = 600.0  # seconds a sibling's new device may go unannounced (see monitor)
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
-MAX_DEVICES = 5  # devices an account may have (the server's default limit too)
 MAX_GROUP_STATE_BLOB = 16 * 1024 * 1024  # a group chain fetched as an attachment
 
 
@@ -307,20 +297,21 @@ class Client:
         self._delivering = self._sending.delivery.delivering  # for callers in other sections
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
-        self._last_upkeep: float | None = None
         self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
-        self._own_devices: dict[int, DeviceCertificate] | None = None  # siblings, cached
-        self._kt: KeyTransparency | None = None
-        log_key = store.get_meta("log_key")
-        if log_key is not None:
-            self._kt = self._new_transparency(log_key)
-        self._next_monitor = 0.0  # when self-monitoring is due (clock seconds)
-        self._recheck_from = 0  # where the next pass of contact re-checks starts
-        #: Seconds a log entry naming a device this account does not know may wait for the
-        #: sibling's announcement of it before it is an alarm.
-        self.monitor_grace = MONITOR_GRACE
-        #: Seconds between checks of this account's log entries while connected.
-        self.monitor_interval = MONITOR_INTERVAL
+        self._monitoring = Monitoring(
+            self._ctx,
+            contacts=lambda: self._contact_cache().values(),
+            lookup=partial(self._resolve, refresh=True),
+        )
+        self._devices = OwnDevices(
+            self._ctx,
+            self._monitoring,
+            enqueue=self._enqueue,
+            contacts=lambda: self._contact_cache().values(),
+            forget_session=self._drop_sessions,
+        )
+        self._prekeys = Prekeys(self._ctx)
+        self._upkeeper = Upkeep(self._ctx, self._prekeys, self._monitoring)
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -346,7 +337,7 @@ class Client:
         server_url = server_url.rstrip("/")
         async with Transport(server_url, clock=clock, rng=rng) as anonymous:
             server_key = await _fetch_server_key(anonymous)
-            log_key = await _fetch_log_key(anonymous)
+            log_key = await fetch_log_key(anonymous.request)
         account = AccountIdentity.generate(rng)
         token = rng(32)
 
@@ -410,7 +401,7 @@ class Client:
                 raise LinkRefused("the provisioning message does not open") from None
             if payload.server_key != server_key:
                 raise LinkRefused("the provisioning names another server key")
-            log_key = payload.log_key or await _fetch_log_key(anonymous)
+            log_key = payload.log_key or await fetch_log_key(anonymous.request)
             # the account key must be the one the directory has for the account
             doc = await anonymous.request(
                 "GET", api_path("accounts", payload.username), signed=False
@@ -708,7 +699,7 @@ class Client:
     def _local_changed(self) -> None:
         """Timers or this account's device list may have changed: read them again."""
         self._conversations.timers_changed()
-        self._own_devices = None
+        self._devices.changed()
 
     def timer(self, name: str) -> int:
         """The disappearing-message timer of a conversation, in seconds (0: off)."""
@@ -1606,72 +1597,13 @@ class Client:
 
     # ------------------------------------------------------------------ prekeys
 
-    async def _upkeep(self) -> None:
-        """Prekey upkeep on connecting, at most every :data:`UPKEEP_INTERVAL`: so a device
-        that rarely gets new sessions still rotates its signed prekey weekly."""
-        now = time.monotonic()
-        if self._last_upkeep is None or now - self._last_upkeep >= UPKEEP_INTERVAL:
-            self._last_upkeep = now
-            await self.maintain_prekeys()
-        if self._clock() >= self._next_monitor:
-            try:
-                await self.monitor()
-            except (TransportError, TransparencyFailure) as exc:  # alarmed, or try later
-                log.warning("self-monitoring did not finish: %s", type(exc).__name__)
+    async def _upkeep(self) -> None:  # delegate
+        await self._upkeeper.run()
 
     async def maintain_prekeys(self) -> None:
         """Refill one-time prekeys when the server says the stock is low, and rotate the
-        signed and last-resort prekeys weekly (old ones kept a while for late messages)."""
-        status = await self._transport.request("GET", "/v1/keys/status")
-        now = int(self._clock())
-        body: dict[str, Any] = {}
-        next_id = _int(self._store.get_meta("next_prekey_id"), 1000)
-        new_rows: list[tuple[str, int, bytes]] = []
-        if isinstance(status, dict) and status.get("refill"):
-            one_time = [
-                OneTimePreKeyPair.generate(next_id + i, rng=self._rng) for i in range(PREKEY_BATCH)
-            ]
-            kem = [
-                self._device.new_kem_prekey(
-                    next_id + PREKEY_BATCH + i, KemPreKeyKind.ONE_TIME, now=now, rng=self._rng
-                )
-                for i in range(PREKEY_BATCH)
-            ]
-            next_id += 2 * PREKEY_BATCH
-            body["one_time_prekeys"] = [b64(k.public.encode()) for k in one_time]
-            body["kem_one_time_prekeys"] = [b64(k.public.encode()) for k in kem]
-            new_rows += [("otpk", k.key_id, k.to_bytes()) for k in one_time]
-            new_rows += [("kem", k.key_id, k.to_bytes()) for k in kem]
-        spk_created = _int(self._store.get_meta("spk_created"))
-        rotate = now - spk_created >= SPK_ROTATION
-        if rotate:
-            spk = self._device.new_signed_prekey(next_id, now=now, rng=self._rng)
-            kem_lr = self._device.new_kem_prekey(
-                next_id + 1, KemPreKeyKind.LAST_RESORT, now=now, rng=self._rng
-            )
-            next_id += 2
-            body["signed_prekey"] = b64(spk.public.encode())
-            body["kem_last_resort"] = b64(kem_lr.public.encode())
-            new_rows += [
-                ("spk", spk.key_id, spk.to_bytes()),
-                ("kem_lr", kem_lr.key_id, kem_lr.to_bytes()),
-            ]
-        if not body:
-            return
-        # keep the private halves first: a key the server hands out must be answerable
-        with self._store.transaction() as conn:
-            for kind, key_id, record in new_rows:
-                _insert_prekey(conn, kind, key_id, record, now)
-            self._store.set_meta(conn, "next_prekey_id", str(next_id).encode())
-        await self._transport.request("PUT", "/v1/keys", body=body)
-        if rotate:
-            with self._store.transaction() as conn:
-                self._store.set_meta(conn, "spk_created", str(now).encode())
-                # older signed and last-resort keys answer late first messages a while
-                conn.execute(
-                    "DELETE FROM prekeys WHERE kind IN ('spk', 'kem_lr') AND created < ?",
-                    (now - SPK_RETENTION,),
-                )
+        signed and last-resort prekeys weekly (:mod:`.services.prekeys`)."""
+        await self._prekeys.maintain()
 
     # ------------------------------------------------------------------ groups
 
@@ -2393,257 +2325,92 @@ class Client:
 
     # ------------------------------------------------------------------ key transparency
 
-    def _new_transparency(self, log_key: bytes) -> KeyTransparency:
-        return KeyTransparency(
-            self._store,
-            lambda method, path: self._transport.request(method, path, signed=False),
-            VerifyKey.from_public_bytes(log_key),
-            clock=self._clock,
-            on_alarm=lambda alarm: self._ctx.events.emit(AlarmRaised(alarm)),
-        )
+    @property
+    def monitor_grace(self) -> float:
+        """Seconds a log entry naming a device this account does not know may wait for the
+        sibling's announcement of it before it is an alarm."""
+        return self._monitoring.grace
+
+    @monitor_grace.setter
+    def monitor_grace(self, seconds: float) -> None:
+        self._monitoring.grace = seconds
+
+    @property
+    def monitor_interval(self) -> float:
+        """Seconds between checks of this account's log entries while connected."""
+        return self._monitoring.interval
+
+    @monitor_interval.setter
+    def monitor_interval(self, seconds: float) -> None:
+        self._monitoring.interval = seconds
+
+    @property
+    def _next_monitor(self) -> float:  # delegate
+        return self._monitoring.next_due
 
     async def diagnose_refusal(self) -> ClientError | None:
         """After the server refused this device's signature (``unauthorized``): the error
         that says why, if the server's public answers tell (:mod:`.diagnose`)."""
+        return await self._monitoring.diagnose_refusal()
 
-        def alarm(kind: str, subject: str, detail: str, evidence: Sequence[bytes]) -> None:
-            if self._kt is not None:
-                self._kt.alarm(kind, subject, detail, evidence)
+    async def _transparency(self) -> KeyTransparency:  # delegate
+        return await self._monitoring.transparency()
 
-        return await diagnose_refusal(
-            lambda method, path: self._transport.request(method, path, signed=False),
-            username=self.username,
-            account_key=self.account_key,
-            device_id=self.device_id,
-            pinned_log_key=self._store.get_meta("log_key"),
-            alarm=alarm,
-        )
-
-    async def _transparency(self) -> KeyTransparency:
-        """The log view; a profile made before the log pins the server's log key now."""
-        if self._kt is None:
-            async with Transport(self.server_url, clock=self._clock, rng=self._rng) as anonymous:
-                log_key = await _fetch_log_key(anonymous)
-            with self._store.transaction() as conn:
-                self._store.set_meta(conn, "log_key", log_key)
-            log.warning("pinned the server's log key on first use (a profile from before it)")
-            self._kt = self._new_transparency(log_key)
-        return self._kt
-
-    def _gossip(self) -> bytes | None:
-        return None if self._kt is None else self._kt.gossip()
+    def _gossip(self) -> bytes | None:  # delegate
+        return self._monitoring.gossip()
 
     def log_head(self) -> dict[str, Any] | None:
         """The newest signed tree head this device has checked (what it gossips)."""
-        head = None if self._kt is None else self._kt.head
-        if head is None:
-            return None
-        return {"tree_size": head.tree_size, "timestamp": head.timestamp, "root": head.root.hex()}
+        return self._monitoring.log_head()
 
     def alarms(self, *, include_dismissed: bool = False) -> list[Alarm]:
         """Key-transparency alarms, oldest first (they stay until dismissed)."""
-        return read_alarms(self._store, include_dismissed=include_dismissed)
+        return self._monitoring.alarms(include_dismissed=include_dismissed)
 
     async def dismiss_alarms(self, alarm_ids: Sequence[int] | None = None) -> int:
         """Dismiss these alarms (all with ``None``); returns how many were dismissed."""
-        return dismiss_alarms(self._store, alarm_ids)
-
-    def _known_own_devices(self) -> set[int]:
-        read = self._store.read()
-        known = {int(d) for (d,) in read.execute("SELECT device_id FROM own_devices")}
-        known |= {
-            int(d)
-            for (d,) in read.execute(
-                "SELECT device_id FROM revoked_devices WHERE account_id = ?", (self.account_id,)
-            )
-        }
-        return known | {self.device_id}
+        return self._monitoring.dismiss_alarms(alarm_ids)
 
     async def monitor(self) -> int:
-        """Check this account's key-transparency entries since the last check: a device
-        or identity key that no device of this account added raises an alarm (on every
-        device of the account, each checking for itself). Also tries again the gossiped
-        heads not yet proven consistent (an alarm once overdue) and looks a few contacts
-        up again. Runs on connecting and every :attr:`monitor_interval` seconds; returns
-        how many entries were checked."""
-        kt = await self._transparency()
-        self._next_monitor = self._clock() + self.monitor_interval
-        await kt.retry_gossip()  # first: it alarms even if the server hangs up on the rest
-        checked = await kt.monitor(
-            account_id=self.account_id,
-            username=self.username,
-            account_key=self.account_key,
-            known_devices=self._known_own_devices(),
-            grace_ms=int(self.monitor_grace * 1000),
-        )
-        await self._recheck_contacts()
-        return checked
-
-    async def _recheck_contacts(self) -> None:
-        """Look contacts up again (a few each pass, the least recently checked first), so
-        a change to a contact's devices, a revocation above all, is seen even if the
-        server never says ``mismatched_devices``; the lookup's checks alarm on a replay."""
-        names = [c.username for c in self._contact_cache().values() if c.devices]
-        start = self._recheck_from % len(names) if names else 0
-        for name in (names[start:] + names[:start])[:RECHECK_CONTACTS]:
-            self._recheck_from += 1
-            try:
-                await self._resolve(name, refresh=True)
-            except ClientError as exc:  # alarmed, or the server is away: next pass
-                log.info("re-checking a contact did not finish: %s", type(exc).__name__)
+        """Check this account's key-transparency entries since the last check, retry the
+        gossiped heads not yet proven, look a few contacts up again; returns how many
+        entries were checked (:mod:`.services.monitoring`)."""
+        return await self._monitoring.monitor()
 
     # ------------------------------------------------------------------ devices
 
-    def _own_row(self, state: BatchState | None = None) -> ContactRow:
-        """This account as a recipient: its other devices that the account key certified."""
-        if self._own_devices is None:
-            self._own_devices = {
-                device_id: DeviceCertificate.decode(bytes(cert))
-                for device_id, cert in self._store.read().execute(
-                    "SELECT device_id, certificate FROM own_devices WHERE certificate IS NOT NULL"
-                )
-                if device_id != self.device_id
-            }
-        devices = dict(self._own_devices)
-        if state is not None:
-            devices.update(state.own_devices)
-        return ContactRow(
-            self.account_id, self.username, self.account_key, True, False, self._token, devices
-        )
+    def _own_row(self, state: BatchState | None = None) -> ContactRow:  # delegate
+        return self._devices.own_row(None if state is None else state.own_devices)
 
-    async def _own_directory(self) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
-        """This account's devices as the server lists them, each checked against the
-        account key, and the device ids the account key revoked (with the revocations)."""
-        floor = (await self._transparency()).freshness_floor()
-        doc = await self._transport.request(
-            "GET", api_path("accounts", self.username), signed=False
-        )
-        try:
-            if bytes.fromhex(doc["account_id"]) != self.account_id:
-                raise ServerError(0, "bad_response", "the lookup answered for another account")
-            if unb64(doc["account_key"]) != self.account_key:
-                raise ServerError(0, "bad_response", "the server lists another account key")
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(0, "bad_response", "malformed account lookup") from None
-        await (await self._transparency()).check_lookup(
-            doc,
-            account_id=self.account_id,
-            username=self.username,
-            account_key=self.account_key,
-            floor=floor,
-        )
-        try:
-            revoked = _verified_revocations(
-                self.account_id, self.account_key, doc.get("revocations", [])
-            )
-            devices = _verified_devices(self.account_id, self.account_key, doc["devices"])
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(0, "bad_response", "malformed account lookup") from None
-        for device_id in revoked:
-            devices.pop(device_id, None)
-        return devices, revoked
+    async def _own_directory(  # delegate
+        self,
+    ) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
+        return await self._devices.directory()
 
     async def refresh_devices(self) -> None:
         """Fetch this account's device list again (after a change or a refused send)."""
-        devices, revoked = await self._own_directory()
-        now = int(self._clock())
-        with self._store.transaction() as conn:
-            for device_id, cert in devices.items():
-                conn.execute(
-                    "INSERT INTO own_devices (device_id, certificate, name, added) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET certificate = ?",
-                    (device_id, cert.encode(), f"device {device_id}", now, cert.encode()),
-                )
-            conn.execute(
-                "DELETE FROM own_devices WHERE device_id NOT IN "  # noqa: S608 (placeholders only)
-                f"({','.join('?' * len(devices)) or 'NULL'})",
-                tuple(devices),
-            )
-            for device_id, revocation in revoked.items():
-                self._record_revocation(conn, self.account_id, device_id, revocation)
-        self._local_changed()
+        await self._devices.refresh()
 
-    def _record_revocation(
+    def _record_revocation(  # delegate (a raw connection's transaction is open)
         self, conn: Any, account_id: bytes, device_id: int, revocation: bytes | None
     ) -> None:
-        conn.execute(
-            "INSERT OR IGNORE INTO revoked_devices (account_id, device_id, revocation) "
-            "VALUES (?, ?, ?)",
-            (account_id, device_id, revocation),
-        )
-        conn.execute(
-            "DELETE FROM sessions WHERE account_id = ? AND device_id = ?", (account_id, device_id)
-        )
-        self._sessions.pop((account_id, device_id), None)
+        self._devices.record_revocation(self._store.repos(), account_id, device_id, revocation)
 
-    def _forget_own_device(self, conn: Any, device_id: int) -> None:
-        conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
-        self._record_revocation(conn, self.account_id, device_id, None)
+    def _forget_own_device(self, conn: Any, device_id: int) -> None:  # delegate
+        self._devices.forget_own(self._store.repos(), device_id)
 
     async def devices(self) -> list[dict[str, Any]]:
         """This account's devices (certified by its key), this one marked ``current``."""
-        await self.refresh_devices()
-        rows = self._store.read().execute(
-            "SELECT device_id, certificate, name FROM own_devices ORDER BY device_id"
-        )
-        out = [
-            {
-                "device_id": self.device_id,
-                "name": (self._store.get_meta("device_name") or b"this device").decode(),
-                "created": self._device.certificate.created,
-                "current": True,
-            }
-        ]
-        for device_id, cert, name in rows:
-            if cert is None or device_id == self.device_id:
-                continue
-            out.append(
-                {
-                    "device_id": device_id,
-                    "name": name,
-                    "created": DeviceCertificate.decode(bytes(cert)).created,
-                    "current": False,
-                }
-            )
-        return sorted(out, key=lambda d: int(d["device_id"]))
+        return await self._devices.list()
 
     async def remove_device(self, device_id: int) -> None:
         """Revoke another device of this account: the account key signs a revocation,
         the server deletes the device, contacts stop encrypting to it, and this
         account's other devices are told."""
-        if device_id == self.device_id:
-            raise ClientError("a device cannot remove itself; remove it from another device")
-        revocation = sign_revocation(self._account, device_id, revoked_at=int(self._clock()))
-        await self._transport.request(
-            "DELETE", api_path("devices", device_id), body={"revocation": b64(revocation.encode())}
-        )
-        name = f"device {device_id}"
-        with self._store.transaction() as conn:
-            row = conn.execute(
-                "SELECT name FROM own_devices WHERE device_id = ?", (device_id,)
-            ).fetchone()
-            if row is not None:
-                name = row[0]
-            conn.execute("DELETE FROM own_devices WHERE device_id = ?", (device_id,))
-            self._record_revocation(conn, self.account_id, device_id, revocation.encode())
-        self._local_changed()
-        self._ctx.events.emit(DeviceRemoved(device_id, name))
-        await self._notify_own(DeviceNotice(_now_ms(self._clock), DEVICE_REMOVED, device_id, name))
-        await self._notify_contacts(RevocationNotice(_now_ms(self._clock), revocation.encode()))
+        await self._devices.remove(device_id)
 
-    async def _notify_contacts(self, notice: RevocationNotice) -> None:
-        """Send the signed revocation to every contact's devices: they drop the device
-        even if the server keeps listing it to them or replays an old lookup."""
-        names = [c.username for c in self._contact_cache().values() if c.devices]
-        sends = [self._enqueue(Outgoing(n, notice, _future(), store=False)) for n in names]
-        for result in await asyncio.gather(*sends, return_exceptions=True):
-            if isinstance(result, Exception):  # that contact learns it at its next lookup
-                log.warning("a revocation notice was not sent: %s", type(result).__name__)
-
-    async def _notify_own(self, notice: DeviceNotice) -> None:
-        if not self._own_row().devices:
-            return
-        await self._enqueue(Outgoing("", notice, _future(), store=False, to_self=True))
+    async def _notify_own(self, notice: DeviceNotice) -> None:  # delegate
+        await self._devices.notify_own(notice)
 
     async def link_accept(
         self,
@@ -2758,13 +2525,6 @@ class _Setup:
     device_name: str
     log_key: bytes
     log_head: bytes | None = None
-
-
-async def _fetch_log_key(anonymous: Transport) -> bytes:
-    doc = await anonymous.request("GET", "/v1/log/key", signed=False)
-    log_key = unb64(doc.get("public_key") if isinstance(doc, dict) else None)
-    VerifyKey.from_public_bytes(log_key)
-    return log_key
 
 
 async def _fetch_server_key(anonymous: Transport) -> bytes:

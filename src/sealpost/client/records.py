@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealpost.client.groupsync import GroupBehind
-from sealpost.client.transparency import Alarm
+from sealpost.client.store.alarms import Alarm
 
 __all__ = [
     "AlarmRaised",

@@ -3,7 +3,7 @@
 A lookup is unauthenticated (the server does not learn who asks) and is trusted only as far
 as the key-transparency log confirms it: the answer must be the account's latest entry at a
 signed head at least as new as the newest this device holds, and a "no such user" must
-come with the account map's proof of absence (:class:`~sealpost.client.transparency.
+come with the account map's proof of absence (:class:`~sealpost.client.services.transparency.
 KeyTransparency`). Of the devices the server lists, only those whose certificates the
 account key signed are kept, and never one whose revocation this device has seen
 (:func:`verified_devices`, :func:`verified_revocations`).
@@ -27,9 +27,9 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import ServerError, UnknownContact
 from sealpost.client.paths import api_path, username_or_none
 from sealpost.client.records import Contact, KeyChanged
+from sealpost.client.services.transparency import KeyTransparency
 from sealpost.client.store import Repositories
 from sealpost.client.store.contacts import ContactRow
-from sealpost.client.transparency import KeyTransparency
 from sealpost.client.transport import unb64
 from sealpost.protocol import verify_certificate
 from sealpost.protocol.keys import verify_revocation

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sealpost.client.store.alarms import AlarmRepository, LogRepository
 from sealpost.client.store.connection import Connection
 from sealpost.client.store.contacts import ContactRepository
 from sealpost.client.store.devices import DeviceRepository
 from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
+from sealpost.client.store.prekeys import PrekeyRepository
 
 __all__ = ["Repositories"]
 
@@ -45,7 +47,10 @@ class Repositories:
         self.meta = MetaRepository(db)
         self.contacts = ContactRepository(db)
         self.messages = MessageRepository(db)
+        self.prekeys = PrekeyRepository(db)
         self.devices = DeviceRepository(db)
+        self.alarms = AlarmRepository(db)
+        self.log = LogRepository(db, self.meta)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once this unit has committed (never if it rolls back): a file
