@@ -17,11 +17,20 @@ What it measures, all against a real ``sealpost server`` on loopback (SQLite, du
 
 ``SEALPOST_BENCH_PROFILE=sender`` (or ``receiver``) prints that process's cProfile.
 
-Rate limits are switched off on the benchmark server: every client shares 127.0.0.1.
+Rate limits and the sealed-sender quotas (a stranger's messages to an account without
+its delivery token) are switched off on the benchmark server: every client shares
+127.0.0.1, and the sender never receives, so it never learns the receiver's token.
 
-Targets (issue 4): at least 3,000 messages/s end to end; unlock within 0.5 s.
+``--baseline DIR`` measures, in the same run and against the same server, the end-to-end
+rate of the client code of another checkout too (``git worktree add /tmp/before 5a35988``;
+its ``src`` on ``PYTHONPATH`` in a child process), alternating ``--rounds`` times, and
+reports the ratio of the medians.
 
-    .venv/bin/python bench/client.py [--quick] [--json bench/results/client.json]
+Targets (issues 4 and 15): at least 3,000 messages/s end to end, and at least the
+baseline's rate (1.0x); unlock within 0.5 s.
+
+    .venv/bin/python bench/client.py [--quick] [--baseline /tmp/before [--rounds 3]]
+        [--json bench/results/client.json]
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +55,6 @@ from websockets.asyncio.client import connect
 from sealpost.cli.demo import start_server
 from sealpost.client import Client, MessageReceived
 from sealpost.client.store import DEFAULT_PARAMS, TEST_PARAMS, _derive
-from sealpost.protocol.signing import sign_websocket_challenge
 
 TARGET_E2E = 3000.0
 TARGET_UNLOCK = 0.5
@@ -134,6 +143,8 @@ def end_to_end(url: str, root: Path, total: int) -> float:
 
 async def raw_relay(url: str, root: Path, total: int) -> float:
     """Pre-built 200-byte envelopes through the relay, no crypto, no store."""
+    from sealpost.protocol.signing import sign_websocket_challenge
+
     name = f"raw{os.getpid()}"
     client = await Client.create(
         root / name, PASSCODE, server_url=url, username=name, params=TEST_PARAMS
@@ -204,28 +215,65 @@ def unlock_times(root: Path, repetitions: int) -> tuple[float, float]:
 # ---------------------------------------------------------------------- main
 
 
+def _baseline_e2e(checkout: Path, url: str, total: int) -> float:
+    """The end-to-end rate of the client code in ``checkout`` (this file, run in a child
+    process with that checkout's ``src`` first on the path), against the same server."""
+    env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
+    out = subprocess.run(
+        [sys.executable, __file__, "--e2e-only", url, "--messages", str(total)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["e2e"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, one repetition")
     parser.add_argument("--json", type=Path, default=Path("bench/results/client.json"))
     parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose client to compare")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating e2e runs each")
+    parser.add_argument("--e2e-only", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     total = args.messages or (2000 if args.quick else 10000)
     root = Path(tempfile.mkdtemp(prefix="sealpost-bench-client-"))
+    if args.e2e_only:  # the child of --baseline: one measure, as JSON
+        try:
+            print(json.dumps({"e2e": end_to_end(args.e2e_only, root, total)}))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return 0
     proc = None
+    before: list[float] = []
+    after: list[float] = []
     try:
 
         async def boot() -> tuple[Any, str]:
             return await start_server(root / "server")
 
-        # rate limits off: all clients share one address
-        os.environ["SEALPOST_RATE_PER_ADDRESS"] = "0"
-        os.environ["SEALPOST_RATE_PER_ACCOUNT"] = "0"
-        os.environ["SEALPOST_RATE_SEALED_PER_ADDRESS"] = "0"
+        # rate limits and sealed quotas off: all clients share one address
+        for name in (
+            "RATE_PER_ADDRESS",
+            "RATE_PER_ACCOUNT",
+            "RATE_SEALED_PER_ADDRESS",
+            "SEALED_QUOTA_MESSAGES",
+            "SEALED_QUOTA_BYTES",
+            "SEALED_BYTES_PER_ADDRESS",
+        ):
+            os.environ["SEALPOST_" + name] = "0"
         loop = asyncio.new_event_loop()
         proc, url = loop.run_until_complete(boot())
         raw = asyncio.run(raw_relay(url, root, total))
-        e2e = end_to_end(url, root, total)
+        for _ in range(max(1, args.rounds)):
+            if args.baseline is not None:
+                before.append(_baseline_e2e(args.baseline, url, total))
+            after.append(end_to_end(url, root, total))
+        e2e = statistics.median(after)
+        base = statistics.median(before) if before else None
         unlock, derive = unlock_times(root, 1 if args.quick else 5)
     finally:
         if proc is not None:
@@ -240,6 +288,18 @@ def main() -> int:
             f"{e2e:,.0f} msg/s",
             f"{e2e / raw:.2f}x raw",
             "PASS" if e2e >= TARGET_E2E else f"FAIL (target {TARGET_E2E:,.0f})",
+        ),
+        *(
+            []
+            if base is None
+            else [
+                (
+                    f"  baseline client ({args.baseline})",
+                    f"{base:,.0f} msg/s",
+                    f"after/before {e2e / base:.2f}x",
+                    "PASS" if e2e >= base else "FAIL (target 1.0x)",
+                )
+            ]
         ),
         (
             "unlock (Argon2id t=3 m=64MiB p=4)",
@@ -260,6 +320,11 @@ def main() -> int:
                 "raw_relay_msgs_per_s": raw,
                 "e2e_msgs_per_s": e2e,
                 "e2e_over_raw": e2e / raw,
+                "e2e_runs": after,
+                "baseline": None if base is None else str(args.baseline),
+                "baseline_e2e_msgs_per_s": base,
+                "baseline_e2e_runs": before,
+                "e2e_over_baseline": None if base is None else e2e / base,
                 "unlock_s": unlock,
                 "argon2id_guess_s": derive,
                 "targets": {"e2e_msgs_per_s": TARGET_E2E, "unlock_s": TARGET_UNLOCK},
