@@ -8,9 +8,18 @@ import asyncio
 import json
 import os
 import sqlite3
+from pathlib import Path
 
+import pytest
+
+from sealpost._errors import DecodeError
 from sealpost.client.rows import Outgoing, Prepared
-from sealpost.client.send_store import OutboxRepository, decode, outboxed
+from sealpost.client.services.delivery import outboxed
+from sealpost.client.status import MessageStatus
+from sealpost.client.store import TEST_PARAMS, Store
+from sealpost.client.store.connection import Connection
+from sealpost.client.store.messages import OutgoingRow
+from sealpost.client.store.outbox import OutboxRepository, decode
 from sealpost.client.transport import _multi_frame, b64
 from sealpost.protocol.content import TextContent
 from sealpost.protocol.group_sealed import seal_group
@@ -32,7 +41,9 @@ def test_group_sealed_send_survives_the_outbox_and_goes_out_in_the_new_form() ->
     recipients = [(a, 1, b""), (b, 2, b"")]
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, message_uuid BLOB, payload BLOB)")
-    row = OutboxRepository(conn).add([outboxed(_prepared((body, recipients)))])
+    db = Connection(conn)
+    db.in_unit = True  # as inside store.unit()
+    row = OutboxRepository(db).add([outboxed(_prepared((body, recipients)))])
     (payload,) = conn.execute("SELECT payload FROM outbox WHERE id = ?", (row,)).fetchone()
     [back] = decode(payload)
     assert back.multi == (body, recipients)
@@ -52,3 +63,54 @@ def test_a_legacy_outbox_row_goes_out_in_the_legacy_form() -> None:
     assert frame["shared"] == b64(shared) and "body" not in frame
     assert frame["recipients"] == [[a.hex(), 1, b64(wrap)]]
     assert frame["tokens"] == {a.hex(): b64(b"\x01" * 32)}
+
+
+def test_settle_keeps_only_the_unanswered_sends_and_a_retry_record_survives(
+    tmp_path: Path,
+) -> None:
+    store = Store.create(tmp_path / "p", "a long passcode", params=TEST_PARAMS)
+    try:
+        first, second = _prepared((b"one", [])), _prepared((b"two", []))
+        second.item.attempts = 2
+        with store.unit() as repos:
+            row = repos.outbox.add([outboxed(first), outboxed(second)])
+        [(got_row, sends)] = store.repos().outbox.pending()
+        assert got_row == row and [s.multi for s in sends] == [(b"one", []), (b"two", [])]
+        retry = sends[1].retry
+        assert retry is not None and retry.attempts == 2 and retry.peer == "#g"
+        assert retry.content == second.item.content and retry.store
+        with store.unit() as repos:
+            repos.outbox.settle(row, [sends[1]])  # the first was answered for
+        [(_, kept)] = store.repos().outbox.pending()
+        assert kept == [sends[1]]
+        with store.unit() as repos:
+            repos.outbox.settle(row, [])
+        assert store.repos().outbox.pending() == []
+    finally:
+        store.close()
+
+
+def test_an_outbox_row_from_before_retry_records_decodes_without_one() -> None:
+    legacy = json.dumps([{"uuid": "", "messages": [], "tokens": {}, "own": [], "multi": None}])
+    [send] = decode(legacy.encode())
+    assert send.retry is None and send.envelopes == []
+    with pytest.raises(DecodeError):
+        decode(b'[{"uuid": "zz"}]')
+
+
+def test_status_updates_of_outgoing_messages_follow_the_table(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "p", "a long passcode", params=TEST_PARAMS)
+    try:
+        ids = [os.urandom(16) for _ in range(3)]
+        peer = os.urandom(16)
+        rows = [OutgoingRow(i, peer, "t", 1, 1, peer, None, None, None) for i in ids]
+        with store.unit() as repos:
+            repos.messages.add_outgoing(rows)
+            repos.messages.mark_outgoing([ids[0]], MessageStatus.DELIVERED)  # receipt first
+            repos.messages.mark_outgoing(ids[:2], MessageStatus.SENT)
+            repos.messages.mark_outgoing([ids[2]], MessageStatus.FAILED)
+            repos.messages.mark_outgoing([ids[2]], MessageStatus.SENT)  # failed stays failed
+        status = {m.message_id: m.status for m in store.repos().messages.history(peer, 0, 10)}
+        assert [status[i] for i in ids] == ["delivered", "sent", "failed"]
+    finally:
+        store.close()

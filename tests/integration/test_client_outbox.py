@@ -14,7 +14,6 @@ from test_client_groups import link
 
 from sealpost.client import Client
 from sealpost.client.rows import Outgoing
-from sealpost.client.send_store import OutboxRepository
 from sealpost.protocol.content import TextContent
 
 
@@ -38,7 +37,7 @@ async def commit_then_crash(alice: Client, peer: str, text: str) -> bytes:
 
 
 def outbox_rows(client: Client) -> int:
-    return len(OutboxRepository(client.store.read()).pending())
+    return len(client.store.repos().outbox.pending())
 
 
 async def settled(client: Client, peer: str, text: str, timeout: float = 20) -> str:

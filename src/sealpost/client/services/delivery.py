@@ -36,19 +36,14 @@ from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.client.records import AttachmentInfo, Message
 from sealpost.client.relay import RelaySealed
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
-from sealpost.client.send_store import (
-    Outboxed,
-    OutboxRepository,
-    drop_sessions_except,
-    mark_outgoing,
-    outboxed,
-)
+from sealpost.client.send_store import drop_sessions_except
 from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.status import MessageStatus
+from sealpost.client.store.outbox import Outboxed, Retry
 from sealpost.client.transport import b64
 from sealpost.protocol.content import TextContent
 
-__all__ = ["SEND_RETRIES", "Delivery", "DeliveryPeers", "InFlight"]
+__all__ = ["SEND_RETRIES", "Delivery", "DeliveryPeers", "InFlight", "message_uuid", "outboxed"]
 
 log = logging.getLogger("sealpost.client")
 
@@ -213,10 +208,10 @@ class Delivery:
 
         sent = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.SENT]
         lost = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.FAILED]
-        with self._ctx.store.transaction() as conn:
-            OutboxRepository(conn).settle(outbox_id, keep)
-            mark_outgoing(conn, sent, MessageStatus.SENT)
-            mark_outgoing(conn, lost, MessageStatus.FAILED)
+        with self._ctx.store.unit() as repos:
+            repos.outbox.settle(outbox_id, keep)
+            repos.messages.mark_outgoing(sent, MessageStatus.SENT)
+            repos.messages.mark_outgoing(lost, MessageStatus.FAILED)
         for f in batch:
             if f.item is None or f.item.future.done() or outcome(f) is not MessageStatus.SENT:
                 continue
@@ -233,7 +228,7 @@ class Delivery:
         bytes, settled by :meth:`settle`. Returns how many sends were answered for;
         raises :class:`ServerUnavailable` when the server could not be reached."""
         done = 0
-        for outbox_id, sends in OutboxRepository(self._ctx.store.read()).pending():
+        for outbox_id, sends in self._ctx.store.repos().outbox.pending():
             if outbox_id in self._in_flight:
                 continue  # a live batch: its own settle answers for it
             batch = [InFlight(s, _resent(s)) for s in sends]
@@ -318,6 +313,22 @@ class Delivery:
             with contextlib.suppress(Exception):
                 await self._sealed.close()
         self._sealed = None
+
+
+def message_uuid(p: Prepared) -> bytes:
+    """The history message a send is (b"" for a send with no history row)."""
+    content = p.item.content
+    return content.message_id if isinstance(content, TextContent) and p.item.store else b""
+
+
+def outboxed(p: Prepared) -> Outboxed:
+    """A prepared send as the outbox keeps it: its bytes, and how to encrypt it anew."""
+    item = p.item
+    retry = Retry(
+        item.peer, item.group, item.to_self, item.transcript, item.store, item.content,
+        item.attempts,
+    )  # fmt: skip
+    return Outboxed(message_uuid(p), p.envelopes, p.tokens, p.multi, p.own, retry)
 
 
 def _resent(sent: Outboxed) -> Outgoing | None:

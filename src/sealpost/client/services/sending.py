@@ -11,7 +11,7 @@ client's lock (ratchets step here and in the receive pipeline, never both at onc
    account's other devices; a group send goes to the group encryptor (the groups
    service); a send ``to_self`` goes to this account's other devices only;
 2. **commit** in one transaction: the ratchet steps, the history rows (``QUEUED``) and
-   one outbox row for the whole batch (:mod:`sealpost.client.send_store`). If the commit
+   one outbox row for the whole batch (:mod:`sealpost.client.store.outbox`). If the commit
    fails, the ratchets that ran ahead are dropped from memory and nothing is sent;
 3. **hand** the batch to :class:`~sealpost.client.services.delivery.Delivery`, which
    submits it and settles it once the server answered, and take the next batch.
@@ -32,15 +32,10 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import ClientError, ServerUnavailable, UnknownContact, UntrustedContact
 from sealpost.client.records import Event, KeyChanged, Message
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
-from sealpost.client.send_store import (
-    OutboxRepository,
-    OutgoingRow,
-    add_outgoing,
-    outboxed,
-    save_sessions,
-)
-from sealpost.client.services.delivery import Delivery, DeliveryPeers
+from sealpost.client.send_store import save_sessions
+from sealpost.client.services.delivery import Delivery, DeliveryPeers, outboxed
 from sealpost.client.services.pairwise import PairwiseEncryptor
+from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.transport import unb64
 from sealpost.protocol.content import SentTranscript, TextContent, encode_content, encode_unpadded
 from sealpost.protocol.wire import SenderCertificate
@@ -210,12 +205,13 @@ class Sending:
         ]
         try:
             with self._ctx.store.transaction() as conn:
+                repos = self._ctx.store.repos()
                 save_sessions(conn, self._encryptor.session_records(addresses), now_ms // 1000)
                 for p in prepared:
-                    for write in p.writes:
+                    for write in p.writes:  # the group encryptor's, on the raw connection
                         write(conn)
-                add_outgoing(conn, rows)
-                outbox_id = OutboxRepository(conn).add([outboxed(p) for p in prepared])
+                repos.messages.add_outgoing(rows)
+                outbox_id = repos.outbox.add([outboxed(p) for p in prepared])
         except BaseException:
             # the in-memory ratchets ran ahead of the store: drop them (nothing they
             # produced was sent) so the stored state is reloaded

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from functools import partial
 
 from sealpost.client import saved_files
+from sealpost.client.status import MessageStatus, sources
 from sealpost.client.store.connection import Connection
 
-__all__ = ["MessageRepository", "StoredMessage"]
+__all__ = ["MessageRepository", "OutgoingRow", "StoredMessage"]
+
+_CHUNK = 500  # message ids per statement (SQLite allows 999 parameters at least)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +43,63 @@ class StoredMessage:
     expires_at: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutgoingRow:
+    """A history row for a message this device sends (stored ``QUEUED``)."""
+
+    message_id: bytes
+    peer: bytes  # account id or group id
+    text: str
+    sent_at: int  # ms
+    received_at: int  # ms
+    author: bytes
+    expires_at: int | None  # ms
+    attachment: bytes | None
+    attachment_path: str | None
+
+
 class MessageRepository:
     def __init__(self, db: Connection) -> None:
         self._db = db
+
+    # -- sent from this device (statuses: sealpost.client.status)
+
+    def add_outgoing(self, rows: Sequence[OutgoingRow]) -> None:
+        """History rows for messages this device is sending, ``QUEUED`` (a message id
+        already stored is left as it is)."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO messages (message_uuid, peer, outgoing, body, sent_at, "
+            "received_at, status, author, expires_at, attachment, attachment_path) "
+            "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.message_id,
+                    r.peer,
+                    r.text,
+                    r.sent_at,
+                    r.received_at,
+                    MessageStatus.QUEUED.value,
+                    r.author,
+                    r.expires_at,
+                    r.attachment,
+                    r.attachment_path,
+                )
+                for r in rows
+            ],
+        )
+
+    def mark_outgoing(self, message_ids: Sequence[bytes], new: MessageStatus) -> None:
+        """These outgoing messages become ``new``, those the status table lets; the
+        others keep theirs (a delivery receipt that came before the server's answer)."""
+        moves = sources(new)
+        allowed = ",".join("?" * len(moves))
+        for start in range(0, len(message_ids), _CHUNK):
+            chunk = message_ids[start : start + _CHUNK]
+            self._db.execute(
+                f"UPDATE messages SET status = ? WHERE outgoing = 1 AND status IN ({allowed}) "  # noqa: S608 (placeholders only)
+                f"AND message_uuid IN ({','.join('?' * len(chunk))})",
+                (new.value, *moves, *chunk),
+            )
 
     # -- history
 

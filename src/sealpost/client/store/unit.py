@@ -33,6 +33,7 @@ from sealpost.client.store.contacts import ContactRepository
 from sealpost.client.store.devices import DeviceRepository
 from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
+from sealpost.client.store.outbox import OutboxRepository
 from sealpost.client.store.prekeys import PrekeyRepository
 
 __all__ = ["Repositories"]
@@ -51,6 +52,7 @@ class Repositories:
         self.devices = DeviceRepository(db)
         self.alarms = AlarmRepository(db)
         self.log = LogRepository(db, self.meta)
+        self.outbox = OutboxRepository(db)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once this unit has committed (never if it rolls back): a file
