@@ -703,8 +703,10 @@ def main() -> int:
     if args.json is None:
         args.json = Path("bench/results") / ("relay-quick.json" if args.quick else "relay.json")
     if args.devices:
-        plans = [p for p in plans if p.devices in args.devices] or [
-            Plan(n, plans[0].warmup, plans[0].window, plans[0].samples) for n in args.devices
+        known = {p.devices: p for p in plans}
+        plans = [
+            known.get(n) or Plan(n, plans[0].warmup, plans[0].window, plans[0].samples)
+            for n in args.devices
         ]
     if args.py_spy is not None:
         if py_spy() is None:

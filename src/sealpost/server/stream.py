@@ -51,7 +51,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
@@ -148,9 +148,11 @@ class _Socket:
 
 class _Connection:
     """One accepted socket's moving parts, kept small (a server holds tens of thousands):
-    an idle connection costs two tasks (its handler and a reader); the pusher, the acker
-    and the answerer run only while there is something to do. ``done`` says why it ends:
-    the first of its tasks to end, or another connection of the device displacing it."""
+    an idle connection costs one task, its handler, which reads the client's frames; the
+    pusher, the acker and the answerer run only while there is something to do.
+    :meth:`stop` ends it from outside (another connection of the device displacing it, a
+    failed pusher, acker or answerer, an idle timeout): the reading is interrupted and
+    :meth:`read` raises the reason."""
 
     __slots__ = (
         "acker",
@@ -158,11 +160,12 @@ class _Connection:
         "again",
         "answerer",
         "answers",
-        "done",
         "epoch",
         "idle",
         "last",
         "pusher",
+        "reader",
+        "reason",
         "room",
         "sock",
     )
@@ -170,7 +173,8 @@ class _Connection:
     def __init__(self, sock: _Socket, epoch: int = 0) -> None:
         self.sock = sock
         self.epoch = epoch
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
+        self.reason: BaseException | None = None  # why it was stopped
         self.acks: list[bytes] = []  # received, not yet committed
         self.acker: asyncio.Task[None] | None = None
         self.answers: deque[tuple[int, asyncio.Task[int]]] = deque()  # sends in flight
@@ -182,23 +186,36 @@ class _Connection:
         self.last = 0  # the sequence number of the last message pushed
 
     def stop(self, exc: BaseException) -> None:
-        if not self.done.done():
-            self.done.set_exception(exc)
+        if self.reason is None:
+            self.reason = exc
+            if self.reader is not None:
+                self.reader.cancel()
 
-    def ended(self, task: asyncio.Task[None]) -> None:
-        """A reader or pusher ended: so does the connection, for the same reason."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        self.stop(exc if exc is not None else _Close(1000, "done"))
+    async def read(self, reading: Callable[[], Awaitable[None]]) -> None:
+        """Run ``reading()`` in this task until it raises (a disconnect, a close) or
+        :meth:`stop` interrupts it; then raise why."""
+        if self.reason is None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.reader = task
+            try:
+                await reading()
+            except asyncio.CancelledError:
+                if self.reason is None:
+                    raise  # not ours: the server is shutting down
+                task.uncancel()
+            finally:
+                self.reader = None
+        if self.reason is not None:
+            raise self.reason
 
     def failed(self, task: asyncio.Task[None]) -> None:
-        """An acker or answerer ended: only a failure ends the connection."""
+        """A pusher, acker or answerer ended: only a failure ends the connection."""
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.stop(exc)
 
-    async def wind_down(self, tasks: list[asyncio.Task[None]]) -> None:
-        tasks = [*tasks, *(t for t in (self.answerer, self.pusher) if t is not None)]
+    async def wind_down(self) -> None:
+        tasks = [t for t in (self.answerer, self.pusher) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -339,10 +356,8 @@ class StreamEndpoint:
         self._current[address] = conn
         subscription = self._ctx.fanout.subscribe(address, partial(self._wake, conn, address))
         self._wake(conn, address)  # what was queued while it was away
-        tasks = [asyncio.create_task(self._receive(conn, device, address, fence))]
-        tasks[0].add_done_callback(conn.ended)
         try:
-            await conn.done  # re-raises _Close / disconnect
+            await conn.read(partial(self._receive, conn, device, address, fence))
         except WebSocketDisconnect:
             # The client closed: the acks it sent first are its own, whatever connection
             # of it came since (they delete only what this device received).
@@ -352,7 +367,7 @@ class StreamEndpoint:
             if self._current.get(address) is conn:
                 del self._current[address]
             subscription.close()
-            await conn.wind_down(tasks)
+            await conn.wind_down()
             # Let acks already received reach the database.
             with contextlib.suppress(Exception):
                 await self._ack(conn, address, fence)
@@ -376,14 +391,12 @@ class StreamEndpoint:
                 conn.stop(_Close(4408, "idle for too long"))
 
         watch()
-        task = asyncio.create_task(self._receive(conn, None, None, None, seen))
-        task.add_done_callback(conn.ended)
         try:
-            await conn.done
+            await conn.read(partial(self._receive, conn, None, None, None, seen))
         finally:
             if timer[0] is not None:
                 timer[0].cancel()
-            await conn.wind_down([task])
+            await conn.wind_down()
 
     async def _receive(
         self,
