@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sealpost.client.groupkeys import GroupInfo, ReceiverChain
+from sealpost.client.groupkeys import ReceiverChain
 from sealpost.client.records import Event, Message, MessageReceived
 from sealpost.client.store.contacts import ContactRow
+from sealpost.client.store.groups import GroupRow
 from sealpost.protocol import SessionRecord
 from sealpost.protocol.content import Content, ReceiptContent
 from sealpost.protocol.wire import DeviceCertificate
@@ -98,21 +99,6 @@ class BatchState:
     group_sends: dict[tuple[bytes, bytes], tuple[str, Content | bytes]] = field(
         default_factory=dict
     )
-
-
-@dataclass(frozen=True, slots=True)
-class GroupRow:
-    info: GroupInfo
-    raw: bytes  # the signed state
-    member: bool
-    rotate: bool  # this device's sender key must be replaced before its next message
-    chain: bytes | None = None  # the encoded chain from the root (None: the state alone)
-    behind: int = 0  # a newer version a member's message named (0: none)
-    behind_from: bytes | None = None  # that member's account id
-
-    @property
-    def out_of_date(self) -> bool:
-        return self.behind > self.info.version
 
 
 @dataclass(slots=True)

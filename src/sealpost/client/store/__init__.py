@@ -12,11 +12,13 @@ No SQL in the client lives outside this package. The modules:
 ``unit``        :class:`Repositories`: every repository bound to one connection
 ``meta``        facts and settings (key-value)
 ``contacts``    contacts and their devices
-``messages``    history, deletions for everyone (tombstones), disappearing-message timers
+``messages``    history, deletions for everyone (tombstones), disappearing-message timers,
+                attachments' saved files
 ``prekeys``     this device's prekeys (private halves), by kind and key id
 ``devices``     this account's own devices, and devices revoked by an account key
 ``alarms``      key-transparency alarms, log pins, unproven gossip, the monitor's mark
-(one module per further record type: sessions, outbox, groups and sender keys)
+``groups``      groups (signed state, chain, out-of-date mark) and sender keys
+(one module per further record type: sessions, outbox)
 
 The unit of work: ``with store.unit() as repos:`` is one transaction over every repository;
 it commits when the block ends and rolls back if it raises, so a unit that raises has

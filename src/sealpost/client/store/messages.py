@@ -225,3 +225,22 @@ class MessageRepository:
             )
         else:
             self._db.execute("DELETE FROM timers WHERE peer = ?", (peer,))
+
+    # -- attachments
+
+    def attachment(self, message_id: bytes) -> tuple[bytes, str | None] | None:
+        """A message's attachment pointer and the record of the file saved from it (None:
+        no such message, or one without an attachment)."""
+        row = self._db.one(
+            "SELECT attachment, attachment_path FROM messages WHERE message_uuid = ?",
+            (message_id,),
+        )
+        if row is None or row[0] is None:
+            return None
+        return bytes(row[0]), row[1]
+
+    def set_attachment_path(self, message_id: bytes, record: str) -> None:
+        """The file saved from a message's attachment (:func:`saved_files.record`)."""
+        self._db.execute(
+            "UPDATE messages SET attachment_path = ? WHERE message_uuid = ?", (record, message_id)
+        )

@@ -31,6 +31,7 @@ from sealpost.client.store.alarms import AlarmRepository, LogRepository
 from sealpost.client.store.connection import Connection
 from sealpost.client.store.contacts import ContactRepository
 from sealpost.client.store.devices import DeviceRepository
+from sealpost.client.store.groups import GroupRepository, SenderKeyRepository
 from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
 from sealpost.client.store.outbox import OutboxRepository
@@ -53,6 +54,8 @@ class Repositories:
         self.alarms = AlarmRepository(db)
         self.log = LogRepository(db, self.meta)
         self.outbox = OutboxRepository(db)
+        self.groups = GroupRepository(db)
+        self.sender_keys = SenderKeyRepository(db)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once this unit has committed (never if it rolls back): a file
