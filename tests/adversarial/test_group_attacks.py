@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_hostile_server import user
 
-import sealpost.client.client as client_module
+import sealpost.client.services.group_encryptor as group_encryptor
 from conftest import HostileServer
 from sealpost.client import (
     Client,
@@ -301,7 +301,7 @@ def test_member_naming_a_state_that_does_not_exist_is_named_until_removed(
             for c in (bob, mallory):
                 await c.receive(wait=5)
             with monkeypatch.context() as patch:
-                patch.setattr(client_module, "state_hash", lambda _state: os.urandom(32))
+                patch.setattr(group_encryptor, "state_hash", lambda _state: os.urandom(32))
                 await mallory.send("team", "trust me")
             got = await bob.receive(wait=5)
             assert texts(got) == ["trust me"]

@@ -48,21 +48,18 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sealpost._errors import DecodeError, ProtocolError
+from sealpost._errors import ProtocolError
 from sealpost.client import saved_files
-from sealpost.client.attachments import download_bytes, download_file, upload_bytes, upload_file
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
     ClientError,
-    GroupChangeRefused,
-    GroupOutOfDate,
     LinkRefused,
     MessageTooLarge,
     NotRegistered,
@@ -70,37 +67,12 @@ from sealpost.client.errors import (
     ServerUnavailable,
     TransparencyFailure,
     UnknownContact,
-    UntrustedContact,
 )
+from sealpost.client.futures import future as _future
 from sealpost.client.groupkeys import (
     GROUP_SEALED_PREFIX,
     MULTI_SEALED_PREFIX,
-    GroupForkError,
-    GroupInfo,
-    GroupMember,
-    OwnChain,
-    ReceiverChain,
-    group_change,
-    group_create,
-    group_envelope_id,
     group_info,
-    group_leave,
-    group_verify_next,
-    seal_group,
-    sender_key_header,
-    state_hash,
-    unseal_group,
-    unseal_multi,
-    verify_chain,
-)
-from sealpost.client.groupsync import (
-    GroupBehind,
-    Ref,
-    chain_of,
-    change_of,
-    compare,
-    decode_chain,
-    encode_chain,
 )
 from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path
@@ -110,7 +82,6 @@ from sealpost.client.records import (
     DeviceLinked,
     DeviceRemoved,
     Event,
-    GroupChanged,
     GroupView,
     Message,
     MessageDeleted,
@@ -129,6 +100,7 @@ from sealpost.client.rows import (
     Outgoing,
     Prepared,
 )
+from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.conversations import attachment_info as _attachment_info
 from sealpost.client.services.delivery import DeliveryPeers
@@ -137,6 +109,9 @@ from sealpost.client.services.directory import Directory, Lookup, contact_view
 from sealpost.client.services.directory import (
     verified_revocations as _verified_revocations,
 )
+from sealpost.client.services.group_encryptor import GroupEncryptor
+from sealpost.client.services.group_receive import GroupReceiver
+from sealpost.client.services.groups import GroupService
 from sealpost.client.services.monitoring import Monitoring, fetch_log_key
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
 from sealpost.client.services.prekeys import PREKEY_BATCH, Prekeys, Upkeep
@@ -165,11 +140,9 @@ from sealpost.protocol import (
     SignedPreKeyPair,
     unseal,
 )
-from sealpost.protocol.attachment import AttachmentPointer
 from sealpost.protocol.content import (
     DEVICE_LINKED,
     GROUP_ID_LEN,
-    MAX_INLINE_STATE,
     MAX_RECEIPT_IDS,
     MAX_TIMER,
     Content,
@@ -186,7 +159,6 @@ from sealpost.protocol.content import (
     decode_content,
     decode_content_with_gossip,
     decode_unpadded,
-    encode_content,
 )
 from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
 from sealpost.protocol.linking import (
@@ -205,7 +177,6 @@ log = logging.getLogger("sealpost.client")
 BATCH = 256  # sends or pushes handled in one transaction
 RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
 BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
-MAX_GROUP_STATE_BLOB = 16 * 1024 * 1024  # a group chain fetched as an attachment
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -297,7 +268,6 @@ class Client:
         self._delivering = self._sending.delivery.delivering  # for callers in other sections
         self._verified_senders: set[bytes] = set()
         self._receipt_task: asyncio.Task[None] | None = None
-        self._own_chains: dict[bytes, OwnChain] = {}  # this device's sender keys, by group
         self._monitoring = Monitoring(
             self._ctx,
             contacts=lambda: self._contact_cache().values(),
@@ -312,6 +282,36 @@ class Client:
         )
         self._prekeys = Prekeys(self._ctx)
         self._upkeeper = Upkeep(self._ctx, self._prekeys, self._monitoring)
+        self._attachments = Attachments(self._ctx)
+        self._groups = GroupService(
+            self._ctx,
+            self._attachments,
+            resolve=self._trust.resolve,
+            name_of=self._conversations.name_of,
+            timer=self._conversations.timer_of,
+            own_row=self._own_row,
+            enqueue=self._sending.requeue,
+            spawn=self._spawn,
+        )
+        self._group_encryptor = GroupEncryptor(
+            self._ctx,
+            self._groups,
+            resolve=self._trust.resolve,
+            contact_by_id=self._trust.by_id,
+            pairwise=self._encryptor.encrypt,
+            transcript=self._sending.transcript,
+            gossip=self._gossip,
+        )
+        self._group_receiver = GroupReceiver(
+            self._ctx,
+            self._groups,
+            self._attachments,
+            verified_senders=self._verified_senders,
+            new_contact=self._new_contact,
+            absorb_conversation=self._absorb_conversation,
+            transparency=self._monitoring.transparency,
+        )
+        self._own_chains = self._groups.chains.held  # delegate: this device's sender keys
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -1606,688 +1606,75 @@ class Client:
         await self._prekeys.maintain()
 
     # ------------------------------------------------------------------ groups
-
-    def _member_name(self, account_id: bytes, state: BatchState) -> str | None:
-        """The username a group this account is in lists for ``account_id``."""
-        stored = (
-            self._group(bytes(g))
-            for (g,) in self._store.read().execute("SELECT group_id FROM groups WHERE member = 1")
-        )
-        for group in (*state.groups.values(), *stored):
-            if group is None or not group.member:
-                continue
-            for m in group.info.members:
-                if m.account_id == account_id:
-                    return m.username
-        return None
-
-    def _group(self, group_id: bytes) -> GroupRow | None:
-        row = (
-            self._store.read()
-            .execute(
-                "SELECT state, member, rotate, chain, behind, behind_from FROM groups "
-                "WHERE group_id = ?",
-                (group_id,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return GroupRow(
-            group_info(bytes(row[0])),
-            bytes(row[0]),
-            bool(row[1]),
-            bool(row[2]),
-            None if row[3] is None else bytes(row[3]),
-            int(row[4]),
-            None if row[5] is None else bytes(row[5]),
-        )
-
-    def _group_by_name(self, name: str) -> GroupRow | None:
-        rows = (
-            self._store.read()
-            .execute("SELECT group_id FROM groups WHERE name = ? ORDER BY member DESC", (name,))
-            .fetchall()
-        )
-        if not rows:
-            lowered = name.lower()
-            rows = [
-                r
-                for r in self._store.read().execute("SELECT group_id, name FROM groups")
-                if str(r[1]).lower() == lowered or bytes(r[0]).hex().startswith(lowered)
-            ]
-        return self._group(bytes(rows[0][0])) if rows else None
+    # (services/groups.py, services/group_encryptor.py, services/group_receive.py)
 
     def groups(self) -> list[GroupView]:
         """Every group this account is or was in."""
-        out = []
-        for (group_id,) in self._store.read().execute("SELECT group_id FROM groups ORDER BY name"):
-            row = self._group(bytes(group_id))
-            if row is not None:
-                out.append(self._group_view(row))
-        return out
-
-    def _group_view(self, row: GroupRow) -> GroupView:
-        info = row.info
-        return GroupView(
-            info.group_id,
-            info.name,
-            info.version,
-            tuple(m.username for m in info.members),
-            tuple(m.username for m in info.members if m.account_id in info.admins),
-            row.member,
-            self._timer(info.group_id),
-        )
-
-    async def _member_of(self, name: str) -> GroupMember:
-        contact = await self._resolve(name)
-        if contact.key_changed and contact.verified:
-            raise UntrustedContact(contact.username)
-        return GroupMember(contact.account_id, contact.account_key, contact.username)
-
-    def _me(self) -> GroupMember:
-        return GroupMember(self.account_id, self.account_key, self.username)
+        return self._groups.views()
 
     async def create_group(self, name: str, members: Sequence[str]) -> GroupView:
         """A new group of this account (its admin) and ``members`` (usernames); every
         member's devices are told, pairwise. The server learns nothing of it."""
-        self._check_group_name(name)
-        others = [await self._member_of(m) for m in dict.fromkeys(m.lower() for m in members)]
-        others = [m for m in others if m.account_id != self.account_id]
-        raw = group_create(self._account, self._me(), name, others, rng=self._rng)
-        return await self._publish(None, raw)
-
-    def _check_group_name(self, name: str, group_id: bytes | None = None) -> None:
-        """Refuse a name another group this account is in already has (``send team``
-        could not tell them apart)."""
-        for other, other_name in self._store.read().execute(
-            "SELECT group_id, name FROM groups WHERE member = 1"
-        ):
-            if bytes(other) != group_id and str(other_name).lower() == name.lower():
-                raise GroupChangeRefused(
-                    f"you are already in a group named #{other_name}; choose another name"
-                )
+        return await self._groups.create(name, members)
 
     async def group_add(self, group: str, members: Sequence[str]) -> GroupView:
-        row = self._admin_row(group)
-        new = [await self._member_of(m) for m in dict.fromkeys(m.lower() for m in members)]
-        already = [m.username for m in new if row.info.member(m.account_id) is not None]
-        if already:
-            raise GroupChangeRefused(
-                f"{', '.join(already)} {'is' if len(already) == 1 else 'are'} already in "
-                f"#{row.info.name}; nothing was changed"
-            )
-        return await self._publish(row, group_change(self._account, row.raw, add=new))
+        return await self._groups.add(group, members)
 
     async def group_remove(self, group: str, members: Sequence[str]) -> GroupView:
         """Remove members: every remaining member's devices rotate their sender keys
         before their next message, so the removed cannot read what follows."""
-        row = self._admin_row(group)
-        gone = []
-        for name in members:
-            found = [m for m in row.info.members if m.username == name.lower()]
-            if not found:
-                raise UnknownContact(name)
-            gone.append(found[0].account_id)
-        return await self._publish(row, group_change(self._account, row.raw, remove=gone))
+        return await self._groups.remove(group, members)
 
     async def group_rename(self, group: str, name: str) -> GroupView:
-        row = self._admin_row(group)
-        if name == row.info.name:
-            raise GroupChangeRefused(f"the group is already named #{name}; nothing was changed")
-        self._check_group_name(name, row.info.group_id)
-        return await self._publish(row, group_change(self._account, row.raw, name=name))
+        return await self._groups.rename(group, name)
 
     async def group_leave(self, group: str) -> GroupView:
-        row = self._member_row(group)
-        return await self._publish(row, group_leave(self._account, row.raw))
+        return await self._groups.leave(group)
 
-    def _member_row(self, group: str) -> GroupRow:
-        _, _, group_id = self._conversation(group if group.startswith("#") else "#" + group)
-        assert group_id is not None
-        row = self._group(group_id)
-        if row is None or not row.member:
-            raise UnknownContact(group)
-        self._refuse_if_out_of_date(row)
-        return row
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that :meth:`close` waits for."""
+        task = asyncio.create_task(work)
+        self._delivering.add(task)
+        task.add_done_callback(self._delivering.discard)
 
-    def _refuse_if_out_of_date(self, row: GroupRow) -> None:
-        """A member sent under a newer version than this device has: nothing goes to the
-        group (a member removed in that version would read it) and no change is signed
-        on top of an old version; the member is asked again for its chain."""
-        if not row.out_of_date:
-            return
-        by = "a member"
-        if row.behind_from is not None:
-            listed = row.info.member(row.behind_from)
-            by = listed.username if listed else self._name_of(row.behind_from)
-            if listed is not None:
-                self._ask_for_chain(row)
-        raise GroupOutOfDate(row.info.name, row.info.version, row.behind, by)
+    def _group(self, group_id: bytes) -> GroupRow | None:  # delegate
+        return self._groups.get(group_id)
 
-    def _ask_for_chain(self, row: GroupRow) -> None:
-        listed = row.info.member(row.behind_from) if row.behind_from else None
-        if listed is None:
-            return
-        request = GroupStateRequest(
-            _now_ms(self._clock), self._token, self.username, row.info.group_id, row.info.version
-        )
-        self._start_sender()
-        self._queue.put_nowait(Outgoing(listed.username, request, _quiet_future(), store=False))
+    def _group_by_name(self, name: str) -> GroupRow | None:  # delegate
+        return self._groups.by_name(name)
 
-    def _queue_group_sends(self, state: BatchState) -> None:
-        """What a committed receive batch owes other members, pairwise: a chain to a member
-        that is behind, a request to one that is ahead (sent by a task: a large chain is
-        uploaded first)."""
-        if state.group_sends:
-            task = asyncio.create_task(self._send_group_replies(list(state.group_sends.values())))
-            self._delivering.add(task)
-            task.add_done_callback(self._delivering.discard)
+    def _member_name(self, account_id: bytes, state: BatchState) -> str | None:  # delegate
+        return self._groups.member_name(account_id, state)
 
-    async def _send_group_replies(self, sends: list[tuple[str, Content | bytes]]) -> None:
-        self._start_sender()
-        for name, what in sends:
-            try:
-                content = await self._chain_update(what) if isinstance(what, bytes) else what
-            except ClientError as exc:
-                log.warning("a group chain was not sent: %s", type(exc).__name__)
-                continue
-            await self._queue.put(Outgoing(name, content, _quiet_future(), store=False))
+    def _queue_group_sends(self, state: BatchState) -> None:  # delegate
+        self._groups.send_replies(state)
 
-    def _admin_row(self, group: str) -> GroupRow:
-        row = self._member_row(group)
-        if self.account_id not in row.info.admins:
-            raise ClientError("only the group's admins may change it")
-        return row
+    async def _prepare_group(self, item: Outgoing, cert: SenderCertificate) -> list[Prepared]:
+        return await self._group_encryptor.prepare(item, cert)  # delegate
 
-    async def _publish(self, old: GroupRow | None, raw: bytes) -> GroupView:
-        """Apply a new signed group state here, then send it pairwise to every member of
-        the old and new state (and to this account's other devices)."""
-        info = group_verify_next(None if old is None else old.raw, raw)
-        known = () if old is None else chain_of(old.info, old.chain)
-        chain = encode_chain((*known, info))
-        with self._store.transaction() as conn:
-            self._apply_group(conn, old, info, raw, chain)
-        self._own_chains.pop(info.group_id, None)
-        content = await self._chain_update(chain)
-        names = {m.account_id: m.username for m in info.members}
-        if old is not None:
-            names |= {m.account_id: m.username for m in old.info.members}
-        names.pop(self.account_id, None)
-        items = [Outgoing(name, content, _future(), store=False) for name in sorted(names.values())]
-        if self._own_row().devices:
-            items.append(Outgoing("", content, _future(), store=False, to_self=True))
-        self._start_sender()
-        for item in items:
-            await self._queue.put(item)
-        results = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("a group update was not delivered: %s", type(result).__name__)
-                if not isinstance(result, ClientError | ProtocolError):
-                    raise result
-        row = self._group(info.group_id)
-        assert row is not None
-        return self._group_view(row)
+    async def _open_group_sealed(self, push: Push, state: BatchState) -> None:  # delegate
+        await self._group_receiver.open_sealed(push, state)
 
-    async def _chain_update(self, chain: bytes) -> GroupUpdateContent:
-        """A group update carrying ``chain`` (inline, or as an encrypted attachment when
-        large)."""
-        pointer = None
-        if len(chain) > MAX_INLINE_STATE:
-            pointer = (await self._upload_bytes(chain, "group-state")).pointer
-        return GroupUpdateContent(
-            _now_ms(self._clock),
-            self._token,
-            self.username,
-            None if pointer is not None else chain,
-            state_pointer=pointer,
-        )
+    async def _open_group_message(self, push: Push, state: BatchState) -> None:  # delegate
+        await self._group_receiver.open_multi(push, state)
 
-    def _apply_group(
-        self, conn: Any, old: GroupRow | None, info: GroupInfo, raw: bytes, chain: bytes
-    ) -> None:
-        """Store a verified new state and the chain up to it; a removal makes this device
-        rotate its sender key and forget the removed members' keys. A version at or past
-        the one a member's message named ends the group's out-of-date mark."""
-        before = {m.account_id for m in old.info.members} if old is not None else set()
-        after = {m.account_id for m in info.members}
-        removed = before - after
-        member = self.account_id in after
-        conn.execute(
-            "INSERT INTO groups (group_id, state, name, member, rotate, updated, chain) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET state = ?, "
-            "name = ?, member = ?, rotate = rotate OR ?, updated = ?, chain = ?, "
-            "behind = CASE WHEN behind > ? AND ? THEN behind ELSE 0 END",
-            (
-                info.group_id,
-                raw,
-                info.name,
-                int(member),
-                int(bool(removed)),
-                int(self._clock()),
-                chain,
-                raw,
-                info.name,
-                int(member),
-                int(bool(removed)),
-                int(self._clock()),
-                chain,
-                info.version,
-                int(
-                    old is not None
-                    and old.behind_from is not None
-                    and info.member(old.behind_from) is not None
-                ),
-            ),
-        )
-        for account_id in removed | ({self.account_id} if not member else set()):
-            if account_id != self.account_id:
-                conn.execute(
-                    "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ?",
-                    (info.group_id, account_id),
-                )
-                conn.execute(
-                    "DELETE FROM sender_key_shared WHERE group_id = ? AND account_id = ?",
-                    (info.group_id, account_id),
-                )
-        if not member:  # left or removed: nothing of the group's keys stays
-            conn.execute("DELETE FROM sender_keys WHERE group_id = ?", (info.group_id,))
-            conn.execute("DELETE FROM own_sender_keys WHERE group_id = ?", (info.group_id,))
-            conn.execute("DELETE FROM sender_key_shared WHERE group_id = ?", (info.group_id,))
-        self._own_chains.pop(info.group_id, None)
-
-    def _own_chain(self, group_id: bytes, rotate: bool) -> tuple[OwnChain, bool]:
-        """This device's sender chain for a group (a new one when due to rotate)."""
-        chain = self._own_chains.get(group_id)
-        if chain is not None and not rotate:
-            return chain, False
-        if not rotate:
-            row = (
-                self._store.read()
-                .execute("SELECT state FROM own_sender_keys WHERE group_id = ?", (group_id,))
-                .fetchone()
-            )
-            if row is not None:
-                try:
-                    chain = OwnChain.from_bytes(bytes(row[0]))
-                except DecodeError:
-                    pass  # a chain from before envelope keys: start a new one
-                else:
-                    self._own_chains[group_id] = chain
-                    return chain, False
-        chain = OwnChain.create(group_id, rng=self._rng)
-        self._own_chains[group_id] = chain
-        return chain, True
-
-    async def _prepare_group(
-        self, item: Outgoing, sender_cert: SenderCertificate
-    ) -> list[Prepared]:
-        assert item.group is not None
-        group = self._group(item.group)
-        if group is None or not group.member:
-            raise UnknownContact("#" + (group.info.name if group else item.group.hex()[:12]))
-        self._refuse_if_out_of_date(group)
-        # every group message names the state it is sent under (docs/PROTOCOL.md 14.2)
-        assert isinstance(item.content, TextContent | TimerContent | DeleteContent)
-        item.content = replace(
-            item.content, group_version=group.info.version, group_hash=state_hash(group.info)
-        )
-        contacts = []
-        for m in group.info.members:
-            if m.account_id == self.account_id:
-                continue
-            contact = self._contact_by_id(m.account_id)
-            if contact is None or not contact.devices:
-                contact = await self._resolve(m.username)
-            if contact.account_id != m.account_id:
-                log.warning("a group member's name now belongs to another account: skipped")
-                continue
-            if contact.key_changed and contact.verified:
-                raise UntrustedContact(contact.username)
-            contacts.append(contact)
-        chain, rotated = self._own_chain(item.group, group.rotate)
-        group_id, chain_id = item.group, chain.chain_id
-        shared = {
-            (bytes(a), d)
-            for a, d in self._store.read().execute(
-                "SELECT account_id, device_id FROM sender_key_shared "
-                "WHERE group_id = ? AND chain_id = ?",
-                (group_id, chain_id),
-            )
-        }
-        out: list[Prepared] = []
-        distribution = SenderKeyContent(
-            _now_ms(self._clock), self._token, self.username, chain.distribution()
-        )
-        for contact in contacts:
-            if all((contact.account_id, d) in shared for d in contact.devices):
-                continue
-            # A send names every device of the account (the server refuses a partial list
-            # with mismatched_devices), so a device that lacks the chain (one just linked)
-            # gets it with its siblings, which keep the copy they already hold.
-            need = dict(contact.devices)
-            missing = ContactRow(
-                contact.account_id,
-                contact.username,
-                contact.account_key,
-                contact.verified,
-                contact.key_changed,
-                contact.delivery_token,
-                need,
-            )
-            envelopes = await self._pairwise(missing, encode_content(distribution), sender_cert)
-            tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
-            p = Prepared(
-                Outgoing(contact.username, distribution, _quiet_future(), store=False),
-                contact,
-                envelopes,
-                tokens,
-            )
-            p.writes.append(
-                _mark_shared([(group_id, contact.account_id, d, chain_id) for d in need])
-            )
-            out.append(p)
-        message = chain.encrypt(encode_content(item.content, self._gossip()))
-        recipients = [(c.account_id, d) for c in contacts for d in sorted(c.devices)]
-        multi = None
-        if recipients:
-            # one body for every device: no per-device work beyond naming it
-            body = seal_group(sender_cert.encode() + message, chain.envelope_key, self._rng)
-            multi = (body, [(a, d, b"") for a, d in recipients])
-        tokens = {c.account_id: c.delivery_token for c in contacts if c.delivery_token}
-        own = await self._transcript(item, None, sender_cert)
-        p = Prepared(item, None, [], tokens, own, multi)
-
-        def save(conn: Any) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO own_sender_keys (group_id, state) VALUES (?, ?)",
-                (group_id, chain.to_bytes()),
-            )
-            if rotated:
-                conn.execute("UPDATE groups SET rotate = 0 WHERE group_id = ?", (group_id,))
-
-        p.writes.append(save)
-        return [*out, p]
-
-    def _chains_by_envelope(
-        self, envelope_id: bytes, state: BatchState
-    ) -> dict[tuple[bytes, bytes, int, int], ReceiverChain]:
-        """Every sender chain this device holds under an envelope id (normally one: a
-        member that copies another's envelope key into its own distribution only makes
-        two candidates, and the certificate picks the right one)."""
-        out = {
-            (bytes(g), bytes(a), int(d), int(c)): ReceiverChain.from_bytes(bytes(raw))
-            for g, a, d, c, raw in self._store.read().execute(
-                "SELECT group_id, account_id, device_id, chain_id, state FROM sender_keys "
-                "WHERE envelope_id = ?",
-                (envelope_id,),
-            )
-        }
-        for key, chain in state.sender_keys.items():
-            if chain.envelope_id is not None and hmac.compare_digest(
-                chain.envelope_id, envelope_id
-            ):
-                out[key] = chain
-            elif key in out:
-                del out[key]  # this batch replaced it
-        return out
-
-    async def _open_group_sealed(self, push: Push, state: BatchState) -> None:
-        """A group-sealed envelope: found by its envelope id, opened with the key that
-        came with the sender's chain, decrypted with that chain."""
-        candidates = self._chains_by_envelope(group_envelope_id(push.body), state)
-        if not candidates:
-            raise UnknownContact("no sender key for this group message")
-        opened = None
-        for envelope_key in {c.envelope_key for c in candidates.values() if c.envelope_key}:
-            try:
-                opened = unseal_group(
-                    push.body,
-                    envelope_key,
-                    server_key=self._server_key,
-                    now=int(self._clock()),
-                    verified=self._verified_senders,
-                )
-                break
-            except InvalidMessage:
-                continue
-        if opened is None:
-            raise InvalidMessage()
-        sender, message = opened
-        group_id, chain_id = sender_key_header(message)
-        key = (group_id, sender.account_id, sender.device_id, chain_id)
-        receiver = candidates.get(key)
-        if receiver is None:
-            # the envelope key is not that of the chain the certificate and header name
-            raise InvalidMessage()
-        await self._decrypt_group(sender, message, receiver, state)
-
-    async def _open_group_message(self, push: Push, state: BatchState) -> None:
-        """A legacy multi-sealed envelope (``0x22``: a key wrap per device)."""
-        sender, message = unseal_multi(
-            push.body,
-            self._device.identity_key,
-            server_key=self._server_key,
-            now=int(self._clock()),
-            verified=self._verified_senders,
-        )
-        await self._decrypt_group(sender, message, None, state)
-
-    async def _decrypt_group(
-        self,
-        sender: SenderCertificate,
-        message: bytes,
-        receiver: ReceiverChain | None,
-        state: BatchState,
-    ) -> None:
-        if sender.account_id == self.account_id:
-            raise UnknownContact("group messages from this account come as transcripts")
-        group_id, chain_id = sender_key_header(message)
-        group = state.groups.get(group_id) or self._group(group_id)
-        if group is None or not group.member:
-            raise UnknownContact("a message for a group this account is not in")
-        members = {m.account_id: m for m in group.info.members}
-        author = members.get(sender.account_id)
-        if author is None:
-            raise UnknownContact("a group message from someone not in the group")
-        key = (group_id, sender.account_id, sender.device_id, chain_id)
-        if receiver is None:
-            receiver = state.sender_keys.get(key)
-        if receiver is None:
-            row = (
-                self._store.read()
-                .execute(
-                    "SELECT state FROM sender_keys WHERE group_id = ? AND account_id = ? "
-                    "AND device_id = ? AND chain_id = ?",
-                    key,
-                )
-                .fetchone()
-            )
-            if row is None:
-                raise UnknownContact("no sender key for this group message")
-            receiver = ReceiverChain.from_bytes(bytes(row[0]))
-        plaintext, advanced = receiver.decrypt(message)
-        state.sender_keys[key] = advanced
-        content, gossip = decode_content_with_gossip(plaintext)
-        if gossip is not None:
-            state.gossip.setdefault(gossip, author.username)
-        if not isinstance(content, TextContent | TimerContent | DeleteContent):
-            raise InvalidMessage()
-        if content.group_id != group_id:
-            raise InvalidMessage()
-        await self._new_contact(author.username, author.account_id, author.account_key, state)
-        self._check_group_ref(group, author, content.group_version, content.group_hash, state)
-        self._absorb_conversation(content, group_id, sender.account_id, False, state)
-        if isinstance(content, TextContent) and content.message_id in state.seen_ids:
-            # a delivery receipt to the author, pairwise, as for a 1:1 message
-            state.reply_to.setdefault(sender.account_id, []).append(content.message_id)
-
-    def _absorb_sender_key(
+    def _absorb_sender_key(  # delegate
         self, distribution: bytes, account_id: bytes, device_id: int, state: BatchState
     ) -> None:
-        """A member device's sender chain for a group (it came over its pairwise
-        session, so it is that device's)."""
-        chain = ReceiverChain.from_distribution(distribution)
-        key = (chain.group_id, account_id, device_id, chain.chain_id)
-        if key in state.sender_keys or self._has_sender_key(key):
-            return  # sent again (for a sibling device): keep the position already held
-        state.sender_keys[key] = chain
+        self._group_receiver.absorb_sender_key(distribution, account_id, device_id, state)
 
-    def _has_sender_key(self, key: tuple[bytes, bytes, int, int]) -> bool:
-        row = self._store.read().execute(
-            "SELECT 1 FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
-            "AND chain_id = ?",
-            key,
-        )
-        return row.fetchone() is not None
-
-    def _check_group_ref(
-        self,
-        group: GroupRow,
-        author: GroupMember,
-        version: int,
-        digest: bytes | None,
-        state: BatchState,
-    ) -> None:
-        """Compare the state a member's message names with this device's (see
-        :mod:`sealpost.client.groupsync`): behind, mark the group out of date, say so and
-        ask the member for its chain; the member behind, send it ours."""
-        ref = compare(group.info, version, digest)
-        group_id = group.info.group_id
-        if ref is Ref.OLDER:
-            chain = chain_of(group.info, group.chain)
-            state.group_sends.setdefault(
-                (group_id, author.account_id), (author.username, encode_chain(chain))
-            )
-        elif ref is Ref.NEWER and version > group.behind and version >= group.info.version:
-            seen = max(version, group.info.version + 1)
-            row = replace(group, behind=seen, behind_from=author.account_id)
-            state.groups[group_id] = row
-            state.writes.append(
-                lambda conn: conn.execute(
-                    "UPDATE groups SET behind = MAX(behind, ?), behind_from = ? WHERE group_id = ?",
-                    (seen, author.account_id, group_id),
-                )
-            )
-            state.events.append(
-                GroupBehind(group_id, group.info.name, group.info.version, version, author.username)
-            )
-            request = GroupStateRequest(
-                _now_ms(self._clock), self._token, self.username, group_id, group.info.version
-            )
-            state.group_sends[(group_id, author.account_id)] = (author.username, request)
-            log.warning("a member sent under a newer group version: asked it for the chain")
-
-    def _answer_group_request(
+    def _answer_group_request(  # delegate
         self, content: GroupStateRequest, sender: ContactRow, state: BatchState
     ) -> None:
-        """A member that saw a newer version from this device asks for its chain: sent,
-        pairwise, if the asker is a member now (a removed one was sent its removal)."""
-        group = state.groups.get(content.group_id) or self._group(content.group_id)
-        if group is None or not group.member or group.info.member(sender.account_id) is None:
-            log.info("a group state request for a group the asker is not in: ignored")
-            return
-        if content.version >= group.info.version:
-            return
-        chain = encode_chain(chain_of(group.info, group.chain))
-        state.group_sends[(content.group_id, sender.account_id)] = (sender.username, chain)
+        self._group_receiver.answer_request(content, sender, state)
 
-    async def _absorb_group_update(
-        self,
-        content: GroupUpdateContent,
-        sender: ContactRow,
-        device_id: int,
-        state: BatchState,
+    async def _absorb_group_update(  # delegate
+        self, content: GroupUpdateContent, sender: ContactRow, device_id: int, state: BatchState
     ) -> None:
-        """A member's chain of group states (any member may relay it: every version in it
-        is checked, from this device's head, or from the genesis for a group first seen)."""
-        blob = content.state
-        if blob is None:
-            assert content.state_pointer is not None
-            blob = await self._download_bytes(content.state_pointer)
-        chain = decode_chain(blob)
-        group_id = chain[-1].group_id
-        old = state.groups.get(group_id) or self._group(group_id)
-        known = () if old is None else chain_of(old.info, old.chain)
-        try:
-            new = verify_chain(known, chain)
-        except GroupForkError as fork:
-            await self._group_fork_alarm(old, fork, sender.username)
-            raise
-        if content.distribution:
-            self._absorb_sender_key(content.distribution, sender.account_id, device_id, state)
-        if not new:
-            return  # nothing new (a copy, or a chain sent to catch another device up)
-        info = new[-1]
-        member = self.account_id in {m.account_id for m in info.members}
-        if old is None and not member:
-            return  # a group this account is not in: nothing to keep
-        raw = info.encode()
-        full = encode_chain((*known, *new))
-        # the out-of-date mark ends once a version at or past the one named is checked,
-        # or once the member that named it is no longer in the group
-        behind = 0
-        if old is not None and old.behind > info.version and old.behind_from is not None:
-            behind = old.behind if info.member(old.behind_from) is not None else 0
-        row = GroupRow(
-            info, raw, member, False, full, behind, old.behind_from if behind and old else None
-        )
-        state.groups[group_id] = row
-        state.writes.append(lambda conn: self._apply_group(conn, old, info, raw, full))
-        steps = [(None, info)] if old is None else list(zip((known[-1], *new), new, strict=False))
-        for prev, state_now in steps:
-            change = change_of(prev, state_now)
-            signer = (prev or state_now).member(change.by)
-            state.events.append(
-                GroupChanged(
-                    group_id,
-                    state_now.name,
-                    signer.username if signer else "?",
-                    change.added,
-                    change.removed,
-                    self.account_id in {m.account_id for m in state_now.members},
-                    change.renamed_from,
-                    change.admins_added,
-                    change.admins_removed,
-                    state_now.version,
-                )
-            )
-
-    async def _group_fork_alarm(
-        self, old: GroupRow | None, fork: GroupForkError, sender: str
-    ) -> None:
-        """Two different signed states of one group at one version: an admin signed two
-        histories, or a chain was forged around a real signature. An alarm, kept."""
-        name = "?" if old is None else old.info.name
-        log.warning("a group chain that forks from this device's: refused")
-        kt = await self._transparency()
-        kt.alarm(
-            "group_fork",
-            f"#{name}",
-            f"{sender} sent a chain of #{name} that differs from this device's at "
-            f"version {fork.version}",
-        )
+        await self._group_receiver.absorb_update(content, sender, device_id, state)
 
     # ------------------------------------------------------------------ attachments
-
-    async def _upload(
-        self, path: Path, progress: Callable[[int, int], None] | None
-    ) -> AttachmentRow:
-        """Encrypt ``path`` in chunks while uploading it (memory stays flat)."""
-        pointer = await upload_file(self._transport, path, progress=progress, rng=self._rng)
-        return AttachmentRow(
-            pointer.encode(), pointer.filename, pointer.size, pointer.content_type, None
-        )
-
-    async def _upload_bytes(self, data: bytes, filename: str) -> AttachmentRow:
-        pointer = await upload_bytes(self._transport, data, filename, rng=self._rng)
-        return AttachmentRow(pointer.encode(), filename, pointer.size, pointer.content_type)
-
-    async def _download_bytes(self, pointer: bytes) -> bytes:
-        return await download_bytes(
-            self._transport, AttachmentPointer.decode(pointer), limit=MAX_GROUP_STATE_BLOB
-        )
+    # (services/attachments.py)
 
     async def save_attachment(
         self,
@@ -2301,27 +1688,15 @@ class Client:
         A save that fails changes nothing, so it can be tried again. The file is deleted
         with the message (timer or delete for everyone) while it is still the file saved
         (:mod:`sealpost.client.saved_files`)."""
-        row = (
-            self._store.read()
-            .execute(
-                "SELECT attachment, attachment_path FROM messages WHERE message_uuid = ?",
-                (message_id,),
-            )
-            .fetchone()
-        )
-        if row is None or row[0] is None:
-            raise ClientError("that message has no attachment")
-        if saved_files.is_saved(row[1]):
-            return Path(str(saved_files.saved_path(row[1])))
-        pointer = AttachmentPointer.decode(bytes(row[0]))
-        directory = Path(directory).absolute()
-        saved = await download_file(self._transport, pointer, directory, progress=progress)
-        with self._store.transaction() as conn:
-            conn.execute(
-                "UPDATE messages SET attachment_path = ? WHERE message_uuid = ?",
-                (saved_files.record(saved), message_id),
-            )
-        return saved
+        return await self._attachments.save(message_id, directory, progress=progress)
+
+    async def _upload(  # delegate
+        self, path: Path, progress: Callable[[int, int], None] | None
+    ) -> AttachmentRow:
+        return await self._attachments.upload(path, progress)
+
+    async def _upload_bytes(self, data: bytes, filename: str) -> AttachmentRow:  # delegate
+        return await self._attachments.upload_bytes(data, filename)
 
     # ------------------------------------------------------------------ key transparency
 
@@ -2558,29 +1933,6 @@ def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> No
         saved_files.remove(path)
 
 
-def _mark_shared(rows: list[tuple[bytes, bytes, int, int]]) -> Callable[[Any], None]:
-    def write(conn: Any) -> None:
-        conn.executemany(
-            "INSERT OR REPLACE INTO sender_key_shared (group_id, account_id, device_id, "
-            "chain_id) VALUES (?, ?, ?, ?)",
-            rows,
-        )
-
-    return write
-
-
-def _quiet_future() -> asyncio.Future[Message | None]:
-    """A future nobody awaits (a sender-key distribution's): its failure is logged."""
-    future = _future()
-
-    def done(f: asyncio.Future[Message | None]) -> None:
-        if not f.cancelled() and f.exception() is not None:
-            log.warning("a sender key was not delivered: %s", type(f.exception()).__name__)
-
-    future.add_done_callback(done)
-    return future
-
-
 def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
     """A group state provisioned by another device of this account (it verified it)."""
     info = group_info(raw)
@@ -2589,10 +1941,6 @@ def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
         "VALUES (?, ?, ?, 1, 0, ?)",
         (info.group_id, raw, info.name, now),
     )
-
-
-def _future() -> asyncio.Future[Message | None]:
-    return asyncio.get_running_loop().create_future()
 
 
 def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:

@@ -13,5 +13,5 @@ One module per service (issue 15's layout): ``directory`` (lookups checked again
 key-transparency log, pinning, key changes, verification), ``conversations`` (names to
 conversations, history, timers), ``sending``, ``pairwise`` (the pairwise encryptor),
 ``receiving``, ``absorb`` (pure: content to changes), ``groups``, ``group_encryptor``,
-``devices``, ``linking``, ``prekeys``, ``transparency``, ``attachments``.
+``group_receive``, ``devices``, ``linking``, ``prekeys``, ``transparency``, ``attachments``.
 """
