@@ -277,9 +277,12 @@ class Client:
         all_headers |= headers or {}
         return self.http.request(method, path, content=body, headers=all_headers)
 
-    def register(self, username: str) -> httpx.Response:
+    def register(self, username: str, *, invite: str | None = None) -> httpx.Response:
         assert self.device is not None
-        return self.request("POST", "/v1/accounts", json_body=self.device.registration(username))
+        body = self.device.registration(username)
+        if invite is not None:
+            body["invite"] = invite
+        return self.request("POST", "/v1/accounts", json_body=body)
 
     def add_device(self) -> httpx.Response:
         assert self.device is not None

@@ -88,6 +88,12 @@ def _server_error(exc: ServerError) -> str:
 #: Server error codes that mean something the user can act on.
 SERVER_CODES = {
     "username_taken": "that username is taken on this server; choose another",
+    "registration_closed": "this server registers no new accounts",
+    "invite_required": (
+        "this server registers by invitation: ask its operator for a code and pass it "
+        "with --invite CODE"
+    ),
+    "invite_invalid": "that invite code is not valid, used up, expired or revoked",
     "rate_limited": "the server is limiting requests; wait a little and try again",
     "unauthorized": (
         "the server did not accept this device's signature (the device may have been "

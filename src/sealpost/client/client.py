@@ -329,11 +329,13 @@ class Client:
         device_name: str = "primary",
         params: KdfParams | None = None,
         wipe_after: int | None = None,
+        invite: str | None = None,
         rng: Rng = system_rng,
         clock: Callable[[], float] = time.time,
     ) -> Client:
-        """Make keys, register ``username`` on the server, and keep it all in a new
-        profile. If the server refuses, no profile is left behind."""
+        """Make keys, register ``username`` on the server (with the operator's ``invite``
+        code, if the server registers by invitation), and keep it all in a new profile.
+        If the server refuses, no profile is left behind."""
         server_url = server_url.rstrip("/")
         async with Transport(server_url, clock=clock, rng=rng) as anonymous:
             server_key = await _fetch_server_key(anonymous)
@@ -347,7 +349,7 @@ class Client:
                 "account_key": b64(account.public_key().public_bytes_raw()),
                 "certificate": b64(device.certificate.encode()),
                 "delivery_token": b64(token),
-            }
+            } | ({} if invite is None else {"invite": invite})
 
         return await cls._setup(
             Path(profile),

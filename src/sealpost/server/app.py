@@ -11,7 +11,8 @@ RNG) and wires the handlers; nothing is global. Each HTTP endpoint is wrapped on
 - a count and a latency are recorded under the route template, never the path sent.
 
 The lifespan opens storage and the blob store, runs the purge of expired messages, nonces
-and attachments every ``purge_interval`` seconds, and closes everything on shutdown.
+and attachments every ``purge_interval`` seconds, watches for accounts that ``sealpost
+admin`` removed (:func:`_removals_loop`), and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -111,6 +112,47 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, "not_found", "no such endpoint")
 
 
+#: Seconds between checks for accounts removed by ``sealpost admin`` (another process).
+REMOVALS_INTERVAL = 1.0
+
+
+async def _removals_loop(ctx: Context, close_account: Callable[[bytes], None]) -> None:
+    """Learn of accounts removed by ``sealpost admin`` (a process of its own, on the
+    data directory or the database): forget what this process kept of each and close
+    its devices' streams. The leader writes the audit line of each removal to the
+    server's log, once: the public log index of its deletion entry, never a name."""
+    seen = -1
+    while True:
+        try:
+            if seen < 0:  # at start: what was removed before is not in memory
+                removals = await ctx.storage.removals(after=-1)
+                seen = max((r.seq for r in removals), default=0)
+                removals = [r for r in removals if not r.audited]
+            else:
+                removals = await ctx.storage.removals(after=seen)
+                for removal in removals:
+                    await ctx.storage.forget_account(removal.account_id)
+                    close_account(removal.account_id)
+                    seen = max(seen, removal.seq)
+            pending = [r for r in removals if not r.audited]
+            if pending and ctx.storage.leader():
+                for removal in pending:
+                    cause = "an operator" if removal.cause == 1 else "the account itself"
+                    log.warning(
+                        "audit: %s removed an account (key-transparency log entry %d, its"
+                        " deletion); its username is held until %s",
+                        cause,
+                        removal.log_index,
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(removal.free_at)),
+                    )
+                await ctx.storage.mark_audited(max(r.seq for r in pending))
+        except StorageUnavailable:
+            pass
+        except Exception:
+            log.exception("checking for removed accounts failed")
+        await asyncio.sleep(REMOVALS_INTERVAL)
+
+
 async def _purge_loop(ctx: Context) -> None:
     while True:
         await asyncio.sleep(ctx.config.purge_interval)
@@ -191,6 +233,16 @@ def create_app(
             close(address)
 
     log_service = LogService(storage, log_key, interval=config.log_head_interval)
+    ctx.metrics.gauge(
+        "sealpost_log_signer_last_pass_timestamp_seconds",
+        "when the tree-head signer last checked the log (Unix time; 0: never)",
+        lambda: log_service.last_pass,
+    )
+    ctx.metrics.gauge(
+        "sealpost_log_signer_failures",
+        "passes of the tree-head signer that failed since start",
+        lambda: log_service.failures,
+    )
     log_api = LogApi(ctx, log_service)
     accounts = AccountsApi(ctx, auth, log_service, on_revoke)
     link = LinkApi(ctx, auth)
@@ -278,10 +330,11 @@ def create_app(
         ctx.blobs.open()
         purge = asyncio.create_task(_purge_loop(ctx))
         sequencer = asyncio.create_task(log_service.run())
+        removals = asyncio.create_task(_removals_loop(ctx, stream.revoke_account))
         try:
             yield
         finally:
-            for task in (purge, sequencer):
+            for task in (purge, sequencer, removals):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

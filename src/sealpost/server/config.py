@@ -23,13 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "ServerConfig", "load_config"]
+__all__ = ["REGISTRATION_MODES", "ConfigError", "ServerConfig", "load_config"]
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 HOUR = 3600
 DAY = 24 * HOUR
+
+
+#: ``registration``: who may create an account.
+REGISTRATION_MODES = ("open", "invite", "closed")
 
 
 class ConfigError(Exception):
@@ -63,6 +67,21 @@ class ServerConfig:
     forwarded_allow_ips: str = field(
         default="",
         metadata=_doc("reverse proxies whose X-Forwarded-For is trusted (comma separated)"),
+    )
+    # -- who may register (docs/OPERATIONS.md, "Registration and invites")
+    registration: str = field(
+        default="open",
+        metadata=_doc(
+            "who may register: open (anyone), invite (with a code from sealpost admin"
+            " invite create) or closed (nobody new)"
+        ),
+    )
+    username_quarantine: int = field(
+        default=30 * DAY,
+        metadata=_doc(
+            "seconds a removed account's username stays unregistrable (sealpost admin"
+            " accounts remove), so no one else can take it over at once"
+        ),
     )
     # -- several processes (docs/OPERATIONS.md, "Several processes")
     database: str = field(
@@ -137,6 +156,13 @@ class ServerConfig:
         metadata=_doc(
             "failed request authentications per client address per minute (then 429 before"
             " any check), so forged signatures cost their sender, never the account named"
+        ),
+    )
+    rate_invite_failures_per_address: int = field(
+        default=10,
+        metadata=_doc(
+            "registrations with a wrong invite code per client address per minute (then"
+            " 429), so codes cannot be guessed"
         ),
     )
     # -- abuse quotas (in memory, per client address; windows in seconds)
@@ -246,6 +272,10 @@ class ServerConfig:
             raise ConfigError("tls_cert and tls_key must be given together")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.registration not in REGISTRATION_MODES:
+            raise ConfigError(
+                f"registration must be open, invite or closed, got {self.registration}"
+            )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error, got {self.log_level}"

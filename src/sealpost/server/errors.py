@@ -14,6 +14,11 @@ status  code                      when
 401     ``clock_skew``            the request timestamp is outside the allowed window
 401     ``replayed``              the request nonce was already used
 403     ``forbidden``             sealed delivery refused (bad token, recipient not open)
+403     ``registration_closed``   the server registers no new accounts (``registration``)
+403     ``invite_required``       registration needs an invite code (``registration =
+                                  "invite"``)
+403     ``invite_invalid``        no usable invite has that code (unknown, used up, expired
+                                  or revoked: one answer); wrong guesses are rate limited
 404     ``not_found``             no such route, account, device, message or attachment
 405     ``method_not_allowed``
 408     ``timeout``               the request body did not arrive within ``body_timeout``

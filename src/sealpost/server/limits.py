@@ -7,6 +7,8 @@ what happened; so after a restart every quota starts full, which only ever forgi
 - ``auth_failures``: failed request authentications per address. A forged signature
   costs the address that sent it, never the account it names (whose own rate limit is
   charged only once a signature verified).
+- ``invite_failures``: registrations with a wrong invite code per address, so that
+  codes cannot be guessed (past it, 429 before the code is looked at).
 - ``sealed_messages`` / ``sealed_bytes``: what one address may queue for one recipient
   account without a delivery token (a stranger to an open account), per
   ``sealed_quota_window``; ``sealed_bytes_per_address``: what it may store with sealed
@@ -68,6 +70,7 @@ class SocketCount:
 @dataclass(frozen=True, slots=True)
 class Limits:
     auth_failures: RateLimiter
+    invite_failures: RateLimiter
     sealed_messages: RateLimiter
     sealed_bytes: RateLimiter
     sealed_bytes_per_address: RateLimiter
@@ -81,6 +84,7 @@ class Limits:
         window = float(config.sealed_quota_window)
         return cls(
             auth_failures=RateLimiter(config.rate_auth_failures_per_address, clock=clock),
+            invite_failures=RateLimiter(config.rate_invite_failures_per_address, clock=clock),
             sealed_messages=RateLimiter(config.sealed_quota_messages, clock=clock, window=window),
             sealed_bytes=RateLimiter(config.sealed_quota_bytes, clock=clock, window=window),
             sealed_bytes_per_address=RateLimiter(

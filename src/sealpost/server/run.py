@@ -16,9 +16,11 @@ uvicorn's keep-alive timeout closes idle ones.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +37,15 @@ from sealpost.server.server_key import load_or_create_server_key
 from sealpost.server.storage.base import Storage
 from sealpost.server.storage.sqlite import SqliteStorage
 
-__all__ = ["StartupFailed", "bind_socket", "make_fanout", "make_storage", "run_server", "url_of"]
+__all__ = [
+    "StartupFailed",
+    "bind_socket",
+    "make_fanout",
+    "make_storage",
+    "plaintext_warning",
+    "run_server",
+    "url_of",
+]
 
 
 class StartupFailed(Exception):
@@ -132,6 +142,25 @@ def _uvicorn_level(level: str) -> str:
     return "warning"
 
 
+def plaintext_warning(config: ServerConfig) -> str | None:
+    """What to say when the server would listen beyond this machine without TLS."""
+    if config.tls:
+        return None
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"listening on {config.host} without TLS: anyone on the network path sees every "
+        "request (which accounts exist and are looked up, who connects when) and can "
+        "answer in the server's place, so clients would pin a stranger's keys at init. "
+        "Put a TLS reverse proxy in front and listen on 127.0.0.1 (docs/OPERATIONS.md, "
+        '"TLS"), or pass --tls-cert and --tls-key.'
+    )
+
+
 def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
     """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound.
     ``wrap`` wraps the ASGI application (the hostile-server tests put an operator who
@@ -154,6 +183,9 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         app = wrap(app)
     sock = bind_socket(config.host, config.port)
     url = url_of(sock, tls=config.tls)
+    warning = plaintext_warning(config)
+    if warning is not None:
+        print(f"sealpost: warning: {warning}", file=sys.stderr, flush=True)
     uv_config = uvicorn.Config(
         app,
         log_config=_log_config(config.log_level),

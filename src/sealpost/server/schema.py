@@ -182,6 +182,8 @@ class RegisterRequest(_InitialPreKeys, kw_only=True):
     certificate: Certificate
     delivery_token: Key32
     sealed_from_anyone: bool = True
+    #: An invite code from the operator (``registration = "invite"``; ignored otherwise).
+    invite: Annotated[str, Meta(max_length=64)] | None = None
 
 
 class AddDeviceRequest(_InitialPreKeys, kw_only=True):
@@ -310,11 +312,16 @@ class Transparency(_Response, kw_only=True):
     map_proof: bytes
 
 
-class AbsenceProof(_Response, kw_only=True):
-    """The account map's proof that a name has no account, against ``head``."""
+class AbsenceProof(_Response, kw_only=True, omit_defaults=True):
+    """The account map's proof that a name has no account, against ``head``; for a
+    removed account's name, its DeletionEntry (``entry`` at ``index``, with its inclusion
+    ``proof``), which ``map_proof`` shows as the name's value."""
 
     head: bytes
     map_proof: bytes
+    index: int | None = None
+    entry: bytes | None = None
+    proof: list[bytes] | None = None
 
 
 class AccountNotFoundError(ErrorBody, kw_only=True):

@@ -260,6 +260,11 @@ class StreamEndpoint:
         if current is not None:
             current.stop(_Close(4403, "this device was removed from its account"))
 
+    def revoke_account(self, account_id: bytes) -> None:
+        """An account was removed: close the streams of all its devices (4403)."""
+        for address in [a for a in self._current if a[0] == account_id]:
+            self.revoke(address)
+
     async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
         if ctx.per_address.take(client_address(websocket)):

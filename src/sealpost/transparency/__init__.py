@@ -29,11 +29,14 @@ Errors derive from :class:`~sealpost.protocol.errors.ProtocolError`; the tree is
 """
 
 from sealpost.transparency.log import (
+    DeletionCause,
+    DeletionEntry,
     LogEntry,
     LogEntryError,
     SignedTreeHead,
     account_map_key,
     account_map_value,
+    decode_entry,
     devices_commitment,
     legacy_head_anchor,
 )
@@ -83,6 +86,8 @@ __all__ = [
     "LOG_NODES_SCHEMA",
     "MAX_PROOF_HASHES",
     "MAX_TREE_SIZE",
+    "DeletionCause",
+    "DeletionEntry",
     "IndexOutOfRange",
     "InvalidProof",
     "InvalidTreeSize",
@@ -107,6 +112,7 @@ __all__ = [
     "account_map_value",
     "append",
     "consistency_proof",
+    "decode_entry",
     "devices_commitment",
     "inclusion_proof",
     "leaf_hash",

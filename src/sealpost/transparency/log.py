@@ -11,11 +11,23 @@ against the log, and a client monitoring its own account sees any device it did 
 
 The server signs the log's state as a :class:`SignedTreeHead` with its log key.
 
+An account that is removed (by the server's operator, ``sealpost admin accounts remove``,
+or later at its own request) gets one last entry, a :class:`DeletionEntry`: the log stays
+append-only (the account's earlier entries stay), the account map's value for the name
+becomes the deletion's, and the entry is signed by the log key itself, so a client shown it
+knows the server stands by the removal (it is not a lookup that merely failed). The name
+can be registered again only after ``free_after``; that new account is another account id
+and identity key, which former contacts' clients show as a key change.
+
 Encodings (integers big-endian, as everywhere in sealpost; times in milliseconds since the
 Unix epoch)::
 
     LogEntry        0x01 0x30 | account_id (16) | sequence (u64) | timestamp (u64) |
                     account_key (32) | devices (32) | username length (u8) | username
+    DeletionEntry   0x01 0x34 | account_id (16) | sequence (u64) | timestamp (u64) |
+                    account_key (32) | cause (u8) | free_after (u64) |
+                    username length (u8) | username | Ed25519 signature (64) over
+                    "sealpost/v1/kt-deletion\\0" || every byte before it
     SignedTreeHead  0x01 0x32 | tree_size (u64) | timestamp (u64) | root (32) |
                     map_root (32) | Ed25519 signature (64) over
                     "sealpost/v1/tree-head\\0" || bytes[0:82]
@@ -49,11 +61,13 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import ClassVar, Final
 
 from sealpost._errors import DecodeError, LocalProtocolError, UnsupportedVersion
@@ -62,15 +76,19 @@ from sealpost.transparency.merkle import HASH_LEN, leaf_hash
 
 __all__ = [
     "ACCOUNT_ID_LEN",
+    "DELETION_ENTRY_TYPE",
     "LOG_ENTRY_TYPE",
     "MAX_USERNAME",
     "TREE_HEAD_LEN",
     "TREE_HEAD_TYPE",
+    "DeletionCause",
+    "DeletionEntry",
     "LogEntry",
     "LogEntryError",
     "SignedTreeHead",
     "account_map_key",
     "account_map_value",
+    "decode_entry",
     "devices_commitment",
     "legacy_head_anchor",
 ]
@@ -80,6 +98,7 @@ _VERSION: Final = 0x01
 LOG_ENTRY_TYPE: Final = 0x30
 TREE_HEAD_TYPE: Final = 0x32
 LEGACY_TREE_HEAD_TYPE: Final = 0x31
+DELETION_ENTRY_TYPE: Final = 0x34  # 0x33 is the account map's MapProof
 
 ACCOUNT_ID_LEN: Final = 16
 _KEY_LEN: Final = 32
@@ -101,6 +120,7 @@ _HEAD_BODY: Final = struct.Struct(">BBQQ32s32s")  # the signed part: 82 bytes
 TREE_HEAD_LEN: Final = _HEAD_BODY.size + SIGNATURE_LEN  # 146
 _LEGACY_BODY: Final = struct.Struct(">BBQQ32s")
 LEGACY_TREE_HEAD_LEN: Final = _LEGACY_BODY.size + SIGNATURE_LEN  # 114
+_DELETION_FIXED: Final = struct.Struct(">BB16sQQ32sBQB")  # up to the username: 76 bytes
 _MAP_KEY_CONTEXT: Final = b"sealpost/v1/kt-map-key\x00"
 _MAP_VALUE_CONTEXT: Final = b"sealpost/v1/kt-map-value\x00"
 
@@ -287,3 +307,133 @@ class SignedTreeHead:
             raise DecodeError("a signed tree head of the wrong length")
         _, _, tree_size, timestamp, root, map_root = _HEAD_BODY.unpack_from(data)
         return cls(tree_size, timestamp, root, map_root, data[_HEAD_BODY.size :])
+
+
+class DeletionCause(IntEnum):
+    """Who had an account removed (a :class:`DeletionEntry`'s ``cause`` byte)."""
+
+    OPERATOR = 1  # the server's operator (sealpost admin accounts remove)
+    ACCOUNT = 2  # the account itself, by a request its device signed
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionEntry:
+    """The last entry of a removed account: from ``timestamp`` on the name has no account,
+    and it may be registered again (as another account) from ``free_after`` on. Signed by
+    the log key (:meth:`sign`), over ``CONTEXT || signed_part()``."""
+
+    CONTEXT: ClassVar[bytes] = b"sealpost/v1/kt-deletion\x00"
+
+    account_id: bytes  # 16
+    username: str  # the removed account's (lower case)
+    account_key: bytes  # 32, the removed account's AIK
+    sequence: int  # u64, after the account's last entry
+    timestamp: int  # u64, milliseconds: when it was removed
+    cause: DeletionCause
+    free_after: int  # u64, milliseconds: the name is held until then
+    signature: bytes  # 64
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.account_id, ACCOUNT_ID_LEN, "account_id", LogEntryError)
+        if not isinstance(self.username, str) or not self.username.isascii():
+            raise LogEntryError("a username is 3 to 32 of a-z 0-9 _ . -")
+        _check_username(self.username.encode("ascii"), LogEntryError)
+        _check_bytes(self.account_key, _KEY_LEN, "account_key", LogEntryError)
+        _check_u64(self.sequence, "sequence", LogEntryError, minimum=2)
+        _check_u64(self.timestamp, "timestamp", LogEntryError)
+        _check_u64(self.free_after, "free_after", LogEntryError)
+        if self.cause not in tuple(DeletionCause):
+            raise LogEntryError("cause must be a DeletionCause")
+        _check_bytes(self.signature, SIGNATURE_LEN, "signature", LogEntryError)
+
+    @classmethod
+    def sign(
+        cls,
+        log_key: SigningKey,
+        *,
+        account_id: bytes,
+        username: str,
+        account_key: bytes,
+        sequence: int,
+        timestamp: int,
+        cause: DeletionCause,
+        free_after: int,
+    ) -> DeletionEntry:
+        unsigned = cls(
+            account_id,
+            username,
+            account_key,
+            sequence,
+            timestamp,
+            DeletionCause(cause),
+            free_after,
+            bytes(SIGNATURE_LEN),
+        )
+        signature = log_key.sign(cls.CONTEXT + unsigned.signed_part())
+        return dataclasses.replace(unsigned, signature=signature)
+
+    def signed_part(self) -> bytes:
+        name = self.username.encode("ascii")
+        return (
+            _DELETION_FIXED.pack(
+                _VERSION,
+                DELETION_ENTRY_TYPE,
+                self.account_id,
+                self.sequence,
+                self.timestamp,
+                self.account_key,
+                int(self.cause),
+                self.free_after,
+                len(name),
+            )
+            + name
+        )
+
+    def encode(self) -> bytes:
+        return self.signed_part() + self.signature
+
+    def leaf_hash(self) -> bytes:
+        return leaf_hash(self.encode())
+
+    def verify(self, log_key: VerifyKey) -> None:
+        """Return if the log key signed this entry; else raise :class:`BadSignature`."""
+        log_key.verify(self.signature, self.CONTEXT + self.signed_part())
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeletionEntry:
+        data = bytes(data)
+        if len(data) < 2:
+            raise DecodeError("not a deletion entry")
+        if data[0] != _VERSION:
+            raise UnsupportedVersion(data[0])
+        if data[1] != DELETION_ENTRY_TYPE:
+            raise DecodeError("not a deletion entry")
+        fixed = _DELETION_FIXED.size
+        if len(data) < fixed or len(data) != fixed + data[fixed - 1] + SIGNATURE_LEN:
+            raise DecodeError("a deletion entry of the wrong length")
+        _, _, account_id, sequence, timestamp, account_key, cause, free_after, size = (
+            _DELETION_FIXED.unpack_from(data)
+        )
+        name = data[fixed : fixed + size]
+        _check_username(name, DecodeError)
+        _check_u64(sequence, "sequence", DecodeError, minimum=2)
+        if cause not in tuple(DeletionCause):
+            raise DecodeError("unknown deletion cause")
+        return cls(
+            account_id,
+            name.decode("ascii"),
+            account_key,
+            sequence,
+            timestamp,
+            DeletionCause(cause),
+            free_after,
+            data[fixed + size :],
+        )
+
+
+def decode_entry(data: bytes) -> LogEntry | DeletionEntry:
+    """A log leaf of either kind, by its type byte (strict, as each decoder)."""
+    data = bytes(data)
+    if len(data) >= 2 and data[0] == _VERSION and data[1] == DELETION_ENTRY_TYPE:
+        return DeletionEntry.decode(data)
+    return LogEntry.decode(data)

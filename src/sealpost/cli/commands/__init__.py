@@ -9,6 +9,8 @@
 :mod:`.trust`          ``contacts``, ``safety-number``, ``verify``, ``alarms``, ``audit``
 :mod:`.chat`           ``chat`` (the Textual app)
 :mod:`.server`         ``server [migrate]`` (a :class:`~sealpost.cli.command.Tool`)
+:mod:`.admin`          ``admin stats|accounts remove|purge|backup|restore|invite`` (a
+                       ``Tool``: an operator's commands on a server's data)
 =====================  ===============================================================
 
 A new command is a :class:`~sealpost.cli.command.Command` (or ``Tool``) in the module of
@@ -19,7 +21,7 @@ its group, or a new module added to :data:`GROUPS` / :data:`TOOLS` here; the par
 from __future__ import annotations
 
 from sealpost.cli.command import Command, Tool
-from sealpost.cli.commands import chat, devices, groups, messaging, profile, server, trust
+from sealpost.cli.commands import admin, chat, devices, groups, messaging, profile, server, trust
 
 __all__ = ["COMMANDS", "GROUPS", "TOOLS"]
 
@@ -30,4 +32,4 @@ GROUPS = (profile, messaging, groups, devices, trust, chat)
 COMMANDS: tuple[Command, ...] = tuple(c for group in GROUPS for c in group.COMMANDS)
 
 #: Commands that open no profile and handle their own arguments.
-TOOLS: tuple[Tool, ...] = server.TOOLS
+TOOLS: tuple[Tool, ...] = server.TOOLS + admin.TOOLS

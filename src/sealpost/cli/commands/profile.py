@@ -31,6 +31,9 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
         help="destroy the profile's key after N wrong passcodes in a row",
     )
     p.add_argument("--device-name", default="primary", metavar="NAME")
+    p.add_argument(
+        "--invite", metavar="CODE", help="the invite code the server's operator gave you"
+    )
 
 
 async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
@@ -47,6 +50,7 @@ async def cmd_init(args: argparse.Namespace, profile: Path) -> int:
         username=args.username,
         device_name=args.device_name,
         wipe_after=args.wipe_after,
+        invite=args.invite,
     )
     try:
         print(

@@ -40,10 +40,11 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.keys import verify_certificate, verify_revocation
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
 from sealpost.transparency.log import (
-    LogEntry,
+    DeletionEntry,
     SignedTreeHead,
     account_map_key,
     account_map_value,
+    decode_entry,
     devices_commitment,
 )
 from sealpost.transparency.merkle import RootMismatch, leaf_hash, verify_inclusion
@@ -245,7 +246,9 @@ async def check_own_entries(
                 certificates = [unb64(c) for c in item["certificates"]]
                 revocations = [unb64(r) for r in item["revocations"]]
                 verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
-                entry = LogEntry.decode(entry_raw)
+                decoded = decode_entry(entry_raw)
+                if isinstance(decoded, DeletionEntry):
+                    kt.verify_deletion(decoded)
                 commitment = devices_commitment(certificates, revocations)
             except (KeyError, TypeError, ValueError, ProtocolError) as exc:
                 kt.fail(
@@ -253,8 +256,18 @@ async def check_own_entries(
                     me,
                     f"an entry of this account's log does not check out ({type(exc).__name__})",
                 )
-            if index <= after or entry.account_id != account_id:
+            if index <= after or decoded.account_id != account_id:
                 kt.fail("log_inconsistent", me, "the server sent another account's entry")
+            if isinstance(decoded, DeletionEntry):  # signed by the log key: removed
+                kt.alarm(
+                    "account_removed",
+                    me,
+                    f"log entry {decoded.sequence} (index {index}) removes this account",
+                    (entry_raw,),
+                )
+                stop = True
+                break
+            entry = decoded
             if entry.sequence != last_seq + 1:
                 kt.alarm(
                     "log_entries_missing",
@@ -357,7 +370,7 @@ def _check_own_latest(
             MapProof.decode(unb64(latest["map_proof"])),
             head.map_root,
         )
-        if LogEntry.decode(entry_raw).account_id != account_id:
+        if decode_entry(entry_raw).account_id != account_id:
             raise RootMismatch("another account's entry")
     except (KeyError, TypeError, ValueError, ServerError, ProtocolError) as exc:
         kt.fail(

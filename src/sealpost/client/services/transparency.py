@@ -45,6 +45,7 @@ from sealpost.client.store.alarms import LogPin
 from sealpost.client.transport import unb64
 from sealpost.crypto.sign import VerifyKey
 from sealpost.transparency.log import (
+    DeletionEntry,
     LogEntry,
     SignedTreeHead,
     account_map_key,
@@ -351,6 +352,9 @@ class KeyTransparency:
         floor = self.freshness_floor() if floor is None else floor
         head = await self.observe(head_raw, source=f"the lookup of {subject}")
         self._check_fresh(head, subject, floor)
+        if "entry" in proof_doc:  # a removed account: its deletion is the name's newest entry
+            self._check_deletion(proof_doc, head, key, map_proof, subject)
+            return
         try:
             verify_map(key, None, map_proof, head.map_root)
         except ProtocolError as exc:
@@ -360,7 +364,7 @@ class KeyTransparency:
                 f"the server's proof that {subject} has no account does not hold "
                 f"({type(exc).__name__})",
             )
-        if self._store.repos().log.is_pinned(subject):  # accounts never leave the log
+        if self._store.repos().log.is_pinned(subject):  # a removed name maps to its deletion
             self.fail(
                 "stale_lookup",
                 subject,
@@ -368,6 +372,51 @@ class KeyTransparency:
                 "its account in the log",
                 (head_raw,),
             )
+
+    def _check_deletion(
+        self,
+        proof_doc: Mapping[str, Any],
+        head: SignedTreeHead,
+        key: bytes,
+        map_proof: MapProof,
+        subject: str,
+    ) -> None:
+        """A removed account's name: its deletion entry, signed by the log key, is in the
+        log and is the name's newest entry at ``head``. Pinned, so that the server cannot
+        later show the account's earlier state as current again."""
+        try:
+            index = proof_doc["index"]
+            entry_raw = unb64(proof_doc["entry"])
+            proof = [unb64(h) for h in proof_doc["proof"]]
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise TypeError("index")
+            verify_inclusion(leaf_hash(entry_raw), index, head.tree_size, proof, head.root)
+            value = account_map_value(index, leaf_hash(entry_raw))
+            verify_map(key, value, map_proof, head.map_root)
+            deletion = DeletionEntry.decode(entry_raw)
+            deletion.verify(self._key)
+            if deletion.username != subject:
+                raise TypeError("another name's deletion")
+        except (KeyError, TypeError, ServerError, ProtocolError) as exc:
+            self.fail(
+                "directory_mismatch",
+                subject,
+                f"the server's proof that {subject} was removed does not hold "
+                f"({type(exc).__name__})",
+            )
+        if self._store.repos().log.pinned_after(subject, deletion.account_id, index):
+            self.fail(
+                "stale_lookup",
+                subject,
+                f"the server shows {subject} as removed, but this client has seen a newer "
+                "account of that name in the log",
+                (head.encode(),),
+            )
+        self._pin(deletion, index, (head.encode(),))
+
+    def verify_deletion(self, deletion: DeletionEntry) -> None:
+        """Raise :class:`~sealpost.BadSignature` unless the pinned log key signed it."""
+        deletion.verify(self._key)
 
     def _check_fresh(self, head: SignedTreeHead, subject: str, floor: int) -> None:
         """A lookup is proven at the server's newest head: one older than the newest held
@@ -382,7 +431,7 @@ class KeyTransparency:
                 (head.encode(),) + (() if newest is None else (newest.encode(),)),
             )
 
-    def _pin(self, entry: LogEntry, index: int, evidence: Sequence[bytes]) -> None:
+    def _pin(self, entry: LogEntry | DeletionEntry, index: int, evidence: Sequence[bytes]) -> None:
         pin = self._store.repos().log.pin(entry.account_id)
         if pin is not None and (entry.sequence < pin.sequence or index < pin.log_index):
             self.fail(

@@ -46,6 +46,8 @@ ALARM_KINDS: Mapping[str, str] = {
     "this client has already seen (a replayed answer, hiding a change such as a revocation)",
     "consistency_refused": "the server would not prove that a tree head a contact gossiped "
     "is consistent with this client's (a split view it cannot justify)",
+    "account_removed": "the server's log says this account was removed (by the server's "
+    "operator, or at its own request): contacts can no longer reach it",
     "log_key_changed": "the server signs its log with another key than the one pinned: "
     "it lost its data, or another server answers at its address",
 }
@@ -167,6 +169,15 @@ class LogRepository:
 
     def is_pinned(self, username: str) -> bool:
         return self._db.one("SELECT 1 FROM kt_pins WHERE username = ?", (username,)) is not None
+
+    def pinned_after(self, username: str, account_id: bytes, index: int) -> bool:
+        """Whether another account of this name was pinned at a log index after ``index``
+        (a newer account than the one a deletion at ``index`` removed)."""
+        row = self._db.one(
+            "SELECT 1 FROM kt_pins WHERE username = ? AND account_id != ? AND log_index > ?",
+            (username, account_id, index),
+        )
+        return row is not None
 
     def set_pin(self, account_id: bytes, username: str, pin: LogPin) -> None:
         self._db.execute(

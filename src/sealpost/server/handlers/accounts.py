@@ -4,6 +4,11 @@ Usernames: 3 to 32 characters from ``a-z 0-9 _ . -`` after lowercasing (ASCII on
 no homoglyph confusion between two names that look alike). Unique case-insensitively;
 the spelling given at registration is kept for display.
 
+Who may register is the ``registration`` setting: ``open``, ``invite`` (the request's
+``invite`` field holds a code made by ``sealpost admin invite create``; it is spent in the
+registration's own transaction, so one single-use code registers one account however many
+try at once) or ``closed``.
+
 Registration proves possession twice over: the device certificate must verify under the
 account key in the request, and the request itself must be signed (see
 :mod:`sealpost.protocol.signing`) by the device signing key that certificate names. Adding a
@@ -24,13 +29,14 @@ from starlette.responses import Response
 from sealpost._errors import ProtocolError
 from sealpost.protocol.keys import VerifiedDevice, verify_certificate, verify_revocation
 from sealpost.protocol.wire import DeviceCertificate, DeviceRevocation
-from sealpost.server.authn import Authenticator, unauthorized
+from sealpost.server.authn import Authenticator, rate_limited, unauthorized
 from sealpost.server.codec import json_response, parse_device_id
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request
 from sealpost.server.handlers.log import LogService, absence_out, lookup_out
 from sealpost.server.handlers.prekeys import invalid_key, parse_prekeys
-from sealpost.server.requests import read_body
+from sealpost.server.invites import parse_invite
+from sealpost.server.requests import client_address, read_body
 from sealpost.server.schema import (
     AccountLookup,
     AddDeviceRequest,
@@ -47,6 +53,8 @@ from sealpost.server.storage.base import (
     DeviceExists,
     DeviceRecord,
     DeviceRevoked,
+    InviteRefused,
+    InviteUse,
     LastDevice,
     TooManyDevices,
     UnknownAccount,
@@ -100,10 +108,36 @@ class AccountsApi:
             raise unauthorized("the request is not signed by the certified device")
         await self._auth.check(request, headers, hashlib.sha256(body).digest(), device.certificate)
 
+    def _invite(self, request: Request, doc: RegisterRequest) -> InviteUse | None:
+        """What the server's ``registration`` mode asks of a registration: nothing (open),
+        an invite code (invite; wrong ones are charged to the address, and past
+        ``rate_invite_failures_per_address`` a minute refused before any check) or
+        refusal (closed). The code itself goes no further than its :class:`InviteUse`."""
+        mode = self._ctx.config.registration
+        if mode == "closed":
+            raise ApiError(403, "registration_closed", "this server registers no new accounts")
+        if mode != "invite":
+            return None
+        if doc.invite is None:
+            raise ApiError(403, "invite_required", "this server registers with an invite only")
+        address = client_address(request)
+        wait = self._ctx.limits.invite_failures.blocked(address)
+        if wait:
+            raise rate_limited(wait)
+        use = parse_invite(doc.invite, now=self._ctx.clock())
+        if use is None:
+            raise self._wrong_invite(request)
+        return use
+
+    def _wrong_invite(self, request: Request) -> ApiError:
+        self._ctx.limits.invite_failures.take(client_address(request))
+        return ApiError(403, "invite_invalid", "that invite code is not valid (or used up)")
+
     async def register(self, request: Request) -> Response:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
         doc = decode(body, RegisterRequest)
+        invite = self._invite(request, doc)
         username = doc.username
         if normalize_username(username) is None:  # the schema's pattern already says so
             raise bad_request("username must be 3-32 characters of a-z 0-9 _ . -")
@@ -127,7 +161,10 @@ class AccountsApi:
                 ),
                 DeviceRecord(cert.account_id, cert.device_id, cert.encode(), now),
                 prekeys,
+                invite=invite,
             )
+        except InviteRefused:
+            raise self._wrong_invite(request) from None
         except UsernameTaken:
             raise ApiError(409, "username_taken", "that username is taken") from None
         except AccountExists:
@@ -216,6 +253,13 @@ class AccountsApi:
         found, head = await self._log.lookup(lower)
         if account is None and found.latest is not None:  # registered meanwhile
             account = await self._ctx.storage.account_by_username(lower)
+        if found.latest is not None and found.latest.deletion:  # removed: its deletion proves it
+            raise ApiError(
+                404,
+                "not_found",
+                "no such account",
+                extra={"transparency": msgspec.to_builtins(absence_out(found, head))},
+            )
         if account is None or found.latest is None:
             if account is not None or found.latest is not None:  # logged with its creation
                 raise ApiError(503, "unavailable", "the account is not in the log yet")

@@ -50,7 +50,7 @@ from sealpost.server.schema import (
     Transparency,
 )
 from sealpost.server.storage.base import LoggedEntry, LogLookup, Storage, StorageUnavailable
-from sealpost.transparency.log import SignedTreeHead
+from sealpost.transparency.log import SignedTreeHead, decode_entry
 
 __all__ = ["MAX_ENTRIES_PAGE", "LogApi", "LogService", "absence_out", "logged_out", "lookup_out"]
 
@@ -83,6 +83,10 @@ class LogService:
         self._head: SignedTreeHead | None = None
         self._leading = False
         self._lock = asyncio.Lock()
+        #: For monitoring (``/metrics``): when a pass of :meth:`run` last completed (Unix
+        #: seconds; 0 before the first) and how many failed.
+        self.last_pass = 0.0
+        self.failures = 0
 
     @property
     def public_key(self) -> bytes:
@@ -172,7 +176,9 @@ class LogService:
                     size = await self._storage.log_size()
                     if self._head is None or size > self._head.tree_size:
                         await self.head(size)
+                self.last_pass = time.time()
             except Exception:
+                self.failures += 1
                 log.exception("signing a tree head failed")
             await asyncio.sleep(self._interval)
 
@@ -202,7 +208,16 @@ def lookup_out(found: LogLookup, head: SignedTreeHead) -> Transparency | None:
 
 
 def absence_out(found: LogLookup, head: SignedTreeHead) -> AbsenceProof:
-    """The map's proof that the name looked up has no account, at ``head``."""
+    """The map's proof that the name looked up has no account, at ``head``: of absence,
+    or, for a removed account's name, of its deletion entry as the name's value."""
+    if found.latest is not None and found.latest.deletion:
+        return AbsenceProof(
+            head=head.encode(),
+            map_proof=found.map_proof,
+            index=found.latest.index,
+            entry=found.latest.entry,
+            proof=list(found.inclusion),
+        )
     return AbsenceProof(head=head.encode(), map_proof=found.map_proof)
 
 
@@ -254,11 +269,14 @@ class LogApi:
         entries = await self._ctx.storage.log_entries(account_id, after=after)
         page = entries[:MAX_ENTRIES_PAGE]
         account = await self._ctx.storage.account_by_id(account_id)
+        username = None if account is None else account.username.lower()
+        if username is None and entries and entries[-1].deletion:  # a removed account
+            username = decode_entry(entries[-1].entry).username
         latest = None
-        if account is None:
+        if username is None:
             head = await self._log.head(max((e.index + 1 for e in page), default=0))
         else:  # the newest entry, proven newest by the map, at the head of the answer
-            found, head = await self._log.lookup(account.username.lower())
+            found, head = await self._log.lookup(username)
             latest = lookup_out(found, head)
         out = [
             logged_out(e, await self._ctx.storage.log_inclusion(e.index, head.tree_size))

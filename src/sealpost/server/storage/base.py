@@ -14,10 +14,17 @@ implement the same methods with the same guarantees:
   per device, attachment bytes per account), so concurrent writers cannot overshoot them;
 - a body stored once for many devices (:meth:`Storage.enqueue_shared`) is deleted in the
   same transaction as the last queued message that uses it (ack, purge, device removal),
-  so a shared body is never kept without a message nor lost while one needs it.
+  so a shared body is never kept without a message nor lost while one needs it;
+- an invite code is spent in the transaction that registers the account it admits, so
+  concurrent registrations with one single-use code give exactly one account, and a
+  registration that fails spends nothing;
+- an account is removed whole in one transaction (:meth:`Storage.remove_account`): its
+  devices, prekeys, queues, revocations and attachment records go, and the log gains its
+  signed deletion entry; nothing of it is left but its log entries.
 
 What is stored is public or opaque: certificates and prekeys are public keys, envelopes are
-ciphertext sealed to the recipient device, delivery tokens are kept as SHA-256 hashes.
+ciphertext sealed to the recipient device, delivery tokens and invite codes are kept as
+SHA-256 hashes.
 Nothing about the sender of a message is a parameter of any method.
 """
 
@@ -26,6 +33,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from sealpost.crypto.sign import SigningKey
+from sealpost.transparency.log import DELETION_ENTRY_TYPE, DeletionCause
 
 __all__ = [
     "AccountExists",
@@ -37,6 +47,9 @@ __all__ = [
     "DeviceRecord",
     "DeviceRevoked",
     "Envelope",
+    "InviteRecord",
+    "InviteRefused",
+    "InviteUse",
     "LastDevice",
     "LogLookup",
     "LogState",
@@ -48,14 +61,19 @@ __all__ = [
     "PurgeResult",
     "QueueFull",
     "QueuedMessage",
+    "Removal",
+    "RemovedAccount",
     "SharedEnvelope",
     "StaleEpoch",
     "Storage",
     "StorageError",
+    "StorageStats",
     "StorageUnavailable",
     "TooManyDevices",
     "UnknownAccount",
     "UnknownDevice",
+    "UnknownInvite",
+    "UsernameQuarantined",
     "UsernameTaken",
 ]
 
@@ -75,6 +93,19 @@ class StaleEpoch(StorageError):
 
 
 class UsernameTaken(StorageError):
+    pass
+
+
+class UsernameQuarantined(UsernameTaken):
+    """The name was a removed account's, and is held until its quarantine ends."""
+
+
+class InviteRefused(StorageError):
+    """No usable invite has that code: unknown, used up, expired or revoked (one error,
+    so that a guesser learns nothing about which)."""
+
+
+class UnknownInvite(StorageError):
     pass
 
 
@@ -221,9 +252,14 @@ class LoggedEntry:
     its devices commitment covers (so a client can check them against it)."""
 
     index: int  # the leaf's position in the log, from 0
-    entry: bytes  # the LogEntry's wire bytes
+    entry: bytes  # the LogEntry's (or a DeletionEntry's) wire bytes
     certificates: tuple[bytes, ...]  # sorted bytewise, as committed
     revocations: tuple[bytes, ...]  # sorted bytewise, as committed
+
+    @property
+    def deletion(self) -> bool:
+        """A removed account's last entry (a DeletionEntry: no devices)."""
+        return self.entry[:2] == bytes([0x01, DELETION_ENTRY_TYPE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +285,74 @@ class LogLookup:
 
 
 @dataclass(frozen=True, slots=True)
+class InviteRecord:
+    """An invite as ``sealpost admin invite list`` shows it (never its code)."""
+
+    invite_id: str  # 8 hex digits, public: the first part of the code
+    uses_left: int
+    uses: int  # registrations it admitted
+    created: int  # seconds
+    expires_at: int  # seconds; 0: never
+    revoked: bool
+
+    def usable(self, now: int) -> bool:
+        return (
+            not self.revoked
+            and self.uses_left > 0
+            and (not self.expires_at or now < self.expires_at)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InviteUse:
+    """A registration's invite: the id from the code, and the hash of the whole code."""
+
+    invite_id: str
+    code_hash: bytes = field(repr=False)
+    now: int = 0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedAccount:
+    """What :meth:`Storage.remove_account` removed (counts, nothing identifying but the
+    log index of the deletion entry, which is public)."""
+
+    log_index: int
+    devices: int
+    queued: int
+    attachments: Sequence[bytes]  # ids whose blobs the caller must now delete
+    free_at: int  # seconds: the name is held until then
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """One removal, as the server's processes learn of them (:meth:`Storage.removals`)."""
+
+    seq: int
+    account_id: bytes
+    log_index: int
+    cause: int
+    free_at: int
+    audited: bool  # the server's log has said it
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    """Counts and sizes only (``sealpost admin stats``): nothing that identifies anyone."""
+
+    accounts: int
+    devices: int
+    queued_messages: int
+    queued_bytes: int
+    oldest_queued: int | None  # seconds: when the oldest queued message arrived
+    attachments: int
+    attachment_bytes: int
+    log_entries: int
+    removed_accounts: int
+    invites_usable: int
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeResult:
     messages: int
     nonces: int
@@ -264,9 +368,18 @@ class Storage(Protocol):
 
     # -- accounts and devices
     async def create_account(
-        self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
+        self,
+        account: AccountRecord,
+        device: DeviceRecord,
+        prekeys: PreKeyUpload,
+        *,
+        invite: InviteUse | None = None,
     ) -> None:
-        """Raises :class:`UsernameTaken` or :class:`AccountExists`.
+        """Raises :class:`UsernameTaken` (:class:`UsernameQuarantined` for a removed
+        account's name before its quarantine ends) or :class:`AccountExists`. With
+        ``invite``, spends one use of that invite in the same transaction, comparing the
+        code's hash in constant time, or raises :class:`InviteRefused` (and changes
+        nothing) if no usable invite has that code.
 
         This, :meth:`add_device` and :meth:`remove_device` each append the account's new
         state to the key-transparency log in the same transaction (a :class:`LoggedEntry`),
@@ -274,6 +387,35 @@ class Storage(Protocol):
         transaction set the account map's value for the username (``account_map_key``) to
         the new entry's (``account_map_value(index, leaf hash)``), so that the map after
         ``n`` entries is always the map of those ``n`` entries."""
+
+    async def remove_account(
+        self,
+        account_id: bytes,
+        *,
+        log_key: SigningKey,
+        cause: DeletionCause,
+        now_ms: int,
+        free_at: int,
+    ) -> RemovedAccount:
+        """Remove the account whole, in one transaction: its devices, prekeys, queued
+        messages, revocations and attachment records (the caller deletes the returned
+        blobs), and append its :class:`~sealpost.transparency.log.DeletionEntry` (signed
+        with ``log_key``; ``free_after`` is ``free_at`` in milliseconds) with the map's
+        value for the name set to it. The name is held until ``free_at`` (seconds):
+        :meth:`create_account` refuses it until then (:class:`UsernameQuarantined`).
+        The removal is recorded for the server's processes (:meth:`removals`). Raises
+        :class:`UnknownAccount`. An operator's removal and, later, an account's own use
+        this one operation (``cause``)."""
+
+    async def removals(self, *, after: int) -> list[Removal]:
+        """Removals recorded after ``after`` (a :attr:`Removal.seq`), oldest first."""
+
+    async def mark_audited(self, seq: int) -> None:
+        """The server's log has said removal ``seq`` (and every one before it)."""
+
+    async def forget_account(self, account_id: bytes) -> None:
+        """Drop whatever this process keeps about the account (another process removed
+        it), and anything a send let through meanwhile."""
 
     async def add_device(
         self, device: DeviceRecord, prekeys: PreKeyUpload, *, max_devices: int
@@ -424,6 +566,20 @@ class Storage(Protocol):
         no longer count even before :meth:`purge` removes them.)"""
 
     async def attachment(self, attachment_id: bytes) -> AttachmentRecord | None: ...
+
+    # -- invites (sealpost admin invite)
+    async def create_invite(self, record: InviteRecord, code_hash: bytes) -> None:
+        """Keep a new invite (``record.uses_left`` uses); the code only as its hash."""
+
+    async def invites(self) -> list[InviteRecord]:
+        """Every invite, oldest first."""
+
+    async def revoke_invite(self, invite_id: str) -> None:
+        """No registration may use it any more. Raises :class:`UnknownInvite`."""
+
+    # -- operations
+    async def stats(self) -> StorageStats:
+        """Counts and sizes (one snapshot)."""
 
     # -- retention
     async def purge(self, now: int) -> PurgeResult:

@@ -19,10 +19,13 @@ from typing import Final, TypeVar
 
 import asyncpg
 
+from sealpost.crypto.sign import SigningKey
 from sealpost.server.storage.base import AccountRecord, LoggedEntry
 from sealpost.server.storage.pg_map import run_map
 from sealpost.server.storage.pg_schema import LOCK_LOG
 from sealpost.transparency.log import (
+    DeletionCause,
+    DeletionEntry,
     LogEntry,
     account_map_key,
     account_map_value,
@@ -31,7 +34,7 @@ from sealpost.transparency.log import (
 from sealpost.transparency.merkle import LogStoreError, NodeKey, append, leaf_hash
 from sealpost.transparency.smt import insert as map_insert
 
-__all__ = ["NodeCache", "log_account_state", "logged", "merkle", "pack_list"]
+__all__ = ["NodeCache", "log_account_state", "log_deletion", "logged", "merkle", "pack_list"]
 
 T = TypeVar("T")
 
@@ -203,3 +206,47 @@ async def log_account_state(
     await store_nodes(conn, written)
     pair = (account_map_key(username), account_map_value(size, leaf_hash(entry)))
     await run_map(conn, lambda m: map_insert(m, [pair]), write=True)
+
+
+async def log_deletion(
+    conn: asyncpg.Connection,
+    cache: NodeCache,
+    account_id: bytes,
+    username: str,
+    account_key: bytes,
+    *,
+    log_key: SigningKey,
+    cause: DeletionCause,
+    now_ms: int,
+    free_after: int,
+) -> int:
+    """Append the account's signed :class:`DeletionEntry` and make it the name's map value
+    (see the SQLite backend's function of the same name); the entry's index."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_LOG)
+    last = await conn.fetchval(
+        "SELECT COALESCE(MAX(sequence), 0) FROM log_entries WHERE account_id = $1", account_id
+    )
+    entry = DeletionEntry.sign(
+        log_key,
+        account_id=account_id,
+        username=username,
+        account_key=account_key,
+        sequence=last + 1,
+        timestamp=now_ms,
+        cause=cause,
+        free_after=free_after,
+    ).encode()
+    size = await log_size(conn)
+    await conn.execute(
+        "INSERT INTO log_entries (idx, account_id, sequence, entry, certificates, revocations)"
+        " VALUES ($1, $2, $3, $4, ''::bytea, ''::bytea)",
+        size,
+        account_id,
+        last + 1,
+        entry,
+    )
+    _, written = await merkle(conn, cache, lambda s: append(s, size, [leaf_hash(entry)]))
+    await store_nodes(conn, written)
+    pair = (account_map_key(username), account_map_value(size, leaf_hash(entry)))
+    await run_map(conn, lambda m: map_insert(m, [pair]), write=True)
+    return size

@@ -237,5 +237,30 @@ BEGIN
 END $$;
 """
 
+#: 3: invites (codes as hashes) and removed accounts (their names' quarantine), for
+#: registration modes and ``sealpost admin``.
+_V3: Final = """
+CREATE TABLE invites (
+    invite_id  text PRIMARY KEY,
+    code_hash  bytea NOT NULL,
+    uses_left  integer NOT NULL,
+    uses       integer NOT NULL DEFAULT 0,
+    created    bigint NOT NULL,
+    expires_at bigint NOT NULL,  -- 0: never
+    revoked    boolean NOT NULL DEFAULT false
+);
+CREATE TABLE account_removals (
+    seq            bigserial PRIMARY KEY,
+    account_id     bytea NOT NULL,
+    username_lower text NOT NULL,
+    log_index      bigint NOT NULL,   -- its DeletionEntry
+    cause          smallint NOT NULL,
+    removed_at     bigint NOT NULL,
+    free_at        bigint NOT NULL,   -- the name may be registered again from then on
+    audited        boolean NOT NULL DEFAULT false
+);
+CREATE INDEX removals_by_name ON account_removals (username_lower, seq);
+"""
+
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2))
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2), (3, _V3))

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
 
 import asyncpg
 
+from sealpost.crypto.sign import SigningKey
+from sealpost.server.invites import admits
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -37,6 +40,9 @@ from sealpost.server.storage.base import (
     DeviceRecord,
     DeviceRevoked,
     Envelope,
+    InviteRecord,
+    InviteRefused,
+    InviteUse,
     LastDevice,
     LoggedEntry,
     LogLookup,
@@ -45,15 +51,27 @@ from sealpost.server.storage.base import (
     PreKeyUpload,
     PurgeResult,
     QueuedMessage,
+    Removal,
+    RemovedAccount,
     SharedEnvelope,
+    StorageStats,
     StorageUnavailable,
     TooManyDevices,
     UnknownAccount,
     UnknownDevice,
+    UnknownInvite,
+    UsernameQuarantined,
     UsernameTaken,
 )
-from sealpost.server.storage.pg_cluster import Cluster, migrate
-from sealpost.server.storage.pg_log import NodeCache, log_account_state, log_size, logged, merkle
+from sealpost.server.storage.pg_cluster import Cluster, ClusterError, migrate
+from sealpost.server.storage.pg_log import (
+    NodeCache,
+    log_account_state,
+    log_deletion,
+    log_size,
+    logged,
+    merkle,
+)
 from sealpost.server.storage.pg_map import run_map
 from sealpost.server.storage.pg_prekeys import (
     insert_device,
@@ -71,7 +89,8 @@ from sealpost.server.storage.pg_queue import (
     lock_queues,
     purge_messages,
 )
-from sealpost.transparency.log import account_map_key
+from sealpost.server.storage.pg_schema import MIGRATIONS
+from sealpost.transparency.log import DeletionCause, account_map_key
 from sealpost.transparency.merkle import consistency_proof, inclusion_proof, root
 from sealpost.transparency.smt import map_root, prove
 
@@ -109,17 +128,28 @@ _UNAVAILABLE = (
 class PostgresStorage:
     """:class:`~sealpost.server.storage.base.Storage` on a PostgreSQL database."""
 
-    def __init__(self, dsn: str, *, solo: bool = True, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, dsn: str, *, solo: bool = True, pool_size: int = POOL_SIZE, admin: bool = False
+    ) -> None:
         """``solo``: no other process may use the database meanwhile (there is no Redis
-        to tell them about each other's sends); :meth:`open` refuses if one does."""
+        to tell them about each other's sends); :meth:`open` refuses if one does.
+        ``admin``: for ``sealpost admin`` beside running servers: no migration (a database
+        not at this version is refused), no process lock, never the leader."""
         self._dsn = dsn
         self._pool_size = pool_size
+        self._admin = admin
         self._pool: asyncpg.Pool | None = None
         self._nodes = NodeCache()
         self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
         self.cluster = Cluster(dsn, solo=solo)
 
     async def open(self) -> None:
+        if self._admin:
+            await self._check_schema()
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=min(self._pool_size, 4), command_timeout=30
+            )
+            return
         try:
             await migrate(self._dsn)
             await self.cluster.start()
@@ -135,6 +165,20 @@ class PostgresStorage:
             await self._pool.close()
             self._pool = None
         await self.cluster.stop()
+
+    async def _check_schema(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                raise ClusterError("no sealpost database there (no schema_migrations table)")
+            done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        finally:
+            await conn.close()
+        if done != {version for version, _ in MIGRATIONS}:
+            raise ClusterError(
+                f"the database has schema versions {sorted(done)}, this sealpost expects "
+                f"{[v for v, _ in MIGRATIONS]}: run the matching sealpost (or migrate)"
+            )
 
     def leader(self) -> bool:
         return self.cluster.leader
@@ -172,9 +216,22 @@ class PostgresStorage:
     # ------------------------------------------------------------------ accounts
 
     async def create_account(
-        self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
+        self,
+        account: AccountRecord,
+        device: DeviceRecord,
+        prekeys: PreKeyUpload,
+        *,
+        invite: InviteUse | None = None,
     ) -> None:
         async def op(conn: Conn) -> None:
+            if invite is not None:
+                await _spend_invite(conn, invite)
+            if await conn.fetchval(
+                "SELECT 1 FROM account_removals WHERE username_lower = $1 AND free_at > $2",
+                account.username.lower(),
+                account.created,
+            ):
+                raise UsernameQuarantined("that name was a removed account's")
             rows = await conn.fetch(
                 "SELECT account_id FROM accounts WHERE username_lower = $1 OR account_id = $2",
                 account.username.lower(),
@@ -268,6 +325,105 @@ class PostgresStorage:
                 revocation,
             )
             await log_account_state(conn, self._nodes, account_id)
+
+        await self._tx(op)
+
+    async def remove_account(
+        self,
+        account_id: bytes,
+        *,
+        log_key: SigningKey,
+        cause: DeletionCause,
+        now_ms: int,
+        free_at: int,
+    ) -> RemovedAccount:
+        async def op(conn: Conn) -> RemovedAccount:
+            row = await conn.fetchrow(
+                "SELECT username_lower, account_key FROM accounts WHERE account_id = $1 FOR UPDATE",
+                account_id,
+            )
+            if row is None:
+                raise UnknownAccount(account_id)
+            username, account_key = str(row[0]), bytes(row[1])
+            devices = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT device_id FROM devices WHERE account_id = $1", account_id
+                )
+            ]
+            await lock_queues(conn, [(account_id, d) for d in devices])
+            queued = int(
+                (await conn.execute("DELETE FROM queue WHERE account_id = $1", account_id)).split()[
+                    -1
+                ]
+            )
+            for table in (
+                "device_queues",
+                "devices",
+                "signed_prekeys",
+                "one_time_prekeys",
+                "kem_prekeys",
+                "revocations",
+            ):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE account_id = $1",  # noqa: S608 (our table names)
+                    account_id,
+                )
+            attachments = [
+                bytes(r[0])
+                for r in await conn.fetch(
+                    "DELETE FROM attachments WHERE owner = $1 RETURNING attachment_id", account_id
+                )
+            ]
+            await conn.execute("DELETE FROM accounts WHERE account_id = $1", account_id)
+            index = await log_deletion(
+                conn,
+                self._nodes,
+                account_id,
+                username,
+                account_key,
+                log_key=log_key,
+                cause=cause,
+                now_ms=now_ms,
+                free_after=free_at * 1000,
+            )
+            await conn.execute(
+                "INSERT INTO account_removals (account_id, username_lower, log_index, cause,"
+                " removed_at, free_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                account_id,
+                username,
+                index,
+                int(cause),
+                now_ms // 1000,
+                free_at,
+            )
+            return RemovedAccount(index, len(devices), queued, attachments, free_at)
+
+        removed = await self._tx(op)
+        self._accounts.pop(account_id, None)
+        return removed
+
+    async def forget_account(self, account_id: bytes) -> None:
+        # Sends check the devices' queue rows in the database (gone with the account):
+        # only the account cache is this process's own.
+        self._accounts.pop(account_id, None)
+
+    async def removals(self, *, after: int) -> list[Removal]:
+        async def op(conn: Conn) -> list[Removal]:
+            rows = await conn.fetch(
+                "SELECT seq, account_id, log_index, cause, free_at, audited"
+                " FROM account_removals WHERE seq > $1 ORDER BY seq",
+                after,
+            )
+            return [Removal(r[0], bytes(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._tx(op)
+
+    async def mark_audited(self, seq: int) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE account_removals SET audited = true WHERE seq <= $1 AND NOT audited", seq
+            )
 
         await self._tx(op)
 
@@ -394,7 +550,9 @@ class PostgresStorage:
             _, proof = await run_map(conn, lambda m: prove(m, key))
             row = await conn.fetchrow(
                 "SELECT idx, entry, certificates, revocations FROM log_entries WHERE account_id ="
-                " (SELECT account_id FROM accounts WHERE username_lower = $1)"
+                " COALESCE((SELECT account_id FROM accounts WHERE username_lower = $1),"
+                " (SELECT account_id FROM account_removals WHERE username_lower = $1"
+                " ORDER BY seq DESC LIMIT 1))"
                 " ORDER BY sequence DESC LIMIT 1",
                 username_lower,
             )
@@ -576,6 +734,73 @@ class PostgresStorage:
 
         return await self._tx(op)
 
+    # ------------------------------------------------------------------ invites
+
+    async def create_invite(self, record: InviteRecord, code_hash: bytes) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO invites (invite_id, code_hash, uses_left, uses, created,"
+                " expires_at, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                record.invite_id,
+                code_hash,
+                record.uses_left,
+                record.uses,
+                record.created,
+                record.expires_at,
+                record.revoked,
+            )
+
+        await self._tx(op)
+
+    async def invites(self) -> list[InviteRecord]:
+        async def op(conn: Conn) -> list[InviteRecord]:
+            rows = await conn.fetch(
+                "SELECT invite_id, uses_left, uses, created, expires_at, revoked"
+                " FROM invites ORDER BY created, invite_id"
+            )
+            return [InviteRecord(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._tx(op)
+
+    async def revoke_invite(self, invite_id: str) -> None:
+        async def op(conn: Conn) -> None:
+            status = await conn.execute(
+                "UPDATE invites SET revoked = true WHERE invite_id = $1", invite_id
+            )
+            if status != "UPDATE 1":
+                raise UnknownInvite("no such invite")
+
+        await self._tx(op)
+
+    # ------------------------------------------------------------------ operations
+
+    async def stats(self) -> StorageStats:
+        now = int(time.time())
+
+        async def op(conn: Conn) -> StorageStats:
+            queue = await conn.fetchrow(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received_at) FROM queue"
+            )
+            files = await conn.fetchrow("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM attachments")
+            return StorageStats(
+                accounts=await conn.fetchval("SELECT COUNT(*) FROM accounts"),
+                devices=await conn.fetchval("SELECT COUNT(*) FROM devices"),
+                queued_messages=queue[0],
+                queued_bytes=int(queue[1]),
+                oldest_queued=queue[2],
+                attachments=files[0],
+                attachment_bytes=int(files[1]),
+                log_entries=await log_size(conn),
+                removed_accounts=await conn.fetchval("SELECT COUNT(*) FROM account_removals"),
+                invites_usable=await conn.fetchval(
+                    "SELECT COUNT(*) FROM invites WHERE NOT revoked AND uses_left > 0"
+                    " AND (expires_at = 0 OR expires_at > $1)",
+                    now,
+                ),
+            )
+
+        return await self._tx(op, snapshot=True)
+
     # ------------------------------------------------------------------ retention
 
     async def purge(self, now: int) -> PurgeResult:
@@ -615,6 +840,29 @@ class PostgresStorage:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+async def _spend_invite(conn: Conn, use: InviteUse) -> None:
+    # The row lock makes concurrent registrations with one code take turns: one spends
+    # its last use, the next finds none left.
+    row = await conn.fetchrow(
+        "SELECT code_hash, uses_left, expires_at, revoked FROM invites WHERE invite_id = $1"
+        " FOR UPDATE",
+        use.invite_id,
+    )
+    stored = None if row is None else bytes(row[0])
+    if not admits(
+        stored,
+        uses_left=0 if row is None else row[1],
+        expires_at=0 if row is None else row[2],
+        revoked=True if row is None else row[3],
+        use=use,
+    ):
+        raise InviteRefused("no usable invite has that code")
+    await conn.execute(
+        "UPDATE invites SET uses_left = uses_left - 1, uses = uses + 1 WHERE invite_id = $1",
+        use.invite_id,
+    )
 
 
 def _account(row: asyncpg.Record | None) -> AccountRecord | None:

@@ -57,6 +57,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from sealpost.crypto.sign import SigningKey
+from sealpost.server.invites import admits
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -67,6 +69,9 @@ from sealpost.server.storage.base import (
     DeviceRecord,
     DeviceRevoked,
     Envelope,
+    InviteRecord,
+    InviteRefused,
+    InviteUse,
     LastDevice,
     LoggedEntry,
     LogLookup,
@@ -78,18 +83,26 @@ from sealpost.server.storage.base import (
     PurgeResult,
     QueuedMessage,
     QueueFull,
+    Removal,
+    RemovedAccount,
     SharedEnvelope,
     StaleEpoch,
+    StorageStats,
     TooManyDevices,
     UnknownAccount,
     UnknownDevice,
+    UnknownInvite,
+    UsernameQuarantined,
     UsernameTaken,
 )
 from sealpost.server.storage.tail import QueueTails
 from sealpost.transparency.log import (
+    DeletionCause,
+    DeletionEntry,
     LogEntry,
     account_map_key,
     account_map_value,
+    decode_entry,
     devices_commitment,
 )
 from sealpost.transparency.merkle import (
@@ -105,7 +118,7 @@ from sealpost.transparency.smt import MAP_SCHEMA, SqliteMapStore, map_root, prov
 from sealpost.transparency.smt import build as build_map
 from sealpost.transparency.smt import insert as map_insert
 
-__all__ = ["SqliteStorage", "log_account_state"]
+__all__ = ["SqliteStorage", "log_account_state", "log_deletion"]
 
 log = logging.getLogger("sealpost.server.storage")
 
@@ -203,6 +216,26 @@ CREATE TABLE IF NOT EXISTS log_entries (
     revocations  BLOB NOT NULL,
     UNIQUE (account_id, sequence)
 );
+CREATE TABLE IF NOT EXISTS invites (  -- sealpost admin invite: codes kept as hashes only
+    invite_id  TEXT PRIMARY KEY,
+    code_hash  BLOB NOT NULL,
+    uses_left  INTEGER NOT NULL,
+    uses       INTEGER NOT NULL DEFAULT 0,
+    created    INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,        -- 0: never
+    revoked    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS account_removals (  -- removed accounts: their names' quarantine
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id     BLOB NOT NULL,
+    username_lower TEXT NOT NULL,
+    log_index      INTEGER NOT NULL,   -- its DeletionEntry
+    cause          INTEGER NOT NULL,
+    removed_at     INTEGER NOT NULL,
+    free_at        INTEGER NOT NULL,   -- the name may be registered again from then on
+    audited        INTEGER NOT NULL DEFAULT 0  -- the server's log has said it
+);
+CREATE INDEX IF NOT EXISTS removals_by_name ON account_removals (username_lower, seq);
 CREATE TABLE IF NOT EXISTS log_heads (
     tree_size INTEGER PRIMARY KEY,
     timestamp INTEGER NOT NULL,
@@ -282,9 +315,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 class SqliteStorage:
     """:class:`~sealpost.server.storage.base.Storage` on one SQLite file (WAL mode)."""
 
-    def __init__(self, path: Path, *, readers: int = 2) -> None:
+    def __init__(self, path: Path, *, readers: int = 2, checkpoint: bool = True) -> None:
+        """``checkpoint``: truncate the WAL at :meth:`close` (off for ``sealpost admin``,
+        which shares the file with a running server and must not hold up its writes)."""
         self._path = path
         self._readers = readers
+        self._checkpoint = checkpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._committer: ThreadPoolExecutor | None = None
@@ -352,8 +388,9 @@ class SqliteStorage:
                 conn.close()
             self._read_conns.clear()
         if self._write_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._write_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._checkpoint:
+                with contextlib.suppress(sqlite3.Error):
+                    self._write_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._write_conn.close()
             self._write_conn = None
         self._loop = None
@@ -487,9 +524,21 @@ class SqliteStorage:
     # ------------------------------------------------------------------ accounts
 
     async def create_account(
-        self, account: AccountRecord, device: DeviceRecord, prekeys: PreKeyUpload
+        self,
+        account: AccountRecord,
+        device: DeviceRecord,
+        prekeys: PreKeyUpload,
+        *,
+        invite: InviteUse | None = None,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
+            if invite is not None:
+                _spend_invite(conn, invite)
+            if conn.execute(
+                "SELECT 1 FROM account_removals WHERE username_lower = ? AND free_at > ?",
+                (account.username.lower(), account.created),
+            ).fetchone():
+                raise UsernameQuarantined("that name was a removed account's")
             row = conn.execute(
                 "SELECT account_id FROM accounts WHERE username_lower = ? OR account_id = ?",
                 (account.username.lower(), account.account_id),
@@ -578,6 +627,119 @@ class SqliteStorage:
             log_account_state(conn, account_id)
 
         await self._write(op)
+
+    async def remove_account(
+        self,
+        account_id: bytes,
+        *,
+        log_key: SigningKey,
+        cause: DeletionCause,
+        now_ms: int,
+        free_at: int,
+    ) -> RemovedAccount:
+        def op(conn: sqlite3.Connection) -> RemovedAccount:
+            row = conn.execute(
+                "SELECT username_lower, account_key FROM accounts WHERE account_id = ?",
+                (account_id,),
+            ).fetchone()
+            if row is None:
+                raise UnknownAccount(account_id)
+            username, account_key = str(row[0]), bytes(row[1])
+            devices = [
+                d
+                for (d,) in conn.execute(
+                    "SELECT device_id FROM devices WHERE account_id = ?", (account_id,)
+                )
+            ]
+            gone: dict[tuple[bytes, int], list[bytes]] = {}
+            for device_id, message_id in conn.execute(
+                "DELETE FROM queue WHERE account_id = ? RETURNING device_id, message_id",
+                (account_id,),
+            ).fetchall():
+                gone.setdefault((account_id, device_id), []).append(bytes(message_id))
+            for table in (
+                "devices",
+                "signed_prekeys",
+                "one_time_prekeys",
+                "kem_prekeys",
+                "revocations",
+            ):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE account_id = ?",  # noqa: S608 (our table names)
+                    (account_id,),
+                )
+            attachments = [
+                bytes(a)
+                for (a,) in conn.execute(
+                    "DELETE FROM attachments WHERE owner = ? RETURNING attachment_id",
+                    (account_id,),
+                ).fetchall()
+            ]
+            conn.execute("DELETE FROM accounts WHERE account_id = ?", (account_id,))
+            index = log_deletion(
+                conn,
+                account_id,
+                username,
+                account_key,
+                log_key=log_key,
+                cause=cause,
+                now_ms=now_ms,
+                free_after=free_at * 1000,
+            )
+            conn.execute(
+                "INSERT INTO account_removals (account_id, username_lower, log_index, cause,"
+                " removed_at, free_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (account_id, username, index, int(cause), now_ms // 1000, free_at),
+            )
+            for address, message_ids in gone.items():
+                self._effects.append(partial(self._tails.removed, address, message_ids))
+            self._forget(account_id)
+            return RemovedAccount(
+                index, len(devices), sum(map(len, gone.values())), attachments, free_at
+            )
+
+        return await self._write(op)
+
+    def _forget(self, account_id: bytes) -> None:
+        self._accounts.pop(account_id, None)
+        self._device_ids.pop(account_id, None)
+        for address in [a for a in self._depth if a[0] == account_id]:
+            del self._depth[address]
+
+    async def forget_account(self, account_id: bytes) -> None:
+        # Another process removed it: what this one kept may let a send through with a
+        # device list read before (one batch at most), so its queue is swept as well.
+        self._forget(account_id)
+        self._tails.clear()
+
+        def sweep(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM queue WHERE account_id = ?"
+                " AND NOT EXISTS (SELECT 1 FROM accounts WHERE account_id = ?)",
+                (account_id, account_id),
+            )
+            self._effects.append(self._tails.clear)
+
+        await self._write(sweep)
+
+    async def removals(self, *, after: int) -> list[Removal]:
+        return await self._read(
+            lambda c: [
+                Removal(seq, bytes(a), i, cause, free_at, bool(audited))
+                for seq, a, i, cause, free_at, audited in c.execute(
+                    "SELECT seq, account_id, log_index, cause, free_at, audited"
+                    " FROM account_removals WHERE seq > ? ORDER BY seq",
+                    (after,),
+                )
+            ]
+        )
+
+    async def mark_audited(self, seq: int) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE account_removals SET audited = 1 WHERE seq <= ? AND audited = 0", (seq,)
+            )
+        )
 
     async def revocations(self, account_id: bytes) -> list[bytes]:
         return await self._read(
@@ -694,9 +856,11 @@ class SqliteStorage:
             _, proof = prove(SqliteMapStore(conn), key)
             row = conn.execute(
                 "SELECT idx, entry, certificates, revocations FROM log_entries WHERE account_id ="
-                " (SELECT account_id FROM accounts WHERE username_lower = ?)"
+                " COALESCE((SELECT account_id FROM accounts WHERE username_lower = ?),"
+                " (SELECT account_id FROM account_removals WHERE username_lower = ?"
+                " ORDER BY seq DESC LIMIT 1))"
                 " ORDER BY sequence DESC LIMIT 1",
-                (username_lower,),
+                (username_lower, username_lower),
             ).fetchone()
             latest = None if row is None else _logged(row)
             inclusion = (
@@ -1032,6 +1196,82 @@ class SqliteStorage:
 
         return await self._read(op)
 
+    # ------------------------------------------------------------------ invites
+
+    async def create_invite(self, record: InviteRecord, code_hash: bytes) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO invites (invite_id, code_hash, uses_left, uses, created,"
+                " expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.invite_id,
+                    code_hash,
+                    record.uses_left,
+                    record.uses,
+                    record.created,
+                    record.expires_at,
+                    int(record.revoked),
+                ),
+            )
+        )
+
+    async def invites(self) -> list[InviteRecord]:
+        return await self._read(
+            lambda c: [
+                InviteRecord(i, left, uses, created, expires, bool(revoked))
+                for i, left, uses, created, expires, revoked in c.execute(
+                    "SELECT invite_id, uses_left, uses, created, expires_at, revoked"
+                    " FROM invites ORDER BY created, invite_id"
+                )
+            ]
+        )
+
+    async def revoke_invite(self, invite_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE invites SET revoked = 1 WHERE invite_id = ?", (invite_id,))
+            if cur.rowcount != 1:
+                raise UnknownInvite("no such invite")
+
+        await self._write(op)
+
+    # ------------------------------------------------------------------ operations
+
+    async def stats(self) -> StorageStats:
+        now = int(time.time())
+
+        def op(conn: sqlite3.Connection) -> StorageStats:
+            def one(sql: str, *args: Any) -> tuple[Any, ...]:
+                return tuple(conn.execute(sql, args).fetchone())
+
+            (accounts,) = one("SELECT COUNT(*) FROM accounts")
+            (devices,) = one("SELECT COUNT(*) FROM devices")
+            queued, queued_bytes, oldest = one(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received_at) FROM queue"
+            )
+            attachments, attachment_bytes = one(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM attachments"
+            )
+            (removed,) = one("SELECT COUNT(*) FROM account_removals")
+            (usable,) = one(
+                "SELECT COUNT(*) FROM invites WHERE revoked = 0 AND uses_left > 0"
+                " AND (expires_at = 0 OR expires_at > ?)",
+                now,
+            )
+            return StorageStats(
+                accounts=accounts,
+                devices=devices,
+                queued_messages=queued,
+                queued_bytes=queued_bytes,
+                oldest_queued=oldest,
+                attachments=attachments,
+                attachment_bytes=attachment_bytes,
+                log_entries=_log_size(conn),
+                removed_accounts=removed,
+                invites_usable=usable,
+            )
+
+        return await self._read(partial(_snapshot, op))
+
     # ------------------------------------------------------------------ retention
 
     async def purge(self, now: int) -> PurgeResult:
@@ -1167,12 +1407,72 @@ def log_account_state(
     )
 
 
+def log_deletion(
+    conn: sqlite3.Connection,
+    account_id: bytes,
+    username: str,
+    account_key: bytes,
+    *,
+    log_key: SigningKey,
+    cause: DeletionCause,
+    now_ms: int,
+    free_after: int,
+) -> int:
+    """Append the account's :class:`DeletionEntry` (after its last entry) and make it the
+    name's value in the account map, in the open transaction; the entry's index."""
+    (last,) = conn.execute(
+        "SELECT COALESCE(MAX(sequence), 0) FROM log_entries WHERE account_id = ?", (account_id,)
+    ).fetchone()
+    entry = DeletionEntry.sign(
+        log_key,
+        account_id=account_id,
+        username=username,
+        account_key=account_key,
+        sequence=last + 1,
+        timestamp=now_ms,
+        cause=cause,
+        free_after=free_after,
+    ).encode()
+    size = _log_size(conn)
+    conn.execute(
+        "INSERT INTO log_entries (idx, account_id, sequence, entry, certificates, revocations)"
+        " VALUES (?, ?, ?, ?, x'', x'')",
+        (size, account_id, last + 1, entry),
+    )
+    append(SqliteNodeStore(conn), size, [leaf_hash(entry)])
+    map_insert(
+        SqliteMapStore(conn),
+        [(account_map_key(username), account_map_value(size, leaf_hash(entry)))],
+    )
+    return size
+
+
+def _spend_invite(conn: sqlite3.Connection, use: InviteUse) -> None:
+    row = conn.execute(
+        "SELECT code_hash, uses_left, expires_at, revoked FROM invites WHERE invite_id = ?",
+        (use.invite_id,),
+    ).fetchone()
+    stored, uses_left, expires_at, revoked = row if row is not None else (None, 0, 0, True)
+    if not admits(
+        None if stored is None else bytes(stored),
+        uses_left=uses_left,
+        expires_at=expires_at,
+        revoked=bool(revoked),
+        use=use,
+    ):
+        raise InviteRefused("no usable invite has that code")
+    conn.execute(
+        "UPDATE invites SET uses_left = uses_left - 1, uses = uses + 1 WHERE invite_id = ?",
+        (use.invite_id,),
+    )
+
+
 def _build_account_map(conn: sqlite3.Connection) -> None:
     """Fill the (empty) account map from the log: each username's newest entry."""
     newest: dict[str, tuple[int, bytes]] = {}
     for idx, raw in conn.execute("SELECT idx, entry FROM log_entries ORDER BY idx"):
         entry = bytes(raw)
-        newest[LogEntry.decode(entry).username] = (idx, leaf_hash(entry))
+        newest[decode_entry(entry).username] = (idx, leaf_hash(entry))
     build_map(
         SqliteMapStore(conn),
         [(account_map_key(name), account_map_value(i, h)) for name, (i, h) in newest.items()],
