@@ -4,9 +4,9 @@ A code is ``IIIIIIII-SSSSSSSSSSSSSSSSSSSSSSSSSS``: an id of 8 hex digits (public
 admin invite list`` and ``revoke`` name it) and 26 base32 characters of secret (130 bits,
 from the operator's RNG). The server keeps only ``SHA-256("sealpost/v1/invite\\0" ||
 code)``; a registration's code is looked up by its id and its hash compared in constant
-time (:func:`hmac.compare_digest`), in the transaction that spends it. Codes never appear
-in a log line, an error or a repr: the handler turns one into an :class:`InviteUse`
-straight away, and its hash is not part of the use's repr.
+time (:func:`sealpost.server.storage.invites.admits`), in the transaction that spends it.
+Codes never appear in a log line, an error or a repr: the handler turns one into an
+:class:`InviteUse` straight away, and its hash is not part of the use's repr.
 
     >>> code, invite_id, digest = new_invite(os.urandom)              # doctest: +SKIP
     >>> parse_invite(code, now=0).invite_id == invite_id               # doctest: +SKIP
@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 from typing import Final
 
 from sealpost.entropy import Rng
 from sealpost.server.storage.base import InviteUse
 
-__all__ = ["INVITE_CODE", "admits", "code_hash", "new_invite", "parse_invite"]
+__all__ = ["INVITE_CODE", "code_hash", "new_invite", "parse_invite"]
 
 _CONTEXT: Final = b"sealpost/v1/invite\x00"
 #: The shape of a code (lower case; parse_invite lowers what a user typed).
 INVITE_CODE: Final = re.compile(r"[0-9a-f]{8}-[a-z2-7]{26}")
-#: What a code that names no invite is compared with, so that the comparison costs the same.
-_NO_HASH: Final = bytes(32)
 
 
 def code_hash(code: str) -> bytes:
@@ -52,19 +49,3 @@ def parse_invite(text: str, *, now: int) -> InviteUse | None:
     if not code.isascii() or INVITE_CODE.fullmatch(code) is None:
         return None
     return InviteUse(code[:8], code_hash(code), now)
-
-
-def admits(
-    stored_hash: bytes | None,
-    *,
-    uses_left: int,
-    expires_at: int,
-    revoked: bool,
-    use: InviteUse,
-) -> bool:
-    """Whether the stored invite (``None``: no invite has that id) admits ``use`` now.
-    The hashes are compared in constant time, and compared even when there is nothing
-    to admit, so the answer's timing says nothing about why."""
-    match = hmac.compare_digest(stored_hash or _NO_HASH, use.code_hash)
-    usable = not revoked and uses_left > 0 and (not expires_at or use.now < expires_at)
-    return stored_hash is not None and match and usable

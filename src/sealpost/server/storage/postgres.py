@@ -30,7 +30,6 @@ from typing import Any, Final, TypeAlias, TypeVar
 import asyncpg
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server.invites import admits
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -63,6 +62,7 @@ from sealpost.server.storage.base import (
     UsernameQuarantined,
     UsernameTaken,
 )
+from sealpost.server.storage.invites import admits
 from sealpost.server.storage.pg_cluster import Cluster, ClusterError, migrate
 from sealpost.server.storage.pg_log import (
     NodeCache,

@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server.invites import admits
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -95,6 +94,7 @@ from sealpost.server.storage.base import (
     UsernameQuarantined,
     UsernameTaken,
 )
+from sealpost.server.storage.invites import admits
 from sealpost.server.storage.tail import QueueTails
 from sealpost.transparency.log import (
     DeletionCause,
