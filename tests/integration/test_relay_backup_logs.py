@@ -51,7 +51,7 @@ def test_backup_under_load_restores_every_queued_message_and_the_same_log(
         for body in before:
             _send(alice, recipient, body)
         pinned = SignedTreeHead.decode(unb64(alice.http.get("/v1/log/head").json()["head"]))
-        stop = threading.Event()
+        stop, running = threading.Event(), threading.Event()
         during: list[bytes] = []
 
         def load() -> None:
@@ -60,16 +60,17 @@ def test_backup_under_load_restores_every_queued_message_and_the_same_log(
                     body = os.urandom(200)
                     _send(sender, recipient, body)
                     during.append(body)
+                    running.set()
 
         thread = threading.Thread(target=load)
         thread.start()
         try:
+            assert running.wait(30), "the load did not start"
             archive = tmp_path / "backup.tar"
             _admin("--data", str(server.data), "backup", "--out", str(archive))
         finally:
             stop.set()
             thread.join()
-        assert during, "no load ran while the backup was taken"
     server.stop()
     restored = tmp_path / "restored"
     out = _admin("restore", str(archive), "--into", str(restored)).stdout
