@@ -19,7 +19,7 @@ from sealpost.app.main import MainScreen
 from sealpost.client import Client
 from sealpost.client.store import TEST_PARAMS
 
-TIMEOUT = 20.0
+TIMEOUT = 45.0
 
 
 def free_port() -> str:

@@ -18,6 +18,7 @@ from sealpost.app.compose import ComposeBox
 from sealpost.app.main import MainScreen
 from sealpost.app.messages import MessageList
 from sealpost.app.screens import AlarmsScreen, GroupScreen, SafetyScreen
+from sealpost.app.search import SearchScreen
 from sealpost.app.sidebar import ConversationList
 from sealpost.client import Client, GroupChanged, MessageReceived, WrongPasscode
 
@@ -75,7 +76,7 @@ def test_unread_count_rises_and_clears_and_a_message_goes_out(
                 await pilot.press("enter")
                 await until(pilot, lambda: compose.text == "", "compose cleared")
                 got: list[str] = []
-                for _ in range(20):
+                for _ in range(45):
                     got += [
                         e.message.text
                         for e in await bob.receive(wait=1)
@@ -168,7 +169,7 @@ async def _listed(pilot: Pilot[Any], main: MainScreen, address: str) -> None:
 
 async def _events_until(client: Client, check: Any, what: str) -> list[Any]:
     seen: list[Any] = []
-    for _ in range(40):
+    for _ in range(90):
         seen += await client.receive(wait=0.5)
         if check(seen):
             return seen
@@ -403,5 +404,61 @@ def test_an_alarm_shows_a_banner_until_dismissed(make_server: Any, tmp_path: Pat
             await until(pilot, lambda: isinstance(app.screen, MainScreen), "back")
             assert not banner.display
             assert main.client.alarms() == []
+
+    run(scenario())
+
+
+def test_search_finds_a_message_and_not_once_it_expired(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        profile, name = alice.store.path, alice.username
+        await bob.send(name, "a lasting note about apples")
+        await bob.set_timer(name, 4)
+        await bob.send(name, "the secret word is pineapple")
+        await alice.close()
+        app = chat_app(profile)
+        try:
+            async with app.run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                await _listed(pilot, main, bob.username)
+                await until(pilot, lambda: main.client.search("pineapple"), "the message indexed")
+                main.query_one(ConversationList).focus()
+                await pilot.press("ctrl+f")
+                await until(pilot, lambda: isinstance(app.screen, SearchScreen), "search")
+                box = app.screen.query_one("#search-input", Input)
+                box.value = "pineapple"
+                box.focus()
+                await pilot.press("enter")
+                await until(
+                    pilot,
+                    lambda: "1 found" in _static_text(app.screen, "#search-status"),
+                    "one hit",
+                )
+                await pilot.press("enter")  # open it
+                await until(pilot, lambda: isinstance(app.screen, MainScreen), "back")
+                chosen = main.query_one(MessageList).selected
+                assert chosen is not None and chosen.message.text.endswith("pineapple")
+                # after its timer the message and its index entry are gone
+                await pilot.pause(4.5)
+                assert main.client.search("pineapple") == []
+                assert [h.message.text for h in main.client.search("apples")] == [
+                    "a lasting note about apples"
+                ]
+                await pilot.press("ctrl+f")
+                await until(pilot, lambda: isinstance(app.screen, SearchScreen), "search")
+                box = app.screen.query_one("#search-input", Input)
+                box.value = "pineapple"
+                box.focus()
+                await pilot.press("enter")
+                await until(
+                    pilot,
+                    lambda: "0 found" in _static_text(app.screen, "#search-status"),
+                    "no hit",
+                )
+        finally:
+            await bob.close()
 
     run(scenario())

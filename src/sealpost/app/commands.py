@@ -93,7 +93,11 @@ async def new_chat(screen: MainScreen) -> None:
 
 
 async def search(screen: MainScreen, query: str) -> None:
-    toast(screen, "search is not built yet", "warning")
+    from sealpost.app.search import SearchScreen
+
+    hit = await screen.app.push_screen_wait(SearchScreen(screen.client, query))
+    if hit is not None:
+        await screen.open(hit[0], around=hit[1])
 
 
 async def safety(screen: MainScreen) -> None:

@@ -36,6 +36,7 @@ from sealpost.client.records import (
     ReceiptReceived,
     TimerChanged,
 )
+from sealpost.client.services.search import SearchHit
 from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
 from sealpost.client.store.alarms import Alarm
 
@@ -64,6 +65,7 @@ __all__ = [
     "NotRegistered",
     "ProfileBusy",
     "ReceiptReceived",
+    "SearchHit",
     "ServerError",
     "ServerUnavailable",
     "StoreError",

@@ -115,6 +115,7 @@ from sealpost.client.services.groups import GroupService
 from sealpost.client.services.monitoring import Monitoring, fetch_log_key
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
 from sealpost.client.services.prekeys import PREKEY_BATCH, Prekeys, Upkeep
+from sealpost.client.services.search import Search, SearchHit
 from sealpost.client.services.sending import Sending, SendPeers
 from sealpost.client.services.transparency import KeyTransparency
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
@@ -721,6 +722,15 @@ class Client:
         """Delete the disappearing messages whose time is up (and the files saved from
         their attachments). Returns how many went."""
         return self._conversations.expire()
+
+    def search(
+        self, text: str, *, conversation: str | None = None, limit: int = 50
+    ) -> list[SearchHit]:
+        """Local full-text search (:mod:`sealpost.client.services.search`)."""
+        contacts = {c.account_id: c.username for c in self.contacts()}
+        return Search(
+            self._ctx, self._conversations, groups=self.groups, contacts=lambda: contacts
+        ).search(text, conversation=conversation, limit=limit)
 
     # ------------------------------------------------------------------ sending
 

@@ -7,7 +7,7 @@
 :mod:`.groups`         ``group create|add|remove|rename|leave|list``
 :mod:`.devices`        ``link new|accept``, ``devices [remove]``
 :mod:`.trust`          ``contacts``, ``safety-number``, ``verify``, ``alarms``, ``audit``
-:mod:`.chat`           ``chat`` (the Textual app)
+:mod:`.chat`           ``chat`` (the Textual app), ``search``
 :mod:`.server`         ``server [migrate]`` (a :class:`~sealpost.cli.command.Tool`)
 :mod:`.admin`          ``admin stats|accounts remove|purge|backup|restore|invite`` (a
                        ``Tool``: an operator's commands on a server's data)

@@ -124,6 +124,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages DROP COLUMN sender_device;
     DROP TABLE events;
     """,
+    # 9: full-text search of message texts (FTS5, inside the encrypted database): an
+    # index over messages.body kept by triggers, so every insert, edit and delete of a
+    # message changes the index in the same transaction, whatever path made it. The
+    # index holds no copy of the text (content='messages'); secure-delete makes a
+    # deletion remove the message's terms from the index pages instead of marking them
+    # deleted. The messages already there are indexed ('rebuild') in this step.
+    """
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        body, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+    INSERT INTO messages_fts(messages_fts, rank) VALUES ('secure-delete', 1);
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body);
+        INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
+    END;
+    INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -36,6 +36,7 @@ from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
 from sealpost.client.store.outbox import OutboxRepository
 from sealpost.client.store.prekeys import PrekeyRepository
+from sealpost.client.store.search import SearchRepository
 
 __all__ = ["Repositories"]
 
@@ -56,6 +57,7 @@ class Repositories:
         self.outbox = OutboxRepository(db)
         self.groups = GroupRepository(db)
         self.sender_keys = SenderKeyRepository(db)
+        self.search = SearchRepository(db)
 
     def after_commit(self, action: Callable[[], object]) -> None:
         """Run ``action`` once this unit has committed (never if it rolls back): a file
