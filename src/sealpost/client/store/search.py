@@ -60,15 +60,28 @@ class SearchRepository:
         query = fts_query(text)
         if query is None or limit < 1:
             return []
+        # the index gives the matching rowids; the newest that pass the filters are
+        # taken by the messages' primary key, and only those get a snippet
+        ids = [
+            row[0]
+            for row in self._db.all(
+                "SELECT m.id FROM messages m WHERE m.id IN "
+                "(SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?) "
+                "AND (? IS NULL OR m.peer = ?) AND (m.expires_at IS NULL OR m.expires_at > ?) "
+                "ORDER BY m.id DESC LIMIT ?",
+                (query, peer, peer, now_ms, limit),
+            )
+        ]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
         rows = self._db.all(
-            "SELECT m.message_uuid, m.peer, m.outgoing, m.body, m.sent_at, m.received_at, "
-            "m.status, m.author, m.expires_at, "
-            "snippet(messages_fts, 0, ?, ?, '…', 12) "
+            "SELECT m.message_uuid, m.peer, m.outgoing, m.body, m.sent_at, m.received_at, "  # noqa: S608 (placeholders only)
+            "m.status, m.author, m.expires_at, snippet(messages_fts, 0, ?, ?, '…', 12) "
             "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            "WHERE messages_fts MATCH ? AND (? IS NULL OR m.peer = ?) "
-            "AND (m.expires_at IS NULL OR m.expires_at > ?) "
-            "ORDER BY m.id DESC LIMIT ?",
-            (HIT_START, HIT_END, query, peer, peer, now_ms, limit),
+            f"WHERE messages_fts MATCH ? AND messages_fts.rowid IN ({marks}) "
+            "ORDER BY m.id DESC",
+            (HIT_START, HIT_END, query, *ids),
         )
         return [
             SearchRow(
