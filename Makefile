@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/relay.py --json bench/results/relay.json
 	$(BIN)/python bench/groups.py --json bench/results/groups.json
 	$(BIN)/python bench/transparency.py --json bench/results/transparency.json
+	$(BIN)/python bench/app.py --json bench/results/app.json
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/crypto.py --quick
@@ -54,6 +55,7 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/relay.py --quick
 	$(BIN)/python bench/groups.py --quick
 	$(BIN)/python bench/transparency.py --quick
+	$(BIN)/python bench/app.py --quick --json bench/results/app-quick.json
 
 # Regenerate tests/vectors/sealpost-v1.json (only when the wire format changes on purpose).
 vectors: $(DEV_STAMP)
