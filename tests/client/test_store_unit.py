@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
 
 from sealpost.client import saved_files
 from sealpost.client.errors import ClientError
-from sealpost.client.store import TEST_PARAMS, Store, StoreError
+from sealpost.client.inbox import must_retry
+from sealpost.client.store import TEST_PARAMS, DatabaseFailed, Store, StoreError
 from sealpost.client.store.messages import StoredMessage
 from sealpost.protocol import AccountIdentity, DeviceKeys
 
@@ -255,3 +257,33 @@ def test_a_revocation_is_kept_once_and_drops_the_sessions_with_that_device(
     assert [d for (d,) in rows] == [1]
     (revocation,) = store.read().execute("SELECT revocation FROM revoked_devices").fetchone()
     assert bytes(revocation) == b"signed notice"
+
+
+def test_a_locked_database_is_a_store_error_and_changes_nothing(tmp_path: Path) -> None:
+    """SQLite's OperationalError is translated where the store meets it: a unit that cannot
+    begin (another connection holds the write lock) raises DatabaseFailed, a ClientError
+    that the receive loop retries, and nothing was written."""
+    keys: list[bytes] = []
+
+    def rng(n: int) -> bytes:
+        keys.append(os.urandom(n))
+        return keys[-1]
+
+    store = Store.create(tmp_path / "p", PASSCODE, params=TEST_PARAMS, rng=rng)
+    other = sqlcipher.connect(str(tmp_path / "p" / "profile.db"), isolation_level=None)
+    try:
+        other.execute(f"PRAGMA key = \"x'{keys[0].hex()}'\"")  # the database key: rng's first
+        other.execute("BEGIN IMMEDIATE")
+        store.read().execute("PRAGMA busy_timeout = 20")
+        locked = pytest.raises(DatabaseFailed, match="in use by another")
+        with locked as info, store.unit() as repos:
+            repos.meta.set("greeting", b"hello")
+        assert isinstance(info.value, ClientError) and must_retry(info.value)
+        other.execute("ROLLBACK")
+        assert store.repos().meta.get("greeting") is None
+        with store.unit() as repos:  # the store goes on
+            repos.meta.set("greeting", b"hello")
+        assert store.repos().meta.get("greeting") == b"hello"
+    finally:
+        other.close()
+        store.close()

@@ -50,12 +50,14 @@ none carries a passcode or key)::
     ├── ReadOnlyProfile     a write to a store opened read-only
     ├── CorruptProfile      the keyfile or database is damaged
     │   └── UnsupportedSchema   the database was written by a newer sealpost
+    ├── DatabaseFailed      locked, read-only file system, full disk, I/O: nothing changed
     └── WeakParameters      (also a ValueError) empty passcode, KDF parameters out of bounds
 """
 
 from sealpost.client.store.database import LOCK_TIMEOUT, Store
 from sealpost.client.store.errors import (
     CorruptProfile,
+    DatabaseFailed,
     NoProfile,
     ProfileBusy,
     ProfileExists,
@@ -87,6 +89,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TEST_PARAMS",
     "CorruptProfile",
+    "DatabaseFailed",
     "KdfParams",
     "NoProfile",
     "ProfileBusy",

@@ -1,6 +1,7 @@
 """The connection the repositories share: reads at any time, writes only inside a unit of
 work (see :mod:`.unit`), savepoints for multi-statement operations, and actions deferred
-until the unit commits."""
+until the unit commits. SQLCipher's ``OperationalError`` (locked, read-only, full disk, I/O)
+leaves it as :class:`~sealpost.client.store.errors.DatabaseFailed`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sealpost.client.store.errors import StoreError
+import sqlcipher3.dbapi2 as sqlcipher  # type: ignore[import-untyped]
+
+from sealpost.client.store.errors import StoreError, database_failed
 
 __all__ = ["Connection"]
 
@@ -40,19 +43,33 @@ class Connection:
         return self._raw()
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        if sql.lstrip()[:6].upper().startswith(_READS):
-            return self._raw().execute(sql, args)
-        return self._writable().execute(sql, args)
+        """Run one statement (a write only inside a unit); its cursor."""
+        conn = self._raw() if sql.lstrip()[:6].upper().startswith(_READS) else self._writable()
+        try:
+            return conn.execute(sql, args)
+        except sqlcipher.OperationalError as exc:
+            raise database_failed(exc) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
-        return self._writable().executemany(sql, rows)
+        conn = self._writable()
+        try:
+            return conn.executemany(sql, rows)
+        except sqlcipher.OperationalError as exc:
+            raise database_failed(exc) from None
 
     def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """The first row of a query, or None."""
-        return self.execute(sql, args).fetchone()
+        try:
+            return self.execute(sql, args).fetchone()
+        except sqlcipher.OperationalError as exc:
+            raise database_failed(exc) from None
 
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return list(self.execute(sql, args).fetchall())
+        """Every row of a query."""
+        try:
+            return list(self.execute(sql, args).fetchall())
+        except sqlcipher.OperationalError as exc:
+            raise database_failed(exc) from None
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:

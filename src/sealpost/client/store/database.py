@@ -36,6 +36,7 @@ from sealpost.client.store.errors import (
     ReadOnlyProfile,
     StoreError,
     WeakParameters,
+    database_failed,
 )
 from sealpost.client.store.files import DATABASE, KEYFILE, create_private, tighten
 from sealpost.client.store.keyfile import (
@@ -306,9 +307,11 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (fsynced), or ``ROLLBACK`` on any exception,
-        including a failed ``COMMIT``. Transactions do not nest. Yields the raw connection
-        (code not yet moved into repositories; prefer :meth:`unit`). Inside it,
-        :meth:`repos` may write too, and after-commit actions run once it committed."""
+        including a failed ``COMMIT``; SQLite's ``OperationalError`` (a locked database, a
+        full disk) leaves it as :class:`DatabaseFailed`. Transactions do not nest. Yields
+        the raw connection (code not yet moved into repositories; prefer :meth:`unit`).
+        Inside it, :meth:`repos` may write too, and after-commit actions run once it
+        committed."""
         conn = self._conn
         if conn is None:
             raise StoreError("the store is closed")
@@ -318,16 +321,21 @@ class Store:
             raise ReadOnlyProfile("this command opened the profile read-only")
         self._db.in_unit = True
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlcipher.OperationalError as exc:
+                raise database_failed(exc) from None
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 # SQLite may already have rolled back (e.g. on a full disk)
                 if conn.in_transaction:
                     with contextlib.suppress(sqlcipher.Error):
                         conn.execute("ROLLBACK")
                 self._db.discard_after_commit()
+                if isinstance(exc, sqlcipher.OperationalError):
+                    raise database_failed(exc) from None
                 raise
         finally:
             self._db.in_unit = False

@@ -14,7 +14,13 @@ None carries a passcode, a key or message text::
         ├── ReadOnlyProfile     a write to a store opened read-only, or outside a unit
         ├── CorruptProfile      the keyfile or database is damaged
         │   └── UnsupportedSchema   the database was written by a newer sealpost
+        ├── DatabaseFailed      the database could not do it now (locked, read-only file
+        │                       system, full disk, I/O error): nothing was changed, try again
         └── WeakParameters      (also a ValueError) empty passcode, KDF parameters out of bounds
+
+SQLCipher's own errors are translated where the store meets it (:func:`database_failed`):
+an ``OperationalError`` becomes :class:`DatabaseFailed`. A constraint or programming error
+(``IntegrityError``, ``ProgrammingError``) is a bug, not a condition, and is not translated.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sealpost.client.errors import ClientError
 
 __all__ = [
     "CorruptProfile",
+    "DatabaseFailed",
     "NoProfile",
     "ProfileBusy",
     "ProfileExists",
@@ -33,6 +40,7 @@ __all__ = [
     "UnsupportedSchema",
     "WeakParameters",
     "WrongPasscode",
+    "database_failed",
 ]
 
 
@@ -94,3 +102,19 @@ class WeakParameters(StoreError, ValueError):
 
 class ReadOnlyProfile(StoreError):
     """A write to a store opened read-only, or a read-only profile that cannot open."""
+
+
+class DatabaseFailed(StoreError):
+    """SQLite could not do it now (the database is locked, on a read-only file system,
+    the disk is full, an I/O error): nothing was changed; trying again later may work."""
+
+
+def database_failed(exc: Exception) -> DatabaseFailed:
+    """The :class:`DatabaseFailed` for SQLCipher's ``OperationalError`` ``exc``, in the
+    words a user can act on (SQLite's text names no data, no key)."""
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text:
+        return DatabaseFailed("the profile is read-only: this command needs to write to it")
+    if "locked" in text or "busy" in text:
+        return DatabaseFailed("the profile is in use by another sealpost process")
+    return DatabaseFailed(f"the profile's database failed: {exc}")
