@@ -65,10 +65,10 @@ class SearchRepository:
         ids = [
             row[0]
             for row in self._db.all(
-                "SELECT m.id FROM messages m WHERE m.id IN "
-                "(SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?) "
+                "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                "WHERE messages_fts MATCH ? "
                 "AND (? IS NULL OR m.peer = ?) AND (m.expires_at IS NULL OR m.expires_at > ?) "
-                "ORDER BY m.id DESC LIMIT ?",
+                "ORDER BY messages_fts.rowid DESC LIMIT ?",
                 (query, peer, peer, now_ms, limit),
             )
         ]
