@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from sealpost._errors import ProtocolError
 from sealpost.client import saved_files
@@ -64,58 +64,48 @@ from sealpost.client.errors import (
     MessageTooLarge,
     NotRegistered,
     ServerError,
-    ServerUnavailable,
-    TransparencyFailure,
     UnknownContact,
 )
 from sealpost.client.futures import future as _future
 from sealpost.client.groupkeys import (
-    GROUP_SEALED_PREFIX,
-    MULTI_SEALED_PREFIX,
+    ReceiverChain,
     group_info,
 )
-from sealpost.client.inbox import BatchMark, must_retry
 from sealpost.client.paths import api_path
 from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.records import (
     Contact,
     DeviceLinked,
-    DeviceRemoved,
     Event,
     GroupView,
     Message,
-    MessageDeleted,
-    MessageReceived,
-    ReceiptReceived,
-    TimerChanged,
 )
-from sealpost.client.relay import RelayStream, RelayTransport
+from sealpost.client.relay import RelayTransport
 from sealpost.client.rows import (
     AttachmentRow,
     BatchState,
     ContactRow,
     Envelopes,
     GroupRow,
-    Incoming,
     Outgoing,
     Prepared,
 )
 from sealpost.client.services.attachments import Attachments
+from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
 from sealpost.client.services.conversations import Conversations
-from sealpost.client.services.conversations import attachment_info as _attachment_info
 from sealpost.client.services.delivery import DeliveryPeers
 from sealpost.client.services.devices import MAX_DEVICES, OwnDevices
 from sealpost.client.services.directory import Directory, Lookup, contact_view
-from sealpost.client.services.directory import (
-    verified_revocations as _verified_revocations,
-)
 from sealpost.client.services.group_encryptor import GroupEncryptor
 from sealpost.client.services.group_receive import GroupReceiver
 from sealpost.client.services.groups import GroupService
 from sealpost.client.services.monitoring import Monitoring, fetch_log_key
+from sealpost.client.services.opening import GroupHandlers, Opener
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
 from sealpost.client.services.prekeys import PREKEY_BATCH, Prekeys, Upkeep
+from sealpost.client.services.receiving import Fetchers, Hooks, Receiver
 from sealpost.client.services.search import Search, SearchHit
+from sealpost.client.services.senders import Senders
 from sealpost.client.services.sending import Sending, SendPeers
 from sealpost.client.services.transparency import KeyTransparency
 from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
@@ -133,35 +123,19 @@ from sealpost.protocol import (
     AccountIdentity,
     DeviceKeys,
     KemPreKeyKind,
-    KemPreKeyPair,
     OneTimePreKeyPair,
-    PreKeyMessage,
-    Session,
     SessionRecord,
-    SignedPreKeyPair,
-    unseal,
 )
 from sealpost.protocol.content import (
     DEVICE_LINKED,
-    GROUP_ID_LEN,
-    MAX_RECEIPT_IDS,
     MAX_TIMER,
-    Content,
     DeleteContent,
     DeviceNotice,
     GroupStateRequest,
     GroupUpdateContent,
-    ReceiptContent,
-    RevocationNotice,
-    SenderKeyContent,
-    SentTranscript,
     TextContent,
     TimerContent,
-    decode_content,
-    decode_content_with_gossip,
-    decode_unpadded,
 )
-from sealpost.protocol.errors import InvalidMessage, UnknownPreKey
 from sealpost.protocol.linking import (
     LinkCode,
     LinkSecrets,
@@ -176,8 +150,6 @@ __all__ = ["Client"]
 log = logging.getLogger("sealpost.client")
 
 BATCH = 256  # sends or pushes handled in one transaction
-RECEIPT_DELAY = 0.2  # seconds receipts wait to be sent together
-BACKLOG_TIMEOUT = 30.0  # how long the server may take to push what was queued
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -241,7 +213,6 @@ class Client:
         self._conversations = Conversations(
             self._ctx, self._trust, group_by_name=self._group_by_name
         )
-        self._stream: RelayStream | None = None
         self._encryptor = PairwiseEncryptor(self._ctx, self._sessions)
         self._sending = Sending(
             self._ctx,
@@ -264,11 +235,8 @@ class Client:
         )
         self._queue = self._sending.queue  # for callers in other sections
         self._lock = self._ctx.lock
-        self._receipts_due: dict[bytes, list[bytes]] = {}
-        self._prekeys_used = 0
         self._delivering = self._sending.delivery.delivering  # for callers in other sections
         self._verified_senders: set[bytes] = set()
-        self._receipt_task: asyncio.Task[None] | None = None
         self._monitoring = Monitoring(
             self._ctx,
             contacts=lambda: self._contact_cache().values(),
@@ -313,6 +281,63 @@ class Client:
             transparency=self._monitoring.transparency,
         )
         self._own_chains = self._groups.chains.held  # delegate: this device's sender keys
+        self._senders = Senders(
+            self._ctx,
+            contact_by_id=self._contact_by_id,
+            contact_by_name=self._contact_by_name,
+            group=self._batch_group,
+            member_name=self._member_name,
+        )
+        opener = Opener(
+            self._ctx,
+            self._senders,
+            GroupHandlers(
+                open_sealed=self._open_group_sealed,
+                open_multi=self._open_group_message,
+                absorb_update=self._absorb_group_update,
+                sender_key=self._absorb_sender_key,
+                answer_request=self._answer_group_request,
+                group=self._batch_group,
+            ),
+            verified_senders=self._verified_senders,
+            load_sessions=self._load_sessions,
+            contact_by_id=self._contact_by_id,
+            own_row=self._own_row,
+        )
+        committer = BatchCommitter(
+            self._ctx,
+            OwnerWrites(
+                note_key_change=self._note_key_change,
+                forget_own_device=self._forget_own_device,
+                record_revocation=self._record_revocation,
+                save_sender_key=self._save_sender_key,
+            ),
+            contact_by_id=self._contact_by_id,
+            group=self._batch_group,
+        )
+        self._receiver = Receiver(
+            self._ctx,
+            opener,
+            committer,
+            Fetchers(
+                lookup=self._directory,
+                refresh=partial(self._resolve, refresh=True),
+                download=self._attachments.download_bytes,
+            ),
+            Hooks(
+                flush_outbox=self.flush_outbox,
+                upkeep=self._upkeep,
+                maintain_prekeys=self.maintain_prekeys,
+                transparency=self._transparency,
+                enqueue=self._enqueue_control,
+                queue_group_sends=self._queue_group_sends,
+                contact_by_id=self._contact_by_id,
+                contacts_changed=self._contacts_changed,
+                local_changed=self._local_changed,
+                next_monitor=lambda: self._next_monitor,
+            ),
+            sessions=self._sessions,
+        )
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -583,17 +608,12 @@ class Client:
             raise
 
     async def close(self) -> None:
-        if self._receipt_task is not None and not self._receipt_task.done():
-            self._receipt_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._receipt_task
-            with contextlib.suppress(ClientError):
-                await self._flush_receipts_and_prekeys()
+        await self._receiver.stop_receipts()
         await self._sending.close()
-        if self._stream is not None:
+        if self._receiver.stream is not None:
             with contextlib.suppress(Exception):
-                await self._stream.close()
-        self._stream = None
+                await self._receiver.stream.close()
+        self._receiver.stream = None
         await self._transport.close()
         self._store.close()
 
@@ -896,352 +916,23 @@ class Client:
         return await self._sending.delivery.flush_outbox()
 
     # ------------------------------------------------------------------ receiving
-
-    async def _open_stream(self) -> RelayStream:
-        if self._stream is None or self._stream.close_code is not None:
-            self._stream = await self._transport.open_stream()
-            self._stream.on_prekeys_low = self._prekeys_low
-        return self._stream
-
-    def _prekeys_low(self) -> None:
-        """The server says the one-time prekeys run low (someone fetched bundles): refill
-        a moment from now, with the receipts, not only at the next hourly upkeep."""
-        self._prekeys_used += 1
-        self._schedule_receipts()
+    # The pipeline is services/receiving.py (two phases: fetch, then open and commit under
+    # the lock), opening.py (one push), senders.py (whom it is from), absorb.py (pure) and
+    # batch_commit.py (one unit of work).
 
     async def receive(self, wait: float = 0.0) -> list[Event]:
         """Fetch everything queued for this device (waiting up to ``wait`` seconds for at
         least one message), store it, acknowledge it; returns the events in order."""
-        await self.flush_outbox()
-        reused = self._stream is not None and self._stream.close_code is None
-        stream = await self._open_stream()
-        await self._upkeep()
-        events: list[Event] = self.take_events()
-        deadline = time.monotonic() + wait
-        got_message = False
-        # a stream already open whose backlog was all read: no new end marker will come
-        drained_once = reused and stream.idle and not stream.pending_pushes()
-        while True:
-            if drained_once and not got_message:
-                timeout = max(0.0, deadline - time.monotonic())
-            else:
-                timeout = BACKLOG_TIMEOUT  # the server marks the backlog's end
-            first = await stream.next_push(timeout)
-            if first is None:
-                if stream.close_code is not None:
-                    raise ServerUnavailable("the server closed the stream")
-                if drained_once:
-                    break
-                raise ServerUnavailable("the server did not finish sending the backlog")
-            if first.server_id == b"":
-                drained_once = True
-                if got_message or time.monotonic() >= deadline:
-                    break
-                continue
-            batch, drained = await self._drain(stream, first)
-            new = await self._process(stream, batch)
-            events += new + self.take_events()
-            got_message = got_message or any(not isinstance(e, ReceiptReceived) for e in new)
-            if drained:
-                drained_once = True
-                if got_message or time.monotonic() >= deadline:
-                    break
-        await self._flush_receipts_and_prekeys()
-        return events + self.take_events()
-
-    @staticmethod
-    async def _drain(stream: RelayStream, first: Push) -> tuple[list[Push], bool]:
-        """``first`` and the pushes already arrived behind it, up to a batch or the
-        backlog's end marker (``True`` if that was seen)."""
-        batch = [first]
-        while len(batch) < BATCH and stream.pending_pushes():
-            nxt = await stream.next_push(0)
-            if nxt is None:
-                break
-            if nxt.server_id == b"":
-                return batch, True
-            batch.append(nxt)
-        return batch, False
+        return await self._receiver.receive(wait)
 
     def take_events(self) -> list[Event]:
         """Events noticed outside :meth:`receive` and :meth:`events` (a key change seen
         while sending), each returned once."""
         return self._ctx.events.take()
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Every event as it happens, staying connected (reconnecting with backoff)."""
-        backoff = 1.0
-        while True:
-            try:
-                await self.flush_outbox()
-                stream = await self._open_stream()
-                await self._upkeep()
-                backoff = 1.0
-                for event in self.take_events():
-                    yield event
-                while True:
-                    wait = max(1.0, self._next_monitor - self._clock())
-                    started = time.monotonic()
-                    push = await stream.next_push(wait)
-                    timed_out = time.monotonic() - started >= wait * 0.9
-                    if push is None and timed_out and stream.close_code is None:
-                        await self._upkeep()  # quiet for a while: self-monitoring is due
-                        for event in self.take_events():
-                            yield event
-                        continue
-                    if push is None:
-                        raise ServerUnavailable("the server closed the stream")
-                    if push.server_id == b"":
-                        self._schedule_receipts()
-                        continue
-                    pushes, drained = await self._drain(stream, push)
-                    for event in await self._process(stream, pushes):
-                        yield event
-                    for event in self.take_events():
-                        yield event
-                    if drained:
-                        self._schedule_receipts()
-            except ServerUnavailable:
-                self._stream = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-
-    async def _process(self, stream: RelayStream, pushes: list[Push]) -> list[Event]:
-        """Decrypt a batch, commit it in one transaction, then ack it."""
-        async with self._lock:
-            state = BatchState()
-            processed = self._already_processed([p.server_id for p in pushes])
-            try:
-                for push in pushes:
-                    if push.server_id in processed:  # stored before a crash, not yet acked
-                        continue
-                    mark = BatchMark.of(state)
-                    try:
-                        await self._open(push, state)
-                    except Exception as exc:
-                        if must_retry(exc):
-                            raise  # not this message's fault: the batch waits, unacked
-                        # a forged, corrupted, replayed or undecryptable message, one whose
-                        # sender the log does not confirm (an alarm is up), one naming what
-                        # does not exist: it alone is dropped (acked with the batch), and
-                        # what it changed in the batch is undone
-                        mark.restore(state)
-                        log.warning("dropped an undecryptable message: %s", type(exc).__name__)
-                with self._store.transaction() as conn:
-                    changed = self._commit_batch(conn, state, pushes)
-            except BaseException:
-                # nothing was committed or acked: forget what this batch did in memory
-                for address in state.sessions:
-                    self._sessions.pop(address, None)
-                self._contacts_changed()
-                raise
-            if changed:
-                self._contacts_changed()
-            self._local_changed()
-            for address, sessions in state.sessions.items():
-                self._sessions[address] = sessions
-            for push in pushes:
-                await stream.ack(push.server_id)
-            self._receipts_due.update(
-                {k: self._receipts_due.get(k, []) + v for k, v in state.reply_to.items()}
-            )
-            self._prekeys_used += state.prekey_messages
-            self._queue_group_sends(state)
-        if state.gossip:
-            kt = await self._transparency()
-            for head, sender in state.gossip.items():
-                await kt.check_gossip(head, sender)
-        return state.events
-
-    def _already_processed(self, ids: list[bytes]) -> set[bytes]:
-        conn = self._store.read()
-        marks = ",".join("?" * len(ids))
-        rows = conn.execute(f"SELECT server_id FROM processed WHERE server_id IN ({marks})", ids)  # noqa: S608 (placeholders only)
-        return {row[0] for row in rows}
-
-    def _batch_sessions(self, state: BatchState, address: tuple[bytes, int]) -> SessionRecord:
-        if address in state.sessions:
-            return state.sessions[address]
-        # decrypt into a copy so a failed commit leaves the cache as stored
-        copy = self._load_sessions(address).copy()
-        state.sessions[address] = copy
-        return copy
-
-    async def _open(self, push: Push, state: BatchState) -> None:
-        if push.body[:2] == GROUP_SEALED_PREFIX:
-            await self._open_group_sealed(push, state)
-            return
-        if push.body[:2] == MULTI_SEALED_PREFIX:
-            await self._open_group_message(push, state)
-            return
-        opened = unseal(
-            push.body,
-            self._device.identity_key,
-            server_key=self._server_key,
-            now=int(self._clock()),
-            verified=self._verified_senders,
-        )
-        sender = opened.sender
-        address = (sender.account_id, sender.device_id)
-        own = sender.account_id == self.account_id
-        if own and sender.device_id == self.device_id:
-            raise UnknownContact("a message claiming to come from this very device")
-        contact = (
-            self._own_row(state)
-            if own
-            else state.new_contacts.get(sender.account_id) or self._contact_by_id(sender.account_id)
-        )
-        message = opened.message
-        sessions = self._batch_sessions(state, address)
-        plaintext: bytes | None = None
-        if isinstance(message, PreKeyMessage):
-            plaintext = sessions.decrypt_prekey(message)
-            if plaintext is None:
-                account_key = message.certificate.account_key
-                if self._is_revoked(sender.account_id, sender.device_id):
-                    raise UnknownContact("a message from a revoked device")
-                if own and account_key != self.account_key:
-                    raise UnknownContact("a device of this account not certified by its key")
-                session, plaintext = self._respond(message, state)
-                state.prekey_messages += 1
-                if own:
-                    state.own_devices[message.certificate.device_id] = message.certificate
-                    assert contact is not None
-                    contact.devices[message.certificate.device_id] = message.certificate
-                else:
-                    contact = await self._contact_for_new_session(
-                        contact,
-                        sender.account_id,
-                        account_key,
-                        message.certificate,
-                        plaintext,
-                        state,
-                    )
-                # only now: a session with a device the log did not confirm is not kept
-                sessions.promote(session)
-        else:
-            plaintext = sessions.decrypt(message, check=opened.check_session)
-        if contact is None:
-            raise UnknownContact("a message from an unknown sender without a first message")
-        content, gossip = decode_content_with_gossip(plaintext)
-        if gossip is not None:
-            state.gossip.setdefault(gossip, contact.username)
-        if own:
-            await self._absorb_own(content, sender.device_id, state)
-        else:
-            await self._absorb(content, contact, sender.device_id, state)
-
-    def _is_revoked(self, account_id: bytes, device_id: int) -> bool:
-        row = self._store.read().execute(
-            "SELECT 1 FROM revoked_devices WHERE account_id = ? AND device_id = ?",
-            (account_id, device_id),
-        )
-        return row.fetchone() is not None
-
-    def _respond(self, message: PreKeyMessage, state: BatchState) -> tuple[Session, bytes]:
-        conn = self._store.read()
-
-        def load(kind: str, key_id: int | None) -> bytes | None:
-            if key_id is None or (kind, key_id) in state.used_prekeys:
-                return None
-            row = conn.execute(
-                "SELECT record FROM prekeys WHERE kind = ? AND key_id = ?", (kind, key_id)
-            ).fetchone()
-            return None if row is None else bytes(row[0])
-
-        spk_raw = load("spk", message.signed_prekey_id)
-        if spk_raw is None:
-            raise UnknownPreKey("signed prekey")
-        otpk = None
-        if message.one_time_prekey_id is not None:
-            raw = load("otpk", message.one_time_prekey_id)
-            if raw is None:
-                raise UnknownPreKey("one-time prekey")
-            otpk = OneTimePreKeyPair.from_bytes(raw)
-        kem = None
-        if message.kem_prekey_id is not None:
-            kind = "kem" if message.kem_prekey_kind == KemPreKeyKind.ONE_TIME else "kem_lr"
-            raw = load(kind, message.kem_prekey_id)
-            if raw is None:
-                raise UnknownPreKey("ML-KEM prekey")
-            kem = KemPreKeyPair.from_bytes(raw)
-            if kem.public.kind != message.kem_prekey_kind:
-                raise UnknownPreKey("ML-KEM prekey of another kind")
-        session, plaintext = Session.respond(
-            self._device,
-            message,
-            signed_prekey=SignedPreKeyPair.from_bytes(spk_raw),
-            one_time_prekey=otpk,
-            kem_prekey=kem,
-        )
-        if otpk is not None:
-            state.used_prekeys.add(("otpk", otpk.key_id))
-        if kem is not None and kem.public.kind == KemPreKeyKind.ONE_TIME:
-            state.used_prekeys.add(("kem", kem.key_id))
-        return session, plaintext
-
-    async def _contact_for_new_session(
-        self,
-        contact: ContactRow | None,
-        account_id: bytes,
-        account_key: bytes,
-        certificate: DeviceCertificate,
-        plaintext: bytes,
-        state: BatchState,
-    ) -> ContactRow:
-        """The contact a new session (a PreKeyMessage) is with. Its certificate verified
-        under the account key it names (:meth:`Session.respond` checked that), which proves
-        nothing by itself: the server signs sender certificates for anything. So a device
-        or account key of a known contact that is not the pinned one is accepted only if
-        the contact's directory entry, checked against the log, holds exactly it (see
-        :meth:`_confirm_in_log`); the contact's devices become the logged set."""
-        if contact is not None:
-            pinned_key = state.key_changes.get(account_id, contact.account_key)
-            pinned = state.device_certs.get(account_id, contact.devices)
-            held = pinned.get(certificate.device_id)
-            if pinned_key == account_key and held is not None and _same(held, certificate):
-                return contact
-            devices = await self._confirm_in_log(contact.username, account_id, certificate)
-            if contact.account_key != account_key:
-                state.key_changes[account_id] = account_key
-            state.device_certs[account_id] = devices
-            return contact
-        # A sender we do not know: its claimed name must be its name in the directory.
-        # A fellow group member (a receipt for a group message, say) is named by the group.
-        content = decode_content(plaintext)
-        claimed = getattr(content, "sender_name", None)
-        if not isinstance(claimed, str):
-            claimed = self._member_name(account_id, state)
-        if claimed is None:
-            raise UnknownContact("a first message that does not say who sends it")
-        return await self._new_contact(claimed, account_id, account_key, state, certificate)
-
-    async def _confirm_in_log(
-        self, username: str, account_id: bytes, certificate: DeviceCertificate
-    ) -> dict[int, DeviceCertificate]:
-        """The devices the log holds for ``username``, if they include ``certificate``
-        under the account key it names; else a ``directory_mismatch`` alarm and
-        :class:`TransparencyFailure` (the message is dropped). A lookup that could not be
-        made (the server unreachable) raises :class:`ServerUnavailable`: the batch waits."""
-        try:
-            real_id, _, real_key, devices = await self._directory(username)
-        except UnknownContact:
-            await self._log_refuses(username, "a message")
-        if (
-            real_id != account_id
-            or real_key != certificate.account_key
-            or not _same(devices.get(certificate.device_id), certificate)
-        ):
-            await self._log_refuses(username, "a message")
-        return devices
-
-    async def _log_refuses(self, username: str, what: str) -> NoReturn:
-        detail = (
-            f"{what} from {username} came from a device or identity key that the log does "
-            f"not hold for {username}; it was dropped"
-        )
-        (await self._transparency()).alarm("directory_mismatch", username, detail)
-        raise TransparencyFailure("directory_mismatch", detail)
+        return self._receiver.events()
 
     async def _new_contact(
         self,
@@ -1250,116 +941,8 @@ class Client:
         account_key: bytes | None,
         state: BatchState,
         certificate: DeviceCertificate | None = None,
-    ) -> ContactRow:
-        """A contact first seen in a message: ``name`` must be that account's name in the
-        directory (and its key ``account_key``, when the message showed one)."""
-        known = state.new_contacts.get(account_id) or self._contact_by_id(account_id)
-        if known is not None:
-            return known
-        real_id, username, real_key, devices = await self._directory(name)
-        if real_id != account_id or (account_key is not None and real_key != account_key):
-            raise UnknownContact("a sender whose claimed name is another account's")
-        if certificate is not None and not _same(devices.get(certificate.device_id), certificate):
-            await self._log_refuses(username, "a first message")
-        if self._contact_by_name(username) is not None:
-            # a contact we know by this name, now another account: a key change
-            return await self._resolve(username, refresh=True)
-        row = ContactRow(account_id, username, real_key, False, False, None, devices)
-        state.new_contacts[account_id] = row
-        return row
-
-    async def _absorb(
-        self,
-        content: Content,
-        contact: ContactRow,
-        device_id: int,
-        state: BatchState,
-    ) -> None:
-        """A pairwise message from another account."""
-        token = getattr(content, "delivery_token", None)
-        if isinstance(token, bytes):
-            state.tokens[contact.account_id] = token
-        if isinstance(content, TextContent | TimerContent | DeleteContent):
-            if content.group_id is not None:
-                raise InvalidMessage()  # group messages come sender-key encrypted only
-            self._absorb_conversation(content, contact.account_id, contact.account_id, False, state)
-            if isinstance(content, TextContent) and content.message_id in state.seen_ids:
-                state.reply_to.setdefault(contact.account_id, []).append(content.message_id)
-        elif isinstance(content, ReceiptContent):
-            state.receipts.append((contact.account_id, content))
-            state.events.append(ReceiptReceived(contact.username, content.message_ids))
-        elif isinstance(content, GroupUpdateContent):
-            await self._absorb_group_update(content, contact, device_id, state)
-        elif isinstance(content, GroupStateRequest):
-            self._answer_group_request(content, contact, state)
-        elif isinstance(content, SenderKeyContent):
-            self._absorb_sender_key(content.distribution, contact.account_id, device_id, state)
-        elif isinstance(content, RevocationNotice):
-            self._absorb_revocation(content, contact, state)
-        else:  # transcripts and device notices come only from this account's devices
-            raise InvalidMessage()
-
-    def _absorb_revocation(
-        self, notice: RevocationNotice, contact: ContactRow, state: BatchState
-    ) -> None:
-        """A contact's own signed revocation of one of its devices: checked against the
-        account key pinned for it, the device is dropped at once and never encrypted to
-        again, whatever the server lists (or replays) for the contact."""
-        revoked = _verified_revocations(
-            contact.account_id, contact.account_key, [b64(notice.revocation)]
-        )
-        account_id = contact.account_id
-        for device_id, raw in revoked.items():
-            devices = state.device_certs.setdefault(account_id, dict(contact.devices))
-            devices.pop(device_id, None)
-            contact.devices.pop(device_id, None)
-            state.writes.append(
-                partial(
-                    self._record_revocation,
-                    account_id=account_id,
-                    device_id=device_id,
-                    revocation=raw,
-                )
-            )
-            log.info("a contact revoked one of its devices")
-
-    async def _absorb_own(self, content: Content, device_id: int, state: BatchState) -> None:
-        """A message from another device of this account."""
-        if isinstance(content, SentTranscript):
-            inner = decode_unpadded(content.content)
-            if not isinstance(inner, TextContent | TimerContent | DeleteContent):
-                raise InvalidMessage()
-            if content.group_id is not None:
-                if inner.group_id != content.group_id or self._group(content.group_id) is None:
-                    raise UnknownContact("a transcript for an unknown group")
-                peer = content.group_id
-            else:
-                assert content.account_id is not None and content.name is not None
-                if inner.group_id is not None:
-                    raise InvalidMessage()
-                contact = await self._new_contact(content.name, content.account_id, None, state)
-                peer = contact.account_id
-            self._absorb_conversation(inner, peer, self.account_id, True, state)
-        elif isinstance(content, DeviceNotice):
-            name = content.device_name
-            if content.event == DEVICE_LINKED:
-                state.events.append(DeviceLinked(content.device_id, name))
-                state.writes.append(
-                    lambda conn: conn.execute(
-                        "INSERT INTO own_devices (device_id, certificate, name, added) "
-                        "VALUES (?, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET name = ?",
-                        (content.device_id, name, int(self._clock()), name),
-                    )
-                )
-            else:
-                state.events.append(DeviceRemoved(content.device_id, name))
-                state.writes.append(lambda conn: self._forget_own_device(conn, content.device_id))
-        elif isinstance(content, GroupUpdateContent):
-            await self._absorb_group_update(content, self._own_row(state), device_id, state)
-        elif isinstance(content, SenderKeyContent):
-            self._absorb_sender_key(content.distribution, self.account_id, device_id, state)
-        else:
-            raise InvalidMessage()
+    ) -> ContactRow:  # delegate
+        return self._senders.new_contact_now(name, account_id, account_key, state, certificate)
 
     def _absorb_conversation(
         self,
@@ -1368,244 +951,36 @@ class Client:
         author: bytes,
         outgoing: bool,
         state: BatchState,
+    ) -> None:  # delegate
+        self._senders.conversation(content, peer, author, outgoing, state)
+
+    def _batch_group(self, group_id: bytes, state: BatchState) -> GroupRow | None:
+        return state.groups.get(group_id) or self._group(group_id)  # new in this batch, too
+
+    async def _enqueue_control(self, item: Outgoing) -> None:
+        self._start_sender()
+        await self._queue.put(item)
+
+    # Writes and reads the receive pipeline needs of record types other sections own,
+    # until their repositories hold them (SQL here only until then).
+
+    @staticmethod
+    def _save_sender_key(
+        conn: Any, key: tuple[bytes, bytes, int, int], chain: ReceiverChain, now: int
     ) -> None:
-        """A text, timer or deletion in the conversation ``peer`` (account or group id),
-        written by ``author``."""
-        if content.message_id in state.seen_ids:
-            return
-        state.seen_ids.add(content.message_id)
-        display = self._conversation_name(peer, state)
-        author_name = self._conversation_name(author, state) if author != peer else display
-        group = peer if len(peer) == GROUP_ID_LEN else None
-        if isinstance(content, TextContent):
-            event = None
-            if not outgoing:
-                event = MessageReceived(
-                    Message(
-                        content.message_id,
-                        display,
-                        False,
-                        content.text,
-                        content.sent_at,
-                        _now_ms(self._clock),
-                        "received",
-                        group,
-                        author_name,
-                        _attachment_info(content.attachment, None),
-                        _now_ms(self._clock) + content.expire_timer * 1000
-                        if content.expire_timer
-                        else None,
-                    )
-                )
-            state.messages.append(
-                Incoming(
-                    content.message_id,
-                    peer,
-                    author,
-                    outgoing,
-                    content.text,
-                    content.sent_at,
-                    content.expire_timer,
-                    content.attachment,
-                    event,
-                )
-            )
-            if event is not None:
-                state.events.append(event)
-            # the text's own timer says when this message disappears; the conversation's
-            # timer changes only by an explicit TimerContent, with its notice (issue 13.6)
-        elif isinstance(content, TimerContent):
-            seconds = content.expire_timer
-            state.writes.append(lambda conn: _set_timer(conn, peer, seconds))
-            state.events.append(TimerChanged(display, group, seconds, author_name))
-        else:
-            target = content.target
-            state.writes.append(lambda conn: _delete_authored(conn, target, peer, author))
-            state.events.append(MessageDeleted(display, target, author_name))
-
-    def _conversation_name(self, peer: bytes, state: BatchState) -> str:
-        if len(peer) == GROUP_ID_LEN:
-            group = state.groups.get(peer) or self._group(peer)  # new in this batch, too
-            return group.info.name if group is not None else peer.hex()[:12]
-        row = state.new_contacts.get(peer)
-        return row.username if row is not None else self._name_of(peer)
-
-    def _commit_batch(self, conn: Any, state: BatchState, pushes: list[Push]) -> bool:
-        """Write a receive batch; returns whether contacts changed."""
-        now = int(self._clock())
-        now_ms = _now_ms(self._clock)
-        for row in state.new_contacts.values():
-            conn.execute(
-                "INSERT OR IGNORE INTO contacts (account_id, username, account_key, added) "
-                "VALUES (?, ?, ?, ?)",
-                (row.account_id, row.username, row.account_key, now),
-            )
-            _replace_devices(conn, row.account_id, row.devices)
-        for account_id, new_key in state.key_changes.items():
-            contact = self._contact_by_id(account_id)
-            if contact is not None:
-                self._note_key_change(conn, contact, new_key)
-        for account_id, certs in state.device_certs.items():
-            _replace_devices(conn, account_id, certs)
-        for device_id, cert in state.own_devices.items():
-            conn.execute(
-                "INSERT INTO own_devices (device_id, certificate, name, added) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET certificate = ?",
-                (device_id, cert.encode(), f"device {device_id}", now, cert.encode()),
-            )
-        for (account_id, device_id), sessions in state.sessions.items():
-            if len(sessions):
-                conn.execute(
-                    "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
-                    "VALUES (?, ?, ?, ?)",
-                    (account_id, device_id, sessions.to_bytes(), now),
-                )
-        for kind, key_id in state.used_prekeys:
-            conn.execute("DELETE FROM prekeys WHERE kind = ? AND key_id = ?", (kind, key_id))
-        changed = bool(state.new_contacts or state.key_changes or state.device_certs)
-        for account_id, token in state.tokens.items():
-            known = self._contact_by_id(account_id)
-            if known is None or known.delivery_token != token:
-                conn.execute(
-                    "UPDATE contacts SET delivery_token = ? WHERE account_id = ?",
-                    (token, account_id),
-                )
-                changed = True
-        kept = []
-        tombstones: set[tuple[bytes, bytes]] = set()
-        if state.messages:
-            marks = ",".join("?" * len(state.messages))
-            tombstones = {
-                (bytes(i), bytes(a))
-                for i, a in conn.execute(
-                    f"SELECT message_uuid, author FROM tombstones WHERE message_uuid IN ({marks})",  # noqa: S608 (placeholders only)
-                    [m.message_id for m in state.messages],
-                )
-            }
-        for m in state.messages:
-            if (m.message_id, m.author) in tombstones:
-                continue  # deleted for everyone before it arrived
-            expires = (m.sent_at if m.outgoing else now_ms) + m.expires_in * 1000
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO messages (message_uuid, peer, outgoing, body, sent_at, "
-                "received_at, status, author, expires_at, attachment) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.message_id,
-                    m.peer,
-                    int(m.outgoing),
-                    m.text,
-                    m.sent_at,
-                    now_ms,
-                    "sent" if m.outgoing else "received",
-                    m.author,
-                    expires if m.expires_in else None,
-                    m.attachment,
-                ),
-            )
-            if cursor.rowcount:
-                kept.append(m.message_id)
-        for write in state.writes:
-            write(conn)
-        for (group_id, account_id, device_id, chain_id), chain in state.sender_keys.items():
-            conn.execute(
-                "INSERT OR REPLACE INTO sender_keys (group_id, account_id, device_id, chain_id, "
-                "state, updated, envelope_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    group_id,
-                    account_id,
-                    device_id,
-                    chain_id,
-                    chain.to_bytes(),
-                    now,
-                    chain.envelope_id,
-                ),
-            )
-            # the newest two chains of a device (late messages of the one before)
-            conn.execute(
-                "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
-                "AND chain_id NOT IN (SELECT chain_id FROM sender_keys WHERE group_id = ? "
-                "AND account_id = ? AND device_id = ? ORDER BY updated DESC, rowid DESC LIMIT 2)",
-                (group_id, account_id, device_id) * 2,
-            )
-        state.events = [
-            e for e in state.events if not isinstance(e, MessageReceived) or e.message.id in kept
-        ]
-        for account_id, receipt in state.receipts:
-            for message_id in receipt.message_ids:
-                cursor = conn.execute(
-                    "UPDATE messages SET status = 'delivered' WHERE message_uuid = ? "
-                    "AND peer = ? AND outgoing = 1",
-                    (message_id, account_id),
-                )
-                if not cursor.rowcount:
-                    self._group_receipt(conn, message_id, account_id, state)
-        conn.executemany(
-            "INSERT OR IGNORE INTO processed (server_id, at) VALUES (?, ?)",
-            [(p.server_id, now) for p in pushes],
-        )
-        return changed
-
-    def _group_receipt(
-        self, conn: Any, message_id: bytes, account_id: bytes, state: BatchState
-    ) -> None:
-        """A member's delivery receipt for a group message this account sent: the message
-        is delivered once every current member but this account has confirmed it."""
-        row = conn.execute(
-            "SELECT id, peer, receipts FROM messages WHERE message_uuid = ? AND outgoing = 1 "
-            "AND length(peer) = ?",
-            (message_id, GROUP_ID_LEN),
-        ).fetchone()
-        if row is None:
-            return
-        row_id, peer, raw = row[0], bytes(row[1]), bytes(row[2] or b"")
-        group = state.groups.get(peer) or self._group(peer)
-        if group is None:
-            return
-        members = {m.account_id for m in group.info.members} - {self.account_id}
-        if account_id not in members:
-            return  # only members confirm
-        confirmed = {raw[i : i + 16] for i in range(0, len(raw), 16)} | {account_id}
+        group_id, account_id, device_id, chain_id = key
         conn.execute(
-            "UPDATE messages SET receipts = ?, status = CASE WHEN ? THEN 'delivered' "
-            "ELSE status END WHERE id = ?",
-            (b"".join(sorted(confirmed)), members <= confirmed, row_id),
+            "INSERT OR REPLACE INTO sender_keys (group_id, account_id, device_id, chain_id, "
+            "state, updated, envelope_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (group_id, account_id, device_id, chain_id, chain.to_bytes(), now, chain.envelope_id),
         )
-
-    def _schedule_receipts(self) -> None:
-        """Send the due receipts a moment from now, so a stream of messages is answered
-        with a few receipts naming many messages rather than one per batch."""
-        if self._receipt_task is None or self._receipt_task.done():
-            self._receipt_task = asyncio.create_task(self._delayed_receipts())
-
-    async def _delayed_receipts(self) -> None:
-        await asyncio.sleep(RECEIPT_DELAY)
-        try:
-            await self._flush_receipts_and_prekeys()
-        except ClientError as exc:
-            log.warning("receipts or prekey upkeep failed: %s", type(exc).__name__)
-
-    async def _flush_receipts_and_prekeys(self) -> None:
-        due, self._receipts_due = self._receipts_due, {}
-        futures = []
-        for account_id, ids in due.items():
-            contact = self._contact_by_id(account_id)
-            if contact is None:
-                continue
-            for start in range(0, len(ids), MAX_RECEIPT_IDS):
-                receipt = ReceiptContent(
-                    _now_ms(self._clock), self._token, tuple(ids[start : start + MAX_RECEIPT_IDS])
-                )
-                future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
-                self._start_sender()
-                await self._queue.put(Outgoing(contact.username, receipt, future, store=False))
-                futures.append(future)
-        for result in await asyncio.gather(*futures, return_exceptions=True):
-            if isinstance(result, BaseException):
-                log.warning("a delivery receipt was not sent: %s", type(result).__name__)
-        if self._prekeys_used:
-            self._prekeys_used = 0
-            await self.maintain_prekeys()
+        # the newest two chains of a device (late messages of the one before)
+        conn.execute(
+            "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
+            "AND chain_id NOT IN (SELECT chain_id FROM sender_keys WHERE group_id = ? "
+            "AND account_id = ? AND device_id = ? ORDER BY updated DESC, rowid DESC LIMIT 2)",
+            (group_id, account_id, device_id) * 2,
+        )
 
     # ------------------------------------------------------------------ prekeys
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sealpost.client.groupkeys import ReceiverChain
+from sealpost.client.inbox import Prefetched
 from sealpost.client.records import Event, Message, MessageReceived
 from sealpost.client.store.contacts import ContactRow
 from sealpost.client.store.groups import GroupRow
@@ -20,12 +21,18 @@ from sealpost.protocol.wire import DeviceCertificate
 __all__ = [
     "AttachmentRow",
     "BatchState",
+    "Change",
     "ContactRow",
+    "DeletedForEveryone",
+    "DeviceRevoked",
     "Envelopes",
     "GroupRow",
     "Incoming",
     "Outgoing",
+    "OwnDeviceLinked",
+    "OwnDeviceRemoved",
     "Prepared",
+    "TimerSet",
 ]
 
 
@@ -99,6 +106,61 @@ class BatchState:
     group_sends: dict[tuple[bytes, bytes], tuple[str, Content | bytes]] = field(
         default_factory=dict
     )
+    changes: list[Change] = field(default_factory=list)  # what absorbing messages changed
+    # (kind, subject, detail): raised once the batch is committed, even for a message that
+    # was dropped (an alarm is evidence); never put back (sealpost.client.inbox)
+    alarms: list[tuple[str, str, str]] = field(default_factory=list)
+    # what the batch fetched before its locked phase, shared by its rounds
+    fetched: Prefetched = field(default_factory=Prefetched)
+
+
+# ---------------------------------------------------------------------- batch changes
+# What absorbing one message changes besides messages, sessions and contacts: data, so that
+# absorbing stays pure (sealpost.client.services.absorb) and the commit writes them.
+
+
+@dataclass(frozen=True, slots=True)
+class TimerSet:
+    """The conversation ``peer``'s disappearing-message timer is now ``seconds``."""
+
+    peer: bytes
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedForEveryone:
+    """``author`` deleted its message ``target`` in the conversation ``peer``."""
+
+    target: bytes
+    peer: bytes
+    author: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OwnDeviceLinked:
+    """Another device of this account says it linked ``device_id`` under ``name``."""
+
+    device_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnDeviceRemoved:
+    """Another device of this account says it removed ``device_id``."""
+
+    device_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRevoked:
+    """A contact's signed revocation of one of its devices (``revocation``: the notice)."""
+
+    account_id: bytes
+    device_id: int
+    revocation: bytes
+
+
+Change = TimerSet | DeletedForEveryone | OwnDeviceLinked | OwnDeviceRemoved | DeviceRevoked
 
 
 @dataclass(slots=True)

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from sealpost.client.context import ClientContext
-from sealpost.client.errors import UnknownContact
 from sealpost.client.groupkeys import (
     GroupForkError,
     GroupMember,
@@ -49,6 +48,7 @@ from sealpost.client.groupsync import (
     decode_chain,
     encode_chain,
 )
+from sealpost.client.inbox import DropMessage
 from sealpost.client.records import GroupChanged
 from sealpost.client.rows import BatchState, ContactRow, GroupRow
 from sealpost.client.services.attachments import Attachments
@@ -121,7 +121,7 @@ class GroupReceiver:
         came with the sender's chain, decrypted with that chain."""
         candidates = self._chains_by_envelope(group_envelope_id(push.body), state)
         if not candidates:
-            raise UnknownContact("no sender key for this group message")
+            raise DropMessage("no sender key for this group message")
         opened = None
         for envelope_key in {c.envelope_key for c in candidates.values() if c.envelope_key}:
             try:
@@ -164,21 +164,21 @@ class GroupReceiver:
         state: BatchState,
     ) -> None:
         if sender.account_id == self._ctx.account_id:
-            raise UnknownContact("group messages from this account come as transcripts")
+            raise DropMessage("group messages from this account come as transcripts")
         group_id, chain_id = sender_key_header(message)
         group = self._groups.get(group_id, state)
         if group is None or not group.member:
-            raise UnknownContact("a message for a group this account is not in")
+            raise DropMessage("a message for a group this account is not in")
         author = group.info.member(sender.account_id)
         if author is None:
-            raise UnknownContact("a group message from someone not in the group")
+            raise DropMessage("a group message from someone not in the group")
         key = (group_id, sender.account_id, sender.device_id, chain_id)
         if receiver is None:
             receiver = state.sender_keys.get(key)
         if receiver is None:
             receiver = self._ctx.store.repos().sender_keys.get(key)
             if receiver is None:
-                raise UnknownContact("no sender key for this group message")
+                raise DropMessage("no sender key for this group message")
         plaintext, advanced = receiver.decrypt(message)
         state.sender_keys[key] = advanced
         content, gossip = decode_content_with_gossip(plaintext)
@@ -266,7 +266,7 @@ class GroupReceiver:
         blob = content.state
         if blob is None:
             assert content.state_pointer is not None
-            blob = await self._attachments.download_bytes(content.state_pointer)
+            blob = state.fetched.blob(content.state_pointer)  # fetched before the lock
         chain = decode_chain(blob)
         group_id = chain[-1].group_id
         old = self._groups.get(group_id, state)
@@ -274,7 +274,7 @@ class GroupReceiver:
         try:
             new = verify_chain(known, chain)
         except GroupForkError as fork:
-            await self._fork_alarm(old, fork, sender.username)
+            self._fork_alarm(old, fork, sender.username, state)
             raise
         if content.distribution:
             self.absorb_sender_key(content.distribution, sender.account_id, device_id, state)
@@ -316,15 +316,19 @@ class GroupReceiver:
                 )
             )
 
-    async def _fork_alarm(self, old: GroupRow | None, fork: GroupForkError, sender: str) -> None:
+    def _fork_alarm(
+        self, old: GroupRow | None, fork: GroupForkError, sender: str, state: BatchState
+    ) -> None:
         """Two different signed states of one group at one version: an admin signed two
-        histories, or a chain was forged around a real signature. An alarm, kept."""
+        histories, or a chain was forged around a real signature. An alarm, kept (raised
+        once the batch is committed: nothing commits while a batch is open)."""
         name = "?" if old is None else old.info.name
         log.warning("a group chain that forks from this device's: refused")
-        kt = await self._transparency()
-        kt.alarm(
-            "group_fork",
-            f"#{name}",
-            f"{sender} sent a chain of #{name} that differs from this device's at "
-            f"version {fork.version}",
+        state.alarms.append(
+            (
+                "group_fork",
+                f"#{name}",
+                f"{sender} sent a chain of #{name} that differs from this device's at "
+                f"version {fork.version}",
+            )
         )

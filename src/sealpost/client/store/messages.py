@@ -21,6 +21,7 @@ from functools import partial
 from sealpost.client import saved_files
 from sealpost.client.status import MessageStatus, sources
 from sealpost.client.store.connection import Connection
+from sealpost.protocol.content import GROUP_ID_LEN
 
 __all__ = ["MessageRepository", "OutgoingRow", "StoredMessage"]
 
@@ -202,6 +203,78 @@ class MessageRepository:
                 list(message_ids),
             )
         }
+
+    # -- received
+
+    def add_received(
+        self,
+        message_id: bytes,
+        peer: bytes,
+        author: bytes,
+        outgoing: bool,
+        text: str,
+        sent_at: int,
+        received_at: int,
+        expires_at: int | None,
+        attachment: bytes | None,
+    ) -> bool:
+        """Store a message that arrived: incoming (``RECEIVED``), or sent from this
+        account's other device (``SENT``, from its transcript). Whether it was new (a
+        message id already stored in the conversation is left as it is)."""
+        status = MessageStatus.SENT if outgoing else MessageStatus.RECEIVED
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO messages (message_uuid, peer, outgoing, body, sent_at, "
+            "received_at, status, author, expires_at, attachment) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                peer,
+                int(outgoing),
+                text,
+                sent_at,
+                received_at,
+                status.value,
+                author,
+                expires_at,
+                attachment,
+            ),
+        )
+        return bool(cursor.rowcount)
+
+    def delivered(self, message_id: bytes, peer: bytes) -> bool:
+        """``peer``'s delivery receipt for the message this account sent it: ``DELIVERED``
+        if the status table allows the move (one already past it stays). Whether this
+        account sent such a message to ``peer`` at all."""
+        moves = sources(MessageStatus.DELIVERED)
+        cursor = self._db.execute(
+            "UPDATE messages SET status = CASE WHEN status IN "  # noqa: S608 (placeholders only)
+            f"({','.join('?' * len(moves))}) THEN ? ELSE status END "
+            "WHERE message_uuid = ? AND peer = ? AND outgoing = 1",
+            (*moves, MessageStatus.DELIVERED.value, message_id, peer),
+        )
+        return bool(cursor.rowcount)
+
+    def group_receipts(self, message_id: bytes) -> tuple[int, bytes, bytes] | None:
+        """The group message this account sent as ``message_id``: (row id, group id, the
+        account ids that confirmed it so far, concatenated)."""
+        row = self._db.one(
+            "SELECT id, peer, receipts FROM messages WHERE message_uuid = ? AND outgoing = 1 "
+            "AND length(peer) = ?",
+            (message_id, GROUP_ID_LEN),
+        )
+        if row is None:
+            return None
+        return int(row[0]), bytes(row[1]), bytes(row[2] or b"")
+
+    def set_group_receipts(self, row_id: int, confirmed: bytes, all_confirmed: bool) -> None:
+        """The members that confirmed a group message; ``DELIVERED`` once all have (if the
+        status table allows the move)."""
+        moves = sources(MessageStatus.DELIVERED)
+        self._db.execute(
+            "UPDATE messages SET receipts = ?, status = CASE WHEN ? AND status IN "  # noqa: S608 (placeholders only)
+            f"({','.join('?' * len(moves))}) THEN ? ELSE status END WHERE id = ?",
+            (confirmed, all_confirmed, *moves, MessageStatus.DELIVERED.value, row_id),
+        )
 
     def _delete_rows(self, rows: list[tuple[int, str | None]]) -> None:
         if not rows:

@@ -36,7 +36,9 @@ from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
 from sealpost.client.store.outbox import OutboxRepository
 from sealpost.client.store.prekeys import PrekeyRepository
+from sealpost.client.store.processed import ProcessedRepository
 from sealpost.client.store.search import SearchRepository
+from sealpost.client.store.sessions import SessionRepository
 
 __all__ = ["Repositories"]
 
@@ -51,6 +53,8 @@ class Repositories:
         self.contacts = ContactRepository(db)
         self.messages = MessageRepository(db)
         self.prekeys = PrekeyRepository(db)
+        self.sessions = SessionRepository(db)
+        self.processed = ProcessedRepository(db)
         self.devices = DeviceRepository(db)
         self.alarms = AlarmRepository(db)
         self.log = LogRepository(db, self.meta)
