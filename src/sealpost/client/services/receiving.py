@@ -206,7 +206,7 @@ class Receiver:
     async def process(self, stream: RelayStream, pushes: list[Push]) -> list[Event]:
         """Fetch what the batch needs, open and commit it under the lock, then ack it."""
         fetched = Prefetched()
-        state = BatchState(fetched=fetched)
+        state, drops = BatchState(fetched=fetched), list[str]()
         for round_ in range(MAX_ROUNDS):
             last = round_ == MAX_ROUNDS - 1
             await fetched.fetch(  # phase 1: the network, no lock held
@@ -216,9 +216,10 @@ class Receiver:
             )
             async with self._ctx.lock:  # phase 2: no network call, one commit
                 try:
-                    state = await self._open_all(pushes, fetched, last=last)
+                    state, drops = await self._open_all(pushes, fetched, last=last)
                     if fetched.pending and not last:
-                        # opened again once the needs are fetched: nothing is kept
+                        # opened again once the needs are fetched: nothing is kept (and
+                        # what failed may have failed for want of what was missing)
                         self._forget(state)
                         continue
                     self._commit(state, pushes)
@@ -226,6 +227,8 @@ class Receiver:
                     self._forget(state)  # nothing was committed
                     raise
             break
+        for reason in drops:
+            log.warning("dropped an undecryptable message: %s", reason)
         for push in pushes:
             await stream.ack(push.server_id)
         for account_id, ids in state.reply_to.items():
@@ -240,11 +243,14 @@ class Receiver:
                 await kt.check_gossip(head, sender)
         return state.events
 
-    async def _open_all(self, pushes: list[Push], fetched: Prefetched, *, last: bool) -> BatchState:
+    async def _open_all(
+        self, pushes: list[Push], fetched: Prefetched, *, last: bool
+    ) -> tuple[BatchState, list[str]]:
         """Phase 2: open every push not stored yet into one state. A message that needs
         what is not fetched is put back and leaves ``fetched.pending`` set (in the last
-        round it is dropped: it asked for more than any message may)."""
-        state = BatchState(fetched=fetched)
+        round it is dropped: it asked for more than any message may). Returns the state
+        and why each dropped message was dropped (logged once the batch is committed)."""
+        state, drops = BatchState(fetched=fetched), []
         stored = self._ctx.store.repos().processed.seen([p.server_id for p in pushes])
         for push in pushes:
             if push.server_id in stored:  # stored before a crash, not yet acked
@@ -255,7 +261,7 @@ class Receiver:
             except Missing:
                 mark.restore(state)
                 if last:
-                    log.warning("dropped a message that asks too much of the network")
+                    drops.append("it needs too much from the network")
             except Exception as exc:
                 if must_retry(exc):
                     raise  # not this message's fault: the batch waits, unacked
@@ -264,9 +270,8 @@ class Receiver:
                 # exist: it alone is dropped (acked with the batch), and what it changed
                 # in the batch is undone
                 mark.restore(state)
-                reason = exc.reason if isinstance(exc, DropMessage) else type(exc).__name__
-                log.warning("dropped an undecryptable message: %s", reason)
-        return state
+                drops.append(exc.reason if isinstance(exc, DropMessage) else type(exc).__name__)
+        return state, drops
 
     def _forget(self, state: BatchState) -> None:
         """A batch not committed: forget what it did in memory (cached contacts it

@@ -131,7 +131,10 @@ class Senders:
             _log_refuses(username, "a first message", state)
         if self._contact_by_name(username) is not None:
             # a contact we know by this name, now another account: a key change
-            return state.fetched.refresh(username)
+            try:
+                return state.fetched.refresh(username)
+            except UnknownContact:
+                raise DropMessage("a sender whose name no longer answers") from None
         row = ContactRow(account_id, username, real_key, False, False, None, devices)
         state.new_contacts[account_id] = row
         return row
