@@ -12,6 +12,8 @@ both need is split into a third.
 One module per service (issue 15's layout): ``directory`` (lookups checked against the
 key-transparency log, pinning, key changes, verification), ``conversations`` (names to
 conversations, history, timers), ``sending``, ``pairwise`` (the pairwise encryptor),
-``receiving``, ``absorb`` (pure: content to changes), ``groups``, ``group_encryptor``,
-``group_receive``, ``devices``, ``linking``, ``prekeys``, ``transparency``, ``attachments``.
+``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
+``batch_commit``: the batch's unit of work), ``absorb`` (pure: content to changes),
+``groups``, ``group_encryptor``, ``group_receive``, ``devices``, ``linking``, ``prekeys``,
+``transparency``, ``attachments``.
 """
