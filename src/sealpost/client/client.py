@@ -49,33 +49,25 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sealpost._errors import ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
     ClientError,
-    LinkRefused,
     MessageTooLarge,
     NotRegistered,
-    ServerError,
     UnknownContact,
 )
 from sealpost.client.futures import future as _future
 from sealpost.client.groupkeys import (
     ReceiverChain,
-    group_info,
 )
-from sealpost.client.paths import api_path
-from sealpost.client.provisioning import ContactRecord, Provisioning
 from sealpost.client.records import (
     Contact,
-    DeviceLinked,
     Event,
     GroupView,
     Message,
@@ -94,36 +86,34 @@ from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.delivery import DeliveryPeers
-from sealpost.client.services.devices import MAX_DEVICES, OwnDevices
+from sealpost.client.services.devices import OwnDevices
 from sealpost.client.services.directory import Directory, Lookup, contact_view
 from sealpost.client.services.group_encryptor import GroupEncryptor
 from sealpost.client.services.group_receive import GroupReceiver
 from sealpost.client.services.groups import GroupService
-from sealpost.client.services.monitoring import Monitoring, fetch_log_key
+from sealpost.client.services.linking import Linking, join_account
+from sealpost.client.services.monitoring import Monitoring
 from sealpost.client.services.opening import GroupHandlers, Opener
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
-from sealpost.client.services.prekeys import PREKEY_BATCH, Prekeys, Upkeep
+from sealpost.client.services.prekeys import Prekeys, Upkeep
 from sealpost.client.services.receiving import Fetchers, Hooks, Receiver
+from sealpost.client.services.registration import create_account
 from sealpost.client.services.search import Search, SearchHit
 from sealpost.client.services.senders import Senders
 from sealpost.client.services.sending import Sending, SendPeers
 from sealpost.client.services.transparency import KeyTransparency
-from sealpost.client.store import LOCK_TIMEOUT, PROFILE_FILES, KdfParams, Store
+from sealpost.client.store import LOCK_TIMEOUT, KdfParams, Store
 from sealpost.client.store.alarms import Alarm
 from sealpost.client.transport import (
     Identity,
     Push,
     Transport,
-    b64,
-    unb64,
 )
 from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng, system_rng
 from sealpost.protocol import (
     AccountIdentity,
     DeviceKeys,
-    KemPreKeyKind,
-    OneTimePreKeyPair,
     SessionRecord,
 )
 from sealpost.protocol.content import (
@@ -135,13 +125,6 @@ from sealpost.protocol.content import (
     GroupUpdateContent,
     TextContent,
     TimerContent,
-)
-from sealpost.protocol.linking import (
-    LinkCode,
-    LinkSecrets,
-    confirmation_code,
-    open_provisioning,
-    seal_provisioning,
 )
 from sealpost.protocol.wire import DeviceCertificate, SenderCertificate
 
@@ -338,6 +321,12 @@ class Client:
             ),
             sessions=self._sessions,
         )
+        self._linking = Linking(
+            self._ctx,
+            self._devices,
+            self._monitoring,
+            contacts=lambda: self._contact_cache().values(),
+        )
 
     def __repr__(self) -> str:
         return f"Client(username={self.username!r}, device={self._device.device_id})"
@@ -361,34 +350,20 @@ class Client:
     ) -> Client:
         """Make keys, register ``username`` on the server (with the operator's ``invite``
         code, if the server registers by invitation), and keep it all in a new profile.
-        If the server refuses, no profile is left behind."""
-        server_url = server_url.rstrip("/")
-        async with Transport(server_url, clock=clock, rng=rng) as anonymous:
-            server_key = await _fetch_server_key(anonymous)
-            log_key = await fetch_log_key(anonymous.request)
-        account = AccountIdentity.generate(rng)
-        token = rng(32)
-
-        def body(device: DeviceKeys) -> dict[str, Any]:
-            return {
-                "username": username,
-                "account_key": b64(account.public_key().public_bytes_raw()),
-                "certificate": b64(device.certificate.encode()),
-                "delivery_token": b64(token),
-            } | ({} if invite is None else {"invite": invite})
-
-        return await cls._setup(
+        If the server refuses, no profile is left behind (:mod:`.services.registration`)."""
+        store = await create_account(
             Path(profile),
             passcode,
-            _Setup(server_url, server_key, username, account, token, 1, device_name, log_key),
-            "/v1/accounts",
-            body,
-            None,
+            server_url=server_url.rstrip("/"),
+            username=username,
+            device_name=device_name,
             params=params,
             wipe_after=wipe_after,
+            invite=invite,
             rng=rng,
             clock=clock,
         )
+        return cls(store, rng=rng, clock=clock)
 
     @classmethod
     async def link_new(
@@ -408,177 +383,30 @@ class Client:
         """Become a new device of an existing account: ``show(link code, confirmation
         code)`` displays the code to scan (or paste into ``sealpost link accept``) on a
         device of the account; once that device's user confirms, this one receives the
-        account key, contacts and groups, registers, and tells the other devices."""
-        profile = Path(profile)
-        if Store.exists(profile):
-            raise ClientError(f"a profile already exists in {profile}")
-        server_url = server_url.rstrip("/")
-        secrets = LinkSecrets.generate(rng)
-        async with Transport(server_url, clock=clock, rng=rng) as anonymous:
-            server_key = await _fetch_server_key(anonymous)
-            channel = await anonymous.open_link(secrets.kem_public())
-            try:
-                code = secrets.code(channel.channel, device_name)
-                show(code.to_text(), confirmation_code(code, secrets.kem_public()))
-                message = await channel.provisioning(timeout)
-            finally:
-                await channel.close()
-            try:
-                payload = Provisioning.from_bytes(open_provisioning(message, secrets, code))
-            except ProtocolError:
-                raise LinkRefused("the provisioning message does not open") from None
-            if payload.server_key != server_key:
-                raise LinkRefused("the provisioning names another server key")
-            log_key = payload.log_key or await fetch_log_key(anonymous.request)
-            # the account key must be the one the directory has for the account
-            doc = await anonymous.request(
-                "GET", api_path("accounts", payload.username), signed=False
-            )
-        account = payload.account
-        try:
-            listed_id = bytes.fromhex(doc["account_id"])
-            listed_key = unb64(doc["account_key"])
-        except (KeyError, TypeError, ValueError):
-            raise ServerError(0, "bad_response", "malformed account lookup") from None
-        if listed_id != account.account_id or listed_key != account.public_key().public_bytes_raw():
-            raise LinkRefused("the provisioned account is not the directory's")
-
-        def body(device: DeviceKeys) -> dict[str, Any]:
-            return {"certificate": b64(device.certificate.encode())}
-
-        def seed(conn: Any) -> None:
-            now = int(clock())
-            for c in payload.contacts:
-                conn.execute(
-                    "INSERT OR IGNORE INTO contacts (account_id, username, account_key, "
-                    "verified, delivery_token, added) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        c.account_id,
-                        c.username,
-                        c.account_key,
-                        int(c.verified),
-                        c.delivery_token,
-                        now,
-                    ),
-                )
-            for state in payload.groups:
-                _store_group_state(conn, state, now)
-            for peer, seconds in payload.timers.items():
-                _set_timer(conn, peer, seconds)
-            for device_id, name in payload.devices.items():
-                if device_id != payload.device_id:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO own_devices (device_id, certificate, name, "
-                        "added) VALUES (?, NULL, ?, ?)",
-                        (device_id, name, now),
-                    )
-
-        client = await cls._setup(
-            profile,
+        account key, contacts and groups, registers, and tells the other devices
+        (:mod:`.services.linking`)."""
+        store, payload = await join_account(
+            Path(profile),
             passcode,
-            _Setup(
-                server_url,
-                server_key,
-                payload.username,
-                account,
-                payload.delivery_token,
-                payload.device_id,
-                device_name,
-                log_key,
-                payload.log_head,
-            ),
-            "/v1/devices",
-            body,
-            seed,
+            server_url=server_url.rstrip("/"),
+            device_name=device_name,
+            show=show,
+            timeout=timeout,
             params=params,
             wipe_after=wipe_after,
             rng=rng,
             clock=clock,
         )
+        client = cls(store, rng=rng, clock=clock)
         try:
-            await client.refresh_devices()
-            await client._notify_own(
-                DeviceNotice(_now_ms(clock), DEVICE_LINKED, payload.device_id, device_name)
+            await client._devices.refresh()
+            notice = DeviceNotice(
+                client._ctx.now_ms(), DEVICE_LINKED, payload.device_id, device_name
             )
+            await client._devices.notify_own(notice)
         except ClientError as exc:
             log.warning("could not tell the other devices about this one: %s", type(exc).__name__)
         return client
-
-    @classmethod
-    async def _setup(
-        cls,
-        profile: Path,
-        passcode: str,
-        setup: _Setup,
-        path: str,
-        body: Callable[[DeviceKeys], dict[str, Any]],
-        seed: Callable[[Any], None] | None,
-        *,
-        params: KdfParams | None,
-        wipe_after: int | None,
-        rng: Rng,
-        clock: Callable[[], float],
-    ) -> Client:
-        """Make this device's keys and prekeys, keep them in a new profile, and register
-        the device at ``path``; on any failure no profile is left behind."""
-        _check_device_name(setup.device_name)
-        now = int(clock())
-        device = DeviceKeys.generate(setup.account, setup.device_id, now=now, rng=rng)
-        spk = device.new_signed_prekey(1, now=now, rng=rng)
-        kem_lr = device.new_kem_prekey(1, KemPreKeyKind.LAST_RESORT, now=now, rng=rng)
-        one_time = [OneTimePreKeyPair.generate(i, rng=rng) for i in range(1, PREKEY_BATCH + 1)]
-        kem_one_time = [
-            device.new_kem_prekey(i, KemPreKeyKind.ONE_TIME, now=now, rng=rng)
-            for i in range(2, PREKEY_BATCH + 2)
-        ]
-        kwargs: dict[str, Any] = {"rng": rng, "wipe_after": wipe_after}
-        if params is not None:
-            kwargs["params"] = params
-        store = Store.create(profile, passcode, **kwargs)
-        try:
-            with store.transaction() as conn:
-                for key, value in {
-                    "server_url": setup.server_url.encode(),
-                    "username": setup.username.encode(),
-                    "account": setup.account.to_bytes(),
-                    "device": device.to_bytes(),
-                    "device_name": setup.device_name.encode(),
-                    "delivery_token": setup.token,
-                    "server_key": setup.server_key,
-                    "log_key": setup.log_key,
-                    "spk_id": b"1",
-                    "spk_created": str(now).encode(),
-                    "next_prekey_id": str(PREKEY_BATCH + 2).encode(),
-                }.items():
-                    store.set_meta(conn, key, value)
-                _insert_prekey(conn, "spk", spk.key_id, spk.to_bytes(), now)
-                _insert_prekey(conn, "kem_lr", kem_lr.key_id, kem_lr.to_bytes(), now)
-                for otpk in one_time:
-                    _insert_prekey(conn, "otpk", otpk.key_id, otpk.to_bytes(), now)
-                for kem in kem_one_time:
-                    _insert_prekey(conn, "kem", kem.key_id, kem.to_bytes(), now)
-                if setup.log_head is not None:
-                    store.set_meta(conn, "log_head", setup.log_head)
-                if seed is not None:
-                    seed(conn)
-            request = body(device) | {
-                "signed_prekey": b64(spk.public.encode()),
-                "kem_last_resort": b64(kem_lr.public.encode()),
-                "one_time_prekeys": [b64(k.public.encode()) for k in one_time],
-                "kem_one_time_prekeys": [b64(k.public.encode()) for k in kem_one_time],
-            }
-            identity = Identity(device.signing_key, setup.account.account_id, setup.device_id)
-            async with Transport(setup.server_url, identity, clock=clock, rng=rng) as transport:
-                answer = await transport.request("POST", path, body=request)
-            if not isinstance(answer, dict):
-                raise ServerError(0, "bad_response", "registration was not confirmed")
-            with store.transaction() as conn:
-                store.set_meta(conn, "registered", b"1")
-        except BaseException:
-            store.close()
-            _remove_profile(profile)
-            raise
-        return cls(store, rng=rng, clock=clock)
 
     @classmethod
     async def open(
@@ -1144,11 +972,6 @@ class Client:
     def _own_row(self, state: BatchState | None = None) -> ContactRow:  # delegate
         return self._devices.own_row(None if state is None else state.own_devices)
 
-    async def _own_directory(  # delegate
-        self,
-    ) -> tuple[dict[int, DeviceCertificate], dict[int, bytes]]:
-        return await self._devices.directory()
-
     async def refresh_devices(self) -> None:
         """Fetch this account's device list again (after a change or a refused send)."""
         await self._devices.refresh()
@@ -1183,61 +1006,7 @@ class Client:
         confirmation code)`` must return true (the user compared the code with the one on
         the new device). Sends it the account key, contacts, groups and timers, sealed to
         its keys; returns the device id it will take."""
-        code = LinkCode.from_text(code_text)
-        doc = await self._transport.request("GET", api_path("link", code.channel.hex()))
-        kem_public = unb64(doc.get("kem") if isinstance(doc, dict) else None)
-        code.check_kem(kem_public)
-        answer = confirm(code.device_name, confirmation_code(code, kem_public))
-        if not isinstance(answer, bool):
-            answer = await answer
-        if not answer:
-            raise LinkRefused("the link was not confirmed")
-        devices, revoked = await self._own_directory()
-        if len(devices) >= MAX_DEVICES:
-            raise ClientError(f"this account has {len(devices)} devices, the most it may have")
-        device_id = max([self.device_id, *devices, *revoked]) + 1
-        names = {
-            int(d): str(n)
-            for d, n in self._store.read().execute("SELECT device_id, name FROM own_devices")
-        }
-        names[self.device_id] = (self._store.get_meta("device_name") or b"device").decode()
-        names[device_id] = code.device_name
-        payload = Provisioning(
-            server_url=self.server_url,
-            server_key=self._server_key.public_bytes_raw(),
-            username=self.username,
-            account=self._account,
-            delivery_token=self._token,
-            device_id=device_id,
-            devices=names,
-            contacts=[
-                ContactRecord(c.account_id, c.username, c.account_key, c.verified, c.delivery_token)
-                for c in self._contact_cache().values()
-            ],
-            groups=[
-                bytes(r[0])
-                for r in self._store.read().execute("SELECT state FROM groups WHERE member = 1")
-            ],
-            timers={
-                bytes(p): int(t)
-                for p, t in self._store.read().execute("SELECT peer, seconds FROM timers")
-            },
-            log_key=(await self._transparency()).log_key,
-            log_head=(await self._transparency()).gossip(),
-        )
-        message = seal_provisioning(payload.to_bytes(), code, kem_public, rng=self._rng)
-        await self._transport.request(
-            "PUT", api_path("link", code.channel.hex()), body={"body": b64(message)}
-        )
-        with self._store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO own_devices (device_id, certificate, name, added) "
-                "VALUES (?, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET name = ?",
-                (device_id, code.device_name, int(self._clock()), code.device_name),
-            )
-        self._local_changed()
-        self._ctx.events.emit(DeviceLinked(device_id, code.device_name))
-        return device_id
+        return await self._linking.accept(code_text, confirm)
 
     # ------------------------------------------------------------------ passcode
 
@@ -1246,22 +1015,6 @@ class Client:
 
 
 # ---------------------------------------------------------------------- rows
-
-
-def _remove_profile(profile: Path) -> None:
-    """Undo a profile whose registration failed: only the files the store made."""
-    for name in PROFILE_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            (profile / name).unlink()
-    with contextlib.suppress(OSError):
-        profile.rmdir()
-
-
-def _insert_prekey(conn: Any, kind: str, key_id: int, record: bytes, now: int) -> None:
-    conn.execute(
-        "INSERT INTO prekeys (kind, key_id, record, created) VALUES (?, ?, ?, ?)",
-        (kind, key_id, record, now),
-    )
 
 
 def _same(held: DeviceCertificate | None, cert: DeviceCertificate) -> bool:
@@ -1274,31 +1027,6 @@ def _replace_devices(conn: Any, account_id: bytes, devices: dict[int, DeviceCert
         "INSERT INTO contact_devices (account_id, device_id, certificate) VALUES (?, ?, ?)",
         [(account_id, d, cert.encode()) for d, cert in devices.items()],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Setup:
-    server_url: str
-    server_key: bytes
-    username: str
-    account: AccountIdentity
-    token: bytes
-    device_id: int
-    device_name: str
-    log_key: bytes
-    log_head: bytes | None = None
-
-
-async def _fetch_server_key(anonymous: Transport) -> bytes:
-    doc = await anonymous.request("GET", "/v1/certificate/server", signed=False)
-    server_key = unb64(doc.get("public_key") if isinstance(doc, dict) else None)
-    VerifyKey.from_public_bytes(server_key)
-    return server_key
-
-
-def _check_device_name(name: str) -> None:
-    if not name.isascii() or not name.isprintable() or not 1 <= len(name) <= 32:
-        raise ValueError("a device name is 1 to 32 printable ASCII characters")
 
 
 def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> None:
@@ -1318,16 +1046,6 @@ def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> No
     for row_id, path in rows:
         conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
         saved_files.remove(path)
-
-
-def _store_group_state(conn: Any, raw: bytes, now: int) -> None:
-    """A group state provisioned by another device of this account (it verified it)."""
-    info = group_info(raw)
-    conn.execute(
-        "INSERT OR IGNORE INTO groups (group_id, state, name, member, rotate, updated) "
-        "VALUES (?, ?, ?, 1, 0, ?)",
-        (info.group_id, raw, info.name, now),
-    )
 
 
 def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:

@@ -56,6 +56,7 @@ class Repositories:
         self.sessions = SessionRepository(db)
         self.processed = ProcessedRepository(db)
         self.devices = DeviceRepository(db)
+        self.groups = GroupRepository(db)
         self.alarms = AlarmRepository(db)
         self.log = LogRepository(db, self.meta)
         self.outbox = OutboxRepository(db)
