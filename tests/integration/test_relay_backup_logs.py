@@ -95,9 +95,10 @@ def test_backup_under_load_restores_every_queued_message_and_the_same_log(
             head.verify(VerifyKey.from_public_bytes(key))  # the same log key
             if head.tree_size == pinned.tree_size:
                 assert head.root == pinned.root
-            else:
+            elif pinned.tree_size > 0:  # a head signed before any entry: a prefix of any log
                 proof = bob.http.get(
-                    f"/v1/log/consistency?from={pinned.tree_size}&to={head.tree_size}"
+                    "/v1/log/consistency",
+                    params={"from": pinned.tree_size, "to": head.tree_size},
                 ).json()["proof"]
                 verify_consistency(
                     pinned.tree_size,
