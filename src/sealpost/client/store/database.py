@@ -76,8 +76,11 @@ def _connect(path: Path, key: bytes, *, read_only: bool = False) -> Any:
         conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         conn.execute(_hex_key_pragma(key))
-        with contextlib.suppress(sqlcipher.Error):
-            conn.execute("PRAGMA cipher_memory_security = ON")
+        # No ``cipher_memory_security``: it wipes and locks every SQLite allocation, which
+        # made each indexed (FTS5) insert ~8x slower, and it cannot be switched off again
+        # for the process; the plaintext it would wipe is held in Python objects anyway
+        # (docs/THREAT_MODEL.md, "Secrets in memory"). SQLCipher wipes its key material
+        # regardless of the setting.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         if read_only:
             return conn
