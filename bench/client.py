@@ -111,9 +111,13 @@ def _sender(profile: str, peer: str, total: int, start: Any) -> None:
     _profiled("sender", lambda: asyncio.run(main()))
 
 
+_ROUND = iter(range(1_000_000))
+
+
 async def _profiles(url: str, root: Path) -> tuple[str, str]:
     names = []
-    for name in (f"alice{os.getpid()}", f"bob{os.getpid()}"):
+    tag = f"{os.getpid()}r{next(_ROUND)}"  # a new pair each round (--rounds)
+    for name in (f"alice{tag}", f"bob{tag}"):
         client = await Client.create(
             root / name, PASSCODE, server_url=url, username=name, params=TEST_PARAMS
         )
