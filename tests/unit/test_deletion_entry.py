@@ -77,6 +77,20 @@ def test_decode_entry_tells_the_two_kinds_apart() -> None:
         DeletionEntry.decode(log_entry.encode())
 
 
+def test_each_leaf_decoder_names_its_own_kind_in_its_errors() -> None:
+    """The two leaf decoders share one framing; each error still says which one refused."""
+    log_entry = LogEntry(bytes(16), "bob", b"\x22" * 32, b"\x33" * 32, 1, 5).encode()
+    deletion = _deletion().encode()
+    with pytest.raises(DecodeError, match=r"^not a log entry$"):
+        LogEntry.decode(deletion)
+    with pytest.raises(DecodeError, match=r"^a log entry of the wrong length$"):
+        LogEntry.decode(log_entry[:-1])
+    with pytest.raises(DecodeError, match=r"^not a deletion entry$"):
+        DeletionEntry.decode(log_entry)
+    with pytest.raises(DecodeError, match=r"^a deletion entry of the wrong length$"):
+        DeletionEntry.decode(deletion + b"\x00")
+
+
 @pytest.mark.parametrize(
     "changes",
     [

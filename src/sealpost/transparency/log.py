@@ -68,7 +68,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from sealpost._errors import DecodeError, LocalProtocolError, UnsupportedVersion
 from sealpost.crypto.sign import SIGNATURE_LEN, SigningKey, VerifyKey
@@ -142,6 +142,33 @@ def _check_bytes(value: bytes, length: int, what: str, error: type[Exception]) -
 def _check_username(raw: bytes, error: type[Exception]) -> None:
     if _USERNAME.fullmatch(raw) is None:
         raise error("a username is 3 to 32 of a-z 0-9 _ . -")
+
+
+def _check_kind(data: bytes, kind: int, what: str) -> None:
+    """The two bytes every log structure starts with: the version, then its type."""
+    if len(data) < 2:
+        raise DecodeError(f"not {what}")
+    if data[0] != _VERSION:
+        raise UnsupportedVersion(data[0])
+    if data[1] != kind:
+        raise DecodeError(f"not {what}")
+
+
+def _decode_leaf(
+    data: bytes, kind: int, fixed: struct.Struct, what: str, trailer: int = 0
+) -> tuple[tuple[Any, ...], str, bytes]:
+    """The framing both kinds of log leaf share: version and type, the ``fixed`` fields
+    ending in the username's length byte, the username, then exactly ``trailer`` bytes.
+    Returns the fields between the type and the length byte, the username and the trailer."""
+    data = bytes(data)
+    _check_kind(data, kind, what)
+    size = fixed.size
+    if len(data) < size or len(data) != size + data[size - 1] + trailer:
+        raise DecodeError(f"{what} of the wrong length")
+    fields = fixed.unpack_from(data)
+    name = data[size : size + fields[-1]]
+    _check_username(name, DecodeError)
+    return fields[2:-1], name.decode("ascii"), data[size + fields[-1] :]
 
 
 def devices_commitment(certificates: Iterable[bytes], revocations: Iterable[bytes]) -> bytes:
@@ -235,22 +262,10 @@ class LogEntry:
 
     @classmethod
     def decode(cls, data: bytes) -> LogEntry:
-        data = bytes(data)
-        if len(data) < 2:
-            raise DecodeError("not a log entry")
-        if data[0] != _VERSION:
-            raise UnsupportedVersion(data[0])
-        if data[1] != LOG_ENTRY_TYPE:
-            raise DecodeError("not a log entry")
-        if len(data) < _ENTRY_FIXED.size or len(data) != _ENTRY_FIXED.size + data[98]:
-            raise DecodeError("a log entry of the wrong length")
-        _, _, account_id, sequence, timestamp, account_key, devices, _ = _ENTRY_FIXED.unpack_from(
-            data
-        )
-        name = data[_ENTRY_FIXED.size :]
-        _check_username(name, DecodeError)
+        fields, name, _ = _decode_leaf(data, LOG_ENTRY_TYPE, _ENTRY_FIXED, "a log entry")
+        account_id, sequence, timestamp, account_key, devices = fields
         _check_u64(sequence, "sequence", DecodeError, minimum=1)
-        return cls(account_id, name.decode("ascii"), account_key, devices, sequence, timestamp)
+        return cls(account_id, name, account_key, devices, sequence, timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,12 +312,7 @@ class SignedTreeHead:
     @classmethod
     def decode(cls, data: bytes) -> SignedTreeHead:
         data = bytes(data)
-        if len(data) < 2:
-            raise DecodeError("not a signed tree head")
-        if data[0] != _VERSION:
-            raise UnsupportedVersion(data[0])
-        if data[1] != TREE_HEAD_TYPE:
-            raise DecodeError("not a signed tree head")
+        _check_kind(data, TREE_HEAD_TYPE, "a signed tree head")
         if len(data) != TREE_HEAD_LEN:
             raise DecodeError("a signed tree head of the wrong length")
         _, _, tree_size, timestamp, root, map_root = _HEAD_BODY.unpack_from(data)
@@ -401,33 +411,22 @@ class DeletionEntry:
 
     @classmethod
     def decode(cls, data: bytes) -> DeletionEntry:
-        data = bytes(data)
-        if len(data) < 2:
-            raise DecodeError("not a deletion entry")
-        if data[0] != _VERSION:
-            raise UnsupportedVersion(data[0])
-        if data[1] != DELETION_ENTRY_TYPE:
-            raise DecodeError("not a deletion entry")
-        fixed = _DELETION_FIXED.size
-        if len(data) < fixed or len(data) != fixed + data[fixed - 1] + SIGNATURE_LEN:
-            raise DecodeError("a deletion entry of the wrong length")
-        _, _, account_id, sequence, timestamp, account_key, cause, free_after, size = (
-            _DELETION_FIXED.unpack_from(data)
+        fields, name, signature = _decode_leaf(
+            data, DELETION_ENTRY_TYPE, _DELETION_FIXED, "a deletion entry", SIGNATURE_LEN
         )
-        name = data[fixed : fixed + size]
-        _check_username(name, DecodeError)
+        account_id, sequence, timestamp, account_key, cause, free_after = fields
         _check_u64(sequence, "sequence", DecodeError, minimum=2)
         if cause not in tuple(DeletionCause):
             raise DecodeError("unknown deletion cause")
         return cls(
             account_id,
-            name.decode("ascii"),
+            name,
             account_key,
             sequence,
             timestamp,
             DeletionCause(cause),
             free_after,
-            data[fixed + size :],
+            signature,
         )
 
 
