@@ -15,5 +15,8 @@ conversations, history, timers), ``sending``, ``pairwise`` (the pairwise encrypt
 ``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
 ``batch_commit``: the batch's unit of work), ``absorb`` (pure: content to changes),
 ``groups``, ``group_encryptor``, ``group_receive``, ``devices``, ``linking``, ``prekeys``,
-``transparency``, ``attachments``.
+``transparency`` (the log view the others are handed, over ``log_heads``: the pinned key,
+the newest head, consistency and gossip; ``lookup_proofs``: what a directory answer must
+prove; ``alarms``: an alarm raised), ``monitoring`` (the periodic pass: own entries,
+contacts again), ``attachments``.
 """

@@ -8,7 +8,8 @@ a lookup that goes back is refused. ``kt_unproven``: gossiped heads whose consis
 could not be fetched yet, with who sent them and when that first failed. In ``meta``: the
 newest checked head (``log_head``) and how far this account's own entries were monitored
 (``log_monitored``, ``log_monitored_seq``, ``log_monitored_revoked``). The checks
-themselves are :mod:`sealpost.client.services.transparency`'s.
+themselves are the services' (:mod:`sealpost.client.services.transparency`: heads in
+``log_heads``, lookups in ``lookup_proofs``, alarms raised in ``alarms``).
 """
 
 from __future__ import annotations
