@@ -24,7 +24,7 @@ from sealpost.client import (
     MessageReceived,
     TimerChanged,
 )
-from sealpost.client.client import _future, _set_timer
+from sealpost.client.futures import future as _future
 from sealpost.client.rows import Outgoing
 from sealpost.protocol.content import GroupUpdateContent
 from sealpost.protocol.groupchain import encode_chain
@@ -105,8 +105,8 @@ def test_incoming_message_cannot_change_timer(hostile: HostileServer, tmp_path: 
             # the malicious contact turns the timer off on its side only, without a notice,
             # and its next texts carry expire_timer 0 (then a year)
             for seconds in (0, 365 * 24 * 3600):
-                with bob.store.transaction() as conn:
-                    _set_timer(conn, alice.account_id, seconds)
+                with bob.store.unit() as repos:
+                    repos.messages.set_timer(alice.account_id, seconds)
                 await bob.send(alice.username, f"timer {seconds}")
                 got = await alice.receive(wait=10)
                 assert texts(got) == [f"timer {seconds}"]

@@ -32,7 +32,7 @@ from test_hostile_server import (
 
 from conftest import HostileServer
 from sealpost.client import AlarmRaised, Client, KeyChanged
-from sealpost.client.client import _future
+from sealpost.client.futures import future as _future
 from sealpost.client.rows import Outgoing
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import SigningKey

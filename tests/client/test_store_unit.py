@@ -16,7 +16,8 @@ from sealpost.client.errors import ClientError
 from sealpost.client.inbox import must_retry
 from sealpost.client.store import TEST_PARAMS, DatabaseFailed, Store, StoreError
 from sealpost.client.store.messages import StoredMessage
-from sealpost.protocol import AccountIdentity, DeviceKeys
+from sealpost.protocol import AccountIdentity, DeviceKeys, SessionRecord
+from support import established_pair
 
 PASSCODE = "unit of work"
 ALICE = bytes(range(16))
@@ -257,6 +258,30 @@ def test_a_revocation_is_kept_once_and_drops_the_sessions_with_that_device(
     assert [d for (d,) in rows] == [1]
     (revocation,) = store.read().execute("SELECT revocation FROM revoked_devices").fetchone()
     assert bytes(revocation) == b"signed notice"
+
+
+def test_session_records_are_saved_together_and_dropped_but_for_the_kept_devices(
+    store: Store,
+) -> None:
+    a, b, _ = established_pair()
+    record = SessionRecord([a])
+    with store.unit() as repos:
+        repos.sessions.save_all(
+            [((ALICE, 1), record), ((ALICE, 2), SessionRecord([b])), ((ALICE, 3), SessionRecord())],
+            NOW,
+        )
+    sessions = store.repos().sessions
+    assert sessions.get((ALICE, 1)).to_bytes() == record.to_bytes()
+    assert len(sessions.get((ALICE, 2))) == 1
+    assert len(sessions.get((ALICE, 3))) == 0  # an empty record is not stored
+    with store.unit() as repos:
+        repos.sessions.save((BOB, 1), record, NOW)
+        repos.sessions.drop_except(ALICE, [2])
+    assert [len(sessions.get((ALICE, d))) for d in (1, 2)] == [0, 1]
+    assert len(sessions.get((BOB, 1))) == 1  # another account's records stay
+    with store.unit() as repos:
+        repos.sessions.drop_except(ALICE, [])  # none kept: all go
+    assert len(sessions.get((ALICE, 2))) == 0
 
 
 def test_a_locked_database_is_a_store_error_and_changes_nothing(tmp_path: Path) -> None:

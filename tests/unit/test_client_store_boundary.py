@@ -8,8 +8,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 import sealpost.client
 
 CLIENT = Path(sealpost.client.__file__).parent
@@ -46,10 +44,5 @@ def test_the_scan_finds_sql() -> None:
     assert len(store_sql) > 20  # the repositories' statements are all found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 in progress: the owners move their sections' SQL into repositories; "
-    "when this passes, remove this mark",
-)
 def test_no_sql_in_the_client_outside_the_store() -> None:
     assert sql_outside_the_store() == []

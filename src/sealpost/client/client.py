@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -53,7 +52,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sealpost.client import saved_files
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import (
     MAX_SEND_TEXT,
@@ -63,9 +61,6 @@ from sealpost.client.errors import (
     UnknownContact,
 )
 from sealpost.client.futures import future as _future
-from sealpost.client.groupkeys import (
-    ReceiverChain,
-)
 from sealpost.client.records import (
     Contact,
     Event,
@@ -290,10 +285,9 @@ class Client:
         committer = BatchCommitter(
             self._ctx,
             OwnerWrites(
-                note_key_change=self._note_key_change,
-                forget_own_device=self._forget_own_device,
-                record_revocation=self._record_revocation,
-                save_sender_key=self._save_sender_key,
+                note_key_change=self._trust.note_key_change,
+                forget_own_device=self._devices.forget_own,
+                record_revocation=self._devices.record_revocation,
             ),
             contact_by_id=self._contact_by_id,
             group=self._batch_group,
@@ -498,12 +492,6 @@ class Client:
     async def _resolve(self, name: str, *, refresh: bool = False) -> ContactRow:
         return await self._trust.resolve(name, refresh=refresh)  # delegate
 
-    def _note_key_change(
-        self, conn: Any, contact: ContactRow, new_key: bytes, *, old_account: bytes | None = None
-    ) -> None:
-        # delegate; ``conn`` is the open transaction's, which the repositories share
-        self._trust.note_key_change(self._store.repos(), contact, new_key, old_account=old_account)
-
     def _drop_sessions(self, account_id: bytes, device_id: int | None) -> None:
         """Drop the cached sessions with ``account_id``'s device (None: all of them)."""
         if device_id is not None:
@@ -658,22 +646,14 @@ class Client:
                 transcript=True,
             )
         )
-        with self._store.transaction() as conn:
-            _set_timer(conn, peer, seconds)
+        with self._store.unit() as repos:
+            repos.messages.set_timer(peer, seconds)
         self._local_changed()
 
     async def delete_for_everyone(self, name: str, message_id: bytes) -> None:
         """Delete a message this account sent, here and on every recipient's devices."""
         peer, _, group = self._conversation(name)
-        row = (
-            self._store.read()
-            .execute(
-                "SELECT outgoing FROM messages WHERE message_uuid = ? AND peer = ?",
-                (message_id, peer),
-            )
-            .fetchone()
-        )
-        if row is None or not row[0]:
+        if not self._store.repos().messages.is_outgoing(message_id, peer):
             raise ClientError("only a message this account sent can be deleted for everyone")
         content = DeleteContent(
             self._rng(16), _now_ms(self._clock), self._token, self.username, message_id, group
@@ -691,23 +671,8 @@ class Client:
         self._delete_messages([message_id], peer)
 
     def _delete_messages(self, message_ids: Sequence[bytes], peer: bytes) -> None:
-        conn = self._store.read()
-        paths = [
-            row[0]
-            for mid in message_ids
-            for row in conn.execute(
-                "SELECT attachment_path FROM messages WHERE message_uuid = ? AND peer = ?",
-                (mid, peer),
-            )
-            if row[0]
-        ]
-        with self._store.transaction() as conn:
-            conn.executemany(
-                "DELETE FROM messages WHERE message_uuid = ? AND peer = ?",
-                [(mid, peer) for mid in message_ids],
-            )
-        for path in paths:
-            saved_files.remove(path)
+        with self._store.unit() as repos:
+            repos.messages.delete(message_ids, peer)
 
     def _own_chains_clear(self) -> None:
         self._own_chains.clear()  # after a failed send commit: reloaded from the store
@@ -788,27 +753,6 @@ class Client:
     async def _enqueue_control(self, item: Outgoing) -> None:
         self._start_sender()
         await self._queue.put(item)
-
-    # Writes and reads the receive pipeline needs of record types other sections own,
-    # until their repositories hold them (SQL here only until then).
-
-    @staticmethod
-    def _save_sender_key(
-        conn: Any, key: tuple[bytes, bytes, int, int], chain: ReceiverChain, now: int
-    ) -> None:
-        group_id, account_id, device_id, chain_id = key
-        conn.execute(
-            "INSERT OR REPLACE INTO sender_keys (group_id, account_id, device_id, chain_id, "
-            "state, updated, envelope_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (group_id, account_id, device_id, chain_id, chain.to_bytes(), now, chain.envelope_id),
-        )
-        # the newest two chains of a device (late messages of the one before)
-        conn.execute(
-            "DELETE FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ? "
-            "AND chain_id NOT IN (SELECT chain_id FROM sender_keys WHERE group_id = ? "
-            "AND account_id = ? AND device_id = ? ORDER BY updated DESC, rowid DESC LIMIT 2)",
-            (group_id, account_id, device_id) * 2,
-        )
 
     # ------------------------------------------------------------------ prekeys
 
@@ -976,14 +920,6 @@ class Client:
         """Fetch this account's device list again (after a change or a refused send)."""
         await self._devices.refresh()
 
-    def _record_revocation(  # delegate (a raw connection's transaction is open)
-        self, conn: Any, account_id: bytes, device_id: int, revocation: bytes | None
-    ) -> None:
-        self._devices.record_revocation(self._store.repos(), account_id, device_id, revocation)
-
-    def _forget_own_device(self, conn: Any, device_id: int) -> None:  # delegate
-        self._devices.forget_own(self._store.repos(), device_id)
-
     async def devices(self) -> list[dict[str, Any]]:
         """This account's devices (certified by its key), this one marked ``current``."""
         return await self._devices.list()
@@ -1012,44 +948,3 @@ class Client:
 
     def change_passcode(self, old: str, new: str) -> None:
         self._store.change_passcode(old, new)
-
-
-# ---------------------------------------------------------------------- rows
-
-
-def _same(held: DeviceCertificate | None, cert: DeviceCertificate) -> bool:
-    return held is not None and hmac.compare_digest(held.encode(), cert.encode())
-
-
-def _replace_devices(conn: Any, account_id: bytes, devices: dict[int, DeviceCertificate]) -> None:
-    conn.execute("DELETE FROM contact_devices WHERE account_id = ?", (account_id,))
-    conn.executemany(
-        "INSERT INTO contact_devices (account_id, device_id, certificate) VALUES (?, ?, ?)",
-        [(account_id, d, cert.encode()) for d, cert in devices.items()],
-    )
-
-
-def _delete_authored(conn: Any, target: bytes, peer: bytes, author: bytes) -> None:
-    """Delete for everyone: ``author`` deletes its message ``target`` in ``peer``'s
-    conversation; if it has not arrived yet, a tombstone keeps it from being stored."""
-    rows = conn.execute(
-        "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ? "
-        "AND (author = ? OR (author IS NULL AND outgoing = 0 AND peer = ?))",
-        (target, peer, author, author),
-    ).fetchall()
-    if not rows:
-        conn.execute(
-            "INSERT OR IGNORE INTO tombstones (message_uuid, author, at) VALUES (?, ?, ?)",
-            (target, author, int(time.time())),
-        )
-        return
-    for row_id, path in rows:
-        conn.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-        saved_files.remove(path)
-
-
-def _set_timer(conn: Any, peer: bytes, seconds: int) -> None:
-    if seconds:
-        conn.execute("INSERT OR REPLACE INTO timers (peer, seconds) VALUES (?, ?)", (peer, seconds))
-    else:
-        conn.execute("DELETE FROM timers WHERE peer = ?", (peer,))

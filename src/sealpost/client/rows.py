@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sealpost.client.groupkeys import ReceiverChain
 from sealpost.client.inbox import Prefetched
 from sealpost.client.records import Event, Message, MessageReceived
 from sealpost.client.store.contacts import ContactRow
 from sealpost.client.store.groups import GroupRow
+from sealpost.client.store.unit import Repositories
 from sealpost.protocol import SessionRecord
 from sealpost.protocol.content import Content, ReceiptContent
 from sealpost.protocol.wire import DeviceCertificate
@@ -75,7 +75,7 @@ class Prepared:
     # a group message: (group-sealed body, its recipient devices with empty wraps); an
     # outbox row from before group-sealed envelopes holds (shared part, key wraps)
     multi: tuple[bytes, Envelopes] | None = None
-    writes: list[Callable[[Any], None]] = field(default_factory=list)  # in the batch's commit
+    writes: list[Callable[[Repositories], None]] = field(default_factory=list)  # in its unit
     outbox_id: int = 0
 
 
@@ -95,7 +95,7 @@ class BatchState:
     device_certs: dict[bytes, dict[int, DeviceCertificate]] = field(default_factory=dict)
     own_devices: dict[int, DeviceCertificate] = field(default_factory=dict)
     reply_to: dict[bytes, list[bytes]] = field(default_factory=dict)
-    writes: list[Callable[[Any], None]] = field(default_factory=list)
+    writes: list[Callable[[Repositories], None]] = field(default_factory=list)  # in its unit
     groups: dict[bytes, GroupRow] = field(default_factory=dict)
     # (group id, account id, device id, chain id) -> the chain as it is after this batch
     sender_keys: dict[tuple[bytes, bytes, int, int], ReceiverChain] = field(default_factory=dict)

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sealpost.client.context import ClientContext
-from sealpost.client.groupkeys import ReceiverChain
 from sealpost.client.records import MessageReceived
 from sealpost.client.rows import (
     BatchState,
@@ -36,18 +34,16 @@ from sealpost.client.transport import Push
 
 __all__ = ["BatchCommitter", "OwnerWrites"]
 
-SenderKeyId = tuple[bytes, bytes, int, int]
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OwnerWrites:
-    """Writes of record types other services own, on the unit's connection (each moves
-    to its repository with its owner's code)."""
+    """Writes that other services own because they keep a cache beside the repository
+    (the directory's contacts, the sessions held in memory), each inside the batch's
+    unit."""
 
-    note_key_change: Callable[[Any, ContactRow, bytes], None]
-    forget_own_device: Callable[[Any, int], None]
-    record_revocation: Callable[[Any, bytes, int, bytes | None], None]
-    save_sender_key: Callable[[Any, SenderKeyId, ReceiverChain, int], None]
+    note_key_change: Callable[[Repositories, ContactRow, bytes], None]
+    forget_own_device: Callable[[Repositories, int], None]
+    record_revocation: Callable[[Repositories, bytes, int, bytes | None], None]
 
 
 class BatchCommitter:
@@ -66,10 +62,10 @@ class BatchCommitter:
         self._contact_by_id = contact_by_id
         self._group = group
 
-    def commit(self, repos: Repositories, conn: Any, state: BatchState, pushes: list[Push]) -> bool:
-        """Write ``state`` (``conn``: the unit's raw connection, for the writes not yet in
-        a repository); returns whether contacts changed. Drops from ``state.events`` the
-        messages that were stored already (a push seen twice)."""
+    def commit(self, repos: Repositories, state: BatchState, pushes: list[Push]) -> bool:
+        """Write ``state`` inside the unit ``repos``; returns whether contacts changed.
+        Drops from ``state.events`` the messages that were stored already (a push seen
+        twice)."""
         owners = self._owners
         now = int(self._ctx.clock())
         now_ms = self._ctx.now_ms()
@@ -79,7 +75,7 @@ class BatchCommitter:
         for account_id, new_key in state.key_changes.items():
             contact = self._contact_by_id(account_id)
             if contact is not None:
-                owners.note_key_change(conn, contact, new_key)
+                owners.note_key_change(repos, contact, new_key)
         for account_id, certs in state.device_certs.items():
             repos.contacts.replace_devices(account_id, certs)
         repos.devices.certify_own(state.own_devices, now)
@@ -111,11 +107,11 @@ class BatchCommitter:
             ):
                 kept.add(m.message_id)
         for change in state.changes:
-            self._apply(repos, conn, change, now)
+            self._apply(repos, change, now)
         for write in state.writes:
-            write(conn)
+            write(repos)
         for key, chain in state.sender_keys.items():
-            owners.save_sender_key(conn, key, chain, now)
+            repos.sender_keys.put(key, chain, now)
         state.events = [
             e for e in state.events if not isinstance(e, MessageReceived) or e.message.id in kept
         ]
@@ -126,7 +122,7 @@ class BatchCommitter:
         repos.processed.mark([p.server_id for p in pushes], now)
         return changed
 
-    def _apply(self, repos: Repositories, conn: Any, change: Change, now: int) -> None:
+    def _apply(self, repos: Repositories, change: Change, now: int) -> None:
         if isinstance(change, TimerSet):
             repos.messages.set_timer(change.peer, change.seconds)
         elif isinstance(change, DeletedForEveryone):
@@ -134,10 +130,10 @@ class BatchCommitter:
         elif isinstance(change, OwnDeviceLinked):
             repos.devices.name_own(change.device_id, change.name, now)
         elif isinstance(change, OwnDeviceRemoved):
-            self._owners.forget_own_device(conn, change.device_id)
+            self._owners.forget_own_device(repos, change.device_id)
         elif isinstance(change, DeviceRevoked):
             self._owners.record_revocation(
-                conn, change.account_id, change.device_id, change.revocation
+                repos, change.account_id, change.device_id, change.revocation
             )
 
     def _group_receipt(

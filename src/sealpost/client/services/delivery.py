@@ -36,7 +36,6 @@ from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.client.records import AttachmentInfo, Message
 from sealpost.client.relay import RelaySealed
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
-from sealpost.client.send_store import drop_sessions_except
 from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.status import MessageStatus
 from sealpost.client.store.outbox import Outboxed, Retry
@@ -266,8 +265,8 @@ class Delivery:
             current = self._peers.contact_by_id(account_id)
             keep = sorted(current.devices) if current else []
             self._encryptor.forget_account(account_id, keep)
-            with self._ctx.store.transaction() as conn:
-                drop_sessions_except(conn, account_id, keep)
+            with self._ctx.store.unit() as repos:
+                repos.sessions.drop_except(account_id, keep)
 
     def describe(self, p: Prepared) -> Message:
         """The history message a live send became."""

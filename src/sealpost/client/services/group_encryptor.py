@@ -27,6 +27,7 @@ from sealpost.client.futures import quiet_future
 from sealpost.client.groupkeys import GroupMember, seal_group, state_hash
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
 from sealpost.client.services.groups import GroupService
+from sealpost.client.store import Repositories
 from sealpost.client.store.groups import SenderKeyId
 from sealpost.protocol.content import (
     DeleteContent,
@@ -123,7 +124,7 @@ class GroupEncryptor:
                 tokens,
             )
             p.writes.append(
-                _mark_shared(ctx, [(group_id, contact.account_id, d, chain_id) for d in need])
+                _mark_shared([(group_id, contact.account_id, d, chain_id) for d in need])
             )
             out.append(p)
         message = chain.encrypt(encode_content(item.content, self._gossip()))
@@ -137,8 +138,7 @@ class GroupEncryptor:
         own = await self._transcript(item, None, sender_cert)
         p = Prepared(item, None, [], tokens, own, multi)
 
-        def save(_conn: object) -> None:
-            repos = ctx.store.repos()  # inside the batch's unit
+        def save(repos: Repositories) -> None:
             repos.sender_keys.save_own(group_id, chain.to_bytes())
             if rotated:
                 repos.groups.rotated(group_id)
@@ -147,10 +147,10 @@ class GroupEncryptor:
         return [*out, p]
 
 
-def _mark_shared(ctx: ClientContext, rows: list[SenderKeyId]) -> Callable[[object], None]:
+def _mark_shared(rows: list[SenderKeyId]) -> Callable[[Repositories], None]:
     """A write for the batch's commit: these member devices now hold this chain."""
 
-    def write(_conn: object) -> None:
-        ctx.store.repos().sender_keys.mark_shared(rows)  # inside the batch's unit
+    def write(repos: Repositories) -> None:
+        repos.sender_keys.mark_shared(rows)
 
     return write

@@ -22,7 +22,6 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import ServerError
 from sealpost.client.paths import api_path
 from sealpost.client.rows import ContactRow, Envelopes
-from sealpost.client.send_store import load_sessions
 from sealpost.client.transport import unb64
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.protocol import PreKeyBundle, Session, seal
@@ -46,8 +45,7 @@ class PairwiseEncryptor:
         """The sessions held for a device (from the store the first time)."""
         sessions = self._sessions.get(address)
         if sessions is None:
-            stored = load_sessions(self._ctx.store.read(), address)
-            sessions = SessionRecord.from_bytes(stored) if stored else SessionRecord()
+            sessions = self._ctx.store.repos().sessions.get(address)
             if len(sessions):
                 self._sessions[address] = sessions
         return sessions
@@ -89,13 +87,13 @@ class PairwiseEncryptor:
             envelopes.append((contact.account_id, device_id, sealed))
         return envelopes
 
-    def session_records(self, addresses: Iterable[Address]) -> list[tuple[Address, bytes]]:
-        """The encoded sessions of these devices, to commit with what they encrypted."""
+    def session_records(self, addresses: Iterable[Address]) -> list[tuple[Address, SessionRecord]]:
+        """The sessions of these devices, to commit with what they encrypted."""
         out = []
         for address in addresses:
             sessions = self._sessions.get(address)
             if sessions:
-                out.append((address, sessions.to_bytes()))
+                out.append((address, sessions))
         return out
 
     def forget_account(self, account_id: bytes, keep: Iterable[int]) -> None:

@@ -283,7 +283,7 @@ class Receiver:
     def _commit(self, state: BatchState, pushes: list[Push]) -> None:
         store = self._ctx.store
         with store.unit() as repos:
-            changed = self._committer.commit(repos, store.read(), state, pushes)
+            changed = self._committer.commit(repos, state, pushes)
         if changed:
             self._hooks.contacts_changed()
         self._hooks.local_changed()

@@ -32,7 +32,6 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import ClientError, ServerUnavailable, UnknownContact, UntrustedContact
 from sealpost.client.records import Event, KeyChanged, Message
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
-from sealpost.client.send_store import save_sessions
 from sealpost.client.services.delivery import Delivery, DeliveryPeers, outboxed
 from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.store.messages import OutgoingRow
@@ -204,12 +203,11 @@ class Sending:
             if p.item.store and not p.item.attempts and isinstance(c := p.item.content, TextContent)
         ]
         try:
-            with self._ctx.store.transaction() as conn:
-                repos = self._ctx.store.repos()
-                save_sessions(conn, self._encryptor.session_records(addresses), now_ms // 1000)
+            with self._ctx.store.unit() as repos:
+                repos.sessions.save_all(self._encryptor.session_records(addresses), now_ms // 1000)
                 for p in prepared:
-                    for write in p.writes:  # the group encryptor's, on the raw connection
-                        write(conn)
+                    for write in p.writes:  # the group encryptor's
+                        write(repos)
                 repos.messages.add_outgoing(rows)
                 outbox_id = repos.outbox.add([outboxed(p) for p in prepared])
         except BaseException:

@@ -18,7 +18,10 @@ No SQL in the client lives outside this package. The modules:
 ``devices``     this account's own devices, and devices revoked by an account key
 ``alarms``      key-transparency alarms, log pins, unproven gossip, the monitor's mark
 ``groups``      groups (signed state, chain, out-of-date mark) and sender keys
-(one module per further record type: sessions, outbox)
+``sessions``    each remote device's session record
+``outbox``      sends handed to the server and not yet settled
+``processed``   the server ids of the pushes already stored
+``search``      the full-text index of the history
 
 The unit of work: ``with store.unit() as repos:`` is one transaction over every repository;
 it commits when the block ends and rolls back if it raises, so a unit that raises has

@@ -9,6 +9,8 @@ no session.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sealpost.client.store.connection import Connection
 from sealpost.protocol import SessionRecord
 
@@ -37,4 +39,24 @@ class SessionRepository:
             "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
             "VALUES (?, ?, ?, ?)",
             (*address, record.to_bytes(), now),
+        )
+
+    def save_all(self, records: Sequence[tuple[Address, SessionRecord]], now: int) -> None:
+        """Store each device's record (``now``: seconds); empty ones are not stored."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO sessions (account_id, device_id, state, updated) "
+            "VALUES (?, ?, ?, ?)",
+            [(a, d, record.to_bytes(), now) for (a, d), record in records if len(record)],
+        )
+
+    def drop_except(self, account_id: bytes, keep: Sequence[int]) -> None:
+        """Forget the records of ``account_id``'s devices not in ``keep`` (all of them if
+        ``keep`` is empty)."""
+        if not keep:
+            self._db.execute("DELETE FROM sessions WHERE account_id = ?", (account_id,))
+            return
+        marks = ",".join("?" * len(keep))
+        self._db.execute(
+            f"DELETE FROM sessions WHERE account_id = ? AND device_id NOT IN ({marks})",  # noqa: S608 (placeholders only)
+            (account_id, *keep),
         )
