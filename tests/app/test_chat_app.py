@@ -269,7 +269,7 @@ def test_a_file_is_sent_and_a_received_one_saved(server: ServerProcess, tmp_path
                     ),
                     "the photo",
                 )
-                shown = str(messages.messages()[-1]._body.render())
+                shown = str(messages.messages()[-1].render())
                 assert "photo.bin" in shown and "s: save" in shown
                 await _type(pilot, compose, f"/save {downloads}")
                 await until(pilot, lambda: (downloads / "photo.bin").exists(), "the saved file")
@@ -299,7 +299,7 @@ def test_peer_text_is_shown_literally(server: ServerProcess, tmp_path: Path) -> 
                 await _listed(pilot, main, bob.username)
                 await main.open(bob.username)
                 [item] = main.query_one(MessageList).messages()
-                rendered = item._body.render()
+                rendered = item.render()
                 lines = rendered.plain.split("\n")
                 # the markup is text, not style; the escapes are visible; the forged line
                 # is indented under bob's header, not a header of its own

@@ -50,7 +50,7 @@ CSS = """
 #chat-title { height: 1; background: $boost; }
 #key-banner { height: auto; }
 #messages { height: 1fr; }
-#messages > ListItem { height: auto; padding: 0 1; }
+#messages { padding: 0 1; }
 #progress { height: 1; display: none; }
 #compose { height: 4; border: tall $panel-lighten-2; }
 #compose:focus { border: tall $accent; }

@@ -3,7 +3,8 @@
 A conversation is addressed as the CLI addresses it: a contact by its username, a group
 as ``#name``. The conversation list is every contact and every group this account is in,
 most recent first, each with a preview of its last message and how many messages arrived
-after the one last read. Where the user last read is kept per conversation in the
+after the one last read (:meth:`Client.conversations`: one store query, not a read of
+each history). Where the user last read is kept per conversation in the
 profile's encrypted store (the ``app.read`` meta key, a JSON object: address -> the
 ``received_at`` of the newest message read), so unread counts survive a restart and never
 sit in a file in clear; the app's settings (``app.settings``) likewise.
@@ -15,35 +16,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sealpost.client import Client, Message
+from sealpost.client import Client, ConversationSummary, Message
 
-__all__ = [
-    "UNREAD_SCAN",
-    "ConversationSummary",
-    "ReadMarks",
-    "Settings",
-    "address_of",
-    "summaries",
-]
-
-#: Messages looked at per conversation to count unread ones (more shows as "99+").
-UNREAD_SCAN = 100
+__all__ = ["ReadMarks", "Settings", "address_of", "summaries"]
 
 _READ_KEY = "app.read"
 _SETTINGS_KEY = "app.settings"
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationSummary:
-    address: str  # "bob", or "#crew" for a group
-    title: str  # the contact's or the group's name
-    is_group: bool
-    last: Message | None
-    unread: int
-
-    @property
-    def last_at(self) -> int:
-        return 0 if self.last is None else self.last.received_at
 
 
 @dataclass(slots=True)
@@ -106,9 +84,8 @@ class ReadMarks:
         with self._client.store.unit() as repos:
             repos.meta.set(_READ_KEY, json.dumps(self._marks).encode())
 
-    def unread(self, address: str, recent: list[Message]) -> int:
-        mark = self.mark(address)
-        return sum(1 for m in recent if not m.outgoing and m.received_at > mark)
+    def marks(self) -> dict[str, int]:
+        return dict(self._marks)
 
 
 def address_of(message: Message) -> str:
@@ -117,22 +94,4 @@ def address_of(message: Message) -> str:
 
 def summaries(client: Client, marks: ReadMarks) -> list[ConversationSummary]:
     """Every conversation, most recent first (then by name)."""
-    out = []
-    for contact in client.contacts():
-        if contact.username == client.username:
-            continue
-        out.append(_summary(client, marks, contact.username, contact.username, False))
-    for group in client.groups():
-        if group.member:
-            out.append(_summary(client, marks, "#" + group.name, group.name, True))
-    out.sort(key=lambda s: (-s.last_at, s.title))
-    return out
-
-
-def _summary(
-    client: Client, marks: ReadMarks, address: str, title: str, is_group: bool
-) -> ConversationSummary:
-    recent = client.history(address, limit=UNREAD_SCAN)
-    return ConversationSummary(
-        address, title, is_group, recent[-1] if recent else None, marks.unread(address, recent)
-    )
+    return client.conversations(marks.marks())

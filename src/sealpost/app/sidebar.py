@@ -9,8 +9,9 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.widgets import ListItem, ListView, Static
 
-from sealpost.app.model import UNREAD_SCAN, ConversationSummary
 from sealpost.app.text import body_lines, peer, time_label
+from sealpost.client import ConversationSummary
+from sealpost.client.services.conversations import UNREAD_CAP
 
 __all__ = ["ConversationItem", "ConversationList"]
 
@@ -24,7 +25,7 @@ def render_summary(
     text.append("#" if summary.is_group else "", "dim")
     text.append_text(peer(summary.title, "bold" if summary.unread else ""))
     if summary.unread:
-        count = f"{UNREAD_SCAN - 1}+" if summary.unread >= UNREAD_SCAN else str(summary.unread)
+        count = f"{UNREAD_CAP - 1}+" if summary.unread >= UNREAD_CAP else str(summary.unread)
         text.append(f" ({count})", "bold yellow")
     last = summary.last
     if last is not None:
@@ -44,7 +45,12 @@ def render_summary(
 class ConversationItem(ListItem):
     def __init__(self, summary: ConversationSummary, body: Text) -> None:
         self.summary = summary
-        super().__init__(Static(body))
+        self._body = Static(body)
+        super().__init__(self._body)
+
+    def show(self, summary: ConversationSummary, body: Text) -> None:
+        self.summary = summary
+        self._body.update(body)
 
 
 class ConversationList(ListView):
@@ -57,16 +63,26 @@ class ConversationList(ListView):
     async def show(
         self, summaries: list[ConversationSummary], current: str | None, warned: set[str]
     ) -> None:
-        """Replace the list, keeping the chosen conversation (else the open one) chosen."""
+        """Show ``summaries``, keeping the chosen conversation (else the open one) chosen.
+        The items shown are updated in place (a new message moves its conversation to
+        the top without mounting the list again); only a change in the number of
+        conversations mounts or removes items."""
         chosen = self.highlighted_child
         keep = chosen.summary.address if isinstance(chosen, ConversationItem) else current
         self.summaries = summaries
         now = self._now_ms()
-        await self.clear()
-        await self.extend(
-            ConversationItem(s, render_summary(s, now, self._tz, s.address in warned))
-            for s in summaries
-        )
+        bodies = [render_summary(s, now, self._tz, s.address in warned) for s in summaries]
+        items = [n for n in self._nodes if isinstance(n, ConversationItem)]
+        for item, summary, body in zip(items, summaries, bodies, strict=False):
+            item.show(summary, body)
+        if len(items) > len(summaries):
+            for item in items[len(summaries) :]:
+                await item.remove()
+        elif len(items) < len(summaries):
+            await self.extend(
+                ConversationItem(s, b)
+                for s, b in zip(summaries[len(items) :], bodies[len(items) :], strict=True)
+            )
         for i, s in enumerate(summaries):
             if s.address == keep:
                 self.index = i

@@ -36,6 +36,7 @@ from sealpost.client.records import (
     ReceiptReceived,
     TimerChanged,
 )
+from sealpost.client.services.conversations import ConversationSummary
 from sealpost.client.services.search import SearchHit
 from sealpost.client.store import KdfParams, ProfileBusy, StoreError, WrongPasscode
 from sealpost.client.store.alarms import Alarm
@@ -47,6 +48,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Contact",
+    "ConversationSummary",
     "DeviceLinked",
     "DeviceRemoved",
     "Event",

@@ -47,7 +47,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ from sealpost.client.rows import (
 )
 from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
-from sealpost.client.services.conversations import Conversations
+from sealpost.client.services.conversations import Conversations, ConversationSummary
 from sealpost.client.services.delivery import DeliveryPeers
 from sealpost.client.services.devices import OwnDevices
 from sealpost.client.services.directory import Directory, Lookup, contact_view
@@ -553,6 +553,16 @@ class Client:
         """The last ``limit`` messages of a conversation (a contact or a group), oldest
         first; expired disappearing messages are gone."""
         return self._conversations.history(name, limit)
+
+    def page(
+        self, name: str, *, before: bytes | None = None, after: bytes | None = None, limit: int = 50
+    ) -> list[Message]:
+        """A page of a conversation (services/conversations.py: keyset pages)."""
+        return self._conversations.page(name, before=before, after=after, limit=limit)
+
+    def conversations(self, read: Mapping[str, int] | None = None) -> list[ConversationSummary]:
+        """The conversation list, unread counts after ``read`` marks (services/conversations.py)."""
+        return self._conversations.overview(self._groups.views(), read or {})
 
     def expire(self) -> int:
         """Delete the disappearing messages whose time is up (and the files saved from

@@ -7,22 +7,51 @@ keeps of it, oldest first, each message with its author's name; a message whose
 disappearing-message timer ran out is deleted (with the file saved from its attachment)
 the next time history is read, and left out meanwhile (and on a read-only profile, where
 nothing can be deleted). Timers are read once and cached until one changes.
+
+A long conversation is read a page at a time (:meth:`Conversations.page`: keyset pages
+on the store's ``(peer, id)`` index, so the cost of a page does not grow with the
+conversation), and the conversation list (:meth:`Conversations.overview`) is one store
+query for every conversation's newest message and unread count, not a read of history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sealpost._errors import ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import UnknownContact
-from sealpost.client.records import AttachmentInfo, Message
+from sealpost.client.records import AttachmentInfo, GroupView, Message
 from sealpost.client.rows import GroupRow
 from sealpost.client.services.directory import Directory
+from sealpost.client.store.messages import StoredMessage
 from sealpost.protocol.attachment import AttachmentPointer
 
-__all__ = ["Conversations", "attachment_info"]
+__all__ = ["UNREAD_CAP", "ConversationSummary", "Conversations", "attachment_info"]
+
+#: Unread messages are counted among a conversation's newest this many (a list shows
+#: ``99+`` beyond): the count reads that many index entries, whatever the history's size.
+UNREAD_CAP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """One line of the conversation list: ``address`` names it as the CLI does (``bob``,
+    ``#crew`` for a group), ``last`` is its newest message (None: none yet) and
+    ``unread`` how many of its newest :data:`UNREAD_CAP` are incoming and arrived after
+    the read mark given."""
+
+    address: str
+    title: str  # the contact's or the group's name
+    is_group: bool
+    last: Message | None
+    unread: int
+
+    @property
+    def last_at(self) -> int:
+        return 0 if self.last is None else self.last.received_at
 
 
 def attachment_info(pointer: bytes | None, path: str | None) -> AttachmentInfo | None:
@@ -102,28 +131,68 @@ class Conversations:
     def history(self, name: str, limit: int = 1000) -> list[Message]:
         """The last ``limit`` messages of a conversation (a contact or a group), oldest
         first; expired disappearing messages are gone."""
+        return self.page(name, limit=limit)
+
+    def page(
+        self,
+        name: str,
+        *,
+        before: bytes | None = None,
+        after: bytes | None = None,
+        limit: int = 50,
+    ) -> list[Message]:
+        """A page of a conversation, oldest first: the ``limit`` messages before the
+        message ``before`` (the newest when no cursor is given), or after ``after``."""
         self.expire()
         peer, display, group = self.resolve(name)
+        rows = self._ctx.store.repos().messages.page(
+            peer, self._ctx.now_ms(), limit, before=before, after=after
+        )
+        return [self._message(m, peer, display, group) for m in rows]
+
+    def overview(
+        self, groups: Sequence[GroupView], read: Mapping[str, int]
+    ) -> list[ConversationSummary]:
+        """Every contact and every group this account is in, most recent first (then by
+        name), with its newest message and unread count; ``read`` maps an address to the
+        ``received_at`` of the newest message the user has read there."""
+        self.expire()
         own = self._ctx.account_id
+        entries: list[tuple[bytes, str, str, bytes | None]] = [
+            (c.account_id, c.username, c.username, None)
+            for c in self._directory.cache().values()
+            if c.account_id != own
+        ]
+        entries += [(g.group_id, "#" + g.name, g.name, g.group_id) for g in groups if g.member]
+        found = self._ctx.store.repos().messages.overview(
+            [(peer, read.get(address, 0)) for peer, address, _, _ in entries],
+            self._ctx.now_ms(),
+            UNREAD_CAP,
+        )
         out = []
-        for m in self._ctx.store.repos().messages.history(peer, self._ctx.now_ms(), limit):
-            author = m.author if m.author is not None else (own if m.outgoing else peer)
-            out.append(
-                Message(
-                    m.message_id,
-                    display,
-                    m.outgoing,
-                    m.body,
-                    m.sent_at,
-                    m.received_at,
-                    m.status,
-                    group,
-                    self.name_of(author),
-                    attachment_info(m.attachment, m.attachment_path),
-                    m.expires_at,
-                )
-            )
+        for peer, address, title, group in entries:
+            last, unread = found.get(peer, (None, 0))
+            message = None if last is None else self._message(last, peer, title, group)
+            out.append(ConversationSummary(address, title, group is not None, message, unread))
+        out.sort(key=lambda s: (-s.last_at, s.title))
         return out
+
+    def _message(self, m: StoredMessage, peer: bytes, display: str, group: bytes | None) -> Message:
+        own = self._ctx.account_id
+        author = m.author if m.author is not None else (own if m.outgoing else peer)
+        return Message(
+            m.message_id,
+            display,
+            m.outgoing,
+            m.body,
+            m.sent_at,
+            m.received_at,
+            m.status,
+            group,
+            self.name_of(author),
+            attachment_info(m.attachment, m.attachment_path),
+            m.expires_at,
+        )
 
     def expire(self) -> int:
         """Delete the disappearing messages whose time is up (and the files saved from

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from sealpost.client import saved_files
 from sealpost.client.status import MessageStatus, sources
@@ -26,6 +27,13 @@ from sealpost.protocol.content import GROUP_ID_LEN
 __all__ = ["MessageRepository", "OutgoingRow", "StoredMessage"]
 
 _CHUNK = 500  # message ids per statement (SQLite allows 999 parameters at least)
+_CHUNK_PEERS = 400  # conversations per overview statement (two parameters each)
+
+_COLUMNS = (
+    "id, message_uuid, outgoing, body, sent_at, received_at, status, author, attachment, "
+    "attachment_path, expires_at"
+)
+_COLUMNS_OF_M = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,30 +115,75 @@ class MessageRepository:
     def history(self, peer: bytes, now_ms: int, limit: int) -> list[StoredMessage]:
         """The last ``limit`` messages of ``peer``'s conversation not expired at
         ``now_ms``, oldest first."""
+        return self.page(peer, now_ms, limit)
+
+    def page(
+        self,
+        peer: bytes,
+        now_ms: int,
+        limit: int,
+        *,
+        before: bytes | None = None,
+        after: bytes | None = None,
+    ) -> list[StoredMessage]:
+        """A page of ``peer``'s conversation, oldest first, not expired at ``now_ms``: the
+        ``limit`` messages just before the message ``before`` (the newest when neither
+        cursor is given), or just after the message ``after``. A keyset page on
+        ``messages_peer (peer, id)``: it reads the rows it returns and no others, however
+        long the conversation. A cursor that names no message of the conversation gives
+        an empty page."""
+        if before is not None and after is not None:
+            raise ValueError("one cursor: before or after")
+        newer = after is not None
+        cursor = after if newer else before
+        bound = -1 if newer else 2**63 - 1  # no cursor: from the newest
+        if cursor is not None:
+            row = self._db.one(
+                "SELECT id FROM messages WHERE message_uuid = ? AND peer = ?", (cursor, peer)
+            )
+            if row is None:
+                return []
+            bound = int(row[0])
         rows = self._db.all(
-            "SELECT message_uuid, outgoing, body, sent_at, received_at, status, author, "
-            "attachment, attachment_path, expires_at "
-            "FROM messages WHERE peer = ? AND (expires_at IS NULL OR expires_at > ?) "
-            "ORDER BY id DESC LIMIT ?",
-            (peer, now_ms, limit),
+            f"SELECT {_COLUMNS} FROM messages WHERE peer = ? "  # noqa: S608 (constants only)
+            f"AND id {'>' if newer else '<'} ? "
+            "AND (expires_at IS NULL OR expires_at > ?) "
+            f"ORDER BY id {'ASC' if newer else 'DESC'} LIMIT ?",
+            (peer, bound, now_ms, limit),
         )
-        return [
-            StoredMessage(
-                bytes(uid),
-                bool(outgoing),
-                body,
-                sent,
-                received,
-                status,
-                None if author is None else bytes(author),
-                None if pointer is None else bytes(pointer),
-                path,
-                expires,
+        return [_stored(r) for r in (rows if newer else reversed(rows))]
+
+    def overview(
+        self, peers: Sequence[tuple[bytes, int]], now_ms: int, scan: int
+    ) -> dict[bytes, tuple[StoredMessage | None, int]]:
+        """For each ``(peer, read mark)``: the conversation's newest message not expired at
+        ``now_ms`` (None: none), and how many of its newest ``scan`` messages are incoming
+        and arrived after the mark (``received_at`` > mark): the conversation list's
+        preview and unread count, one statement per 400 conversations, each reading
+        about ``scan`` index entries of its conversation and no message bodies but the
+        newest."""
+        out: dict[bytes, tuple[StoredMessage | None, int]] = {}
+        for start in range(0, len(peers), _CHUNK_PEERS):
+            chunk = peers[start : start + _CHUNK_PEERS]
+            values = ",".join("(?, ?)" for _ in chunk)
+            rows = self._db.all(
+                f"WITH p(peer, mark) AS (VALUES {values}), "  # noqa: S608 (placeholders only)
+                "s AS (SELECT p.peer AS peer, "
+                " (SELECT id FROM messages WHERE peer = p.peer "
+                "  AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC LIMIT 1) AS last, "
+                " (SELECT count(*) FROM messages WHERE peer = p.peer AND outgoing = 0 "
+                "  AND received_at > p.mark AND (expires_at IS NULL OR expires_at > ?) "
+                "  AND id > coalesce((SELECT id FROM messages WHERE peer = p.peer "
+                "   AND (expires_at IS NULL OR expires_at > ?) "
+                "   ORDER BY id DESC LIMIT 1 OFFSET ?), -1)) AS unread FROM p) "
+                f"SELECT s.peer, s.unread, {_COLUMNS_OF_M} FROM s "
+                "LEFT JOIN messages m ON m.id = s.last",
+                (*(x for pair in chunk for x in pair), now_ms, now_ms, now_ms, scan),
             )
-            for uid, outgoing, body, sent, received, status, author, pointer, path, expires in (
-                reversed(rows)
-            )
-        ]
+            for row in rows:
+                last = None if row[2] is None else _stored(row[2:])
+                out[bytes(row[0])] = (last, int(row[1]))
+        return out
 
     def is_outgoing(self, message_id: bytes, peer: bytes) -> bool | None:
         """Whether this account sent ``message_id`` in ``peer``'s conversation (None:
@@ -317,3 +370,20 @@ class MessageRepository:
         self._db.execute(
             "UPDATE messages SET attachment_path = ? WHERE message_uuid = ?", (record, message_id)
         )
+
+
+def _stored(row: Any) -> StoredMessage:
+    """A row of :data:`_COLUMNS` as a :class:`StoredMessage`."""
+    _, uid, outgoing, body, sent, received, status, author, pointer, path, expires = row
+    return StoredMessage(
+        bytes(uid),
+        bool(outgoing),
+        body,
+        sent,
+        received,
+        status,
+        None if author is None else bytes(author),
+        None if pointer is None else bytes(pointer),
+        path,
+        expires,
+    )
