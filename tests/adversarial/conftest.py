@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from integration.helpers import ServerProcess
 from sealpost.crypto.sign import SigningKey
+from services import free_port
 
 HERE = Path(__file__).parent
 TIMEOUT = 20.0
@@ -34,17 +34,11 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class HostileServer:
     def __init__(self, root: Path) -> None:
         self.data = root / "data"
         self.logs = root / "logs"
-        self.port = _free_port()
+        self.port = free_port()
         self._process = ServerProcess(
             self.data,
             self.logs,

@@ -8,8 +8,7 @@ and a process without Redis refuses to share the database."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -19,11 +18,12 @@ from pathlib import Path
 
 import pytest
 from helpers import TIMEOUT, Client, Device, ServerProcess, unb64, unique_name, wait_for
+from redis import Redis as SyncRedis
 from websockets.exceptions import ConnectionClosed
 
 from sealpost.transparency.log import SignedTreeHead
 from sealpost.transparency.merkle import leaf_hash, verify_inclusion
-from services import REDIS, fresh_database, require_redis
+from services import REDIS, OwnRedis, fresh_database, require_redis
 
 #: Long enough that a delivery within it was woken through Redis, not found by the poll.
 NO_POLL = "60"
@@ -195,7 +195,9 @@ def test_one_time_prekeys_go_out_once_across_processes(trio: list[ServerProcess]
     from sealpost.protocol import PreKeyBundle
 
     ids = [PreKeyBundle.decode(raw).one_time_prekey.key_id for raw in results]  # type: ignore[union-attr]
-    assert len(ids) == 40 and len(set(ids)) == 40  # all handed out, none twice
+    # none twice; and 30 in all (bundles_per_target an hour, one limit for the three
+    # processes: with Redis the rate limits are shared), not 30 from each
+    assert len(ids) == 30 and len(set(ids)) == 30
 
 
 def test_the_log_is_one_log_whichever_process_is_asked(trio: list[ServerProcess]) -> None:
@@ -258,70 +260,10 @@ def test_migrate_runs_the_migrations_alone(database: str) -> None:
     assert again.returncode == 0 and "up to date" in again.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Redis:
-    """A redis-server of the test's own, on a free port, that the test kills and restarts."""
-
-    def __init__(self, tmp: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            reason = "redis-server is not installed; the Redis fault test needs it"
-            if os.environ.get("CI") == "true":
-                pytest.fail(reason)
-            pytest.skip(reason)
-        self.exe = exe
-        self.port = _free_port()
-        self.dir = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def up() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(up, what="redis-server to listen")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
 def test_a_dead_redis_delays_delivery_but_loses_nothing(
     start: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    redis = _Redis(tmp_path)
+    redis = OwnRedis(tmp_path)
     redis.start()
     try:
         a = start(redis=redis.url, poll="1")
@@ -445,7 +387,7 @@ def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
 ) -> None:
     """Redis is down, so process A never hears that the device connected to B: the old
     connection's ack carries a stale epoch, is refused (4409) and deletes nothing."""
-    redis = _Redis(tmp_path)
+    redis = OwnRedis(tmp_path)
     redis.start()
     try:
         a = start(redis=redis.url, poll="1")
@@ -470,3 +412,99 @@ def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
                 wait_for(lambda: bob.request("GET", "/v1/messages").json()["messages"] == [])
     finally:
         redis.kill()
+
+
+LIMIT = 20  # requests a minute per address, for the rate-limit test
+
+
+def _allowed_until_refused(servers: list[ServerProcess], at_most: int) -> list[int]:
+    """Requests answered (not 429) by each server, asked in turn, until every one has
+    refused once (or ``at_most`` requests in all)."""
+    allowed = [0] * len(servers)
+    refused: set[int] = set()
+    clients = [Client(s.url) for s in servers]
+    try:
+        for n in range(at_most):
+            i = n % len(servers)
+            if i in refused:
+                if len(refused) == len(servers):
+                    break
+                continue
+            status = clients[i].request("GET", "/v1/certificate/server", signed=False).status_code
+            if status == 429:
+                refused.add(i)
+            else:
+                assert status == 200
+                allowed[i] += 1
+    finally:
+        for client in clients:
+            client.close()
+    return allowed
+
+
+def test_rate_limits_are_shared_and_a_dead_redis_leaves_each_process_its_own(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """One client address spread over two processes meets one per-address limit; with
+    Redis killed each process limits it alone (fail open, each still bounded); with Redis
+    back, one limit again. Redis holds no address, only HMACs."""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    try:
+        limit = ("--rate-per-address", str(LIMIT))
+        servers = [start(*limit, redis=redis.url), start(*limit, redis=redis.url)]
+        shared = _allowed_until_refused(servers, 4 * LIMIT)
+        assert LIMIT - 2 <= sum(shared) <= LIMIT + 1  # one bucket (+1: it refills meanwhile)
+        assert min(shared) >= LIMIT // 2 - 2  # each process counted the other's
+        with SyncRedis.from_url(redis.url, decode_responses=True) as r:
+            keys = list(r.scan_iter("sealpost:rl:*"))
+        assert keys and all(k.startswith("sealpost:rl:per_address:") for k in keys)
+        assert not any("127.0.0.1" in k for k in keys)
+
+        redis.kill()
+        alone = _allowed_until_refused(servers, 4 * LIMIT)
+        assert all(LIMIT - 1 <= n <= LIMIT + 1 for n in alone), alone  # each its own limit
+
+        redis.start()  # empty: the shared bucket starts full
+        time.sleep(1.5)  # past the limiter's retry interval
+        again = _allowed_until_refused(servers, 4 * LIMIT)
+        assert LIMIT - 2 <= sum(again) <= LIMIT + 1, again
+    finally:
+        redis.kill()
+
+
+def _leads(server: ServerProcess) -> bool:
+    with Client(server.url) as client:
+        text = client.request("GET", "/metrics", signed=False).text
+    return "\nsealpost_leader 1\n" in "\n" + text + "\n"
+
+
+def test_expired_messages_are_purged_by_the_leader_only(
+    start: Callable[..., ServerProcess],
+) -> None:
+    """Two processes purging every second: each round of expired messages is purged, and
+    always by the one process that leads (the advisory-lock leader that signs the heads)."""
+    require_redis()
+    servers = [start("--message-ttl", "1", "--purge-interval", "1") for _ in range(2)]
+    wait_for(lambda: sum(map(_leads, servers)) == 1, what="one leader")
+    (leader,) = [s for s in servers if _leads(s)]
+    bob = _register(servers[0])
+    for round_ in range(1, 4):
+        for i in range(round_):
+            _send(servers[i % 2], [bob], b"expires")
+        wait_for(
+            lambda: bob.request("GET", "/v1/messages").json()["messages"] == [],
+            what="the expired messages to be purged",
+        )
+    wait_for(lambda: _purged(leader) == 1 + 2 + 3, what="the leader to log its purges")
+    for server in servers:
+        if server is not leader:
+            assert _purged(server) == 0
+
+
+def _purged(server: ServerProcess) -> int:
+    return sum(int(n) for n in re.findall(r"purged (\d+) expired messages", _stderr(server)))
+
+
+def _stderr(server: ServerProcess) -> str:
+    return "".join(p.read_text() for p in sorted(server.logs.glob("stderr.*.log")))

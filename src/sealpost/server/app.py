@@ -53,7 +53,7 @@ from sealpost.server.handlers.messages import MessagesApi
 from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
-from sealpost.server.ratelimit import RateLimiter
+from sealpost.server.ratelimit import Limiters, LocalLimiters
 from sealpost.server.requests import BODY_TIMEOUT, client_address
 from sealpost.server.routes import OPERATIONS
 from sealpost.server.schema import Health
@@ -74,7 +74,7 @@ def _wrap(ctx: Context, template: str, endpoint: Endpoint) -> Endpoint:
     async def handle(request: Request) -> Response:
         start = time.perf_counter()
         try:
-            wait = ctx.per_address.take(client_address(request))
+            wait = await ctx.per_address.take(client_address(request))
             if wait:
                 raise rate_limited(wait)
             if request.method in _WRITES:
@@ -206,7 +206,12 @@ def create_app(
     clock: Callable[[], int],
     rng: Rng,
     monotonic: Callable[[], float] = time.monotonic,
+    limiters: Limiters | None = None,
 ) -> Starlette:
+    """The application; ``limiters`` are this process's own unless given (with Redis,
+    :class:`~.ratelimit_redis.RedisLimiters`: shared by every process)."""
+    if limiters is None:
+        limiters = LocalLimiters(clock=monotonic)
     ctx = Context(
         config=config,
         storage=storage,
@@ -216,14 +221,19 @@ def create_app(
         metrics=Metrics(),
         clock=clock,
         rng=rng,
-        per_account=RateLimiter(config.rate_per_account, clock=monotonic),
-        per_address=RateLimiter(config.rate_per_address, clock=monotonic),
-        sealed_per_address=RateLimiter(config.rate_sealed_per_address, clock=monotonic),
-        limits=Limits.from_config(config, clock=monotonic),
+        per_account=limiters.limiter("per_account", config.rate_per_account),
+        per_address=limiters.limiter("per_address", config.rate_per_address),
+        sealed_per_address=limiters.limiter("sealed_per_address", config.rate_sealed_per_address),
+        limits=Limits.from_config(config, limiters),
         disk=DiskSpace(config.data, min_free=config.min_free_disk, clock=monotonic),
     )
     ctx.metrics.gauge(
         "sealpost_websocket_connected", "devices connected now", lambda: fanout.connected()
+    )
+    ctx.metrics.gauge(
+        "sealpost_leader",
+        "1 if this process leads (signs tree heads, purges expired data), else 0",
+        lambda: float(storage.leader()),
     )
     auth = Authenticator(ctx)
     revoke: list[Callable[[tuple[bytes, int]], None]] = []
@@ -327,6 +337,7 @@ def create_app(
             log.error("cannot start: %s", app.state.startup_error)
             raise
         await fanout.open()
+        await limiters.open()
         ctx.blobs.open()
         purge = asyncio.create_task(_purge_loop(ctx))
         sequencer = asyncio.create_task(log_service.run())
@@ -338,6 +349,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await limiters.close()
             await fanout.close()
             await storage.close()
 

@@ -57,28 +57,28 @@ class Authenticator:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def failed(self, conn: HTTPConnection, error: ApiError) -> ApiError:
+    async def failed(self, conn: HTTPConnection, error: ApiError) -> ApiError:
         """Charge a failed authentication to the client's address; returns ``error``."""
-        self._ctx.limits.auth_failures.take(client_address(conn))
+        await self._ctx.limits.auth_failures.take(client_address(conn))
         return error
 
-    def headers(self, conn: HTTPConnection, *, required: bool) -> AuthHeaders | None:
+    async def headers(self, conn: HTTPConnection, *, required: bool) -> AuthHeaders | None:
         try:
             parsed = parse_auth_headers(conn.headers)
         except MalformedAuth as exc:
-            wait = self._ctx.limits.auth_failures.blocked(client_address(conn))
+            wait = await self._ctx.limits.auth_failures.blocked(client_address(conn))
             if wait:
                 raise rate_limited(wait) from None
-            raise self.failed(conn, unauthorized(str(exc))) from None
+            raise await self.failed(conn, unauthorized(str(exc))) from None
         if parsed is None and required:
             raise unauthorized("this request must be signed by a device")
         if parsed is not None:
-            wait = self._ctx.limits.auth_failures.blocked(client_address(conn))
+            wait = await self._ctx.limits.auth_failures.blocked(client_address(conn))
             if wait:
                 raise rate_limited(wait)
             now = self._ctx.clock()
             if abs(now - parsed.timestamp) > self._ctx.config.auth_window:
-                raise self.failed(
+                raise await self.failed(
                     conn,
                     ApiError(401, "clock_skew", "request timestamp outside the allowed window"),
                 )
@@ -89,7 +89,7 @@ class Authenticator:
     ) -> DeviceCertificate:
         record = await self._ctx.storage.device(headers.account_id, headers.device_id)
         if record is None:
-            raise self.failed(conn, unauthorized())
+            raise await self.failed(conn, unauthorized())
         return DeviceCertificate.decode(record.certificate)
 
     async def check(
@@ -104,7 +104,7 @@ class Authenticator:
         if certificate.account_id != headers.account_id or (
             certificate.device_id != headers.device_id
         ):
-            raise self.failed(conn, unauthorized())
+            raise await self.failed(conn, unauthorized())
         message = request_message_for_digest(
             conn.scope.get("method", "GET"),
             raw_target(conn),
@@ -115,19 +115,19 @@ class Authenticator:
         try:
             VerifyKey.from_public_bytes(certificate.signing_key).verify(headers.signature, message)
         except (DecodeError, ProtocolError):
-            raise self.failed(conn, unauthorized()) from None
-        wait = self._ctx.per_account.take(headers.account_id)  # it signed this: charge it
+            raise await self.failed(conn, unauthorized()) from None
+        wait = await self._ctx.per_account.take(headers.account_id)  # it signed this: charge it
         if wait:
             raise rate_limited(wait)
         expires = max(headers.timestamp, self._ctx.clock()) + self._ctx.config.auth_window + 1
         if not await self._ctx.storage.use_nonce(headers.nonce, expires):
-            raise self.failed(
+            raise await self.failed(
                 conn, ApiError(401, "replayed", "this request nonce was already used")
             )
         return AuthenticatedDevice(headers.account_id, headers.device_id, certificate)
 
     async def authenticate(self, conn: HTTPConnection, body_sha256: bytes) -> AuthenticatedDevice:
-        headers = self.headers(conn, required=True)
+        headers = await self.headers(conn, required=True)
         assert headers is not None
         certificate = await self.device_certificate(conn, headers)
         return await self.check(conn, headers, body_sha256, certificate)
@@ -135,7 +135,7 @@ class Authenticator:
     async def authenticate_optional(
         self, conn: HTTPConnection, body_sha256: bytes
     ) -> AuthenticatedDevice | None:
-        headers = self.headers(conn, required=False)
+        headers = await self.headers(conn, required=False)
         if headers is None:
             return None
         certificate = await self.device_certificate(conn, headers)

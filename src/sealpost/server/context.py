@@ -14,7 +14,7 @@ from sealpost.server.diskspace import DiskSpace
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
-from sealpost.server.ratelimit import RateLimiter
+from sealpost.server.ratelimit import Limiter
 from sealpost.server.storage.base import Storage
 
 __all__ = ["Context"]
@@ -30,8 +30,8 @@ class Context:
     metrics: Metrics
     clock: Callable[[], int]
     rng: Rng
-    per_account: RateLimiter
-    per_address: RateLimiter
-    sealed_per_address: RateLimiter
+    per_account: Limiter
+    per_address: Limiter
+    sealed_per_address: Limiter
     limits: Limits
     disk: DiskSpace

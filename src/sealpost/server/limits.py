@@ -1,8 +1,11 @@
-"""The in-memory abuse limits beyond the plain request rates, built once from the config.
+"""The abuse limits beyond the plain request rates, built once from the config.
 
 Each is keyed by a client address, an account or a device, and none is ever written to
-disk or logs (addresses live only here). They answer "may this happen now", never record
-what happened; so after a restart every quota starts full, which only ever forgives.
+disk or logs. They answer "may this happen now", never record what happened; so after a
+restart every quota starts full, which only ever forgives. The rate limits are made by the
+server's :class:`~.ratelimit.Limiters`: in this process's memory, or with Redis shared by
+every process (keyed by an HMAC of the address, never the address:
+:mod:`.ratelimit_redis`). The socket counts stay per process (a socket is held by one).
 
 - ``auth_failures``: failed request authentications per address. A forged signature
   costs the address that sent it, never the account it names (whose own rate limit is
@@ -21,12 +24,12 @@ what happened; so after a restart every quota starts full, which only ever forgi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sealpost.server.config import ServerConfig
-from sealpost.server.ratelimit import RateLimiter
+from sealpost.server.ratelimit import Limiter, Limiters
 
 __all__ = ["Limits", "SocketCount"]
 
@@ -69,29 +72,30 @@ class SocketCount:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    auth_failures: RateLimiter
-    invite_failures: RateLimiter
-    sealed_messages: RateLimiter
-    sealed_bytes: RateLimiter
-    sealed_bytes_per_address: RateLimiter
-    bundle_targets: RateLimiter
-    bundle_addresses: RateLimiter
+    auth_failures: Limiter
+    invite_failures: Limiter
+    sealed_messages: Limiter
+    sealed_bytes: Limiter
+    sealed_bytes_per_address: Limiter
+    bundle_targets: Limiter
+    bundle_addresses: Limiter
     sockets: SocketCount
     link_channels: SocketCount
 
     @classmethod
-    def from_config(cls, config: ServerConfig, *, clock: Callable[[], float]) -> Limits:
+    def from_config(cls, config: ServerConfig, limiters: Limiters) -> Limits:
         window = float(config.sealed_quota_window)
+        make = limiters.limiter
         return cls(
-            auth_failures=RateLimiter(config.rate_auth_failures_per_address, clock=clock),
-            invite_failures=RateLimiter(config.rate_invite_failures_per_address, clock=clock),
-            sealed_messages=RateLimiter(config.sealed_quota_messages, clock=clock, window=window),
-            sealed_bytes=RateLimiter(config.sealed_quota_bytes, clock=clock, window=window),
-            sealed_bytes_per_address=RateLimiter(
-                config.sealed_bytes_per_address, clock=clock, window=window
+            auth_failures=make("auth_failures", config.rate_auth_failures_per_address),
+            invite_failures=make("invite_failures", config.rate_invite_failures_per_address),
+            sealed_messages=make("sealed_messages", config.sealed_quota_messages, window=window),
+            sealed_bytes=make("sealed_bytes", config.sealed_quota_bytes, window=window),
+            sealed_bytes_per_address=make(
+                "sealed_bytes_per_address", config.sealed_bytes_per_address, window=window
             ),
-            bundle_targets=RateLimiter(config.bundles_per_target, clock=clock, window=HOUR),
-            bundle_addresses=RateLimiter(config.bundles_per_address, clock=clock, window=HOUR),
+            bundle_targets=make("bundle_targets", config.bundles_per_target, window=HOUR),
+            bundle_addresses=make("bundle_addresses", config.bundles_per_address, window=HOUR),
             sockets=SocketCount(config.max_sockets_per_address),
             link_channels=SocketCount(config.link_channels_per_address),
         )

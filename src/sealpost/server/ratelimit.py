@@ -1,4 +1,4 @@
-"""Token-bucket rate limits, in memory.
+"""Token-bucket rate limits: the :class:`Limiter` interface, and its in-memory form.
 
 One bucket per key (an account id, a client address, or a pair of them) holding at most
 ``limit`` tokens and refilled at ``limit / window`` tokens a second (``window`` is a minute
@@ -11,14 +11,41 @@ flood of addresses cannot exhaust memory. ``limit = 0`` disables the limit.
     >>> limiter = RateLimiter(2, clock=lambda: now[0])
     >>> limiter.take("a"), limiter.take("a"), limiter.take("a") > 0
     (0.0, 0.0, True)
+
+Handlers see a :class:`Limiter` (awaited), made by a :class:`Limiters`: in one process,
+:class:`LocalLimiters` (these buckets); with Redis, :mod:`.ratelimit_redis`, one bucket
+per key shared by every process, which falls back to these buckets while Redis is away.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Protocol
 
-__all__ = ["RateLimiter"]
+__all__ = ["Limiter", "Limiters", "LocalLimiter", "LocalLimiters", "RateLimiter"]
+
+
+class Limiter(Protocol):
+    """A named token bucket per key, as :class:`RateLimiter` (same answers), awaited."""
+
+    async def take(self, key: Hashable, amount: float = 1.0) -> float:
+        """Spend ``amount`` for ``key``: 0.0 if allowed, else seconds to wait (nothing
+        spent then)."""
+
+    async def blocked(self, key: Hashable) -> float:
+        """Seconds until ``key`` has a token again (0.0 if it has one); spends nothing."""
+
+
+class Limiters(Protocol):
+    """Makes the server's limiters (once, at start) and holds what they share."""
+
+    def limiter(self, name: str, limit: int, *, window: float = 60.0) -> Limiter:
+        """``limit`` per ``window`` seconds per key (0: no limit); ``name`` is unique."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class RateLimiter:
@@ -66,3 +93,34 @@ class RateLimiter:
         tokens, last = self._buckets[key]
         tokens = min(self._burst, tokens + (self._clock() - last) * self._rate)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+
+class LocalLimiter:
+    """A :class:`Limiter` over this process's :class:`RateLimiter`."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self, buckets: RateLimiter) -> None:
+        self.buckets = buckets
+
+    async def take(self, key: Hashable, amount: float = 1.0) -> float:
+        return self.buckets.take(key, amount)
+
+    async def blocked(self, key: Hashable) -> float:
+        return self.buckets.blocked(key)
+
+
+class LocalLimiters:
+    """Limiters of one process: its own buckets, nothing shared."""
+
+    def __init__(self, *, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    def limiter(self, name: str, limit: int, *, window: float = 60.0) -> Limiter:
+        return LocalLimiter(RateLimiter(limit, clock=self._clock, window=window))
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

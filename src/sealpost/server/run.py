@@ -27,12 +27,14 @@ from typing import Any
 
 import uvicorn
 
+from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import system_clock, system_rng
 from sealpost.server.app import create_app
 from sealpost.server.config import ServerConfig
 from sealpost.server.connections import limited_protocol
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.fanout.local import LocalFanout
+from sealpost.server.ratelimit import Limiters, LocalLimiters
 from sealpost.server.server_key import load_or_create_server_key
 from sealpost.server.storage.base import Storage
 from sealpost.server.storage.sqlite import SqliteStorage
@@ -41,6 +43,7 @@ __all__ = [
     "StartupFailed",
     "bind_socket",
     "make_fanout",
+    "make_limiters",
     "make_storage",
     "plaintext_warning",
     "run_server",
@@ -68,6 +71,16 @@ def make_fanout(config: ServerConfig) -> Fanout:
 
         return RedisFanout(config.redis, poll_interval=config.poll_interval)
     return LocalFanout()
+
+
+def make_limiters(config: ServerConfig, server_key: SigningKey) -> Limiters:
+    """With Redis, rate limits shared by every process (keyed by an HMAC under a secret
+    derived from the server key, which the processes share); else this process's own."""
+    if config.redis:
+        from sealpost.server.ratelimit_redis import RedisLimiters, limiter_secret
+
+        return RedisLimiters(config.redis, secret=limiter_secret(server_key), clock=time.monotonic)
+    return LocalLimiters(clock=time.monotonic)
 
 
 log = logging.getLogger("sealpost.server")
@@ -178,6 +191,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         clock=system_clock,
         rng=system_rng,
         monotonic=time.monotonic,
+        limiters=make_limiters(config, server_key),
     )
     if wrap is not None:
         app = wrap(app)

@@ -267,7 +267,7 @@ class StreamEndpoint:
 
     async def _run(self, websocket: WebSocket, body: Any) -> None:
         ctx = self._ctx
-        if ctx.per_address.take(client_address(websocket)):
+        if await ctx.per_address.take(client_address(websocket)):
             await websocket.close(code=4429)
             return
         await websocket.accept()
@@ -330,20 +330,20 @@ class StreamEndpoint:
         # account's rate limit is charged only once its device's signature verified.
         failures = self._ctx.limits.auth_failures
         address = client_address(websocket)
-        if failures.blocked(address):
+        if await failures.blocked(address):
             raise _Close(4429, "rate limited")
         record = await self._ctx.storage.device(account_id, device_id)
         if record is None:
-            failures.take(address)
+            await failures.take(address)
             raise _Close(4401, "authentication failed")
         cert = DeviceCertificate.decode(record.certificate)
         try:
             key = VerifyKey.from_public_bytes(cert.signing_key)
             key.verify(signature, websocket_message(challenge))
         except ProtocolError:
-            failures.take(address)
+            await failures.take(address)
             raise _Close(4401, "authentication failed") from None
-        if self._ctx.per_account.take(account_id):
+        if await self._ctx.per_account.take(account_id):
             raise _Close(4429, "rate limited")
         return AuthenticatedDevice(account_id, device_id, cert)
 
@@ -453,12 +453,12 @@ class StreamEndpoint:
         try:
             if device is None:
                 address = client_address(sock.ws)
-                wait = ctx.per_address.take(address)
+                wait = await ctx.per_address.take(address)
                 limit = ctx.config.max_multi_recipients if multi else ctx.config.max_envelopes
                 tokens = token_map(frame.tokens, limit)
             else:
                 address = ""
-                wait = ctx.per_account.take(device.account_id)
+                wait = await ctx.per_account.take(device.account_id)
                 tokens = {}
             if wait:
                 raise ApiError(

@@ -102,13 +102,13 @@ class AccountsApi:
 
     async def _proven(self, request: Request, body: bytes, device: VerifiedDevice) -> None:
         """The request must be signed by the (new) device the certificate names."""
-        headers = self._auth.headers(request, required=True)
+        headers = await self._auth.headers(request, required=True)
         assert headers is not None
         if headers.account_id != device.certificate.account_id:
             raise unauthorized("the request is not signed by the certified device")
         await self._auth.check(request, headers, hashlib.sha256(body).digest(), device.certificate)
 
-    def _invite(self, request: Request, doc: RegisterRequest) -> InviteUse | None:
+    async def _invite(self, request: Request, doc: RegisterRequest) -> InviteUse | None:
         """What the server's ``registration`` mode asks of a registration: nothing (open),
         an invite code (invite; wrong ones are charged to the address, and past
         ``rate_invite_failures_per_address`` a minute refused before any check) or
@@ -121,23 +121,23 @@ class AccountsApi:
         if doc.invite is None:
             raise ApiError(403, "invite_required", "this server registers with an invite only")
         address = client_address(request)
-        wait = self._ctx.limits.invite_failures.blocked(address)
+        wait = await self._ctx.limits.invite_failures.blocked(address)
         if wait:
             raise rate_limited(wait)
         use = parse_invite(doc.invite, now=self._ctx.clock())
         if use is None:
-            raise self._wrong_invite(request)
+            raise await self._wrong_invite(request)
         return use
 
-    def _wrong_invite(self, request: Request) -> ApiError:
-        self._ctx.limits.invite_failures.take(client_address(request))
+    async def _wrong_invite(self, request: Request) -> ApiError:
+        await self._ctx.limits.invite_failures.take(client_address(request))
         return ApiError(403, "invite_invalid", "that invite code is not valid (or used up)")
 
     async def register(self, request: Request) -> Response:
         cfg = self._ctx.config
         body = await read_body(request, cfg.max_request)
         doc = decode(body, RegisterRequest)
-        invite = self._invite(request, doc)
+        invite = await self._invite(request, doc)
         username = doc.username
         if normalize_username(username) is None:  # the schema's pattern already says so
             raise bad_request("username must be 3-32 characters of a-z 0-9 _ . -")
@@ -164,7 +164,7 @@ class AccountsApi:
                 invite=invite,
             )
         except InviteRefused:
-            raise self._wrong_invite(request) from None
+            raise await self._wrong_invite(request) from None
         except UsernameTaken:
             raise ApiError(409, "username_taken", "that username is taken") from None
         except AccountExists:

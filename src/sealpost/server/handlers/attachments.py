@@ -67,7 +67,7 @@ class AttachmentsApi:
         trailer = request.url.query == TRAILER_QUERY
         if request.url.query and not trailer:
             raise ApiError(400, "invalid_request", "unknown query")
-        headers = self._auth.headers(request, required=True)
+        headers = await self._auth.headers(request, required=True)
         assert headers is not None
         certificate = await self._auth.device_certificate(request, headers)
         if trailer:  # the headers are signed on their own: check them before the body

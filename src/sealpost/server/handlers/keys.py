@@ -94,10 +94,10 @@ class KeysApi:
         account_id = parse_hex(request.path_params["account_id"], 16, "account id")
         device_id = parse_device_id(request.path_params["device_id"])
         limits = self._ctx.limits
-        wait = limits.bundle_addresses.take(client_address(request))
+        wait = await limits.bundle_addresses.take(client_address(request))
         if wait:
             raise rate_limited(wait)
-        one_time = not limits.bundle_targets.take((account_id, device_id))
+        one_time = not await limits.bundle_targets.take((account_id, device_id))
         parts = await self._ctx.storage.take_bundle(account_id, device_id, one_time=one_time)
         if parts is None:
             raise ApiError(404, "not_found", "no such device")

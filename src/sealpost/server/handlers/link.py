@@ -95,7 +95,7 @@ class LinkApi:
 
     async def _handle(self, websocket: WebSocket) -> None:
         ctx = self._ctx
-        if ctx.per_address.take(client_address(websocket)) or (
+        if await ctx.per_address.take(client_address(websocket)) or (
             len(self._channels) >= ctx.config.max_link_channels
         ):
             await websocket.close(code=4429)

@@ -225,16 +225,16 @@ class MessagesApi:
                 raise ApiError(403, "forbidden", "recipient requires a delivery token")
         limits = self._ctx.limits
         if strangers:
-            wait = self._ctx.sealed_per_address.take(address)
+            wait = await self._ctx.sealed_per_address.take(address)
             if wait:
                 raise rate_limited(wait)
             for account_id in strangers:
                 count, size = reached[account_id]
-                wait = limits.sealed_messages.take((address, account_id), count)
-                wait = wait or limits.sealed_bytes.take((address, account_id), size)
+                wait = await limits.sealed_messages.take((address, account_id), count)
+                wait = wait or await limits.sealed_bytes.take((address, account_id), size)
                 if wait:
                     raise rate_limited(wait)
-        wait = limits.sealed_bytes_per_address.take(address, stored)
+        wait = await limits.sealed_bytes_per_address.take(address, stored)
         if wait:
             raise rate_limited(wait)
 

@@ -1,0 +1,183 @@
+"""The Redis-backed rate limiter (:mod:`sealpost.server.ratelimit_redis`) against a real
+Redis: two limiters on one Redis (two processes) share one bucket that answers as the
+in-memory one does, concurrent takes never overspend, Redis holds no client address, and
+a Redis that dies is replaced by this process's own buckets until it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from sealpost.crypto.sign import SigningKey
+from sealpost.server.ratelimit import RateLimiter
+from sealpost.server.ratelimit_redis import RedisLimiters, limiter_secret
+from services import REDIS, OwnRedis, require_redis
+
+ADDRESS = "203.0.113.77"
+
+
+@pytest.fixture
+def url() -> str:
+    require_redis()
+    return REDIS
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A limiter name of the test's own (its keys are removed afterwards)."""
+    name = "test_" + secrets.token_hex(4)
+    yield name
+
+    async def clean() -> None:
+        r = aioredis.Redis.from_url(REDIS)
+        try:
+            keys = [k async for k in r.scan_iter(f"sealpost:rl:{name}:*")]
+            if keys:
+                await r.delete(*keys)
+        finally:
+            await r.aclose()
+
+    asyncio.run(clean())
+
+
+def _limiters(url: str, secret: bytes = b"k" * 32) -> RedisLimiters:
+    return RedisLimiters(url, secret=secret, clock=time.monotonic, retry=0.2)
+
+
+def test_two_processes_share_one_bucket_that_answers_as_the_in_memory_one(
+    url: str, name: str
+) -> None:
+    amounts = [1, 3, 1, 2, 5, 1, 1, 4, 1]  # 19 asked of a limit of 10
+
+    async def run() -> list[bool]:
+        a, b = _limiters(url), _limiters(url)
+        await a.open()
+        await b.open()
+        try:
+            on_a, on_b = a.limiter(name, 10), b.limiter(name, 10)
+            allowed = []
+            for i, amount in enumerate(amounts):
+                limiter = on_a if i % 2 else on_b
+                allowed.append(await limiter.take(ADDRESS, amount) == 0.0)
+            wait = await on_a.blocked(ADDRESS)
+            assert 0 < wait <= 60 / 10 + 0.5  # less than one token left
+            return allowed
+        finally:
+            await a.close()
+            await b.close()
+
+    shared = asyncio.run(run())
+    local = RateLimiter(10, clock=lambda: 0.0)
+    assert shared == [local.take(ADDRESS, amount) == 0.0 for amount in amounts]
+    assert shared.count(True) == 7  # 1+3+1+2 = 7, 5 refused, 1+1 = 9, 4 refused, 1 = 10
+
+
+def test_concurrent_takes_never_overspend(url: str, name: str) -> None:
+    async def run() -> list[float]:
+        a, b = _limiters(url), _limiters(url)
+        await a.open()
+        await b.open()
+        try:
+            la, lb = a.limiter(name, 50), b.limiter(name, 50)
+            return await asyncio.gather(
+                *(la.take(ADDRESS) for _ in range(60)), *(lb.take(ADDRESS) for _ in range(60))
+            )
+        finally:
+            await a.close()
+            await b.close()
+
+    waits = asyncio.run(run())
+    assert sum(1 for w in waits if w == 0.0) == 50
+    assert all(0 < w <= 60 / 50 * 71 for w in waits if w)  # refused: told how long to wait
+
+
+def test_an_amount_over_the_whole_limit_is_refused_for_a_window(url: str, name: str) -> None:
+    async def run() -> tuple[float, float]:
+        limiters = _limiters(url)
+        await limiters.open()
+        try:
+            limiter = limiters.limiter(name, 100, window=30)
+            return await limiter.take(ADDRESS, 101), await limiter.take(ADDRESS, 100)
+        finally:
+            await limiters.close()
+
+    over, whole = asyncio.run(run())
+    assert over == pytest.approx(30.0)
+    assert whole == 0.0  # the refused take spent nothing
+
+
+def test_redis_holds_no_client_address_only_an_hmac_under_the_deployment_secret(
+    url: str, name: str
+) -> None:
+    secret = limiter_secret(SigningKey.from_private_bytes(b"\x01" * 32))
+
+    async def run() -> dict[bytes, bytes]:
+        limiters = _limiters(url, secret)
+        await limiters.open()
+        try:
+            await limiters.limiter(name, 10).take(ADDRESS)
+            await limiters.limiter(name + "_pair", 10).take((ADDRESS, b"\xaa" * 16))
+        finally:
+            await limiters.close()
+        r = aioredis.Redis.from_url(url)
+        try:
+            keys = [k async for k in r.scan_iter(f"sealpost:rl:{name}*")]
+            values = await r.mget(keys)
+            await r.delete(*keys)
+            return dict(zip(keys, values, strict=True))
+        finally:
+            await r.aclose()
+
+    stored = asyncio.run(run())
+    assert len(stored) == 2
+    for key, value in stored.items():
+        assert re.fullmatch(rb"sealpost:rl:test_[0-9a-f]{8}(_pair)?:[0-9a-f]{32}", key), key
+        assert value is not None and value.isdigit()  # an instant, nothing else
+        assert ADDRESS.encode() not in key + value
+    other = limiter_secret(SigningKey.from_private_bytes(b"\x02" * 32))
+    assert other != secret and len(secret) == 32
+
+
+def test_a_dead_redis_leaves_each_process_to_its_own_buckets_until_it_is_back(
+    tmp_path: Path, name: str
+) -> None:
+    redis = OwnRedis(tmp_path)
+    redis.start()
+
+    async def count(limiter: object) -> int:
+        allowed = 0
+        for _ in range(8):
+            allowed += await limiter.take(ADDRESS) == 0.0  # type: ignore[attr-defined]
+        return allowed
+
+    async def run() -> None:
+        a, b = _limiters(redis.url), _limiters(redis.url)
+        await a.open()
+        await b.open()
+        try:
+            la, lb = a.limiter(name, 5), b.limiter(name, 5)
+            assert await count(la) + await count(lb) == 5  # one limit for both
+            redis.kill()
+            started = time.monotonic()
+            assert await count(la) == 5 and await count(lb) == 5  # each its own, still bounded
+            assert time.monotonic() - started < 2  # no request waits on the dead Redis
+            assert not a.shared and not b.shared
+            redis.start()  # empty: a fresh shared bucket
+            await asyncio.sleep(0.3)  # past the retry interval
+            assert await count(la) + await count(lb) == 5
+            assert a.shared and b.shared
+        finally:
+            await a.close()
+            await b.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        redis.kill()
