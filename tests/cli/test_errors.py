@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sealpost.cli.errors import CliError, describe, human_size
-from sealpost.client.errors import MessageTooLarge, ServerError, UnknownContact
+from sealpost.client.errors import MessageTooLarge, ServerError, UnknownContact, UnknownGroup
 from sealpost.client.store import ReadOnlyProfile, TooManyAttempts, WrongPasscode
 
 
@@ -20,6 +20,8 @@ from sealpost.client.store import ReadOnlyProfile, TooManyAttempts, WrongPasscod
         (WrongPasscode(3, 0), 3, "wrong passcode"),
         (TooManyAttempts(300), 3, "5 min"),
         (UnknownContact("zed"), 5, "no user 'zed'"),
+        (UnknownGroup("#crew"), 5, "you are in no group named #crew (see 'sealpost group list')"),
+        (UnknownGroup("crew", removed=True), 5, "you are no longer a member of #crew"),
         (MessageTooLarge(1_000_000, 64_512), 2, "at most 63 KiB of text (this one is 976.6 KiB)"),
         (ServerError(409, "username_taken", "taken"), 4, "that username is taken"),
         (httpx.UnsupportedProtocol("x"), 2, "http:// or https://"),

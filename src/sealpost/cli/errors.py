@@ -37,6 +37,7 @@ from sealpost.client.errors import (
     ServerUnavailable,
     TransparencyFailure,
     UnknownContact,
+    UnknownGroup,
     UntrustedContact,
 )
 from sealpost.client.preflight import NotASealpostServer, UsernameInvalid, UsernameTaken
@@ -136,6 +137,7 @@ ERRORS: tuple[Row, ...] = (
     (ProfileExists, 1, lambda e: "a profile already exists here (use --profile DIR for another)"),
     (CorruptProfile, 1, lambda e: f"the profile is damaged: {e}"),
     (UnknownContact, 5, lambda e: one_line(e)),
+    (UnknownGroup, 5, lambda e: f"{one_line(e)} (see 'sealpost group list')"),
     (UsernameInvalid, 2, lambda e: one_line(e)),
     (UsernameTaken, 4, lambda e: one_line(e)),
     (NotASealpostServer, 4, lambda e: one_line(e)),

@@ -17,6 +17,7 @@ from sealpost.client.errors import (
     TransparencyFailure,
     TransportError,
     UnknownContact,
+    UnknownGroup,
     UntrustedContact,
 )
 from sealpost.client.groupsync import GroupBehind
@@ -75,6 +76,7 @@ __all__ = [
     "TransparencyFailure",
     "TransportError",
     "UnknownContact",
+    "UnknownGroup",
     "UntrustedContact",
     "WrongPasscode",
 ]

@@ -9,6 +9,7 @@ The tree::
     │   ├── AccountUnknown          the server does not know this account (lost its data?)
     │   └── DeviceRevoked           this device was removed from its account
     ├── UnknownContact              no such username on the server
+    ├── UnknownGroup                this account is in no group of that name
     ├── UntrustedContact            a verified contact's account key changed: not sent
     ├── MessageTooLarge             a text over :data:`MAX_SEND_TEXT`: not sent
     ├── NotRegistered               the profile has no account on its server yet
@@ -23,7 +24,10 @@ The tree::
                                     wrong passcode, profile busy, damaged, ...
 
 Protocol failures of a peer's message (:class:`sealpost.protocol.ProtocolError`) never
-escape the receive loop: the message is dropped and counted, and the loop goes on.
+escape the receive loop: the message is dropped and counted, and the loop goes on (the
+pipeline's own drop signal, :class:`sealpost.client.inbox.DropMessage`, is no error of this
+tree). :class:`UnknownContact` is only ever a username the server has no account of (or
+this device no conversation with); its text names that username and nothing else.
 No message contains a passcode, key material or message text.
 """
 
@@ -47,6 +51,7 @@ __all__ = [
     "TransparencyFailure",
     "TransportError",
     "UnknownContact",
+    "UnknownGroup",
     "UntrustedContact",
 ]
 
@@ -78,6 +83,20 @@ class UnknownContact(ClientError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no user {name!r} on this server")
         self.name = name
+
+
+class UnknownGroup(ClientError):
+    """This account is in no group named ``name`` (``removed``: it was, and was removed).
+    The server knows no groups: this is what this device knows."""
+
+    def __init__(self, name: str, *, removed: bool = False) -> None:
+        bare = name.removeprefix("#")
+        if removed:
+            super().__init__(f"you are no longer a member of #{bare}")
+        else:
+            super().__init__(f"you are in no group named #{bare}")
+        self.name = bare
+        self.removed = removed
 
 
 class UntrustedContact(ClientError):

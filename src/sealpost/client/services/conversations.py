@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sealpost._errors import ProtocolError
 from sealpost.client import saved_files
 from sealpost.client.context import ClientContext
-from sealpost.client.errors import UnknownContact
+from sealpost.client.errors import UnknownContact, UnknownGroup
 from sealpost.client.records import AttachmentInfo, GroupView, Message
 from sealpost.client.rows import GroupRow
 from sealpost.client.services.directory import Directory
@@ -85,7 +85,8 @@ class Conversations:
 
     def resolve(self, name: str) -> tuple[bytes, str, bytes | None]:
         """``(peer key, display name, group id)`` of a known conversation (see the module
-        docstring), or :class:`UnknownContact`."""
+        docstring); :class:`UnknownGroup` for a ``#name`` this account is in no group of,
+        :class:`UnknownContact` for any other name it has no conversation with."""
         if not name.startswith("#"):
             contact = self._directory.by_name(name)
             if contact is not None:
@@ -93,13 +94,13 @@ class Conversations:
         group = self._group_by_name(name.removeprefix("#"))
         if group is not None:
             return group.info.group_id, group.info.name, group.info.group_id
-        raise UnknownContact(name)
+        raise UnknownGroup(name) if name.startswith("#") else UnknownContact(name)
 
     def is_group(self, name: str) -> bool:
         """Whether ``name`` addresses a group."""
         try:
             return self.resolve(name)[2] is not None
-        except UnknownContact:
+        except (UnknownContact, UnknownGroup):
             return False
 
     def name_of(self, account_id: bytes) -> str:

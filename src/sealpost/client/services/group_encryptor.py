@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from sealpost.client.context import ClientContext
-from sealpost.client.errors import UnknownContact, UntrustedContact
+from sealpost.client.errors import UnknownGroup, UntrustedContact
 from sealpost.client.futures import quiet_future
 from sealpost.client.groupkeys import GroupMember, seal_group, state_hash
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
@@ -91,7 +91,9 @@ class GroupEncryptor:
         assert item.group is not None
         group = self._groups.get(item.group)
         if group is None or not group.member:
-            raise UnknownContact("#" + (group.info.name if group else item.group.hex()[:12]))
+            raise UnknownGroup(
+                group.info.name if group else item.group.hex()[:12], removed=group is not None
+            )
         self._groups.refuse_if_out_of_date(group)
         # every group message names the state it is sent under (docs/PROTOCOL.md 14.2)
         assert isinstance(item.content, TextContent | TimerContent | DeleteContent)

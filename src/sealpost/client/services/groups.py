@@ -36,7 +36,7 @@ from sealpost.client.errors import (
     ClientError,
     GroupChangeRefused,
     GroupOutOfDate,
-    UnknownContact,
+    UnknownGroup,
     UntrustedContact,
 )
 from sealpost.client.futures import future, quiet_future
@@ -178,9 +178,9 @@ class GroupService:
         name = group if group.startswith("#") else "#" + group
         row = self.by_name(name.removeprefix("#"))
         if row is None:
-            raise UnknownContact(name)
+            raise UnknownGroup(name)
         if not row.member:
-            raise UnknownContact(group)
+            raise UnknownGroup(name, removed=True)
         self.refuse_if_out_of_date(row)
         return row
 
@@ -220,7 +220,9 @@ class GroupService:
         for name in members:
             found = [m for m in row.info.members if m.username == name.lower()]
             if not found:
-                raise UnknownContact(name)
+                raise GroupChangeRefused(
+                    f"{name.lower()} is not in #{row.info.name}; nothing was changed"
+                )
             gone.append(found[0].account_id)
         return await self.publish(row, group_change(self._ctx.account, row.raw, remove=gone))
 
