@@ -1,5 +1,7 @@
 """``backend``: each storage test runs against SQLite (a file of its own) and PostgreSQL (a
-database of its own, created and dropped: see tests/services.py)."""
+database of its own, created and dropped: see tests/services.py), the latter both as one
+of several processes and alone on its database (``solo``: it then keeps queue tails in
+memory, as the SQLite backend does)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from services import MakeStorage, fresh_database
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres-solo"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStorage]:
     """A factory of (unopened) storages on one fresh database."""
     if request.param == "sqlite":
@@ -21,5 +23,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStor
         return
     from sealpost.server.storage.postgres import PostgresStorage
 
+    solo = request.param == "postgres-solo"
     with fresh_database() as dsn:
-        yield lambda: PostgresStorage(dsn, solo=False)
+        yield lambda: PostgresStorage(dsn, solo=solo)

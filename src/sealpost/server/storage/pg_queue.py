@@ -12,7 +12,7 @@ the device's connection epoch (the fencing token of :func:`claim_device`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 import asyncpg
@@ -28,9 +28,12 @@ from sealpost.server.storage.base import (
 )
 
 __all__ = [
+    "Address",
     "ack_all",
+    "check_devices",
     "claim_device",
     "device_epoch",
+    "device_lists",
     "enqueue",
     "enqueue_shared",
     "fetch",
@@ -80,25 +83,31 @@ async def _lower_depths(conn: Conn, gone: Sequence[asyncpg.Record]) -> None:
     )
 
 
-async def _check_devices(
-    conn: Conn,
+async def device_lists(conn: Conn, accounts: Iterable[bytes]) -> dict[bytes, set[int]]:
+    """The device ids of each of these accounts that exists."""
+    rows = await conn.fetch(
+        "SELECT account_id, device_id FROM devices WHERE account_id = ANY($1::bytea[])",
+        list(accounts),
+    )
+    lists: dict[bytes, set[int]] = {}
+    for row in rows:
+        lists.setdefault(bytes(row[0]), set()).add(row[1])
+    return lists
+
+
+def check_devices(
     envelopes: Sequence[Envelope] | Sequence[SharedEnvelope],
     exempt: Mapping[bytes, int],
+    lists: Mapping[bytes, set[int]],
 ) -> None:
-    """Raise unless every destination account is named with exactly its devices."""
+    """Raise unless every destination account is named with exactly its devices (``lists``,
+    from :func:`device_lists`)."""
     named: dict[bytes, set[int]] = {}
     for env in envelopes:
         named.setdefault(env.account_id, set()).add(env.device_id)
-    rows = await conn.fetch(
-        "SELECT account_id, device_id FROM devices WHERE account_id = ANY($1::bytea[])",
-        list(named),
-    )
-    actual: dict[bytes, set[int]] = {}
-    for row in rows:
-        actual.setdefault(bytes(row[0]), set()).add(row[1])
     mismatched: dict[bytes, tuple[list[int], list[int]]] = {}
     for account_id, device_ids in named.items():
-        have = actual.get(account_id)
+        have = lists.get(account_id)
         if have is None:
             raise UnknownAccount(account_id)
         if account_id in exempt:
@@ -108,6 +117,14 @@ async def _check_devices(
             mismatched[account_id] = (sorted(missing), sorted(extra))
     if mismatched:
         raise MismatchedDevices(mismatched)
+
+
+async def _check_devices(
+    conn: Conn,
+    envelopes: Sequence[Envelope] | Sequence[SharedEnvelope],
+    exempt: Mapping[bytes, int],
+) -> None:
+    check_devices(envelopes, exempt, await device_lists(conn, {e.account_id for e in envelopes}))
 
 
 async def _insert(

@@ -13,6 +13,13 @@ guarantees of :mod:`.base` hold across processes: a method that returns has comm
   processes, never get the same key.
 - the log is appended under a transaction advisory lock (:mod:`.pg_log`).
 
+Sends and acks are group-committed (:mod:`.pg_batch`): those that arrive while a batch
+commits make the next one, one statement and one WAL flush for all of them. A process
+alone on its database (``solo``: nothing else writes to it) also keeps the tails of the
+queues it has read in memory, exact as in the SQLite backend (:mod:`.tail`), so a push
+after a commit reads nothing back; queue reads that set a tail take their turn among the
+writes, so the tail cannot miss a commit.
+
 A lost database connection surfaces as :class:`~.base.StorageUnavailable` (the server
 answers 503); the pool connects again by itself. Process coordination (one process without
 Redis, one tree-head signer) is in :mod:`.pg_cluster`.
@@ -63,6 +70,7 @@ from sealpost.server.storage.base import (
     UsernameTaken,
 )
 from sealpost.server.storage.invites import admits
+from sealpost.server.storage.pg_batch import GroupCommit
 from sealpost.server.storage.pg_cluster import Cluster, ClusterError, migrate
 from sealpost.server.storage.pg_log import (
     NodeCache,
@@ -80,16 +88,16 @@ from sealpost.server.storage.pg_prekeys import (
     take_bundle,
 )
 from sealpost.server.storage.pg_queue import (
-    ack_all,
+    Address,
     claim_device,
     device_epoch,
-    enqueue,
     enqueue_shared,
     fetch,
     lock_queues,
     purge_messages,
 )
 from sealpost.server.storage.pg_schema import MIGRATIONS
+from sealpost.server.storage.tail import QueueTails
 from sealpost.transparency.log import DeletionCause, account_map_key
 from sealpost.transparency.merkle import consistency_proof, inclusion_proof, root
 from sealpost.transparency.smt import map_root, prove
@@ -107,6 +115,9 @@ PURGE_STEP: Final = 1000
 #: many commits a process makes per flush.
 POOL_SIZE: Final = 32
 ACCOUNT_CACHE: Final = 50_000
+#: Queue tails kept in memory by a process alone on its database (as :mod:`.sqlite`).
+TAIL_BYTES: Final = 16 * 1024 * 1024
+TAIL_MESSAGES: Final = 1000
 
 #: Attempts of a transaction that PostgreSQL aborted for a deadlock or a serialization
 #: conflict (rows locked in another order, such as shared bodies released by a purge and
@@ -142,6 +153,18 @@ class PostgresStorage:
         self._nodes = NodeCache()
         self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
         self.cluster = Cluster(dsn, solo=solo)
+        # Alone on the database, this process sees every write to it: the queue tails it
+        # read stay exact (updated after each commit, in commit order).
+        self._tails = (
+            QueueTails(max_bytes=TAIL_BYTES, max_messages=TAIL_MESSAGES)
+            if solo and not admin
+            else None
+        )
+        self.writes = (
+            GroupCommit(self._tx, committed=self._committed, forget=self._forget_tails)
+            if self._tails is not None
+            else GroupCommit(self._tx)
+        )
 
     async def open(self) -> None:
         if self._admin:
@@ -161,6 +184,7 @@ class PostgresStorage:
             raise
 
     async def close(self) -> None:
+        await self.writes.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -326,7 +350,7 @@ class PostgresStorage:
             )
             await log_account_state(conn, self._nodes, account_id)
 
-        await self._tx(op)
+        await self.writes.own(op, forgets=True)  # in its turn among the queue writes
 
     async def remove_account(
         self,
@@ -399,7 +423,7 @@ class PostgresStorage:
             )
             return RemovedAccount(index, len(devices), queued, attachments, free_at)
 
-        removed = await self._tx(op)
+        removed: RemovedAccount = await self.writes.own(op, forgets=True)
         self._accounts.pop(account_id, None)
         return removed
 
@@ -407,6 +431,23 @@ class PostgresStorage:
         # Sends check the devices' queue rows in the database (gone with the account):
         # only the account cache is this process's own.
         self._accounts.pop(account_id, None)
+        self._forget_tails()
+
+    def _forget_tails(self) -> None:
+        if self._tails is not None:
+            self._tails.clear()
+
+    def _committed(
+        self,
+        added: list[tuple[Address, QueuedMessage]],
+        removed: list[tuple[Address, list[bytes]]],
+    ) -> None:
+        """A batch committed (in commit order): keep the tails exact."""
+        tails = self._tails
+        assert tails is not None
+        tails.added(added)
+        for address, message_ids in removed:
+            tails.removed(address, message_ids)
 
     async def removals(self, *, after: int) -> list[Removal]:
         async def op(conn: Conn) -> list[Removal]:
@@ -628,19 +669,13 @@ class PostgresStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
-        await self._tx(
-            lambda conn: enqueue(
-                conn,
-                envelopes,
-                exempt=exempt,
-                received_at=received_at,
-                expires_at=expires_at,
-                max_depth=max_depth,
-                max_bytes=max_bytes,
-            ),
-            # the device check reads; sealpost_enqueue then checks, locks and writes in
-            # one statement (a device removed between the two is refused there)
-            transaction=False,
+        await self.writes.enqueue(
+            envelopes,
+            exempt=exempt,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
         )
 
     async def enqueue_shared(
@@ -653,7 +688,8 @@ class PostgresStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
-        await self._tx(
+        # A transaction of its own (the body row first), in its turn among the others.
+        await self.writes.own(
             lambda conn: enqueue_shared(
                 conn,
                 body,
@@ -662,15 +698,34 @@ class PostgresStorage:
                 expires_at=expires_at,
                 max_depth=max_depth,
                 max_bytes=max_bytes,
-            )
+            ),
+            forgets=True,  # rare: the tails are read again
         )
 
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage]:
-        return await self._tx(
-            lambda conn: fetch(conn, account_id, device_id, after_seq, limit), transaction=False
-        )
+        tails = self._tails
+        if tails is None:
+            return await self._tx(
+                lambda conn: fetch(conn, account_id, device_id, after_seq, limit),
+                transaction=False,
+            )
+        address = (account_id, device_id)
+        known = tails.fetch(address, after_seq, limit)
+        if known is not None:
+            return known
+
+        # Read in its turn among the writes (none commits meanwhile), so that the tail
+        # it may set is exact.
+        async def op(conn: Conn) -> list[QueuedMessage]:
+            found = await fetch(conn, account_id, device_id, after_seq, limit)
+            if len(found) < limit:  # the whole rest of the queue
+                tails.known(address, after_seq, found)
+            return found
+
+        found: list[QueuedMessage] = await self.writes.own(op, transaction=False)
+        return found
 
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         return await self.ack_all(account_id, device_id, [message_id]) == 1
@@ -683,10 +738,7 @@ class PostgresStorage:
         *,
         epoch: int | None = None,
     ) -> int:
-        return await self._tx(
-            lambda conn: ack_all(conn, account_id, device_id, message_ids, epoch),
-            transaction=False,  # sealpost_ack: one statement
-        )
+        return await self.writes.ack_all((account_id, device_id), message_ids, epoch)
 
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         return await self._tx(lambda conn: claim_device(conn, account_id, device_id))
@@ -829,7 +881,7 @@ class PostgresStorage:
             return [bytes(r[0]) for r in rows]
 
         message_count = nonce_count = 0
-        while (step := await self._tx(messages)) > 0:
+        while (step := await self.writes.own(messages, forgets=True)) > 0:  # in queue order
             message_count += step
         while (step := await self._tx(nonces)) > 0:
             nonce_count += step
