@@ -13,6 +13,11 @@ Three channels, as docs/PROTOCOL.md describes them:
 Every failure becomes a :class:`~sealpost.client.errors.TransportError`: the server's JSON
 error (:class:`ServerError`, with its stable code) or an unreachable server
 (:class:`ServerUnavailable`). Messages never contain request bodies.
+
+TLS: the HTTP client and the ``wss://`` sockets of every transport in the process share one
+client context (:func:`tls_context`): the same trusted CAs on every channel to a server, and
+the CA bundle read once (reading it costs tens of milliseconds of CPU; a profile's create
+or link opens three transports, each of which read it before).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +57,16 @@ from sealpost.protocol.signing import (
 if TYPE_CHECKING:
     from sealpost.client.relay import RelayLink, RelaySealed, RelayStream, RelayTransport
 
-__all__ = ["Identity", "Push", "SealedSocket", "Stream", "Transport", "b64", "unb64"]
+__all__ = [
+    "Identity",
+    "Push",
+    "SealedSocket",
+    "Stream",
+    "Transport",
+    "b64",
+    "tls_context",
+    "unb64",
+]
 
 TIMEOUT = 15.0
 #: Sends in flight on one socket; the server allows 64.
@@ -105,6 +121,15 @@ def _raise_for(response: httpx.Response) -> None:
     raise ServerError(response.status_code, code, message, extra)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's TLS client context: certificates verified against the CAs httpx
+    trusts (``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` if set, else certifi's bundle), host
+    names checked. Built on first use and shared: a client context holds no per-connection
+    state, so every transport's HTTP client and secure WebSockets use this one."""
+    return httpx.create_ssl_context()
+
+
 def _ws_url(url: str, path: str) -> str:
     if url.startswith("https://"):
         return "wss://" + url[len("https://") :] + path
@@ -124,12 +149,16 @@ class Transport:
         *,
         clock: Callable[[], float] = time.time,
         rng: Rng = system_rng,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.identity = identity
         self._clock = clock
         self._rng = rng
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
+        #: The TLS context of the HTTP client and the secure WebSockets (an ``http://``
+        #: server uses none); by default the process's :func:`tls_context`.
+        self.tls = tls_context() if tls is None else tls
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT, verify=self.tls)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -248,9 +277,11 @@ class Transport:
     # -- the WebSockets
 
     async def _connect(self, path: str) -> ClientConnection:
+        url = self.ws_url(path)
         try:
             return await connect(
-                self.ws_url(path),
+                url,
+                ssl=self.tls if url.startswith("wss://") else None,
                 open_timeout=TIMEOUT,
                 close_timeout=2,
                 max_size=MAX_FRAME,
