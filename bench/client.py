@@ -153,8 +153,8 @@ async def raw_relay(url: str, root: Path, total: int) -> float:
     client = await Client.create(
         root / name, PASSCODE, server_url=url, username=name, params=TEST_PARAMS
     )
-    account, token = client.account_id, client._token
-    signing_key, device = client._device.signing_key, client.device_id
+    account, token = client.account_id, client._ctx.delivery_token
+    signing_key, device = client._ctx.device.signing_key, client.device_id
     await client.close()
     ws_url = url.replace("http://", "ws://")
     body = base64.b64encode(os.urandom(200)).decode()

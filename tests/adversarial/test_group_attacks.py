@@ -79,8 +79,8 @@ async def until(client: Client, done: Any, tries: int = 10) -> list[Any]:
 async def send_update(attacker: Client, to: str, blob: bytes) -> None:
     """A malicious member sends a group update of its own making, pairwise, through the
     real client's send path."""
-    content = GroupUpdateContent(0, attacker._token, attacker.username, blob)
-    await attacker._enqueue(Outgoing(to, content, _future(), store=False))
+    content = GroupUpdateContent(0, attacker._ctx.delivery_token, attacker.username, blob)
+    await attacker._services.sending.enqueue(Outgoing(to, content, _future(), store=False))
 
 
 # ---------------------------------------------------------------------- 13.6 timers
@@ -235,7 +235,7 @@ def test_removed_member_cannot_squat_group_id(hostile: HostileServer, tmp_path: 
             await alice.create_group("team", [bob.username, carol.username])
             for c in (bob, carol):
                 await c.receive(wait=5)
-            v1 = GroupState.decode(carol._group(alice.groups()[0].group_id).raw)  # type: ignore[union-attr]
+            v1 = GroupState.decode(carol._services.groups.get(alice.groups()[0].group_id).raw)  # type: ignore[union-attr]
             await alice.group_remove("team", [carol.username])
             await bob.receive(wait=5)
             await carol.receive(wait=5)
@@ -251,11 +251,13 @@ def test_removed_member_cannot_squat_group_id(hostile: HostileServer, tmp_path: 
                 frozenset({me.account_id}),
                 me.account_id,
                 link=state_hash(v1),
-            ).signed_by(carol._account)
-            fork = v1.next(add=(them,), admins=frozenset({me.account_id})).signed_by(carol._account)
+            ).signed_by(carol._ctx.account)
+            fork = v1.next(add=(them,), admins=frozenset({me.account_id})).signed_by(
+                carol._ctx.account
+            )
             legacy = GroupState(
                 v1.group_id, 100, "team", members, frozenset({me.account_id}), me.account_id
-            ).signed_by(carol._account)
+            ).signed_by(carol._ctx.account)
             for blob in (
                 encode_chain((squat,)),
                 encode_chain((v1, fork)),

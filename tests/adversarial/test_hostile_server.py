@@ -190,7 +190,7 @@ def map_proof_of(store: MemoryMapStore, name: str) -> str:
 def own_account(client: Client) -> AccountIdentity:
     """The account key (the test plays the operator who obtained a certificate for a
     device it controls, e.g. by phishing a link; the server cannot make one itself)."""
-    return client._account
+    return client._ctx.account
 
 
 # ---------------------------------------------------------------------- 1. ghost devices
@@ -686,7 +686,7 @@ def test_forged_sender_certificates_are_dropped(
         try:
             bob_doc = hostile.get(f"/v1/keys/{bob.account_id.hex()}/1")
             bundle = PreKeyBundle.decode(unb64(bob_doc["bundle"]))
-            session = Session.initiate(mallory._device, bundle, rng=os.urandom)
+            session = Session.initiate(mallory._ctx.device, bundle, rng=os.urandom)
             content = TextContent(
                 os.urandom(16),
                 int(time.time() * 1000),
@@ -695,7 +695,7 @@ def test_forged_sender_certificates_are_dropped(
                 "it is me, alice",
             )
             inner = session.encrypt(encode_content(content), rng=os.urandom)
-            cert = alice._device.certificate
+            cert = alice._ctx.device.certificate
             recipient = DhPublicKey.from_public_bytes(bundle.certificate.identity_key)
             forgeries = []
             for signer in (SigningKey.generate(os.urandom), hostile.server_key):
@@ -784,7 +784,7 @@ def test_replayed_revoked_device_certificate(hostile: HostileServer, tmp_path: P
         bob = await user(hostile, tmp_path)
         try:
             await alice.receive(wait=2)
-            old_cert = laptop._device.certificate.encode()
+            old_cert = laptop._ctx.device.certificate.encode()
             await bob.lookup(alice.username)
             await alice.remove_device(laptop.device_id)
             await bob.lookup(alice.username)  # bob learns of the revocation
@@ -1022,7 +1022,7 @@ def test_server_refusing_consistency_proof_raises_alarm(
         try:
             await alice.lookup(bob.username)
             await bob.lookup(alice.username)
-            kt = await bob._transparency()
+            kt = await bob._services.monitoring.transparency()
             # 1. the server hangs up, then answers again: proven on the next pass
             hostile.rules(hang_up)
             await newer_gossip(alice, bob, "first")

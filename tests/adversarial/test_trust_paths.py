@@ -269,11 +269,11 @@ def test_claimed_name_path_traversal_does_not_jam_inbox(
             for name in ("../keys/status", f"../keys/{carol.account_id.hex()}/1"):
                 body = first_message(
                     hostile,
-                    mallory._device,
+                    mallory._ctx.device,
                     bob,
                     "poison",
                     name=name,
-                    sender_cert=await mallory._sending.sender_certificate(),
+                    sender_cert=await mallory._services.sending.sender_certificate(),
                 )
                 inject(hostile, bob.account_id, body)
             await alice.send(bob.username, "behind the poison")
@@ -301,15 +301,17 @@ def test_group_update_with_missing_state_attachment_does_not_jam_inbox(
         try:
             await alice.send(bob.username, "hello")
             assert texts(await bob.receive(wait=10)) == ["hello"]
-            row = await alice._upload_bytes(os.urandom(2000), "group-state")
+            row = await alice._services.attachments.upload_bytes(os.urandom(2000), "group-state")
             update = GroupUpdateContent(
                 int(time.time() * 1000),
-                alice._token,
+                alice._ctx.delivery_token,
                 alice.username,
                 None,
                 state_pointer=row.pointer,
             )
-            done: Any = await alice._enqueue(Outgoing(bob.username, update, _future(), store=False))
+            done: Any = await alice._services.sending.enqueue(
+                Outgoing(bob.username, update, _future(), store=False)
+            )
             assert done is None
             await alice.send(bob.username, "behind the update")
             hostile.rules(

@@ -39,7 +39,7 @@ def test_names_address_contacts_then_groups(tmp_path: Path) -> None:
         await alice.send("bob", "hi")
         await alice.create_group("bob", ["carol"])  # a group named like a contact
         await alice.create_group("club", ["bob"])
-        conversations = alice._conversations
+        conversations = alice._services.conversations
         peer, display, group = conversations.resolve("BOB")
         assert (peer, display, group) == (bob.account_id, "bob", None)
         (club,) = [g for g in alice.groups() if g.name == "club"]
@@ -65,13 +65,16 @@ def test_history_names_each_author_oldest_first(tmp_path: Path) -> None:
         await bob.send("alice", "two")
         await alice.receive(wait=5)
         await alice.send("bob", "three")
-        history = alice._conversations.history("bob")
+        history = alice._services.conversations.history("bob")
         assert [(m.author, m.text, m.outgoing, m.peer) for m in history] == [
             ("alice", "one", True, "bob"),
             ("bob", "two", False, "bob"),
             ("alice", "three", True, "bob"),
         ]
-        assert [m.text for m in alice._conversations.history("bob", limit=2)] == ["two", "three"]
+        assert [m.text for m in alice._services.conversations.history("bob", limit=2)] == [
+            "two",
+            "three",
+        ]
 
     run(scenario, tmp_path)
 
@@ -85,7 +88,7 @@ def test_a_disappearing_message_is_left_out_when_due_and_expire_deletes_it(
         alice = await relay.client("alice", clock=clock)
         bob = await relay.client("bob")
         await alice.set_timer("bob", 60)
-        assert alice._conversations.timer("bob") == 60
+        assert alice._services.conversations.timer("bob") == 60
         await bob.receive(wait=5)
         await alice.send("bob", "soon gone")
         assert texts(await bob.receive(wait=5)) == ["soon gone"]
@@ -94,10 +97,10 @@ def test_a_disappearing_message_is_left_out_when_due_and_expire_deletes_it(
         clock.now += 61
         stored = alice.store.repos().messages
         assert stored.any_expired(int(clock.now * 1000))
-        assert alice._conversations.history("bob") == []  # expired on the way
+        assert alice._services.conversations.history("bob") == []  # expired on the way
         assert not stored.any_expired(int(clock.now * 1000))
-        assert alice._conversations.expire() == 0
+        assert alice._services.conversations.expire() == 0
         await alice.set_timer("bob", 0)
-        assert alice._conversations.timer("bob") == 0
+        assert alice._services.conversations.timer("bob") == 0
 
     run(scenario, tmp_path)

@@ -49,7 +49,7 @@ def directory_of(client: Client) -> tuple[Directory, Counting, list[tuple[bytes,
     dropped: list[tuple[bytes, int | None]] = []
     service = Directory(
         client._ctx,
-        transparency=client._transparency,
+        transparency=client._services.monitoring.transparency,
         forget_sessions=lambda account, device: dropped.append((account, device)),
     )
     return service, counting, dropped

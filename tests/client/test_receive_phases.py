@@ -23,7 +23,7 @@ class Watch:
         self.unlocked_requests: list[str] = []
         self.locked_commits = 0
         self.batches = 0
-        ctx, receiver = client._ctx, client._receiver
+        ctx, receiver = client._ctx, client._services.receiver
         inside = False
         request, transaction, process = (
             ctx.transport.request,

@@ -147,7 +147,7 @@ def test_groups_across_linked_devices(server: ServerProcess, tmp_path: Path) -> 
             opener = OwnSenderChain.from_bytes(bytes(own_state)).envelope_key
             assert opener is not None
             _, message = unseal_group(
-                body, opener, server_key=bob1._server_key, now=int(time.time())
+                body, opener, server_key=bob1._ctx.server_key, now=int(time.time())
             )
             with pytest.raises(InvalidMessage):
                 old.decrypt(message)
@@ -365,7 +365,7 @@ def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
                     "INSERT OR REPLACE INTO own_sender_keys (group_id, state) VALUES (?, ?)",
                     (view.group_id, mine.to_bytes()),
                 )
-            carol._own_chains.pop(view.group_id, None)
+            carol._services.groups.chains.held.pop(view.group_id, None)
             await carol.send("club", "carol, under alice's envelope id")
             await alice.send("club", "two from alice")
             got = []
@@ -383,8 +383,8 @@ def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
             assert sorted(bytes(a) for (a,) in ids) == sorted([alice.account_id, carol.account_id])
 
             # the legacy form: a key wrap for bob's device, alice's current chain inside
-            chain = alice._own_chains[view.group_id]
-            cert = await alice._sending.sender_certificate()
+            chain = alice._services.groups.chains.held[view.group_id]
+            cert = await alice._services.sending.sender_certificate()
             text = TextContent(
                 os.urandom(16),
                 int(time.time() * 1000),
@@ -399,8 +399,10 @@ def test_group_envelopes_cannot_be_misattributed_and_legacy_ones_still_open(
                     "UPDATE own_sender_keys SET state = ? WHERE group_id = ?",
                     (chain.to_bytes(), view.group_id),
                 )
-            assert bob._device is not None
-            shared, [wrap] = seal_multi(inner, [bob._device.identity_key.public_key()], os.urandom)
+            assert bob._ctx.device is not None
+            shared, [wrap] = seal_multi(
+                inner, [bob._ctx.device.identity_key.public_key()], os.urandom
+            )
             async with httpx.AsyncClient(base_url=server.url) as http:
                 response = await http.put(
                     "/v1/messages/multi",

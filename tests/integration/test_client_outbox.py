@@ -25,7 +25,7 @@ async def commit_then_crash(alice: Client, peer: str, text: str) -> bytes:
     )
     future = asyncio.get_running_loop().create_future()
     item = Outgoing(peer, content, future, store=True, transcript=True)
-    sending = alice._sending
+    sending = alice._services.sending
     cert = await sending.sender_certificate()
     async with alice._ctx.lock:
         prepared = await sending.prepare(item, cert)

@@ -47,10 +47,10 @@ def test_refill_and_weekly_rotation(
             params=TEST_PARAMS,
         )  # fmt: skip
         try:
-            status = await bob._transport.request("GET", "/v1/keys/status")
+            status = await bob._ctx.transport.request("GET", "/v1/keys/status")
             assert status["one_time_prekeys"] == 100 and status["refill"] is True
             await bob.maintain_prekeys()
-            status = await bob._transport.request("GET", "/v1/keys/status")
+            status = await bob._ctx.transport.request("GET", "/v1/keys/status")
             assert status["one_time_prekeys"] == 200 and status["kem_one_time_prekeys"] == 200
             # alice's first message (a bundle with the old signed prekey) stays in the queue
             await alice.send(bob.username, "sent before the rotation")
@@ -138,7 +138,7 @@ def test_client_refills_when_told_stock_is_low(
             tmp_path / name, "pw", server_url=server.url, username=name, params=TEST_PARAMS
         )
         try:
-            status = await bob._transport.request("GET", "/v1/keys/status")
+            status = await bob._ctx.transport.request("GET", "/v1/keys/status")
             assert status["one_time_prekeys"] == 100 and status["refill"] is False
             listening = asyncio.create_task(bob.receive(wait=8))
             await asyncio.sleep(1.0)  # connected and idle
@@ -148,7 +148,7 @@ def test_client_refills_when_told_stock_is_low(
                     assert (await stranger.get(path)).status_code == 200
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
-                status = await bob._transport.request("GET", "/v1/keys/status")
+                status = await bob._ctx.transport.request("GET", "/v1/keys/status")
                 if status["one_time_prekeys"] > 94:
                     break
                 await asyncio.sleep(0.1)

@@ -246,8 +246,8 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
             saved = await bob.save_attachment(bob.history(group_name)[-1].id, tmp_path / "in")
             assert saved.read_bytes() == file_marker * 5000
             for client in (alice, alice2, bob, carol):
-                secrets.append(client._account.to_bytes()[18:])
-                secrets.append(client._device.to_bytes()[2:66])
+                secrets.append(client._ctx.account.to_bytes()[18:])
+                secrets.append(client._ctx.device.to_bytes()[2:66])
                 for (state,) in client.store.read().execute("SELECT state FROM sender_keys"):
                     chain = ReceivingSenderChain.from_bytes(bytes(state))
                     secrets.append(chain.chain_key)

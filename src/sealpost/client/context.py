@@ -1,6 +1,7 @@
-"""Everything a client service needs, built once by :class:`~sealpost.client.Client` and
-passed to each service's constructor (no global state, no service locator; the server's
-:mod:`sealpost.server.context` is the model).
+"""Everything a client service needs, built once for a profile
+(:func:`sealpost.client.services.assembly.context`) and passed to each service's
+constructor (no global state, no service locator; the server's :mod:`sealpost.server.context`
+is the model).
 
 Time comes from :attr:`ClientContext.clock` and randomness from :attr:`ClientContext.rng`
 only, so a test can run the whole client on a fake clock and a seeded generator.

@@ -6,13 +6,15 @@ needs through its constructor: the :class:`~sealpost.client.context.ClientContex
 calls; none reaches for a global, and none calls back into ``Client``. Services read and
 write the profile only through the store's repositories
 (:mod:`sealpost.client.store`: ``ctx.store.repos()`` for reads, ``with ctx.store.unit() as
-repos:`` for writes); no SQL lives here. If two services would need each other, the part
-both need is split into a third.
+repos:`` for writes); no SQL lives here.
 
-One module per service (issue 15's layout): ``directory`` (lookups checked against the
-key-transparency log, pinning, key changes, verification), ``conversations`` (names to
-conversations, history, timers), ``sending``, ``pairwise`` (the pairwise encryptor),
-``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
+``assembly`` is the composition root: it builds every service from one context and wires
+them to each other's methods (where two need each other, the one built first is handed a
+function that calls the other). One module per service (issue 15's layout): ``directory``
+(lookups checked against the key-transparency log, pinning, key changes, verification),
+``conversations`` (names to conversations, history, timers), ``messaging`` (what the user
+sends: texts, timers, deletions for everyone), ``search``, ``sending``, ``pairwise`` (the
+pairwise encryptor), ``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
 ``batch_commit``: the batch's unit of work), ``absorb`` (pure: content to changes),
 ``groups``, ``group_encryptor``, ``group_receive``, ``devices``, ``linking``, ``prekeys``,
 ``transparency`` (the log view the others are handed, over ``log_heads``: the pinned key,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,10 @@ class Delivery:
     def track(self, task: asyncio.Task[None]) -> None:
         self.delivering.add(task)
         task.add_done_callback(self.delivering.discard)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that :meth:`close` waits for."""
+        self.track(asyncio.create_task(work))
 
     async def _submit_loop(self) -> None:
         while True:

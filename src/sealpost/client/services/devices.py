@@ -26,7 +26,12 @@ from sealpost.client.services.monitoring import Monitoring
 from sealpost.client.store.contacts import ContactRow
 from sealpost.client.store.unit import Repositories
 from sealpost.client.transport import b64, unb64
-from sealpost.protocol.content import DEVICE_REMOVED, DeviceNotice, RevocationNotice
+from sealpost.protocol.content import (
+    DEVICE_LINKED,
+    DEVICE_REMOVED,
+    DeviceNotice,
+    RevocationNotice,
+)
 from sealpost.protocol.keys import sign_revocation
 from sealpost.protocol.wire import DeviceCertificate
 
@@ -202,3 +207,15 @@ class OwnDevices:
             return
         future = asyncio.get_running_loop().create_future()
         await self._enqueue(Outgoing("", notice, future, store=False, to_self=True))
+
+    async def announce(self, device_name: str) -> None:
+        """This device was just linked: fetch the account's device list and tell the
+        other devices its name (if that fails, they learn of it from the list later)."""
+        ctx = self._ctx
+        try:
+            await self.refresh()
+            await self.notify_own(
+                DeviceNotice(ctx.now_ms(), DEVICE_LINKED, ctx.device_id, device_name)
+            )
+        except ClientError as exc:
+            log.warning("could not tell the other devices about this one: %s", type(exc).__name__)

@@ -96,6 +96,14 @@ class PairwiseEncryptor:
                 out.append((address, sessions))
         return out
 
+    def forget_device(self, account_id: bytes, device_id: int | None) -> None:
+        """Drop the in-memory sessions with ``account_id``'s device (None: all of them)."""
+        if device_id is not None:
+            self._sessions.pop((account_id, device_id), None)
+            return
+        for address in [a for a in self._sessions if a[0] == account_id]:
+            del self._sessions[address]
+
     def forget_account(self, account_id: bytes, keep: Iterable[int]) -> None:
         """Drop the in-memory sessions of an account's devices not in ``keep``."""
         kept = set(keep)

@@ -328,6 +328,13 @@ class Receiver:
             self._prekeys_used = 0
             await self._hooks.maintain_prekeys()
 
+    async def disconnect(self) -> None:
+        """Closing: the stream goes (an error closing it is of no consequence)."""
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                await self.stream.close()
+        self.stream = None
+
     async def stop_receipts(self) -> None:
         """Closing: the receipts due are sent now."""
         if self._receipt_task is not None and not self._receipt_task.done():

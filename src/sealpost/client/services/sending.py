@@ -90,6 +90,11 @@ class Sending:
         await self.queue.put(item)
         return await item.future
 
+    async def put(self, item: Outgoing) -> None:
+        """Queue a send without waiting for it (the receive pipeline's replies)."""
+        self.start()
+        await self.queue.put(item)
+
     def requeue(self, item: Outgoing) -> None:
         """A send to encrypt anew (a retry): behind what is queued already."""
         self.start()
