@@ -38,6 +38,7 @@ from sealpost.server.ratelimit import Limiters, LocalLimiters
 from sealpost.server.server_key import load_or_create_server_key
 from sealpost.server.storage.base import Storage
 from sealpost.server.storage.sqlite import SqliteStorage
+from sealpost.server.ws_protocol import websocket_protocol
 
 __all__ = [
     "StartupFailed",
@@ -208,6 +209,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         http=limited_protocol(
             header_timeout=config.header_timeout, max_connections=config.max_connections
         ),
+        ws=websocket_protocol(),
         ws_max_size=config.max_frame,
         ws_per_message_deflate=False,
         proxy_headers=bool(config.forwarded_allow_ips),
