@@ -315,9 +315,7 @@ def test_peer_text_is_shown_literally(server: ServerProcess, tmp_path: Path) -> 
                 svg = app.export_screenshot()
                 assert "[b&#160;red]bold?[/]" in svg and "\\x1b[2J" in svg
                 # and the list's preview is one escaped line
-                preview = str(
-                    main.query_one(ConversationList).children[0].query_one(Static).render()
-                )
+                preview = str(main.query_one(ConversationList).rows[0].render())
                 assert "\\x1b[2J" in preview and "\x1b" not in preview
                 assert app.is_running  # the [@click=app.quit] did nothing
         finally:

@@ -9,7 +9,8 @@ Run it with ``sealpost chat [--profile DIR]``, or from Python::
 Modules: :mod:`~sealpost.app.chat` (the app and its connection loop),
 :mod:`~sealpost.app.unlock`, :mod:`~sealpost.app.main` (the main screen),
 :mod:`~sealpost.app.sidebar` (the conversation list), :mod:`~sealpost.app.messages` (the
-open conversation), :mod:`~sealpost.app.compose`, :mod:`~sealpost.app.commands` (what keys
+open conversation), both drawn line by line by :mod:`~sealpost.app.lines`,
+:mod:`~sealpost.app.compose`, :mod:`~sealpost.app.commands` (what keys
 and ``/commands`` do), :mod:`~sealpost.app.screens` and :mod:`~sealpost.app.dialogs`,
 :mod:`~sealpost.app.search`, :mod:`~sealpost.app.notify`, :mod:`~sealpost.app.model`
 (summaries, unread marks, settings) and :mod:`~sealpost.app.text` (peer text as plain

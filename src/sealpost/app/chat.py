@@ -44,8 +44,7 @@ CSS = """
 #alarm-banner { height: auto; }
 #hints { height: 1; }
 #body { height: 1fr; }
-#conversations { width: 28; border-right: solid $panel-lighten-2; }
-#conversations > ListItem { height: 2; padding: 0 1; }
+#conversations { width: 28; border-right: solid $panel-lighten-2; padding: 0 1; }
 #chat { width: 1fr; }
 #chat-title { height: 1; background: $boost; }
 #key-banner { height: auto; }

@@ -19,13 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import ListView, ProgressBar, Static
+from textual.widgets import ProgressBar, Static
 
 from sealpost.app import commands
 from sealpost.app.compose import ComposeBox, parse_command
 from sealpost.app.messages import MessageList
 from sealpost.app.model import ReadMarks, Settings, address_of, summaries
-from sealpost.app.sidebar import ConversationItem, ConversationList
+from sealpost.app.sidebar import ConversationList
 from sealpost.app.text import peer, toast
 from sealpost.cli.output import format_duration
 from sealpost.client import (
@@ -257,10 +257,11 @@ class MainScreen(Screen[None]):
 
     # ------------------------------------------------------------------ input
 
-    @on(ListView.Selected, "#conversations")
-    async def _chosen(self, event: ListView.Selected) -> None:
-        if isinstance(event.item, ConversationItem):
-            await self.open(event.item.summary.address)
+    @on(ConversationList.Selected, "#conversations")
+    async def _chosen(self, event: ConversationList.Selected) -> None:
+        listing = self.query_one(ConversationList)
+        if 0 <= event.index < len(listing.rows):
+            await self.open(listing.rows[event.index].summary.address)
 
     @on(ComposeBox.Submitted)
     def _submitted(self, event: ComposeBox.Submitted) -> None:

@@ -5,7 +5,7 @@ store: :meth:`Client.page`); scrolling near the top, or moving the cursor past t
 message, reads the page before it, and after opening at a search hit, scrolling to the
 bottom reads the pages after it, so a conversation of any length opens at once.
 
-The list is one widget drawn line by line (Textual's line API, as its ``RichLog``): each
+The list is one widget drawn line by line (:class:`~sealpost.app.lines.LineList`): each
 message is rendered to lines once for the width shown and only the lines in view are
 drawn, so scrolling through ten thousand messages mounts no widget per message. Each day
 starts with a separator. A message shows its time, its author (in a group, or when it is
@@ -18,15 +18,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import ClassVar
 
 from rich.text import Text
-from textual import events
-from textual.binding import Binding, BindingType
-from textual.geometry import Region, Size
-from textual.scroll_view import ScrollView
-from textual.strip import Strip
 
+from sealpost.app.lines import LineList, Row
 from sealpost.app.text import body_lines, day_label, human_size, peer
 from sealpost.client import Client, Message
 
@@ -85,16 +80,16 @@ def render_message(message: Message, *, group: bool, tz: datetime.tzinfo | None)
     return text
 
 
-class MessageItem:
+class MessageItem(Row):
     """One message shown (not a widget: :class:`MessageList` draws its lines)."""
 
     def __init__(self, message: Message, *, group: bool, tz: datetime.tzinfo | None) -> None:
+        super().__init__()
         self.message = message
         self.gone: str | None = None  # "deleted" or "expired" once it is a placeholder
-        self.day: str | None = None  # the day separator drawn above it, if any
         self._group = group
         self._tz = tz
-        self._lines: tuple[int, list[Strip]] | None = None  # (width, lines) rendered
+        self.day = _day(message.received_at, tz)
 
     def render(self) -> Text:
         """What is drawn for this message (without its day separator)."""
@@ -105,42 +100,15 @@ class MessageItem:
 
     def update(self, message: Message) -> None:
         self.message = message
-        self._lines = None
+        self.changed()
 
     def placeholder(self, why: str) -> None:
         self.gone = why
-        self._lines = None
-
-    def lines(self, list_: MessageList, width: int) -> list[Strip]:
-        if self._lines is None or self._lines[0] != width:
-            self._lines = (width, list_.render_strips(self.render(), width))
-        return self._lines[1]
+        self.changed()
 
 
-class MessageList(ScrollView, can_focus=True):
+class MessageList(LineList[MessageItem]):
     """The messages of one conversation (see the module's docstring)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "cursor_up", "previous message", show=False),
-        Binding("down", "cursor_down", "next message", show=False),
-        Binding("home", "first", show=False),
-        Binding("end", "last", show=False),
-        Binding("pageup", "page_up", show=False),
-        Binding("pagedown", "page_down", show=False),
-    ]
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"message-list--cursor", "message-list--cursor-blur"}
-    DEFAULT_CSS = """
-    MessageList { background: $surface; overflow-y: auto; overflow-x: hidden; }
-    MessageList:focus { background-tint: $foreground 5%; }
-    MessageList > .message-list--cursor-blur {
-        background: $block-cursor-blurred-background;
-        color: $block-cursor-blurred-foreground;
-    }
-    MessageList > .message-list--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-    }
-    """
 
     def __init__(self, *, tz: datetime.tzinfo | None, now_ms: Callable[[], int]) -> None:
         super().__init__(id="messages")
@@ -149,15 +117,19 @@ class MessageList(ScrollView, can_focus=True):
         self._client: Client | None = None
         self.address: str | None = None
         self._group = False
-        self._items: list[MessageItem] = []
-        self.index: int | None = None  # the chosen message
         self.complete = False  # the oldest message is shown
         self.newest = True  # the newest message is shown (new ones are added)
         self._loading = False
-        self._width = 0
-        self._strips: list[Strip] = []
-        self._owner: list[int] = []  # per line: the index of its message (-1: a separator)
-        self._first: list[int] = []  # per message: its first line (after its separator)
+
+    def head(self, index: int) -> Text | None:
+        item = self.rows[index]
+        if index and self.rows[index - 1].day == item.day:
+            return None
+        label = day_label(item.message.received_at, self._now_ms(), self._tz)
+        return Text(f"── {label} ──", style="dim", justify="center")
+
+    def _item(self, message: Message) -> MessageItem:
+        return MessageItem(message, group=self._group, tz=self._tz)
 
     # ------------------------------------------------------------------ reading
 
@@ -172,47 +144,43 @@ class MessageList(ScrollView, can_focus=True):
         else:
             newer = client.page(address, after=around, limit=PAGE)
             upto = newer[0].id if newer else None
-            older = (
-                client.page(address, before=upto, limit=PAGE)
-                if upto is not None
-                else client.page(address, limit=PAGE)
-            )
+            older = client.page(address, before=upto, limit=PAGE)
             messages = older + newer
             self.complete, self.newest = len(older) < PAGE, len(newer) < PAGE
-        self._items = [MessageItem(m, group=self._group, tz=self._tz) for m in messages]
+        self.rows = [self._item(m) for m in messages]
         target = self._index_of(around) if around is not None else None
-        self.index = target if target is not None else (len(self._items) - 1 if messages else None)
-        self._layout()
+        self._index = target if target is not None else (len(self.rows) - 1 if messages else None)
+        self.layout_rows()
         self.scroll_to(y=0, animate=False, immediate=True)
         self.call_after_refresh(self._settle)
 
     def _settle(self) -> None:
-        if self.index is None or (self.index == len(self._items) - 1 and self.newest):
+        if self._index is None or (self._index == len(self.rows) - 1 and self.newest):
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         else:
-            self._show_cursor(center=True)
+            self.show_cursor(center=True)
 
     def _index_of(self, message_id: bytes | None) -> int | None:
-        return next((i for i, it in enumerate(self._items) if it.message.id == message_id), None)
+        return next((i for i, it in enumerate(self.rows) if it.message.id == message_id), None)
 
     def messages(self) -> list[MessageItem]:
         """The messages loaded, oldest first."""
-        return list(self._items)
+        return list(self.rows)
 
     @property
     def selected(self) -> MessageItem | None:
-        return None if self.index is None else self._items[self.index]
+        return self.highlighted
 
     async def add(self, message: Message) -> None:
         """A new message at the bottom (kept in view if the view was at the bottom)."""
-        if not self.newest or any(it.message.id == message.id for it in self._items):
+        if not self.newest or any(it.message.id == message.id for it in self.rows):
             return  # not shown yet: read with the pages after the ones shown
-        at_end = self.index is None or self.index >= len(self._items) - 1
+        at_end = self._index is None or self._index >= len(self.rows) - 1
         at_end = at_end or self.is_vertical_scroll_end
-        self._items.append(MessageItem(message, group=self._group, tz=self._tz))
+        self.rows.append(self._item(message))
         if at_end:
-            self.index = len(self._items) - 1
-        self._layout()
+            self._index = len(self.rows) - 1
+        self.layout_rows()
         if at_end:
             self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
 
@@ -222,19 +190,19 @@ class MessageList(ScrollView, can_focus=True):
             return 0
         self._loading = True
         try:
-            first = self._items[0].message.id if self._items else None
+            first = self.rows[0].message.id if self.rows else None
             older = self._client.page(self.address, before=first, limit=PAGE)
             self.complete = len(older) < PAGE
             if not older:
                 return 0
-            lines_before = len(self._strips)
-            self._items[:0] = [MessageItem(m, group=self._group, tz=self._tz) for m in older]
-            if self.index is not None:
-                self.index += len(older)
-            self._layout()
+            lines_before = self.line_count
+            self.rows[:0] = [self._item(m) for m in older]
+            if self._index is not None:
+                self._index += len(older)
+            self.layout_rows()
             # the same messages stay where they were on the screen
             self.scroll_to(
-                y=self.scroll_y + len(self._strips) - lines_before, animate=False, immediate=True
+                y=self.scroll_y + self.line_count - lines_before, animate=False, immediate=True
             )
             return len(older)
         finally:
@@ -246,11 +214,11 @@ class MessageList(ScrollView, can_focus=True):
             return 0
         self._loading = True
         try:
-            last = self._items[-1].message.id if self._items else None
+            last = self.rows[-1].message.id if self.rows else None
             newer = self._client.page(self.address, after=last, limit=PAGE)
             self.newest = len(newer) < PAGE
-            self._items += [MessageItem(m, group=self._group, tz=self._tz) for m in newer]
-            self._layout()
+            self.rows += [self._item(m) for m in newer]
+            self.layout_rows()
             return len(newer)
         finally:
             self._loading = False
@@ -259,7 +227,7 @@ class MessageList(ScrollView, can_focus=True):
         """Read the statuses of the newest messages shown again (after a receipt)."""
         if self._client is None or self.address is None or not self.newest:
             return
-        shown = {it.message.id: it for it in self._items[-PAGE * 4 :]}
+        shown = {it.message.id: it for it in self.rows[-PAGE * 4 :]}
         changed = False
         for message in self._client.page(self.address, limit=min(len(shown), PAGE * 4)):
             item = shown.get(message.id)
@@ -267,85 +235,25 @@ class MessageList(ScrollView, can_focus=True):
                 item.update(message)
                 changed = True
         if changed:
-            self._layout()
+            self.layout_rows()
 
     def gone(self, message_id: bytes, why: str) -> bool:
-        for item in self._items:
+        for item in self.rows:
             if item.message.id == message_id and item.gone is None:
                 item.placeholder(why)
-                self._layout()
+                self.layout_rows()
                 return True
         return False
 
     def expire(self, now_ms: int) -> None:
         changed = False
-        for item in self._items:
+        for item in self.rows:
             exp = item.message.expires_at
             if item.gone is None and exp is not None and exp <= now_ms:
                 item.placeholder("expired")
                 changed = True
         if changed:
-            self._layout()
-
-    # ------------------------------------------------------------------ drawing
-
-    def render_strips(self, text: Text, width: int) -> list[Strip]:
-        console = self.app.console
-        options = console.options.update_width(width)
-        lines = console.render_lines(text, options, pad=True, new_lines=False)
-        return [Strip(line, width) for line in lines]
-
-    def _layout(self) -> None:
-        """Lay the messages out as lines for the current width (messages already
-        rendered at this width are not rendered again)."""
-        width = self.scrollable_content_region.width
-        if width <= 0:
-            return  # not sized yet: laid out on the first resize
-        self._width = width
-        strips: list[Strip] = []
-        owner: list[int] = []
-        first: list[int] = []
-        last_day: datetime.date | None = None
-        now = self._now_ms()
-        for i, item in enumerate(self._items):
-            day = _day(item.message.received_at, self._tz)
-            if day != last_day:
-                label = Text(
-                    f"── {day_label(item.message.received_at, now, self._tz)} ──",
-                    style="dim",
-                    justify="center",
-                )
-                strips.extend(self.render_strips(label, width))
-                owner.append(-1)
-                last_day = day
-            first.append(len(strips))
-            lines = item.lines(self, width)
-            strips.extend(lines)
-            owner.extend([i] * len(lines))
-        self._strips, self._owner, self._first = strips, owner, first
-        self.virtual_size = Size(width, len(strips))
-        self.refresh()
-
-    def on_resize(self, event: events.Resize) -> None:
-        if self.scrollable_content_region.width != self._width:
-            self._layout()
-            self.call_after_refresh(self._settle)
-
-    def render_line(self, y: int) -> Strip:
-        scroll_x, scroll_y = self.scroll_offset
-        line = scroll_y + y
-        width = self.scrollable_content_region.width
-        if line >= len(self._strips):
-            return Strip.blank(width, self.rich_style)
-        strip = self._strips[line].crop_extend(scroll_x, scroll_x + width, self.rich_style)
-        if self.index is not None and self._owner[line] == self.index:
-            cursor = "message-list--cursor" if self.has_focus else "message-list--cursor-blur"
-            strip = strip.apply_style(self.get_component_rich_style(cursor))
-        return strip.apply_style(self.rich_style)
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self.refresh()
+            self.layout_rows()
 
     # ------------------------------------------------------------------ moving
 
@@ -356,52 +264,12 @@ class MessageList(ScrollView, can_focus=True):
         elif not self.newest and new >= self.max_scroll_y - _NEAR and new > old:
             self.run_worker(self.load_newer(), exclusive=True, group="newer")
 
-    def _show_cursor(self, *, center: bool = False) -> None:
-        if self.index is None or not self._first:
-            return
-        top = self._first[self.index]
-        height = len(self._items[self.index].lines(self, self._width)) if self._width else 1
-        self.scroll_to_region(
-            Region(0, top, max(1, self._width), height),
-            animate=False,
-            center=center,
-            immediate=True,
-        )
-
-    def _move(self, index: int) -> None:
-        if not self._items:
-            return
-        self.index = max(0, min(len(self._items) - 1, index))
-        self._show_cursor()
-        self.refresh()
-
     async def action_cursor_up(self) -> None:
-        if self.index is not None and self.index == 0 and not self.complete:
+        if self._index == 0 and not self.complete:
             await self.load_older()
-        self._move(len(self._items) - 1 if self.index is None else self.index - 1)
+        await super().action_cursor_up()
 
     async def action_cursor_down(self) -> None:
-        if self.index is not None and self.index >= len(self._items) - 1 and not self.newest:
+        if self._index is not None and self._index >= len(self.rows) - 1 and not self.newest:
             await self.load_newer()
-        self._move(len(self._items) - 1 if self.index is None else self.index + 1)
-
-    def action_first(self) -> None:
-        self._move(0)
-
-    def action_last(self) -> None:
-        self._move(len(self._items) - 1)
-
-    def action_page_up(self) -> None:
-        self.scroll_page_up(animate=False)
-
-    def action_page_down(self) -> None:
-        self.scroll_page_down(animate=False)
-
-    def on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is None:
-            return
-        line = int(self.scroll_y) + offset.y
-        if 0 <= line < len(self._owner) and self._owner[line] >= 0:
-            self.index = self._owner[line]
-            self.refresh()
+        await super().action_cursor_down()

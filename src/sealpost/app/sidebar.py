@@ -7,8 +7,8 @@ import datetime
 from collections.abc import Callable
 
 from rich.text import Text
-from textual.widgets import ListItem, ListView, Static
 
+from sealpost.app.lines import LineList, Row
 from sealpost.app.text import body_lines, peer, time_label
 from sealpost.client import ConversationSummary
 from sealpost.client.services.conversations import UNREAD_CAP
@@ -42,20 +42,24 @@ def render_summary(
     return text
 
 
-class ConversationItem(ListItem):
+class ConversationItem(Row):
     def __init__(self, summary: ConversationSummary, body: Text) -> None:
+        super().__init__()
         self.summary = summary
-        self._body = Static(body)
-        super().__init__(self._body)
+        self.body = body
 
-    def show(self, summary: ConversationSummary, body: Text) -> None:
-        self.summary = summary
-        self._body.update(body)
+    def render(self) -> Text:
+        return self.body
 
 
-class ConversationList(ListView):
+class ConversationList(LineList[ConversationItem]):
+    """One line-API widget (:class:`~sealpost.app.lines.LineList`), not a widget per
+    conversation; Enter or a click opens the conversation chosen."""
+
+    select_on_click = True
+
     def __init__(self, *, tz: datetime.tzinfo | None, now_ms: Callable[[], int]) -> None:
-        super().__init__(id="conversations", initial_index=None)
+        super().__init__(id="conversations")
         self._tz = tz
         self._now_ms = now_ms
         self.summaries: list[ConversationSummary] = []
@@ -63,30 +67,18 @@ class ConversationList(ListView):
     async def show(
         self, summaries: list[ConversationSummary], current: str | None, warned: set[str]
     ) -> None:
-        """Show ``summaries``, keeping the chosen conversation (else the open one) chosen.
-        The items shown are updated in place (a new message moves its conversation to
-        the top without mounting the list again); only a change in the number of
-        conversations mounts or removes items."""
-        chosen = self.highlighted_child
-        keep = chosen.summary.address if isinstance(chosen, ConversationItem) else current
+        """Show ``summaries``, keeping the chosen conversation (else the open one) chosen."""
+        chosen = self.highlighted
+        keep = chosen.summary.address if chosen is not None else current
         self.summaries = summaries
         now = self._now_ms()
-        bodies = [render_summary(s, now, self._tz, s.address in warned) for s in summaries]
-        items = [n for n in self._nodes if isinstance(n, ConversationItem)]
-        for item, summary, body in zip(items, summaries, bodies, strict=False):
-            item.show(summary, body)
-        if len(items) > len(summaries):
-            for item in items[len(summaries) :]:
-                await item.remove()
-        elif len(items) < len(summaries):
-            await self.extend(
-                ConversationItem(s, b)
-                for s, b in zip(summaries[len(items) :], bodies[len(items) :], strict=True)
-            )
-        for i, s in enumerate(summaries):
-            if s.address == keep:
-                self.index = i
-                break
+        self.rows = [
+            ConversationItem(s, render_summary(s, now, self._tz, s.address in warned))
+            for s in summaries
+        ]
+        self._index = next((i for i, s in enumerate(summaries) if s.address == keep), None)
+        self.layout_rows()
+        self.show_cursor()
 
     def unread_of(self, address: str) -> int:
         return next((s.unread for s in self.summaries if s.address == address), 0)
