@@ -32,7 +32,7 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import NotRegistered
 from sealpost.client.records import Message
 from sealpost.client.relay import RelayTransport
-from sealpost.client.rows import ContactRow, GroupRow, Outgoing, Prepared
+from sealpost.client.rows import ContactRow, Outgoing, Prepared
 from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
 from sealpost.client.services.conversations import Conversations
@@ -132,9 +132,6 @@ def assemble(ctx: ClientContext) -> Services:
     def spawn(work: Coroutine[Any, Any, None]) -> None:
         sending.delivery.spawn(work)
 
-    def group_by_name(name: str) -> GroupRow | None:
-        return groups.by_name(name)
-
     async def prepare_group(item: Outgoing, cert: SenderCertificate) -> list[Prepared]:
         return await group_encryptor.prepare(item, cert)
 
@@ -145,7 +142,7 @@ def assemble(ctx: ClientContext) -> Services:
         return directory.cache().values()
 
     monitoring = Monitoring(ctx, contacts=contacts, lookup=partial(directory.resolve, refresh=True))
-    conversations = Conversations(ctx, directory, group_by_name=group_by_name)
+    conversations = Conversations(ctx, directory)
     devices = OwnDevices(
         ctx, monitoring, enqueue=enqueue, contacts=contacts, forget_session=encryptor.forget_device
     )

@@ -16,7 +16,7 @@ query for every conversation's newest message and unread count, not a read of hi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sealpost._errors import ProtocolError
@@ -24,7 +24,6 @@ from sealpost.client import saved_files
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import UnknownContact, UnknownGroup
 from sealpost.client.records import AttachmentInfo, GroupView, Message
-from sealpost.client.rows import GroupRow
 from sealpost.client.services.directory import Directory
 from sealpost.client.store.messages import StoredMessage
 from sealpost.protocol.attachment import AttachmentPointer
@@ -68,19 +67,12 @@ def attachment_info(pointer: bytes | None, path: str | None) -> AttachmentInfo |
 
 
 class Conversations:
-    """Names to conversations, history, expiry and timers. ``group_by_name`` finds a
-    group this device knows by its name (the groups service's)."""
+    """Names to conversations, history, expiry and timers (contacts by name through the
+    directory, groups by name through the groups repository)."""
 
-    def __init__(
-        self,
-        ctx: ClientContext,
-        directory: Directory,
-        *,
-        group_by_name: Callable[[str], GroupRow | None],
-    ) -> None:
+    def __init__(self, ctx: ClientContext, directory: Directory) -> None:
         self._ctx = ctx
         self._directory = directory
-        self._group_by_name = group_by_name
         self._timers: dict[bytes, int] | None = None
 
     def resolve(self, name: str) -> tuple[bytes, str, bytes | None]:
@@ -91,7 +83,9 @@ class Conversations:
             contact = self._directory.by_name(name)
             if contact is not None:
                 return contact.account_id, contact.username, None
-        group = self._group_by_name(name.removeprefix("#"))
+        groups = self._ctx.store.repos().groups
+        group_id = groups.find(name.removeprefix("#"))
+        group = None if group_id is None else groups.get(group_id)
         if group is not None:
             return group.info.group_id, group.info.name, group.info.group_id
         raise UnknownGroup(name) if name.startswith("#") else UnknownContact(name)
