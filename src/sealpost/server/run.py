@@ -31,7 +31,7 @@ from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import system_clock, system_rng
 from sealpost.server.app import create_app
 from sealpost.server.config import ServerConfig
-from sealpost.server.connections import limited_protocol
+from sealpost.server.connections import corked, limited_protocol
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.fanout.local import LocalFanout
 from sealpost.server.ratelimit import Limiters, LocalLimiters
@@ -209,7 +209,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         http=limited_protocol(
             header_timeout=config.header_timeout, max_connections=config.max_connections
         ),
-        ws=websocket_protocol(),
+        ws=corked(websocket_protocol()),
         ws_max_size=config.max_frame,
         ws_per_message_deflate=False,
         proxy_headers=bool(config.forwarded_allow_ips),
