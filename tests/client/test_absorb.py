@@ -158,16 +158,6 @@ def test_device_notices_of_this_account() -> None:
     assert state.events == [DeviceLinked(3, "phone"), DeviceRemoved(3, "phone")]
 
 
-def test_a_link_this_device_already_lists_by_that_name_is_no_news() -> None:
-    state = BatchState()
-    absorb.device_notice(DeviceNotice(NOW_MS, DEVICE_LINKED, 3, "phone"), state, "phone")
-    assert state.events == [] and state.changes == []
-    # listed under another name (a certificate seen first, say): news, and the name it takes
-    absorb.device_notice(DeviceNotice(NOW_MS, DEVICE_LINKED, 3, "phone"), state, "device 3")
-    assert state.changes == [OwnDeviceLinked(3, "phone")]
-    assert state.events == [DeviceLinked(3, "phone")]
-
-
 def test_an_outgoing_copy_is_stored_without_an_event() -> None:
     state = BatchState()
     absorb.conversation(

@@ -1,8 +1,8 @@
 """What each device of an account is told when a device is linked (services/linking.py,
 services/absorb.py), against the server's own code in one event loop (tests/relay.py): the
-device that accepted the link says so once (then the new device's notice is no news), a
-sibling that did not accept it hears it once from the notice, and the new device itself
-is told nothing of its own link."""
+new device's announcement is the one event, received once by the device that accepted the
+link and once by a sibling that did not, and the new device itself is told nothing of its
+own link."""
 
 from __future__ import annotations
 

@@ -152,7 +152,8 @@ class GroupView:
 
 @dataclass(frozen=True, slots=True)
 class DeviceLinked:
-    """A device was added to this account (by this device, or announced by the new one)."""
+    """A device was added to this account: the new device's announcement, received once
+    by each other device of the account (the one that accepted the link too)."""
 
     device_id: int
     name: str

@@ -194,14 +194,9 @@ def revocation(notice: RevocationNotice, contact: ContactRow, state: BatchState)
     log.info("a contact revoked one of its devices")
 
 
-def device_notice(notice: DeviceNotice, state: BatchState, listed: str | None = None) -> None:
-    """Another device of this account linked or removed a device. ``listed``: the name this
-    device already lists that device under (None: not listed). A link it already lists by
-    that name is no news: this device is the one that linked it, and said so then
-    (:meth:`~.linking.Linking.accept`), or the notice came twice."""
+def device_notice(notice: DeviceNotice, state: BatchState) -> None:
+    """Another device of this account linked or removed a device."""
     if notice.event == DEVICE_LINKED:
-        if listed == notice.device_name:
-            return
         state.events.append(DeviceLinked(notice.device_id, notice.device_name))
         state.changes.append(OwnDeviceLinked(notice.device_id, notice.device_name))
     else:

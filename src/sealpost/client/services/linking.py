@@ -8,8 +8,9 @@ key, the delivery token, the device id it will take, its siblings' names, the co
 groups and timers, and the pinned log key and newest head. The new device opens it,
 checks it names this server's key and the account the directory lists, and registers
 (:func:`~.registration.register`); nothing the server relays can be read or changed by
-it. Afterwards the new device tells its siblings (a ``DeviceNotice``) and the accepting
-device lists it by name until a lookup brings its certificate.
+it. Afterwards the new device tells its siblings (a ``DeviceNotice``), each of which, the
+accepting device too, then has one :class:`~sealpost.client.records.DeviceLinked` event;
+the accepting device lists it by name at once, until a lookup brings its certificate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import ClientError, LinkRefused, ServerError
 from sealpost.client.paths import api_path
 from sealpost.client.provisioning import ContactRecord, Provisioning
-from sealpost.client.records import DeviceLinked
 from sealpost.client.services.devices import MAX_DEVICES, OwnDevices
 from sealpost.client.services.monitoring import Monitoring, fetch_log_key
 from sealpost.client.services.registration import Setup, fetch_server_key, register
@@ -205,5 +205,6 @@ class Linking:
         with ctx.store.unit() as repos:
             repos.devices.name_own(device_id, code.device_name, int(ctx.clock()))
         self._devices.changed()
-        ctx.events.emit(DeviceLinked(device_id, code.device_name))
+        # no DeviceLinked here: the new device announces itself to every device of the
+        # account (this one too), and that notice, received and stored, is the one event
         return device_id

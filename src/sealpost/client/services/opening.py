@@ -242,8 +242,7 @@ class Opener:
                 peer = contact.account_id
             self._senders.conversation(inner, peer, me, True, state)
         elif isinstance(content, DeviceNotice):
-            listed = self._ctx.store.repos().devices.own_names().get(content.device_id)
-            absorb.device_notice(content, state, listed)
+            absorb.device_notice(content, state)
         elif isinstance(content, GroupUpdateContent | SenderKeyContent):
             await self._absorb_group(content, self._own_row(state), device_id, state)
         else:
