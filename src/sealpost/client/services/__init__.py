@@ -14,7 +14,8 @@ function that calls the other). One module per service (issue 15's layout): ``di
 (lookups checked against the key-transparency log, pinning, key changes, verification),
 ``conversations`` (names to conversations, history, timers), ``messaging`` (what the user
 sends: texts, timers, deletions for everyone), ``search``, ``sending``, ``pairwise`` (the
-pairwise encryptor), ``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
+pairwise encryptor), ``transcripts`` (copies of sent messages for this account's other
+devices), ``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
 ``batch_commit``: the batch's unit of work), ``absorb`` (pure: content to changes),
 ``groups``, ``group_encryptor``, ``group_receive``, ``devices``, ``linking``, ``prekeys``,
 ``transparency`` (the log view the others are handed, over ``log_heads``: the pinned key,

@@ -9,10 +9,10 @@ and state two services share (the sessions held in memory, the senders whose log
 entries were checked in this process) is made here and passed to both.
 
 Where two services need each other (the directory asks key transparency for proofs, and
-monitoring looks contacts up again through the directory; the sender loop hands group
-sends to the group encryptor, which asks the sender loop for transcripts; own devices and
-groups queue sends), the later one is reached through a small function defined here that
-calls it once it exists, so that no service calls back into ``Client``.
+monitoring looks contacts up again through the directory; own devices and groups queue
+sends on the sender loop, which asks them for this account's devices and the group
+chains), the one built first is handed a small function defined here that calls the
+other once it exists, so that no service calls back into ``Client``.
 
 Example::
 
@@ -32,7 +32,7 @@ from sealpost.client.context import ClientContext
 from sealpost.client.errors import NotRegistered
 from sealpost.client.records import Message
 from sealpost.client.relay import RelayTransport
-from sealpost.client.rows import ContactRow, Outgoing, Prepared
+from sealpost.client.rows import ContactRow, Outgoing
 from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
 from sealpost.client.services.conversations import Conversations
@@ -52,13 +52,13 @@ from sealpost.client.services.receiving import Fetchers, Hooks, Receiver
 from sealpost.client.services.search import Search
 from sealpost.client.services.senders import Senders
 from sealpost.client.services.sending import Sending, SendPeers
+from sealpost.client.services.transcripts import Transcripts
 from sealpost.client.services.transparency import KeyTransparency
 from sealpost.client.store import Store
 from sealpost.client.transport import Identity, Transport
 from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng
 from sealpost.protocol import AccountIdentity, DeviceKeys
-from sealpost.protocol.wire import SenderCertificate
 
 __all__ = ["Services", "assemble", "context"]
 
@@ -132,9 +132,6 @@ def assemble(ctx: ClientContext) -> Services:
     def spawn(work: Coroutine[Any, Any, None]) -> None:
         sending.delivery.spawn(work)
 
-    async def prepare_group(item: Outgoing, cert: SenderCertificate) -> list[Prepared]:
-        return await group_encryptor.prepare(item, cert)
-
     encryptor = PairwiseEncryptor(ctx, sessions)
     directory = Directory(ctx, transparency=transparency, forget_sessions=encryptor.forget_device)
 
@@ -158,18 +155,25 @@ def assemble(ctx: ClientContext) -> Services:
         spawn=spawn,
     )
 
-    def group_name(group_id: bytes) -> str | None:
-        found = groups.get(group_id)
-        return None if found is None else found.info.name
-
+    transcripts = Transcripts(encryptor, own_row=devices.own_row, gossip=monitoring.gossip)
+    group_encryptor = GroupEncryptor(
+        ctx,
+        groups,
+        resolve=directory.resolve,
+        contact_by_id=directory.by_id,
+        pairwise=encryptor.encrypt,
+        transcript=transcripts.of,
+        gossip=monitoring.gossip,
+    )
     sending = Sending(
         ctx,
         encryptor,
+        transcripts,
         SendPeers(
             resolve=directory.resolve,
             own_row=devices.own_row,
             gossip=monitoring.gossip,
-            prepare_group=prepare_group,
+            prepare_group=group_encryptor.prepare,
             forget_group_chains=groups.chains.held.clear,  # reloaded from the store
             emit=ctx.events.emit,
         ),
@@ -178,17 +182,8 @@ def assemble(ctx: ClientContext) -> Services:
             contact_by_id=directory.by_id,
             refresh_own_devices=devices.refresh,
             name_of=conversations.name_of,
-            group_name=group_name,
+            group_name=groups.name,
         ),
-    )
-    group_encryptor = GroupEncryptor(
-        ctx,
-        groups,
-        resolve=directory.resolve,
-        contact_by_id=directory.by_id,
-        pairwise=encryptor.encrypt,
-        transcript=sending.transcript,
-        gossip=monitoring.gossip,
     )
     prekeys = Prekeys(ctx)
     senders = Senders(

@@ -135,6 +135,11 @@ class GroupService:
             return state.groups[group_id]
         return self._ctx.store.repos().groups.get(group_id)
 
+    def name(self, group_id: bytes) -> str | None:
+        """A group's name (None: no such group)."""
+        found = self.get(group_id)
+        return None if found is None else found.info.name
+
     def by_name(self, name: str) -> GroupRow | None:
         group_id = self._ctx.store.repos().groups.find(name)
         return None if group_id is None else self.get(group_id)

@@ -8,8 +8,9 @@ client's lock (ratchets step here and in the receive pipeline, never both at onc
 1. **prepare** each send: a pairwise send resolves its contact through the directory
    (refused for a verified contact whose key changed), and is encrypted to each of the
    contact's devices by the :class:`PairwiseEncryptor`, with a transcript to this
-   account's other devices; a group send goes to the group encryptor (the groups
-   service); a send ``to_self`` goes to this account's other devices only;
+   account's other devices (:mod:`.transcripts`); a group send goes to the group
+   encryptor (the groups service); a send ``to_self`` goes to this account's other
+   devices only;
 2. **commit** in one transaction: the ratchet steps, the history rows (``QUEUED``) and
    one outbox row for the whole batch (:mod:`sealpost.client.store.outbox`). If the commit
    fails, the ratchets that ran ahead are dropped from memory and nothing is sent;
@@ -31,12 +32,13 @@ from sealpost._errors import ProtocolError
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import ClientError, ServerUnavailable, UnknownContact, UntrustedContact
 from sealpost.client.records import Event, KeyChanged, Message
-from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
+from sealpost.client.rows import ContactRow, Outgoing, Prepared
 from sealpost.client.services.delivery import Delivery, DeliveryPeers, outboxed
 from sealpost.client.services.pairwise import PairwiseEncryptor
+from sealpost.client.services.transcripts import Transcripts
 from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.transport import unb64
-from sealpost.protocol.content import SentTranscript, TextContent, encode_content, encode_unpadded
+from sealpost.protocol.content import TextContent, encode_content
 from sealpost.protocol.wire import SenderCertificate
 
 __all__ = ["BATCH", "CERT_MARGIN", "SendPeers", "Sending"]
@@ -65,11 +67,13 @@ class Sending:
         self,
         ctx: ClientContext,
         encryptor: PairwiseEncryptor,
+        transcripts: Transcripts,
         peers: SendPeers,
         delivery_peers: DeliveryPeers,
     ) -> None:
         self._ctx = ctx
         self._encryptor = encryptor
+        self._transcripts = transcripts
         self._peers = peers
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self.delivery = Delivery(ctx, encryptor, delivery_peers, self.requeue)
@@ -162,27 +166,8 @@ class Sending:
             contact, encode_content(item.content, self._peers.gossip()), sender_cert
         )
         tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
-        own = await self.transcript(item, contact, sender_cert)
+        own = await self._transcripts.of(item, contact, sender_cert)
         return [Prepared(item, contact, envelopes, tokens, own)]
-
-    async def transcript(
-        self, item: Outgoing, contact: ContactRow | None, sender_cert: SenderCertificate
-    ) -> Envelopes:
-        """The copy of a sent message for this account's other devices."""
-        own = self._peers.own_row()
-        if not item.transcript or not own.devices:
-            return []
-        inner = encode_unpadded(item.content)
-        if item.group is not None:
-            copy = SentTranscript(item.content.sent_at, inner, group_id=item.group)
-        else:
-            assert contact is not None
-            copy = SentTranscript(
-                item.content.sent_at, inner, account_id=contact.account_id, name=contact.username
-            )
-        return await self._encryptor.encrypt(
-            own, encode_content(copy, self._peers.gossip()), sender_cert
-        )
 
     # -- commit
 
