@@ -15,6 +15,7 @@ from textual.widgets import Input, Static
 
 from integration.helpers import ServerProcess, swap_account
 from sealpost.app.compose import ComposeBox
+from sealpost.app.dialogs import ConfirmScreen
 from sealpost.app.main import MainScreen
 from sealpost.app.messages import MessageList
 from sealpost.app.screens import AlarmsScreen, GroupScreen, SafetyScreen
@@ -460,3 +461,67 @@ def test_search_finds_a_message_and_not_once_it_expired(
             await bob.close()
 
     run(scenario())
+
+
+def test_deleted_and_expired_messages_leave_placeholders_after_a_restart(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        profile, name = alice.store.path, alice.username
+        await bob.send(name, "keep this")
+        doomed = await bob.send(name, "delete this")
+        await bob.set_timer(name, 3)
+        await bob.send(name, "vanish this")
+        await bob.set_timer(name, 0)
+        await bob.delete_for_everyone(name, doomed.id)
+        await alice.close()
+        try:
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                await until(
+                    pilot,
+                    lambda: [m.gone for m in main.client.page(bob.username)][1:2] == ["deleted"],
+                    "bob's deletion",
+                )
+                await main.open(bob.username)
+                view = main.query_one(MessageList)
+                await _type(pilot, main.query_one(ComposeBox), "mine, soon deleted")
+                await until(pilot, lambda: len(view.messages()) == 4, "the message sent")
+                view.focus()
+                await pilot.press("end", "d")
+                await until(pilot, lambda: app_screen_is_confirm(pilot), "the confirmation")
+                await pilot.press("y")
+                await until(pilot, lambda: view.messages()[-1].gone == "deleted", "deleted")
+                await until(pilot, lambda: view.messages()[2].gone == "expired", "expired")
+            # a new run of the app on the same profile: the placeholders are stored
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                await main.open(bob.username)
+                view = main.query_one(MessageList)
+                shown = [item.render().plain for item in view.messages()]
+                assert len(shown) == 4 and shown[0].endswith("keep this")
+                assert [s.split(" ", 1)[1] for s in shown[1:]] == [
+                    "(this message was deleted)",
+                    "(this message was expired)",
+                    "(this message was deleted)",
+                ]
+                assert [i.message.text for i in view.messages()] == ["keep this", "", "", ""]
+                [summary] = [
+                    s
+                    for s in main.query_one(ConversationList).rows
+                    if s.summary.address == bob.username
+                ]
+                assert "(message deleted)" in summary.render().plain
+                assert [main.client.search(w) for w in ("vanish", "delete", "soon")] == [[], [], []]
+                # bob's side: his deletion is a placeholder there too
+                assert [m.gone for m in bob.page(name)][:3] == [None, "deleted", "expired"]
+        finally:
+            await bob.close()
+
+    run(scenario())
+
+
+def app_screen_is_confirm(pilot: Pilot[Any]) -> bool:
+    return isinstance(pilot.app.screen, ConfirmScreen)

@@ -96,3 +96,45 @@ def test_the_overview_takes_many_conversations(store: Store) -> None:
     found = store.repos().messages.overview(peers, 400, 100)
     assert len(found) == 901 and found[PEER][0] is not None
     assert all(found[p] == (None, 0) for p, _ in peers[:900])
+
+
+def test_deleted_and_expired_messages_leave_placeholders_that_pages_keep(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            "UPDATE messages SET attachment = x'0102' WHERE message_uuid = ?", (_uid(249),)
+        )
+    with store.unit() as repos:
+        repos.messages.delete([_uid(249)], PEER)  # this account's (3 | 249), for everyone
+        repos.messages.delete_authored(_uid(247), PEER, PEER, 1)  # the peer's, for everyone
+        repos.messages.delete_authored(_uid(248), PEER, OTHER, 1)  # not OTHER's: kept
+        assert repos.messages.expire(400) == 1  # "gone soon"
+    messages = store.repos().messages
+    page = messages.page(PEER, 400, 5)
+    assert [(m.body, m.gone) for m in page] == [
+        ("", "deleted"),
+        ("text 248", None),
+        ("", "deleted"),
+        ("text 250", None),
+        ("", "expired"),
+    ]
+    assert [m.received_at for m in page] == [247, 248, 249, 250, 251]  # the time stays
+    assert page[2].attachment is None and page[2].outgoing and page[4].expires_at is None
+    # the history, what the CLI prints, leaves them out
+    assert _texts(messages.history(PEER, 400, 3)) == ["text 246", "text 248", "text 250"]
+    # their words left the index; they cannot be deleted again or stored again
+    assert store.repos().search.search("soon", 400, 10) == []
+    assert messages.is_outgoing(_uid(249), PEER) is None
+    with store.unit() as repos:
+        repos.messages.delete([_uid(249)], PEER)
+        repos.messages.delete_authored(_uid(247), PEER, PEER, 1)
+        assert not repos.messages.add_received(
+            _uid(247), PEER, PEER, False, "text 247", 247, 247, None, None
+        )
+    assert [(m.body, m.gone) for m in messages.page(PEER, 400, 2, before=_uid(248))] == [
+        ("text 246", None),
+        ("", "deleted"),
+    ]
+    assert messages.tombstoned([_uid(247)]) == set()  # a placeholder, not a tombstone
+    # the list shows the placeholder as the newest; placeholders are not unread
+    last, unread = messages.overview([(PEER, 246)], 400, 100)[PEER]
+    assert last is not None and last.gone == "expired" and unread == 2  # 248 and 250

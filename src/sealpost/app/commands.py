@@ -147,7 +147,7 @@ async def delete(screen: MainScreen) -> None:
     except _ERRORS as exc:
         toast(screen, _describe(exc), "error")
         return
-    item.placeholder("deleted")
+    screen.query_one(MessageList).gone(item.message.id, "deleted")
     await screen.refresh_list()
 
 

@@ -10,7 +10,8 @@ message is rendered to lines once for the width shown and only the lines in view
 drawn, so scrolling through ten thousand messages mounts no widget per message. Each day
 starts with a separator. A message shows its time, its author (in a group, or when it is
 this account's), the status of what this account sent (sent, delivered) and its file;
-one deleted for everyone or expired stays as a placeholder. Every peer-written string is
+one deleted for everyone or expired stays as a placeholder, in the store too (so after a
+restart as well: :attr:`Message.gone`). Every peer-written string is
 drawn through :mod:`sealpost.app.text`.
 """
 
@@ -86,7 +87,7 @@ class MessageItem(Row):
     def __init__(self, message: Message, *, group: bool, tz: datetime.tzinfo | None) -> None:
         super().__init__()
         self.message = message
-        self.gone: str | None = None  # "deleted" or "expired" once it is a placeholder
+        self.gone = message.gone  # "deleted" or "expired": a placeholder
         self._group = group
         self._tz = tz
         self.day = _day(message.received_at, tz)

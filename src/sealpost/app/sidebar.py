@@ -35,7 +35,11 @@ def render_summary(
             preview = "📎 " + last.attachment.filename
         who = "you: " if last.outgoing else (f"{last.author}: " if summary.is_group else "")
         text.append("\n")
-        text.append_text(peer(who + preview, "dim"))
+        if last.gone is not None:
+            text.append_text(peer(who, "dim"))
+            text.append(f"(message {last.gone})", "dim italic")
+        else:
+            text.append_text(peer(who + preview, "dim"))
     else:
         text.append("\n")
         text.append("no messages yet", "dim italic")

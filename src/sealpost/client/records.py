@@ -47,6 +47,9 @@ class Message:
     author: str = ""
     attachment: AttachmentInfo | None = None
     expires_at: int | None = None  # ms; None: kept until deleted
+    #: A placeholder (:meth:`Client.page` only): "deleted" (for everyone) or "expired";
+    #: its text and file are gone.
+    gone: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

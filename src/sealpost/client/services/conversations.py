@@ -4,9 +4,11 @@ A conversation is named as the user names it: ``#name`` is a group; a plain name
 contact if one has it, else a group of that name. In the store it is keyed by its peer (a
 contact's account id or a group's id). The history of a conversation is what the store
 keeps of it, oldest first, each message with its author's name; a message whose
-disappearing-message timer ran out is deleted (with the file saved from its attachment)
-the next time history is read, and left out meanwhile (and on a read-only profile, where
-nothing can be deleted). Timers are read once and cached until one changes.
+disappearing-message timer ran out becomes a placeholder (its text, file and index entry
+deleted: :mod:`sealpost.client.store.messages`) the next time history is read, and is
+left out meanwhile (and on a read-only profile, where nothing can be changed), as is a
+message deleted for everyone; :meth:`Conversations.page` shows both placeholders, the
+history leaves them out. Timers are read once and cached until one changes.
 
 A long conversation is read a page at a time (:meth:`Conversations.page`: keyset pages
 on the store's ``(peer, id)`` index, so the cost of a page does not grow with the
@@ -125,8 +127,11 @@ class Conversations:
 
     def history(self, name: str, limit: int = 1000) -> list[Message]:
         """The last ``limit`` messages of a conversation (a contact or a group), oldest
-        first; expired disappearing messages are gone."""
-        return self.page(name, limit=limit)
+        first; expired disappearing messages and messages deleted for everyone are gone."""
+        self.expire()
+        peer, display, group = self.resolve(name)
+        rows = self._ctx.store.repos().messages.history(peer, self._ctx.now_ms(), limit)
+        return [self._message(m, peer, display, group) for m in rows]
 
     def page(
         self,
@@ -137,7 +142,9 @@ class Conversations:
         limit: int = 50,
     ) -> list[Message]:
         """A page of a conversation, oldest first: the ``limit`` messages before the
-        message ``before`` (the newest when no cursor is given), or after ``after``."""
+        message ``before`` (the newest when no cursor is given), or after ``after``,
+        with the placeholders of messages deleted for everyone or expired
+        (:attr:`Message.gone`), which :meth:`history` leaves out."""
         self.expire()
         peer, display, group = self.resolve(name)
         rows = self._ctx.store.repos().messages.page(
@@ -187,11 +194,12 @@ class Conversations:
             self.name_of(author),
             attachment_info(m.attachment, m.attachment_path),
             m.expires_at,
+            m.gone,
         )
 
     def expire(self) -> int:
-        """Delete the disappearing messages whose time is up (and the files saved from
-        their attachments). Returns how many went."""
+        """The disappearing messages whose time is up become placeholders (their text
+        and the files saved from their attachments deleted). Returns how many went."""
         store = self._ctx.store
         now_ms = self._ctx.now_ms()
         if store.read_only or not store.repos().messages.any_expired(now_ms):

@@ -6,10 +6,14 @@ groups: the peer, or this account when outgoing), its text, times (ms), status, 
 attachment pointer and the record of the file saved from it
 (:mod:`sealpost.client.saved_files`), and when it disappears (``expires_at``, ms).
 
-A deletion for everyone that arrives before its message leaves a tombstone, so the late
-message is not stored. Each conversation's disappearing-message timer is a row of
-``timers`` (none: off). Removing a message removes the file saved from its attachment,
-once the unit has committed.
+A message deleted for everyone, or whose timer ran out, leaves a placeholder: the row
+stays with its time and author, its text, attachment and saved file are gone (the FTS
+index drops its words by the same update), and ``gone`` says why (``'deleted'`` or
+``'expired'``). :meth:`MessageRepository.history` leaves placeholders out;
+:meth:`MessageRepository.page` (what the app shows) keeps them. A deletion for everyone
+that arrives before its message leaves a tombstone, so the late message is not stored.
+Each conversation's disappearing-message timer is a row of ``timers`` (none: off). The
+file saved from a message's attachment is removed once the unit has committed.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ from sealpost.client.status import MessageStatus, sources
 from sealpost.client.store.connection import Connection
 from sealpost.protocol.content import GROUP_ID_LEN
 
-__all__ = ["MessageRepository", "OutgoingRow", "StoredMessage"]
+__all__ = ["DELETED", "EXPIRED", "MessageRepository", "OutgoingRow", "StoredMessage"]
 
 _CHUNK = 500  # message ids per statement (SQLite allows 999 parameters at least)
 _CHUNK_PEERS = 400  # conversations per overview statement (two parameters each)
 
 _COLUMNS = (
     "id, message_uuid, outgoing, body, sent_at, received_at, status, author, attachment, "
-    "attachment_path, expires_at"
+    "attachment_path, expires_at, gone"
 )
+#: Why a placeholder is there (``messages.gone``).
+DELETED, EXPIRED = "deleted", "expired"
 _COLUMNS_OF_M = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
 
 
@@ -50,6 +56,7 @@ class StoredMessage:
     attachment: bytes | None
     attachment_path: str | None
     expires_at: int | None
+    gone: str | None = None  # a placeholder: "deleted" or "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +121,8 @@ class MessageRepository:
 
     def history(self, peer: bytes, now_ms: int, limit: int) -> list[StoredMessage]:
         """The last ``limit`` messages of ``peer``'s conversation not expired at
-        ``now_ms``, oldest first."""
-        return self.page(peer, now_ms, limit)
+        ``now_ms``, oldest first, placeholders left out."""
+        return self.page(peer, now_ms, limit, placeholders=False)
 
     def page(
         self,
@@ -125,10 +132,12 @@ class MessageRepository:
         *,
         before: bytes | None = None,
         after: bytes | None = None,
+        placeholders: bool = True,
     ) -> list[StoredMessage]:
         """A page of ``peer``'s conversation, oldest first, not expired at ``now_ms``: the
         ``limit`` messages just before the message ``before`` (the newest when neither
-        cursor is given), or just after the message ``after``. A keyset page on
+        cursor is given), or just after the message ``after``; with the placeholders of
+        messages deleted or expired unless ``placeholders`` is false. A keyset page on
         ``messages_peer (peer, id)``: it reads the rows it returns and no others, however
         long the conversation. A cursor that names no message of the conversation gives
         an empty page."""
@@ -148,6 +157,7 @@ class MessageRepository:
             f"SELECT {_COLUMNS} FROM messages WHERE peer = ? "  # noqa: S608 (constants only)
             f"AND id {'>' if newer else '<'} ? "
             "AND (expires_at IS NULL OR expires_at > ?) "
+            f"{'' if placeholders else 'AND gone IS NULL '}"
             f"ORDER BY id {'ASC' if newer else 'DESC'} LIMIT ?",
             (peer, bound, now_ms, limit),
         )
@@ -157,11 +167,11 @@ class MessageRepository:
         self, peers: Sequence[tuple[bytes, int]], now_ms: int, scan: int
     ) -> dict[bytes, tuple[StoredMessage | None, int]]:
         """For each ``(peer, read mark)``: the conversation's newest message not expired at
-        ``now_ms`` (None: none), and how many of its newest ``scan`` messages are incoming
-        and arrived after the mark (``received_at`` > mark): the conversation list's
-        preview and unread count, one statement per 400 conversations, each reading
-        about ``scan`` index entries of its conversation and no message bodies but the
-        newest."""
+        ``now_ms`` (None: none; it may be a placeholder), and how many of its newest
+        ``scan`` messages are incoming, not placeholders, and arrived after the mark
+        (``received_at`` > mark): the conversation list's preview and unread count, one
+        statement per 400 conversations, each reading about ``scan`` index entries of
+        its conversation and no message bodies but the newest."""
         out: dict[bytes, tuple[StoredMessage | None, int]] = {}
         for start in range(0, len(peers), _CHUNK_PEERS):
             chunk = peers[start : start + _CHUNK_PEERS]
@@ -172,6 +182,7 @@ class MessageRepository:
                 " (SELECT id FROM messages WHERE peer = p.peer "
                 "  AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC LIMIT 1) AS last, "
                 " (SELECT count(*) FROM messages WHERE peer = p.peer AND outgoing = 0 "
+                "  AND gone IS NULL "
                 "  AND received_at > p.mark AND (expires_at IS NULL OR expires_at > ?) "
                 "  AND id > coalesce((SELECT id FROM messages WHERE peer = p.peer "
                 "   AND (expires_at IS NULL OR expires_at > ?) "
@@ -187,9 +198,9 @@ class MessageRepository:
 
     def is_outgoing(self, message_id: bytes, peer: bytes) -> bool | None:
         """Whether this account sent ``message_id`` in ``peer``'s conversation (None:
-        no such message)."""
+        no such message, or only its placeholder)."""
         row = self._db.one(
-            "SELECT outgoing FROM messages WHERE message_uuid = ? AND peer = ?",
+            "SELECT outgoing FROM messages WHERE message_uuid = ? AND peer = ? AND gone IS NULL",
             (message_id, peer),
         )
         return None if row is None else bool(row[0])
@@ -205,34 +216,36 @@ class MessageRepository:
         )
 
     def expire(self, now_ms: int) -> int:
-        """Delete the messages whose time is up at ``now_ms`` (and, after the commit, the
-        files saved from them); how many went."""
+        """The messages whose time is up at ``now_ms`` become placeholders (and, after
+        the commit, the files saved from them are deleted); how many went."""
         rows = self._db.all(
             "SELECT id, attachment_path FROM messages WHERE expires_at IS NOT NULL "
             "AND expires_at <= ?",
             (now_ms,),
         )
-        self._delete_rows(rows)
+        self._leave_placeholders(rows, EXPIRED)
         return len(rows)
 
     def delete(self, message_ids: Sequence[bytes], peer: bytes) -> None:
-        """Delete these messages of ``peer``'s conversation (and their saved files)."""
+        """These messages of ``peer``'s conversation, deleted for everyone, become
+        placeholders (their saved files are deleted after the commit)."""
         rows = [
             row
             for mid in message_ids
             for row in self._db.all(
-                "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ?",
+                "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ? "
+                "AND gone IS NULL",
                 (mid, peer),
             )
         ]
-        self._delete_rows(rows)
+        self._leave_placeholders(rows, DELETED)
 
     def delete_authored(self, target: bytes, peer: bytes, author: bytes, at: int) -> None:
-        """Delete for everyone: ``author`` deletes its message ``target`` in ``peer``'s
-        conversation; if it has not arrived yet, a tombstone (``at``: seconds) keeps it
-        from being stored."""
+        """Delete for everyone: ``author``'s message ``target`` in ``peer``'s
+        conversation becomes a placeholder; if it has not arrived yet, a tombstone
+        (``at``: seconds) keeps it from being stored."""
         rows = self._db.all(
-            "SELECT id, attachment_path FROM messages WHERE message_uuid = ? AND peer = ? "
+            "SELECT id, attachment_path, gone FROM messages WHERE message_uuid = ? AND peer = ? "
             "AND (author = ? OR (author IS NULL AND outgoing = 0 AND peer = ?))",
             (target, peer, author, author),
         )
@@ -242,7 +255,7 @@ class MessageRepository:
                 (target, author, at),
             )
             return
-        self._delete_rows(rows)
+        self._leave_placeholders([(r[0], r[1]) for r in rows if r[2] is None], DELETED)
 
     def tombstoned(self, message_ids: Sequence[bytes]) -> set[tuple[bytes, bytes]]:
         """``(message id, author)`` of the tombstones among ``message_ids``."""
@@ -329,10 +342,17 @@ class MessageRepository:
             (confirmed, all_confirmed, *moves, MessageStatus.DELIVERED.value, row_id),
         )
 
-    def _delete_rows(self, rows: list[tuple[int, str | None]]) -> None:
+    def _leave_placeholders(self, rows: list[tuple[int, str | None]], why: str) -> None:
+        """``rows`` (id, saved file) keep their time and author only: the text (and by
+        the update trigger its index entry), the attachment, the timer and the receipts
+        go; the saved files go after the commit."""
         if not rows:
             return
-        self._db.executemany("DELETE FROM messages WHERE id = ?", [(r[0],) for r in rows])
+        self._db.executemany(
+            "UPDATE messages SET body = '', attachment = NULL, attachment_path = NULL, "
+            "expires_at = NULL, receipts = NULL, gone = ? WHERE id = ?",
+            [(why, r[0]) for r in rows],
+        )
         for _, path in rows:
             if path:
                 self._db.after_commit(partial(saved_files.remove, path))
@@ -374,7 +394,7 @@ class MessageRepository:
 
 def _stored(row: Any) -> StoredMessage:
     """A row of :data:`_COLUMNS` as a :class:`StoredMessage`."""
-    _, uid, outgoing, body, sent, received, status, author, pointer, path, expires = row
+    _, uid, outgoing, body, sent, received, status, author, pointer, path, expires, gone = row
     return StoredMessage(
         bytes(uid),
         bool(outgoing),
@@ -386,4 +406,5 @@ def _stored(row: Any) -> StoredMessage:
         None if pointer is None else bytes(pointer),
         path,
         expires,
+        gone,
     )

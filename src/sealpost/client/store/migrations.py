@@ -146,6 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
     """,
+    # 10: a message deleted for everyone or expired leaves a placeholder row: its text,
+    # file and index entry go, its time and author stay, and ``gone`` says why
+    # ('deleted' or 'expired'; NULL: a message as it was written).
+    """
+    ALTER TABLE messages ADD COLUMN gone TEXT;
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
