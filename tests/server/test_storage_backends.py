@@ -236,6 +236,41 @@ def test_sends_are_all_or_none_and_each_queue_keeps_its_order(backend: MakeStora
     _run(backend, body)
 
 
+def test_sends_queued_at_once_commit_in_the_order_queued(backend: MakeStorage) -> None:
+    """enqueue_nowait (and its shared form) queue the write before returning: a caller
+    pipelining them without a task each gets them stored in that order, and each future
+    fails alone with the error enqueue would raise."""
+
+    async def body(storage: Storage) -> None:
+        a = await _account(storage)
+        envelopes = [_env(a) for _ in range(20)]
+        shared = SharedEnvelope(os.urandom(16), a, 1)
+        futures = [
+            storage.enqueue_nowait([e], exempt={}, received_at=5, expires_at=1000, max_depth=15)
+            for e in envelopes[:10]
+        ]
+        futures.append(
+            storage.enqueue_shared_nowait(
+                b"shared", [shared], received_at=5, expires_at=1000, max_depth=15
+            )
+        )
+        futures += [
+            storage.enqueue_nowait([e], exempt={}, received_at=5, expires_at=1000, max_depth=15)
+            for e in envelopes[10:]
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert results[:15] == [None] * 15
+        assert all(isinstance(r, QueueFull) for r in results[15:])
+        queued = await storage.fetch(a, 1, after_seq=0, limit=100)
+        assert [m.message_id for m in queued] == [
+            *(e.message_id for e in envelopes[:10]),
+            shared.message_id,
+            *(e.message_id for e in envelopes[10:14]),
+        ]
+
+    _run(backend, body)
+
+
 def test_acks_delete_only_the_devices_own_messages_and_free_room(backend: MakeStorage) -> None:
     async def body(storage: Storage) -> None:
         a = await _account(storage, devices=2)

@@ -178,7 +178,7 @@ class _Connection:
         self.acker: asyncio.Task[None] | None = None
         # Sends in flight, oldest first (at most MAX_IN_FLIGHT + 1: a list, 56 bytes empty
         # where a deque is 600; idle connections are the many).
-        self.answers: list[tuple[int, asyncio.Task[int]]] = []
+        self.answers: list[tuple[int, asyncio.Future[int]]] = []
         self.answerer: asyncio.Task[None] | None = None
         self.room: asyncio.Future[None] | None = None  # a send waiting for fewer in flight
         self.pusher: asyncio.Task[None] | None = None  # pushing, while the queue is not empty

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
+from functools import partial
 
 import msgspec
 from starlette.requests import Request
@@ -66,6 +68,8 @@ __all__ = [
     "parse_delivery_tokens",
     "token_map",
 ]
+
+log = logging.getLogger("sealpost.server.messages")
 
 DELIVERY_TOKEN_HEADER = "X-Sealpost-Delivery-Token"  # noqa: S105 (a header name)
 MESSAGE_ID_LEN = 16
@@ -114,6 +118,8 @@ class MessagesApi:
     def __init__(self, ctx: Context, auth: Authenticator) -> None:
         self._ctx = ctx
         self._auth = auth
+        self._waking: set[tuple[bytes, int]] = set()  # devices to wake, next iteration
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def _envelopes(self, doc: SendRequest) -> list[Envelope]:
         cfg = self._ctx.config
@@ -258,50 +264,88 @@ class MessagesApi:
             exempt[sender.account_id] = sender.device_id
         return PreparedSend(envelopes, exempt)
 
-    def submit(self, prepared: PreparedSend) -> asyncio.Task[int]:
-        """Start storing a prepared send. Sends submitted one after another reach the
-        database in that order (tasks start in creation order and hand their write to the
-        single writer queue before their first suspension), so a connection can pipeline
-        its sends without reordering them. The task's result is the number stored, once
-        durable; it raises :class:`ApiError`."""
-        return asyncio.create_task(self._store(prepared))
-
-    async def _store(self, prepared: PreparedSend) -> int:
+    def submit(self, prepared: PreparedSend) -> asyncio.Future[int]:
+        """Start storing a prepared send: it is queued in storage at once, so sends
+        submitted one after another reach the database in that order and a connection can
+        pipeline its sends without reordering them (and without a task each: a WebSocket
+        pipelines dozens). The future's result is the number stored, once durable; it
+        raises :class:`ApiError`."""
         cfg = self._ctx.config
-        envelopes = prepared.envelopes
-        now = self._ctx.clock()
-        self._ctx.disk.check()
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         try:
-            if prepared.shared is not None:
-                body, shared = prepared.shared
-                await self._ctx.storage.enqueue_shared(
-                    body,
-                    shared,
-                    received_at=now,
-                    expires_at=now + cfg.message_ttl,
-                    max_depth=cfg.max_queue_depth,
-                    max_bytes=cfg.max_queue_bytes,
-                )
-            else:
-                await self._ctx.storage.enqueue(
-                    envelopes,
-                    exempt=prepared.exempt,
-                    received_at=now,
-                    expires_at=now + cfg.message_ttl,
-                    max_depth=cfg.max_queue_depth,
-                    max_bytes=cfg.max_queue_bytes,
-                )
-        except UnknownAccount:
-            raise ApiError(404, "not_found", "no such account") from None
-        except QueueFull:
-            raise ApiError(507, "queue_full", "a destination device's queue is full") from None
-        except MismatchedDevices as exc:
-            raise await self._mismatch(exc) from None
-        await self._ctx.fanout.publish({(e.account_id, e.device_id) for e in envelopes})
-        self._ctx.metrics.inc(
-            "sealpost_messages_stored_total", "envelopes durably queued", len(envelopes)
-        )
-        return len(envelopes)
+            self._ctx.disk.check()
+        except ApiError as exc:
+            answer.set_exception(exc)
+            return answer
+        now = self._ctx.clock()
+        storage = self._ctx.storage
+        if prepared.shared is not None:
+            body, shared = prepared.shared
+            stored = storage.enqueue_shared_nowait(
+                body,
+                shared,
+                received_at=now,
+                expires_at=now + cfg.message_ttl,
+                max_depth=cfg.max_queue_depth,
+                max_bytes=cfg.max_queue_bytes,
+            )
+        else:
+            stored = storage.enqueue_nowait(
+                prepared.envelopes,
+                exempt=prepared.exempt,
+                received_at=now,
+                expires_at=now + cfg.message_ttl,
+                max_depth=cfg.max_queue_depth,
+                max_bytes=cfg.max_queue_bytes,
+            )
+        stored.add_done_callback(partial(self._stored, prepared.envelopes, answer))
+        return answer
+
+    def _stored(
+        self, envelopes: list[Envelope], answer: asyncio.Future[int], stored: asyncio.Future[None]
+    ) -> None:
+        """A send's write is done: wake its devices and answer, or say why not."""
+        exc = None if stored.cancelled() else stored.exception()
+        if exc is None and not stored.cancelled():  # stored, whether or not one still waits
+            self._wake({(e.account_id, e.device_id) for e in envelopes})
+            self._ctx.metrics.inc(
+                "sealpost_messages_stored_total", "envelopes durably queued", len(envelopes)
+            )
+        if answer.done():  # the caller gave up
+            return
+        if stored.cancelled():
+            answer.cancel()
+        elif exc is None:
+            answer.set_result(len(envelopes))
+        elif isinstance(exc, UnknownAccount):
+            answer.set_exception(ApiError(404, "not_found", "no such account"))
+        elif isinstance(exc, QueueFull):
+            answer.set_exception(
+                ApiError(507, "queue_full", "a destination device's queue is full")
+            )
+        elif isinstance(exc, MismatchedDevices):  # rare: the answer needs a read
+            task = asyncio.create_task(self._mismatch(exc))
+            task.add_done_callback(partial(_refuse, answer))
+        else:
+            answer.set_exception(exc)
+
+    def _wake(self, addresses: set[tuple[bytes, int]]) -> None:
+        """Tell the fanout, once for all the sends committed in this loop iteration (a
+        group commit finishes many at once)."""
+        if not self._waking:
+            asyncio.get_running_loop().call_soon(self._publish)
+        self._waking |= addresses
+
+    def _publish(self) -> None:
+        addresses, self._waking = self._waking, set()
+        task = asyncio.create_task(self._ctx.fanout.publish(addresses))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fanout publish failed: %s", type(task.exception()).__name__)
 
     async def send(self, request: Request) -> Response:
         cfg = self._ctx.config
@@ -354,3 +398,13 @@ class MessagesApi:
         if not await self._ctx.storage.ack(device.account_id, device.device_id, message_id):
             raise ApiError(404, "not_found", "no such message in this device's queue")
         return Response(status_code=204)
+
+
+def _refuse(answer: asyncio.Future[int], task: asyncio.Task[ApiError]) -> None:
+    if answer.done():
+        return
+    if task.cancelled():
+        answer.cancel()
+        return
+    exc = task.exception()
+    answer.set_exception(exc if exc is not None else task.result())

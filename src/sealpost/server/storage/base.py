@@ -30,6 +30,7 @@ Nothing about the sender of a message is a parameter of any method.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -511,6 +512,33 @@ class Storage(Protocol):
         :class:`MismatchedDevices` or :class:`QueueFull` (a destination device would hold
         more than ``max_depth`` messages or, unless ``max_bytes`` is 0, more than
         ``max_bytes`` bytes of bodies)."""
+
+    def enqueue_nowait(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
+        """:meth:`enqueue`, queued at once (call it from the event loop that opened the
+        storage): the future is done once the envelopes are durable, or fails with the
+        same errors. Sends queued one after another are committed in that order, so a
+        caller can pipeline them without a task each (the relay's WebSocket sends)."""
+
+    def enqueue_shared_nowait(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
+        """:meth:`enqueue_shared`, queued at once, in order with :meth:`enqueue_nowait`."""
 
     async def enqueue_shared(
         self,

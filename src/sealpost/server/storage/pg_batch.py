@@ -169,7 +169,7 @@ class GroupCommit:
         self.batches = 0  # batches committed together (tests and metrics read them)
         self.fallbacks = 0  # batches that ran their operations one by one
 
-    async def enqueue(
+    def enqueue(
         self,
         envelopes: Sequence[Envelope],
         *,
@@ -178,12 +178,13 @@ class GroupCommit:
         expires_at: int,
         max_depth: int,
         max_bytes: int,
-    ) -> None:
+    ) -> asyncio.Future[None]:
+        """Queue a send now; its future is done once committed."""
         future = self._future()
         self._submit(
             _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, future)
         )
-        await future
+        return future
 
     async def ack_all(
         self, address: Address, message_ids: Sequence[bytes], epoch: int | None
@@ -201,9 +202,19 @@ class GroupCommit:
     ) -> Any:
         """``fn`` in a transaction of its own, in its turn among the queued writes;
         ``forgets``: it changes queues (``forget`` is called once it ran)."""
+        return await self.own_nowait(fn, transaction=transaction, forgets=forgets)
+
+    def own_nowait(
+        self,
+        fn: Callable[[Conn], Awaitable[Any]],
+        *,
+        transaction: bool = True,
+        forgets: bool = False,
+    ) -> asyncio.Future[Any]:
+        """:meth:`own`, queued now."""
         future = self._future()
         self._submit(_Own(fn, transaction, forgets, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Let the queued writes finish."""

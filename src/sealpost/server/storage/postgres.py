@@ -669,7 +669,26 @@ class PostgresStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
-        await self.writes.enqueue(
+        await self.enqueue_nowait(
+            envelopes,
+            exempt=exempt,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+        )
+
+    def enqueue_nowait(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
+        return self.writes.enqueue(
             envelopes,
             exempt=exempt,
             received_at=received_at,
@@ -688,8 +707,27 @@ class PostgresStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
+        await self.enqueue_shared_nowait(
+            body,
+            envelopes,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+        )
+
+    def enqueue_shared_nowait(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
         # A transaction of its own (the body row first), in its turn among the others.
-        await self.writes.own(
+        return self.writes.own_nowait(
             lambda conn: enqueue_shared(
                 conn,
                 body,

@@ -398,6 +398,10 @@ class SqliteStorage:
     # ------------------------------------------------------------------ machinery
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(fn)
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue a write for the next batch; its future is done once committed."""
         loop = self._loop
         if loop is None or self._write_conn is None:
             raise RuntimeError("storage is not open")
@@ -410,7 +414,7 @@ class SqliteStorage:
             # it joins the batch.
             self._scheduled = True
             loop.call_soon(self._start_batch)
-        return await future
+        return future
 
     def _start_batch(self) -> None:
         self._scheduled = False
@@ -970,6 +974,25 @@ class SqliteStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
+        await self.enqueue_nowait(
+            envelopes,
+            exempt=exempt,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+        )
+
+    def enqueue_nowait(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
         def op(conn: sqlite3.Connection) -> None:
             self._check_devices(conn, envelopes, exempt)
             added = []
@@ -994,7 +1017,7 @@ class SqliteStorage:
                 added.append((address, message))
             self._effects.append(partial(self._tails.added, added))
 
-        await self._write(op)
+        return self._submit(op)
 
     async def enqueue_shared(
         self,
@@ -1006,6 +1029,25 @@ class SqliteStorage:
         max_depth: int,
         max_bytes: int = 0,
     ) -> None:
+        await self.enqueue_shared_nowait(
+            body,
+            envelopes,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+        )
+
+    def enqueue_shared_nowait(
+        self,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> asyncio.Future[None]:
         def op(conn: sqlite3.Connection) -> None:
             self._check_devices(conn, envelopes, {})
             body_ref = conn.execute(
@@ -1035,7 +1077,7 @@ class SqliteStorage:
                 added.append((address, QueuedMessage(env.message_id, seq, full, received_at)))
             self._effects.append(partial(self._tails.added, added))
 
-        await self._write(op)
+        return self._submit(op)
 
     def _check_devices(
         self,
