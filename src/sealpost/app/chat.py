@@ -26,11 +26,13 @@ from textual.app import App
 from textual.binding import Binding
 
 from sealpost.app.dialogs import HelpScreen
+from sealpost.app.link import Linker, LinkScreen, link_new
 from sealpost.app.main import MainScreen
 from sealpost.app.model import Settings
 from sealpost.app.notify import Notifier
 from sealpost.app.unlock import Opener, UnlockScreen
 from sealpost.client import Client, ClientError, ServerUnavailable
+from sealpost.client.store import Store
 
 __all__ = ["ChatApp"]
 
@@ -40,6 +42,11 @@ CSS = """
 #unlock { align: center middle; }
 #unlock-box { width: 60; height: auto; border: round $primary; padding: 1 2; }
 #unlock-box Input { margin: 1 0; }
+#link { align: center middle; }
+#link-box { width: 80; max-width: 100%; height: auto; max-height: 100%;
+            border: round $primary; padding: 0 1; }
+#link-form { height: auto; }
+#link-form Button { margin: 0 0 1 0; }
 #status-bar { height: 1; background: $panel; }
 #alarm-banner { height: auto; }
 #hints { height: 1; }
@@ -68,7 +75,10 @@ ModalScreen { align: center middle; }
 class ChatApp(App[None]):
     """``sealpost chat``: ``ChatApp(profile).run()``.
 
-    ``opener`` opens the profile (default :meth:`Client.open`), ``tz`` is the time zone
+    A directory that holds no profile yet opens the linking screen
+    (:mod:`sealpost.app.link`: this device joins an account the user has) instead of
+    the unlock screen. ``opener`` opens the profile (default :meth:`Client.open`),
+    ``linker`` links a new one (default :meth:`Client.link_new`), ``tz`` is the time zone
     times are shown in (default: the local one), ``now`` the clock for "today" and
     timers, ``notify_command`` the desktop notifier (None: the bell only), ``poll`` how
     long each receive waits."""
@@ -87,6 +97,7 @@ class ChatApp(App[None]):
         profile: Path | str,
         *,
         opener: Opener | None = None,
+        linker: Linker | None = None,
         tz: datetime.tzinfo | None = None,
         now: Callable[[], float] = time.time,
         notify_command: str | None = "notify-send",
@@ -95,6 +106,7 @@ class ChatApp(App[None]):
         super().__init__()
         self.profile = Path(profile)
         self._opener = opener or _open
+        self._linker = linker or link_new
         self._tz = tz
         self._now = now
         self._poll = poll
@@ -107,7 +119,10 @@ class ChatApp(App[None]):
         return int(self._now() * 1000)
 
     def on_mount(self) -> None:
-        self.push_screen(UnlockScreen(self.profile, self._opener))
+        if Store.exists(self.profile):
+            self.push_screen(UnlockScreen(self.profile, self._opener))
+        else:
+            self.push_screen(LinkScreen(self.profile, self._linker))
 
     async def on_unlock_screen_unlocked(self, event: UnlockScreen.Unlocked) -> None:
         self.client = event.client

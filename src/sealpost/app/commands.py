@@ -125,7 +125,16 @@ async def group_screen(screen: MainScreen) -> None:
 
 
 async def devices(screen: MainScreen) -> None:
-    await screen.app.push_screen_wait(DevicesScreen(screen.client))
+    if await screen.app.push_screen_wait(DevicesScreen(screen.client)) != "link":
+        return
+    code = await screen.app.push_screen_wait(
+        PromptScreen("The link code the new device shows (sealpost-link:…)")
+    )
+    if code and code.strip():
+        try:
+            await _link(screen, Command("link", [code.strip()], code.strip()))
+        except _ERRORS as exc:
+            toast(screen, _describe(exc), "error")
 
 
 async def alarms(screen: MainScreen) -> None:

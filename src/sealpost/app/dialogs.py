@@ -26,9 +26,9 @@ Keys
   Up, Down         choose a conversation, or a message in the open one
   Ctrl+N, n        new conversation (a username)
   Ctrl+F, /        search the local history
-  Ctrl+T           the open contact's safety number (compare, then Verify)
+  Ctrl+T           the contact's safety number (compare, then Verify)
   Ctrl+G           the open group: members, add, remove, rename, leave
-  Ctrl+E           this account's devices (list, remove)
+  Ctrl+E           this account's devices (list, remove; l links one)
   Ctrl+B           key-transparency alarms (read and dismiss)
   d                delete the chosen message you sent, for everyone
   s                save the chosen message's file

@@ -117,12 +117,14 @@ class AlarmsScreen(ModalScreen[int]):
         self.dismiss(0)
 
 
-class DevicesScreen(ModalScreen[None]):
-    """This account's devices; ``r`` removes the chosen one (after a confirmation)."""
+class DevicesScreen(ModalScreen[str | None]):
+    """This account's devices; ``r`` removes the chosen one (after a confirmation), ``l``
+    links a new one (dismissed with ``"link"``: the main screen asks for its code)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "close"),
         Binding("r,delete", "remove", "remove"),
+        Binding("l", "link", "link a new device"),
     ]
 
     def __init__(self, client: Client) -> None:
@@ -133,7 +135,9 @@ class DevicesScreen(ModalScreen[None]):
         with Vertical(id="dialog"):
             yield Static(Text("Devices of this account", style="bold"))
             yield ListView(id="device-list")
-            yield Static(Text("r: remove the chosen device   Esc: close", style="dim"))
+            yield Static(
+                Text("r: remove the chosen device   l: link a new one   Esc: close", style="dim")
+            )
 
     def on_mount(self) -> None:
         self.reload()
@@ -173,6 +177,9 @@ class DevicesScreen(ModalScreen[None]):
         except ClientError as exc:
             toast(self, exc, "error")
         self.reload()
+
+    def action_link(self) -> None:
+        self.dismiss("link")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -12,7 +12,6 @@ from sealpost.cli.output import print_json, print_message
 from sealpost.cli.session import with_client
 from sealpost.client import Client
 from sealpost.client.services.search import HIT_END, HIT_START
-from sealpost.client.store import Store
 
 __all__ = ["COMMANDS"]
 
@@ -20,8 +19,7 @@ __all__ = ["COMMANDS"]
 async def cmd_chat(args: argparse.Namespace, profile: Path) -> int:
     from sealpost.app import ChatApp  # Textual is loaded for the app only
 
-    if not Store.exists(profile):
-        raise CliError(f"no profile in {profile}: create one with 'sealpost init'", 1)
+    # no profile there yet: the app offers to link this device to an existing account
     await ChatApp(profile).run_async()
     return 0
 
