@@ -154,3 +154,24 @@ def test_empty_marks_the_end_of_the_backlog(
             {bob.device.account_id: bob.device.delivery_token},
         )
         assert [stream.recv()["type"] for _ in range(2)] == ["message", "empty"]
+
+
+def test_a_reader_that_stalls_gets_every_push_once_in_order(
+    server: ServerProcess, registered: Callable[..., Client]
+) -> None:
+    """Pushes that fill the socket's buffers while the client reads nothing (the server's
+    transport pauses) wait for it and then go out in queue order, none lost or doubled,
+    whichever way each frame was written (at once, or through a waiting ASGI send)."""
+    bob = registered()
+    assert bob.device is not None
+    token = {bob.device.account_id: bob.device.delivery_token}
+    bodies = [b"%03d" % i + bytes([i]) * 60_000 for i in range(120)]  # 7 MB in all
+    with bob.stream() as stream:
+        assert stream.recv()["type"] == "empty"
+        with sealed_socket(server) as ws:
+            for i, body in enumerate(bodies):
+                ws.send(send_frame(i, [(bob.device.account_id, 1, body)], token))
+            assert [recv(ws)["req"] for _ in bodies] == list(range(len(bodies)))
+        frames = stream.receive_messages(len(bodies))
+        assert [unb64(f["body"]) for f in frames] == bodies
+        assert len({f["id"] for f in frames}) == len(bodies)

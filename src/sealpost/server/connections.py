@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from websockets.protocol import State
 
-__all__ = ["BUSY_BODY", "corked", "limited_protocol"]
+__all__ = ["BUSY_BODY", "SEND_TEXTS", "corked", "limited_protocol"]
 
 BUSY_BODY = json.dumps(
     {"error": "busy", "message": "the server is at its connection limit; retry later"}
@@ -132,13 +134,51 @@ class _CorkedTransport:
         return getattr(self._transport, name)
 
 
-def corked(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """Uvicorn's WebSocket protocol class ``base`` (``ws``), writing through a
-    :class:`_CorkedTransport`."""
+#: The ASGI scope extension that :func:`corked` adds: ``send_texts(texts) -> bool``.
+SEND_TEXTS = "sealpost.send_texts"
 
-    def connection_made(self: asyncio.Protocol, transport: asyncio.BaseTransport) -> None:
+
+def corked(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """Uvicorn's WebSocket protocol class ``base`` (``ws``: a ``WebSocketsSansIOProtocol``),
+    writing through a :class:`_CorkedTransport`, and offering the application, as the
+    scope extension :data:`SEND_TEXTS`, a way to write text frames at once, without an
+    ASGI ``send`` (a coroutine through the framework and the server) for each:
+    ``send_texts(texts)`` writes them (through the websockets protocol, so its state stays
+    right) and returns ``True``, or does nothing and returns ``False`` when the socket
+    cannot take them now (not open, closing, or its buffer full: then ``send`` waits)."""
+
+    def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         corked = _CorkedTransport(cast(asyncio.Transport, transport), loop)
         base.connection_made(self, cast(asyncio.Transport, corked))
 
-    return type(f"Corked{base.__name__}", (base,), {"connection_made": connection_made})
+    def handle_connect(self: Any, event: Any) -> None:
+        base.handle_connect(self, event)  # type: ignore[attr-defined]
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # accepted: the application's task has not started yet
+            scope["extensions"][SEND_TEXTS] = self.send_texts
+
+    def send_texts(self: Any, texts: Sequence[str]) -> bool:
+        conn = self.conn
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or conn.state is not State.OPEN
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        for text in texts:
+            conn.send_text(text.encode())
+        self.transport.write(b"".join(conn.data_to_send()))
+        return True
+
+    return type(
+        f"Corked{base.__name__}",
+        (base,),
+        {
+            "connection_made": connection_made,
+            "handle_connect": handle_connect,
+            "send_texts": send_texts,
+        },
+    )

@@ -50,7 +50,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -62,6 +62,7 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.signing import websocket_message
 from sealpost.protocol.wire import DeviceCertificate
 from sealpost.server.authn import AuthenticatedDevice
+from sealpost.server.connections import SEND_TEXTS
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.fanout.base import DeviceAddress
@@ -129,20 +130,32 @@ def _frame(message: MutableMapping[str, Any], kind: Any, what: str) -> Any:
 
 
 class _Socket:
-    """One accepted WebSocket: its sends are serialized (push and answers share it)."""
+    """One accepted WebSocket: its sends are serialized (push and answers share it).
+    Frames go out at once through the server's :data:`~.connections.SEND_TEXTS` when it
+    can take them and no ASGI send is waiting (which keeps their order), else by ASGI."""
 
-    __slots__ = ("lock", "ws")
+    __slots__ = ("fast", "lock", "ws")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.lock = asyncio.Lock()
+        self.fast: Callable[[Sequence[str]], bool] | None = ws.scope.get("extensions", {}).get(
+            SEND_TEXTS
+        )
 
     async def send(self, doc: dict[str, Any]) -> None:
         await self.send_text(json.dumps(doc))
 
     async def send_text(self, text: str) -> None:
+        await self.send_texts((text,))
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        fast = self.fast
+        if fast is not None and not self.lock.locked() and fast(texts):
+            return
         async with self.lock:
-            await self.ws.send_text(text)
+            for text in texts:
+                await self.ws.send_text(text)
 
 
 class _Connection:
@@ -536,11 +549,10 @@ class StreamEndpoint:
                 )
                 if batch:
                     conn.idle = False
-                    for message in batch:
-                        await sock.send_text(
-                            message_text(message.message_id, message.body, message.received_at)
-                        )
-                        conn.last = message.seq
+                    await sock.send_texts(
+                        [message_text(m.message_id, m.body, m.received_at) for m in batch]
+                    )
+                    conn.last = batch[-1].seq
                     self._ctx.metrics.inc(
                         "sealpost_messages_pushed_total", "messages pushed", len(batch)
                     )
