@@ -155,7 +155,7 @@ class Client:
             clock=clock,
         )
         client = cls(store, rng=rng, clock=clock)
-        await client._services.devices.announce(device_name)
+        await client._services.device_changes.announce(device_name)
         return client
 
     @classmethod
@@ -447,7 +447,7 @@ class Client:
         entries were checked (:mod:`.services.monitoring`)."""
         return await self._services.monitoring.monitor()
 
-    # -- own devices (services/devices.py)
+    # -- own devices (services/devices.py, services/device_changes.py)
 
     async def refresh_devices(self) -> None:
         """Fetch this account's device list again (after a change or a refused send)."""
@@ -461,4 +461,4 @@ class Client:
         """Revoke another device of this account: the account key signs a revocation,
         the server deletes the device, contacts stop encrypting to it, and this
         account's other devices are told."""
-        await self._services.devices.remove(device_id)
+        await self._services.device_changes.remove(device_id)

@@ -17,7 +17,8 @@ sends: texts, timers, deletions for everyone), ``search``, ``sending``, ``pairwi
 pairwise encryptor), ``transcripts`` (copies of sent messages for this account's other
 devices), ``receiving`` (with ``opening``: one push, ``senders``: whom it is from, and
 ``batch_commit``: the batch's unit of work), ``absorb`` (pure: content to changes),
-``groups``, ``group_encryptor``, ``group_receive``, ``devices``, ``linking``, ``prekeys``,
+``groups``, ``group_encryptor``, ``group_receive``, ``devices`` (the device list),
+``device_changes`` (removing a device, telling of a link), ``linking``, ``prekeys``,
 ``transparency`` (the log view the others are handed, over ``log_heads``: the pinned key,
 the newest head, consistency and gossip; ``lookup_proofs``: what a directory answer must
 prove; ``alarms``: an alarm raised), ``monitoring`` (the periodic pass: own entries,

@@ -9,10 +9,10 @@ and state two services share (the sessions held in memory, the senders whose log
 entries were checked in this process) is made here and passed to both.
 
 Where two services need each other (the directory asks key transparency for proofs, and
-monitoring looks contacts up again through the directory; own devices and groups queue
-sends on the sender loop, which asks them for this account's devices and the group
-chains), the one built first is handed a small function defined here that calls the
-other once it exists, so that no service calls back into ``Client``.
+monitoring looks contacts up again through the directory; the groups service queues sends
+on the sender loop, which drops the group chains after a failed commit), the one built
+first is handed a small function defined here that calls the other once it exists, so
+that no service calls back into ``Client``.
 
 Example::
 
@@ -30,13 +30,13 @@ from typing import Any
 
 from sealpost.client.context import ClientContext
 from sealpost.client.errors import NotRegistered
-from sealpost.client.records import Message
 from sealpost.client.relay import RelayTransport
 from sealpost.client.rows import ContactRow, Outgoing
 from sealpost.client.services.attachments import Attachments
 from sealpost.client.services.batch_commit import BatchCommitter, OwnerWrites
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.delivery import DeliveryPeers
+from sealpost.client.services.device_changes import DeviceChanges
 from sealpost.client.services.devices import OwnDevices
 from sealpost.client.services.directory import Directory
 from sealpost.client.services.group_encryptor import GroupEncryptor
@@ -76,6 +76,7 @@ class Services:
     groups: GroupService
     attachments: Attachments
     devices: OwnDevices
+    device_changes: DeviceChanges
     linking: Linking
     monitoring: Monitoring
     prekeys: Prekeys
@@ -123,9 +124,6 @@ def assemble(ctx: ClientContext) -> Services:
     async def transparency() -> KeyTransparency:
         return await monitoring.transparency()
 
-    async def enqueue(item: Outgoing) -> Message | None:
-        return await sending.enqueue(item)
-
     def requeue(item: Outgoing) -> None:
         sending.requeue(item)
 
@@ -140,9 +138,7 @@ def assemble(ctx: ClientContext) -> Services:
 
     monitoring = Monitoring(ctx, contacts=contacts, lookup=partial(directory.resolve, refresh=True))
     conversations = Conversations(ctx, directory)
-    devices = OwnDevices(
-        ctx, monitoring, enqueue=enqueue, contacts=contacts, forget_session=encryptor.forget_device
-    )
+    devices = OwnDevices(ctx, monitoring, forget_session=encryptor.forget_device)
     attachments = Attachments(ctx)
     groups = GroupService(
         ctx,
@@ -271,6 +267,7 @@ def assemble(ctx: ClientContext) -> Services:
         groups=groups,
         attachments=attachments,
         devices=devices,
+        device_changes=DeviceChanges(ctx, devices, enqueue=sending.enqueue, contacts=contacts),
         linking=Linking(ctx, devices, monitoring, contacts=contacts),
         monitoring=monitoring,
         prekeys=prekeys,
