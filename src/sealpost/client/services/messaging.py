@@ -56,9 +56,7 @@ class Messaging:
         to look up as a new contact."""
         try:
             peer, _, group = self._conversations.resolve(name)
-        except UnknownContact:
-            if name.startswith("#"):
-                raise
+        except UnknownContact:  # a #name this account has no group of is UnknownGroup
             return None, None
         return peer, group
 
