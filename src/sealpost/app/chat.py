@@ -6,8 +6,10 @@ fails (:class:`ServerUnavailable`, or the server refusing) shows "connection los
 why where :meth:`Client.diagnose_refusal` can tell (this device removed, the server's
 log key changed: an alarm)
 and the next, after a backoff of 1 s doubling to 30 s, "connected" again once it
-succeeds; each call first sends what the outbox holds, so messages written while offline
-go out when the connection is back. (:meth:`Client.events` reconnects by itself but
+succeeds; each call first sends what the outbox holds. A message that could not even be
+prepared offline (:class:`ServerUnavailable` from :meth:`Client.send`) waits in the main
+screen (``MainScreen.pending``, counted on the status line) and is sent, in order, when
+the connection is back. (:meth:`Client.events` reconnects by itself but
 cannot say when it is offline, which the app must show.)
 """
 

@@ -17,7 +17,7 @@ from sealpost.app.screens import AlarmsScreen, DevicesScreen, GroupScreen, Safet
 from sealpost.app.text import peer, toast
 from sealpost.cli.errors import CliError
 from sealpost.cli.output import format_duration, parse_duration
-from sealpost.client import ClientError, UnknownContact, UntrustedContact
+from sealpost.client import ClientError, ServerUnavailable, UnknownContact, UntrustedContact
 
 if TYPE_CHECKING:
     from sealpost.app.main import MainScreen
@@ -65,6 +65,11 @@ async def send(screen: MainScreen, address: str, text: str, file: str | None) ->
         message = await screen.client.send(
             address, text, file=None if file is None else Path(file).expanduser(), progress=progress
         )
+    except ServerUnavailable:
+        screen.pending.append((address, text, file))
+        screen.show_status()
+        toast(screen, "no connection: it is sent when the connection is back", "warning")
+        return
     except _ERRORS as exc:
         toast(screen, f"not sent: {_describe(exc)}", "error")
         return

@@ -81,6 +81,9 @@ class MainScreen(Screen[None]):
         self.current: str | None = None
         self.connected: bool | None = None
         self.warned: set[str] = set()  # conversations whose key changed, not yet seen
+        # what was written while the server could not be reached: (address, text, file),
+        # sent in order once the connection is back (kept while the app runs)
+        self.pending: list[tuple[str, str, str | None]] = []
         self._list_lock = asyncio.Lock()
         self.ready = False  # set once mounted and the list is shown
 
@@ -124,6 +127,9 @@ class MainScreen(Screen[None]):
             text.append("   ● connected", "green")
         else:
             text.append("   ○ connection lost, reconnecting…", "bold red")
+        if self.pending:
+            waiting = len(self.pending)
+            text.append(f"   {waiting} message{'s' if waiting > 1 else ''} waiting", "yellow")
         self.query_one("#status-bar", Static).update(text)
 
     def set_connected(self, connected: bool, why: ClientError | None = None) -> None:
@@ -137,8 +143,17 @@ class MainScreen(Screen[None]):
             if was is not False:
                 toast(self, f"the server refused: {why}", "error")
         if connected and was is False:
-            toast(self, "connected again; unsent messages were sent")
+            toast(self, "connected again")
             self.query_one(MessageList).refresh_statuses()
+            if self.pending:
+                self.run_worker(self.send_pending(), group="send")
+
+    async def send_pending(self) -> None:
+        """Send, in order, what was written while the server could not be reached."""
+        waiting, self.pending = self.pending, []
+        for address, text, file in waiting:
+            await commands.send(self, address, text, file)
+        self.show_status()
 
     def show_alarms(self) -> None:
         alarms = self.client.alarms()
