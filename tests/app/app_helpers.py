@@ -15,6 +15,7 @@ from textual.widgets import Input
 
 from integration.helpers import ServerProcess, unique_name
 from sealpost.app import ChatApp
+from sealpost.app.compose import ComposeBox
 from sealpost.app.main import MainScreen
 from sealpost.client import Client
 from sealpost.client.store import TEST_PARAMS
@@ -84,3 +85,12 @@ def chat_app(profile: Path, **kwargs: Any) -> ChatApp:
 
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def submit(pilot: Pilot[Any], compose: ComposeBox, text: str) -> None:
+    """Type ``text`` in the compose box and press Enter (a message, or a /command)."""
+    compose.focus()
+    compose.load_text(text)
+    compose.move_cursor(compose.document.end)
+    await pilot.press("enter")
+    await until(pilot, lambda: compose.text == "", "the compose box to be sent")

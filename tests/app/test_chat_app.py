@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_helpers import chat_app, free_port, make_client, passcode_of, run, unlock, until
+from app_helpers import chat_app, free_port, make_client, passcode_of, run, submit, unlock, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -150,14 +150,6 @@ def test_the_fifth_wrong_passcode_shows_a_countdown(server: ServerProcess, tmp_p
     run(scenario())
 
 
-async def _type(pilot: Pilot[Any], compose: ComposeBox, text: str) -> None:
-    compose.focus()
-    compose.load_text(text)
-    compose.move_cursor(compose.document.end)
-    await pilot.press("enter")
-    await until(pilot, lambda: compose.text == "", "the compose box to be sent")
-
-
 async def _listed(pilot: Pilot[Any], main: MainScreen, address: str) -> None:
     """Wait for ``address`` in the conversation list (its first message received)."""
     listing = main.query_one(ConversationList)
@@ -190,9 +182,9 @@ def test_a_group_created_in_the_app_reaches_its_members(
             async with app.run_test(size=(100, 30)) as pilot:
                 main = await unlock(pilot, passcode_of(name))
                 compose = main.query_one(ComposeBox)
-                await _type(pilot, compose, f"/group create crew {bob.username} {carol.username}")
+                await submit(pilot, compose, f"/group create crew {bob.username} {carol.username}")
                 await until(pilot, lambda: main.current == "#crew", "the group opened")
-                await _type(pilot, compose, "hello crew")
+                await submit(pilot, compose, "hello crew")
                 for member in (bob, carol):
                     seen = await _events_until(
                         member,
@@ -250,7 +242,7 @@ def test_a_file_is_sent_and_a_received_one_saved(server: ServerProcess, tmp_path
                 await _listed(pilot, main, bob.username)
                 await main.open(bob.username)
                 compose = main.query_one(ComposeBox)
-                await _type(pilot, compose, f"/file {outgoing} the report")
+                await submit(pilot, compose, f"/file {outgoing} the report")
                 seen = await _events_until(
                     bob,
                     lambda s: any(isinstance(e, MessageReceived) for e in s),
@@ -272,7 +264,7 @@ def test_a_file_is_sent_and_a_received_one_saved(server: ServerProcess, tmp_path
                 )
                 shown = str(messages.messages()[-1].render())
                 assert "photo.bin" in shown and "s: save" in shown
-                await _type(pilot, compose, f"/save {downloads}")
+                await submit(pilot, compose, f"/save {downloads}")
                 await until(pilot, lambda: (downloads / "photo.bin").exists(), "the saved file")
                 assert (downloads / "photo.bin").read_bytes() == incoming.read_bytes()
         finally:
@@ -348,7 +340,7 @@ def test_a_key_change_is_shown_and_blocks_sending_to_a_verified_contact(
                 assert f"{bob.username}'s safety number changed" in banner
                 assert "sending is blocked until you verify again" in banner
                 compose = main.query_one(ComposeBox)
-                await _type(pilot, compose, "must not be sent")
+                await submit(pilot, compose, "must not be sent")
                 await pilot.pause(0.5)
                 assert "must not be sent" not in [m.text for m in main.client.history(bob.username)]
                 # the safety number screen: comparing and verifying lifts the block
@@ -360,7 +352,7 @@ def test_a_key_change_is_shown_and_blocks_sending_to_a_verified_contact(
                 await pilot.press("v")
                 await until(pilot, lambda: isinstance(app.screen, MainScreen), "back")
                 assert not main.query_one("#key-banner").display
-                await _type(pilot, compose, "verified again")
+                await submit(pilot, compose, "verified again")
                 seen = await _events_until(
                     new_bob,
                     lambda s: any(isinstance(e, MessageReceived) for e in s),
@@ -487,7 +479,7 @@ def test_deleted_and_expired_messages_leave_placeholders_after_a_restart(
                 )
                 await main.open(bob.username)
                 view = main.query_one(MessageList)
-                await _type(pilot, main.query_one(ComposeBox), "mine, soon deleted")
+                await submit(pilot, main.query_one(ComposeBox), "mine, soon deleted")
                 await until(pilot, lambda: len(view.messages()) == 4, "the message sent")
                 view.focus()
                 await pilot.press("end", "d")

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app_helpers import chat_app, free_port, make_client, passcode_of, run, unlock, until
-from textual.pilot import Pilot
+from app_helpers import chat_app, free_port, make_client, passcode_of, run, submit, unlock, until
 from textual.widgets import Static
 
 from integration.helpers import ServerProcess
@@ -27,13 +26,6 @@ def _fake_notify_send(root: Path) -> tuple[Path, Path]:
     script.write_text(f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done >> {out}\necho >> {out}\n')
     script.chmod(0o755)
     return script, out
-
-
-async def _type(pilot: Pilot[Any], compose: ComposeBox, text: str) -> None:
-    compose.focus()
-    compose.load_text(text)
-    await pilot.press("enter")
-    await until(pilot, lambda: compose.text == "", "the compose box to be sent")
 
 
 def _notified(out: Path) -> list[list[str]]:
@@ -68,7 +60,7 @@ def test_notifications_name_the_conversation_not_the_text(
                     "new message",
                 ]
                 assert bells == [1]
-                await _type(pilot, compose, "/notify-text on")
+                await submit(pilot, compose, "/notify-text on")
                 await bob.send(name, "a <b>second</b> one")
                 await until(pilot, lambda: len(_notified(out)) == 2, "the second")
                 assert _notified(out)[1][-1] == "a &lt;b&gt;second&lt;/b&gt; one"
@@ -77,7 +69,7 @@ def test_notifications_name_the_conversation_not_the_text(
                 await bob.send(name, "third")
                 view = main.query_one(MessageList)
                 await until(pilot, lambda: len(view.messages()) == 3, "the third shown")
-                await _type(pilot, compose, "/notify off")
+                await submit(pilot, compose, "/notify off")
                 await carol.send(name, "from carol")
                 await until(
                     pilot,
@@ -127,7 +119,7 @@ def test_a_lost_connection_is_shown_and_what_was_written_goes_out_when_it_is_bac
                 await until(
                     pilot, lambda: "connection lost" in str(status.render()), "connection lost"
                 )
-                await _type(pilot, main.query_one(ComposeBox), "written while offline")
+                await submit(pilot, main.query_one(ComposeBox), "written while offline")
                 await until(pilot, lambda: "1 message waiting" in str(status.render()), "waiting")
                 srv.start()
                 await until(
