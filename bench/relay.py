@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import platform
@@ -117,6 +118,7 @@ class Plan:
     warmup: float  # seconds of load before the measured window
     window: float  # seconds measured
     samples: int  # idle latency samples
+    active: int = 0  # devices exchanging messages (0: all N; the others connected, idle)
 
 
 FULL = [Plan(10, 2.0, 8.0, 2000), Plan(100, 2.0, 8.0, 2000), Plan(1000, 2.0, 8.0, 2000)]
@@ -156,6 +158,16 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     return dict(threads)
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """Seconds the event loop thread of ``pid`` was runnable but waiting for a CPU
+    (``/proc/PID/schedstat``; 0.0 where the kernel does not keep it): how much other
+    work on the machine held the server back."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def own_cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -169,6 +181,7 @@ class Tally:
 
     def __init__(self, n: int) -> None:
         self.n = n
+        self.active = n  # devices that send and receive (the rest stay connected, idle)
         self.target: list[int] = []  # message number -> recipient device index
         self.seen = bytearray()  # message number -> times pushed (saturating)
         self.relayed = 0  # pushed and acked
@@ -264,7 +277,7 @@ class Sealed(WSListener):  # type: ignore[misc]
 
     def frame(self, sender: int) -> tuple[int, bytes]:
         """The next send frame, from device ``sender`` to the next device; and its number."""
-        target = (sender + 1) % self.tally.n
+        target = (sender + 1) % self.tally.active
         number = self.tally.number(target)
         head, middle, tail = self.frames[target]
         body = base64.b64encode(number.to_bytes(NUMBER)) + self.tails[number & 15]
@@ -381,15 +394,16 @@ async def run_n(
     registered = time.perf_counter() - began
     rss_registered = proc_status(pid)["VmRSS"]  # before any socket: what connections add
     tally = Tally(n)
+    active = tally.active = min(n, plan.active or n)
     ws_urls = [s.url.replace("http://", "ws://", 1) for s in servers]
     streams = await connect_all(ws_urls, devices, tally)
     frames = send_templates(devices)
-    s = min(n, sockets)
+    s = min(active, sockets)
     sealed: list[tuple[WSTransport, Sealed]] = []
     for k in range(s):  # socket k sends for devices k, k + s, k + 2s, ... (via server k mod K)
         sealed.append(
             await ws_connect(
-                lambda k=k: Sealed(range(k, n, s), tally, frames, window),
+                lambda k=k: Sealed(range(k, active, s), tally, frames, window),
                 f"{ws_urls[k % len(ws_urls)]}/v1/sealed",
             )
         )
@@ -408,11 +422,11 @@ async def run_n(
     # server's caches, read from SQLite), a cost per device, not per message, which a
     # window that began before every device had one would count as if it were.
     first_contact = time.monotonic() + 60
-    while tally.relayed < n and time.monotonic() < first_contact:
+    while tally.relayed < active and time.monotonic() < first_contact:
         await asyncio.sleep(0.05)
     tally.check()
     t0, relayed0, answered0 = time.perf_counter(), tally.relayed, tally.answered
-    server0, client0 = cpu_seconds(pid), own_cpu()
+    server0, client0, wait0 = cpu_seconds(pid), own_cpu(), cpu_wait_seconds(pid)
     all0 = sum(cpu_seconds(p)["all"] for p in pids)
     recorder = None
     if spy is not None:
@@ -424,7 +438,7 @@ async def run_n(
         )  # fmt: skip
     await asyncio.sleep(plan.window)
     t1, relayed1, answered1 = time.perf_counter(), tally.relayed, tally.answered
-    server1, client1 = cpu_seconds(pid), own_cpu()
+    server1, client1, wait1 = cpu_seconds(pid), own_cpu(), cpu_wait_seconds(pid)
     all1 = sum(cpu_seconds(p)["all"] for p in pids)
     for sender in senders:
         sender.running = False
@@ -480,6 +494,7 @@ async def run_n(
         hot = hottest(spy / f"server-n{n}.txt") if spy else []
     return {
         "devices": n,
+        "active_devices": active,
         "registration_s": round(registered, 2),
         "sealed_sockets": s,
         "window_per_socket": window,
@@ -497,6 +512,7 @@ async def run_n(
         "rss_after_load_mib": status["VmRSS"],
         "rss_peak_mib": status_end["VmHWM"],
         "server_cpu_percent": round(server_cpu["all"], 1),
+        "server_waiting_for_cpu_percent": round(100 * (wait1 - wait0) / elapsed, 1),
         "server_cpu_us_per_msg": round(
             1e6 * (server1["all"] - server0["all"]) / max(1, relayed1 - relayed0), 1
         ),
@@ -677,13 +693,16 @@ def render(results: list[dict[str, Any]], mode: str) -> str:
     for r in results:
         threads = r["server_threads_cpu_percent"]
         lines.append(
-            f"N = {r['devices']}: {r['sealed_sockets']} sealed sockets x {r['window_per_socket']}"
+            f"N = {r['devices']}"
+            + (f" ({r['active_devices']} active)" if r["active_devices"] != r["devices"] else "")
+            + f": {r['sealed_sockets']} sealed sockets x {r['window_per_socket']}"
             f" in flight; {r['messages_checked']:,} messages each arrived exactly once; "
             f"server CPU: event loop thread {threads['main']:.0f}%, other threads "
             f"{threads['other']:.0f}%; registration {r['registration_s']} s; RSS "
             f"{r['rss_registered_mib']:.0f} MiB registered, "
             f"{r['kib_per_connection']:.1f} KiB per connection; server CPU "
-            f"{r['server_cpu_us_per_msg']:.0f} us per message relayed"
+            f"{r['server_cpu_us_per_msg']:.0f} us per message relayed; its event loop waited "
+            f"for a CPU {r['server_waiting_for_cpu_percent']:.0f}% of the window"
         )
         if r["server_hot_functions"]:
             lines.append(
@@ -728,6 +747,14 @@ def main() -> int:
     parser.add_argument("--devices", type=int, nargs="*", help="only these N")
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the server")
     parser.add_argument(
+        "--active",
+        type=int,
+        default=0,
+        metavar="A",
+        help="only the first A devices send and receive, the rest stay connected and idle "
+        "(what a message costs with N connected, apart from how the load spreads)",
+    )
+    parser.add_argument(
         "--database",
         metavar="URL",
         help="PostgreSQL server (postgresql://USER@HOST/DB): each N runs on a new database "
@@ -749,6 +776,8 @@ def main() -> int:
             known.get(n) or Plan(n, plans[0].warmup, plans[0].window, plans[0].samples)
             for n in args.devices
         ]
+    if args.active:
+        plans = [dataclasses.replace(p, active=args.active) for p in plans]
     if args.py_spy is not None:
         if py_spy() is None:
             parser.error("--py-spy needs py-spy (pip install py-spy)")

@@ -556,7 +556,11 @@ class StreamEndpoint:
                     self._ctx.metrics.inc(
                         "sealpost_messages_pushed_total", "messages pushed", len(batch)
                     )
-                    continue
+                    if len(batch) == PUSH_BATCH or conn.again:
+                        continue
+                    # A short batch was the rest of the queue, and nothing was stored for
+                    # this device since (that would have woken it: ``again``): no read to
+                    # find it empty (with a device's messages spread thin, a read a push).
                 if not conn.idle:
                     await sock.send_text('{"type":"empty"}')
                     conn.idle = True
