@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from app_helpers import chat_app, free_port, make_client, passcode_of, run, submit, unlock, until
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -21,7 +22,7 @@ from sealpost.app.messages import MessageList
 from sealpost.app.screens import AlarmsScreen, GroupScreen, SafetyScreen
 from sealpost.app.search import SearchScreen
 from sealpost.app.sidebar import ConversationList
-from sealpost.client import Client, GroupChanged, MessageReceived, WrongPasscode
+from sealpost.client import Client, GroupChanged, MessageReceived, TimerChanged, WrongPasscode
 
 
 def _static_text(screen: object, selector: str) -> str:
@@ -74,6 +75,9 @@ def test_unread_count_rises_and_clears_and_a_message_goes_out(
                 compose.focus()
                 await pilot.press("h", "i", "shift+enter", "b", "o", "b")
                 assert compose.text == "hi\nbob"
+                # a paste keeps its new lines (and does not send)
+                app.post_message(events.Paste("\npasted\nlines"))  # as the terminal does
+                await until(pilot, lambda: compose.text == "hi\nbob\npasted\nlines", "pasted")
                 await pilot.press("enter")
                 await until(pilot, lambda: compose.text == "", "compose cleared")
                 got: list[str] = []
@@ -85,7 +89,7 @@ def test_unread_count_rises_and_clears_and_a_message_goes_out(
                     ]
                     if got:
                         break
-                assert got == ["hi\nbob"]
+                assert got == ["hi\nbob\npasted\nlines"]
                 await until(
                     pilot,
                     lambda: (
@@ -517,3 +521,32 @@ def test_deleted_and_expired_messages_leave_placeholders_after_a_restart(
 
 def app_screen_is_confirm(pilot: Pilot[Any]) -> bool:
     return isinstance(pilot.app.screen, ConfirmScreen)
+
+
+def test_a_timer_set_in_the_app_reaches_the_contact(server: ServerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        bob = await make_client(server, tmp_path)
+        await alice.send(bob.username, "hi")
+        profile, name = alice.store.path, alice.username
+        await alice.close()
+        try:
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                await main.open(bob.username)
+                compose = main.query_one(ComposeBox)
+                await submit(pilot, compose, "/timer 1h")
+                await until(pilot, lambda: "⏱ 1h" in _static_text(main, "#chat-title"), "title")
+                seen = await _events_until(
+                    bob, lambda s: any(isinstance(e, TimerChanged) for e in s), "the timer"
+                )
+                [change] = [e for e in seen if isinstance(e, TimerChanged)]
+                assert (change.seconds, change.by) == (3600, name)
+                assert bob.timer(name) == 3600
+                await submit(pilot, compose, "/timer nonsense")  # refused, nothing changes
+                await pilot.pause(0.3)
+                assert main.client.timer(bob.username) == 3600
+        finally:
+            await bob.close()
+
+    run(scenario())

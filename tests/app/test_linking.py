@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app_helpers import chat_app, make_client, passcode_of, run, unlock, until
-from textual.widgets import Input, Static
+from textual.widgets import Input, ListView, Static
 
 from integration.helpers import ServerProcess
 from sealpost.app.compose import ComposeBox
 from sealpost.app.dialogs import ConfirmScreen
 from sealpost.app.link import LinkScreen
 from sealpost.app.main import MainScreen
+from sealpost.app.screens import DevicesScreen
 from sealpost.app.sidebar import ConversationList
 from sealpost.client import Client
 from sealpost.client.store import TEST_PARAMS
@@ -132,6 +133,27 @@ def test_an_existing_device_accepts_a_link_in_the_app(
                 joining.cancel()
             try:
                 assert phone.username == name and phone.device_id != main.client.device_id
+                # the devices screen lists it, and removes it
+                main.query_one(ComposeBox).blur()
+                await pilot.press("ctrl+e")
+                listing = await until(
+                    pilot,
+                    lambda: (
+                        isinstance(app.screen, DevicesScreen)
+                        and len(app.screen.query_one(ListView)) == 2
+                        and app.screen.query_one(ListView)
+                    ),
+                    "two devices listed",
+                )
+                rows = [str(item.query_one(Static).render()) for item in listing.children]
+                assert any("phone" in r for r in rows) and any("(this device)" in r for r in rows)
+                listing.index = next(i for i, r in enumerate(rows) if "phone" in r)
+                await pilot.press("r")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirm")
+                await pilot.press("y")
+                await until(pilot, lambda: len(listing) == 1, "the phone removed")
+                assert [d["name"] for d in await main.client.devices()] != ["phone"]
+                assert len(await main.client.devices()) == 1
             finally:
                 await phone.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from app_helpers import chat_app, make_client, passcode_of, run, unlock
+from app_helpers import chat_app, make_client, passcode_of, run, unlock, until
 
 from integration.helpers import ServerProcess
 from sealpost.app.messages import PAGE, MessageList
@@ -68,6 +68,16 @@ def test_a_long_conversation_is_read_a_page_at_a_time(
             view.focus()
             await pilot.press("home")
             assert view.selected is not None and view.selected.message.text == "message 0"
+            # the mouse: a click chooses the message under it; one in the list opens
+            view.scroll_home(animate=False, immediate=True)
+            await pilot.pause()
+            await pilot.click("#messages", offset=(4, 1))  # under "── day ──": message 0
+            assert view.index == 0
+            await pilot.click("#messages", offset=(4, 3))  # the next message's header
+            assert view.index == 1
+            main.current = None
+            await pilot.click("#conversations", offset=(3, 0))
+            await until(pilot, lambda: main.current == bob.username, "opened by a click")
 
             # a hit far back: the pages around it, the cursor on it
             await main.open(bob.username, around=(20).to_bytes(16, "big"))
