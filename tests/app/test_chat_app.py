@@ -16,7 +16,7 @@ from textual.widgets import Input, Static
 
 from integration.helpers import ServerProcess, swap_account
 from sealpost.app.compose import ComposeBox
-from sealpost.app.dialogs import ConfirmScreen
+from sealpost.app.dialogs import ConfirmScreen, PromptScreen
 from sealpost.app.main import MainScreen
 from sealpost.app.messages import MessageList
 from sealpost.app.screens import AlarmsScreen, GroupScreen, SafetyScreen
@@ -548,5 +548,46 @@ def test_a_timer_set_in_the_app_reaches_the_contact(server: ServerProcess, tmp_p
                 assert main.client.timer(bob.username) == 3600
         finally:
             await bob.close()
+
+    run(scenario())
+
+
+def test_n_starts_a_chat_with_a_new_username(server: ServerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        carol = await make_client(server, tmp_path)
+        profile, name = alice.store.path, alice.username
+        await alice.close()
+        try:
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                assert main.query_one(ConversationList).summaries == []
+                main.query_one(ConversationList).focus()
+                for who in ("nobody-here", carol.username):
+                    await pilot.press("n")
+                    box = await until(
+                        pilot,
+                        lambda: (
+                            isinstance(app_screen := pilot.app.screen, PromptScreen)
+                            and app_screen.query_one(Input)
+                        ),
+                        "the prompt",
+                    )
+                    box.value = who
+                    await pilot.press("enter")
+                    await until(pilot, lambda: isinstance(pilot.app.screen, MainScreen), "back")
+                    if who == "nobody-here":
+                        await pilot.pause(0.5)
+                        assert main.current is None  # no such user: nothing opened
+                await until(pilot, lambda: main.current == carol.username, "the new chat")
+                await submit(pilot, main.query_one(ComposeBox), "hello carol")
+                seen = await _events_until(
+                    carol, lambda s: any(isinstance(e, MessageReceived) for e in s), "it"
+                )
+                assert [e.message.text for e in seen if isinstance(e, MessageReceived)] == [
+                    "hello carol"
+                ]
+        finally:
+            await carol.close()
 
     run(scenario())
