@@ -47,7 +47,10 @@ machine's load varies between runs). The measured window starts after the warm-u
 once about every device has had a message (a device's first one costs more than the
 next: its records are not yet in the server's caches). ``server CPU us per message`` is
 the server's CPU time in the window over the messages relayed in it: on a shared machine
-a steadier comparison between N than the rate. The script exits 0 whatever the verdicts;
+a steadier comparison between N than the rate (the run also says how long the server's
+event loop waited for a CPU). ``--active A`` has only A devices exchange messages while
+all N stay connected: what a message costs with N connected, apart from how thinly the
+load spreads over them. The script exits 0 whatever the verdicts;
 it exits 1 if a message was lost, duplicated or misdelivered.
 
 ``--py-spy DIR`` also records the server with py-spy (when installed) during each measured
