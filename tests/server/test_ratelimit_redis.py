@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,6 +177,53 @@ def test_a_dead_redis_leaves_each_process_to_its_own_buckets_until_it_is_back(
         finally:
             await a.close()
             await b.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        redis.kill()
+
+
+def test_a_redis_that_stops_answering_costs_a_request_at_most_the_timeout(
+    tmp_path: Path, name: str
+) -> None:
+    """Redis frozen (SIGSTOP: connected, silent): the first check waits out the timeout
+    and is answered locally; the next ones do not wait at all until the retry; closing
+    the limiters with a check in flight answers it too."""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+
+    async def run() -> None:
+        limiters = RedisLimiters(redis.url, secret=b"k" * 32, clock=time.monotonic, retry=30)
+        await limiters.open()
+        try:
+            limiter = limiters.limiter(name, 3)
+            assert await limiter.take(ADDRESS) == 0.0 and limiters.shared
+            assert redis.proc is not None
+            redis.proc.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            assert await limiter.take(ADDRESS) == 0.0  # local bucket: full
+            assert 0.4 <= time.monotonic() - started < 2.5  # the 0.5 s timeout, no more
+            assert not limiters.shared
+            started = time.monotonic()
+            waits = [await limiter.take(ADDRESS) for _ in range(3)]
+            assert time.monotonic() - started < 0.2  # no call to Redis meanwhile
+            assert waits[:2] == [0.0, 0.0] and waits[2] > 0  # still limited, alone
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            await limiters.close()
+
+        closing = RedisLimiters(redis.url, secret=b"k" * 32, clock=time.monotonic)
+        await closing.open()
+        limiter = closing.limiter(name + "_c", 3)
+        redis.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            pending = asyncio.create_task(limiter.take(ADDRESS))
+            await asyncio.sleep(0.05)
+            await closing.close()
+            assert await asyncio.wait_for(pending, 1) == 0.0
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
 
     try:
         asyncio.run(run())

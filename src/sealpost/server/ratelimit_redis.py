@@ -196,7 +196,10 @@ class RedisLimiters:
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
                 try:
                     waits = await self._call(batch)
-                except (RedisError, OSError, TimeoutError) as exc:
+                except asyncio.CancelledError:  # closing: the callers answer locally
+                    self._answer_locally(batch)
+                    raise
+                except Exception as exc:  # Redis away, or a reply not ours: answer locally
                     self._failed(exc)
                     self._answer_locally(batch + self._pending)
                     self._pending = []
@@ -206,7 +209,7 @@ class RedisLimiters:
                     self.shared = True
                 for ask, wait in zip(batch, waits, strict=True):
                     if not ask[5].done():
-                        ask[5].set_result(int(wait) / 1e6)
+                        ask[5].set_result(wait / 1e6)
         finally:
             self._flusher = None
 
@@ -218,8 +221,9 @@ class RedisLimiters:
             args += (op, interval, window, amount)
         async with asyncio.timeout(self._timeout):
             result = await script(keys=[ask[0] for ask in batch], args=args)
-        assert isinstance(result, list)
-        return result
+        if not isinstance(result, list) or len(result) != len(batch):
+            raise RedisError("unexpected reply to the rate-limit script")
+        return [int(wait) for wait in result]
 
     def _failed(self, exc: BaseException) -> None:
         self._down_until = self._clock() + self._retry
