@@ -1,14 +1,18 @@
 """The hostile-server harness: the real server in a subprocess (``hostile_server.py``),
 on a fixed port so it can be stopped, edited and restarted, with an operator who can
-answer requests in its place (rules), per user (views), and who holds its data directory:
-the database, the server key and the log key."""
+answer requests in its place (rules), per user (views), and who holds its data directory
+(the server key and the log key) and its database (``hostile_db.py``).
+
+Every test that uses the ``hostile`` fixture runs twice: on SQLite (the database in the
+data directory) and on PostgreSQL (a database of the module's own, created and dropped;
+``tests/services.py`` finds the server, and skips, or fails under ``CI=true``, without it)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hostile_db import OperatorDatabase, PostgresDatabase, SqliteDatabase
 
 from integration.helpers import ServerProcess
 from sealpost.crypto.sign import SigningKey
@@ -35,10 +40,15 @@ def unb64(text: str) -> bytes:
 
 
 class HostileServer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database: str = "") -> None:
+        """``database``: a PostgreSQL URL (``--database``), else SQLite in the data
+        directory."""
         self.data = root / "data"
         self.logs = root / "logs"
         self.port = free_port()
+        self.db: OperatorDatabase = (
+            PostgresDatabase(database) if database else SqliteDatabase(self.data / "sealpost.db")
+        )
         self._process = ServerProcess(
             self.data,
             self.logs,
@@ -47,6 +57,7 @@ class HostileServer:
                 str(HERE / "hostile_server.py"),
                 str(self.data),
                 str(self.port),
+                *([database] if database else []),
             ],
         )
 
@@ -81,9 +92,6 @@ class HostileServer:
     def clear_rules(self) -> None:
         (self.data / "hostile.json").unlink(missing_ok=True)
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.data / "sealpost.db", isolation_level=None, timeout=10)
-
     @property
     def log_key(self) -> SigningKey:
         return SigningKey.from_private_bytes((self.data / "log_key").read_bytes())
@@ -99,26 +107,27 @@ class HostileServer:
 
     def queue(self, account_id: bytes, device_id: int = 1) -> list[tuple[int, bytes, bytes]]:
         """(seq, message id, body) of what waits for a device, in queue order."""
-        db = self.db()
-        try:
-            return [
-                (seq, bytes(m), bytes(b) + bytes(shared or b""))
-                for seq, m, b, shared in db.execute(
-                    "SELECT q.seq, q.message_id, q.body, s.body FROM queue q"
-                    " LEFT JOIN shared_bodies s ON s.id = q.body_ref"
-                    " WHERE q.account_id = ? AND q.device_id = ? ORDER BY q.seq",
-                    (account_id, device_id),
-                )
-            ]
-        finally:
-            db.close()
+        return self.db.queue(account_id, device_id)
 
 
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileServer]:
-    server = HostileServer(tmp_path_factory.mktemp("hostile")).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hostile(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HostileServer]:
+    """The hostile server of a module's tests, on SQLite and then on PostgreSQL (a database
+    created for the module and dropped after it)."""
+    root = tmp_path_factory.mktemp("hostile")
+    with contextlib.ExitStack() as stack:
+        database = ""
+        if request.param == "postgres":
+            from services import fresh_database
+
+            database = stack.enter_context(fresh_database())
+        server = HostileServer(root, database).start()
+        stack.callback(server.stop)  # (before the database is dropped)
+        # the server really runs on the backend asked for
+        assert (server.data / "sealpost.db").exists() == (not database)
+        yield server
 
 
 @pytest.fixture(autouse=True)

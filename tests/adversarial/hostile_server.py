@@ -1,7 +1,8 @@
 """The real sealpost server, with an operator in front of it who misbehaves on request.
 
-Run as ``python hostile_server.py DATA PORT``. It serves exactly what ``sealpost server``
-serves (the same application, storage, keys and settings, with rate limits off), except:
+Run as ``python hostile_server.py DATA PORT [DATABASE]``. It serves exactly what
+``sealpost server --database DATABASE`` serves (the same application, storage, keys and
+settings, with rate limits off; SQLite in DATA without a PostgreSQL URL), except:
 
 - a request path may start with ``/_view/NAME``: the prefix is removed before the server
   sees the request, and rules may apply to one view only. A test gives each user a
@@ -14,7 +15,8 @@ serves (the same application, storage, keys and settings, with rate limits off),
   the middle of it (what the client sees as a connection error).
 
 The operator's other powers (editing the database, signing with the server's and the log's
-keys, injecting envelopes) need nothing here: the test has the data directory.
+keys, injecting envelopes) need nothing here: the test has the data directory and the
+database.
 """
 
 from __future__ import annotations
@@ -88,8 +90,10 @@ class Hostile:
 
 def main() -> None:
     data, port = Path(sys.argv[1]), int(sys.argv[2])
+    database = sys.argv[3] if len(sys.argv) > 3 else ""
     config = ServerConfig(
         data=data,
+        database=database,
         host="127.0.0.1",
         port=port,
         rate_per_address=0,

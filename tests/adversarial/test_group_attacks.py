@@ -45,18 +45,10 @@ def changes(events: list[Any]) -> list[GroupChanged]:
 
 def withhold(hostile: HostileServer, client: Client) -> int:
     """The operator drops everything queued for the client's device: how many."""
-    hostile.stop()
-    db = hostile.db()
+    hostile.stop()  # (the server keeps the queue's tail in memory)
     try:
-        db.execute("BEGIN IMMEDIATE")
-        cur = db.execute(
-            "DELETE FROM queue WHERE account_id = ? AND device_id = ?",
-            (client.account_id, client.device_id),
-        )
-        db.execute("COMMIT")
-        return int(cur.rowcount)
+        return hostile.db.replace_queue(client.account_id, client.device_id, [])
     finally:
-        db.close()
         hostile.start()
 
 

@@ -42,7 +42,6 @@ from sealpost.protocol.keys import AccountIdentity, DeviceKeys
 from sealpost.protocol.sealed import seal
 from sealpost.protocol.session import Session
 from sealpost.protocol.wire import PreKeyBundle, SenderCertificate
-from sealpost.server.storage.sqlite import log_account_state
 from sealpost.transparency.log import (
     LogEntry,
     SignedTreeHead,
@@ -113,15 +112,7 @@ def ghost_device(account: AccountIdentity, device_id: int = 9) -> DeviceKeys:
 
 def add_device_row(hostile: HostileServer, account_id: bytes, cert: bytes, device_id: int) -> None:
     """The operator adds a device to an account in its storage, and logs it."""
-    db = hostile.db()
-    db.execute("BEGIN IMMEDIATE")
-    db.execute(
-        "INSERT INTO devices (account_id, device_id, certificate, registered) VALUES (?, ?, ?, 0)",
-        (account_id, device_id, cert),
-    )
-    log_account_state(db, account_id)
-    db.execute("COMMIT")
-    db.close()
+    hostile.db.add_device(account_id, device_id, cert)
 
 
 def serve_lookup(hostile: HostileServer, name: str, doc: dict[str, Any]) -> None:
@@ -148,11 +139,7 @@ def serve_bundle(hostile: HostileServer, account_id: bytes, bundle: PreKeyBundle
 
 
 def log_entries(hostile: HostileServer) -> list[bytes]:
-    db = hostile.db()
-    try:
-        return [bytes(e) for (e,) in db.execute("SELECT entry FROM log_entries ORDER BY idx")]
-    finally:
-        db.close()
+    return hostile.db.log_entries()
 
 
 def forked_tree(entries: list[bytes]) -> MemoryNodeStore:
@@ -235,13 +222,7 @@ def test_ghost_device_with_certificate_not_in_the_log_is_refused(
         alice, bob = await user(hostile, tmp_path), await user(hostile, tmp_path)
         try:
             ghost = ghost_device(own_account(alice))
-            db = hostile.db()
-            db.execute(
-                "INSERT INTO devices (account_id, device_id, certificate, registered) "
-                "VALUES (?, 9, ?, 0)",
-                (alice.account_id, ghost.certificate.encode()),
-            )
-            db.close()
+            hostile.db.add_device(alice.account_id, 9, ghost.certificate.encode(), logged=False)
             doc = hostile.get(f"/v1/accounts/{alice.username}")
             doc["devices"].append({"device_id": 9, "certificate": b64(ghost.certificate.encode())})
             hostile.rules(
@@ -391,19 +372,9 @@ def test_logged_key_substitution_warns_the_sender_and_alarms_the_owner(
             await alice.monitor()
             fake = AccountIdentity.generate(os.urandom)
             device = DeviceKeys.generate(fake, 1, now=int(time.time()), rng=os.urandom)
-            db = hostile.db()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "UPDATE accounts SET account_key = ? WHERE account_id = ?",
-                (fake.public_key().public_bytes_raw(), alice.account_id),
+            hostile.db.substitute_account(
+                alice.account_id, fake.public_key().public_bytes_raw(), device.certificate.encode()
             )
-            db.execute(
-                "UPDATE devices SET certificate = ? WHERE account_id = ? AND device_id = 1",
-                (device.certificate.encode(), alice.account_id),
-            )
-            log_account_state(db, alice.account_id)
-            db.execute("COMMIT")
-            db.close()
             hostile.restart()  # the server caches account records
             await bob.lookup(alice.username)
             assert KeyChanged(alice.username, True) in bob.take_events()
@@ -612,18 +583,9 @@ def test_replayed_reordered_dropped_and_duplicated_messages(
             queued = hostile.queue(bob.account_id)
             assert len(queued) == 3
             (_, _, body1), _, (_, _, body3) = queued
-            hostile.stop()
-            db = hostile.db()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM queue WHERE account_id = ?", (bob.account_id,))
-            for body in (body3, body1, body1):  # reordered, "two" dropped, "one" twice
-                db.execute(
-                    "INSERT INTO queue (account_id, device_id, message_id, body, received_at, "
-                    "expires_at) VALUES (?, 1, ?, ?, 0, 9999999999)",
-                    (bob.account_id, os.urandom(16), body),
-                )
-            db.execute("COMMIT")
-            db.close()
+            hostile.stop()  # (the server keeps the queue's tail in memory)
+            # reordered, "two" dropped, "one" twice
+            assert hostile.db.replace_queue(bob.account_id, 1, [body3, body1, body1]) == 3
             hostile.start()
             got = texts(await bob.receive(wait=5))
             assert sorted(got) == ["one", "three"]
@@ -791,17 +753,7 @@ def test_replayed_revoked_device_certificate(hostile: HostileServer, tmp_path: P
             alice.monitor_grace = 0
             await alice.monitor()
             assert kinds(alice) == []
-            db = hostile.db()
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM revocations WHERE account_id = ?", (alice.account_id,))
-            db.execute(
-                "INSERT INTO devices (account_id, device_id, certificate, registered) "
-                "VALUES (?, ?, ?, 0)",
-                (alice.account_id, laptop.device_id, old_cert),
-            )
-            log_account_state(db, alice.account_id)
-            db.execute("COMMIT")
-            db.close()
+            hostile.db.restore_device(alice.account_id, laptop.device_id, old_cert)
             contact = await bob.lookup(alice.username)
             assert laptop.device_id not in contact.devices  # bob never encrypts to it again
             await alice.monitor()

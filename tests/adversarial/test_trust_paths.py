@@ -244,14 +244,7 @@ def test_first_message_from_an_unlogged_device_of_a_stranger_is_refused(
 
 
 def one_time_prekeys(hostile: HostileServer, account_id: bytes) -> int:
-    db = hostile.db()
-    try:
-        (n,) = db.execute(
-            "SELECT COUNT(*) FROM one_time_prekeys WHERE account_id = ?", (account_id,)
-        ).fetchone()
-        return int(n)
-    finally:
-        db.close()
+    return hostile.db.one_time_prekeys(account_id)
 
 
 def test_claimed_name_path_traversal_does_not_jam_inbox(
