@@ -562,6 +562,13 @@ class Storage(Protocol):
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage]: ...
 
+    def fetch_known(
+        self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
+    ) -> list[QueuedMessage] | None:
+        """What :meth:`fetch` would answer, if this process knows it without reading the
+        database (the queue tails it keeps in memory, exact: see :mod:`.tail`); ``None``
+        when it does not."""
+
     async def ack(self, account_id: bytes, device_id: int, message_id: bytes) -> bool:
         """Delete a message from this device's own queue; ``False`` if it has no such one."""
 

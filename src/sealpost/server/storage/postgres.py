@@ -748,6 +748,12 @@ class PostgresStorage:
             forgets=True,  # rare: the tails are read again
         )
 
+    def fetch_known(
+        self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
+    ) -> list[QueuedMessage] | None:
+        tails = self._tails
+        return None if tails is None else tails.fetch((account_id, device_id), after_seq, limit)
+
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage]:

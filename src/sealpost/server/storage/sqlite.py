@@ -1134,6 +1134,11 @@ class SqliteStorage:
             bound = (depth, total)
         self._depth[address] = (bound[0] + 1, bound[1] + size)
 
+    def fetch_known(
+        self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
+    ) -> list[QueuedMessage] | None:
+        return self._tails.fetch((account_id, device_id), after_seq, limit)
+
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage]:
