@@ -110,10 +110,11 @@ Conn: TypeAlias = asyncpg.Connection
 KEM_LAST_RESORT: Final = 1
 KEM_ONE_TIME: Final = 2
 PURGE_STEP: Final = 1000
-#: Connections per process. With ``synchronous_commit`` on, each commit waits for a WAL
-#: flush and concurrent commits share one, so connections in flight, not CPU, bound how
-#: many commits a process makes per flush.
-POOL_SIZE: Final = 32
+#: Connections per process. Sends and acks share one batch in flight (:mod:`.pg_batch`),
+#: so the rest serve reads (a queue read per wake-up of a device whose tail is not known)
+#: and the other writes; 16 leaves room for three processes and tools under PostgreSQL's
+#: default ``max_connections`` of 100.
+POOL_SIZE: Final = 16
 ACCOUNT_CACHE: Final = 50_000
 #: Queue tails kept in memory by a process alone on its database (as :mod:`.sqlite`).
 TAIL_BYTES: Final = 16 * 1024 * 1024
@@ -125,13 +126,15 @@ TAIL_MESSAGES: Final = 1000
 RETRIES: Final = 3
 _RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
-#: What asyncpg raises when the database is not there (not when it refuses something).
+#: What asyncpg raises when the database is not there, or cannot take another connection
+#: now (not when it refuses something).
 _UNAVAILABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
     TimeoutError,
 )
 
