@@ -148,3 +148,62 @@ def test_a_lost_connection_is_shown_and_what_was_written_goes_out_when_it_is_bac
             await bob.close()
 
     run(scenario())
+
+
+def test_a_message_typed_offline_is_kept_through_a_restart_and_delivered_when_the_server_is_back(
+    make_server: Any, tmp_path: Path
+) -> None:
+    srv = make_server("--port", free_port())
+
+    async def scenario() -> None:
+        alice = await make_client(srv, tmp_path)
+        bob = await make_client(srv, tmp_path)
+        await alice.send(bob.username, "before")
+        profile, name = alice.store.path, alice.username
+        await alice.close()
+        srv.stop()
+        try:
+            # the app started while the server is down: the message cannot be encrypted
+            # (no sender certificate yet), so it is kept in the profile
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                status = main.query_one("#status-bar", Static)
+                await until(
+                    pilot, lambda: "connection lost" in str(status.render()), "connection lost"
+                )
+                await main.open(bob.username)
+                await submit(pilot, main.query_one(ComposeBox), "typed offline")
+                view = main.query_one(MessageList)
+                await until(
+                    pilot,
+                    lambda: view.messages()[-1].message.text == "typed offline",
+                    "shown at once",
+                )
+                assert view.messages()[-1].message.status == "sending"
+                await until(pilot, lambda: "1 message waiting" in str(status.render()), "waiting")
+            # quit and started again, still offline: it is still there, still waiting
+            async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+                main = await unlock(pilot, passcode_of(name))
+                status = main.query_one("#status-bar", Static)
+                assert "1 message waiting" in str(status.render())
+                await main.open(bob.username)
+                view = main.query_one(MessageList)
+                last = view.messages()[-1].message
+                assert (last.text, last.status) == ("typed offline", "sending")
+                srv.start()
+                await until(
+                    pilot, lambda: "● connected" in str(status.render()), "connected again", 60
+                )
+                await until(pilot, lambda: "waiting" not in str(status.render()), "sent")
+                await until(
+                    pilot, lambda: view.messages()[-1].message.status == "sent", "shown sent"
+                )
+            got: list[str] = []
+            for _ in range(10):
+                events = await bob.receive(wait=1)
+                got += [e.message.text for e in events if isinstance(e, MessageReceived)]
+            assert got == ["before", "typed offline"]  # once
+        finally:
+            await bob.close()
+
+    run(scenario())

@@ -78,12 +78,13 @@ def test_a_profile_from_before_the_index_is_indexed_when_opened(tmp_path: Path) 
     with store.transaction() as conn:
         _insert(conn, 1, "an old mango message")
     # make it a profile of schema 8, as the code before the index left it (the index is
-    # migration 9, placeholders 10)
+    # migration 9, placeholders 10, pending sends 11)
     conn = store.read()
     conn.executescript(
         "BEGIN; DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete; "
         "DROP TRIGGER messages_fts_update; DROP TABLE messages_fts; "
-        "ALTER TABLE messages DROP COLUMN gone; PRAGMA user_version = 8; COMMIT;"
+        "ALTER TABLE messages DROP COLUMN gone; DROP TABLE pending_sends; "
+        "PRAGMA user_version = 8; COMMIT;"
     )
     store.close()
     with Store.open(tmp_path / "p", "passcode") as reopened:

@@ -1,5 +1,6 @@
-"""A client process for the crash test: ``send`` or ``receive`` until done, resuming
-from what its own store says after being killed."""
+"""A client process for the crash tests: ``send`` or ``receive`` until done, resuming
+from what its own store says after being killed; ``flush`` sends what the profile holds
+unsent (the outbox and the sends kept while the server was down), then exits."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ async def receive(profile: str, peer: str, total: int) -> None:
         await client.close()
 
 
+async def flush(profile: str, peer: str, total: int) -> None:
+    client = await Client.open(profile, PASSCODE)
+    try:
+        await client.flush_outbox()
+    finally:
+        await client.close()
+
+
 if __name__ == "__main__":
     mode, profile, peer, total = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    asyncio.run((send if mode == "send" else receive)(profile, peer, total))
+    work = {"send": send, "receive": receive, "flush": flush}[mode]
+    asyncio.run(work(profile, peer, total))

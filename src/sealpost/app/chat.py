@@ -6,10 +6,11 @@ fails (:class:`ServerUnavailable`, or the server refusing) shows "connection los
 why where :meth:`Client.diagnose_refusal` can tell (this device removed, the server's
 log key changed: an alarm)
 and the next, after a backoff of 1 s doubling to 30 s, "connected" again once it
-succeeds; each call first sends what the outbox holds. A message that could not even be
-prepared offline (:class:`ServerUnavailable` from :meth:`Client.send`) waits in the main
-screen (``MainScreen.pending``, counted on the status line) and is sent, in order, when
-the connection is back. (:meth:`Client.events` reconnects by itself but
+succeeds; each call first sends what the outbox holds and what was written offline: the
+app sends with ``queue_offline=True``, so a text written while the server cannot be
+reached is kept in the profile, shown "sending" and counted on the status line, and is
+sent, in order, once the connection is back, even after the app was quit
+(:mod:`sealpost.client.services.pending`). (:meth:`Client.events` reconnects by itself but
 cannot say when it is offline, which the app must show.)
 """
 

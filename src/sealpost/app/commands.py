@@ -18,6 +18,7 @@ from sealpost.app.text import peer, toast
 from sealpost.cli.errors import CliError
 from sealpost.cli.output import format_duration, parse_duration
 from sealpost.client import ClientError, ServerUnavailable, UnknownContact, UntrustedContact
+from sealpost.client.status import MessageStatus
 
 if TYPE_CHECKING:
     from sealpost.app.main import MainScreen
@@ -63,18 +64,24 @@ async def send(screen: MainScreen, address: str, text: str, file: str | None) ->
         bar.display = True
     try:
         message = await screen.client.send(
-            address, text, file=None if file is None else Path(file).expanduser(), progress=progress
+            address,
+            text,
+            file=None if file is None else Path(file).expanduser(),
+            progress=progress,
+            queue_offline=True,  # kept in the profile while offline (services/pending.py)
         )
-    except ServerUnavailable:
-        screen.pending.append((address, text, file))
-        screen.show_status()
-        toast(screen, "no connection: it is sent when the connection is back", "warning")
+    except ServerUnavailable as exc:
+        again = " (attach the file again once connected)" if file is not None else ""
+        toast(screen, f"not sent: no connection: {_describe(exc)}{again}", "error")
         return
     except _ERRORS as exc:
         toast(screen, f"not sent: {_describe(exc)}", "error")
         return
     finally:
         bar.display = False
+    if message.status == MessageStatus.QUEUED:
+        screen.show_status()
+        toast(screen, "no connection: it is sent when the connection is back", "warning")
     if screen.current == address:
         await screen.query_one(MessageList).add(message)
     await screen.refresh_list()

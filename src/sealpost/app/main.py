@@ -38,6 +38,7 @@ from sealpost.client import (
     MessageDeleted,
     MessageReceived,
     ReceiptReceived,
+    SendFailed,
     TimerChanged,
 )
 
@@ -81,9 +82,7 @@ class MainScreen(Screen[None]):
         self.current: str | None = None
         self.connected: bool | None = None
         self.warned: set[str] = set()  # conversations whose key changed, not yet seen
-        # what was written while the server could not be reached: (address, text, file),
-        # sent in order once the connection is back (kept while the app runs)
-        self.pending: list[tuple[str, str, str | None]] = []
+        self.waiting = 0  # messages written offline, kept in the profile until sent
         self._list_lock = asyncio.Lock()
         self.ready = False  # set once mounted and the list is shown
 
@@ -127,17 +126,22 @@ class MainScreen(Screen[None]):
             text.append("   ● connected", "green")
         else:
             text.append("   ○ connection lost, reconnecting…", "bold red")
-        if self.pending:
-            waiting = len(self.pending)
+        self.waiting = waiting = self.client.waiting()
+        if waiting:
             text.append(f"   {waiting} message{'s' if waiting > 1 else ''} waiting", "yellow")
         self.query_one("#status-bar", Static).update(text)
 
     def set_connected(self, connected: bool, why: ClientError | None = None) -> None:
-        if connected == self.connected and why is None:
+        """After each receive: connected or not (``why``: the server refused). A receive
+        sends what was written offline first, so the statuses shown may have changed."""
+        waiting = self.waiting
+        if connected == self.connected and why is None and self.client.waiting() == waiting:
             return
         was = self.connected
         self.connected = connected
         self.show_status()
+        if connected and self.waiting < waiting:
+            self.query_one(MessageList).refresh_statuses()  # sent what was written offline
         if why is not None:
             self.show_alarms()  # a refusal for a key-transparency reason raised one
             if was is not False:
@@ -145,15 +149,6 @@ class MainScreen(Screen[None]):
         if connected and was is False:
             toast(self, "connected again")
             self.query_one(MessageList).refresh_statuses()
-            if self.pending:
-                self.run_worker(self.send_pending(), group="send")
-
-    async def send_pending(self) -> None:
-        """Send, in order, what was written while the server could not be reached."""
-        waiting, self.pending = self.pending, []
-        for address, text, file in waiting:
-            await commands.send(self, address, text, file)
-        self.show_status()
 
     def show_alarms(self) -> None:
         alarms = self.client.alarms()
@@ -248,6 +243,11 @@ class MainScreen(Screen[None]):
             await self.refresh_list()
         elif isinstance(event, ReceiptReceived):
             messages.refresh_statuses()
+        elif isinstance(event, SendFailed):
+            where = "#" + event.peer if event.group is not None else event.peer
+            toast(self, f"not sent to {where} (written offline): {event.reason}", "error")
+            messages.refresh_statuses()
+            self.show_status()
         elif isinstance(event, KeyChanged):
             self.warned.add(event.peer)
             toast(self, f"{event.peer}'s safety number changed (Ctrl+T to compare)", "warning")

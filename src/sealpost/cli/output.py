@@ -18,6 +18,7 @@ from sealpost.client.records import (
     KeyChanged,
     Message,
     MessageDeleted,
+    SendFailed,
     TimerChanged,
 )
 from sealpost.protocol.content import MAX_TIMER
@@ -194,6 +195,15 @@ def notice(event: Event, as_json: bool) -> None:
             "by": event.by,
         }
         text = f"{one_line(event.by)} deleted a message in {one_line(event.peer)}"
+    elif isinstance(event, SendFailed):
+        where = f"#{one_line(event.peer)}" if event.group else one_line(event.peer)
+        doc = {
+            "event": "send_failed",
+            "peer": event.peer,
+            "id": event.message_id.hex(),
+            "reason": event.reason,
+        }
+        text = f"a message to {where} written offline was not sent: {one_line(event.reason)}"
     else:
         return
     if as_json:

@@ -35,6 +35,7 @@ from sealpost.client.records import (
     MessageDeleted,
     MessageReceived,
     ReceiptReceived,
+    SendFailed,
     TimerChanged,
 )
 from sealpost.client.services.conversations import ConversationSummary
@@ -69,6 +70,7 @@ __all__ = [
     "ProfileBusy",
     "ReceiptReceived",
     "SearchHit",
+    "SendFailed",
     "ServerError",
     "ServerUnavailable",
     "StoreError",

@@ -318,13 +318,29 @@ class Client:
         *,
         file: Path | str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        queue_offline: bool = False,
     ) -> Message:
         """Encrypt ``text`` (and ``file``, uploaded first as an encrypted attachment) to
         every device of ``name`` (a contact, or a group: see :meth:`history`) and to this
         account's other devices; return once the server has stored it. Raises
         :class:`UnknownContact`, :class:`UntrustedContact` or a :class:`TransportError`;
-        on any error the message is not marked sent."""
-        return await self._services.messaging.send(name, text, file=file, progress=progress)
+        on any error the message is not marked sent.
+
+        ``queue_offline``: when the server cannot be reached (:class:`ServerUnavailable`),
+        a text without a file to a known conversation is kept in the profile instead and
+        returned as ``"sending"``; it is encrypted and sent when the client next connects
+        (:meth:`receive`, :meth:`events`, :meth:`flush_outbox`, the next :meth:`send`),
+        or becomes ``"failed"`` with a :class:`SendFailed` event if the contact turns out
+        unknown or untrusted (:mod:`.services.pending`)."""
+        return await self._services.messaging.send(
+            name, text, file=file, progress=progress, queue_offline=queue_offline
+        )
+
+    def waiting(self) -> int:
+        """How many messages wait to be sent: written while the server could not be
+        reached (``send(..., queue_offline=True)``), or encrypted and not yet answered for
+        (sent again with the next connection)."""
+        return self._services.pending.count()
 
     async def set_timer(self, name: str, seconds: int) -> None:
         """Set the disappearing-message timer of a conversation (0 turns it off). Applied
@@ -338,8 +354,10 @@ class Client:
 
     async def flush_outbox(self) -> int:
         """Send again what a crash left in the outbox (the same bytes: no key is reused;
-        receivers drop what they already have). Returns how many sends were completed."""
-        return await self._services.sending.delivery.flush_outbox()
+        receivers drop what they already have), then what was kept while the server could
+        not be reached (``send(..., queue_offline=True)``). Returns how many sends were
+        completed; raises :class:`ServerUnavailable` if the server cannot be reached."""
+        return await self._services.pending.send_all()
 
     # -- receiving (services/receiving.py)
 

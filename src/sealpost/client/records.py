@@ -24,6 +24,7 @@ __all__ = [
     "MessageDeleted",
     "MessageReceived",
     "ReceiptReceived",
+    "SendFailed",
     "TimerChanged",
 ]
 
@@ -202,6 +203,18 @@ class MessageDeleted:
 
 
 @dataclass(frozen=True, slots=True)
+class SendFailed:
+    """A message written while the server could not be reached was not sent after all:
+    when it was encrypted, the contact (or group) refused it for good, for ``reason`` (the
+    contact is unknown, or a verified contact's key changed). It is stored ``FAILED``."""
+
+    peer: str  # the conversation: a contact's username or a group's name
+    group: bytes | None
+    message_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class AlarmRaised:
     """A key-transparency check failed: the server misbehaved (``sealpost alarms``)."""
 
@@ -218,5 +231,6 @@ Event = (
     | TimerChanged
     | MessageDeleted
     | AlarmRaised
+    | SendFailed
     | GroupBehind
 )

@@ -40,7 +40,9 @@ __all__ = [
 class Outgoing:
     """A send waiting for the sender loop. ``peer`` names a contact; a group send has
     ``group`` set instead, and ``to_self`` sends ``content`` to this account's other
-    devices only. ``transcript``: copy it to this account's other devices as well."""
+    devices only. ``transcript``: copy it to this account's other devices as well.
+    ``pending``: the row of a send kept while the server could not be reached
+    (:mod:`sealpost.client.store.pending`; 0: none), removed when it is committed."""
 
     peer: str
     content: Content
@@ -51,6 +53,7 @@ class Outgoing:
     to_self: bool = False
     transcript: bool = False
     attachment: AttachmentRow | None = None
+    pending: int = 0
 
 
 @dataclass(slots=True)

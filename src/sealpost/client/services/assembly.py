@@ -47,6 +47,7 @@ from sealpost.client.services.messaging import Messaging
 from sealpost.client.services.monitoring import Monitoring
 from sealpost.client.services.opening import GroupHandlers, Opener
 from sealpost.client.services.pairwise import PairwiseEncryptor, SessionCache
+from sealpost.client.services.pending import PendingSends
 from sealpost.client.services.prekeys import Prekeys, Upkeep
 from sealpost.client.services.receiving import Fetchers, Hooks, Receiver
 from sealpost.client.services.search import Search
@@ -72,6 +73,7 @@ class Services:
     messaging: Messaging
     search: Search
     sending: Sending
+    pending: PendingSends
     receiver: Receiver
     groups: GroupService
     attachments: Attachments
@@ -181,6 +183,13 @@ def assemble(ctx: ClientContext) -> Services:
             group_name=groups.name,
         ),
     )
+    pending = PendingSends(
+        ctx,
+        conversations,
+        put=sending.put,
+        flush_outbox=sending.delivery.flush_outbox,
+        group_name=groups.name,
+    )
     prekeys = Prekeys(ctx)
     senders = Senders(
         ctx,
@@ -239,7 +248,7 @@ def assemble(ctx: ClientContext) -> Services:
             download=attachments.download_bytes,
         ),
         Hooks(
-            flush_outbox=sending.delivery.flush_outbox,
+            flush_outbox=pending.send_all,
             upkeep=Upkeep(ctx, prekeys, monitoring).run,
             maintain_prekeys=prekeys.maintain,
             transparency=monitoring.transparency,
@@ -255,7 +264,7 @@ def assemble(ctx: ClientContext) -> Services:
     return Services(
         directory=directory,
         conversations=conversations,
-        messaging=Messaging(ctx, conversations, directory, attachments, sending),
+        messaging=Messaging(ctx, conversations, directory, attachments, sending, pending),
         search=Search(
             ctx,
             conversations,
@@ -263,6 +272,7 @@ def assemble(ctx: ClientContext) -> Services:
             contacts=lambda: {c.account_id: c.username for c in directory.contacts()},
         ),
         sending=sending,
+        pending=pending,
         receiver=receiver,
         groups=groups,
         attachments=attachments,

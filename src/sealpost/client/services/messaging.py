@@ -21,13 +21,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from sealpost.client.context import ClientContext
-from sealpost.client.errors import MAX_SEND_TEXT, ClientError, MessageTooLarge, UnknownContact
+from sealpost.client.errors import (
+    MAX_SEND_TEXT,
+    ClientError,
+    MessageTooLarge,
+    ServerUnavailable,
+    UnknownContact,
+)
 from sealpost.client.futures import future
 from sealpost.client.records import Message
 from sealpost.client.rows import AttachmentRow, Outgoing
 from sealpost.client.services.attachments import Attachments, Progress
 from sealpost.client.services.conversations import Conversations
 from sealpost.client.services.directory import Directory
+from sealpost.client.services.pending import PendingSends
 from sealpost.client.services.sending import Sending
 from sealpost.protocol.content import MAX_TIMER, DeleteContent, TextContent, TimerContent
 
@@ -44,12 +51,14 @@ class Messaging:
         directory: Directory,
         attachments: Attachments,
         sending: Sending,
+        pending: PendingSends,
     ) -> None:
         self._ctx = ctx
         self._conversations = conversations
         self._directory = directory
         self._attachments = attachments
         self._sending = sending
+        self._pending = pending
 
     def _known(self, name: str) -> tuple[bytes | None, bytes | None]:
         """``(peer key, group id)`` of a known conversation; ``(None, None)`` for a name
@@ -72,8 +81,14 @@ class Messaging:
         *,
         file: Path | str | None = None,
         progress: Progress | None = None,
+        queue_offline: bool = False,
     ) -> Message:
-        """A text (and ``file``, uploaded first) to a conversation, once the server has it."""
+        """A text (and ``file``, uploaded first) to a conversation, once the server has it.
+
+        ``queue_offline``: a text without a file to a known conversation that cannot
+        reach the server is kept in the profile and sent once it can be
+        (:mod:`.pending`); it returns at once, ``"sending"``. Without it, such a send
+        raises :class:`ServerUnavailable` and nothing is stored."""
         size = len(text.encode("utf-8"))
         if size > MAX_SEND_TEXT:
             raise MessageTooLarge(size, MAX_SEND_TEXT)
@@ -89,7 +104,18 @@ class Messaging:
             0 if peer is None else self._conversations.timer_of(peer),
         )
         item = _outgoing(name, content, group, store=True, attachment=attachment)
-        message = await self._sending.enqueue(item)
+        keep = queue_offline and peer is not None and attachment is None
+        try:
+            if self._pending.any():  # written earlier and not sent yet: those go first
+                await self._pending.flush()
+            message = await self._sending.enqueue(item)
+        except ServerUnavailable:
+            if not keep:
+                raise
+            assert peer is not None
+            if self._ctx.store.repos().messages.is_outgoing(content.message_id, peer):
+                return self._pending.queued(name, content)  # committed: in the outbox
+            return self._pending.keep(name, item)
         assert message is not None
         return message
 

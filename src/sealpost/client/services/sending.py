@@ -12,8 +12,10 @@ client's lock (ratchets step here and in the receive pipeline, never both at onc
    encryptor (the groups service); a send ``to_self`` goes to this account's other
    devices only;
 2. **commit** in one transaction: the ratchet steps, the history rows (``QUEUED``) and
-   one outbox row for the whole batch (:mod:`sealpost.client.store.outbox`). If the commit
-   fails, the ratchets that ran ahead are dropped from memory and nothing is sent;
+   one outbox row for the whole batch (:mod:`sealpost.client.store.outbox`), and for a
+   send kept while the server could not be reached (:mod:`.pending`) the removal of its
+   pending row. If the commit fails, the ratchets that ran ahead are dropped from memory
+   and nothing is sent;
 3. **hand** the batch to :class:`~sealpost.client.services.delivery.Delivery`, which
    submits it and settles it once the server answered, and take the next batch.
 
@@ -189,9 +191,12 @@ class Sending:
                 p.item.attachment.path if p.item.attachment else None,
             )
             for p in prepared
-            # a send encrypted anew (attempts) has its history row already
-            if p.item.store and not p.item.attempts and isinstance(c := p.item.content, TextContent)
+            # a send encrypted anew (attempts) or kept pending has its history row already
+            if p.item.store
+            and not (p.item.attempts or p.item.pending)
+            and isinstance(c := p.item.content, TextContent)
         ]
+        pending = [p.item.pending for p in prepared if p.item.pending]
         try:
             with self._ctx.store.unit() as repos:
                 repos.sessions.save_all(self._encryptor.session_records(addresses), now_ms // 1000)
@@ -200,6 +205,8 @@ class Sending:
                         write(repos)
                 repos.messages.add_outgoing(rows)
                 outbox_id = repos.outbox.add([outboxed(p) for p in prepared])
+                if pending:  # encrypted now: from the pending sends to the outbox
+                    repos.pending.remove(pending)
         except BaseException:
             # the in-memory ratchets ran ahead of the store: drop them (nothing they
             # produced was sent) so the stored state is reloaded

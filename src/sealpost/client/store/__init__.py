@@ -20,6 +20,7 @@ No SQL in the client lives outside this package. The modules:
 ``groups``      groups (signed state, chain, out-of-date mark) and sender keys
 ``sessions``    each remote device's session record
 ``outbox``      sends handed to the server and not yet settled
+``pending``     sends written while the server could not be reached, not yet encrypted
 ``processed``   the server ids of the pushes already stored
 ``search``      the full-text index of the history
 

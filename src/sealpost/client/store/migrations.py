@@ -152,6 +152,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN gone TEXT;
     """,
+    # 11: sends written while the server could not be reached, not yet encrypted: the
+    # conversation and the content, to encrypt once it can be (never a key); their history
+    # rows are in messages, QUEUED (sealpost.client.store.pending).
+    """
+    CREATE TABLE pending_sends (
+        id INTEGER PRIMARY KEY, message_uuid BLOB NOT NULL UNIQUE, peer TEXT NOT NULL,
+        group_id BLOB, content BLOB NOT NULL);
+    """,
 )
 #: The schema version this code writes (``PRAGMA user_version`` of a current profile).
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

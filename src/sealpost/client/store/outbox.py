@@ -81,6 +81,14 @@ class OutboxRepository:
         rows = self._db.all("SELECT id, payload FROM outbox ORDER BY id")
         return [(int(row_id), decode(bytes(payload))) for row_id, payload in rows]
 
+    def unsent_messages(self) -> int:
+        """How many history messages the rows hold (sends not yet answered for)."""
+        row = self._db.one(
+            "SELECT count(*) FROM outbox, json_each(CAST(outbox.payload AS TEXT)) AS s "
+            "WHERE json_extract(s.value, '$.uuid') != ''"
+        )
+        return int(row[0])
+
     def settle(self, outbox_id: int, keep: Sequence[Outboxed]) -> None:
         """The row's sends are answered for, but ``keep`` (to send again): the row goes,
         or holds ``keep`` alone."""

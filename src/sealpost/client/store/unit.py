@@ -35,6 +35,7 @@ from sealpost.client.store.groups import GroupRepository, SenderKeyRepository
 from sealpost.client.store.messages import MessageRepository
 from sealpost.client.store.meta import MetaRepository
 from sealpost.client.store.outbox import OutboxRepository
+from sealpost.client.store.pending import PendingRepository
 from sealpost.client.store.prekeys import PrekeyRepository
 from sealpost.client.store.processed import ProcessedRepository
 from sealpost.client.store.search import SearchRepository
@@ -60,6 +61,7 @@ class Repositories:
         self.alarms = AlarmRepository(db)
         self.log = LogRepository(db, self.meta)
         self.outbox = OutboxRepository(db)
+        self.pending = PendingRepository(db)
         self.groups = GroupRepository(db)
         self.sender_keys = SenderKeyRepository(db)
         self.search = SearchRepository(db)
