@@ -591,3 +591,32 @@ def test_n_starts_a_chat_with_a_new_username(server: ServerProcess, tmp_path: Pa
             await carol.close()
 
     run(scenario())
+
+
+def test_the_new_chat_button_starts_a_chat_by_mouse(server: ServerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alice = await make_client(server, tmp_path)
+        carol = await make_client(server, tmp_path)
+        await carol.close()
+        profile, name = alice.store.path, alice.username
+        await alice.close()
+        async with chat_app(profile).run_test(size=(80, 24)) as pilot:
+            main = await unlock(pilot, passcode_of(name))
+            assert not isinstance(pilot.app.screen, PromptScreen)
+            assert await pilot.click("#new-chat")  # the sidebar's button, at 80x24
+            box = await until(
+                pilot,
+                lambda: (
+                    isinstance(app_screen := pilot.app.screen, PromptScreen)
+                    and app_screen.query_one(Input)
+                ),
+                "the prompt",
+            )
+            box.value = carol.username
+            await pilot.press("enter")
+            await until(pilot, lambda: main.current == carol.username, "the new chat")
+            assert [s.address for s in main.query_one(ConversationList).summaries] == [
+                carol.username
+            ]
+
+    run(scenario())

@@ -54,7 +54,9 @@ CSS = """
 #alarm-banner { height: auto; }
 #hints { height: 1; }
 #body { height: 1fr; }
-#conversations { width: 28; border-right: solid $panel-lighten-2; padding: 0 1; }
+#sidebar { width: 28; border-right: solid $panel-lighten-2; }
+#new-chat { width: 100%; }
+#conversations { height: 1fr; padding: 0 1; }
 #chat { width: 1fr; }
 #chat-title { height: 1; background: $boost; }
 #key-banner { height: auto; }

@@ -1,6 +1,7 @@
-"""The main screen: the conversation list on the left, the open conversation on the right
-(its title, warnings, messages and the compose box), a status line on top and an alarm
-banner under it whenever a key-transparency alarm is not dismissed.
+"""The main screen: the conversation list on the left (under a "new chat" button), the
+open conversation on the right (its title, warnings, messages and the compose box), a
+status line on top and an alarm banner under it whenever a key-transparency alarm is not
+dismissed.
 
 Events from the client (:meth:`MainScreen.handle`) update what is shown; commands typed
 in the compose box are run by :mod:`sealpost.app.commands`.
@@ -19,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Button, ProgressBar, Static
 
 from sealpost.app import commands
 from sealpost.app.compose import ComposeBox, parse_command
@@ -90,7 +91,9 @@ class MainScreen(Screen[None]):
         yield Static(id="status-bar")
         yield Static(id="alarm-banner")
         with Horizontal(id="body"):
-            yield ConversationList(tz=self.tz, now_ms=self.now_ms)
+            with Vertical(id="sidebar"):
+                yield Button("+ new chat", id="new-chat", compact=True, tooltip="n or Ctrl+N")
+                yield ConversationList(tz=self.tz, now_ms=self.now_ms)
             with Vertical(id="chat"):
                 yield Static(id="chat-title")
                 yield Static(id="key-banner")
@@ -277,6 +280,11 @@ class MainScreen(Screen[None]):
         listing = self.query_one(ConversationList)
         if 0 <= event.index < len(listing.rows):
             await self.open(listing.rows[event.index].summary.address)
+
+    @on(Button.Pressed, "#new-chat")
+    def _new_chat_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_new_chat()
 
     @on(ComposeBox.Submitted)
     def _submitted(self, event: ComposeBox.Submitted) -> None:
