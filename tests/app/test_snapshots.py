@@ -4,8 +4,10 @@ The scene is real: a server process, three profiles (alice, bob, carol) that tal
 group, a file. To draw the same every run, the names are fixed, the keys come from a
 seeded generator (the safety number is the same), every client's clock is one fixed
 instant of today (the server accepts it: ``--auth-window``), and the app shows times in
-UTC. Each test opens a fresh copy of alice's profile. Update with ``--snapshot-update``
-after checking the new pictures (``snapshot_report.html``).
+UTC. Each test opens a fresh copy of alice's profile. The linking screen (a directory with
+no profile) shows a link code made from keys of a seeded generator, through the app's
+``linker`` seam, which never reaches a server. Update with ``--snapshot-update`` after
+checking the new pictures (``snapshot_report.html``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from textual.widgets import Input
 
 from integration.helpers import ServerProcess
 from sealpost.app import ChatApp
+from sealpost.app.link import LinkScreen
 from sealpost.app.main import MainScreen
 from sealpost.client import Client
 from sealpost.client.store import TEST_PARAMS
+from sealpost.protocol.linking import LinkSecrets, confirmation_code
 
 SIZES = [(80, 24), (120, 40)]
 UTC = datetime.UTC
@@ -183,3 +187,37 @@ def test_safety_number_screen(snap_compare: Any, app: ChatApp, size: tuple[int, 
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+async def _shows_a_fixed_code(
+    profile: Path, passcode: str, server: str, name: str, show: Callable[[str, str], None]
+) -> Client:
+    """A linker that shows the code of seeded keys (a fixed channel) and then waits, as
+    the real one does for the other device (here forever)."""
+    secrets = LinkSecrets.generate(seeded(7))
+    code = secrets.code(bytes(range(16)), name)
+    show(code.to_text(), confirmation_code(code, secrets.kem_public()))
+    await asyncio.Event().wait()
+    raise AssertionError("never linked")
+
+
+def test_linking_screen(snap_compare: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the screen names the directory: the same every run
+    app = ChatApp(Path("new-device"), linker=_shows_a_fixed_code, tz=UTC, now=clock,
+                  notify_command=None)  # fmt: skip
+
+    async def before(pilot: Pilot[Any]) -> None:
+        screen = pilot.app.screen
+        assert isinstance(screen, LinkScreen)
+        for key, value in (
+            ("#server", "https://chat.example.org"),
+            ("#device", "laptop"),
+            ("#new-passcode", "laptop passcode"),
+            ("#again", "laptop passcode"),
+        ):
+            screen.query_one(key, Input).value = value
+        await pilot.click("#link-start")
+        await until(pilot, lambda: screen.code is not None, "the link code")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)

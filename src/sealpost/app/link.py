@@ -106,12 +106,16 @@ class LinkScreen(Screen[None]):
 
     def _show(self, code: str, confirmation: str) -> None:
         self.code, self.confirmation = code, confirmation
+        # the form is done with: the codes take its place (at 80x24 the confirmation code
+        # and the text code are in view, the QR code below them scrolls)
+        self.query_one("#link-form").display = False
         text = Text("On a device already linked to your account, type in sealpost chat\n")
         text.append(f"  /link {code}\n", "bold")
-        text.append(f"or run  sealpost link accept {code}\nor scan this code with it:\n")
+        text.append("(or run 'sealpost link accept' with that code), or scan this QR code\n")
+        text.append("with it. It asks you to check that this device shows ")
+        text.append(confirmation, "bold reverse")
+        text.append("\n")
         text.append(qr_text(code.encode()))
-        text.append("\nIt will ask you to check that this device shows the code ")
-        text.append(confirmation, "bold")
         self.query_one("#link-code", Static).update(text)
         self._status(Text("waiting for your other device…", style="yellow"))
 
@@ -120,7 +124,8 @@ class LinkScreen(Screen[None]):
         try:
             client = await self._linker(self._profile, passcode, server, name, self._show)
         except (ClientError, StoreError, OSError, TimeoutError) as exc:
-            self.query_one("#link-form").disabled = False
+            form = self.query_one("#link-form")
+            form.disabled, form.display = False, True
             self.query_one("#link-code", Static).update(Text(""))
             self._status(peer(f"not linked: {exc or type(exc).__name__}", "red"))
             return
