@@ -16,8 +16,10 @@ import pytest
 from test_storage_backends import _account, _env
 
 from sealpost.server.storage import (
+    DeviceRecord,
     Envelope,
     MismatchedDevices,
+    PreKeyUpload,
     QueuedMessage,
     QueueFull,
     SharedEnvelope,
@@ -221,5 +223,29 @@ def test_alone_on_the_database_the_tails_stay_what_the_database_holds(dsn: str, 
                     rest = await storage.fetch(*address, after_seq=queued[0].seq, limit=100)
                     assert rest == queued[1:]
                     assert all(isinstance(m, QueuedMessage) for m in rest)
+
+    _run(dsn, body, solo=True)
+
+
+def test_alone_on_the_database_device_lists_kept_in_memory_follow_each_change(
+    dsn: str,
+) -> None:
+    """A process alone on its database checks sends against device lists it keeps: a
+    device added or removed is seen by the very next send."""
+
+    async def body(storage: PostgresStorage) -> None:
+        a = await _account(storage)
+        await _send(storage, [_env(a, 1)])  # a's list is now kept
+        await storage.add_device(DeviceRecord(a, 2, b"cert-2", 0), PreKeyUpload(), max_devices=5)
+        with pytest.raises(MismatchedDevices) as missing:
+            await _send(storage, [_env(a, 1)])
+        assert missing.value.accounts == {a: ([2], [])}
+        await _send(storage, [_env(a, 1), _env(a, 2)])
+        await storage.remove_device(a, 2, b"revocation")
+        with pytest.raises(MismatchedDevices) as extra:
+            await _send(storage, [_env(a, 1), _env(a, 2)])
+        assert extra.value.accounts == {a: ([], [2])}
+        await _send(storage, [_env(a, 1)])
+        assert len(await _truth(storage, a, 1)) == 3
 
     _run(dsn, body, solo=True)

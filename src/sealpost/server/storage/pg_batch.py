@@ -37,6 +37,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, TypeAlias
 
 import asyncpg
@@ -50,7 +51,7 @@ from sealpost.server.storage.pg_queue import (
     enqueue,
 )
 
-__all__ = ["Committed", "GroupCommit"]
+__all__ = ["Committed", "DeviceLists", "GroupCommit"]
 
 log = logging.getLogger("sealpost.server.storage")
 
@@ -141,6 +142,9 @@ class _Own:
 
 
 _Op: TypeAlias = _Send | _Ack | _Own
+#: The device ids of each existing account among these (:func:`.pg_queue.device_lists`, or
+#: a cache of it).
+DeviceLists: TypeAlias = Callable[[Conn, set[bytes]], Awaitable[Mapping[bytes, AbstractSet[int]]]]
 #: What a committed batch changed, for the caller's memory (:mod:`.tail`), in commit order:
 #: the messages queued (with their sequence numbers) and the message ids deleted, by device.
 Committed: TypeAlias = Callable[
@@ -157,6 +161,7 @@ class GroupCommit:
         *,
         committed: Committed | None = None,
         forget: Callable[[], None] | None = None,
+        lists: DeviceLists = device_lists,
     ) -> None:
         """``committed`` is told what each batch changed, in commit order, before anyone
         is answered; ``forget`` when queues changed in a way it is not told (operations
@@ -164,6 +169,7 @@ class GroupCommit:
         self._run = run
         self._committed = committed
         self._forget = forget
+        self._lists = lists
         self._pending: deque[_Op] = deque()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # batches committed together (tests and metrics read them)
@@ -270,7 +276,7 @@ class GroupCommit:
         """Run the batch as one statement; each operation's (value, error)."""
         try:
             outcome: _Outcome | None = await self._run(
-                lambda conn: _statement(conn, batch), transaction=False
+                lambda conn: _statement(conn, batch, self._lists), transaction=False
             )
         except Exception as exc:  # the database failed: the whole batch with it
             log.warning("group commit failed: %s", type(exc).__name__)
@@ -311,7 +317,9 @@ _Outcome: TypeAlias = tuple[
 ]
 
 
-async def _statement(conn: Conn, batch: Sequence[_Send | _Ack]) -> _Outcome | None:
+async def _statement(
+    conn: Conn, batch: Sequence[_Send | _Ack], device_lists: DeviceLists
+) -> _Outcome | None:
     """One ``sealpost_batch`` for the whole batch (after one read of its sends' devices);
     ``None`` if it changed nothing because an operation must fail on its own."""
     results: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
@@ -377,7 +385,7 @@ async def _statement(conn: Conn, batch: Sequence[_Send | _Ack]) -> _Outcome | No
     return results, added, removed
 
 
-def _refusal(op: _Send, lists: Mapping[bytes, set[int]]) -> StorageError | None:
+def _refusal(op: _Send, lists: Mapping[bytes, AbstractSet[int]]) -> StorageError | None:
     """Why a send must be refused, by its destinations' device lists (or ``None``)."""
     try:
         check_devices(op.envelopes, op.exempt, lists)

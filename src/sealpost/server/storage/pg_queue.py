@@ -13,6 +13,7 @@ the device's connection epoch (the fencing token of :func:`claim_device`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TypeAlias
 
 import asyncpg
@@ -98,7 +99,7 @@ async def device_lists(conn: Conn, accounts: Iterable[bytes]) -> dict[bytes, set
 def check_devices(
     envelopes: Sequence[Envelope] | Sequence[SharedEnvelope],
     exempt: Mapping[bytes, int],
-    lists: Mapping[bytes, set[int]],
+    lists: Mapping[bytes, AbstractSet[int]],
 ) -> None:
     """Raise unless every destination account is named with exactly its devices (``lists``,
     from :func:`device_lists`)."""

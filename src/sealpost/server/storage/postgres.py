@@ -32,6 +32,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, TypeAlias, TypeVar
 
 import asyncpg
@@ -91,6 +92,7 @@ from sealpost.server.storage.pg_queue import (
     Address,
     claim_device,
     device_epoch,
+    device_lists,
     enqueue_shared,
     fetch,
     lock_queues,
@@ -116,6 +118,8 @@ PURGE_STEP: Final = 1000
 #: default ``max_connections`` of 100.
 POOL_SIZE: Final = 16
 ACCOUNT_CACHE: Final = 50_000
+#: Accounts whose device ids a process alone on its database keeps (about 100 bytes each).
+DEVICE_CACHE: Final = 100_000
 #: Queue tails kept in memory by a process alone on its database (as :mod:`.sqlite`).
 TAIL_BYTES: Final = 16 * 1024 * 1024
 TAIL_MESSAGES: Final = 1000
@@ -163,8 +167,19 @@ class PostgresStorage:
             if solo and not admin
             else None
         )
+        # Alone on it, too, this process is the only one to change device lists, and does
+        # so in its write queue (between two batches): each batch's device check reads
+        # an account's list once, then from memory until a change drops it.
+        self._device_ids: dict[bytes, frozenset[int]] | None = (
+            {} if self._tails is not None else None
+        )
         self.writes = (
-            GroupCommit(self._tx, committed=self._committed, forget=self._forget_tails)
+            GroupCommit(
+                self._tx,
+                committed=self._committed,
+                forget=self._forget_tails,
+                lists=self._known_devices,
+            )
             if self._tails is not None
             else GroupCommit(self._tx)
         )
@@ -320,8 +335,9 @@ class PostgresStorage:
             await insert_device(conn, device)
             await store_prekeys(conn, device.account_id, device.device_id, prekeys, None)
             await log_account_state(conn, self._nodes, device.account_id)
+            self._drop_devices(device.account_id)  # before it commits; no batch meanwhile
 
-        await self._tx(op)
+        await self.writes.own(op)  # in its turn among the queue writes
 
     async def remove_device(self, account_id: bytes, device_id: int, revocation: bytes) -> None:
         async def op(conn: Conn) -> None:
@@ -360,6 +376,7 @@ class PostgresStorage:
                 revocation,
             )
             await log_account_state(conn, self._nodes, account_id)
+            self._drop_devices(account_id)
 
         await self.writes.own(op, forgets=True)  # in its turn among the queue writes
 
@@ -432,6 +449,7 @@ class PostgresStorage:
                 now_ms // 1000,
                 free_at,
             )
+            self._drop_devices(account_id)
             return RemovedAccount(index, len(devices), queued, attachments, free_at)
 
         removed: RemovedAccount = await self.writes.own(op, forgets=True)
@@ -442,7 +460,27 @@ class PostgresStorage:
         # Sends check the devices' queue rows in the database (gone with the account):
         # only the account cache is this process's own.
         self._accounts.pop(account_id, None)
+        self._drop_devices(account_id)
         self._forget_tails()
+
+    def _drop_devices(self, account_id: bytes) -> None:
+        if self._device_ids is not None:
+            self._device_ids.pop(account_id, None)
+
+    async def _known_devices(
+        self, conn: Conn, accounts: set[bytes]
+    ) -> Mapping[bytes, AbstractSet[int]]:
+        """:func:`.pg_queue.device_lists`, from memory for the accounts read before."""
+        cache = self._device_ids
+        assert cache is not None
+        missing = [a for a in accounts if a not in cache]
+        if missing:
+            found = await device_lists(conn, missing)
+            if len(cache) + len(found) > DEVICE_CACHE:
+                cache.clear()
+            for account_id, ids in found.items():
+                cache[account_id] = frozenset(ids)
+        return {a: cache[a] for a in accounts if a in cache}
 
     def _forget_tails(self) -> None:
         if self._tails is not None:
