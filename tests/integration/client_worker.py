@@ -44,6 +44,7 @@ async def receive(profile: str, peer: str, total: int) -> None:
 
 async def flush(profile: str, peer: str, total: int) -> None:
     client = await Client.open(profile, PASSCODE)
+    print("open", flush=True)  # the test kills it from here on
     try:
         await client.flush_outbox()
     finally:

@@ -2,13 +2,13 @@
 the profile (services/pending.py), survives the client closing and a SIGKILL at any
 moment, and reaches the contact once, in order, when the server is back (a real server
 process, stopped and started again on the same port); one to a contact that turns out
-untrusted becomes ``failed`` with the reason. Without ``queue_offline`` (the command line's
-``sealpost send``) an offline send still fails and stores nothing."""
+untrusted, or whose account was removed meanwhile, becomes ``failed`` with the reason.
+Without ``queue_offline`` (the command line's ``sealpost send``) an offline send still
+fails and stores nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import subprocess
 import sys
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ServerProcess, unique_name
+from test_client_account_removal import _remove
 from test_client_e2e import texts
 
 from sealpost.client import Client, SendFailed, ServerUnavailable
@@ -25,6 +26,7 @@ from sealpost.client.store import TEST_PARAMS
 
 PASSCODE = "crash-test-passcode"  # client_worker.py's
 WORKER = Path(__file__).with_name("client_worker.py")
+KILLS = 16  # SIGKILLs of the process sending what was written offline
 
 
 def free_port() -> int:
@@ -140,6 +142,39 @@ def test_a_text_written_offline_to_a_contact_that_turns_out_untrusted_fails_with
     asyncio.run(scenario())
 
 
+def test_a_text_written_offline_to_an_account_removed_meanwhile_fails_with_the_reason(
+    restartable: ServerProcess, tmp_path: Path
+) -> None:
+    async def offline() -> tuple[str, str, bytes]:
+        alice, bob = await pair(restartable, tmp_path)
+        await bob.close()
+        restartable.stop()
+        await alice.close()
+        alice = await Client.open(tmp_path / alice.username, PASSCODE)
+        kept = await alice.send(bob.username, "to a removed account", queue_offline=True)
+        await alice.close()
+        return alice.username, bob.username, kept.id
+
+    alice_name, bob_name, kept_id = asyncio.run(offline())
+    _remove(restartable.data, bob_name, "--quarantine", "0")  # by the operator, meanwhile
+    restartable.start()
+
+    async def back() -> None:
+        alice = await Client.open(tmp_path / alice_name, PASSCODE)
+        try:
+            assert await alice.flush_outbox() == 0
+            [message] = [m for m in alice.history(bob_name) if m.id == kept_id]
+            assert message.status == "failed"
+            failed = [e for e in alice.take_events() if isinstance(e, SendFailed)]
+            assert [(e.peer, e.message_id) for e in failed] == [(bob_name, kept_id)]
+            assert "not_found" in failed[0].reason  # the server: no such account
+            assert alice.waiting() == 0 and await alice.flush_outbox() == 0
+        finally:
+            await alice.close()
+
+    asyncio.run(back())
+
+
 def test_sigkill_while_sending_what_was_written_offline_loses_and_duplicates_nothing(
     restartable: ServerProcess, tmp_path: Path
 ) -> None:
@@ -158,24 +193,26 @@ def test_sigkill_while_sending_what_was_written_offline_loses_and_duplicates_not
 
     alice_name, bob_name = asyncio.run(offline())
     restartable.start()
-    rng = random.Random(4321)
     kills = 0
-    for _ in range(30):
+    for attempt in range(40):
         with (tmp_path / "flush.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, str(WORKER), "flush", str(tmp_path / alice_name), bob_name, "0"],
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=log,
             )
-        time.sleep(rng.uniform(0.5, 1.9))  # a run takes ~2 s here: killed mid-way
-        if proc.poll() is None and kills < 6:
+        assert proc.stdout is not None
+        opened = proc.stdout.readline() == b"open\n"  # the profile is open: sending now
+        if opened and attempt < KILLS:  # killed at once, then later and later into the sends
+            time.sleep(0.015 * attempt)  # (encrypted and committed, sent, answered, settled)
             proc.kill()
             kills += 1
         proc.wait()
-        if proc.returncode == 0:
+        proc.stdout.close()
+        if attempt >= KILLS and proc.returncode == 0:
             break
     assert proc.returncode == 0, (tmp_path / "flush.log").read_text()
-    assert kills > 0
+    assert kills == KILLS
 
     async def check() -> None:
         alice = await Client.open(tmp_path / alice_name, PASSCODE)

@@ -204,9 +204,10 @@ class MessageDeleted:
 
 @dataclass(frozen=True, slots=True)
 class SendFailed:
-    """A message written while the server could not be reached was not sent after all:
-    when it was encrypted, the contact (or group) refused it for good, for ``reason`` (the
-    contact is unknown, or a verified contact's key changed). It is stored ``FAILED``."""
+    """A message written while the server could not be reached was not sent after all,
+    for ``reason``: refused for good when it was encrypted (the contact is unknown, or a
+    verified contact's key changed) or by the server (an account removed meanwhile). It
+    is stored ``FAILED``."""
 
     peer: str  # the conversation: a contact's username or a group's name
     group: bytes | None

@@ -17,10 +17,11 @@ first, through the sender loop like any send: encrypted, committed together with
 removal of their pending rows, submitted and settled by
 :class:`~sealpost.client.services.delivery.Delivery`. A crash before that commit leaves
 the pending row (encrypted later); after it, the outbox row (the same bytes again; the
-recipient drops a message id it has). A pending send refused for good when it is
-encrypted (the contact is unknown, or a verified contact's key changed) becomes
-``FAILED`` through the status table, and a :class:`SendFailed` event says why; one that
-still cannot reach the server stays pending.
+recipient drops a message id it has). A pending send refused for good (when it is
+encrypted: the contact is unknown, or a verified contact's key changed; or by the server
+once sent: an account removed meanwhile) becomes ``FAILED`` through the status table,
+and a :class:`SendFailed` event says why; one that still cannot reach the server stays
+pending.
 
 Example::
 
@@ -155,12 +156,12 @@ class PendingSends:
         return done
 
     def _fail(self, send: PendingSend, error: BaseException) -> None:
-        """A pending send refused for good before it was encrypted: ``FAILED``, said by a
-        :class:`SendFailed` event (nothing if it had been committed: settled already)."""
+        """A pending send refused for good, said by a :class:`SendFailed` event: refused
+        before it was encrypted, it becomes ``FAILED`` here; refused by the server once
+        sent, the settle path made it ``FAILED`` already."""
         with self._ctx.store.unit() as repos:
-            if not repos.pending.remove([send.pending_id]):
-                return
-            repos.messages.mark_outgoing([send.message_id], MessageStatus.FAILED)
+            if repos.pending.remove([send.pending_id]):
+                repos.messages.mark_outgoing([send.message_id], MessageStatus.FAILED)
         self._any = None
         peer = send.peer
         if send.group is not None:
