@@ -207,3 +207,44 @@ def test_a_message_typed_offline_is_kept_through_a_restart_and_delivered_when_th
             await bob.close()
 
     run(scenario())
+
+
+def test_a_message_typed_offline_to_a_contact_whose_key_changed_is_shown_failed_with_why(
+    make_server: Any, tmp_path: Path
+) -> None:
+    srv = make_server("--port", free_port())
+
+    async def scenario() -> None:
+        alice = await make_client(srv, tmp_path)
+        bob = await make_client(srv, tmp_path)
+        await alice.send(bob.username, "before")
+        alice.verify(bob.username)
+        profile, name = alice.store.path, alice.username
+        await alice.close()
+        await bob.close()
+        srv.stop()
+        async with chat_app(profile).run_test(size=(100, 30)) as pilot:
+            main = await unlock(pilot, passcode_of(name))
+            status = main.query_one("#status-bar", Static)
+            await until(pilot, lambda: "connection lost" in str(status.render()), "offline")
+            await main.open(bob.username)
+            await submit(pilot, main.query_one(ComposeBox), "to the old key")
+            view = main.query_one(MessageList)
+            await until(pilot, lambda: "1 message waiting" in str(status.render()), "waiting")
+            # meanwhile bob's key changes (as a lookup records it): alice had verified him
+            client = main.client
+            contact = next(c for c in client.contacts() if c.username == bob.username)
+            with client.store.unit() as repos:
+                repos.contacts.change_key(
+                    bob.username, b"\x02" * 32, contact.account_key, contact.account_id
+                )
+            client._services.directory.changed()
+            srv.start()
+            await until(
+                pilot, lambda: view.messages()[-1].message.status == "failed", "shown failed", 60
+            )
+            notes = [str(n.message) for n in pilot.app._notifications]
+            assert any(n.startswith(f"not sent to {bob.username} (written offline)") for n in notes)
+            assert "waiting" not in str(status.render())
+
+    run(scenario())
