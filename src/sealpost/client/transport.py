@@ -39,6 +39,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from sealpost.client.corked import CorkedConnection
 from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng, system_rng
@@ -286,6 +287,7 @@ class Transport:
                 close_timeout=2,
                 max_size=MAX_FRAME,
                 compression=None,  # never compress what an attacker may partly choose
+                create_connection=CorkedConnection,  # a burst of frames: one write
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
@@ -353,16 +355,24 @@ class LinkChannel:
 def _send_frame(
     req: int, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
 ) -> str:
-    doc: dict[str, Any] = {
-        "type": "send",
-        "req": req,
-        "messages": [
-            {"account_id": a.hex(), "device_id": d, "body": b64(body)} for a, d, body in messages
-        ],
-    }
-    if tokens:
-        doc["tokens"] = {a.hex(): b64(t) for a, t in tokens.items()}
-    return json.dumps(doc)
+    """``{"type":"send","req":N,"messages":[{"account_id":HEX,"device_id":N,"body":B64}],
+    "tokens":{HEX:B64}}`` (no ``tokens`` when there are none). Written as text, not through
+    ``json.dumps`` (a send frame per message): every value is an integer, hex or base64,
+    so there is nothing to escape and this is the JSON ``json.dumps`` would make, without
+    its spaces."""
+    items = ",".join(
+        f'{{"account_id":"{a.hex()}","device_id":{int(d)},"body":"{b64(body)}"}}'
+        for a, d, body in messages
+    )
+    if not tokens:
+        return f'{{"type":"send","req":{int(req)},"messages":[{items}]}}'
+    named = ",".join(f'"{a.hex()}":"{b64(t)}"' for a, t in tokens.items())
+    return f'{{"type":"send","req":{int(req)},"messages":[{items}],"tokens":{{{named}}}}}'
+
+
+def _ack_frame(server_id: bytes) -> str:
+    """``{"type":"ack","id":HEX}`` (as :func:`_send_frame`, written as text)."""
+    return f'{{"type":"ack","id":"{server_id.hex()}"}}'
 
 
 def _multi_frame(
@@ -589,7 +599,7 @@ class Stream:
 
     async def ack(self, server_id: bytes) -> None:
         try:
-            await self._pipe.ws.send(json.dumps({"type": "ack", "id": server_id.hex()}))
+            await self._pipe.ws.send(_ack_frame(server_id))
         except ConnectionClosed:
             raise ServerUnavailable("the connection to the server was lost") from None
 
