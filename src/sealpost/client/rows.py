@@ -15,7 +15,7 @@ from sealpost.client.store.contacts import ContactRow
 from sealpost.client.store.groups import GroupRow
 from sealpost.client.store.unit import Repositories
 from sealpost.protocol import SessionRecord
-from sealpost.protocol.content import Content, ReceiptContent
+from sealpost.protocol.content import Content, ReceiptContent, encode_unpadded
 from sealpost.protocol.wire import DeviceCertificate
 
 __all__ = [
@@ -54,6 +54,17 @@ class Outgoing:
     transcript: bool = False
     attachment: AttachmentRow | None = None
     pending: int = 0
+    #: (content, its encode_unpadded), once made (see unpadded)
+    encoded: tuple[Content, bytes] | None = None
+
+    def unpadded(self) -> bytes:
+        """``content``'s unpadded encoding, made once for all its uses (the plaintext to
+        each device, the transcript, the outbox's retry record); made anew if ``content``
+        was replaced (a group send stamps the group's version on it)."""
+        encoded = self.encoded
+        if encoded is None or encoded[0] is not self.content:
+            encoded = self.encoded = (self.content, encode_unpadded(self.content))
+        return encoded[1]
 
 
 @dataclass(slots=True)

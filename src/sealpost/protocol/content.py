@@ -102,6 +102,7 @@ __all__ = [
     "decode_unpadded",
     "encode_content",
     "encode_unpadded",
+    "pad_encoded",
 ]
 
 CONTENT_VERSION = 0x01
@@ -649,9 +650,15 @@ def encode_unpadded(content: Content) -> bytes:
 
 def encode_content(content: Content, gossip: bytes | None = None) -> bytes:
     """The padded plaintext for ``content``, carrying the tree head ``gossip`` if given."""
+    return pad_encoded(encode_unpadded(content), gossip)
+
+
+def pad_encoded(unpadded: bytes, gossip: bytes | None = None) -> bytes:
+    """:func:`encode_content` of the content whose :func:`encode_unpadded` is ``unpadded``
+    (for a sender that keeps that encoding, to store it too, and encodes once)."""
     if gossip is not None and (len(gossip) != GOSSIP_LEN or gossip[:2] != _GOSSIP_PREFIX):
         raise ValueError("gossip is a 146-byte signed tree head")
-    return _pad(encode_unpadded(content) + (gossip or b""))
+    return _pad(unpadded + (gossip or b""))
 
 
 def decode_content(data: bytes) -> Content:

@@ -209,14 +209,23 @@ class Delivery:
                 return None  # still QUEUED: encrypted anew, or sent again
             return MessageStatus.SENT
 
-        sent = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.SENT]
-        lost = [f.sent.uuid for f in batch if f.sent.uuid and outcome(f) is MessageStatus.FAILED]
+        outcomes = [outcome(f) for f in batch] if errors else [MessageStatus.SENT] * len(batch)
+        sent = [
+            f.sent.uuid
+            for f, o in zip(batch, outcomes, strict=True)
+            if f.sent.uuid and o is MessageStatus.SENT
+        ]
+        lost = [
+            f.sent.uuid
+            for f, o in zip(batch, outcomes, strict=True)
+            if f.sent.uuid and o is MessageStatus.FAILED
+        ]
         with self._ctx.store.unit() as repos:
             repos.outbox.settle(outbox_id, keep)
             repos.messages.mark_outgoing(sent, MessageStatus.SENT)
             repos.messages.mark_outgoing(lost, MessageStatus.FAILED)
-        for f in batch:
-            if f.item is None or f.item.future.done() or outcome(f) is not MessageStatus.SENT:
+        for f, o in zip(batch, outcomes, strict=True):
+            if f.item is None or f.item.future.done() or o is not MessageStatus.SENT:
                 continue
             message = None
             if f.prepared is not None and f.item.store:
@@ -329,7 +338,7 @@ def outboxed(p: Prepared) -> Outboxed:
     item = p.item
     retry = Retry(
         item.peer, item.group, item.to_self, item.transcript, item.store, item.content,
-        item.attempts,
+        item.attempts, item.unpadded(),
     )  # fmt: skip
     return Outboxed(message_uuid(p), p.envelopes, p.tokens, p.multi, p.own, retry)
 

@@ -34,12 +34,15 @@ Address = tuple[bytes, int]  # (account id, device id)
 #: The session record of each remote device as held in memory (shared with the receive
 #: pipeline, which steps the same sessions).
 SessionCache = dict[Address, SessionRecord]
+IDENTITY_KEY_CACHE = 4096  # devices whose identity key object is kept (cleared when full)
 
 
 class PairwiseEncryptor:
     def __init__(self, ctx: ClientContext, sessions: SessionCache) -> None:
         self._ctx = ctx
         self._sessions = sessions
+        #: each device's identity key as a public key object, made once (not per message)
+        self._identity_keys: dict[bytes, DhPublicKey] = {}
 
     def load(self, address: Address) -> SessionRecord:
         """The sessions held for a device (from the store the first time)."""
@@ -82,10 +85,18 @@ class PairwiseEncryptor:
             sealed = seal(
                 session.encrypt(plaintext, rng=self._ctx.rng),
                 sender_cert,
-                DhPublicKey.from_public_bytes(cert.identity_key),
+                self._identity_key(cert.identity_key),
             )
             envelopes.append((contact.account_id, device_id, sealed))
         return envelopes
+
+    def _identity_key(self, raw: bytes) -> DhPublicKey:
+        key = self._identity_keys.get(raw)
+        if key is None:
+            if len(self._identity_keys) >= IDENTITY_KEY_CACHE:
+                self._identity_keys.clear()
+            key = self._identity_keys[raw] = DhPublicKey.from_public_bytes(raw)
+        return key
 
     def session_records(self, addresses: Iterable[Address]) -> list[tuple[Address, SessionRecord]]:
         """The sessions of these devices, to commit with what they encrypted."""

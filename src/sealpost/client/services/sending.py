@@ -10,7 +10,8 @@ client's lock (ratchets step here and in the receive pipeline, never both at onc
    contact's devices by the :class:`PairwiseEncryptor`, with a transcript to this
    account's other devices (:mod:`.transcripts`); a group send goes to the group
    encryptor (the groups service); a send ``to_self`` goes to this account's other
-   devices only;
+   devices only. The event loop gets a turn every :data:`YIELD_EVERY` sends (and after
+   each batch), so delivery keeps the sockets served while a batch encrypts;
 2. **commit** in one transaction: the ratchet steps, the history rows (``QUEUED``) and
    one outbox row for the whole batch (:mod:`sealpost.client.store.outbox`), and for a
    send kept while the server could not be reached (:mod:`.pending`) the removal of its
@@ -40,7 +41,7 @@ from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.services.transcripts import Transcripts
 from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.transport import unb64
-from sealpost.protocol.content import TextContent, encode_content
+from sealpost.protocol.content import TextContent, pad_encoded
 from sealpost.protocol.wire import SenderCertificate
 
 __all__ = ["BATCH", "CERT_MARGIN", "SendPeers", "Sending"]
@@ -48,6 +49,11 @@ __all__ = ["BATCH", "CERT_MARGIN", "SendPeers", "Sending"]
 log = logging.getLogger("sealpost.client")
 
 BATCH = 256  # sends handled in one transaction
+#: Sends encrypted between two turns of the event loop. Encrypting a batch never waits
+#: on the network, so without these turns the sockets would go unserved for the whole batch
+#: (tens of ms): the server's answers to the batch before would wait to be read, and the
+#: sealed socket's window to be refilled.
+YIELD_EVERY = 16
 CERT_MARGIN = 3600  # renew the sender certificate this long before it expires
 
 
@@ -120,16 +126,19 @@ class Sending:
                 raise
             except Exception as exc:  # each item's own error was set; this is the rest
                 _fail(batch, exc)
+            await asyncio.sleep(0)  # let delivery put the last batch on the wire first
 
     async def _send_batch(self, batch: list[Outgoing]) -> None:
         sender_cert = await self.sender_certificate()
         async with self._ctx.lock:
             prepared: list[Prepared] = []
-            for item in batch:
+            for i, item in enumerate(batch):
                 try:
                     prepared += await self.prepare(item, sender_cert)
                 except (ClientError, ProtocolError) as exc:
                     item.future.set_exception(exc)
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
             if not prepared:
                 return
             outbox_id = self._commit(prepared)
@@ -151,7 +160,7 @@ class Sending:
         """A send encrypted for the wire (a group send: its sender keys too)."""
         if item.to_self:
             envelopes = await self._encryptor.encrypt(
-                self._peers.own_row(), encode_content(item.content, self._peers.gossip()),
+                self._peers.own_row(), pad_encoded(item.unpadded(), self._peers.gossip()),
                 sender_cert,
             )  # fmt: skip
             return [Prepared(item, None, [], own=envelopes)]
@@ -165,7 +174,7 @@ class Sending:
         if not contact.devices:
             raise UnknownContact(item.peer)
         envelopes = await self._encryptor.encrypt(
-            contact, encode_content(item.content, self._peers.gossip()), sender_cert
+            contact, pad_encoded(item.unpadded(), self._peers.gossip()), sender_cert
         )
         tokens = {contact.account_id: contact.delivery_token} if contact.delivery_token else {}
         own = await self._transcripts.of(item, contact, sender_cert)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sealpost.client.rows import ContactRow, Envelopes, Outgoing
 from sealpost.client.services.pairwise import PairwiseEncryptor
-from sealpost.protocol.content import SentTranscript, encode_content, encode_unpadded
+from sealpost.protocol.content import SentTranscript, encode_content
 from sealpost.protocol.wire import SenderCertificate
 
 __all__ = ["Transcripts"]
@@ -42,7 +42,7 @@ class Transcripts:
         own = self._own_row()
         if not item.transcript or not own.devices:
             return []
-        inner = encode_unpadded(item.content)
+        inner = item.unpadded()
         if item.group is not None:
             copy = SentTranscript(item.content.sent_at, inner, group_id=item.group)
         else:

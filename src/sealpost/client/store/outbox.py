@@ -14,17 +14,32 @@ Each send keeps, beside its bytes, what is needed to encrypt it anew (its conten
 conversation and how many attempts it has had), so a send the server refuses for an
 outdated device list is retried whether it was sent live or again after a crash.
 
-Payload (JSON, one list per row): ``[{"uuid": hex (a history message, else ""),
-"messages": [[account hex, device, b64]], "tokens": {account hex: b64}, "own": [...],
-"multi": null | {"shared": b64, "wraps": [...]}, "retry": null | {"peer": str,
-"group": hex | null, "to_self": bool, "transcript": bool, "store": bool, "content": b64,
-"attempts": int}}]``. Rows written before ``retry`` existed decode with ``retry`` None.
+Payload, binary (big endian; a row holds a whole batch, so it is written without JSON or
+base64, a third smaller than before)::
+
+    payload   = 0x02 | count (4) | send * count
+    send      = uuid (1: 0 or 16 | bytes: a history message, else none)
+                | envelopes (messages) | tokens | envelopes (own)
+                | 0x00 | 0x01 shared (4 | bytes) envelopes (wraps)        -- multi
+                | 0x00 | 0x01 retry
+    envelopes = count (4) | (account (1 | bytes) | device (4) | body (4 | bytes)) * count
+    tokens    = count (2) | (account (1 | bytes) | token (1 | bytes)) * count
+    retry     = peer (2 | UTF-8) | group (0x00 | 0x01 (1 | bytes)) | flags (1: 0x01 to_self,
+                0x02 transcript, 0x04 store) | attempts (4) | content (4 | unpadded encoding)
+
+Rows written before it are JSON (a list, so they begin with ``[``) and still decode:
+``[{"uuid": hex (a history message, else ""), "messages": [[account hex, device, b64]],
+"tokens": {account hex: b64}, "own": [...], "multi": null | {"shared": b64, "wraps":
+[...]}, "retry": null | {"peer": str, "group": hex | null, "to_self": bool, "transcript":
+bool, "store": bool, "content": b64, "attempts": int}}]``; rows written before ``retry``
+existed decode with ``retry`` None. Anything else is a :class:`DecodeError`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +65,8 @@ class Retry:
     store: bool
     content: Content
     attempts: int
+    #: ``encode_unpadded(content)`` if the sender has it (stored as it is), else made here
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,36 +117,133 @@ class OutboxRepository:
             self._db.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
 
 
+_BINARY = 0x02  # the first byte of a binary payload (a JSON one begins with "[")
+_U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
+_TO_SELF, _TRANSCRIPT, _STORE = 0x01, 0x02, 0x04
+
+
 def _encode(sends: Sequence[Outboxed]) -> bytes:
-    return json.dumps([_send_doc(s) for s in sends]).encode()
+    """The binary payload of these sends (module docstring)."""
+    out = [bytes((_BINARY,)), _U32.pack(len(sends))]
+    for s in sends:
+        out += (_short(s.uuid), _envelopes_bin(s.envelopes), _U16.pack(len(s.tokens)))
+        for account, token in s.tokens.items():
+            out += (_short(account), _short(token))
+        out.append(_envelopes_bin(s.own))
+        if s.multi is None:
+            out.append(b"\x00")
+        else:
+            out += (b"\x01", _long(s.multi[0]), _envelopes_bin(s.multi[1]))
+        r = s.retry
+        if r is None:
+            out.append(b"\x00")
+            continue
+        peer = r.peer.encode("utf-8")
+        flags = (
+            (_TO_SELF if r.to_self else 0)
+            | (_TRANSCRIPT if r.transcript else 0)
+            | (_STORE if r.store else 0)
+        )
+        out += (b"\x01", _U16.pack(len(peer)), peer)
+        out.append(b"\x00" if r.group is None else b"\x01" + _short(r.group))
+        out += (_U8.pack(flags), _U32.pack(r.attempts))
+        out.append(_long(r.encoded if r.encoded is not None else encode_unpadded(r.content)))
+    return b"".join(out)
 
 
-def _send_doc(s: Outboxed) -> dict[str, Any]:
-    r = s.retry
-    return {
-        "uuid": s.uuid.hex(),
-        "messages": _envelopes_json(s.envelopes),
-        "tokens": {a.hex(): _b64(t) for a, t in s.tokens.items()},
-        "own": _envelopes_json(s.own),
-        "multi": None
-        if s.multi is None
-        else {"shared": _b64(s.multi[0]), "wraps": _envelopes_json(s.multi[1])},
-        "retry": None
-        if r is None
-        else {
-            "peer": r.peer,
-            "group": None if r.group is None else r.group.hex(),
-            "to_self": r.to_self,
-            "transcript": r.transcript,
-            "store": r.store,
-            "content": _b64(encode_unpadded(r.content)),
-            "attempts": r.attempts,
-        },
-    }
+def _short(data: bytes) -> bytes:
+    if len(data) > 0xFF:
+        raise ValueError("an outbox field of over 255 bytes")
+    return _U8.pack(len(data)) + data
+
+
+def _long(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _envelopes_bin(envelopes: Envelopes) -> bytes:
+    out = [_U32.pack(len(envelopes))]
+    for account, device, body in envelopes:
+        out += (_short(account), _U32.pack(device), _U32.pack(len(body)), body)
+    return b"".join(out)
+
+
+class _Reader:
+    """Reads a binary payload; anything short or left over is a :class:`DecodeError`."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise DecodeError("a corrupt outbox entry")
+        out, self.pos = self.data[self.pos : end], end
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def short(self) -> bytes:
+        return self.take(self.u8())
+
+    def long(self) -> bytes:
+        return self.take(self.u32())
+
+    def flag(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise DecodeError("a corrupt outbox entry")
+        return value == 1
+
+    def envelopes(self) -> Envelopes:
+        return [(self.short(), self.u32(), self.long()) for _ in range(self.u32())]
+
+
+def _decode_binary(payload: bytes) -> list[Outboxed]:
+    r = _Reader(payload)
+    r.take(1)  # the version byte
+    out: list[Outboxed] = []
+    for _ in range(r.u32()):
+        uuid, envelopes = r.short(), r.envelopes()
+        tokens = {}
+        for _ in range(r.u16()):
+            account = r.short()
+            tokens[account] = r.short()
+        own = r.envelopes()
+        multi = (r.long(), r.envelopes()) if r.flag() else None
+        retry = None
+        if r.flag():
+            try:
+                peer = r.take(r.u16()).decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError("a corrupt outbox entry") from None
+            group = r.short() if r.flag() else None
+            flags, attempts, encoded = r.u8(), r.u32(), r.long()
+            if flags & ~(_TO_SELF | _TRANSCRIPT | _STORE):
+                raise DecodeError("a corrupt outbox entry")
+            retry = Retry(
+                peer, group, bool(flags & _TO_SELF), bool(flags & _TRANSCRIPT),
+                bool(flags & _STORE), decode_unpadded(encoded), attempts, encoded,
+            )  # fmt: skip
+        out.append(Outboxed(uuid, envelopes, tokens, multi, own, retry))
+    if r.pos != len(payload):
+        raise DecodeError("a corrupt outbox entry")
+    return out
 
 
 def decode(payload: bytes) -> list[Outboxed]:
     """An outbox row's sends; :class:`DecodeError` for anything malformed."""
+    if payload[:1] == bytes((_BINARY,)):
+        return _decode_binary(payload)
     try:
         out: list[Outboxed] = []
         for doc in json.loads(payload):
@@ -154,27 +268,21 @@ def decode(payload: bytes) -> list[Outboxed]:
 
 def _retry_of(doc: dict[str, Any]) -> Retry:
     group = doc["group"]
+    encoded = _unb64(doc["content"])
     return Retry(
         str(doc["peer"]),
         None if group is None else bytes.fromhex(group),
         bool(doc["to_self"]),
         bool(doc["transcript"]),
         bool(doc["store"]),
-        decode_unpadded(_unb64(doc["content"])),
+        decode_unpadded(encoded),
         int(doc["attempts"]),
+        encoded,
     )
-
-
-def _envelopes_json(envelopes: Envelopes) -> list[list[Any]]:
-    return [[a.hex(), d, _b64(body)] for a, d, body in envelopes]
 
 
 def _envelopes_of(doc: Any) -> Envelopes:
     return [(bytes.fromhex(a), int(d), _unb64(b)) for a, d, b in doc]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _unb64(text: str) -> bytes:
