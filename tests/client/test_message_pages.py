@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sealpost.client.store import TEST_PARAMS, Store
+from sealpost.client.store.messages import ReceivedRow
 
 PEER, OTHER, EMPTY = b"p" * 16, b"o" * 16, b"e" * 16
 
@@ -138,3 +139,23 @@ def test_deleted_and_expired_messages_leave_placeholders_that_pages_keep(store: 
     # the list shows the placeholder as the newest; placeholders are not unread
     last, unread = messages.overview([(PEER, 246)], 400, 100)[PEER]
     assert last is not None and last.gone == "expired" and unread == 2  # 248 and 250
+
+
+def test_a_batch_of_arrivals_stores_the_new_ones_once_and_says_which(store: Store) -> None:
+    """``add_received_all`` (the receive batch's one statement): an id already stored stays
+    as it was, an id named twice in the batch is stored once (its first row), and the ids
+    returned are exactly those stored now, in the order they came."""
+    author = b"a" * 16
+    rows = [
+        ReceivedRow(_uid(5000 + n), OTHER, author, False, f"new {n}", n, n, None, None)
+        for n in range(3)
+    ]
+    again = ReceivedRow(_uid(5001), OTHER, author, False, "twice", 9, 9, None, None)
+    old = ReceivedRow(_uid(3), PEER, author, False, "not text 3", 3, 3, None, None)
+    with store.unit() as repos:
+        kept = repos.messages.add_received_all([rows[0], old, rows[1], again, rows[2]])
+        assert repos.messages.add_received_all([]) == set()
+    assert kept == {_uid(5000), _uid(5001), _uid(5002)}
+    texts = _texts(store.repos().messages.page(OTHER, 0, 20))
+    assert texts[-3:] == ["new 0", "new 1", "new 2"]
+    assert "not text 3" not in _texts(store.repos().messages.page(PEER, 0, 300))

@@ -91,6 +91,28 @@ def test_prekey_message_of_another_session_is_refused() -> None:
     assert b.to_bytes() == before
 
 
+def test_a_decoded_prekey_message_decrypts_as_its_bytes_do() -> None:
+    """The receive pipeline hands the session the PreKeyMessage sealed sender decoded; it
+    decrypts like the bytes, a replay of it is a duplicate, and one of another session is
+    refused with the session unchanged."""
+    rng = SeededRng("s")
+    alice, bob = make_party(rng), make_party(rng)
+    a = Session.initiate(alice.device, bob.bundle(), rng=rng)
+    b, _ = respond(bob, a.encrypt(b"first", rng=rng))
+    second = wire.decode(a.encrypt(b"second", rng=rng))
+    assert isinstance(second, wire.PreKeyMessage)
+    assert b.decrypt(second) == b"second"
+    with pytest.raises(DuplicateMessage):
+        b.decrypt(second)
+    other = wire.decode(
+        Session.initiate(alice.device, bob.bundle(), rng=rng).encrypt(b"o", rng=rng)
+    )
+    before = b.to_bytes()
+    with pytest.raises(InvalidMessage):
+        b.decrypt(other)
+    assert b.to_bytes() == before
+
+
 def test_respond_with_missing_or_wrong_prekeys() -> None:
     rng = SeededRng("s")
     alice, bob = make_party(rng), make_party(rng)

@@ -170,7 +170,11 @@ class Session:
         Accepts wire bytes or an already decoded message. A PreKeyMessage is accepted only
         if it belongs to this session (same base key and initiator certificate).
         """
-        if isinstance(data, RatchetMessage | PreKeyMessage):
+        if isinstance(data, PreKeyMessage):  # decoded already: not encoded and decoded again
+            if not self.matches(data):
+                raise InvalidMessage("prekey message belongs to another session")
+            return self._ratchet.decrypt(data.message.encode(), self._ad)
+        if isinstance(data, RatchetMessage):
             data = data.encode()
         elif not isinstance(data, bytes):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")

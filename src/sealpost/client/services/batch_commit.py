@@ -30,6 +30,7 @@ from sealpost.client.rows import (
     TimerSet,
 )
 from sealpost.client.store import Repositories
+from sealpost.client.store.messages import ReceivedRow
 from sealpost.client.transport import Push
 
 __all__ = ["BatchCommitter", "OwnerWrites"]
@@ -89,23 +90,25 @@ class BatchCommitter:
                 repos.contacts.set_delivery_token(account_id, token)
                 changed = True
         tombstones = repos.messages.tombstoned([m.message_id for m in state.messages])
-        kept = set()
-        for m in state.messages:
-            if (m.message_id, m.author) in tombstones:
-                continue  # deleted for everyone before it arrived
-            expires = (m.sent_at if m.outgoing else now_ms) + m.expires_in * 1000
-            if repos.messages.add_received(
-                m.message_id,
-                m.peer,
-                m.author,
-                m.outgoing,
-                m.text,
-                m.sent_at,
-                now_ms,
-                expires if m.expires_in else None,
-                m.attachment,
-            ):
-                kept.add(m.message_id)
+        kept = repos.messages.add_received_all(
+            [
+                ReceivedRow(
+                    m.message_id,
+                    m.peer,
+                    m.author,
+                    m.outgoing,
+                    m.text,
+                    m.sent_at,
+                    now_ms,
+                    (m.sent_at if m.outgoing else now_ms) + m.expires_in * 1000
+                    if m.expires_in
+                    else None,
+                    m.attachment,
+                )
+                for m in state.messages
+                if (m.message_id, m.author) not in tombstones  # deleted for everyone first
+            ]
+        )
         for change in state.changes:
             self._apply(repos, change, now)
         for write in state.writes:

@@ -28,7 +28,14 @@ from sealpost.client.status import MessageStatus, sources
 from sealpost.client.store.connection import Connection
 from sealpost.protocol.content import GROUP_ID_LEN
 
-__all__ = ["DELETED", "EXPIRED", "MessageRepository", "OutgoingRow", "StoredMessage"]
+__all__ = [
+    "DELETED",
+    "EXPIRED",
+    "MessageRepository",
+    "OutgoingRow",
+    "ReceivedRow",
+    "StoredMessage",
+]
 
 _CHUNK = 500  # message ids per statement (SQLite allows 999 parameters at least)
 _CHUNK_PEERS = 400  # conversations per overview statement (two parameters each)
@@ -57,6 +64,22 @@ class StoredMessage:
     attachment_path: str | None
     expires_at: int | None
     gone: str | None = None  # a placeholder: "deleted" or "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRow:
+    """A message that arrived, to store: incoming, or sent from another device of this
+    account (``outgoing``, from its transcript)."""
+
+    message_id: bytes
+    peer: bytes  # account id or group id
+    author: bytes  # account id
+    outgoing: bool
+    text: str
+    sent_at: int  # ms
+    received_at: int  # ms
+    expires_at: int | None  # ms
+    attachment: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,28 +307,66 @@ class MessageRepository:
         expires_at: int | None,
         attachment: bytes | None,
     ) -> bool:
-        """Store a message that arrived: incoming (``RECEIVED``), or sent from this
-        account's other device (``SENT``, from its transcript). Whether it was new (a
-        message id already stored in the conversation is left as it is)."""
-        status = MessageStatus.SENT if outgoing else MessageStatus.RECEIVED
-        cursor = self._db.execute(
+        """Store a message that arrived (:meth:`add_received_all` of one); whether it was
+        new."""
+        row = ReceivedRow(
+            message_id, peer, author, outgoing, text, sent_at, received_at, expires_at,
+            attachment,
+        )  # fmt: skip
+        return bool(self.add_received_all([row]))
+
+    def add_received_all(self, rows: Sequence[ReceivedRow]) -> set[bytes]:
+        """Store messages that arrived: incoming (``RECEIVED``), or sent from this
+        account's other device (``SENT``, from its transcript). Returns the ids of those
+        that were new (a message id already stored is left as it is; of one id named
+        twice, the first row is stored)."""
+        if not rows:
+            return set()
+        ids = [r.message_id for r in rows]
+        stored = self._stored(ids)
+        new: dict[bytes, ReceivedRow] = {}
+        for r in rows:
+            if r.message_id not in stored and r.message_id not in new:
+                new[r.message_id] = r
+        cursor = self._db.executemany(
             "INSERT OR IGNORE INTO messages (message_uuid, peer, outgoing, body, sent_at, "
             "received_at, status, author, expires_at, attachment) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message_id,
-                peer,
-                int(outgoing),
-                text,
-                sent_at,
-                received_at,
-                status.value,
-                author,
-                expires_at,
-                attachment,
-            ),
+            [
+                (
+                    r.message_id,
+                    r.peer,
+                    int(r.outgoing),
+                    r.text,
+                    r.sent_at,
+                    r.received_at,
+                    (MessageStatus.SENT if r.outgoing else MessageStatus.RECEIVED).value,
+                    r.author,
+                    r.expires_at,
+                    r.attachment,
+                )
+                for r in new.values()
+            ],
         )
-        return bool(cursor.rowcount)
+        if cursor.rowcount == len(new):
+            return set(new)
+        # a row was skipped after all (OR IGNORE skips more than a taken id): ask
+        return self._stored(list(new)) - stored
+
+    def _stored(self, message_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of these message ids are stored."""
+        found: set[bytes] = set()
+        for start in range(0, len(message_ids), _CHUNK):
+            chunk = message_ids[start : start + _CHUNK]
+            found.update(
+                bytes(i)
+                for (i,) in self._db.all(
+                    "SELECT message_uuid FROM messages WHERE message_uuid IN "  # noqa: S608 (placeholders only)
+                    f"({','.join('?' * len(chunk))})",
+                    list(chunk),
+                )
+            )
+        return found
 
     def delivered(self, message_id: bytes, peer: bytes) -> bool:
         """``peer``'s delivery receipt for the message this account sent it: ``DELIVERED``
