@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from relay import InProcessRelay, crash, texts
 from sealpost.client import Client, ReceiptReceived, ServerUnavailable
+from sealpost.client.transport import WINDOW
 
 
 def run(scenario: Callable[[InProcessRelay], Awaitable[Any]], root: Path) -> Any:
@@ -207,3 +209,38 @@ def test_a_message_reaches_the_other_devices_of_both_accounts(tmp_path: Path) ->
         assert [m.text for m in laptop.history("bob")] == ["from the phone", "to both"]
 
     run(scenario, tmp_path)
+
+
+def test_a_batch_cut_off_partway_leaves_no_error_unretrieved(tmp_path: Path) -> None:
+    """The connection dies with a batch handed over in part (the server stored the first
+    send, its answer and everything after it lost; the window full, the rest waiting):
+    every send is kept, goes again once, and no future's error is left for asyncio to
+    report as "exception was never retrieved"."""
+    reported: list[str] = []
+    total = WINDOW + 16
+
+    async def scenario(relay: InProcessRelay) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(str(ctx.get("message"))))
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        await alice.send("bob", "before")
+        assert texts(await bob.receive(wait=5)) == ["before"]
+        relay.faults.lose_answers = 1
+        sends = [asyncio.ensure_future(alice.send("bob", f"m{i:03d}")) for i in range(total)]
+        await relay.faults.wait_lost()
+        relay.faults.cut()
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        assert all(isinstance(r, ServerUnavailable) for r in results), results
+        del sends, results
+        gc.collect()
+        assert alice.waiting() == total  # every one kept in the outbox
+        assert await alice.flush_outbox() == total
+        assert statuses(alice, "bob")[1:] == [(f"m{i:03d}", "sent") for i in range(total)]
+        got: list[str] = []
+        while batch := texts(await bob.receive(wait=2)):
+            got += batch
+        assert got == [f"m{i:03d}" for i in range(total)]  # once each, in order
+
+    run(scenario, tmp_path)
+    gc.collect()
+    assert not [m for m in reported if "never retrieved" in m], reported

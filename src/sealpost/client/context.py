@@ -20,7 +20,7 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.entropy import Rng
 from sealpost.protocol import AccountIdentity, DeviceKeys
 
-__all__ = ["ClientContext", "EventSink"]
+__all__ = ["ClientContext", "EventSink", "PendingState"]
 
 
 @dataclass(slots=True)
@@ -42,6 +42,16 @@ class EventSink:
 
 
 @dataclass(slots=True)
+class PendingState:
+    """The pending sends (:mod:`sealpost.client.store.pending`) as this process knows them:
+    kept by :mod:`~sealpost.client.services.pending` for an offline text, and by
+    :meth:`~sealpost.client.services.delivery.Delivery.settle` for a text to encrypt anew."""
+
+    queued: set[int] = field(default_factory=set)  # on the sender loop now: not sent again
+    any: bool | None = None  # whether the profile holds any (None: read it again)
+
+
+@dataclass(slots=True)
 class ClientContext:
     """This device's identity and the shared means: the store, the transport, the clock,
     the random generator, the batch lock and the event sink."""
@@ -59,6 +69,7 @@ class ClientContext:
     # Held while ratchets step and their results are committed (a send batch or a
     # receive batch), so two batches never interleave on one session.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: PendingState = field(default_factory=PendingState)
     events: EventSink = field(default_factory=EventSink)
 
     def __repr__(self) -> str:

@@ -428,8 +428,10 @@ class _Pipelined:
         try:
             await self.ws.send(frame(req))
         except ConnectionClosed:
-            self._pending.pop(req, None)
-            self._window.release()
+            if self._pending.pop(req, None) is not None:
+                self._window.release()
+            elif future.done() and not future.cancelled():
+                future.exception()  # failed by fail_all meanwhile, and handed to no one
             raise ServerUnavailable("the connection to the server was lost") from None
         return future
 
@@ -448,6 +450,7 @@ class _Pipelined:
     def fail_all(self, reason: BaseException) -> None:
         self.closed = reason
         for future in self._pending.values():
+            self._window.release()  # a submit waiting for the window fails now, not never
             if not future.done():
                 future.set_exception(ServerUnavailable("the connection to the server was lost"))
         self._pending.clear()

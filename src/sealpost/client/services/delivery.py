@@ -13,9 +13,24 @@ left in the outbox (:meth:`Delivery.flush_outbox`, the same bytes again). For ea
 - the server stored every part: the message becomes ``SENT``;
 - the server named an outdated device list (``mismatched_devices``): the named accounts
   are looked up again (every device still needs a certificate from its account key) and
-  the send is encrypted anew, up to :data:`SEND_RETRIES` times, then ``FAILED``;
-- the connection was lost before the answer (:class:`ServerUnavailable`): it stays
-  ``QUEUED`` in the outbox and goes again with the next :meth:`flush_outbox`;
+  the send is encrypted anew, up to :data:`SEND_RETRIES` times, then ``FAILED``. A text
+  (a send with a history row) is kept as a pending send (:mod:`.pending`) in the settle's
+  own transaction, and the commit of its new encryption removes that row: a crash in
+  between leaves it pending (sent at the next connect), never lost, and while the retry
+  is on its way :meth:`PendingSends.flush <.pending.PendingSends.flush>` leaves it alone
+  (``ClientContext.pending.queued``, until its future is done). A send with no history
+  row is encrypted anew from memory only; a crash in that moment costs: a receipt, a
+  status the peer does not see move on; a timer change or a deletion for everyone, which
+  is applied here only once sent, so the user sees it undone and does it again; a group
+  update or chain request, which members behind ask for again when a message under the
+  newer version reaches them; a revocation notice, which the contact learns at its next
+  lookup; a sender-key distribution, which the group message it came with (pending)
+  sends again to any member device not recorded as holding the chain (one recorded
+  that never got it, beside a sibling device just removed, waits for the next rotation);
+- the connection was lost before the answer (:class:`ServerUnavailable`), or before the
+  send was handed over (a batch cut off partway: the sends before it still settle by
+  their own answers): it stays ``QUEUED`` in the outbox and goes again with the next
+  :meth:`flush_outbox`;
 - any other refusal: ``FAILED``.
 
 The outbox row and the statuses change in one transaction; every status update goes
@@ -39,6 +54,7 @@ from sealpost.client.rows import ContactRow, Envelopes, Outgoing, Prepared
 from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.status import MessageStatus
 from sealpost.client.store.outbox import Outboxed, Retry
+from sealpost.client.store.unit import Repositories
 from sealpost.client.transport import b64
 from sealpost.protocol.content import TextContent
 
@@ -111,12 +127,31 @@ class Delivery:
         while True:
             outbox_id, batch = await self._submissions.get()
             try:
-                futures = [await self.submit(f.sent) for f in batch]
-            except Exception as exc:  # left in the outbox: sent again by flush_outbox
+                futures = await self.submit_all(batch)
+            except asyncio.CancelledError:  # the client closed: sent again by flush_outbox
                 self._in_flight.discard(outbox_id)
-                _fail(batch, exc)
-                continue
+                _fail(batch, ServerUnavailable("the client closed"))
+                raise
             self.track(asyncio.create_task(self._finish(outbox_id, batch, futures)))
+
+    async def submit_all(self, batch: list[InFlight]) -> list[asyncio.Future[Any]]:
+        """Each send's future, in order. Once a submit fails (the connection was lost),
+        the sends after it fail with that error untried; the ones already handed over are
+        settled by their own answers (every future is awaited by :meth:`settle`)."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for f in batch:
+                futures.append(await self.submit(f.sent))
+        except Exception as exc:
+            for _ in batch[len(futures) :]:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        except BaseException:
+            for future in futures:
+                future.add_done_callback(_retrieve)
+            raise
+        return futures
 
     async def _finish(
         self, outbox_id: int, batch: list[InFlight], futures: list[asyncio.Future[Any]]
@@ -131,12 +166,17 @@ class Delivery:
     async def submit(self, sent: Outboxed) -> asyncio.Future[Any]:
         """Hand one send's parts to the server; the future fails if any part does."""
         parts: list[asyncio.Future[Any]] = []
-        if sent.envelopes or sent.multi is not None:
-            sock = await self._sealed_socket()
-            if sent.envelopes:
-                parts.append(await sock.send(sent.envelopes, sent.tokens))
-            if sent.multi is not None:
-                parts.append(await sock.send_multi(sent.multi[0], sent.multi[1], sent.tokens))
+        try:
+            if sent.envelopes or sent.multi is not None:
+                sock = await self._sealed_socket()
+                if sent.envelopes:
+                    parts.append(await sock.send(sent.envelopes, sent.tokens))
+                if sent.multi is not None:
+                    parts.append(await sock.send_multi(sent.multi[0], sent.multi[1], sent.tokens))
+        except BaseException:  # the send is unanswered (kept); its handed parts: no one waits
+            for part in parts:
+                part.add_done_callback(_retrieve)
+            raise
         if sent.own:
             parts.append(asyncio.ensure_future(self._send_own(sent.own)))
         if len(parts) == 1:
@@ -224,6 +264,7 @@ class Delivery:
             repos.outbox.settle(outbox_id, keep)
             repos.messages.mark_outgoing(sent, MessageStatus.SENT)
             repos.messages.mark_outgoing(lost, MessageStatus.FAILED)
+            kept = {id(i): _keep_pending(repos, i) for i in retry.values() if _has_row(i)}
         for f, o in zip(batch, outcomes, strict=True):
             if f.item is None or f.item.future.done() or o is not MessageStatus.SENT:
                 continue
@@ -232,8 +273,21 @@ class Delivery:
                 message = self.describe(f.prepared)
             f.item.future.set_result(message)
         for item in retry.values():
+            if id(item) in kept:  # on the sender loop: PendingSends.flush leaves it alone
+                self._queue_pending(item, kept[id(item)])
             self._requeue(item)
         return errors
+
+    def _queue_pending(self, item: Outgoing, pending_id: int) -> None:
+        """A retry kept as the pending send ``pending_id``: counted as queued until its
+        future is done (encrypted and settled, or failed: then the row, if the commit
+        did not remove it, is sent at the next connect)."""
+        self._ctx.pending.any = True
+        queued = self._ctx.pending.queued
+        queued.discard(item.pending)  # an earlier attempt's row: removed when it was encrypted
+        item.pending = pending_id
+        queued.add(pending_id)
+        item.future.add_done_callback(lambda _: queued.discard(item.pending))
 
     async def flush_outbox(self) -> int:
         """Send again what a crash (or a lost connection) left in the outbox: the same
@@ -246,7 +300,7 @@ class Delivery:
             batch = [InFlight(s, _resent(s)) for s in sends]
             self._in_flight.add(outbox_id)
             try:
-                futures = [await self.submit(f.sent) for f in batch]
+                futures = await self.submit_all(batch)
                 errors = await self.settle(outbox_id, batch, futures)
             finally:
                 self._in_flight.discard(outbox_id)
@@ -355,8 +409,21 @@ def _resent(sent: Outboxed) -> Outgoing | None:
     )
 
 
-def _retrieve(future: asyncio.Future[Message | None]) -> None:
-    """Nobody awaits a resend: its outcome is its status (and a log line)."""
+def _has_row(item: Outgoing) -> bool:
+    """Whether a send has a history row (a text): a retry of it is kept as a pending send."""
+    return item.store and isinstance(item.content, TextContent)
+
+
+def _keep_pending(repos: Repositories, item: Outgoing) -> int:
+    """Keep a text to encrypt anew as a pending send (the commit of its encryption
+    removes the row, :mod:`.sending`); returns the row's id."""
+    content = item.content
+    assert isinstance(content, TextContent)
+    return repos.pending.add(content.message_id, item.peer, item.group, content)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Nobody awaits this future (a resend: its outcome is its status and a log line)."""
     if not future.cancelled():
         future.exception()
 

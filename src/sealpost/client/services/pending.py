@@ -70,14 +70,14 @@ class PendingSends:
         self._put = put
         self._flush_outbox = flush_outbox
         self._group_name = group_name
-        self._queued: set[int] = set()  # pending rows on the sender loop now
-        self._any: bool | None = None  # whether the profile holds any (None: not read)
+        self._state = ctx.pending  # shared with Delivery, which keeps retries here too
+        self._queued = ctx.pending.queued  # pending rows on the sender loop now
 
     def any(self) -> bool:
         """Whether a pending send waits (read from the profile once, then kept)."""
-        if self._any is None:
-            self._any = self._ctx.store.repos().pending.any()
-        return self._any
+        if self._state.any is None:
+            self._state.any = self._ctx.store.repos().pending.any()
+        return self._state.any
 
     def count(self) -> int:
         """How many messages wait for the server: kept pending, or encrypted and in the
@@ -99,7 +99,7 @@ class PendingSends:
         with self._ctx.store.unit() as repos:
             repos.messages.add_outgoing([row])
             repos.pending.add(content.message_id, item.peer, item.group, content)
-        self._any = True
+        self._state.any = True
         return self.queued(name, content)
 
     def queued(self, name: str, content: TextContent) -> Message:
@@ -139,7 +139,7 @@ class PendingSends:
             results = await asyncio.gather(*(i.future for _, i in items), return_exceptions=True)
         finally:
             self._queued.difference_update(s.pending_id for s, _ in items)
-            self._any = None
+            self._state.any = None
         unreachable: ServerUnavailable | None = None
         done = 0
         for (s, _), result in zip(items, results, strict=True):
@@ -162,7 +162,7 @@ class PendingSends:
         with self._ctx.store.unit() as repos:
             if repos.pending.remove([send.pending_id]):
                 repos.messages.mark_outgoing([send.message_id], MessageStatus.FAILED)
-        self._any = None
+        self._state.any = None
         peer = send.peer
         if send.group is not None:
             peer = self._group_name(send.group) or send.group.hex()[:12]

@@ -8,7 +8,9 @@ content is encrypted only when the server can be reached again, by the same pipe
 any send, and its row here is removed in the same unit that commits the ratchet steps and
 the outbox row of that encryption (:mod:`sealpost.client.services.sending`), so a crash
 at any moment leaves it either here (encrypted later) or in the outbox (the same bytes
-sent again), never both and never neither.
+sent again), never both and never neither. A text the server refused for an outdated
+device list is kept here too, in the unit that settles its refusal, until its new
+encryption is committed (:mod:`sealpost.client.services.delivery`).
 """
 
 from __future__ import annotations
