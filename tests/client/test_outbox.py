@@ -219,3 +219,14 @@ def test_a_send_is_encoded_once_and_anew_when_its_content_is_replaced() -> None:
     assert isinstance(item.content, TextContent)
     item.content = dataclasses.replace(item.content, group_version=7, group_hash=os.urandom(32))
     assert item.unpadded() == encode_unpadded(item.content) != first
+
+
+def test_the_unsent_messages_of_a_binary_row_are_counted(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "p", "a long passcode", params=TEST_PARAMS)
+    try:
+        assert store.repos().outbox.unsent_messages() == 0
+        with store.unit() as repos:
+            repos.outbox.add(_rich_sends())  # two history messages and a control send
+        assert store.repos().outbox.unsent_messages() == 2
+    finally:
+        store.close()

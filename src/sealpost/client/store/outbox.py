@@ -100,11 +100,7 @@ class OutboxRepository:
 
     def unsent_messages(self) -> int:
         """How many history messages the rows hold (sends not yet answered for)."""
-        row = self._db.one(
-            "SELECT count(*) FROM outbox, json_each(CAST(outbox.payload AS TEXT)) AS s "
-            "WHERE json_extract(s.value, '$.uuid') != ''"
-        )
-        return int(row[0])
+        return sum(1 for _, sends in self.pending() for s in sends if s.uuid)
 
     def settle(self, outbox_id: int, keep: Sequence[Outboxed]) -> None:
         """The row's sends are answered for, but ``keep`` (to send again): the row goes,
