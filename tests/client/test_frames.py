@@ -8,8 +8,10 @@ import json
 import os
 
 import msgspec
+import pytest
 
-from sealpost.client.transport import _ack_frame, _send_frame, b64
+from sealpost.client.errors import ServerError
+from sealpost.client.transport import _ack_frame, _send_frame, b64, unb64
 from sealpost.server.frames import AckFrame, SendFrame
 
 
@@ -42,3 +44,12 @@ def test_an_ack_frame_is_the_documented_json() -> None:
     frame = _ack_frame(server_id)
     assert json.loads(frame) == {"type": "ack", "id": server_id.hex()}
     assert msgspec.json.decode(frame, type=AckFrame).id == server_id.hex()
+
+
+def test_base64_from_the_server_is_read_strictly() -> None:
+    body = os.urandom(1700)
+    assert unb64(b64(body)) == body and unb64("") == b""
+    for bad in ("YQ", "Y Q==", "YQ==YQ==", "=YQ=", "YQ===", "YQ==\n", "é", None, 5):
+        with pytest.raises(ServerError) as caught:
+            unb64(bad)
+        assert caught.value.code == "bad_response"
