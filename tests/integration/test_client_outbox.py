@@ -17,9 +17,9 @@ from sealpost.client.rows import Outgoing
 from sealpost.protocol.content import TextContent
 
 
-async def commit_then_crash(alice: Client, peer: str, text: str) -> bytes:
+async def commit_send(alice: Client, peer: str, text: str) -> tuple[bytes, int]:
     """Run the front of the send pipeline up to its commit (ratchet steps, history row,
-    outbox row), then stop as a crash would: nothing reached the server."""
+    outbox row) and no further; the message id and the outbox row's id."""
     content = TextContent(
         alice._ctx.rng(16), alice._ctx.now_ms(), alice._ctx.delivery_token, alice.username, text
     )
@@ -29,11 +29,17 @@ async def commit_then_crash(alice: Client, peer: str, text: str) -> bytes:
     cert = await sending.sender_certificate()
     async with alice._ctx.lock:
         prepared = await sending.prepare(item, cert)
-        sending._commit(prepared)
+        outbox_id = sending._commit(prepared)
+    return content.message_id, outbox_id
+
+
+async def commit_then_crash(alice: Client, peer: str, text: str) -> bytes:
+    """:func:`commit_send`, then stop as a crash would: nothing reached the server."""
+    message_id, _ = await commit_send(alice, peer, text)
     profile = alice.store.path
     await alice.close()
     assert profile.exists()
-    return content.message_id
+    return message_id
 
 
 def outbox_rows(client: Client) -> int:

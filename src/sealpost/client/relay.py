@@ -54,11 +54,18 @@ class RelaySealed(Protocol):
     def alive(self) -> bool: ...
 
     async def send(
-        self, messages: Sequence[Envelope], tokens: Mapping[bytes, bytes]
-    ) -> asyncio.Future[int]: ...
+        self, messages: Sequence[Envelope], tokens: Mapping[bytes, bytes], *, send_id: bytes = b""
+    ) -> asyncio.Future[int]:
+        """``send_id``: the seed of the envelopes' send ids (:mod:`sealpost.protocol.send_id`;
+        b"": none, as old clients send)."""
 
     async def send_multi(
-        self, shared: bytes, recipients: Sequence[Envelope], tokens: Mapping[bytes, bytes]
+        self,
+        shared: bytes,
+        recipients: Sequence[Envelope],
+        tokens: Mapping[bytes, bytes],
+        *,
+        send_id: bytes = b"",
     ) -> asyncio.Future[int]: ...
 
     async def close(self) -> None: ...

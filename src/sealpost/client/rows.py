@@ -91,6 +91,9 @@ class Prepared:
     multi: tuple[bytes, Envelopes] | None = None
     writes: list[Callable[[Repositories], None]] = field(default_factory=list)  # in its unit
     outbox_id: int = 0
+    #: The seed of its envelopes' send ids (:mod:`sealpost.protocol.send_id`), drawn when
+    #: its outbox row is committed; b"": none (an old outbox row)
+    send_id: bytes = b""
 
 
 @dataclass(slots=True)

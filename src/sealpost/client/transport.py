@@ -45,6 +45,7 @@ from sealpost.client.errors import ServerError, ServerUnavailable
 from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng, system_rng
 from sealpost.protocol.group_sealed import GROUP_SEALED_PREFIX
+from sealpost.protocol.send_id import envelope_send_id, multi_send_id
 from sealpost.protocol.signing import (
     NONCE_HEADER,
     NONCE_LEN,
@@ -66,6 +67,7 @@ __all__ = [
     "Stream",
     "Transport",
     "b64",
+    "envelopes_json",
     "tls_context",
     "unb64",
 ]
@@ -355,22 +357,43 @@ class LinkChannel:
             await self._ws.close()
 
 
+def envelopes_json(
+    messages: Sequence[tuple[bytes, int, bytes]], send_id: bytes = b""
+) -> list[dict[str, Any]]:
+    """A send's ``messages``: each envelope with its send id derived from the seed
+    ``send_id`` (:mod:`sealpost.protocol.send_id`; none when it is b"")."""
+    out = []
+    for a, d, body in messages:
+        item = {"account_id": a.hex(), "device_id": d, "body": b64(body)}
+        if send_id:
+            item["send_id"] = b64(envelope_send_id(send_id, a, d))
+        out.append(item)
+    return out
+
+
 def _send_frame(
-    req: int, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+    req: int,
+    messages: Sequence[tuple[bytes, int, bytes]],
+    tokens: Mapping[bytes, bytes],
+    send_id: bytes = b"",
 ) -> str:
     """``{"type":"send","req":N,"messages":[{"account_id":HEX,"device_id":N,"body":B64}],
-    "tokens":{HEX:B64}}`` (no ``tokens`` when there are none). Written as text, not through
+    "tokens":{HEX:B64}}`` (no ``tokens`` when there are none; with a ``send_id`` seed, each
+    envelope also carries its ``"send_id":B64``). Written as text, not through
     ``json.dumps`` (a send frame per message): every value is an integer, hex or base64,
     so there is nothing to escape and this is the JSON ``json.dumps`` would make, without
     its spaces."""
-    items = ",".join(
-        f'{{"account_id":"{a.hex()}","device_id":{int(d)},"body":"{b64(body)}"}}'
-        for a, d, body in messages
-    )
+    items = ",".join(_envelope_text(a, d, body, send_id) for a, d, body in messages)
     if not tokens:
         return f'{{"type":"send","req":{int(req)},"messages":[{items}]}}'
     named = ",".join(f'"{a.hex()}":"{b64(t)}"' for a, t in tokens.items())
     return f'{{"type":"send","req":{int(req)},"messages":[{items}],"tokens":{{{named}}}}}'
+
+
+def _envelope_text(account: bytes, device: int, body: bytes, seed: bytes) -> str:
+    """One envelope of :func:`_send_frame`, with its send id when there is a seed."""
+    sid = f',"send_id":"{b64(envelope_send_id(seed, account, device))}"' if seed else ""
+    return f'{{"account_id":"{account.hex()}","device_id":{int(device)},"body":"{b64(body)}"{sid}}}'
 
 
 def _ack_frame(server_id: bytes) -> str:
@@ -383,8 +406,11 @@ def _multi_frame(
     shared: bytes,
     recipients: Sequence[tuple[bytes, int, bytes]],
     tokens: Mapping[bytes, bytes],
+    send_id: bytes = b"",
 ) -> str:
     doc: dict[str, Any] = {"type": "send_multi", "req": req}
+    if send_id:
+        doc["send_id"] = b64(multi_send_id(send_id))
     if shared[:2] == GROUP_SEALED_PREFIX:
         # one body for every device, no wraps
         doc["body"] = b64(shared)
@@ -415,10 +441,13 @@ class _Pipelined:
         self.closed: BaseException | None = None
 
     async def send(
-        self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+        self,
+        messages: Sequence[tuple[bytes, int, bytes]],
+        tokens: Mapping[bytes, bytes],
+        send_id: bytes = b"",
     ) -> asyncio.Future[int]:
         """Submit a send; the returned future resolves once the server stored it."""
-        return await self.submit(lambda req: _send_frame(req, messages, tokens))
+        return await self.submit(lambda req: _send_frame(req, messages, tokens, send_id))
 
     async def submit(self, frame: Callable[[int], str]) -> asyncio.Future[int]:
         """Submit the frame ``frame(req)``; the future resolves with the server's answer."""
@@ -482,20 +511,29 @@ class SealedSocket:
         return self._pipe.closed is None
 
     async def send(
-        self, messages: Sequence[tuple[bytes, int, bytes]], tokens: Mapping[bytes, bytes]
+        self,
+        messages: Sequence[tuple[bytes, int, bytes]],
+        tokens: Mapping[bytes, bytes],
+        *,
+        send_id: bytes = b"",
     ) -> asyncio.Future[int]:
-        return await self._pipe.send(messages, tokens)
+        """A sealed send; ``send_id``: the seed of its envelopes' send ids (b"": none)."""
+        return await self._pipe.send(messages, tokens, send_id)
 
     async def send_multi(
         self,
         shared: bytes,
         recipients: Sequence[tuple[bytes, int, bytes]],
         tokens: Mapping[bytes, bytes],
+        *,
+        send_id: bytes = b"",
     ) -> asyncio.Future[int]:
         """One multi-recipient send: a group-sealed body (``0x01 0x23``, the wraps are
         empty) stored as it is for every device, or a legacy ``0x22`` shared part with a
-        key wrap per device."""
-        return await self._pipe.submit(lambda req: _multi_frame(req, shared, recipients, tokens))
+        key wrap per device; ``send_id`` as for :meth:`send`."""
+        return await self._pipe.submit(
+            lambda req: _multi_frame(req, shared, recipients, tokens, send_id)
+        )
 
     async def close(self) -> None:
         await self._pipe.ws.close()

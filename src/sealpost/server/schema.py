@@ -145,6 +145,14 @@ OneTimePreKeyBytes = Annotated[
 #: Delivery tokens of a sealed send by account: ``{account id hex: base64 32 bytes}``.
 Tokens = dict[AccountIdHex, Key32]
 NonEmptyBytes = Annotated[bytes, Meta(min_length=1, description="base64")]
+SendId = Annotated[
+    bytes,
+    Meta(
+        min_length=16,
+        max_length=16,
+        description="16 bytes, base64: the sender's id, so a resend stores nothing twice",
+    ),
+]
 
 
 class _Request(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -208,6 +216,7 @@ class Envelope(_Request, kw_only=True):
     account_id: AccountIdHex
     device_id: U32
     body: NonEmptyBytes
+    send_id: SendId | None = None
 
 
 class SendRequest(_Request, kw_only=True):
@@ -245,6 +254,7 @@ class MultiSendRequest(_Request, kw_only=True):
         ),
     ]
     tokens: Tokens | None = None
+    send_id: SendId | None = None
 
     def group_recipients(self) -> list[tuple[str, int]]:
         found: list[tuple[str, int]] = decode_as(

@@ -55,7 +55,7 @@ from sealpost.client.services.pairwise import PairwiseEncryptor
 from sealpost.client.status import MessageStatus
 from sealpost.client.store.outbox import Outboxed, Retry
 from sealpost.client.store.unit import Repositories
-from sealpost.client.transport import b64
+from sealpost.client.transport import envelopes_json
 from sealpost.protocol.content import TextContent
 
 __all__ = ["SEND_RETRIES", "Delivery", "DeliveryPeers", "InFlight", "message_uuid", "outboxed"]
@@ -170,15 +170,18 @@ class Delivery:
             if sent.envelopes or sent.multi is not None:
                 sock = await self._sealed_socket()
                 if sent.envelopes:
-                    parts.append(await sock.send(sent.envelopes, sent.tokens))
+                    parts.append(await sock.send(sent.envelopes, sent.tokens, send_id=sent.send_id))
                 if sent.multi is not None:
-                    parts.append(await sock.send_multi(sent.multi[0], sent.multi[1], sent.tokens))
+                    multi, recipients = sent.multi
+                    parts.append(
+                        await sock.send_multi(multi, recipients, sent.tokens, send_id=sent.send_id)
+                    )
         except BaseException:  # the send is unanswered (kept); its handed parts: no one waits
             for part in parts:
                 part.add_done_callback(_retrieve)
             raise
         if sent.own:
-            parts.append(asyncio.ensure_future(self._send_own(sent.own)))
+            parts.append(asyncio.ensure_future(self._send_own(sent.own, sent.send_id)))
         if len(parts) == 1:
             return parts[0]
         return asyncio.gather(*parts)
@@ -188,17 +191,10 @@ class Delivery:
             self._sealed = await self._ctx.transport.open_sealed()
         return self._sealed
 
-    async def _send_own(self, envelopes: Envelopes) -> int:
+    async def _send_own(self, envelopes: Envelopes, send_id: bytes) -> int:
         """A signed send to this account's other devices (the server knows the sender)."""
         doc = await self._ctx.transport.request(
-            "PUT",
-            "/v1/messages",
-            body={
-                "messages": [
-                    {"account_id": a.hex(), "device_id": d, "body": b64(body)}
-                    for a, d, body in envelopes
-                ]
-            },
+            "PUT", "/v1/messages", body={"messages": envelopes_json(envelopes, send_id)}
         )
         return int(doc.get("stored", 0)) if isinstance(doc, dict) else 0
 
@@ -394,7 +390,7 @@ def outboxed(p: Prepared) -> Outboxed:
         item.peer, item.group, item.to_self, item.transcript, item.store, item.content,
         item.attempts, item.unpadded(),
     )  # fmt: skip
-    return Outboxed(message_uuid(p), p.envelopes, p.tokens, p.multi, p.own, retry)
+    return Outboxed(message_uuid(p), p.envelopes, p.tokens, p.multi, p.own, retry, p.send_id)
 
 
 def _resent(sent: Outboxed) -> Outgoing | None:

@@ -42,6 +42,7 @@ from sealpost.client.services.transcripts import Transcripts
 from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.transport import unb64
 from sealpost.protocol.content import TextContent, pad_encoded
+from sealpost.protocol.send_id import SEND_ID_LEN
 from sealpost.protocol.wire import SenderCertificate
 
 __all__ = ["BATCH", "CERT_MARGIN", "SendPeers", "Sending"]
@@ -206,6 +207,8 @@ class Sending:
             and isinstance(c := p.item.content, TextContent)
         ]
         pending = [p.item.pending for p in prepared if p.item.pending]
+        for p in prepared:  # fresh per send, kept in the outbox: a resend carries the same
+            p.send_id = self._ctx.rng(SEND_ID_LEN)
         try:
             with self._ctx.store.unit() as repos:
                 repos.sessions.save_all(self._encryptor.session_records(addresses), now_ms // 1000)

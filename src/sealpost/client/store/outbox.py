@@ -17,8 +17,9 @@ outdated device list is retried whether it was sent live or again after a crash.
 Payload, binary (big endian; a row holds a whole batch, so it is written without JSON or
 base64, a third smaller than before)::
 
-    payload   = 0x02 | count (4) | send * count
-    send      = uuid (1: 0 or 16 | bytes: a history message, else none)
+    payload   = 0x03 | count (4) | send * count
+    send      = send id seed (1: 0 or 16 | bytes)
+                | uuid (1: 0 or 16 | bytes: a history message, else none)
                 | envelopes (messages) | tokens | envelopes (own)
                 | 0x00 | 0x01 shared (4 | bytes) envelopes (wraps)        -- multi
                 | 0x00 | 0x01 retry
@@ -27,7 +28,12 @@ base64, a third smaller than before)::
     retry     = peer (2 | UTF-8) | group (0x00 | 0x01 (1 | bytes)) | flags (1: 0x01 to_self,
                 0x02 transcript, 0x04 store) | attempts (4) | content (4 | unpadded encoding)
 
-Rows written before it are JSON (a list, so they begin with ``[``) and still decode:
+The send id seed is 16 random bytes drawn when the row is committed; the send ids on the
+wire are derived from it (:mod:`sealpost.protocol.send_id`), so a resend of the row carries
+the same ones and the relay stores nothing twice. Rows of version ``0x02`` (the same
+without the seed) decode with none (b""), and go without send ids, as before.
+
+Rows written before the binary form are JSON (a list, so they begin with ``[``) and still decode:
 ``[{"uuid": hex (a history message, else ""), "messages": [[account hex, device, b64]],
 "tokens": {account hex: b64}, "own": [...], "multi": null | {"shared": b64, "wraps":
 [...]}, "retry": null | {"peer": str, "group": hex | null, "to_self": bool, "transcript":
@@ -79,6 +85,8 @@ class Outboxed:
     multi: tuple[bytes, Envelopes] | None
     own: Envelopes
     retry: Retry | None = None
+    #: The seed of the send ids its envelopes carry (b"": none, a row from before them)
+    send_id: bytes = b""
 
 
 class OutboxRepository:
@@ -113,7 +121,8 @@ class OutboxRepository:
             self._db.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
 
 
-_BINARY = 0x02  # the first byte of a binary payload (a JSON one begins with "[")
+_BINARY = 0x03  # the first byte of a binary payload (a JSON one begins with "[")
+_BINARY_V2 = 0x02  # the binary form before send ids
 _U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
 _TO_SELF, _TRANSCRIPT, _STORE = 0x01, 0x02, 0x04
 
@@ -122,6 +131,7 @@ def _encode(sends: Sequence[Outboxed]) -> bytes:
     """The binary payload of these sends (module docstring)."""
     out = [bytes((_BINARY,)), _U32.pack(len(sends))]
     for s in sends:
+        out.append(_short(s.send_id))
         out += (_short(s.uuid), _envelopes_bin(s.envelopes), _U16.pack(len(s.tokens)))
         for account, token in s.tokens.items():
             out += (_short(account), _short(token))
@@ -206,9 +216,10 @@ class _Reader:
 
 def _decode_binary(payload: bytes) -> list[Outboxed]:
     r = _Reader(payload)
-    r.take(1)  # the version byte
+    seeded = r.u8() == _BINARY  # the version byte: 0x02 has no send id seed
     out: list[Outboxed] = []
     for _ in range(r.u32()):
+        send_id = r.short() if seeded else b""
         uuid, envelopes = r.short(), r.envelopes()
         tokens = {}
         for _ in range(r.u16()):
@@ -230,7 +241,7 @@ def _decode_binary(payload: bytes) -> list[Outboxed]:
                 peer, group, bool(flags & _TO_SELF), bool(flags & _TRANSCRIPT),
                 bool(flags & _STORE), decode_unpadded(encoded), attempts, encoded,
             )  # fmt: skip
-        out.append(Outboxed(uuid, envelopes, tokens, multi, own, retry))
+        out.append(Outboxed(uuid, envelopes, tokens, multi, own, retry, send_id))
     if r.pos != len(payload):
         raise DecodeError("a corrupt outbox entry")
     return out
@@ -238,7 +249,7 @@ def _decode_binary(payload: bytes) -> list[Outboxed]:
 
 def decode(payload: bytes) -> list[Outboxed]:
     """An outbox row's sends; :class:`DecodeError` for anything malformed."""
-    if payload[:1] == bytes((_BINARY,)):
+    if payload[:1] in (bytes((_BINARY,)), bytes((_BINARY_V2,))):
         return _decode_binary(payload)
     try:
         out: list[Outboxed] = []

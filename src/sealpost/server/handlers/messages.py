@@ -18,7 +18,15 @@ Sending (``PUT /v1/messages``) takes one envelope per destination device. It may
 Every destination account must be named with exactly all its devices; otherwise nothing is
 stored and the answer is 409 ``mismatched_devices`` with, per account, the missing and
 extra device ids and the current certificates, so the client can refresh and retry.
-The answer is sent only after the envelopes are committed to disk. Nothing about the sender
+The answer is sent only after the envelopes are committed to disk.
+
+A send is idempotent on its envelopes' ``send_id`` (optional; one for a whole multi send):
+the queued message's id is derived from it and the destination device
+(:func:`~sealpost.protocol.send_id.queued_message_id`), and an envelope whose message is
+still queued stores nothing again, so a client that lost the answer sends the same bytes
+again and gets the same answer (``stored`` counts the envelopes accepted). Once the first
+copy was delivered and acknowledged, a resend is stored and pushed anew: the recipient
+drops it by the message id inside the encryption, as it drops any replay. Nothing about the sender
 (address, account, timing beyond the queue's own ``received_at``) is stored or logged.
 """
 
@@ -37,6 +45,7 @@ from starlette.responses import Response
 
 from sealpost.protocol.group_sealed import GROUP_SEALED_MIN, GROUP_SEALED_PREFIX
 from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, WRAP_LEN, assemble
+from sealpost.protocol.send_id import queued_message_id
 from sealpost.server.authn import AuthenticatedDevice, Authenticator, rate_limited
 from sealpost.server.codec import decode_b64, json_response, parse_hex
 from sealpost.server.context import Context
@@ -141,7 +150,12 @@ class MessagesApi:
             if key in seen:
                 raise bad_request("a device is named twice")
             seen.add(key)
-            out.append(Envelope(rng(MESSAGE_ID_LEN), key[0], key[1], body))
+            message_id = (
+                rng(MESSAGE_ID_LEN)
+                if item.send_id is None
+                else queued_message_id(item.send_id, key[0], key[1])
+            )
+            out.append(Envelope(message_id, key[0], key[1], body))
         return out
 
     def _multi_envelopes(self, doc: MultiSendRequest) -> list[Envelope]:
@@ -174,7 +188,12 @@ class MessagesApi:
             if key in seen:
                 raise bad_request("a device is named twice")
             seen.add(key)
-            out.append(Envelope(self._ctx.rng(MESSAGE_ID_LEN), key[0], key[1], envelope))
+            message_id = (
+                self._ctx.rng(MESSAGE_ID_LEN)
+                if doc.send_id is None
+                else queued_message_id(doc.send_id, key[0], key[1])
+            )
+            out.append(Envelope(message_id, key[0], key[1], envelope))
         return out
 
     async def prepare_multi(

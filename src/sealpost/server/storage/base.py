@@ -9,6 +9,10 @@ implement the same methods with the same guarantees:
 - a method that returns has committed durably (``enqueue`` returning is what lets the server
   acknowledge a send);
 - a method that raises a :class:`StorageError` has changed nothing;
+- an enqueue is idempotent on message ids: an envelope whose message id is already queued
+  (a resend after a lost answer; message ids derived from a send id name one device) is
+  stored nothing again, counts against no quota and does not fail the send; once that
+  message was acknowledged, the same id is queued again;
 - one-time prekeys are handed out at most once, even to concurrent fetchers;
 - quotas are checked inside the transaction that would pass them (queue depth and bytes
   per device, attachment bytes per account), so concurrent writers cannot overshoot them;
@@ -210,7 +214,9 @@ class BundleParts:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    message_id: bytes  # 16 random bytes chosen by the server
+    #: 16 bytes chosen by the server: random, or derived from the sender's send id and the
+    #: device (:func:`sealpost.protocol.send_id.queued_message_id`)
+    message_id: bytes
     account_id: bytes
     device_id: int
     body: bytes
@@ -222,7 +228,7 @@ class SharedEnvelope:
     device receives ``prefix + body`` (``prefix`` is empty for group-sealed sends, the
     ``0x01 0x22 || wrap`` of the legacy form otherwise)."""
 
-    message_id: bytes  # 16 random bytes chosen by the server
+    message_id: bytes  # as Envelope's
     account_id: bytes
     device_id: int
     prefix: bytes = b""

@@ -370,6 +370,7 @@ async def _statement(
     added = [
         ((e.account_id, e.device_id), QueuedMessage(e.message_id, seq, e.body, received_at))
         for (_, e, received_at, _), seq in zip(rows, record["seqs"], strict=True)
+        if seq  # 0: a resend of a message still queued, stored once (migration 5)
     ]
     stale = set(record["stale"])
     counts: dict[int, int] = {}

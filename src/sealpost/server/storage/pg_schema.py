@@ -342,5 +342,146 @@ BEGIN
 END $$;
 """
 
+#: 5: sends are idempotent on their message ids (derived from the sender's send id and the
+#: device, :mod:`sealpost.protocol.send_id`): an envelope whose message id is already queued,
+#: or earlier in the same call, is left out (not inserted, not counted against the quotas;
+#: ``sealpost_batch`` gives it seq 0). Checked after the device rows are locked: a message id
+#: names one device, so two processes storing the same resend take turns on that row, and
+#: the second sees the first's row. The check is a probe of the unique message id index
+#: there already: no new index.
+_V5: Final = """
+CREATE OR REPLACE FUNCTION sealpost_enqueue(
+    a bytea[], d bigint[], m bytea[], b bytea[], sz integer[], ref bigint,
+    received bigint, expires bigint, max_depth integer, max_bytes bigint
+) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n_missing integer;
+    n_full integer;
+    n_new integer;
+    keep boolean[];
+BEGIN
+    PERFORM 1 FROM device_queues q
+        JOIN (SELECT DISTINCT x.a, x.d FROM unnest(a, d) AS x(a, d)) v
+        ON q.account_id = v.a AND q.device_id = v.d
+        ORDER BY q.account_id, q.device_id FOR UPDATE OF q;
+    SELECT COALESCE(array_agg(k.fresh ORDER BY k.i), '{}') INTO keep
+        FROM (SELECT x.i, x.i = min(x.i) OVER (PARTITION BY x.m)
+                          AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = x.m)
+                          AS fresh
+              FROM unnest(m) WITH ORDINALITY AS x(m, i)) k;
+    SELECT count(*) FILTER (WHERE q.account_id IS NULL),
+           count(*) FILTER (WHERE q.depth + v.n > max_depth
+                            OR (max_bytes > 0 AND q.bytes + v.s > max_bytes))
+        INTO n_missing, n_full
+        FROM (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+              FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k GROUP BY x.a, x.d) v
+        LEFT JOIN device_queues q ON q.account_id = v.a AND q.device_id = v.d;
+    IF n_missing > 0 THEN RETURN 1; END IF;
+    IF n_full > 0 THEN RETURN 2; END IF;
+    WITH v AS (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+               FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k GROUP BY x.a, x.d),
+         upd AS (UPDATE device_queues q
+                 SET last_seq = q.last_seq + v.n, depth = q.depth + v.n, bytes = q.bytes + v.s
+                 FROM v WHERE q.account_id = v.a AND q.device_id = v.d
+                 RETURNING q.account_id, q.device_id, q.last_seq - v.n AS base)
+    INSERT INTO queue (account_id, device_id, seq, message_id, body, size, received_at,
+                       expires_at, body_ref)
+    SELECT x.a, x.d, upd.base + row_number() OVER (PARTITION BY x.a, x.d ORDER BY x.i),
+           x.m, x.b, x.s, received, expires, ref
+    FROM unnest(a, d, m, b, sz, keep) WITH ORDINALITY AS x(a, d, m, b, s, k, i)
+    JOIN upd ON upd.account_id = x.a AND upd.device_id = x.d
+    WHERE x.k;
+    IF ref IS NOT NULL THEN  -- the shared body: referenced by the messages stored
+        SELECT count(*) INTO n_new FROM unnest(keep) AS k(k) WHERE k.k;
+        IF n_new = 0 THEN
+            DELETE FROM shared_bodies WHERE id = ref;
+        ELSE
+            UPDATE shared_bodies SET refs = n_new WHERE id = ref AND refs <> n_new;
+        END IF;
+    END IF;
+    RETURN 0;
+END $$;
+CREATE OR REPLACE FUNCTION sealpost_batch(
+    a bytea[], d bigint[], m bytea[], b bytea[], sz integer[], rcv bigint[], xp bigint[],
+    max_depth integer, max_bytes bigint,
+    ack_op integer[], ack_a bytea[], ack_d bigint[], ack_m bytea[], ack_ep bigint[],
+    OUT status integer, OUT seqs bigint[], OUT stale integer[], OUT acked integer[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    n_missing integer;
+    n_full integer;
+    keep boolean[];
+BEGIN
+    PERFORM 1 FROM device_queues q
+        JOIN (SELECT x.a, x.d FROM unnest(a, d) AS x(a, d)
+              UNION SELECT y.a, y.d FROM unnest(ack_a, ack_d) AS y(a, d)) v
+        ON q.account_id = v.a AND q.device_id = v.d
+        ORDER BY q.account_id, q.device_id FOR UPDATE OF q;
+    SELECT COALESCE(array_agg(k.fresh ORDER BY k.i), '{}') INTO keep
+        FROM (SELECT x.i, x.i = min(x.i) OVER (PARTITION BY x.m)
+                          AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = x.m)
+                          AS fresh
+              FROM unnest(m) WITH ORDINALITY AS x(m, i)) k;
+    SELECT count(*) FILTER (WHERE q.account_id IS NULL),
+           count(*) FILTER (WHERE q.depth + v.n > max_depth
+                            OR (max_bytes > 0 AND q.bytes + v.s > max_bytes))
+        INTO n_missing, n_full
+        FROM (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+              FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k GROUP BY x.a, x.d) v
+        LEFT JOIN device_queues q ON q.account_id = v.a AND q.device_id = v.d;
+    seqs := '{}';
+    stale := '{}';
+    acked := '{}';
+    IF n_missing > 0 THEN status := 1; RETURN; END IF;
+    IF n_full > 0 THEN status := 2; RETURN; END IF;
+    status := 0;
+    IF cardinality(a) > 0 THEN
+        WITH v AS (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+                   FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k
+                   GROUP BY x.a, x.d),
+             upd AS (UPDATE device_queues q
+                     SET last_seq = q.last_seq + v.n, depth = q.depth + v.n,
+                         bytes = q.bytes + v.s
+                     FROM v WHERE q.account_id = v.a AND q.device_id = v.d
+                     RETURNING q.account_id, q.device_id, q.last_seq - v.n AS base),
+             r AS (SELECT x.*, upd.base + row_number()
+                              OVER (PARTITION BY x.a, x.d ORDER BY x.i) AS seq
+                   FROM unnest(a, d, m, b, sz, rcv, xp, keep) WITH ORDINALITY
+                        AS x(a, d, m, b, s, rc, ex, k, i)
+                   JOIN upd ON upd.account_id = x.a AND upd.device_id = x.d
+                   WHERE x.k),
+             ins AS (INSERT INTO queue (account_id, device_id, seq, message_id, body, size,
+                                        received_at, expires_at)
+                     SELECT r.a, r.d, r.seq, r.m, r.b, r.s, r.rc, r.ex FROM r)
+        SELECT array_agg(COALESCE(r.seq, 0) ORDER BY o.i) INTO seqs
+            FROM generate_subscripts(a, 1) AS o(i) LEFT JOIN r ON r.i = o.i;
+    END IF;
+    IF cardinality(ack_op) > 0 THEN
+        SELECT COALESCE(array_agg(DISTINCT y.o), '{}') INTO stale
+            FROM unnest(ack_op, ack_a, ack_d, ack_ep) AS y(o, a, d, e)
+            JOIN device_queues q ON q.account_id = y.a AND q.device_id = y.d
+            WHERE y.e IS NOT NULL AND q.epoch <> y.e;
+        WITH gone AS (DELETE FROM queue q
+                      USING unnest(ack_op, ack_a, ack_d, ack_m) AS y(o, a, d, m)
+                      WHERE q.message_id = y.m AND q.account_id = y.a AND q.device_id = y.d
+                        AND y.o <> ALL (stale)
+                      RETURNING y.o, q.account_id, q.device_id, q.size),
+             lower AS (UPDATE device_queues q
+                       SET depth = q.depth - g.n, bytes = q.bytes - g.s
+                       FROM (SELECT gone.account_id, gone.device_id, count(*) AS n,
+                                    sum(gone.size) AS s
+                             FROM gone GROUP BY 1, 2) g
+                       WHERE q.account_id = g.account_id AND q.device_id = g.device_id)
+        SELECT COALESCE(array_agg(gone.o), '{}') INTO acked FROM gone;
+    END IF;
+END $$;
+"""
+
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+    (5, _V5),
+)

@@ -998,10 +998,10 @@ class SqliteStorage:
             added = []
             for env in envelopes:
                 address = (env.account_id, env.device_id)
-                self._reserve(conn, address, len(env.body), max_depth, max_bytes)
-                seq = conn.execute(
+                cur = conn.execute(
                     "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
-                    " expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id) DO NOTHING",
                     (
                         env.account_id,
                         env.device_id,
@@ -1011,7 +1011,11 @@ class SqliteStorage:
                         expires_at,
                         len(env.body),
                     ),
-                ).lastrowid
+                )
+                if not cur.rowcount:  # a resend of a message still queued: stored once
+                    continue
+                self._reserve(conn, address, len(env.body), max_depth, max_bytes)
+                seq = cur.lastrowid
                 assert seq is not None
                 message = QueuedMessage(env.message_id, seq, env.body, received_at)
                 added.append((address, message))
@@ -1057,10 +1061,10 @@ class SqliteStorage:
             for env in envelopes:
                 address = (env.account_id, env.device_id)
                 size = len(env.prefix) + len(body)
-                self._reserve(conn, address, size, max_depth, max_bytes)
-                seq = conn.execute(
+                cur = conn.execute(
                     "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
-                    " expires_at, body_ref, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " expires_at, body_ref, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id) DO NOTHING",
                     (
                         env.account_id,
                         env.device_id,
@@ -1071,10 +1075,21 @@ class SqliteStorage:
                         body_ref,
                         size,
                     ),
-                ).lastrowid
+                )
+                if not cur.rowcount:  # a resend of a message still queued: stored once
+                    continue
+                self._reserve(conn, address, size, max_depth, max_bytes)
+                seq = cur.lastrowid
                 assert seq is not None
                 full = env.prefix + body if env.prefix else body  # one object when no prefix
                 added.append((address, QueuedMessage(env.message_id, seq, full, received_at)))
+            if len(added) < len(envelopes):  # some were queued already: count the others
+                if added:
+                    conn.execute(
+                        "UPDATE shared_bodies SET refs = ? WHERE id = ?", (len(added), body_ref)
+                    )
+                else:
+                    conn.execute("DELETE FROM shared_bodies WHERE id = ?", (body_ref,))
             self._effects.append(partial(self._tails.added, added))
 
         return self._submit(op)
@@ -1118,8 +1133,10 @@ class SqliteStorage:
         max_depth: int,
         max_bytes: int,
     ) -> None:
-        """Raise :class:`QueueFull` unless the device's queue has room for one more message
-        of ``size`` bytes; count it in the bounds."""
+        """Raise :class:`QueueFull` unless the device's queue had room for the message of
+        ``size`` bytes just inserted (the caller's op then rolls back); count it in the
+        bounds. (Called after the insert, so that a resend that inserted nothing is not
+        refused for a queue its first copy filled.)"""
         bound = self._depth.get(address)
         if bound is None or bound[0] >= max_depth or (max_bytes and bound[1] + size > max_bytes):
             depth, total = conn.execute(
@@ -1127,6 +1144,7 @@ class SqliteStorage:
                 " WHERE account_id = ? AND device_id = ?",
                 address,
             ).fetchone()
+            depth, total = depth - 1, total - size  # without the message just inserted
             if depth >= max_depth or (max_bytes and total + size > max_bytes):
                 raise QueueFull("destination queue is full")
             if len(self._depth) >= WRITE_CACHE:
