@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ from typing import Any
 import pytest
 
 from relay import InProcessRelay, crash, texts
-from sealpost.client import Client, ReceiptReceived, ServerUnavailable
+from sealpost.client import Client, ReceiptReceived, SendFailed, ServerUnavailable
+from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.transport import WINDOW
+from sealpost.protocol.content import TextContent
 
 
 def run(scenario: Callable[[InProcessRelay], Awaitable[Any]], root: Path) -> Any:
@@ -244,3 +248,62 @@ def test_a_batch_cut_off_partway_leaves_no_error_unretrieved(tmp_path: Path) -> 
     run(scenario, tmp_path)
     gc.collect()
     assert not [m for m in reported if "never retrieved" in m], reported
+
+
+def test_an_unreadable_outbox_row_or_pending_send_holds_up_nothing(tmp_path: Path) -> None:
+    """One poison row never blocks a queue: an outbox row that no longer decodes (damage,
+    or a profile written by a newer client) is dropped, and the row after it is sent; a
+    pending send whose content no longer decodes becomes failed, said by a SendFailed
+    event, and the pending send after it goes."""
+
+    async def scenario(relay: InProcessRelay) -> None:
+        alice, bob = await relay.client("alice"), await relay.client("bob")
+        await alice.send("bob", "before")
+        assert texts(await bob.receive(wait=5)) == ["before"]
+        relay.faults.lose_sends = 1
+        in_flight = asyncio.ensure_future(alice.send("bob", "after the poison"))
+        await relay.faults.wait_lost()
+        disk = crash(alice, tmp_path / "alice-after-crash")
+        relay.faults.cut()
+        with pytest.raises(ServerUnavailable):
+            await in_flight
+        await alice.close()
+
+        alice = await relay.open(disk)
+        contact = alice._services.directory.by_name("bob")
+        assert contact is not None
+        poison_id, kept_id = os.urandom(16), os.urandom(16)
+        now = int(time.time() * 1000)
+        with alice.store.unit() as repos:
+            db = repos.outbox._db
+            # an outbox row older than the real one, whose payload decodes as nothing
+            db.execute("INSERT INTO outbox (id, message_uuid, payload) VALUES (0, x'', x'ff00')")
+            for message_id, text in ((poison_id, "poison"), (kept_id, "kept")):
+                row = OutgoingRow(
+                    message_id, contact.account_id, text, now, now, alice.account_id,
+                    None, None, None,
+                )  # fmt: skip
+                repos.messages.add_outgoing([row])
+            db.execute(
+                "INSERT INTO pending_sends (message_uuid, peer, group_id, content)"
+                " VALUES (?, 'bob', NULL, x'ff')",
+                (poison_id,),
+            )
+            content = TextContent(kept_id, now, alice._ctx.delivery_token, "alice", "kept")
+            repos.pending.add(kept_id, "bob", None, content)
+        assert await alice.flush_outbox() == 2  # the real outbox row, then "kept"
+        assert alice.store.repos().outbox.unreadable() == []  # the poison row is gone
+        assert alice.store.repos().pending.count() == 0
+        got = texts(await bob.receive(wait=5))
+        if len(got) < 2:
+            got += texts(await bob.receive(wait=5))
+        assert got == ["after the poison", "kept"]
+        assert statuses(alice, "bob")[-3:] == [
+            ("after the poison", "sent"),
+            ("poison", "failed"),
+            ("kept", "sent"),
+        ]
+        failed = [e for e in alice.take_events() if isinstance(e, SendFailed)]
+        assert [(e.peer, e.message_id) for e in failed] == [("bob", poison_id)]
+
+    run(scenario, tmp_path)

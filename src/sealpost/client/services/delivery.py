@@ -290,6 +290,11 @@ class Delivery:
         bytes, settled by :meth:`settle`. Returns how many sends were answered for;
         raises :class:`ServerUnavailable` when the server could not be reached."""
         done = 0
+        unreadable = self._ctx.store.repos().outbox.unreadable()
+        if unreadable:  # nothing in them can be sent: they must not hold up the rest
+            with self._ctx.store.unit() as repos:
+                repos.outbox.drop(unreadable)
+            log.warning("dropped %d outbox rows that could not be read", len(unreadable))
         for outbox_id, sends in self._ctx.store.repos().outbox.pending():
             if outbox_id in self._in_flight:
                 continue  # a live batch: its own settle answers for it

@@ -123,6 +123,7 @@ class PendingSends:
         answers; returns how many were sent."""
         if not self.any():
             return 0
+        self._fail_unreadable()
         queued = self._queued
         sends = [s for s in self._ctx.store.repos().pending.all() if s.pending_id not in queued]
         items: list[tuple[PendingSend, Outgoing]] = []
@@ -148,26 +149,40 @@ class PendingSends:
             elif isinstance(result, ServerUnavailable):
                 unreachable = result  # it stays: pending, or in the outbox if committed
             elif _for_good(result):
-                self._fail(s, result)
+                self._fail(s.pending_id, s.message_id, s.peer, s.group, result)
             else:
                 log.warning("a pending send waits: %s", type(result).__name__)
         if unreachable is not None:
             raise unreachable
         return done
 
-    def _fail(self, send: PendingSend, error: BaseException) -> None:
+    def _fail_unreadable(self) -> None:
+        """A pending send whose content no longer decodes can never go: it becomes
+        ``FAILED`` (with a :class:`SendFailed` event) rather than hold up the others."""
+        for pending_id, message_id, peer, group in self._ctx.store.repos().pending.unreadable():
+            log.warning("a pending send could not be read: marked failed")
+            error = ClientError("the message kept to send could not be read")
+            self._fail(pending_id, message_id, peer, group, error)
+
+    def _fail(
+        self,
+        pending_id: int,
+        message_id: bytes,
+        peer: str,
+        group: bytes | None,
+        error: BaseException,
+    ) -> None:
         """A pending send refused for good, said by a :class:`SendFailed` event: refused
         before it was encrypted, it becomes ``FAILED`` here; refused by the server once
         sent, the settle path made it ``FAILED`` already."""
         with self._ctx.store.unit() as repos:
-            if repos.pending.remove([send.pending_id]):
-                repos.messages.mark_outgoing([send.message_id], MessageStatus.FAILED)
+            if repos.pending.remove([pending_id]):
+                repos.messages.mark_outgoing([message_id], MessageStatus.FAILED)
         self._state.any = None
-        peer = send.peer
-        if send.group is not None:
-            peer = self._group_name(send.group) or send.group.hex()[:12]
+        if group is not None:
+            peer = self._group_name(group) or group.hex()[:12]
         reason = str(error) or type(error).__name__
-        self._ctx.events.emit(SendFailed(peer, send.group, send.message_id, reason))
+        self._ctx.events.emit(SendFailed(peer, group, message_id, reason))
 
 
 def _expires(content: TextContent) -> int | None:

@@ -102,9 +102,28 @@ class OutboxRepository:
         return int(cursor.lastrowid)
 
     def pending(self) -> list[tuple[int, list[Outboxed]]]:
-        """Every row, oldest first, decoded (:class:`DecodeError` for a corrupt one)."""
-        rows = self._db.all("SELECT id, payload FROM outbox ORDER BY id")
-        return [(int(row_id), decode(bytes(payload))) for row_id, payload in rows]
+        """Every row that decodes, oldest first; one that does not (see
+        :meth:`unreadable`) is left out, so it never holds up the rows after it."""
+        return self._read()[0]
+
+    def unreadable(self) -> list[int]:
+        """The ids of the rows whose payload does not decode (a profile written by a newer
+        client, or damage): they can never be sent again."""
+        return self._read()[1]
+
+    def drop(self, outbox_ids: Sequence[int]) -> None:
+        """Forget these rows (unreadable ones: nothing in them can be sent)."""
+        self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in outbox_ids])
+
+    def _read(self) -> tuple[list[tuple[int, list[Outboxed]]], list[int]]:
+        good: list[tuple[int, list[Outboxed]]] = []
+        bad: list[int] = []
+        for row_id, payload in self._db.all("SELECT id, payload FROM outbox ORDER BY id"):
+            try:
+                good.append((int(row_id), decode(bytes(payload))))
+            except DecodeError:
+                bad.append(int(row_id))
+        return good, bad
 
     def unsent_messages(self) -> int:
         """How many history messages the rows hold (sends not yet answered for)."""

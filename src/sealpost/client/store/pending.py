@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sealpost._errors import DecodeError
 from sealpost.client.store.connection import Connection
 from sealpost.protocol.content import Content, decode_unpadded, encode_unpadded
 
@@ -49,16 +50,30 @@ class PendingRepository:
         return int(cursor.lastrowid)
 
     def all(self) -> list[PendingSend]:
-        """Every pending send, oldest first (:class:`DecodeError` for a corrupt one)."""
+        """Every pending send that reads, oldest first; one that does not (see
+        :meth:`unreadable`) is left out, so it never holds up the others."""
+        return self._read()[0]
+
+    def unreadable(self) -> list[tuple[int, bytes, str, bytes | None]]:
+        """(row id, message id, peer, group) of the pending sends whose content does not
+        decode (a profile written by a newer client, or damage): they can never be sent."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[list[PendingSend], list[tuple[int, bytes, str, bytes | None]]]:
         rows = self._db.all(
             "SELECT id, message_uuid, peer, group_id, content FROM pending_sends ORDER BY id"
         )
-        return [
-            PendingSend(
-                int(i), bytes(m), str(p), None if g is None else bytes(g), decode_unpadded(bytes(c))
-            )
-            for i, m, p, g, c in rows
-        ]
+        good: list[PendingSend] = []
+        bad: list[tuple[int, bytes, str, bytes | None]] = []
+        for i, m, p, g, c in rows:
+            group = None if g is None else bytes(g)
+            try:
+                content = decode_unpadded(bytes(c))
+            except DecodeError:
+                bad.append((int(i), bytes(m), str(p), group))
+                continue
+            good.append(PendingSend(int(i), bytes(m), str(p), group, content))
+        return good, bad
 
     def any(self) -> bool:
         return self._db.one("SELECT 1 FROM pending_sends LIMIT 1") is not None
