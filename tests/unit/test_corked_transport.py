@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sealpost.server.connections import _CorkedTransport
+from sealpost._corked import CorkedTransport
 
 
 class _Recorder:
@@ -30,9 +30,9 @@ class _Recorder:
         return self.peer if name == "peername" else None
 
 
-def _corked(loop: asyncio.AbstractEventLoop) -> tuple[_CorkedTransport, _Recorder]:
+def _corked(loop: asyncio.AbstractEventLoop) -> tuple[CorkedTransport, _Recorder]:
     raw = _Recorder()
-    return _CorkedTransport(raw, loop), raw  # type: ignore[arg-type]
+    return CorkedTransport(raw, loop), raw  # type: ignore[arg-type]
 
 
 def test_writes_of_one_iteration_go_out_as_one_in_order() -> None:

@@ -25,6 +25,8 @@ from typing import Any, cast
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from websockets.protocol import State
 
+from sealpost._corked import CorkedTransport
+
 __all__ = ["BUSY_BODY", "SEND_TEXTS", "corked", "limited_protocol"]
 
 BUSY_BODY = json.dumps(
@@ -98,58 +100,22 @@ def limited_protocol(*, header_timeout: float, max_connections: int) -> type[asy
     )
 
 
-class _CorkedTransport:
-    """A transport whose writes wait for the end of the event-loop iteration and then go
-    out together, in order, as one ``write``: a group commit answers many sends of one
-    socket and pushes many messages to another in one iteration, and on loopback each
-    ``send()`` system call cost about as much as the rest of a frame's handling (the
-    kernel runs the receiving side's TCP stack inside it). ``close`` writes what is held
-    first. Everything else is the wrapped transport's. (Nothing held, it keeps no list:
-    a server holds tens of thousands of idle ones.)"""
-
-    __slots__ = ("_held", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._held is None:
-            self._held = [data]
-            self._loop.call_soon(self._flush)
-        else:
-            self._held.append(data)
-
-    def _flush(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._transport.is_closing():
-            self._transport.write(b"".join(held) if len(held) > 1 else held[0])
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 #: The ASGI scope extension that :func:`corked` adds: ``send_texts(texts) -> bool``.
 SEND_TEXTS = "sealpost.send_texts"
 
 
 def corked(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     """Uvicorn's WebSocket protocol class ``base`` (``ws``: a ``WebSocketsSansIOProtocol``),
-    writing through a :class:`_CorkedTransport`, and offering the application, as the
-    scope extension :data:`SEND_TEXTS`, a way to write text frames at once, without an
-    ASGI ``send`` (a coroutine through the framework and the server) for each:
+    writing through a :class:`~sealpost._corked.CorkedTransport`, and offering the
+    application, as the scope extension :data:`SEND_TEXTS`, a way to write text frames
+    at once, without an ASGI ``send`` (a coroutine through the framework and the server) for each:
     ``send_texts(texts)`` writes them (through the websockets protocol, so its state stays
     right) and returns ``True``, or does nothing and returns ``False`` when the socket
     cannot take them now (not open, closing, or its buffer full: then ``send`` waits)."""
 
     def connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
-        corked = _CorkedTransport(cast(asyncio.Transport, transport), loop)
+        corked = CorkedTransport(cast(asyncio.Transport, transport), loop)
         base.connection_made(self, cast(asyncio.Transport, corked))
 
     def handle_connect(self: Any, event: Any) -> None:
