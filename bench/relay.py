@@ -53,10 +53,17 @@ all N stay connected: what a message costs with N connected, apart from how thin
 load spreads over them. The script exits 0 whatever the verdicts;
 it exits 1 if a message was lost, duplicated or misdelivered.
 
+``--baseline DIR`` runs each N on the server of another checkout too (a git worktree of an
+earlier commit: its ``src`` goes first on the server's ``PYTHONPATH``), ``--rounds`` times
+each, alternating, so that a change is judged against what it changed in the same minutes of
+this noisy machine. ``--prosody JSON`` reads the figures ``../shared/peers/prosody.sh``
+wrote in the same session and prints the rate at N = 100 as a multiple of Prosody's burst.
+
 ``--py-spy DIR`` also records the server with py-spy (when installed) during each measured
 window, as collapsed stacks, and prints the functions with the most samples.
 
     .venv/bin/python bench/relay.py [--quick] [--json bench/results/relay.json]
+    .venv/bin/python bench/relay.py --devices 100 --baseline DIR --prosody xmpp.json
 """
 
 from __future__ import annotations
@@ -563,46 +570,91 @@ async def _admin(url: str, sql: str) -> None:
 
 
 async def run_all(root: Path, plans: list[Plan], args: argparse.Namespace) -> list[dict[str, Any]]:
-    from urllib.parse import urlsplit
-
+    """Each plan once on this tree's server; with ``--baseline``, ``--rounds`` times on
+    each, alternating (baseline first), the better round of each kept, so that both are
+    measured in the same minutes of a noisy machine."""
     results = []
     for plan in plans:
-        data = root / f"n{plan.devices}"
-        flags: list[str] = []
-        scratch = ""
-        if args.database:  # a fresh database of its own on that server, dropped after
-            scratch = f"sealpost_bench_{os.urandom(4).hex()}"
-            await _admin(args.database, f"CREATE DATABASE {scratch}")
-            flags += ["--database", urlsplit(args.database)._replace(path="/" + scratch).geturl()]
-        if args.redis:
-            flags += ["--redis", args.redis]
-        if plan.devices > 1500:  # the default cap (4000 connections) is below what N needs
-            flags += ["--max-connections", str(2 * plan.devices + 1000)]
-        servers = [
-            ServerProcess(data / "db", data / f"logs{k}", *RATE_FLAGS, "--log-level", "warning",
-                          *flags)
-            for k in range(args.processes)
-        ]  # fmt: skip
+        if args.baseline is None:
+            results.append(await run_plan(root, plan, args, None, 0))
+            continue
+        mine: list[dict[str, Any]] = []
+        theirs: list[dict[str, Any]] = []
+        for k in range(args.rounds):
+            theirs.append(await run_plan(root, plan, args, args.baseline, k))
+            mine.append(await run_plan(root, plan, args, None, k))
+        best, base = (max(rs, key=lambda r: r["relayed_msgs_per_s"]) for rs in (mine, theirs))
+        best["baseline"] = {
+            "checkout": str(args.baseline),
+            "rounds": args.rounds,
+            "msgs_per_s": [round(r["relayed_msgs_per_s"]) for r in theirs],
+            "cpu_us_per_msg": [round(r["server_cpu_us_per_msg"], 1) for r in theirs],
+            "this_msgs_per_s": [round(r["relayed_msgs_per_s"]) for r in mine],
+            "this_cpu_us_per_msg": [round(r["server_cpu_us_per_msg"], 1) for r in mine],
+            "best_msgs_per_s": base["relayed_msgs_per_s"],
+            "best_cpu_us_per_msg": base["server_cpu_us_per_msg"],
+            "rate_ratio": round(best["relayed_msgs_per_s"] / base["relayed_msgs_per_s"], 2),
+        }
+        results.append(best)
+    base100 = next((r for r in results if r["devices"] == 100), None)
+    for r in results:  # a rate compared within one run: the machine's load varies between runs
+        if base100 is not None and r is not base100:
+            r["ratio_to_n100"] = round(r["relayed_msgs_per_s"] / base100["relayed_msgs_per_s"], 2)
+    return results
+
+
+async def run_plan(
+    root: Path, plan: Plan, args: argparse.Namespace, checkout: Path | None, round_: int
+) -> dict[str, Any]:
+    """One plan on fresh servers: this tree's, or ``checkout``'s (its ``src`` first on the
+    servers' ``PYTHONPATH``; the load generator is this tree's either way)."""
+    from urllib.parse import urlsplit
+
+    data = root / f"n{plan.devices}-{'base' if checkout else 'this'}{round_}"
+    flags: list[str] = []
+    scratch = ""
+    if args.database:  # a fresh database of its own on that server, dropped after
+        scratch = f"sealpost_bench_{os.urandom(4).hex()}"
+        await _admin(args.database, f"CREATE DATABASE {scratch}")
+        flags += ["--database", urlsplit(args.database)._replace(path="/" + scratch).geturl()]
+    if args.redis:
+        flags += ["--redis", args.redis]
+    if plan.devices > 1500:  # the default cap (4000 connections) is below what N needs
+        flags += ["--max-connections", str(2 * plan.devices + 1000)]
+    servers = [
+        ServerProcess(data / "db", data / f"logs{k}", *RATE_FLAGS, "--log-level", "warning",
+                      *flags)
+        for k in range(args.processes)
+    ]  # fmt: skip
+    saved = os.environ.get("PYTHONPATH")
+    try:
         try:
+            if checkout is not None:
+                os.environ["PYTHONPATH"] = os.pathsep.join(
+                    [str(checkout / "src"), *([saved] if saved else [])]
+                )
             for server in servers:  # one at a time: the first creates the keys
                 server.start()
-            result = await run_n(servers, plan, args.sockets, args.window, args.py_spy)
         finally:
-            for server in servers:
-                server.stop()
-            if scratch:
-                await _admin(args.database, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
-        results.append(result)
-        print(
-            f"  N = {plan.devices}: {result['relayed_msgs_per_s']:,.0f} msgs/s, "
-            f"p50 {result['latency_p50_ms']:.2f} ms",
-            flush=True,
-        )
-    base = next((r for r in results if r["devices"] == 100), None)
-    for r in results:  # a rate compared within one run: the machine's load varies between runs
-        if base is not None and r is not base:
-            r["ratio_to_n100"] = round(r["relayed_msgs_per_s"] / base["relayed_msgs_per_s"], 2)
-    return results
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+        spy = None if checkout is not None else args.py_spy
+        result = await run_n(servers, plan, args.sockets, args.window, spy)
+    finally:
+        for server in servers:
+            server.stop()
+        if scratch:
+            await _admin(args.database, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
+    print(
+        f"  N = {plan.devices}{f' (baseline {checkout})' if checkout else ''}: "
+        f"{result['relayed_msgs_per_s']:,.0f} msgs/s, "
+        f"{result['server_cpu_us_per_msg']:.0f} us server CPU per message, "
+        f"p50 {result['latency_p50_ms']:.2f} ms",
+        flush=True,
+    )
+    return result
 
 
 # ---------------------------------------------------------------------- reporting
@@ -707,12 +759,38 @@ def render(results: list[dict[str, Any]], mode: str) -> str:
             f"{r['server_cpu_us_per_msg']:.0f} us per message relayed; its event loop waited "
             f"for a CPU {r['server_waiting_for_cpu_percent']:.0f}% of the window"
         )
+        if "baseline" in r:
+            b = r["baseline"]
+            lines.append(
+                f"  against the baseline {b['checkout']}, alternating, {b['rounds']} rounds "
+                f"each (baseline first): msgs/s {b['msgs_per_s']} against this tree's "
+                f"{b['this_msgs_per_s']}; server CPU us per message {b['cpu_us_per_msg']} "
+                f"against {b['this_cpu_us_per_msg']}; best of each {b['rate_ratio']}x"
+            )
+        if "prosody" in r:
+            pr = r["prosody"]
+            lines.append(
+                f"  Prosody, same session ({pr['measured_at']}): {pr['msgs_per_s']:,.0f} msgs/s"
+                f" burst, 10 senders -> 1 (../shared/peers/prosody.sh); this run at N = 100 is"
+                f" {pr['ratio']}x that"
+            )
         if r["server_hot_functions"]:
             lines.append(
                 "  py-spy (% of samples on stack): "
                 + ", ".join(f"{name} {pct}%" for name, pct in r["server_hot_functions"])
             )
     return "\n".join(lines)
+
+
+def prosody_burst(path: Path) -> dict[str, Any]:
+    """The 10-sender burst rate (median of its repetitions) from ``prosody.sh``'s JSON."""
+    doc = json.loads(path.read_text())
+    burst = next(r for r in doc["results"] if r["name"].startswith("xmpp burst msg/s (10 senders"))
+    return {
+        "msgs_per_s": float(burst["median"]),
+        "measured_at": str(doc["env"].get("time", "?")),
+        "source": str(path),
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -765,11 +843,36 @@ def main() -> int:
     )
     parser.add_argument("--redis", metavar="URL", help="Redis for several processes")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of an earlier commit (a git worktree): each N also runs on its "
+        "server, alternating with this tree's, and the ratio is printed",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, metavar="R", help="rounds of each with --baseline"
+    )
+    parser.add_argument(
+        "--prosody",
+        type=Path,
+        metavar="JSON",
+        help="the xmpp.json that ../shared/peers/prosody.sh wrote in this session: its "
+        "10-sender burst rate is the baseline the rate at N = 100 is compared with",
+    )
+    parser.add_argument(
         "--processes", type=int, default=1, metavar="K", help="K servers, the load spread"
     )
     args = parser.parse_args()
     if args.processes > 1 and not (args.database and args.redis):
         parser.error("--processes above 1 needs --database and --redis")
+    if args.baseline is not None and not (args.baseline / "src" / "sealpost").is_dir():
+        parser.error(f"--baseline: no src/sealpost in {args.baseline}")
+    prosody = None
+    if args.prosody is not None:
+        try:
+            prosody = prosody_burst(args.prosody)
+        except (OSError, ValueError, KeyError, StopIteration) as exc:
+            parser.error(f"--prosody: {args.prosody}: {exc!r}")
     plans = QUICK if args.quick else FULL
     if args.json is None:
         args.json = Path("bench/results") / ("relay-quick.json" if args.quick else "relay.json")
@@ -797,6 +900,13 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     elapsed = time.perf_counter() - started
     print()
+    if prosody is not None:
+        for r in results:
+            if r["devices"] == 100:
+                r["prosody"] = {
+                    **prosody,
+                    "ratio": round(r["relayed_msgs_per_s"] / prosody["msgs_per_s"], 2),
+                }
     print(render(results, mode))
     print(f"elapsed {elapsed:.1f} s")
     document = {
