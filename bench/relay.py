@@ -154,7 +154,8 @@ def proc_status(pid: int) -> dict[str, float]:
 
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of ``pid``: its ``main`` thread (the event loop), its
-    ``other`` threads (SQLite commit and reader threads), and ``all``."""
+    ``other`` threads (SQLite commit and reader threads), and ``all``; and ``system``, the
+    part of ``all`` spent in the kernel (system calls: socket reads and writes, fsync)."""
     threads: Counter[str] = Counter()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -164,6 +165,7 @@ def cpu_seconds(pid: int) -> dict[str, float]:
         fields = stat[stat.rindex(")") + 2 :].split()
         name = "main" if task.name == str(pid) else "other"
         threads[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        threads["system"] += int(fields[12]) / CLK_TCK
     threads["all"] = threads["main"] + threads["other"]
     return dict(threads)
 
@@ -526,6 +528,9 @@ async def run_n(
         "server_cpu_us_per_msg": round(
             1e6 * (server1["all"] - server0["all"]) / max(1, relayed1 - relayed0), 1
         ),
+        "server_system_cpu_us_per_msg": round(
+            1e6 * (server1["system"] - server0["system"]) / max(1, relayed1 - relayed0), 1
+        ),
         "processes": len(servers),
         "all_servers_cpu_percent": round(100 * (all1 - all0) / elapsed, 1),
         "server_threads_cpu_percent": {
@@ -756,7 +761,8 @@ def render(results: list[dict[str, Any]], mode: str) -> str:
             f"{threads['other']:.0f}%; registration {r['registration_s']} s; RSS "
             f"{r['rss_registered_mib']:.0f} MiB registered, "
             f"{r['kib_per_connection']:.1f} KiB per connection; server CPU "
-            f"{r['server_cpu_us_per_msg']:.0f} us per message relayed; its event loop waited "
+            f"{r['server_cpu_us_per_msg']:.0f} us per message relayed (in the kernel "
+            f"{r['server_system_cpu_us_per_msg']:.0f}); its event loop waited "
             f"for a CPU {r['server_waiting_for_cpu_percent']:.0f}% of the window"
         )
         if "baseline" in r:
