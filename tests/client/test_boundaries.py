@@ -43,6 +43,7 @@ def _server_only(loaded: list[str]) -> list[str]:
         "sealpost.client",
         "sealpost.client.client",
         "sealpost.client.transport",
+        "sealpost.client.sockets",
         "sealpost.protocol.signing",
     ],
 )

@@ -1,4 +1,4 @@
-"""The frames the client writes by hand (client/transport.py): a ``send`` and an ``ack``
+"""The frames the client writes by hand (client/sockets.py): a ``send`` and an ``ack``
 are the JSON of docs/PROTOCOL.md, exactly the documents ``json.dumps`` made before, and
 they are accepted by the server's own frame decoder."""
 
@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from sealpost.client.errors import ServerError
-from sealpost.client.transport import _ack_frame, _send_frame, b64, unb64
+from sealpost.client.sockets import _ack_frame, _send_frame, b64, unb64
 from sealpost.server.frames import AckFrame, SendFrame
 
 

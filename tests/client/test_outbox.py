@@ -18,12 +18,12 @@ import pytest
 from sealpost._errors import DecodeError
 from sealpost.client.rows import Outgoing, Prepared
 from sealpost.client.services.delivery import outboxed
+from sealpost.client.sockets import _multi_frame, b64
 from sealpost.client.status import MessageStatus
 from sealpost.client.store import TEST_PARAMS, Store
 from sealpost.client.store.connection import Connection
 from sealpost.client.store.messages import OutgoingRow
 from sealpost.client.store.outbox import Outboxed, OutboxRepository, Retry, _encode, decode
-from sealpost.client.transport import _multi_frame, b64
 from sealpost.protocol.content import TextContent, encode_unpadded
 from sealpost.protocol.group_sealed import seal_group
 

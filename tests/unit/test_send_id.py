@@ -9,8 +9,8 @@ import base64
 import dataclasses
 import json
 
+from sealpost.client.sockets import _multi_frame, _send_frame, envelopes_json
 from sealpost.client.store.outbox import Outboxed, _encode, decode
-from sealpost.client.transport import _multi_frame, _send_frame, envelopes_json
 from sealpost.protocol.send_id import (
     SEND_ID_LEN,
     envelope_send_id,
