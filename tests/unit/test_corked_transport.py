@@ -62,3 +62,21 @@ def test_close_writes_what_is_held_first_and_a_closing_transport_gets_nothing() 
         assert raw.writes == [b"last frame"]
 
     asyncio.run(main())
+
+
+def test_text_frames_are_the_bytes_websockets_writes() -> None:
+    """Known answers from the library itself: every length class of RFC 6455's header
+    (7-bit, 16-bit, 64-bit), multi-byte UTF-8, and several frames in one write."""
+    from websockets.frames import Frame, Opcode
+
+    from sealpost.server.connections import text_frames
+
+    texts = ["", "x" * 125, "y" * 126, "é" * 100, "z" * 65535, "w" * 65536, '{"type":"empty"}']
+    for text in texts:
+        expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+        assert text_frames([text]) == expected, len(text)
+    together = b"".join(
+        Frame(Opcode.TEXT, t.encode()).serialize(mask=False, extensions=[]) for t in texts
+    )
+    assert text_frames(texts) == together
+    assert text_frames([]) == b""
