@@ -14,7 +14,9 @@ flood of addresses cannot exhaust memory. ``limit = 0`` disables the limit.
 
 Handlers see a :class:`Limiter` (awaited), made by a :class:`Limiters`: in one process,
 :class:`LocalLimiters` (these buckets); with Redis, :mod:`.ratelimit_redis`, one bucket
-per key shared by every process, which falls back to these buckets while Redis is away.
+per key shared by every process (each leasing a slice of it at a time, so that most takes
+are answered in memory), which falls back to these buckets while Redis is away. A take
+answered in memory does not suspend its caller.
 """
 
 from __future__ import annotations

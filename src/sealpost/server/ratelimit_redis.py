@@ -9,11 +9,28 @@ instant it would be full again, in microseconds of Redis's clock, so processes w
 skewed clocks agree). A Lua script reads and updates it atomically; the key expires when
 the bucket would be full, so idle keys cost Redis nothing.
 
+- **Leases: no round trip per request.** A process does not ask Redis for each request:
+  it takes a slice of a key's budget ahead of use, ``L`` = 1/:data:`LEASE_SHARE` of the
+  limit (none for a limit under :data:`LEASE_SHARE`, which is then asked each time), and
+  answers from it in memory, without suspending, until it runs out; when less than half
+  of it is left, the next slice is asked for in the background, so a steady client
+  rarely waits for Redis at all. A request its lease cannot cover asks Redis for what is
+  missing and a new slice in the same call (Redis gives the slice only as far as the
+  bucket holds it; refused, nothing is spent, the lease included). A process holds at
+  most ``L`` of a key's tokens, so **across K processes an address gets at most K x L
+  more than one bucket would allow**, in any period (a leased token is spent once, but
+  it was taken from the bucket earlier, when the bucket then refilled), and it may be
+  refused up to K x L early while other processes hold its slices. A lease is kept a
+  ``window`` from its last refill at most (unused tokens then lapse: the bucket refilled
+  them long before), and the table of leases is bounded as the local buckets are. With
+  the defaults that is 1/64 of a limit a process: 37 requests of ``rate_per_address``'s
+  2,400 a minute, 8 MiB of ``sealed_bytes_per_address``'s 512 MiB an hour; the failure
+  limits (60 and 10 a minute) and ``bundles_per_target`` (30) are exact.
 - **No address in clear.** A key is ``sealpost:rl:NAME:`` and the first 16 bytes of
   HMAC-SHA256(secret, NAME, key) in hex, the secret derived from the server's signing key
   (:func:`limiter_secret`: every process of a deployment has it; Redis never does). Whoever
   reads Redis sees how many buckets are in use, never whose.
-- **One round trip for many takes.** The takes that arrive while a script call is in flight
+- **One round trip for many asks.** The asks that arrive while a script call is in flight
   wait for the next, which carries them all (one ``EVALSHA``), so Redis sees at most one
   call in flight per process and a busy process pays one round trip per batch.
 - **Redis away: fail open, to local buckets.** If a call fails or takes over ``timeout``
@@ -22,7 +39,12 @@ the bucket would be full, so idle keys cost Redis nothing.
   enforces every limit by itself, so a client that spreads over K processes gets at most K
   times the limit until Redis is back: still bounded, and messaging keeps working (the
   fanout also works without Redis, through its poll). Failing closed would make a Redis
-  outage refuse every request, which the design (Redis holds only hints) rules out.
+  outage refuse every request, which the design (Redis holds only hints) rules out. A
+  request its lease covers is answered while a call to a frozen Redis times out; one that
+  needs Redis waits for the timeout at most.
+
+    >>> lease_size(2400), lease_size(512 * 2**20), lease_size(60)
+    (37, 8388608, 0)
 """
 
 from __future__ import annotations
@@ -31,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Final
 
@@ -42,7 +65,7 @@ from sealpost.crypto.kdf import hkdf, hmac_sha256
 from sealpost.crypto.sign import SigningKey
 from sealpost.server.ratelimit import Limiter, RateLimiter
 
-__all__ = ["RedisLimiters", "bucket_key", "limiter_secret"]
+__all__ = ["LEASE_SHARE", "RedisLimiters", "bucket_key", "lease_size", "limiter_secret"]
 
 log = logging.getLogger("sealpost.server.ratelimit")
 
@@ -52,38 +75,52 @@ TIMEOUT: Final = 0.5
 RETRY: Final = 1.0
 #: Keys in one script call.
 BATCH: Final = 512
+#: A process leases 1/LEASE_SHARE of a limit at a time: K processes let an address past
+#: one bucket by K/64 of it at most (3 processes: under 5%), and a steady client asks
+#: Redis once per 1/128 of its limit spent. Limits under it are asked each time (exact).
+LEASE_SHARE: Final = 64
+#: Leases (keys) one limiter keeps, least recently used dropped first (which only loses
+#: their tokens: stricter, never looser).
+MAX_LEASES: Final = 100_000
 
-# ARGV per key: op ("t" take, "b" blocked), interval (us per token), window (us), amount.
-# Numbers are written back with %d: Lua's own number-to-string keeps 14 digits only.
+# ARGV per key: op ("l" lease, "b" blocked), interval (us per token), window (us), need,
+# want (tokens). "l" takes ``want`` tokens, or as many of them as the bucket holds if that
+# is at least ``need``; else it takes nothing and says how long ``need`` is away. Answers
+# per key: the wait (us) and what was taken (us of tokens). Numbers are written back with
+# %d: Lua's own number-to-string keeps 14 digits only.
 _SCRIPT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 for i = 1, #KEYS do
-  local a = (i - 1) * 4
+  local a = (i - 1) * 5
   local op = ARGV[a + 1]
   local interval = tonumber(ARGV[a + 2])
   local window = tonumber(ARGV[a + 3])
   local tat = tonumber(redis.call('GET', KEYS[i]) or 0)
   if tat < now then tat = now end
-  local wait
+  local room = now + window - tat
+  local wait, taken = 0, 0
   if op == 'b' then
-    wait = tat + interval - window - now
+    wait = interval - room
   else
-    local cost = math.ceil(tonumber(ARGV[a + 4]) * interval)
-    if cost > window then
+    local need = math.ceil(tonumber(ARGV[a + 4]) * interval)
+    if need > window then
       wait = window
+    elseif need > room then
+      wait = need - room
     else
-      local new = tat + cost
-      wait = new - window - now
-      if wait <= 0 then
+      taken = math.min(math.max(math.ceil(tonumber(ARGV[a + 5]) * interval), need), room)
+      if taken > 0 then
+        local new = tat + taken
         redis.call('SET', KEYS[i], string.format('%d', new),
                    'PX', math.ceil((new - now) / 1000) + 1)
       end
     end
   end
   if wait < 0 then wait = 0 end
-  out[i] = math.ceil(wait)
+  out[2 * i - 1] = math.ceil(wait)
+  out[2 * i] = taken
 end
 return out
 """
@@ -97,6 +134,11 @@ def limiter_secret(server_key: SigningKey) -> bytes:
     return hkdf(
         server_key.private_bytes_raw(), salt=b"", info=b"sealpost rate-limit buckets v1", length=32
     )
+
+
+def lease_size(limit: int) -> int:
+    """Tokens a process leases at a time for a limit of ``limit`` (0: none, ask each time)."""
+    return max(limit, 0) // LEASE_SHARE
 
 
 def _encode(key: Hashable) -> bytes:
@@ -119,7 +161,18 @@ def bucket_key(secret: bytes, name: str, key: Hashable) -> str:
     return f"sealpost:rl:{name}:{digest[:16].hex()}"
 
 
-_Ask = tuple[str, str, str, str, str, "asyncio.Future[float | None]"]
+#: Redis's answer to one ask: seconds to wait (0.0: allowed) and microseconds of tokens
+#: taken; ``None`` when it gave none (answer locally).
+_Answer = tuple[float, int] | None
+
+
+class _Ask:
+    __slots__ = ("args", "future", "key")
+
+    def __init__(self, key: str, args: tuple[str, ...], future: asyncio.Future[_Answer]) -> None:
+        self.key = key
+        self.args = args
+        self.future = future
 
 
 class RedisLimiters:
@@ -170,32 +223,30 @@ class RedisLimiters:
     def available(self) -> bool:
         return self._redis is not None and self._clock() >= self._down_until
 
-    async def query(
-        self, op: str, name: str, key: Hashable, interval: float, window: int, amount: float
-    ) -> float | None:
-        """Redis's answer in seconds, or ``None`` when it did not give one (answer
-        locally)."""
-        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            (
-                bucket_key(self._secret, name, key),
-                op,
-                repr(interval),
-                str(window),
-                repr(float(amount)),
-                future,
-            )
-        )
+    def ask(
+        self,
+        op: str,
+        name: str,
+        key: Hashable,
+        interval: float,
+        window: int,
+        need: float,
+        want: float,
+    ) -> asyncio.Future[_Answer]:
+        """Queue one ask for the next script call; its future gets Redis's answer."""
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        args = (op, repr(interval), str(window), repr(float(need)), repr(float(want)))
+        self._pending.append(_Ask(bucket_key(self._secret, name, key), args, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
                 try:
-                    waits = await self._call(batch)
+                    answers = await self._call(batch)
                 except asyncio.CancelledError:  # closing: the callers answer locally
                     self._answer_locally(batch)
                     raise
@@ -207,9 +258,9 @@ class RedisLimiters:
                 if not self.shared:
                     log.warning("redis answers again: rate limits are shared again")
                     self.shared = True
-                for ask, wait in zip(batch, waits, strict=True):
-                    if not ask[5].done():
-                        ask[5].set_result(wait / 1e6)
+                for i, ask in enumerate(batch):
+                    if not ask.future.done():
+                        ask.future.set_result((answers[2 * i] / 1e6, answers[2 * i + 1]))
         finally:
             self._flusher = None
 
@@ -217,13 +268,13 @@ class RedisLimiters:
         script = self._script
         assert script is not None
         args: list[str] = []
-        for _, op, interval, window, amount, _future in batch:
-            args += (op, interval, window, amount)
+        for ask in batch:
+            args += ask.args
         async with asyncio.timeout(self._timeout):
-            result = await script(keys=[ask[0] for ask in batch], args=args)
-        if not isinstance(result, list) or len(result) != len(batch):
+            result = await script(keys=[ask.key for ask in batch], args=args)
+        if not isinstance(result, list) or len(result) != 2 * len(batch):
             raise RedisError("unexpected reply to the rate-limit script")
-        return [int(wait) for wait in result]
+        return [int(n) for n in result]
 
     def _failed(self, exc: BaseException) -> None:
         self._down_until = self._clock() + self._retry
@@ -237,14 +288,40 @@ class RedisLimiters:
     @staticmethod
     def _answer_locally(asks: list[_Ask]) -> None:
         for ask in asks:
-            if not ask[5].done():
-                ask[5].set_result(None)
+            if not ask.future.done():
+                ask.future.set_result(None)
+
+
+class _Lease:
+    """Tokens of one key taken from its shared bucket ahead of use: ``tokens`` free,
+    ``reserved`` set aside by requests waiting for Redis for the rest of their amount
+    (given back if refused), valid until ``expires``; ``refilling`` while an ask that
+    carries a new slice is in flight (one at a time)."""
+
+    __slots__ = ("expires", "refilling", "reserved", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0.0
+        self.reserved = 0.0
+        self.expires = 0.0
+        self.refilling = False
 
 
 class _RedisLimiter:
-    """One named limiter: its buckets in Redis, this process's own while Redis is away."""
+    """One named limiter: its buckets in Redis, leased a slice at a time; this process's
+    own buckets while Redis is away."""
 
-    __slots__ = ("_interval", "_limit", "_local", "_name", "_shared", "_window")
+    __slots__ = (
+        "_interval",
+        "_lease",
+        "_leases",
+        "_limit",
+        "_local",
+        "_name",
+        "_shared",
+        "_ttl",
+        "_window",
+    )
 
     def __init__(self, shared: RedisLimiters, name: str, limit: int, window: float) -> None:
         self._shared = shared
@@ -252,24 +329,88 @@ class _RedisLimiter:
         self._limit = limit
         self._window = round(window * 1_000_000)
         self._interval = self._window / limit if limit > 0 else 0.0
+        self._lease = float(lease_size(limit))
+        self._ttl = window
+        self._leases: OrderedDict[Hashable, _Lease] = OrderedDict()
         self._local = RateLimiter(limit, clock=shared._clock, window=window)
+
+    def _ask(self, op: str, key: Hashable, need: float, want: float) -> asyncio.Future[_Answer]:
+        return self._shared.ask(op, self._name, key, self._interval, self._window, need, want)
+
+    def _leased(self, key: Hashable) -> _Lease:
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self._leases[key] = _Lease()
+            if len(self._leases) > MAX_LEASES:
+                self._leases.popitem(last=False)
+        else:
+            self._leases.move_to_end(key)
+            if lease.expires <= self._shared._clock():
+                lease.tokens = 0.0  # lapsed: the bucket refilled them long ago
+        return lease
 
     async def take(self, key: Hashable, amount: float = 1.0) -> float:
         if self._limit <= 0:
             return 0.0
-        if self._shared.available():
-            wait = await self._shared.query(
-                "t", self._name, key, self._interval, self._window, amount
-            )
-            if wait is not None:
-                return wait
-        return self._local.take(key, amount)
+        if not self._shared.available():
+            return self._local.take(key, amount)
+        if not self._lease:
+            exact = await self._ask("l", key, amount, amount)
+            return self._local.take(key, amount) if exact is None else exact[0]
+        lease = self._leased(key)
+        if lease.tokens >= amount:  # the common case: no Redis, no suspension
+            lease.tokens -= amount
+            if lease.tokens < self._lease / 2 and not lease.refilling:
+                self._prefetch(key, lease)
+            return 0.0
+        have, lease.tokens = lease.tokens, 0.0
+        lease.reserved += have
+        need = amount - have
+        carries = not lease.refilling  # this ask brings the next slice too
+        want = need + max(0.0, self._lease - lease.reserved + have) if carries else need
+        lease.refilling |= carries
+        answer: _Answer = None
+        try:
+            answer = await self._ask("l", key, need, want)
+        finally:
+            lease.reserved -= have
+            if carries:
+                lease.refilling = False
+            if answer is None or answer[0]:  # refused, or no answer: nothing spent
+                lease.tokens += have
+        if answer is None:
+            return self._local.take(key, amount)
+        wait, taken = answer
+        if not wait:
+            lease.tokens += max(0.0, taken / self._interval - need)
+            lease.expires = self._shared._clock() + self._ttl
+        elif lease.tokens >= amount:  # a slice came meanwhile (a prefetch) and covers it
+            lease.tokens -= amount
+            return 0.0
+        return wait
+
+    def _prefetch(self, key: Hashable, lease: _Lease) -> None:
+        want = self._lease - lease.tokens - lease.reserved
+        if want <= 0:
+            return
+        lease.refilling = True
+
+        def refilled(future: asyncio.Future[_Answer]) -> None:
+            lease.refilling = False
+            answer = None if future.cancelled() else future.result()
+            if answer is not None and answer[1]:
+                lease.tokens += answer[1] / self._interval
+                lease.expires = self._shared._clock() + self._ttl
+
+        self._ask("l", key, 0.0, want).add_done_callback(refilled)
 
     async def blocked(self, key: Hashable) -> float:
         if self._limit <= 0:
             return 0.0
-        if self._shared.available():
-            wait = await self._shared.query("b", self._name, key, self._interval, self._window, 1)
-            if wait is not None:
-                return wait
-        return self._local.blocked(key)
+        if not self._shared.available():
+            return self._local.blocked(key)
+        lease = self._leases.get(key) if self._lease else None
+        if lease is not None and lease.tokens >= 1 and lease.expires > self._shared._clock():
+            return 0.0
+        answer = await self._ask("b", key, 1, 1)
+        return self._local.blocked(key) if answer is None else answer[0]
