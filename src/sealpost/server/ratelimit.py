@@ -29,7 +29,8 @@ __all__ = ["Limiter", "Limiters", "LocalLimiter", "LocalLimiters", "RateLimiter"
 
 
 class Limiter(Protocol):
-    """A named token bucket per key, as :class:`RateLimiter` (same answers), awaited."""
+    """A named token bucket per key, as :class:`RateLimiter` (same answers; shared by
+    several processes, to within the slices they lease: :mod:`.ratelimit_redis`), awaited."""
 
     async def take(self, key: Hashable, amount: float = 1.0) -> float:
         """Spend ``amount`` for ``key``: 0.0 if allowed, else seconds to wait (nothing

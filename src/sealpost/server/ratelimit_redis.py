@@ -11,21 +11,22 @@ the bucket would be full, so idle keys cost Redis nothing.
 
 - **Leases: no round trip per request.** A process does not ask Redis for each request:
   it takes a slice of a key's budget ahead of use, ``L`` = 1/:data:`LEASE_SHARE` of the
-  limit (none for a limit under :data:`LEASE_SHARE`, which is then asked each time), and
-  answers from it in memory, without suspending, until it runs out; when less than half
-  of it is left, the next slice is asked for in the background, so a steady client
-  rarely waits for Redis at all. A request its lease cannot cover asks Redis for what is
-  missing and a new slice in the same call (Redis gives the slice only as far as the
-  bucket holds it; refused, nothing is spent, the lease included). A process holds at
-  most ``L`` of a key's tokens, so **across K processes an address gets at most K x L
-  more than one bucket would allow**, in any period (a leased token is spent once, but
-  it was taken from the bucket earlier, when the bucket then refilled), and it may be
-  refused up to K x L early while other processes hold its slices. A lease is kept a
-  ``window`` from its last refill at most (unused tokens then lapse: the bucket refilled
-  them long before), and the table of leases is bounded as the local buckets are. With
-  the defaults that is 1/64 of a limit a process: 37 requests of ``rate_per_address``'s
-  2,400 a minute, 8 MiB of ``sealed_bytes_per_address``'s 512 MiB an hour; the failure
-  limits (60 and 10 a minute) and ``bundles_per_target`` (30) are exact.
+  limit (none for a limit under :data:`LEASE_SHARE`, which is then asked each time, and
+  exact), and answers from it in memory, without suspending, until it runs out; once less
+  than half of it is left, the next slice is asked for in the background, so a steady
+  client rarely waits for Redis at all (a take from a lease costs about what one from the
+  in-memory bucket does). A request its lease cannot cover asks Redis for what is missing
+  and for a new slice in the same call (the slice only as far as the bucket holds it);
+  refused, it spends nothing, of the bucket or of the lease. A process holds at most ``L``
+  of a key's tokens, and a leased token is spent once; but it left the bucket before it
+  was spent, and the bucket refilled meanwhile. So **across K processes an address gets
+  at most K x L more than one bucket would allow** (K = 1 included), and it may be
+  refused up to K x L early while other processes hold its slices. A lease lasts a
+  ``window`` from its last refill at most (unused tokens then lapse), and the table of
+  leases is bounded as the local buckets are. With the defaults, 1/64 of a limit a
+  process: 37 requests of ``rate_per_address``'s 2,400 a minute, 8 MiB of
+  ``sealed_bytes_per_address``'s 512 MiB an hour; the failure limits (60 and 10 a minute)
+  and ``bundles_per_target`` (30) lease nothing.
 - **No address in clear.** A key is ``sealpost:rl:NAME:`` and the first 16 bytes of
   HMAC-SHA256(secret, NAME, key) in hex, the secret derived from the server's signing key
   (:func:`limiter_secret`: every process of a deployment has it; Redis never does). Whoever
