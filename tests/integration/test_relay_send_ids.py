@@ -2,16 +2,19 @@
 of a message still queued store nothing and answer as the first send did, over HTTP, on
 ``/v1/sealed`` and for multi-recipient sends; the queued message's id is the one derived
 from the send id and the device; a malformed send id is refused and stores nothing; a send
-without send ids is stored as before (once per send)."""
+without send ids is stored as before (once per send); ``sealpost_messages_stored_total``
+counts what was stored anew, not the resends, on both backends."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from helpers import Client, ServerProcess, b64
+import pytest
+from helpers import Client, Device, ServerProcess, b64, unique_name
 from test_relay_websocket_send import recv, sealed_socket
 
 from sealpost.protocol.group_sealed import seal_group
@@ -111,3 +114,64 @@ def test_sealed_socket_and_multi_sends_are_idempotent(
         queued_message_id(multi_id, bob.device.account_id, 1).hex(),
     ]
     assert _queued_ids(carol) == [queued_message_id(multi_id, carol.device.account_id, 1).hex()]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_args(request: pytest.FixtureRequest) -> Iterator[tuple[str, ...]]:
+    """A server's arguments for SQLite, or for a fresh PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield ()
+        return
+    from services import fresh_database
+
+    with fresh_database() as dsn:
+        yield ("--database", dsn)
+
+
+def _stored_total(server: ServerProcess) -> int:
+    with Client(server.url) as client:
+        text = client.request("GET", "/metrics", signed=False).text
+    found = re.search(r"^sealpost_messages_stored_total(?:{})? (\d+)$", text, re.MULTILINE)
+    return 0 if found is None else int(found.group(1))
+
+
+def test_the_stored_metric_counts_messages_stored_anew_not_resends(
+    make_server: Callable[..., ServerProcess], backend_args: tuple[str, ...]
+) -> None:
+    """The answer's ``stored`` is the envelopes accepted, a resend's as the first's; the
+    metric is what the queues gained, so stored less acknowledged stays what they hold."""
+    server = make_server("--rate-per-address", "0", "--rate-sealed-per-address", "0", *backend_args)
+    clients = [Client(server.url) for _ in range(3)]
+    try:
+        alice, bob, carol = clients
+        for client in (bob, carol):
+            client.device = Device.generate()
+            assert client.register(unique_name("m")).status_code == 201
+        assert bob.device is not None and carol.device is not None
+        send_id = os.urandom(16)
+        for _ in range(3):
+            assert _sealed(alice, bob, b"one envelope", send_id).json() == {"stored": 1}
+        assert _stored_total(server) == 1
+        for _ in range(2):  # no send id: stored each time
+            assert _sealed(alice, bob, b"old client", None).json() == {"stored": 1}
+        assert _stored_total(server) == 3
+        members = [bob.device, carol.device]
+        multi = {
+            "body": b64(seal_group(b"to the group", os.urandom(32), os.urandom)),
+            "recipients": [[d.account_id.hex(), 1] for d in members],
+            "tokens": {d.account_id.hex(): b64(d.delivery_token) for d in members},
+            "send_id": b64(os.urandom(16)),
+        }
+        for _ in range(2):
+            response = alice.request("PUT", "/v1/messages/multi", json_body=multi, signed=False)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"stored": 2}
+        assert _stored_total(server) == 5
+        first = queued_message_id(send_id, bob.device.account_id, 1).hex()
+        assert bob.request("DELETE", f"/v1/messages/{first}").status_code == 204
+        assert _sealed(alice, bob, b"one envelope", send_id).json() == {"stored": 1}
+        assert _stored_total(server) == 6  # acknowledged, then queued again: anew
+        assert len(_queued_ids(bob)) == 4 and len(_queued_ids(carol)) == 1
+    finally:
+        for client in clients:
+            client.close()

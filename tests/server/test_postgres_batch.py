@@ -110,7 +110,7 @@ def test_a_refused_send_or_a_stale_ack_fails_alone_in_its_batch(dsn: str) -> Non
             return_exceptions=True,
         )
         assert storage.writes.batches - before == 1 and storage.writes.fallbacks == 0
-        assert results[0] is None and results[4] is None and results[6] is None
+        assert results[0] == 1 and results[4] == 1 and results[6] == 1  # stored anew
         assert isinstance(results[1], MismatchedDevices)
         assert results[1].accounts == {a: ([2], [])}
         assert isinstance(results[2], UnknownAccount)
@@ -131,7 +131,7 @@ def test_a_send_past_the_quota_fails_alone_and_the_batch_runs_one_by_one(dsn: st
             *(_send(storage, s, depth=3) for s in sends), return_exceptions=True
         )
         assert storage.writes.fallbacks == 1
-        assert results[:3] == [None, None, None] and results[4] is None
+        assert results[:3] == [1, 1, 1] and results[4] == 1  # each stored anew, alone
         assert isinstance(results[3], QueueFull)  # the one that would pass 3
         assert await _truth(storage, a, 1) == [
             *(await _truth(storage, a, 1))[:1],

@@ -92,7 +92,7 @@ def test_a_failing_operation_rolls_back_alone(tmp_path: Path) -> None:
                 [_env(account_id, 1)], exempt={}, received_at=1, expires_at=9, max_depth=5
             )
             results = await asyncio.gather(good, bad, return_exceptions=True)
-            assert results[0] is None
+            assert results[0] == 2  # envelopes stored
             assert isinstance(results[1], MismatchedDevices)
             assert results[1].accounts == {account_id: ([2], [])}
             assert len(await storage.fetch(account_id, 1, after_seq=0, limit=10)) == 1
@@ -210,7 +210,7 @@ def test_a_refused_send_in_a_batch_never_reaches_the_tail(tmp_path: Path) -> Non
         good = _enqueue(storage, [_env(account_id, 1), _env(account_id, 2)])
         bad = _enqueue(storage, [_env(account_id, 1)])  # names one device of two
         results = await asyncio.gather(good, bad, return_exceptions=True)
-        assert results[0] is None and isinstance(results[1], MismatchedDevices)
+        assert results[0] == 2 and isinstance(results[1], MismatchedDevices)
         for device_id in (1, 2):
             memory = await storage.fetch(account_id, device_id, after_seq=0, limit=100)
             assert memory == _truth(tmp_path / "db", account_id, device_id, 0)

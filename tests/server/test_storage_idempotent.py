@@ -3,7 +3,8 @@ id and the device: :mod:`sealpost.protocol.send_id`), on every backend: a resend
 message still queued stores nothing and succeeds as the first did; the same send id for
 another device is another message; a send that was refused stores nothing, so its resend
 is tried anew; once acknowledged, a resend is stored again (the recipient drops it by the
-message id inside the encryption)."""
+message id inside the encryption). Each enqueue returns how many envelopes it stored anew
+(what ``sealpost_messages_stored_total`` counts): a resend's is 0."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _env(send_id: bytes, account_id: bytes, device_id: int = 1, body: bytes = b"
     )
 
 
-def _send(storage: Storage, envelopes: list[Envelope], depth: int = 100) -> Awaitable[None]:
+def _send(storage: Storage, envelopes: list[Envelope], depth: int = 100) -> Awaitable[int]:
     return storage.enqueue(envelopes, exempt={}, received_at=5, expires_at=1000, max_depth=depth)
 
 
@@ -69,17 +70,17 @@ def test_a_resend_of_a_queued_message_stores_nothing(backend: MakeStorage) -> No
     async def body(storage: Storage) -> None:
         a = await _account(storage)
         first = _env(os.urandom(16), a, body=b"once")
-        await _send(storage, [first])
-        await _send(storage, [first])  # the answer was lost: the same bytes again
-        # and twice in one group commit (two sockets resending at once)
+        assert await _send(storage, [first]) == 1
+        assert await _send(storage, [first]) == 0  # the answer was lost: the same bytes again
+        # and twice in one group commit (two sockets resending at once): the first stores it
         again = _env(os.urandom(16), a, body=b"twice")
-        await asyncio.gather(_send(storage, [again]), _send(storage, [again]))
+        assert await asyncio.gather(_send(storage, [again]), _send(storage, [again])) == [1, 0]
         assert await _queued(storage, a) == [first.message_id, again.message_id]
         assert (await _rows(storage, a))[0] == 2
         # a resend is not refused for the room its first copy takes
         full = _env(os.urandom(16), a)
-        await _send(storage, [full], depth=3)
-        await _send(storage, [full], depth=3)
+        assert await _send(storage, [full], depth=3) == 1
+        assert await _send(storage, [full], depth=3) == 0
         with pytest.raises(QueueFull):
             await _send(storage, [_env(os.urandom(16), a)], depth=3)
         # the next new message takes the next place in the queue: no gap, no double count
@@ -97,8 +98,8 @@ def test_one_send_id_for_two_devices_queues_two_messages(backend: MakeStorage) -
         b = await _account(storage)
         send_id = os.urandom(16)
         envelopes = [_env(send_id, a, 1), _env(send_id, a, 2)]
-        await _send(storage, envelopes)
-        await _send(storage, [_env(send_id, b)])
+        assert await _send(storage, envelopes) == 2
+        assert await _send(storage, [_env(send_id, b)]) == 1
         assert await _queued(storage, a, 1) == [envelopes[0].message_id]
         assert await _queued(storage, a, 2) == [envelopes[1].message_id]
         assert len(await _queued(storage, b)) == 1
@@ -106,7 +107,7 @@ def test_one_send_id_for_two_devices_queues_two_messages(backend: MakeStorage) -
         # a resend naming both devices, one still queued, one acknowledged meanwhile:
         # the acknowledged one is stored again (it is not queued any more)
         assert await storage.ack(a, 2, envelopes[1].message_id)
-        await _send(storage, envelopes)
+        assert await _send(storage, envelopes) == 1
         assert await _queued(storage, a, 1) == [envelopes[0].message_id]
         assert await _queued(storage, a, 2) == [envelopes[1].message_id]
 
@@ -127,7 +128,7 @@ def test_a_refused_send_is_tried_anew_when_resent(backend: MakeStorage) -> None:
         assert len(await _queued(storage, a, 1)) == 1
         assert await storage.ack(a, 2, filler.message_id)
         assert await storage.ack_all(a, 1, await _queued(storage, a, 1)) == 1
-        await _send(storage, envelopes, depth=1)  # the same bytes: stored this time
+        assert await _send(storage, envelopes, depth=1) == 2  # the same bytes: stored now
         assert await _queued(storage, a, 1) == [envelopes[0].message_id]
         assert await _queued(storage, a, 2) == [envelopes[1].message_id]
 
@@ -136,24 +137,27 @@ def test_a_refused_send_is_tried_anew_when_resent(backend: MakeStorage) -> None:
 
 def test_a_resend_in_a_batch_that_falls_back_stores_nothing_twice(backend: MakeStorage) -> None:
     """A batch with one refused send runs each send on its own: the resend among them is
-    still stored once (PostgreSQL's sealpost_enqueue, SQLite's savepoints)."""
+    still stored once, and each says what it stored anew (PostgreSQL: each send a
+    sealpost_batch of its own; SQLite: savepoints)."""
 
     async def body(storage: Storage) -> None:
         a = await _account(storage)
         b = await _account(storage)
         queued = _env(os.urandom(16), a)
-        await _send(storage, [queued], depth=2)
+        await _send(storage, [queued], depth=3)
         await _send(storage, [_env(os.urandom(16), b)], depth=1)
+        new = _env(os.urandom(16), a)
         results = await asyncio.gather(
-            _send(storage, [queued], depth=2),
+            _send(storage, [queued], depth=3),
             _send(storage, [_env(os.urandom(16), b)], depth=1),  # b is full
-            _send(storage, [queued], depth=2),
+            _send(storage, [queued], depth=3),
+            _send(storage, [new], depth=3),
             return_exceptions=True,
         )
-        assert results[0] is None and results[2] is None
+        assert results[0] == 0 and results[2] == 0 and results[3] == 1
         assert isinstance(results[1], QueueFull)
-        assert await _queued(storage, a) == [queued.message_id]
-        assert (await _rows(storage, a))[0] == 1
+        assert await _queued(storage, a) == [queued.message_id, new.message_id]
+        assert (await _rows(storage, a))[0] == 2
 
     _run(backend, body)
 
@@ -166,16 +170,16 @@ def test_a_resent_multi_send_keeps_one_body_and_one_message_per_device(
         send_id = os.urandom(16)
         shared = [SharedEnvelope(queued_message_id(send_id, a, d), a, d) for d in (1, 2, 3)]
 
-        def multi() -> Awaitable[None]:
+        def multi() -> Awaitable[int]:
             return storage.enqueue_shared(
                 b"group body", shared, received_at=5, expires_at=1000, max_depth=10
             )
 
-        await multi()
-        await multi()
+        assert await multi() == 3
+        assert await multi() == 0
         assert await _rows(storage, a) == (3, 1)
         assert await storage.ack(a, 3, shared[2].message_id)
-        await multi()  # device 3 acknowledged its copy: it gets another; 1 and 2 do not
+        assert await multi() == 1  # device 3 acknowledged its copy: it gets another
         for env in shared:
             messages = await storage.fetch(a, env.device_id, after_seq=0, limit=10)
             assert [(m.message_id, m.body) for m in messages] == [(env.message_id, b"group body")]

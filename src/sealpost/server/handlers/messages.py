@@ -321,14 +321,16 @@ class MessagesApi:
         return answer
 
     def _stored(
-        self, envelopes: list[Envelope], answer: asyncio.Future[int], stored: asyncio.Future[None]
+        self, envelopes: list[Envelope], answer: asyncio.Future[int], stored: asyncio.Future[int]
     ) -> None:
-        """A send's write is done: wake its devices and answer, or say why not."""
+        """A send's write is done: wake its devices and answer, or say why not. The answer
+        counts the envelopes accepted; the metric those stored anew (a resend of a message
+        still queued stores nothing)."""
         exc = None if stored.cancelled() else stored.exception()
         if exc is None and not stored.cancelled():  # stored, whether or not one still waits
             self._wake({(e.account_id, e.device_id) for e in envelopes})
             self._ctx.metrics.inc(
-                "sealpost_messages_stored_total", "envelopes durably queued", len(envelopes)
+                "sealpost_messages_stored_total", "envelopes durably queued", stored.result()
             )
         if answer.done():  # the caller gave up
             return

@@ -11,8 +11,9 @@ implement the same methods with the same guarantees:
 - a method that raises a :class:`StorageError` has changed nothing;
 - an enqueue is idempotent on message ids: an envelope whose message id is already queued
   (a resend after a lost answer; message ids derived from a send id name one device) is
-  stored nothing again, counts against no quota and does not fail the send; once that
-  message was acknowledged, the same id is queued again;
+  stored nothing again, counts against no quota and does not fail the send (the enqueue
+  methods return how many envelopes were stored anew); once that message was acknowledged,
+  the same id is queued again;
 - one-time prekeys are handed out at most once, even to concurrent fetchers;
 - quotas are checked inside the transaction that would pass them (queue depth and bytes
   per device, attachment bytes per account), so concurrent writers cannot overshoot them;
@@ -511,10 +512,11 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
+    ) -> int:
         """Store ``envelopes`` durably, all or none, once every destination account is named
         with exactly all its devices (less the one ``exempt`` names for that account: an
-        authenticated sender's own device). Raises :class:`UnknownAccount`,
+        authenticated sender's own device); how many were stored anew (not those whose
+        message id was queued already). Raises :class:`UnknownAccount`,
         :class:`MismatchedDevices` or :class:`QueueFull` (a destination device would hold
         more than ``max_depth`` messages or, unless ``max_bytes`` is 0, more than
         ``max_bytes`` bytes of bodies)."""
@@ -528,11 +530,12 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[int]:
         """:meth:`enqueue`, queued at once (call it from the event loop that opened the
-        storage): the future is done once the envelopes are durable, or fails with the
-        same errors. Sends queued one after another are committed in that order, so a
-        caller can pipeline them without a task each (the relay's WebSocket sends)."""
+        storage): the future is done once the envelopes are durable (with the number stored
+        anew), or fails with the same errors. Sends queued one after another are committed
+        in that order, so a caller can pipeline them without a task each (the relay's
+        WebSocket sends)."""
 
     def enqueue_shared_nowait(
         self,
@@ -543,7 +546,7 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[int]:
         """:meth:`enqueue_shared`, queued at once, in order with :meth:`enqueue_nowait`."""
 
     async def enqueue_shared(
@@ -555,7 +558,7 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
+    ) -> int:
         """:meth:`enqueue` of one multi-recipient send, with ``body`` stored once (not once
         per device) and counted by reference: each destination device gets its own queued
         message (own id, own ``prefix``) that :meth:`fetch` returns as ``prefix + body``;

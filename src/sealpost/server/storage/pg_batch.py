@@ -19,8 +19,11 @@ The guarantees of :mod:`.base` hold per operation:
 - an operation refused (unknown account or device list mismatch, found by one read of the
   batch's destination devices before the statement) fails alone and changes nothing;
 - if the statement finds a device removed meanwhile or a quota that would be passed, it
-  changes nothing, and every operation of the batch runs again on its own (the statements
-  of migration 2, each its own transaction) so that the failing one fails alone;
+  changes nothing, and every operation of the batch runs again on its own (each its own
+  transaction: a send as a ``sealpost_batch`` of itself, an ack as ``sealpost_ack``) so that
+  the failing one fails alone;
+- a send is answered with the number of its envelopes stored anew (an envelope whose
+  message is queued already gets sequence number 0 and is not counted);
 - an ack whose epoch is stale deletes nothing (:class:`~.base.StaleEpoch`) while the
   others of the batch are applied;
 - if the database fails, every operation of the batch fails with it; a deadlock or
@@ -92,8 +95,8 @@ class _Send:
         self.max_bytes = max_bytes
         self.future = future
 
-    async def alone(self, conn: Conn) -> None:
-        await enqueue(
+    async def alone(self, conn: Conn) -> int:
+        return await enqueue(
             conn,
             self.envelopes,
             exempt=self.exempt,
@@ -184,8 +187,9 @@ class GroupCommit:
         expires_at: int,
         max_depth: int,
         max_bytes: int,
-    ) -> asyncio.Future[None]:
-        """Queue a send now; its future is done once committed."""
+    ) -> asyncio.Future[int]:
+        """Queue a send now; its future is done once committed, with the number of its
+        envelopes stored anew (not queued already)."""
         future = self._future()
         self._submit(
             _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, future)
@@ -334,6 +338,8 @@ async def _statement(
             else:
                 results[i] = (None, refusal)
         sends = kept
+    for i, _ in sends:
+        results[i] = (0, None)  # envelopes stored anew, counted below
     rows: list[tuple[int, Envelope, int, int]] = [
         (i, e, op.received_at, op.expires_at) for i, op in sends for e in op.envelopes
     ]
@@ -367,11 +373,13 @@ async def _statement(
     )
     if record["status"] != 0:
         return None
-    added = [
-        ((e.account_id, e.device_id), QueuedMessage(e.message_id, seq, e.body, received_at))
-        for (_, e, received_at, _), seq in zip(rows, record["seqs"], strict=True)
-        if seq  # 0: a resend of a message still queued, stored once (migration 5)
-    ]
+    added = []
+    for (i, e, received_at, _), seq in zip(rows, record["seqs"], strict=True):
+        if seq:  # 0: a resend of a message still queued, stored once (migration 5)
+            added.append(
+                ((e.account_id, e.device_id), QueuedMessage(e.message_id, seq, e.body, received_at))
+            )
+            results[i] = (results[i][0] + 1, None)
     stale = set(record["stale"])
     counts: dict[int, int] = {}
     for i in record["acked"]:

@@ -140,7 +140,7 @@ async def _insert(
 ) -> None:
     """Queue (account, device, message id, body or prefix, size) rows in one statement
     (``sealpost_enqueue``: the devices' rows locked, the quotas checked, each device's next
-    sequence numbers taken, all inserted)."""
+    sequence numbers taken, all inserted but those queued already)."""
     outcome = await conn.fetchval(
         "SELECT sealpost_enqueue($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[],"
         " $5::int[], $6::bigint, $7::bigint, $8::bigint, $9::int, $10::bigint)",
@@ -155,8 +155,13 @@ async def _insert(
         max_depth,
         max_bytes,
     )
+    _raise_refusal(outcome, [(r[0], r[1]) for r in rows])
+
+
+def _raise_refusal(outcome: int, addresses: Sequence[Address]) -> None:
+    """Raise for a refusal of ``sealpost_enqueue`` or ``sealpost_batch`` (0: none)."""
     if outcome == 1:  # a device was removed meanwhile
-        gone = {(a, d) for a, d, _, _, _ in rows}
+        gone = set(addresses)
         raise MismatchedDevices({a: ([], sorted(d for x, d in gone if x == a)) for a, _ in gone})
     if outcome == 2:
         raise QueueFull("destination queue is full")
@@ -171,17 +176,27 @@ async def enqueue(
     expires_at: int,
     max_depth: int,
     max_bytes: int,
-) -> None:
+) -> int:
+    """Queue one send in one statement: ``sealpost_batch`` (:mod:`.pg_schema`) with this
+    send alone, which gives an envelope whose message is queued already sequence number 0;
+    how many were stored anew."""
     await _check_devices(conn, envelopes, exempt)
-    await _insert(
-        conn,
-        [(e.account_id, e.device_id, e.message_id, e.body, len(e.body)) for e in envelopes],
-        body_ref=None,
-        received_at=received_at,
-        expires_at=expires_at,
-        max_depth=max_depth,
-        max_bytes=max_bytes,
+    record = await conn.fetchrow(
+        "SELECT status, seqs FROM sealpost_batch($1::bytea[], $2::bigint[], $3::bytea[],"
+        " $4::bytea[], $5::int[], $6::bigint[], $7::bigint[], $8::int, $9::bigint,"
+        " '{}'::int[], '{}'::bytea[], '{}'::bigint[], '{}'::bytea[], '{}'::bigint[])",
+        [e.account_id for e in envelopes],
+        [e.device_id for e in envelopes],
+        [e.message_id for e in envelopes],
+        [e.body for e in envelopes],
+        [len(e.body) for e in envelopes],
+        [received_at] * len(envelopes),
+        [expires_at] * len(envelopes),
+        max_depth,
+        max_bytes,
     )
+    _raise_refusal(record["status"], [(e.account_id, e.device_id) for e in envelopes])
+    return sum(1 for seq in record["seqs"] if seq)
 
 
 async def enqueue_shared(
@@ -193,8 +208,10 @@ async def enqueue_shared(
     expires_at: int,
     max_depth: int,
     max_bytes: int,
-) -> None:
-    """One body row, referenced by every destination's queued message (its prefix)."""
+) -> int:
+    """One body row, referenced by every destination's queued message (its prefix); how
+    many were stored anew (run in a transaction: ``sealpost_enqueue`` leaves the body's
+    ``refs`` at that number, or deletes the row for none)."""
     await _check_devices(conn, envelopes, {})
     body_ref = await conn.fetchval(
         "INSERT INTO shared_bodies (body, refs) VALUES ($1, $2) RETURNING id", body, len(envelopes)
@@ -211,6 +228,8 @@ async def enqueue_shared(
         max_depth=max_depth,
         max_bytes=max_bytes,
     )
+    refs = await conn.fetchval("SELECT refs FROM shared_bodies WHERE id = $1", body_ref)
+    return 0 if refs is None else int(refs)
 
 
 async def fetch(

@@ -717,8 +717,8 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
-        await self.enqueue_nowait(
+    ) -> int:
+        return await self.enqueue_nowait(
             envelopes,
             exempt=exempt,
             received_at=received_at,
@@ -736,7 +736,7 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[int]:
         return self.writes.enqueue(
             envelopes,
             exempt=exempt,
@@ -755,8 +755,8 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
-        await self.enqueue_shared_nowait(
+    ) -> int:
+        return await self.enqueue_shared_nowait(
             body,
             envelopes,
             received_at=received_at,
@@ -774,7 +774,7 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[int]:
         # A transaction of its own (the body row first), in its turn among the others.
         return self.writes.own_nowait(
             lambda conn: enqueue_shared(

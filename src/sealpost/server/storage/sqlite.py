@@ -973,8 +973,8 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
-        await self.enqueue_nowait(
+    ) -> int:
+        return await self.enqueue_nowait(
             envelopes,
             exempt=exempt,
             received_at=received_at,
@@ -992,8 +992,8 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
-        def op(conn: sqlite3.Connection) -> None:
+    ) -> asyncio.Future[int]:
+        def op(conn: sqlite3.Connection) -> int:
             self._check_devices(conn, envelopes, exempt)
             added = []
             for env in envelopes:
@@ -1020,6 +1020,7 @@ class SqliteStorage:
                 message = QueuedMessage(env.message_id, seq, env.body, received_at)
                 added.append((address, message))
             self._effects.append(partial(self._tails.added, added))
+            return len(added)  # stored anew
 
         return self._submit(op)
 
@@ -1032,8 +1033,8 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> None:
-        await self.enqueue_shared_nowait(
+    ) -> int:
+        return await self.enqueue_shared_nowait(
             body,
             envelopes,
             received_at=received_at,
@@ -1051,8 +1052,8 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
-    ) -> asyncio.Future[None]:
-        def op(conn: sqlite3.Connection) -> None:
+    ) -> asyncio.Future[int]:
+        def op(conn: sqlite3.Connection) -> int:
             self._check_devices(conn, envelopes, {})
             body_ref = conn.execute(
                 "INSERT INTO shared_bodies (body, refs) VALUES (?, ?)", (body, len(envelopes))
@@ -1091,6 +1092,7 @@ class SqliteStorage:
                 else:
                     conn.execute("DELETE FROM shared_bodies WHERE id = ?", (body_ref,))
             self._effects.append(partial(self._tails.added, added))
+            return len(added)  # stored anew
 
         return self._submit(op)
 
