@@ -2,11 +2,15 @@
 (each test a database of its own): a message crosses processes, a group's members sit on
 all three, a device reconnecting elsewhere displaces its old connection (4409), offline
 messages wait for whichever process the device comes back to, one-time prekeys go out
-once across processes, the log is one log, a Redis that dies delays but loses nothing,
-and a process without Redis refuses to share the database."""
+once across processes, the log is one log, a Redis that dies delays but loses nothing
+(``/healthz`` says degraded meanwhile), and a process without Redis refuses to share the
+database; a leader killed is replaced within seconds and heads are signed again; dropped
+database connections answer 503 and the process recovers by itself; ``database`` and
+``redis`` work from the environment and from a TOML file as from flags."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -15,7 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 from helpers import TIMEOUT, Client, Device, ServerProcess, unb64, unique_name, wait_for
 from redis import Redis as SyncRedis
@@ -282,6 +289,10 @@ def test_a_dead_redis_delays_delivery_but_loses_nothing(
                 _send(a, [bob], body)  # still stored and acknowledged
             frames = stream.receive_messages(5, timeout=10)  # found by the poll
             assert [unb64(f["body"]) for f in frames] == during
+            with Client(b.url) as probe:  # degraded, not down: delivery goes on
+                health = probe.request("GET", "/healthz", signed=False)
+            assert health.status_code == 200
+            assert health.json() == {"status": "degraded", "database": True, "fanout": False}
             redis.start()
             with Client(b.url) as probe:
                 wait_for(
@@ -511,3 +522,241 @@ def _purged(server: ServerProcess) -> int:
 
 def _stderr(server: ServerProcess) -> str:
     return "".join(p.read_text() for p in sorted(server.logs.glob("stderr.*.log")))
+
+
+def test_a_killed_leader_is_replaced_within_seconds_and_heads_are_signed_again(
+    start: Callable[..., ServerProcess],
+) -> None:
+    """The process that signs tree heads is killed with SIGKILL: the other takes the
+    advisory lock within a few seconds, and a name registered after the kill is looked up
+    with a head that covers it, signed by the same log key, consistent with the older one."""
+    require_redis()
+    servers = [start() for _ in range(2)]
+    wait_for(lambda: sum(map(_leads, servers)) == 1, what="one leader")
+    (leader,) = [s for s in servers if _leads(s)]
+    (other,) = [s for s in servers if s is not leader]
+    first = unique_name("before")
+    with Client(other.url, Device.generate()) as client:
+        assert client.register(first).status_code == 201
+        key = client.request("GET", "/v1/log/key", signed=False).json()["public_key"]
+        old = SignedTreeHead.decode(unb64(client.lookup(first).json()["transparency"]["head"]))
+    assert old.tree_size >= 1  # signed by the leader, covering that entry
+    killed = time.monotonic()
+    leader.kill9()
+    wait_for(lambda: _leads(other), timeout=10, what="the other process to lead")
+    took = time.monotonic() - killed
+    assert took < 5, f"took over after {took:.1f} s"
+    name = unique_name("after")
+    with Client(other.url, Device.generate()) as client:
+        assert client.register(name).status_code == 201
+        assert client.request("GET", "/v1/log/key", signed=False).json()["public_key"] == key
+        doc = client.lookup(name).json()["transparency"]
+    from sealpost.crypto.sign import VerifyKey
+    from sealpost.transparency.merkle import verify_consistency
+
+    head = SignedTreeHead.decode(unb64(doc["head"]))
+    head.verify(VerifyKey.from_public_bytes(unb64(key)))
+    assert head.tree_size > doc["index"] >= old.tree_size
+    with Client(other.url) as client:
+        proof = client.request(
+            "GET",
+            f"/v1/log/consistency?from={old.tree_size}&to={head.tree_size}",
+            signed=False,
+        )
+    assert proof.status_code == 200, proof.text
+    verify_consistency(
+        old.tree_size,
+        head.tree_size,
+        old.root,
+        head.root,
+        [unb64(h) for h in proof.json()["proof"]],
+    )
+
+
+class _Lock:
+    """A transaction of the test's own holding ACCESS EXCLUSIVE locks on some tables, on a
+    thread of its own, until :meth:`release`."""
+
+    def __init__(self, dsn: str, tables: tuple[str, ...]) -> None:
+        self.dsn = dsn
+        self.tables = tables
+        self.pid = 0
+        self._locked = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()))
+
+    async def _hold(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            self.pid = conn.get_server_pid()
+            async with conn.transaction():
+                await conn.execute(f"LOCK TABLE {', '.join(self.tables)} IN ACCESS EXCLUSIVE MODE")
+                self._locked.set()
+                while not self._release.is_set():
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> _Lock:
+        self._thread.start()
+        assert self._locked.wait(TIMEOUT), "the lock was not taken"
+        return self
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _admin(dsn: str, sql: str, *args: object) -> Any:
+    async def run() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_dropped_database_connections_answer_503_then_the_server_recovers(
+    start: Callable[..., ServerProcess], database: str
+) -> None:
+    """Requests waiting on the database when its connections are terminated
+    (``pg_terminate_backend``) are answered 503 ``unavailable`` (``/healthz``: database
+    false); the process keeps running and, by itself, serves again: the queued message is
+    fetched, a new one is delivered, and it leads again (its cluster connection too)."""
+    require_redis()
+    server = start()
+    bob = _register(server)
+    _send(server, [bob], b"queued before")
+    wait_for(lambda: _leads(server), what="the process to lead")
+    answers: dict[str, httpx.Response] = {}
+
+    def ask(what: str, path: str, signed: bool) -> None:
+        with Client(server.url, bob.device) as client:
+            answers[what] = client.request("GET", path, signed=signed)
+
+    with _Lock(database, ("queue", "accounts")) as lock:
+        asking = [
+            threading.Thread(target=ask, args=("fetch", "/v1/messages", True)),
+            threading.Thread(target=ask, args=("health", "/healthz", False)),
+        ]
+        for thread in asking:
+            thread.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )
+        wait_for(lambda: _admin(database, waiting) >= 2, what="both requests to wait")
+        terminated = _admin(
+            database,
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND pid <> $1) t",
+            lock.pid,
+        )
+        assert terminated >= 3  # the two waiting, the cluster connection (and idle ones)
+        for thread in asking:
+            thread.join(TIMEOUT)
+    assert answers["fetch"].status_code == 503, answers["fetch"].text
+    assert answers["fetch"].json()["error"] == "unavailable"
+    assert answers["health"].status_code == 503
+    assert answers["health"].json() == {"status": "degraded", "database": False, "fanout": True}
+    assert server.proc is not None and server.proc.poll() is None  # still running
+
+    def fetched() -> list[bytes]:
+        response = bob.request("GET", "/v1/messages")
+        if response.status_code != 200:
+            return []
+        return [unb64(m["body"]) for m in response.json()["messages"]]
+
+    assert wait_for(fetched, what="the queue to be served again") == [b"queued before"]
+    with Client(server.url) as probe:
+        health = probe.request("GET", "/healthz", signed=False)
+        assert (health.status_code, health.json()["database"]) == (200, True)
+    with _on(server, bob).stream() as stream:
+        [old] = stream.receive_messages(1)
+        assert unb64(old["body"]) == b"queued before"
+        _send(server, [bob], b"sent after")
+        [new] = stream.receive_messages(1)
+        assert unb64(new["body"]) == b"sent after"
+    wait_for(lambda: _leads(server), what="the process to lead again")
+
+
+def _server_command(*prefix: str, config: Path | None = None) -> list[str]:
+    """``sealpost server`` with nothing but the listening address and the rate limits on
+    its command line (``prefix``: ``env NAME=VALUE...``)."""
+    return [
+        *prefix,
+        *(sys.executable, "-m", "sealpost.cli", "server"),
+        *(("--config", str(config)) if config is not None else ()),
+        *("--host", "127.0.0.1", "--port", "0", *OPEN),
+    ]
+
+
+def test_database_and_redis_from_the_environment_and_from_a_toml_file(
+    tmp_path: Path, database: str
+) -> None:
+    """One process configured by environment variables (SEALPOST_DATABASE, SEALPOST_REDIS),
+    another by a TOML file's [server] table: they share the database and Redis (a message
+    sent through one wakes the other's stream at once, with a slow poll), and a third whose
+    file names the database but no Redis is refused."""
+    require_redis()
+    data = tmp_path / "data"
+    env_server = ServerProcess(
+        data,
+        tmp_path / "logs-env",
+        command=_server_command(
+            "env",
+            f"SEALPOST_DATA={data}",
+            f"SEALPOST_DATABASE={database}",
+            f"SEALPOST_REDIS={REDIS}",
+            f"SEALPOST_POLL_INTERVAL={NO_POLL}",
+        ),
+    )
+    toml = tmp_path / "sealpost.toml"
+    toml.write_text(
+        f'[server]\ndata = "{data}"\ndatabase = "{database}"\nredis = "{REDIS}"\n'
+        f"poll_interval = {NO_POLL}\n"
+    )
+    file_server = ServerProcess(data, tmp_path / "logs-toml", command=_server_command(config=toml))
+    started = []
+    try:
+        started.append(env_server.start())
+        started.append(file_server.start())
+        for server in started:
+            with Client(server.url) as probe:
+                health = probe.request("GET", "/healthz", signed=False).json()
+            assert health == {"status": "ok", "database": True, "fanout": True}
+        bob = _register(env_server)
+        with _on(file_server, bob).stream() as stream:
+            assert stream.recv() == {"type": "empty"}
+            began = time.monotonic()
+            _send(env_server, [bob], b"through redis")
+            [frame] = stream.receive_messages(1)
+            assert unb64(frame["body"]) == b"through redis"
+            assert time.monotonic() - began < 5  # woken through Redis, not the 60 s poll
+        alone = tmp_path / "alone.toml"
+        alone.write_text(f'[server]\ndata = "{data}"\ndatabase = "{database}"\n')
+        refused = ServerProcess(
+            data, tmp_path / "logs-alone", command=_server_command(config=alone)
+        )
+        with pytest.raises(AssertionError, match="--redis"):
+            refused.start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
+        env["SEALPOST_DATABASE"] = database  # no --database flag: migrate reads it here
+        migrate = subprocess.run(
+            [sys.executable, "-m", "sealpost.cli", "server", "migrate"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        assert migrate.stdout == "applied migrations: none (up to date)\n"
+    finally:
+        for server in started:
+            server.stop()
