@@ -6,13 +6,17 @@ once across processes, the log is one log, a Redis that dies delays but loses no
 (``/healthz`` says degraded meanwhile), and a process without Redis refuses to share the
 database; a leader killed is replaced within seconds and heads are signed again; dropped
 database connections answer 503 and the process recovers by itself; ``database`` and
-``redis`` work from the environment and from a TOML file as from flags."""
+``redis`` work from the environment and from a TOML file as from flags; Redis is told
+device addresses and epochs only, never a message, a name or a client address."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -760,3 +764,101 @@ def test_database_and_redis_from_the_environment_and_from_a_toml_file(
     finally:
         for server in started:
             server.stop()
+
+
+def test_redis_carries_wake_ups_and_displacements_only(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Everything two processes say to a Redis of the test's own (every command, from its
+    MONITOR, and every pub/sub message) while messages cross them, a device moves between
+    them and rate limits are checked: publishes are 20-byte device addresses (wake-ups) or
+    address and epoch (displacements) of the devices involved, and no message body, no
+    username and no client address reaches Redis, in a command or in a key."""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli comes with redis-server"
+    log = (tmp_path / "monitor.log").open("wb")
+    monitor = subprocess.Popen(
+        [cli, "-p", str(redis.port), "monitor"], stdout=log, stderr=subprocess.DEVNULL
+    )
+    log.close()
+    published: list[tuple[str, bytes]] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        with SyncRedis.from_url(redis.url) as r:
+            pubsub = r.pubsub()
+            pubsub.psubscribe("*")
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=0.1)
+                if message and message["type"] == "pmessage":
+                    published.append((message["channel"].decode(), message["data"]))
+            pubsub.close()
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    try:
+        limits = ("--rate-per-address", "1000", "--rate-sealed-per-address", "1000")
+        a = start(*limits, redis=redis.url, poll="60")
+        b = start(*limits, redis=redis.url, poll="60")
+        names = [unique_name("r"), unique_name("r")]
+        clients = []
+        for server, name in zip((a, b), names, strict=True):
+            client = Client(server.url, Device.generate())
+            _opened.append(client)
+            assert client.register(name).status_code == 201
+            clients.append(client)
+        bob, carol = clients
+        assert bob.device is not None and carol.device is not None
+        bodies = [b"not-for-redis-" + os.urandom(8).hex().encode() for _ in range(4)]
+        with _on(b, bob).stream() as on_b, _on(a, carol).stream() as on_a:
+            assert on_b.recv() == {"type": "empty"} and on_a.recv() == {"type": "empty"}
+            _send(a, [bob], bodies[0])  # A -> bob on B
+            _send(b, [carol], bodies[1])  # B -> carol on A
+            [to_bob] = on_b.receive_messages(1)
+            [to_carol] = on_a.receive_messages(1)
+            on_b.ack(to_bob["id"])
+            on_a.ack(to_carol["id"])
+            with _on(a, bob).stream() as moved:  # bob moves to A: B's connection is displaced
+                assert moved.recv() == {"type": "empty"}
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        on_b.recv(timeout=5)
+                _send(b, [bob, carol], bodies[2])  # from B, to devices both on A
+                assert len(moved.receive_messages(1)) == 1
+        _send(a, [bob], bodies[3])  # bob offline
+        time.sleep(0.5)  # the last publishes reach the listener
+    finally:
+        stop.set()
+        listener.join()
+        monitor.terminate()
+        monitor.wait()
+        with SyncRedis.from_url(redis.url) as r:
+            keys = {key: r.dump(key) or b"" for key in r.scan_iter("*")}
+        redis.kill()
+
+    addresses = {
+        struct.pack(">16sI", bob.device.account_id, 1),
+        struct.pack(">16sI", carol.device.account_id, 1),
+    }
+    wakes = [data for channel, data in published if channel == "sealpost:wake"]
+    displaced = [data for channel, data in published if channel == "sealpost:displace"]
+    assert {channel for channel, _ in published} <= {"sealpost:wake", "sealpost:displace"}
+    assert wakes and displaced
+    for data in wakes:
+        assert len(data) % 20 == 0
+        assert {data[i : i + 20] for i in range(0, len(data), 20)} <= addresses
+    for data in displaced:
+        assert len(data) == 28 and data[:20] in addresses
+    # each MONITOR line: time [db the Redis client's own address] "COMMAND" "arg"...
+    lines = (tmp_path / "monitor.log").read_bytes().splitlines()
+    commands = b"\n".join(line.split(b"] ", 1)[1] for line in lines if b"] " in line)
+    assert b'"PUBLISH"' in commands.upper()  # the monitor did see the processes' traffic
+    assert b'"EVALSHA"' in commands.upper() or b'"EVAL"' in commands.upper()  # rate limits
+    said = [commands, *keys, *keys.values()]
+    for secret in (*bodies, *(base64.b64encode(x) for x in bodies), b"127.0.0.1"):
+        assert not any(secret in blob for blob in said), secret
+    for name in names:
+        assert not any(name.encode() in blob for blob in said), name
+    assert all(key.startswith(b"sealpost:rl:") for key in keys)
