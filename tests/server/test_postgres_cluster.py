@@ -1,8 +1,9 @@
 """Several processes' storages on one PostgreSQL database (each a PostgresStorage with a
 pool of its own, as a process has): one process without Redis is alone or refused, one
 leader at a time and a new one when it goes, prekeys and log appends shared correctly,
-migrations applied once and a newer schema refused, and dropped connections answered
-with StorageUnavailable and then recovered from."""
+migrations applied once and a newer schema refused, dropped connections answered
+with StorageUnavailable and then recovered from, and a reader of a queue that several
+processes write never sees a gap."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from sealpost.server.storage.base import (
     AccountRecord,
     DeviceRecord,
+    Envelope,
     PreKeyUpload,
     StorageUnavailable,
 )
@@ -184,5 +186,62 @@ def test_dropped_connections_are_unavailable_then_recovered(dsn: str) -> None:
             assert storage.leader()
         finally:
             await storage.close()
+
+    asyncio.run(main())
+
+
+def test_a_reader_never_sees_a_gap_while_processes_send_to_one_device(dsn: str) -> None:
+    """Three processes' storages send to one device at once, group-committed, while a
+    fourth reads its queue after the last sequence number it saw, as a stream's pusher
+    does: each read continues exactly where the previous one ended (a sequence number
+    is committed only after every smaller one), so nothing is skipped, and every
+    message arrives once, each process's in the order it sent them."""
+
+    async def main() -> None:
+        stores = [PostgresStorage(dsn, solo=False, pool_size=4) for _ in range(4)]
+        for storage in stores:
+            await storage.open()
+        try:
+            a = await _register(stores[0])
+            reader, writers = stores[0], stores[1:]
+            sent: list[list[bytes]] = [[] for _ in writers]
+
+            async def write(i: int) -> None:
+                for _ in range(20):  # three sends in flight at a time: batches of several
+                    envelopes = [Envelope(os.urandom(16), a, 1, b"m") for _ in range(3)]
+                    sent[i] += [e.message_id for e in envelopes]
+                    await asyncio.gather(
+                        *(
+                            writers[i].enqueue_nowait(
+                                [e], exempt={}, received_at=5, expires_at=10**12, max_depth=10**4
+                            )
+                            for e in envelopes
+                        )
+                    )
+
+            seen: list[tuple[int, bytes]] = []
+            reads = 0  # reads that found messages while the writers were still writing
+            writing = asyncio.gather(*(write(i) for i in range(len(writers))))
+            while True:
+                done = writing.done()
+                after = seen[-1][0] if seen else 0
+                batch = await reader.fetch(a, 1, after_seq=after, limit=50)
+                if batch:
+                    assert batch[0].seq == after + 1, f"skipped {after + 1}..{batch[0].seq - 1}"
+                    assert [m.seq for m in batch] == list(range(after + 1, after + 1 + len(batch)))
+                    seen += [(m.seq, m.message_id) for m in batch]
+                    reads += 0 if done else 1
+                elif done:
+                    break
+                await asyncio.sleep(0.001)
+            await writing
+            assert reads >= 3  # the reader did read beside the writers
+            ids = [m for _, m in seen]
+            assert len(ids) == len(set(ids)) == 3 * 60
+            for mine in sent:
+                assert [m for m in ids if m in set(mine)] == mine
+        finally:
+            for storage in stores:
+                await storage.close()
 
     asyncio.run(main())
