@@ -7,7 +7,9 @@ once across processes, the log is one log, a Redis that dies delays but loses no
 database; a leader killed is replaced within seconds and heads are signed again; dropped
 database connections answer 503 and the process recovers by itself; ``database`` and
 ``redis`` work from the environment and from a TOML file as from flags; Redis is told
-device addresses and epochs only, never a message, a name or a client address."""
+device addresses and epochs only, never a message, a name or a client address;
+``sealpost audit`` through a round-robin front sees one consistent log, and a file
+uploaded through one process is downloaded through the others."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -862,3 +865,128 @@ def test_redis_carries_wake_ups_and_displacements_only(
     for name in names:
         assert not any(name.encode() in blob for blob in said), name
     assert all(key.startswith(b"sealpost:rl:") for key in keys)
+
+
+class _RoundRobin:
+    """A TCP front of the test's own, as a load balancer is: each connection it accepts
+    goes to the next process in turn (``url``), on a thread of its own."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.backends = [urlsplit(s.url) for s in servers]
+        self.chosen: list[int] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._ready = threading.Event()
+        self._connections: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._run)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        i = len(self.chosen) % len(self.backends)
+        self.chosen.append(i)
+        backend = self.backends[i]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(backend.hostname, backend.port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            writer.close()
+            up_writer.close()
+
+    def __enter__(self) -> _RoundRobin:
+        self._thread.start()
+        assert self._ready.wait(TIMEOUT)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(TIMEOUT)
+
+
+def test_sealpost_audit_through_a_balancer_sees_one_log_and_files_are_served_everywhere(
+    trio: list[ServerProcess], tmp_path: Path
+) -> None:
+    """``sealpost audit`` run again and again through a front that sends each connection
+    to the next process (as a load balancer does) finds every head consistent with the
+    one it checked before, whichever process served either; a file uploaded through one
+    process is downloaded through the others (blobs in the data directory they share)."""
+    import json
+
+    from sealpost.client.attachments import download_file, upload_file
+    from sealpost.client.transport import Identity, Transport
+
+    state = tmp_path / "audit"
+    sizes = []
+    with _RoundRobin(trio) as front:
+        audit = [sys.executable, "-m", "sealpost.cli", "audit", "--server", front.url]
+        for i in range(7):
+            _register(trio[i % 3])  # the log grows through each process in turn
+            done = subprocess.run(
+                [*audit, "--state", str(state), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")},
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            report = json.loads(done.stdout)
+            assert report["consistent"] is True, report
+            sizes.append(report["tree_size"])
+        assert set(front.chosen) == {0, 1, 2}  # every process answered the auditor
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+
+    owner = _register(trio[0])
+    assert owner.device is not None
+    identity = Identity(owner.device.keys.signing_key, owner.device.account_id, 1)
+    source = tmp_path / "photo.bin"
+    source.write_bytes(os.urandom(300_000))
+
+    async def round_trip() -> list[bytes]:
+        async with Transport(trio[0].url, identity) as transport:
+            pointer = await upload_file(transport, source)
+        got = []
+        for i, server in enumerate(trio[1:]):
+            async with Transport(server.url, identity) as transport:
+                saved = await download_file(transport, pointer, tmp_path / f"got{i}")
+            got.append(Path(saved).read_bytes())
+        return got
+
+    assert asyncio.run(round_trip()) == [source.read_bytes()] * 2
