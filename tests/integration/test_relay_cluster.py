@@ -155,7 +155,7 @@ def test_reconnecting_to_another_process_displaces_the_old_connection(
                 while True:
                     old.recv(timeout=5)
             assert old.ws.close_code == 4409
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 1  # the bound (measured: ~25 ms)
             _send(a, [bob], b"only to the new one")
             [frame] = new.receive_messages(1)
             assert unb64(frame["body"]) == b"only to the new one"
