@@ -391,8 +391,9 @@ def test_tails_have_bounded_memory() -> None:
 def test_random_traffic_keeps_memory_equal_to_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    """Sends, acks, purges, reads at random positions and failed commits, in batches of
-    concurrent operations: every fetch answers exactly what the database holds."""
+    """Sends (some resent), acks, purges, reads at random positions and failed commits, in
+    batches of concurrent operations: every fetch answers exactly what the database
+    holds."""
     failing = _FailingCommits(monkeypatch)
     rng = random.Random(seed)
 
@@ -410,6 +411,10 @@ def test_random_traffic_keeps_memory_equal_to_the_database(
                     if rng.random() < 0.1:
                         named = named[:1] if len(named) > 1 else [1, 2]  # refused
                     envelopes = [_env(account_id, d) for d in named]
+                    queued = _truth(tmp_path / "db", account_id, named[0], 0)
+                    if queued and rng.random() < 0.2:  # a resend of a queued message
+                        old = rng.choice(queued).message_id
+                        envelopes[0] = Envelope(old, account_id, named[0], envelopes[0].body)
                     expires = now + rng.randint(1, 30)
                     batch.append(_enqueue(storage, envelopes, expires_at=expires, depth=8))
                 elif kind < 0.75:
@@ -477,3 +482,143 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_module.SCHEMA_VERSION,)
     conn.close()
+
+
+# ---------------------------------------------------------------------- bulk batches
+
+
+async def _warm(storage: SqliteStorage, account_id: bytes, devices: int = 1) -> None:
+    """What a connected device's traffic leaves in memory: its queue tail (read once),
+    its account's device list and its queue depth bound (one send, acked)."""
+    for device_id in range(1, devices + 1):
+        await storage.fetch(account_id, device_id, after_seq=0, limit=100)
+    envelopes = [_env(account_id, d) for d in range(1, devices + 1)]
+    await _enqueue(storage, envelopes)
+    for env in envelopes:
+        assert await storage.ack(account_id, env.device_id, env.message_id)
+
+
+def _seqs_in_order(path: Path, message_ids: list[bytes]) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        seq = dict(conn.execute("SELECT message_id, seq FROM queue").fetchall())
+    finally:
+        conn.close()
+    return [seq[m] for m in message_ids]
+
+
+def test_a_batch_of_sends_and_acks_runs_in_bulk_and_keeps_memory_exact(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        accounts = [await _with_account(storage, devices=2) for _ in range(3)]
+        for account_id in accounts:
+            await _warm(storage, account_id, devices=2)
+            await asyncio.gather(
+                *(_enqueue(storage, [_env(account_id, 1), _env(account_id, 2)]) for _ in range(3))
+            )
+        queued = {a: _truth(tmp_path / "db", a, 1, 0) for a in accounts}
+        bulk, commits = storage.bulk_commits, storage.commits
+        sends = [[_env(a, 1), _env(a, 2)] for _ in range(40) for a in accounts]
+        futures = [_enqueue(storage, e) for e in sends]  # all submitted in one iteration
+        acks = [
+            storage.ack_all(accounts[0], 1, [m.message_id for m in queued[accounts[0]]]),
+            storage.ack_all(accounts[1], 1, [queued[accounts[1]][0].message_id] * 2),
+            storage.ack_all(accounts[2], 1, [queued[accounts[2]][1].message_id, os.urandom(16)]),
+            # another device's message: not this device's to delete
+            storage.ack_all(accounts[0], 2, [queued[accounts[1]][1].message_id]),
+        ]
+        results = await asyncio.gather(*futures, *acks)
+        assert storage.commits == commits + 1 and storage.bulk_commits == bulk + 1
+        assert results[len(sends) :] == [3, 1, 1, 0]
+        message_ids = [e.message_id for envelopes in sends for e in envelopes]
+        seqs = _seqs_in_order(tmp_path / "db", message_ids)
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # the order submitted
+        for account_id in accounts:
+            for device_id in (1, 2):
+                truth = _truth(tmp_path / "db", account_id, device_id, 0)
+                assert await storage.fetch(account_id, device_id, after_seq=0, limit=200) == truth
+        assert [len(_truth(tmp_path / "db", a, 1, 0)) for a in accounts] == [40, 42, 42]
+
+    _run(tmp_path, body)
+
+
+def test_one_send_over_its_queue_quota_in_a_bulk_batch_is_refused_alone(
+    tmp_path: Path,
+) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        full, other = await _with_account(storage), await _with_account(storage)
+        await _warm(storage, full)
+        await _warm(storage, other)
+        for _ in range(4):
+            await _enqueue(storage, [_env(full)], depth=5)
+        sends = [_env(other), _env(full), _env(other), _env(full), _env(other)]
+        results = await asyncio.gather(
+            *(
+                storage.enqueue_nowait([e], exempt={}, received_at=1, expires_at=9, max_depth=5)
+                for e in sends
+            ),
+            return_exceptions=True,
+        )
+        assert results[:3] == [None, None, None] and results[4] is None
+        assert isinstance(results[3], QueueFull)  # the sixth for a queue of five
+        stored = [e.message_id for i, e in enumerate(sends) if i != 3]
+        seqs = _seqs_in_order(tmp_path / "db", stored)
+        assert seqs == sorted(seqs)
+        assert sends[3].message_id not in {
+            m.message_id for m in _truth(tmp_path / "db", full, 1, 0)
+        }
+        for account_id in (full, other):
+            truth = _truth(tmp_path / "db", account_id, 1, 0)
+            assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
+        assert [len(_truth(tmp_path / "db", a, 1, 0)) for a in (full, other)] == [5, 3]
+
+    _run(tmp_path, body)
+
+
+def test_a_message_id_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await _warm(storage, account_id)
+        queued = _env(account_id)
+        await _enqueue(storage, [queued])
+        sent = [queued]
+        # a resend of a queued message among new ones: the bulk insert finds it, gives up
+        # (rolled back) and the batch runs operation by operation
+        bulk, commits = storage.bulk_commits, storage.commits
+        batch = [_env(account_id), queued, _env(account_id)]
+        await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        assert storage.commits == commits + 1 and storage.bulk_commits == bulk
+        sent += batch
+        # one id twice in one batch, the first copy new
+        again = _env(account_id)
+        batch = [_env(account_id), again, _env(account_id), again, _env(account_id)]
+        await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        sent += batch
+        truth = _truth(tmp_path / "db", account_id, 1, 0)
+        firsts = list(dict.fromkeys(e.message_id for e in sent))
+        assert [m.message_id for m in truth] == firsts  # each once, in the order first sent
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
+        await _enqueue(storage, [_env(account_id)])  # and the next batch runs in bulk again
+        assert storage.bulk_commits == bulk + 1
+
+    _run(tmp_path, body)
+
+
+def test_an_ack_and_a_send_of_one_message_in_a_batch_run_in_order(tmp_path: Path) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await _warm(storage, account_id)
+        first, second = _env(account_id), _env(account_id)
+        await _enqueue(storage, [first])
+        # acked, then sent again (stored anew); sent, then acked (gone)
+        results = await asyncio.gather(
+            storage.ack_all(account_id, 1, [first.message_id]),
+            _enqueue(storage, [first]),
+            _enqueue(storage, [second]),
+            storage.ack_all(account_id, 1, [second.message_id]),
+        )
+        assert results == [1, None, None, 1]
+        truth = _truth(tmp_path / "db", account_id, 1, 0)
+        assert [m.message_id for m in truth] == [first.message_id]
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
+
+    _run(tmp_path, body)
