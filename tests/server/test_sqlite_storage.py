@@ -622,3 +622,27 @@ def test_an_ack_and_a_send_of_one_message_in_a_batch_run_in_order(tmp_path: Path
         assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
 
     _run(tmp_path, body)
+
+
+def test_a_long_batch_that_cannot_run_in_bulk_runs_in_order_in_smaller_ones(
+    tmp_path: Path,
+) -> None:
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage)
+        await _warm(storage, account_id)
+        sends = [[_env(account_id)] for _ in range(sqlite_module.MAX_BATCH * 3)]
+        sends[sqlite_module.MAX_BATCH * 2][0] = _env(account_id, 2)  # no such device
+        commits = storage.commits
+        results = await asyncio.gather(
+            *(_enqueue(storage, e, depth=10_000) for e in sends), return_exceptions=True
+        )
+        assert storage.commits - commits == 3  # operation by operation: MAX_BATCH at a time
+        refused = [i for i, r in enumerate(results) if r is not None]
+        assert refused == [sqlite_module.MAX_BATCH * 2]
+        assert isinstance(results[refused[0]], MismatchedDevices)
+        truth = _truth(tmp_path / "db", account_id, 1, 0)
+        stored = [e[0].message_id for i, e in enumerate(sends) if i not in refused]
+        assert [m.message_id for m in truth] == stored  # in the order submitted
+        assert await storage.fetch(account_id, 1, after_seq=0, limit=1000) == truth
+
+    _run(tmp_path, body)
