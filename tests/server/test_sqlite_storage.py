@@ -528,6 +528,7 @@ def test_a_batch_of_sends_and_acks_runs_in_bulk_and_keeps_memory_exact(tmp_path:
         ]
         results = await asyncio.gather(*futures, *acks)
         assert storage.commits == commits + 1 and storage.bulk_commits == bulk + 1
+        assert results[: len(sends)] == [2] * len(sends)  # envelopes stored
         assert results[len(sends) :] == [3, 1, 1, 0]
         message_ids = [e.message_id for envelopes in sends for e in envelopes]
         seqs = _seqs_in_order(tmp_path / "db", message_ids)
@@ -558,7 +559,7 @@ def test_one_send_over_its_queue_quota_in_a_bulk_batch_is_refused_alone(
             ),
             return_exceptions=True,
         )
-        assert results[:3] == [None, None, None] and results[4] is None
+        assert results[:3] == [1, 1, 1] and results[4] == 1  # envelopes stored
         assert isinstance(results[3], QueueFull)  # the sixth for a queue of five
         stored = [e.message_id for i, e in enumerate(sends) if i != 3]
         seqs = _seqs_in_order(tmp_path / "db", stored)
@@ -585,13 +586,15 @@ def test_a_message_id_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
         # (rolled back) and the batch runs operation by operation
         bulk, commits = storage.bulk_commits, storage.commits
         batch = [_env(account_id), queued, _env(account_id)]
-        await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        stored = await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        assert stored == [1, 0, 1]
         assert storage.commits == commits + 1 and storage.bulk_commits == bulk
         sent += batch
         # one id twice in one batch, the first copy new
         again = _env(account_id)
         batch = [_env(account_id), again, _env(account_id), again, _env(account_id)]
-        await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        stored = await asyncio.gather(*(_enqueue(storage, [e]) for e in batch))
+        assert stored == [1, 1, 1, 0, 1]
         sent += batch
         truth = _truth(tmp_path / "db", account_id, 1, 0)
         firsts = list(dict.fromkeys(e.message_id for e in sent))
@@ -616,7 +619,7 @@ def test_an_ack_and_a_send_of_one_message_in_a_batch_run_in_order(tmp_path: Path
             _enqueue(storage, [second]),
             storage.ack_all(account_id, 1, [second.message_id]),
         )
-        assert results == [1, None, None, 1]
+        assert results == [1, 1, 1, 1]  # acked, stored, stored, acked
         truth = _truth(tmp_path / "db", account_id, 1, 0)
         assert [m.message_id for m in truth] == [first.message_id]
         assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
@@ -637,7 +640,7 @@ def test_a_long_batch_that_cannot_run_in_bulk_runs_in_order_in_smaller_ones(
             *(_enqueue(storage, e, depth=10_000) for e in sends), return_exceptions=True
         )
         assert storage.commits - commits == 3  # operation by operation: MAX_BATCH at a time
-        refused = [i for i, r in enumerate(results) if r is not None]
+        refused = [i for i, r in enumerate(results) if isinstance(r, Exception)]
         assert refused == [sqlite_module.MAX_BATCH * 2]
         assert isinstance(results[refused[0]], MismatchedDevices)
         truth = _truth(tmp_path / "db", account_id, 1, 0)

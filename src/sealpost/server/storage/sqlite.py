@@ -616,11 +616,12 @@ class SqliteStorage:
         results: list[tuple[Any, BaseException | None]] = []
         acked = iter(counts)
         for op in batch:
-            if op.ack is None:
-                results.append((None, None))
-            else:
+            if op.ack is not None:
                 effects.append(partial(self._tails.removed, *op.ack))
                 results.append((next(acked), None))
+            else:  # a send: every envelope was stored anew
+                assert op.send is not None
+                results.append((len(op.send.envelopes), None))
         self._finish_batch(batch, results, None, effects)
 
     def _run_batch(self, batch: list[_Op]) -> None:
