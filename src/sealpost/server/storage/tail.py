@@ -97,7 +97,11 @@ class QueueTails:
             cost = len(message.body) + _OVERHEAD
             tail.size += cost
             self._size += cost
-            self._trim(address)
+            # _trim(address), inline: this runs once per message queued
+            if len(tail.messages) > self._max_messages:
+                self._drop(address)
+            if self._size > self._max_bytes:
+                self._trim_bytes()
 
     def removed(self, address: DeviceAddress, message_ids: Iterable[bytes]) -> None:
         tail = self._tails.get(address)
@@ -126,6 +130,9 @@ class QueueTails:
         tail = self._tails.get(address)
         if tail is not None and len(tail.messages) > self._max_messages:
             self._drop(address)
+        self._trim_bytes()
+
+    def _trim_bytes(self) -> None:
         while self._size > self._max_bytes and self._tails:
             oldest = next(iter(self._tails))
             self._drop(oldest)
