@@ -40,7 +40,9 @@ answered with HTTP 403 instead: no WebSocket close code can be sent before the a
 Pushing reads from storage (after the last sequence number sent) whenever the fanout says
 the device's queue grew, so push order is queue order and a wake-up carries no content; a
 pusher runs only until the queue is empty (an idle connection holds no task for it).
-Acks arriving together are committed together (one group commit).
+Acks are taken as the socket's frames are parsed, without waking the connection's task
+(the protocol's text hook, :data:`~.ws_protocol.ON_TEXT`), and those of every connection
+in one event-loop iteration are committed together (:mod:`.acks`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from sealpost._errors import ProtocolError
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol.signing import websocket_message
 from sealpost.protocol.wire import DeviceCertificate
+from sealpost.server.acks import MAX_PENDING_ACKS, AckCommitter
 from sealpost.server.authn import AuthenticatedDevice
 from sealpost.server.connections import SEND_TEXTS
 from sealpost.server.context import Context
@@ -79,6 +82,7 @@ from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
 from sealpost.server.storage.base import StaleEpoch, StorageUnavailable
+from sealpost.server.ws_protocol import ON_TEXT
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
 
@@ -88,6 +92,7 @@ CHALLENGE_LEN = 32
 PUSH_BATCH = 100
 #: Sends a connection may have submitted and not yet answered; the next waits.
 MAX_IN_FLIGHT = 64
+_ACK = decoder(AckFrame)
 
 
 class _Close(Exception):
@@ -161,20 +166,26 @@ class _Socket:
 class _Connection:
     """One accepted socket's moving parts, kept small (a server holds tens of thousands):
     an idle connection costs one task, its handler, which reads the client's frames; the
-    pusher, the acker and the answerer run only while there is something to do.
-    :meth:`stop` ends it from outside (another connection of the device displacing it, a
-    failed pusher, acker or answerer, an idle timeout): the reading
-    (:meth:`StreamEndpoint._receive`) is interrupted and raises the reason."""
+    pusher and the answerer run only while there is something to do, and acks are taken
+    by :meth:`on_text` as they are parsed and committed by the process's
+    :class:`~.acks.AckCommitter` (an :class:`~.acks.Acking`). :meth:`stop` ends it from
+    outside (another connection of the device displacing it, a failed pusher, answerer or
+    commit of its acks, an idle timeout): the reading (:meth:`StreamEndpoint._receive`) is
+    interrupted and raises the reason."""
 
     __slots__ = (
-        "acker",
         "acks",
+        "address",
         "again",
         "answerer",
         "answers",
+        "committer",
+        "committing",
         "epoch",
+        "fence",
         "idle",
         "last",
+        "pending",
         "pusher",
         "reader",
         "reason",
@@ -182,13 +193,25 @@ class _Connection:
         "sock",
     )
 
-    def __init__(self, sock: _Socket, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        sock: _Socket,
+        epoch: int = 0,
+        address: DeviceAddress | None = None,
+        committer: AckCommitter | None = None,
+    ) -> None:
         self.sock = sock
         self.epoch = epoch
+        self.address = address  # /v1/stream's device; None on /v1/sealed
+        self.committer = committer
         self.reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
         self.reason: BaseException | None = None  # why it was stopped
-        self.acks: list[bytes] = []  # received, not yet committed
-        self.acker: asyncio.Task[None] | None = None
+        # Acks (:class:`~.acks.Acking`): checked against ``fence``, the epoch, until the
+        # client closes (then its acks are its own, whatever connection of it came since).
+        self.fence: int | None = epoch
+        self.acks: list[bytes] = []  # received, not yet queued to the storage
+        self.pending = 0  # received, not yet committed
+        self.committing: asyncio.Future[int] | None = None
         # Sends in flight, oldest first (at most MAX_IN_FLIGHT + 1: a list, 56 bytes empty
         # where a deque is 600; idle connections are the many).
         self.answers: list[tuple[int, asyncio.Future[int]]] = []
@@ -206,18 +229,42 @@ class _Connection:
                 self.reader.cancel()
 
     def failed(self, task: asyncio.Task[None]) -> None:
-        """A pusher, acker or answerer ended: only a failure ends the connection."""
+        """A pusher or answerer ended: only a failure ends the connection."""
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.stop(exc)
+
+    def ack_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, StaleEpoch):
+            exc = _Close(4409, "replaced by a newer connection of this device")
+        self.stop(exc)
+
+    def on_text(self, data: bytes | None) -> bool:
+        """The socket's text hook (:data:`~.ws_protocol.ON_TEXT`), while its handler reads:
+        take an ack frame, as :meth:`StreamEndpoint._receive` would, without waking it.
+        Anything else (a send, a frame that does not decode) is left to the handler, and
+        so is an ack past :data:`~.acks.MAX_PENDING_ACKS` (its reader waits for room).
+        ``None``: the client closed."""
+        if self.reason is not None or self.committer is None:
+            return False
+        if data is None:
+            self.fence = None
+            return False
+        if self.pending >= MAX_PENDING_ACKS:
+            return False
+        try:
+            frame: AckFrame = _ACK.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            return False
+        self.committer.add(self, bytes.fromhex(frame.id))
+        return True
 
     async def wind_down(self) -> None:
         tasks = [t for t in (self.answerer, self.pusher) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        acker = self.acker
-        if acker is not None:  # let it finish what it holds (its failure is already said)
-            await asyncio.gather(acker, return_exceptions=True)
+        if self.committer is not None:  # let the acks received reach the database
+            await self.committer.drain(self)
 
 
 class StreamEndpoint:
@@ -228,6 +275,7 @@ class StreamEndpoint:
         # when the device connects again, here or (told by the fanout) on another process.
         self._current: dict[DeviceAddress, _Connection] = {}
         self._notices: set[asyncio.Task[None]] = set()
+        self._acks = AckCommitter(ctx.storage, ctx.metrics)
         ctx.fanout.on_displace(self._displaced_elsewhere)
 
     def prekeys_low(self, address: DeviceAddress) -> None:
@@ -344,30 +392,26 @@ class StreamEndpoint:
         # A new epoch in the database: the fencing token of this connection. Acks of an
         # older connection of this device, on any process, are refused from now on.
         epoch = await self._ctx.storage.claim_device(*address)
-        conn = _Connection(sock, epoch)
+        conn = _Connection(sock, epoch, address, self._acks)
         previous = self._current.get(address)
         if previous is not None:
             previous.stop(_Close(4409, "replaced by a newer connection of this device"))
         self._ctx.fanout.displace(address, epoch)
-        fence: list[int | None] = [epoch]  # what acks are checked against (see below)
         self._current[address] = conn
         subscription = self._ctx.fanout.subscribe(address, partial(self._wake, conn, address))
         self._wake(conn, address)  # what was queued while it was away
         try:
-            await self._receive(conn, device, address, fence)
+            await self._receive(conn, device)
         except WebSocketDisconnect:
             # The client closed: the acks it sent first are its own, whatever connection
             # of it came since (they delete only what this device received).
-            fence[0] = None
+            conn.fence = None
             raise
         finally:
             if self._current.get(address) is conn:
                 del self._current[address]
             subscription.close()
-            await conn.wind_down()
-            # Let acks already received reach the database.
-            with contextlib.suppress(Exception):
-                await self._ack(conn, address, fence)
+            await conn.wind_down()  # the acks already received reach the database
 
     async def _serve_sealed(self, sock: _Socket) -> None:
         conn = _Connection(sock)
@@ -389,7 +433,7 @@ class StreamEndpoint:
 
         watch()
         try:
-            await self._receive(conn, None, None, None, seen)
+            await self._receive(conn, None, seen)
         finally:
             if timer[0] is not None:
                 timer[0].cancel()
@@ -399,16 +443,14 @@ class StreamEndpoint:
         self,
         conn: _Connection,
         device: AuthenticatedDevice | None,
-        address: DeviceAddress | None,
-        fence: list[int | None] | None,
         seen: list[float] | None = None,
     ) -> None:
         """Read the client's frames until it disconnects, a frame closes the socket, or
         :meth:`_Connection.stop` interrupts the reading (then raise the reason given);
-        ``seen[0]`` is set to the loop time of each frame. Acks are committed by an acker
-        that runs while there are some (those arriving meanwhile are committed together),
-        answers sent by an answerer that runs while sends are in flight: an idle connection
-        holds neither."""
+        ``seen[0]`` is set to the loop time of each frame. Acks are taken by the socket's
+        text hook while it has one (:meth:`_Connection.on_text`), else here, and committed
+        by the :class:`~.acks.AckCommitter`; answers are sent by an answerer that runs
+        while sends are in flight: an idle connection holds none."""
         loop = asyncio.get_running_loop()
         kinds, what = (
             (SEALED_CLIENT_FRAMES, "a send frame")
@@ -419,6 +461,11 @@ class StreamEndpoint:
         task = asyncio.current_task()
         assert task is not None
         conn.reader = task
+        hook: Callable[[Callable[[bytes | None], bool] | None], None] | None = None
+        if conn.committer is not None:
+            hook = sock.ws.scope.get("extensions", {}).get(ON_TEXT)
+            if hook is not None:
+                hook(conn.on_text)
         try:
             while conn.reason is None:
                 message = await sock.ws.receive()
@@ -430,11 +477,11 @@ class StreamEndpoint:
                     await sock.send(_error(refused.req, refused.error))
                     continue
                 if isinstance(frame, AckFrame):
-                    assert address is not None and fence is not None
-                    conn.acks.append(bytes.fromhex(frame.id))
-                    if conn.acker is None:
-                        conn.acker = asyncio.create_task(self._ack(conn, address, fence))
-                        conn.acker.add_done_callback(conn.failed)
+                    committer = conn.committer
+                    assert committer is not None
+                    if conn.pending >= MAX_PENDING_ACKS:
+                        await committer.room(conn)
+                    committer.add(conn, bytes.fromhex(frame.id))
                 else:
                     await self._send(conn, frame, device)
         except asyncio.CancelledError:
@@ -443,6 +490,8 @@ class StreamEndpoint:
             task.uncancel()
         finally:
             conn.reader = None
+            if hook is not None:
+                hook(None)
         assert conn.reason is not None
         raise conn.reason
 
@@ -505,26 +554,6 @@ class StreamEndpoint:
                     await sock.send_text(sent_text(req, stored))
         finally:
             conn.answerer = None
-
-    async def _ack(
-        self, conn: _Connection, address: DeviceAddress, fence: list[int | None]
-    ) -> None:
-        """Commit the acks received so far, and those arriving meanwhile, together."""
-        storage = self._ctx.storage
-        account_id, device_id = address
-        try:
-            while conn.acks:
-                ids, conn.acks = conn.acks, []
-                try:
-                    await storage.ack_all(account_id, device_id, ids, epoch=fence[0])
-                except StaleEpoch:
-                    raise _Close(4409, "replaced by a newer connection of this device") from None
-                self._ctx.metrics.inc(
-                    "sealpost_messages_acked_total", "messages acknowledged", len(ids)
-                )
-        finally:
-            if conn.acker is asyncio.current_task():
-                conn.acker = None
 
     def _wake(self, conn: _Connection, address: DeviceAddress) -> None:
         """The device's queue may have grown (the fanout says so): push, unless a pusher is

@@ -1,4 +1,5 @@
-"""Uvicorn's WebSocket protocol (websockets' sans-I/O core), lighter per connection.
+"""Uvicorn's WebSocket protocol (websockets' sans-I/O core), lighter per connection and
+per frame.
 
 A relay holds tens of thousands of idle WebSockets, so what each one keeps for its whole
 life is most of the server's memory (docs/OPERATIONS.md, "Memory per connected device").
@@ -6,57 +7,128 @@ Uvicorn's protocol object keeps, beyond what a socket needs, an ``asyncio.Queue`
 frames received (three deques and an ``Event``: about 3 KiB), a second ``Event`` for write
 flow control (a deque: about 700 bytes) and the handshake's HTTP response with its headers.
 :class:`LeanWebSocketProtocol` replaces the two with one-consumer equivalents of a few
-slots and drops the response once the handshake is done; nothing else changes (same
-frames, same keepalive pings, same flow control): measured with 2,000 connections,
-about 3.5 KiB less each.
+slots and drops the response once the handshake is done: measured with 2,000
+connections, about 3.5 KiB less each. Nothing else changes on the wire (same frames, same
+keepalive pings, same flow control).
 
-It relies on three names of uvicorn's ``WebSocketsSansIOProtocol`` (``queue``,
-``writable``, ``response``, and its ``start_keepalive`` called once the handshake
-response is written). :func:`websocket_protocol` checks they are there and otherwise
-returns uvicorn's class unchanged, so an upgrade of uvicorn costs memory, never service.
+Per frame, two things change. Reading:
+
+- Uvicorn pauses reading the socket after every frame received and resumes it when the
+  application has taken it: two libuv calls a frame when frames come one by one (a
+  device's acks, with the load spread over many devices). Here reading pauses only once
+  the frames waiting (:class:`Inbox`) hold more than :data:`READ_AHEAD` bytes, each
+  counted with :data:`FRAME_COST` more for its slot, and resumes once the application has
+  taken them all. The application is held back as before: a handler that stops taking
+  frames stops the reading, the kernel's buffers fill and the client's writes wait. The
+  worst case held per connection does not grow: uvloop reads up to 256 KiB at a time and
+  every frame of a read is parsed at once (so uvicorn too holds a whole read), and the
+  frames are held as their text alone, where uvicorn holds each as an ASGI message (a
+  184-byte dict besides the text). Uvicorn's worst is a read of 256 KiB of empty or
+  one-byte frames, about 36,000 frames, 8.8 MB; here the same read is about 2.1 MB, plus
+  at most :data:`READ_AHEAD` (and one frame) held from before; a read of big frames
+  costs the same as in uvicorn's plus that.
+- An application may take text frames as they are parsed, in the protocol's callback,
+  rather than through its ASGI ``receive`` (a task wake-up, and the frame's dict, each):
+  the scope extension :data:`ON_TEXT`, ``on_text(hook)``, installs ``hook(data) -> bool``
+  (``data`` the frame's bytes, not yet decoded as UTF-8; ``True``: it took the frame).
+  It is offered a frame only while nothing waits in the inbox, so frames are handled in
+  the order received: once one went to ``receive``, every later one goes there too until
+  the inbox is empty again. It is called with ``None`` (its return value unused) when
+  the client closes the connection or the connection is lost, in order with the frames,
+  before the disconnect reaches ``receive``. ``on_text(None)`` removes it. The relay's
+  streams take their acks so (:mod:`.acks`).
+
+It relies on names of uvicorn's ``WebSocketsSansIOProtocol``: the attributes ``queue``,
+``writable``, ``response``, ``frames``, ``curr_msg_data_type``, ``read_paused`` and
+``close_sent``; the methods ``receive``, ``send_receive_event_to_app`` (called for each
+whole message received), ``handle_connect``, ``handle_close``, ``connection_lost``,
+``handle_parser_exception`` and ``start_keepalive`` (called once the handshake response is
+written). :func:`websocket_protocol` checks they are there and otherwise returns uvicorn's
+class unchanged (which offers no :data:`ON_TEXT`: the application then takes every frame
+through ``receive``), so an upgrade of uvicorn costs memory and time, never service.
+
+    >>> websocket_protocol() is LeanWebSocketProtocol
+    True
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["Inbox", "LeanWebSocketProtocol", "Writable", "websocket_protocol"]
+__all__ = [
+    "FRAME_COST",
+    "ON_TEXT",
+    "READ_AHEAD",
+    "Inbox",
+    "LeanWebSocketProtocol",
+    "TextHook",
+    "Writable",
+    "websocket_protocol",
+]
+
+#: The ASGI scope extension :class:`LeanWebSocketProtocol` adds: ``on_text(hook)``.
+ON_TEXT = "sealpost.on_text"
+#: Bytes of frames the inbox may hold before the socket's reading pauses (a send frame of
+#: a few envelopes is a few KiB; the default ``max_frame``, 384 KiB, passes whole anyway).
+READ_AHEAD = 64 * 1024
+#: What each item held counts besides its text: its text's object header and list slot.
+FRAME_COST = 64
+
+#: ``hook(data) -> bool``: a text frame's bytes (``True``: taken), or ``None``: closed.
+TextHook = Callable[[bytes | None], bool]
+
+
+def _cost(item: Any) -> int:
+    return len(item) + FRAME_COST if type(item) is str else FRAME_COST
 
 
 class Inbox:
     """``asyncio.Queue``'s ``put_nowait``, ``get``, ``empty`` and ``qsize`` for one
-    consumer (uvicorn's ``receive``). Uvicorn stops reading the socket while a received
-    frame waits, so it holds one or two items."""
+    consumer (uvicorn's ``receive``), keeping in ``size`` what it holds (:func:`_cost`):
+    a received text frame is held as its ``str``, anything else as its ASGI message."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_head", "_items", "_waiter", "size")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
+        self._head = 0  # items before it were handed out (a list, not a deque: 600 bytes)
         self._waiter: asyncio.Future[None] | None = None
+        self.size = 0
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        self.size += _cost(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def get(self) -> Any:
-        while not self._items:
+        while self._head == len(self._items):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
-        return self._items.pop(0)
+        items = self._items
+        item = items[self._head]
+        self._head += 1
+        if self._head == len(items):
+            items.clear()
+            self._head = 0
+        else:
+            items[self._head - 1] = None
+        self.size -= _cost(item)
+        return item
 
     def empty(self) -> bool:
-        return not self._items
+        return self._head == len(self._items)
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self._items) - self._head
 
 
 class Writable:
@@ -96,19 +168,103 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
+        self.text_hook: TextHook | None = None
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # accepted: the application's task has not started yet
+            scope["extensions"][ON_TEXT] = self.on_text
+
+    def on_text(self, hook: TextHook | None) -> None:
+        self.text_hook = hook
 
     def start_keepalive(self) -> None:
         # The handshake's response is written: its headers are needed no more.
         self.response = None  # type: ignore[assignment]
         super().start_keepalive()
 
+    def send_receive_event_to_app(self) -> None:
+        frames = self.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.frames = []
+        if self.close_sent:
+            # Past the application's close: discard it (uvicorn's own rule), so reading
+            # goes on until the peer's close arrives.
+            return
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        if self.curr_msg_data_type == "text":
+            hook = self.text_hook
+            if hook is not None and inbox.empty() and hook(data):
+                return
+            try:
+                inbox.put_nowait(data.decode())
+            except UnicodeDecodeError:
+                self.logger.info("invalid UTF-8 in a text frame")  # uvicorn's close: 1007
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        else:
+            inbox.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused and inbox.size > READ_AHEAD:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> Any:
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        item = await inbox.get()
+        if self.read_paused and inbox.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        if type(item) is str:
+            return {"type": "websocket.receive", "text": item}
+        return item
+
+    def handle_close(self, event: Any) -> None:
+        if not self.close_sent:
+            self._closed()
+        super().handle_close(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed()
+        super().connection_lost(exc)
+
+    def _closed(self) -> None:
+        hook, self.text_hook = self.text_hook, None
+        if hook is not None:
+            hook(None)
+
+
+#: What :class:`LeanWebSocketProtocol` reads or writes of uvicorn's protocol object.
+_ATTRIBUTES = frozenset(
+    ("queue", "writable", "response", "frames", "curr_msg_data_type", "read_paused", "close_sent")
+)
+_METHODS = (
+    "receive",
+    "send_receive_event_to_app",
+    "handle_connect",
+    "handle_close",
+    "connection_lost",
+    "handle_parser_exception",
+    "start_keepalive",
+)
+
+
+def _names_used(cls: type) -> set[str]:
+    """Every attribute name the functions of ``cls`` itself read or assign."""
+    names: set[str] = set()
+    for value in vars(cls).values():
+        code = getattr(value, "__code__", None)
+        if code is not None:
+            names.update(code.co_names)
+    return names
+
 
 def websocket_protocol() -> type[asyncio.Protocol]:
     """The protocol class to pass as uvicorn's ``ws``: the lean one, unless this uvicorn's
     class has changed the names it relies on."""
     base = WebSocketsSansIOProtocol
-    if callable(getattr(base, "start_keepalive", None)) and callable(
-        getattr(base, "receive", None)
-    ):
+    methods = all(callable(getattr(base, name, None)) for name in _METHODS)
+    if methods and _ATTRIBUTES.issubset(_names_used(base)):
         return LeanWebSocketProtocol
     return base

@@ -593,6 +593,20 @@ class Storage(Protocol):
         With ``epoch``: raises :class:`StaleEpoch` (deleting nothing) unless it is still
         the device's epoch (:meth:`claim_device`)."""
 
+    def ack_all_nowait(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> asyncio.Future[int]:
+        """:meth:`ack_all`, queued at once (call it from the event loop that opened the
+        storage): the future is done once the deletions are committed, or fails with the
+        same errors (:class:`StaleEpoch` included). Acks queued in one loop iteration, of
+        any devices, join one group commit, with no task each (the relay's streams); one
+        device's are committed in the order queued."""
+
     # -- connections (one stream per device, whichever process holds it)
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         """A new epoch for the device (a fencing token): the connection that took it is the

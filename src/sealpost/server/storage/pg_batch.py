@@ -199,9 +199,15 @@ class GroupCommit:
     async def ack_all(
         self, address: Address, message_ids: Sequence[bytes], epoch: int | None
     ) -> int:
+        return int(await self.ack_all_nowait(address, message_ids, epoch))
+
+    def ack_all_nowait(
+        self, address: Address, message_ids: Sequence[bytes], epoch: int | None
+    ) -> asyncio.Future[int]:
+        """:meth:`ack_all`, queued now."""
         future = self._future()
         self._submit(_Ack(address, message_ids, epoch, future))
-        return int(await future)
+        return future
 
     async def own(
         self,

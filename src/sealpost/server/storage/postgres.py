@@ -833,6 +833,16 @@ class PostgresStorage:
     ) -> int:
         return await self.writes.ack_all((account_id, device_id), message_ids, epoch)
 
+    def ack_all_nowait(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> asyncio.Future[int]:
+        return self.writes.ack_all_nowait((account_id, device_id), message_ids, epoch)
+
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         return await self._tx(lambda conn: claim_device(conn, account_id, device_id))
 

@@ -1402,8 +1402,20 @@ class SqliteStorage:
         *,
         epoch: int | None = None,
     ) -> int:
+        return await self.ack_all_nowait(account_id, device_id, message_ids, epoch=epoch)
+
+    def ack_all_nowait(
+        self,
+        account_id: bytes,
+        device_id: int,
+        message_ids: Sequence[bytes],
+        *,
+        epoch: int | None = None,
+    ) -> asyncio.Future[int]:
         if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
-            raise StaleEpoch("a newer connection of this device took over")
+            refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            refused.set_exception(StaleEpoch("a newer connection of this device took over"))
+            return refused
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.executemany(
@@ -1415,7 +1427,7 @@ class SqliteStorage:
             )
             return cur.rowcount
 
-        return await self._submit(op, ack=((account_id, device_id), message_ids))
+        return self._submit(op, ack=((account_id, device_id), message_ids))
 
     # ------------------------------------------------------------------ connections
 

@@ -1,0 +1,130 @@
+"""The acks of every ``/v1/stream`` connection, committed together.
+
+A device acks each message pushed to it (``{"type": "ack", "id": HEX}``), so acks are the
+most frequent frame a relay receives. With the load spread over many devices, each gets
+about one message per group commit, and an ack of its own would cost its own storage
+operation and task. :class:`AckCommitter` takes the acks every connection received in one
+event-loop iteration (from its text hook, :data:`~.ws_protocol.ON_TEXT`, or its reading
+task) and, once the iteration's callbacks have run, queues one
+:meth:`~.storage.base.Storage.ack_all_nowait` per device that has some: they join one
+group commit, with no task. What holds, as when each connection committed its own:
+
+- Each device's acks are checked against its connection's fence, the epoch it claimed
+  (:meth:`~.storage.base.Storage.claim_device`), or none once its client closed (the acks
+  it sent before are its own, whatever connection of it came since). A stale epoch fails
+  that connection alone (:meth:`Acking.ack_failed`: the stream closes it with 4409), as
+  does any other failure.
+- A connection's acks are committed in the order received, and :meth:`AckCommitter.drain`
+  commits those it holds and waits until all are: a connection that ends lets the acks it
+  received reach the database first.
+- A connection holds at most :data:`MAX_PENDING_ACKS` acks received and not yet committed:
+  past that its hook takes no more and its reader waits (:meth:`AckCommitter.room`), so a
+  client acking faster than the database commits is held back by the socket's reading,
+  not queued without end.
+- ``sealpost_messages_acked_total`` counts the acks committed, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Protocol
+
+from sealpost.server.fanout.base import DeviceAddress
+from sealpost.server.metrics import Metrics
+from sealpost.server.storage.base import Storage
+
+__all__ = ["MAX_PENDING_ACKS", "AckCommitter", "Acking"]
+
+#: Acks a connection may have received and not yet seen committed (about 100 bytes each
+#: while held); a device acks what it was pushed, at most a few hundred a commit.
+MAX_PENDING_ACKS = 1024
+
+
+class Acking(Protocol):
+    """What :class:`AckCommitter` reads and keeps on a connection (its ``__slots__``: a
+    server holds tens of thousands)."""
+
+    address: DeviceAddress | None  # None: no device's (never given to the committer)
+    fence: int | None  # the epoch acks are checked against; None: no check
+    acks: list[bytes]  # received, not yet queued to the storage
+    pending: int  # received, not yet committed (queued or not)
+    committing: asyncio.Future[int] | None  # the last queued to the storage, until done
+
+    def ack_failed(self, exc: BaseException) -> None:
+        """Committing some of its acks failed (:class:`~.storage.base.StaleEpoch`, or the
+        storage's own failure): those are lost and the connection must end."""
+
+
+class AckCommitter:
+    """Acks of all connections, queued to the storage once per event-loop iteration. One
+    per server process (its storage's event loop)."""
+
+    def __init__(self, storage: Storage, metrics: Metrics) -> None:
+        self._storage = storage
+        self._metrics = metrics
+        self._held: list[Acking] = []  # connections with acks not yet queued
+        self._scheduled = False
+
+    def add(self, conn: Acking, message_id: bytes) -> None:
+        """An ack ``conn`` received: queued to the storage at the end of this iteration."""
+        if not conn.acks:
+            self._held.append(conn)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        conn.acks.append(message_id)
+        conn.pending += 1
+
+    async def room(self, conn: Acking) -> None:
+        """Wait until ``conn`` holds fewer than :data:`MAX_PENDING_ACKS` uncommitted."""
+        while conn.pending >= MAX_PENDING_ACKS:
+            if conn.acks:
+                self._queue(conn)
+            future = conn.committing
+            if future is None:  # nothing left in flight: the count is settled
+                return
+            await asyncio.wait((future,))
+
+    async def drain(self, conn: Acking) -> None:
+        """Queue the acks ``conn`` holds now (with its fence as it is now) and wait until
+        all its acks are committed or failed (never raises)."""
+        if conn.acks:
+            self._queue(conn)
+        while (future := conn.committing) is not None:
+            await asyncio.wait((future,))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        held, self._held = self._held, []
+        for conn in held:
+            if conn.acks:
+                self._queue(conn)
+
+    def _queue(self, conn: Acking) -> None:
+        ids, conn.acks = conn.acks, []
+        assert conn.address is not None
+        account_id, device_id = conn.address
+        try:
+            future = self._storage.ack_all_nowait(account_id, device_id, ids, epoch=conn.fence)
+        except Exception as exc:  # the storage is not open (shutting down)
+            conn.pending -= len(ids)
+            conn.ack_failed(exc)
+            return
+        # A future already done (refused at once) must not hide one still in flight: the
+        # storage commits one device's acks in the order queued.
+        if conn.committing is None or not future.done():
+            conn.committing = future
+        future.add_done_callback(partial(self._committed, conn, len(ids)))
+
+    def _committed(self, conn: Acking, count: int, future: asyncio.Future[int]) -> None:
+        conn.pending -= count
+        if conn.committing is future:
+            conn.committing = None
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self._metrics.inc("sealpost_messages_acked_total", "messages acknowledged", count)
+        else:
+            conn.ack_failed(exc)
