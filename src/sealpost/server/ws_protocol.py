@@ -260,10 +260,11 @@ def _names_used(cls: type) -> set[str]:
     return names
 
 
-def websocket_protocol() -> type[asyncio.Protocol]:
+def websocket_protocol(
+    base: type[asyncio.Protocol] = WebSocketsSansIOProtocol,
+) -> type[asyncio.Protocol]:
     """The protocol class to pass as uvicorn's ``ws``: the lean one, unless this uvicorn's
-    class has changed the names it relies on."""
-    base = WebSocketsSansIOProtocol
+    class (``base``, for tests) has changed the names it relies on; then ``base``."""
     methods = all(callable(getattr(base, name, None)) for name in _METHODS)
     if methods and _ATTRIBUTES.issubset(_names_used(base)):
         return LeanWebSocketProtocol

@@ -1,0 +1,174 @@
+"""The process's ack collector (:mod:`sealpost.server.acks`) on every backend: the acks of
+many connections received in one event-loop iteration are one group commit; a stale epoch
+fails its own connection alone and deletes nothing of it; a connection that ends has what
+it holds committed with its fence as it is then; a connection past its bound of
+uncommitted acks waits for room; the metric counts what was committed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from sealpost.server.acks import MAX_PENDING_ACKS, AckCommitter
+from sealpost.server.fanout.base import DeviceAddress
+from sealpost.server.metrics import Metrics
+from sealpost.server.storage.base import (
+    AccountRecord,
+    DeviceRecord,
+    Envelope,
+    PreKeyUpload,
+    StaleEpoch,
+    Storage,
+)
+from sealpost.server.storage.postgres import PostgresStorage
+from sealpost.server.storage.sqlite import SqliteStorage
+from services import MakeStorage
+
+ACKED = "sealpost_messages_acked_total"
+
+
+class _Conn:
+    """A stream connection as the collector sees it (:class:`~.acks.Acking`)."""
+
+    def __init__(self, address: DeviceAddress, fence: int | None) -> None:
+        self.address: DeviceAddress | None = address
+        self.fence = fence
+        self.acks: list[bytes] = []
+        self.pending = 0
+        self.committing: asyncio.Future[int] | None = None
+        self.failures: list[BaseException] = []
+
+    def ack_failed(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+def _run(make: MakeStorage, body: object) -> None:
+    async def main() -> None:
+        storage = make()
+        await storage.open()
+        try:
+            await body(storage)  # type: ignore[operator]
+        finally:
+            await storage.close()
+
+    asyncio.run(main())
+
+
+async def _device_with_queue(storage: Storage, messages: int) -> tuple[DeviceAddress, list[bytes]]:
+    account_id = os.urandom(16)
+    await storage.create_account(
+        AccountRecord(account_id, account_id.hex()[:12], os.urandom(32), b"h" * 32, True, 0),
+        DeviceRecord(account_id, 1, b"cert-1", 0),
+        PreKeyUpload(),
+    )
+    for _ in range(messages):
+        await storage.enqueue(
+            [Envelope(os.urandom(16), account_id, 1, os.urandom(32))],
+            exempt={},
+            received_at=1,
+            expires_at=10**10,
+            max_depth=10_000,
+        )
+    queued = await storage.fetch(account_id, 1, after_seq=0, limit=10_000)
+    return (account_id, 1), [m.message_id for m in queued]
+
+
+def _commits(storage: Storage) -> int:
+    if isinstance(storage, SqliteStorage):
+        return storage.commits
+    assert isinstance(storage, PostgresStorage)
+    return storage.writes.batches
+
+
+def test_acks_of_many_connections_in_one_iteration_are_one_group_commit(
+    backend: MakeStorage,
+) -> None:
+    async def body(storage: Storage) -> None:
+        metrics = Metrics()
+        committer = AckCommitter(storage, metrics)
+        devices = [await _device_with_queue(storage, 2) for _ in range(20)]
+        conns = []
+        for address, _ids in devices:
+            conns.append(_Conn(address, await storage.claim_device(*address)))
+        before = _commits(storage)
+        for conn, (_address, ids) in zip(conns, devices, strict=True):
+            for message_id in ids:  # all in one iteration, as parsed from many sockets
+                committer.add(conn, message_id)
+        assert all(c.pending == 2 for c in conns)
+        await asyncio.sleep(0)  # the iteration ends: the collector queues them all
+        assert all(c.acks == [] and c.committing is not None for c in conns)
+        for conn in conns:
+            await committer.drain(conn)
+        assert _commits(storage) - before == 1
+        for conn, (address, _ids) in zip(conns, devices, strict=True):
+            assert conn.failures == [] and conn.pending == 0 and conn.committing is None
+            assert await storage.fetch(*address, after_seq=0, limit=10) == []
+        assert f"{ACKED}{{}} 40" in metrics.render()
+
+    _run(backend, body)
+
+
+def test_a_stale_epoch_fails_its_own_connection_alone(backend: MakeStorage) -> None:
+    async def body(storage: Storage) -> None:
+        metrics = Metrics()
+        committer = AckCommitter(storage, metrics)
+        (old_address, old_ids), (address, ids) = [
+            await _device_with_queue(storage, 1) for _ in range(2)
+        ]
+        displaced = _Conn(old_address, await storage.claim_device(*old_address))
+        await storage.claim_device(*old_address)  # a newer connection of that device
+        current = _Conn(address, await storage.claim_device(*address))
+        committer.add(displaced, old_ids[0])
+        committer.add(current, ids[0])
+        await committer.drain(displaced)
+        await committer.drain(current)
+        assert [type(e) for e in displaced.failures] == [StaleEpoch]
+        assert current.failures == []
+        assert [m.message_id for m in await storage.fetch(*old_address, after_seq=0, limit=9)] == (
+            old_ids
+        )
+        assert await storage.fetch(*address, after_seq=0, limit=9) == []
+        assert f"{ACKED}{{}} 1\n" in metrics.render()  # only what was committed
+
+    _run(backend, body)
+
+
+def test_what_a_connection_holds_when_it_ends_is_committed_with_its_fence_then(
+    backend: MakeStorage,
+) -> None:
+    """The client closed (its fence dropped) in the iteration that received its ack: the
+    ack is its own although a newer connection (on another process) claimed the device."""
+
+    async def body(storage: Storage) -> None:
+        committer = AckCommitter(storage, Metrics())
+        address, ids = await _device_with_queue(storage, 1)
+        conn = _Conn(address, await storage.claim_device(*address))
+        await storage.claim_device(*address)
+        committer.add(conn, ids[0])
+        conn.fence = None
+        await committer.drain(conn)  # before the iteration's end
+        assert conn.failures == []
+        assert await storage.fetch(*address, after_seq=0, limit=9) == []
+
+    _run(backend, body)
+
+
+def test_a_connection_past_its_bound_of_uncommitted_acks_waits_for_room(
+    backend: MakeStorage,
+) -> None:
+    async def body(storage: Storage) -> None:
+        committer = AckCommitter(storage, Metrics())
+        address, ids = await _device_with_queue(storage, 1)
+        conn = _Conn(address, await storage.claim_device(*address))
+        for _ in range(MAX_PENDING_ACKS):  # the same id again and again: still acks
+            committer.add(conn, ids[0])
+        assert conn.pending == MAX_PENDING_ACKS
+        waiting = asyncio.create_task(committer.room(conn))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # held until the commit
+        await asyncio.wait_for(waiting, 10)
+        assert conn.pending == 0 and conn.failures == []
+        await committer.room(conn)  # under the bound: no wait
+        assert await storage.fetch(*address, after_seq=0, limit=9) == []
+
+    _run(backend, body)
