@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from sealpost.server.acks import MAX_PENDING_ACKS, AckCommitter
 from sealpost.server.fanout.base import DeviceAddress
@@ -35,7 +36,7 @@ class _Conn:
         self.fence = fence
         self.acks: list[bytes] = []
         self.pending = 0
-        self.committing: asyncio.Future[int] | None = None
+        self.committing: asyncio.Future[Any] | None = None
         self.failures: list[BaseException] = []
 
     def ack_failed(self, exc: BaseException) -> None:
@@ -120,6 +121,8 @@ def test_a_stale_epoch_fails_its_own_connection_alone(backend: MakeStorage) -> N
         current = _Conn(address, await storage.claim_device(*address))
         committer.add(displaced, old_ids[0])
         committer.add(current, ids[0])
+        await asyncio.sleep(0)  # both queued by the collector, as one operation
+        assert displaced.committing is current.committing is not None
         await committer.drain(displaced)
         await committer.drain(current)
         assert [type(e) for e in displaced.failures] == [StaleEpoch]

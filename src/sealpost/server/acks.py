@@ -5,9 +5,10 @@ most frequent frame a relay receives. With the load spread over many devices, ea
 about one message per group commit, and an ack of its own would cost its own storage
 operation and task. :class:`AckCommitter` takes the acks every connection received in one
 event-loop iteration (from its text hook, :data:`~.ws_protocol.ON_TEXT`, or its reading
-task) and, once the iteration's callbacks have run, queues one
-:meth:`~.storage.base.Storage.ack_all_nowait` per device that has some: they join one
-group commit, with no task. What holds, as when each connection committed its own:
+task) and, once the iteration's callbacks have run, queues them all as one operation
+(:meth:`~.storage.base.Storage.ack_each_nowait`: in SQLite one statement over every
+device's rows) of the next group commit, with no task and one future. What holds, as when
+each connection committed its own:
 
 - Each device's acks are checked against its connection's fence, the epoch it claimed
   (:meth:`~.storage.base.Storage.claim_device`), or none once its client closed (the acks
@@ -27,12 +28,13 @@ group commit, with no task. What holds, as when each connection committed its ow
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from sealpost.server.fanout.base import DeviceAddress
 from sealpost.server.metrics import Metrics
-from sealpost.server.storage.base import Storage
+from sealpost.server.storage.base import DeviceAcks, StaleEpoch, Storage
 
 __all__ = ["MAX_PENDING_ACKS", "AckCommitter", "Acking"]
 
@@ -49,7 +51,7 @@ class Acking(Protocol):
     fence: int | None  # the epoch acks are checked against; None: no check
     acks: list[bytes]  # received, not yet queued to the storage
     pending: int  # received, not yet committed (queued or not)
-    committing: asyncio.Future[int] | None  # the last queued to the storage, until done
+    committing: asyncio.Future[Any] | None  # the last queued to the storage, until done
 
     def ack_failed(self, exc: BaseException) -> None:
         """Committing some of its acks failed (:class:`~.storage.base.StaleEpoch`, or the
@@ -80,7 +82,7 @@ class AckCommitter:
         """Wait until ``conn`` holds fewer than :data:`MAX_PENDING_ACKS` uncommitted."""
         while conn.pending >= MAX_PENDING_ACKS:
             if conn.acks:
-                self._queue(conn)
+                self._queue([conn])
             future = conn.committing
             if future is None:  # nothing left in flight: the count is settled
                 return
@@ -90,41 +92,56 @@ class AckCommitter:
         """Queue the acks ``conn`` holds now (with its fence as it is now) and wait until
         all its acks are committed or failed (never raises)."""
         if conn.acks:
-            self._queue(conn)
+            self._queue([conn])
         while (future := conn.committing) is not None:
             await asyncio.wait((future,))
 
     def _flush(self) -> None:
         self._scheduled = False
         held, self._held = self._held, []
-        for conn in held:
-            if conn.acks:
-                self._queue(conn)
+        self._queue([conn for conn in held if conn.acks])
 
-    def _queue(self, conn: Acking) -> None:
-        ids, conn.acks = conn.acks, []
-        assert conn.address is not None
-        account_id, device_id = conn.address
+    def _queue(self, conns: list[Acking]) -> None:
+        """Queue what ``conns`` hold (each once, each holding some) in one operation."""
+        if not conns:
+            return
+        batch: list[DeviceAcks] = []
+        counts: list[int] = []
+        for conn in conns:
+            ids, conn.acks = conn.acks, []
+            assert conn.address is not None
+            batch.append(DeviceAcks(*conn.address, ids, conn.fence))
+            counts.append(len(ids))
         try:
-            future = self._storage.ack_all_nowait(account_id, device_id, ids, epoch=conn.fence)
+            future = self._storage.ack_each_nowait(batch)
         except Exception as exc:  # the storage is not open (shutting down)
-            conn.pending -= len(ids)
-            conn.ack_failed(exc)
+            for conn, count in zip(conns, counts, strict=True):
+                conn.pending -= count
+                conn.ack_failed(exc)
             return
-        # A future already done (refused at once) must not hide one still in flight: the
-        # storage commits one device's acks in the order queued.
-        if conn.committing is None or not future.done():
+        for conn in conns:
             conn.committing = future
-        future.add_done_callback(partial(self._committed, conn, len(ids)))
+        future.add_done_callback(partial(self._committed, conns, counts))
 
-    def _committed(self, conn: Acking, count: int, future: asyncio.Future[int]) -> None:
-        conn.pending -= count
-        if conn.committing is future:
-            conn.committing = None
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            self._metrics.inc("sealpost_messages_acked_total", "messages acknowledged", count)
-        else:
-            conn.ack_failed(exc)
+    def _committed(
+        self,
+        conns: list[Acking],
+        counts: list[int],
+        future: asyncio.Future[list[StaleEpoch | None]],
+    ) -> None:
+        cancelled = future.cancelled()  # never by us: then only the counts are settled
+        failure = None if cancelled else future.exception()
+        outcomes: Sequence[BaseException | None] = (
+            future.result() if not cancelled and failure is None else [failure] * len(conns)
+        )
+        committed = 0
+        for conn, count, outcome in zip(conns, counts, outcomes, strict=True):
+            conn.pending -= count
+            if conn.committing is future:
+                conn.committing = None
+            if outcome is not None:
+                conn.ack_failed(outcome)
+            elif not cancelled:
+                committed += count
+        if committed:
+            self._metrics.inc("sealpost_messages_acked_total", "messages acknowledged", committed)

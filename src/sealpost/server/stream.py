@@ -211,7 +211,7 @@ class _Connection:
         self.fence: int | None = epoch
         self.acks: list[bytes] = []  # received, not yet queued to the storage
         self.pending = 0  # received, not yet committed
-        self.committing: asyncio.Future[int] | None = None
+        self.committing: asyncio.Future[Any] | None = None
         # Sends in flight, oldest first (at most MAX_IN_FLIGHT + 1: a list, 56 bytes empty
         # where a deque is 600; idle connections are the many).
         self.answers: list[tuple[int, asyncio.Future[int]]] = []

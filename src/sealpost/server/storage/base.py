@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sealpost.crypto.sign import SigningKey
 from sealpost.transparency.log import DELETION_ENTRY_TYPE, DeletionCause
@@ -49,6 +49,7 @@ __all__ = [
     "AttachmentQuotaFull",
     "AttachmentRecord",
     "BundleParts",
+    "DeviceAcks",
     "DeviceExists",
     "DeviceRecord",
     "DeviceRevoked",
@@ -81,6 +82,7 @@ __all__ = [
     "UnknownInvite",
     "UsernameQuarantined",
     "UsernameTaken",
+    "each_outcome",
 ]
 
 
@@ -96,6 +98,26 @@ class StorageUnavailable(Exception):
 
 class StaleEpoch(StorageError):
     """An ack from a connection that a newer connection of the same device replaced."""
+
+
+def each_outcome(each: Sequence[asyncio.Future[Any]]) -> asyncio.Future[list[StaleEpoch | None]]:
+    """For :meth:`Storage.ack_each_nowait` built of one future a device: done once they
+    all are, with each one's :class:`StaleEpoch` or ``None``; failed with the first other
+    error (the commit's)."""
+    outcome: asyncio.Future[list[StaleEpoch | None]] = asyncio.get_running_loop().create_future()
+
+    def done(gathered: asyncio.Future[list[Any]]) -> None:
+        if outcome.done():
+            return
+        results = gathered.result()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, StaleEpoch):
+                outcome.set_exception(result)
+                return
+        outcome.set_result([r if isinstance(r, StaleEpoch) else None for r in results])
+
+    asyncio.gather(*each, return_exceptions=True).add_done_callback(done)
+    return outcome
 
 
 class UsernameTaken(StorageError):
@@ -182,6 +204,16 @@ class DeviceRecord:
     device_id: int
     certificate: bytes  # wire bytes of the AIK-signed DeviceCertificate
     registered: int
+
+
+class DeviceAcks(NamedTuple):
+    """The acks of one device's connection (:meth:`Storage.ack_each_nowait`); with
+    ``epoch``, refused unless it is still the device's (:meth:`Storage.claim_device`)."""
+
+    account_id: bytes
+    device_id: int
+    message_ids: Sequence[bytes]
+    epoch: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,19 +625,15 @@ class Storage(Protocol):
         With ``epoch``: raises :class:`StaleEpoch` (deleting nothing) unless it is still
         the device's epoch (:meth:`claim_device`)."""
 
-    def ack_all_nowait(
-        self,
-        account_id: bytes,
-        device_id: int,
-        message_ids: Sequence[bytes],
-        *,
-        epoch: int | None = None,
-    ) -> asyncio.Future[int]:
-        """:meth:`ack_all`, queued at once (call it from the event loop that opened the
-        storage): the future is done once the deletions are committed, or fails with the
-        same errors (:class:`StaleEpoch` included). Acks queued in one loop iteration, of
-        any devices, join one group commit, with no task each (the relay's streams); one
-        device's are committed in the order queued."""
+    def ack_each_nowait(
+        self, acks: Sequence[DeviceAcks]
+    ) -> asyncio.Future[list[StaleEpoch | None]]:
+        """:meth:`ack_all` of each device's acks, queued at once, together (call it from
+        the event loop that opened the storage; the relay's streams: every device's acks
+        received in one loop iteration, with no task each): the future is done once they
+        are committed, with each device's outcome in the order given, ``None`` or the
+        :class:`StaleEpoch` that refused it (deleting nothing of it); it fails whole if the
+        commit does. One device's acks queued one after another are committed in order."""
 
     # -- connections (one stream per device, whichever process holds it)
     async def claim_device(self, account_id: bytes, device_id: int) -> int:

@@ -44,6 +44,7 @@ from sealpost.server.storage.base import (
     AttachmentQuotaFull,
     AttachmentRecord,
     BundleParts,
+    DeviceAcks,
     DeviceRecord,
     DeviceRevoked,
     Envelope,
@@ -61,6 +62,7 @@ from sealpost.server.storage.base import (
     Removal,
     RemovedAccount,
     SharedEnvelope,
+    StaleEpoch,
     StorageStats,
     StorageUnavailable,
     TooManyDevices,
@@ -69,6 +71,7 @@ from sealpost.server.storage.base import (
     UnknownInvite,
     UsernameQuarantined,
     UsernameTaken,
+    each_outcome,
 )
 from sealpost.server.storage.invites import admits
 from sealpost.server.storage.pg_batch import GroupCommit
@@ -833,15 +836,13 @@ class PostgresStorage:
     ) -> int:
         return await self.writes.ack_all((account_id, device_id), message_ids, epoch)
 
-    def ack_all_nowait(
-        self,
-        account_id: bytes,
-        device_id: int,
-        message_ids: Sequence[bytes],
-        *,
-        epoch: int | None = None,
-    ) -> asyncio.Future[int]:
-        return self.writes.ack_all_nowait((account_id, device_id), message_ids, epoch)
+    def ack_each_nowait(
+        self, acks: Sequence[DeviceAcks]
+    ) -> asyncio.Future[list[StaleEpoch | None]]:
+        # One operation each, all in the next batch's one statement (.pg_batch).
+        return each_outcome(
+            [self.writes.ack_all_nowait((a, d), ids, epoch) for a, d, ids, epoch in acks]
+        )
 
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         return await self._tx(lambda conn: claim_device(conn, account_id, device_id))

@@ -75,6 +75,7 @@ from sealpost.server.storage.base import (
     AttachmentQuotaFull,
     AttachmentRecord,
     BundleParts,
+    DeviceAcks,
     DeviceExists,
     DeviceRecord,
     DeviceRevoked,
@@ -104,6 +105,7 @@ from sealpost.server.storage.base import (
     UnknownInvite,
     UsernameQuarantined,
     UsernameTaken,
+    each_outcome,
 )
 from sealpost.server.storage.invites import admits
 from sealpost.server.storage.sqlite_bulk import AckRow, QueueRow
@@ -1402,32 +1404,43 @@ class SqliteStorage:
         *,
         epoch: int | None = None,
     ) -> int:
-        return await self.ack_all_nowait(account_id, device_id, message_ids, epoch=epoch)
-
-    def ack_all_nowait(
-        self,
-        account_id: bytes,
-        device_id: int,
-        message_ids: Sequence[bytes],
-        *,
-        epoch: int | None = None,
-    ) -> asyncio.Future[int]:
         if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
-            refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            refused.set_exception(StaleEpoch("a newer connection of this device took over"))
-            return refused
+            raise StaleEpoch("a newer connection of this device took over")
+        address = (account_id, device_id)
+        return await self._submit(self._ack_op(address, message_ids), ack=(address, message_ids))
+
+    def ack_each_nowait(
+        self, acks: Sequence[DeviceAcks]
+    ) -> asyncio.Future[list[StaleEpoch | None]]:
+        # An operation a device, each marked as an ack (so that a batch of sends and acks
+        # still runs in bulk, .sqlite_bulk); a stale one refused at once.
+        loop = asyncio.get_running_loop()
+        each: list[asyncio.Future[Any]] = []
+        for account_id, device_id, message_ids, epoch in acks:
+            if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
+                refused: asyncio.Future[Any] = loop.create_future()
+                refused.set_exception(StaleEpoch("a newer connection of this device took over"))
+                each.append(refused)
+                continue
+            address = (account_id, device_id)
+            op = self._ack_op(address, message_ids)
+            each.append(self._submit(op, ack=(address, message_ids)))
+        return each_outcome(each)
+
+    def _ack_op(
+        self, address: tuple[bytes, int], message_ids: Sequence[bytes]
+    ) -> Callable[[sqlite3.Connection], int]:
+        account_id, device_id = address
 
         def op(conn: sqlite3.Connection) -> int:
             cur = conn.executemany(
                 "DELETE FROM queue WHERE message_id = ? AND account_id = ? AND device_id = ?",
                 [(message_id, account_id, device_id) for message_id in message_ids],
             )
-            self._effects.append(
-                partial(self._tails.removed, (account_id, device_id), list(message_ids))
-            )
+            self._effects.append(partial(self._tails.removed, address, list(message_ids)))
             return cur.rowcount
 
-        return self._submit(op, ack=((account_id, device_id), message_ids))
+        return op
 
     # ------------------------------------------------------------------ connections
 
