@@ -5,10 +5,11 @@ most frequent frame a relay receives. With the load spread over many devices, ea
 about one message per group commit, and an ack of its own would cost its own storage
 operation and task. :class:`AckCommitter` takes the acks every connection received in one
 event-loop iteration (from its text hook, :data:`~.ws_protocol.ON_TEXT`, or its reading
-task) and, once the iteration's callbacks have run, queues them all as one operation
-(:meth:`~.storage.base.Storage.ack_each_nowait`: in SQLite one statement over every
-device's rows) of the next group commit, with no task and one future. What holds, as when
-each connection committed its own:
+task) and, once the iteration's callbacks have run, queues them all at once
+(:meth:`~.storage.base.Storage.ack_each_nowait`) to the next group commit, which deletes
+them together (SQLite's bulk batch and PostgreSQL's batch statement: one ``DELETE``), with
+no task and one future for them all. What holds, as when each connection committed its
+own:
 
 - Each device's acks are checked against its connection's fence, the epoch it claimed
   (:meth:`~.storage.base.Storage.claim_device`), or none once its client closed (the acks
