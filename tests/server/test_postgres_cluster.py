@@ -140,7 +140,7 @@ async def _account_at(storage: PostgresStorage, index: int) -> bytes:
 
 def test_migrations_run_once_and_a_newer_schema_is_refused(dsn: str) -> None:
     async def main() -> None:
-        assert await migrate(dsn) == [1, 2, 3, 4, 5]
+        assert await migrate(dsn) == [1, 2, 3, 4, 5, 6]
         assert await migrate(dsn) == []
         conn = await asyncpg.connect(dsn)
         try:

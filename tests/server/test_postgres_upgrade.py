@@ -4,10 +4,16 @@ functions every send goes through): the old messages are delivered in the order 
 queued, and after them the new ones; acks, epochs, quotas, shared bodies and idempotent
 sends work on the rows written before the upgrade.
 
-The version-4 database is made by this code with :data:`~.pg_schema.MIGRATIONS` cut at 4:
-what writes a queue is the database's own functions (the version-4 ones then), so its rows
-are what a version-4 server wrote. Released migrations are never edited, so the cut is
-that schema."""
+A database of version 5 with a device connected (its epoch claimed) is upgraded to fence
+sends (migration 6, a new ``sealpost_batch`` overload): the connection from before the
+upgrade sends on until a newer one claims the device, and then is refused; a process of
+version 5 still running meanwhile (the 14-argument ``sealpost_batch``) still stores.
+
+The old databases are made by this code with :data:`~.pg_schema.MIGRATIONS` cut at 4 or
+5: what writes a queue is the database's own functions (the old ones then), called as the
+old server called them (:func:`_old_batch`: the 14-argument ``sealpost_batch`` of
+migrations 4 and 5, which this server no longer calls), so its rows are what an old
+server wrote. Released migrations are never edited, so the cut is that schema."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from sealpost.protocol.send_id import queued_message_id
 from sealpost.server.storage import pg_cluster
 from sealpost.server.storage.base import (
     Envelope,
+    Fence,
     QueueFull,
     SharedEnvelope,
     StaleEpoch,
@@ -48,6 +55,30 @@ def _send(
     return storage.enqueue_nowait(
         envelopes, exempt={}, received_at=5, expires_at=10**12, max_depth=depth
     )
+
+
+async def _old_batch(storage: PostgresStorage, envelopes: list[Envelope]) -> list[int]:
+    """Queue envelopes as a server of version 4 or 5 did: one call of the 14-argument
+    ``sealpost_batch`` (one batch, one transaction; no fence); their sequence numbers."""
+    pool = storage._pool
+    assert pool is not None
+    n = len(envelopes)
+    record = await pool.fetchrow(
+        "SELECT status, seqs FROM sealpost_batch($1::bytea[], $2::bigint[], $3::bytea[],"
+        " $4::bytea[], $5::int[], $6::bigint[], $7::bigint[], $8::int, $9::bigint,"
+        " '{}'::int[], '{}'::bytea[], '{}'::bigint[], '{}'::bytea[], '{}'::bigint[])",
+        [e.account_id for e in envelopes],
+        [e.device_id for e in envelopes],
+        [e.message_id for e in envelopes],
+        [e.body for e in envelopes],
+        [len(e.body) for e in envelopes],
+        [5] * n,
+        [10**12] * n,
+        100,
+        0,
+    )
+    assert record["status"] == 0
+    return list(record["seqs"])
 
 
 def _multi(storage: PostgresStorage, shared: list[SharedEnvelope]) -> asyncio.Future[int]:
@@ -97,10 +128,9 @@ def test_a_version_4_database_with_messages_queued_is_upgraded(
                 to_a = [[_env(a, 1), _env(a, 2)] for _ in range(4)]
                 to_b = [[_env(b)] for _ in range(4)]
                 shared = [SharedEnvelope(os.urandom(16), x, d) for x, d in ((a, 1), (a, 2), (b, 1))]
-                sends = [_send(storage, s) for s in to_a[:2] + to_b[:2]]  # one batch
-                sends.append(_multi(storage, shared))
-                sends += [_send(storage, s) for s in to_a[2:] + to_b[2:]]
-                await asyncio.gather(*sends)
+                await _old_batch(storage, [e for s in to_a[:2] + to_b[:2] for e in s])
+                await _multi(storage, shared)  # sealpost_enqueue: called as version 4 did
+                await _old_batch(storage, [e for s in to_a[2:] + to_b[2:] for e in s])
                 epoch = await storage.claim_device(b, 1)  # b's connection before the upgrade
             finally:
                 await storage.close()
@@ -178,6 +208,85 @@ def test_a_version_4_database_with_messages_queued_is_upgraded(
         finally:
             await storage.close()
         # the counts kept per device are what the queue holds
+        for depth_kept, bytes_kept, rows, sizes in (await _queues(dsn)).values():
+            assert (depth_kept, bytes_kept) == (rows, sizes)
+
+    asyncio.run(upgraded())
+
+
+@pytest.mark.parametrize("solo", [False, True])
+def test_a_version_5_database_is_upgraded_to_fence_sends(
+    dsn: str, solo: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device 1 of account a is connected before the upgrade (its epoch claimed at version
+    5) and sends its copies to device 2. After the upgrade its sends carrying that epoch
+    are stored, in order after the old ones, until a newer connection claims the device:
+    then they raise StaleEpoch and store nothing, and the new connection's are stored.
+    A version-5 process still running calls the 14-argument sealpost_batch, which stays
+    and still stores (unfenced, as version 5 did)."""
+
+    async def at_version_5() -> tuple[bytes, list[Envelope], int]:
+        with monkeypatch.context() as patch:
+            patch.setattr(pg_cluster, "MIGRATIONS", MIGRATIONS[:5])
+            storage = PostgresStorage(dsn, solo=False)
+            await storage.open()
+            try:
+                a = await _account(storage, devices=2)
+                epoch = await storage.claim_device(a, 1)
+                old = [_env(a, 2) for _ in range(3)]
+                assert await _old_batch(storage, old) == [1, 2, 3]
+            finally:
+                await storage.close()
+        versions = await _scalar(
+            dsn, "SELECT array_agg(version ORDER BY version) FROM schema_migrations"
+        )
+        assert versions == [1, 2, 3, 4, 5]
+        return a, old, epoch
+
+    async def upgraded() -> None:
+        a, old, epoch = await at_version_5()
+        storage = PostgresStorage(dsn, solo=solo)
+        await storage.open()
+        try:
+            versions = await _scalar(
+                dsn, "SELECT array_agg(version ORDER BY version) FROM schema_migrations"
+            )
+            assert versions == [v for v, _ in MIGRATIONS] and 6 in versions
+
+            def send(env: Envelope, fence: Fence) -> asyncio.Future[int]:
+                return storage.enqueue_nowait(
+                    [env],
+                    exempt={a: 1},
+                    received_at=5,
+                    expires_at=10**12,
+                    max_depth=100,
+                    fence=fence,
+                )
+
+            # the connection from before the upgrade is still the device's: it sends on
+            first = _env(a, 2)
+            assert await send(first, Fence(a, 1, epoch)) == 1
+            # a newer connection claims the device: the old one's sends are refused
+            new_epoch = await storage.claim_device(a, 1)
+            assert new_epoch == epoch + 1
+            refused = _env(a, 2)
+            with pytest.raises(StaleEpoch):
+                await send(refused, Fence(a, 1, epoch))
+            newer = _env(a, 2)
+            assert await send(newer, Fence(a, 1, new_epoch)) == 1
+            # a version-5 process still running stores through the old function
+            from_old_process = _env(a, 2)
+            assert await _old_batch(storage, [from_old_process]) == [6]
+            queued = await storage.fetch(a, 2, after_seq=0, limit=100)
+            assert [m.message_id for m in queued] == [
+                *(e.message_id for e in old),
+                first.message_id,
+                newer.message_id,
+                from_old_process.message_id,
+            ]
+            assert [m.seq for m in queued] == [1, 2, 3, 4, 5, 6]
+        finally:
+            await storage.close()
         for depth_kept, bytes_kept, rows, sizes in (await _queues(dsn)).values():
             assert (depth_kept, bytes_kept) == (rows, sizes)
 

@@ -9,6 +9,10 @@ implement the same methods with the same guarantees:
 - a method that returns has committed durably (``enqueue`` returning is what lets the server
   acknowledge a send);
 - a method that raises a :class:`StorageError` has changed nothing;
+- a send fenced with its connection's epoch (``fence``, a :class:`Fence`) is stored only if
+  that epoch is still the sending device's (:meth:`Storage.claim_device`), checked in the
+  transaction that would store it: a send of a connection that a newer one of the same
+  device replaced, on any process, raises :class:`StaleEpoch` and stores nothing;
 - an enqueue is idempotent on message ids: an envelope whose message id is already queued
   (a resend after a lost answer; message ids derived from a send id name one device) is
   stored nothing again, counts against no quota and does not fail the send (the enqueue
@@ -54,6 +58,7 @@ __all__ = [
     "DeviceRecord",
     "DeviceRevoked",
     "Envelope",
+    "Fence",
     "InviteRecord",
     "InviteRefused",
     "InviteUse",
@@ -97,7 +102,8 @@ class StorageUnavailable(Exception):
 
 
 class StaleEpoch(StorageError):
-    """An ack from a connection that a newer connection of the same device replaced."""
+    """An ack or a send from a connection that a newer connection of the same device
+    replaced."""
 
 
 def each_outcome(each: Sequence[asyncio.Future[Any]]) -> asyncio.Future[list[StaleEpoch | None]]:
@@ -253,6 +259,16 @@ class Envelope:
     account_id: bytes
     device_id: int
     body: bytes
+
+
+class Fence(NamedTuple):
+    """The connection a send came on: its device and the epoch it took
+    (:meth:`Storage.claim_device`). Only a device's own stream has one; sealed sends and
+    HTTP sends carry none."""
+
+    account_id: bytes
+    device_id: int
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,6 +560,7 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> int:
         """Store ``envelopes`` durably, all or none, once every destination account is named
         with exactly all its devices (less the one ``exempt`` names for that account: an
@@ -551,7 +568,11 @@ class Storage(Protocol):
         message id was queued already). Raises :class:`UnknownAccount`,
         :class:`MismatchedDevices` or :class:`QueueFull` (a destination device would hold
         more than ``max_depth`` messages or, unless ``max_bytes`` is 0, more than
-        ``max_bytes`` bytes of bodies)."""
+        ``max_bytes`` bytes of bodies). With ``fence``: raises :class:`StaleEpoch`
+        (storing nothing) unless ``fence.epoch`` is still the device's epoch when the
+        send is stored, in its place among the writes (a :meth:`claim_device` that
+        returned before the send is stored fences it off, even one that came after the
+        send was queued)."""
 
     def enqueue_nowait(
         self,
@@ -562,6 +583,7 @@ class Storage(Protocol):
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> asyncio.Future[int]:
         """:meth:`enqueue`, queued at once (call it from the event loop that opened the
         storage): the future is done once the envelopes are durable (with the number stored
@@ -596,8 +618,9 @@ class Storage(Protocol):
         message (own id, own ``prefix``) that :meth:`fetch` returns as ``prefix + body``;
         acking, purging or removing the device deletes that message, and the last one
         gone deletes the body in the same transaction. The same checks, errors and
-        all-or-none guarantee as :meth:`enqueue` (no ``exempt``: sealed sends only); a
-        device's queue bytes count ``len(prefix) + len(body)``."""
+        all-or-none guarantee as :meth:`enqueue` (no ``exempt`` and no ``fence``: sealed
+        sends only, which come on no device's connection); a device's queue bytes count
+        ``len(prefix) + len(body)``."""
 
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
@@ -638,7 +661,7 @@ class Storage(Protocol):
     # -- connections (one stream per device, whichever process holds it)
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         """A new epoch for the device (a fencing token): the connection that took it is the
-        device's only one; acks carrying an older epoch are refused."""
+        device's only one; acks and sends carrying an older epoch are refused."""
 
     def leader(self) -> bool:
         """Whether this process runs the jobs one process runs: signing tree heads and

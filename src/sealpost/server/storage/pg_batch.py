@@ -25,7 +25,9 @@ The guarantees of :mod:`.base` hold per operation:
 - a send is answered with the number of its envelopes stored anew (an envelope whose
   message is queued already gets sequence number 0 and is not counted);
 - an ack whose epoch is stale deletes nothing (:class:`~.base.StaleEpoch`) while the
-  others of the batch are applied;
+  others of the batch are applied; so does a send whose fence is stale (migration 6: the
+  sender's ``device_queues`` row is locked in the batch's sorted pass and its epoch read
+  there), which stores nothing and counts against no quota;
 - if the database fails, every operation of the batch fails with it; a deadlock or
   serialization failure (the batch was rolled back whole) runs the batch again.
 
@@ -45,7 +47,13 @@ from typing import Any, Final, TypeAlias
 
 import asyncpg
 
-from sealpost.server.storage.base import Envelope, QueuedMessage, StaleEpoch, StorageError
+from sealpost.server.storage.base import (
+    Envelope,
+    Fence,
+    QueuedMessage,
+    StaleEpoch,
+    StorageError,
+)
 from sealpost.server.storage.pg_queue import (
     Address,
     ack_all,
@@ -71,6 +79,7 @@ class _Send:
         "envelopes",
         "exempt",
         "expires_at",
+        "fence",
         "future",
         "max_bytes",
         "max_depth",
@@ -85,6 +94,7 @@ class _Send:
         expires_at: int,
         max_depth: int,
         max_bytes: int,
+        fence: Fence | None,
         future: asyncio.Future[Any],
     ) -> None:
         self.envelopes = envelopes
@@ -93,6 +103,7 @@ class _Send:
         self.expires_at = expires_at
         self.max_depth = max_depth
         self.max_bytes = max_bytes
+        self.fence = fence
         self.future = future
 
     async def alone(self, conn: Conn) -> int:
@@ -104,6 +115,7 @@ class _Send:
             expires_at=self.expires_at,
             max_depth=self.max_depth,
             max_bytes=self.max_bytes,
+            fence=self.fence,
         )
 
 
@@ -187,12 +199,14 @@ class GroupCommit:
         expires_at: int,
         max_depth: int,
         max_bytes: int,
+        fence: Fence | None = None,
     ) -> asyncio.Future[int]:
         """Queue a send now; its future is done once committed, with the number of its
-        envelopes stored anew (not queued already)."""
+        envelopes stored anew (not queued already), or fails with :class:`StaleEpoch` if
+        ``fence`` is not its device's epoch then."""
         future = self._future()
         self._submit(
-            _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, future)
+            _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence, future)
         )
         return future
 
@@ -346,8 +360,8 @@ async def _statement(
         sends = kept
     for i, _ in sends:
         results[i] = (0, None)  # envelopes stored anew, counted below
-    rows: list[tuple[int, Envelope, int, int]] = [
-        (i, e, op.received_at, op.expires_at) for i, op in sends for e in op.envelopes
+    rows: list[tuple[int, Envelope, int, int, Fence | None]] = [
+        (i, e, op.received_at, op.expires_at, op.fence) for i, op in sends for e in op.envelopes
     ]
     depth = min((op.max_depth for _, op in sends), default=0)
     byte_limits = [op.max_bytes for _, op in sends if op.max_bytes]
@@ -360,8 +374,9 @@ async def _statement(
         return answers, [], []
     record = await conn.fetchrow(
         "SELECT * FROM sealpost_batch($1::bytea[], $2::bigint[], $3::bytea[], $4::bytea[],"
-        " $5::int[], $6::bigint[], $7::bigint[], $8::int, $9::bigint,"
-        " $10::int[], $11::bytea[], $12::bigint[], $13::bytea[], $14::bigint[])",
+        " $5::int[], $6::bigint[], $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[],"
+        " $11::int, $12::bigint,"
+        " $13::int[], $14::bytea[], $15::bigint[], $16::bytea[], $17::bigint[])",
         [r[1].account_id for r in rows],
         [r[1].device_id for r in rows],
         [r[1].message_id for r in rows],
@@ -369,6 +384,9 @@ async def _statement(
         [len(r[1].body) for r in rows],
         [r[2] for r in rows],
         [r[3] for r in rows],
+        [None if r[4] is None else r[4].account_id for r in rows],
+        [None if r[4] is None else r[4].device_id for r in rows],
+        [None if r[4] is None else r[4].epoch for r in rows],
         depth,
         min(byte_limits, default=0),
         [i for i, _, _ in ack_rows],
@@ -380,8 +398,10 @@ async def _statement(
     if record["status"] != 0:
         return None
     added = []
-    for (i, e, received_at, _), seq in zip(rows, record["seqs"], strict=True):
-        if seq:  # 0: a resend of a message still queued, stored once (migration 5)
+    for (i, e, received_at, _, _), seq in zip(rows, record["seqs"], strict=True):
+        if seq < 0:  # the send's fence is stale (migration 6): each of its rows says so
+            results[i] = (None, StaleEpoch("a newer connection of this device took over"))
+        elif seq:  # 0: a resend of a message still queued, stored once (migration 5)
             added.append(
                 ((e.account_id, e.device_id), QueuedMessage(e.message_id, seq, e.body, received_at))
             )

@@ -20,6 +20,7 @@ import asyncpg
 
 from sealpost.server.storage.base import (
     Envelope,
+    Fence,
     MismatchedDevices,
     QueuedMessage,
     QueueFull,
@@ -176,27 +177,36 @@ async def enqueue(
     expires_at: int,
     max_depth: int,
     max_bytes: int,
+    fence: Fence | None = None,
 ) -> int:
     """Queue one send in one statement: ``sealpost_batch`` (:mod:`.pg_schema`) with this
-    send alone, which gives an envelope whose message is queued already sequence number 0;
-    how many were stored anew."""
+    send alone, which gives an envelope whose message is queued already sequence number 0,
+    and those of a send whose ``fence`` is stale -1; how many were stored anew."""
     await _check_devices(conn, envelopes, exempt)
+    n = len(envelopes)
     record = await conn.fetchrow(
         "SELECT status, seqs FROM sealpost_batch($1::bytea[], $2::bigint[], $3::bytea[],"
-        " $4::bytea[], $5::int[], $6::bigint[], $7::bigint[], $8::int, $9::bigint,"
+        " $4::bytea[], $5::int[], $6::bigint[], $7::bigint[], $8::bytea[], $9::bigint[],"
+        " $10::bigint[], $11::int, $12::bigint,"
         " '{}'::int[], '{}'::bytea[], '{}'::bigint[], '{}'::bytea[], '{}'::bigint[])",
         [e.account_id for e in envelopes],
         [e.device_id for e in envelopes],
         [e.message_id for e in envelopes],
         [e.body for e in envelopes],
         [len(e.body) for e in envelopes],
-        [received_at] * len(envelopes),
-        [expires_at] * len(envelopes),
+        [received_at] * n,
+        [expires_at] * n,
+        [None if fence is None else fence.account_id] * n,
+        [None if fence is None else fence.device_id] * n,
+        [None if fence is None else fence.epoch] * n,
         max_depth,
         max_bytes,
     )
     _raise_refusal(record["status"], [(e.account_id, e.device_id) for e in envelopes])
-    return sum(1 for seq in record["seqs"] if seq)
+    seqs = record["seqs"]
+    if seqs and seqs[0] < 0:
+        raise StaleEpoch("a newer connection of this device took over")
+    return sum(1 for seq in seqs if seq)
 
 
 async def enqueue_shared(

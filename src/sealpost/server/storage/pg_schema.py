@@ -477,6 +477,106 @@ BEGIN
 END $$;
 """
 
+#: 6: sends are fenced as acks are (issue 16): a send on a device's ``/v1/stream`` carries
+#: that connection's epoch, and ``sealpost_batch`` stores it only if the epoch is still the
+#: sending device's, checked in the batch's own transaction after the sender's
+#: ``device_queues`` row is locked with the others (one sorted pass), so a
+#: :func:`~.pg_queue.claim_device` that committed first is seen, and one that comes later
+#: waits for the batch. A stale send is left out of the batch (``seqs``: -1 for each of its
+#: envelopes, which count against no quota and make no message id seen) and the others are
+#: stored. The epoch is read from the row the batch locks by its primary key: no index.
+#: A new overload with three more arrays (CREATE OR REPLACE cannot add arguments), so the
+#: 14-argument one stays, unchanged, for a process of the previous version still running
+#: while another upgrades (its sends unfenced, as before).
+_V6: Final = """
+-- fa, fd, fe: per queue row, the sending device (account, device) and the epoch of the
+-- connection the send came on, or NULLs for a send with no connection (sealed, HTTP).
+CREATE FUNCTION sealpost_batch(
+    a bytea[], d bigint[], m bytea[], b bytea[], sz integer[], rcv bigint[], xp bigint[],
+    fa bytea[], fd bigint[], fe bigint[],
+    max_depth integer, max_bytes bigint,
+    ack_op integer[], ack_a bytea[], ack_d bigint[], ack_m bytea[], ack_ep bigint[],
+    OUT status integer, OUT seqs bigint[], OUT stale integer[], OUT acked integer[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    n_missing integer;
+    n_full integer;
+    fenced integer[];
+    keep boolean[];
+BEGIN
+    PERFORM 1 FROM device_queues q
+        JOIN (SELECT x.a, x.d FROM unnest(a, d) AS x(a, d)
+              UNION SELECT f.a, f.d FROM unnest(fa, fd) AS f(a, d) WHERE f.a IS NOT NULL
+              UNION SELECT y.a, y.d FROM unnest(ack_a, ack_d) AS y(a, d)) v
+        ON q.account_id = v.a AND q.device_id = v.d
+        ORDER BY q.account_id, q.device_id FOR UPDATE OF q;
+    -- The rows of sends whose epoch is not their sender's (or whose sender is gone).
+    SELECT COALESCE(array_agg(f.i), '{}') INTO fenced
+        FROM unnest(fa, fd, fe) WITH ORDINALITY AS f(a, d, e, i)
+        LEFT JOIN device_queues q ON q.account_id = f.a AND q.device_id = f.d
+        WHERE f.e IS NOT NULL AND q.epoch IS DISTINCT FROM f.e;
+    SELECT COALESCE(array_agg(k.i <> ALL (fenced) AND k.fresh ORDER BY k.i), '{}') INTO keep
+        FROM (SELECT x.i, x.i = min(x.i) FILTER (WHERE x.i <> ALL (fenced))
+                                OVER (PARTITION BY x.m)
+                          AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = x.m)
+                          AS fresh
+              FROM unnest(m) WITH ORDINALITY AS x(m, i)) k;
+    SELECT count(*) FILTER (WHERE q.account_id IS NULL),
+           count(*) FILTER (WHERE q.depth + v.n > max_depth
+                            OR (max_bytes > 0 AND q.bytes + v.s > max_bytes))
+        INTO n_missing, n_full
+        FROM (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+              FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k GROUP BY x.a, x.d) v
+        LEFT JOIN device_queues q ON q.account_id = v.a AND q.device_id = v.d;
+    seqs := '{}';
+    stale := '{}';
+    acked := '{}';
+    IF n_missing > 0 THEN status := 1; RETURN; END IF;
+    IF n_full > 0 THEN status := 2; RETURN; END IF;
+    status := 0;
+    IF cardinality(a) > 0 THEN
+        WITH v AS (SELECT x.a, x.d, count(*) AS n, sum(x.s) AS s
+                   FROM unnest(a, d, sz, keep) AS x(a, d, s, k) WHERE x.k
+                   GROUP BY x.a, x.d),
+             upd AS (UPDATE device_queues q
+                     SET last_seq = q.last_seq + v.n, depth = q.depth + v.n,
+                         bytes = q.bytes + v.s
+                     FROM v WHERE q.account_id = v.a AND q.device_id = v.d
+                     RETURNING q.account_id, q.device_id, q.last_seq - v.n AS base),
+             r AS (SELECT x.*, upd.base + row_number()
+                              OVER (PARTITION BY x.a, x.d ORDER BY x.i) AS seq
+                   FROM unnest(a, d, m, b, sz, rcv, xp, keep) WITH ORDINALITY
+                        AS x(a, d, m, b, s, rc, ex, k, i)
+                   JOIN upd ON upd.account_id = x.a AND upd.device_id = x.d
+                   WHERE x.k),
+             ins AS (INSERT INTO queue (account_id, device_id, seq, message_id, body, size,
+                                        received_at, expires_at)
+                     SELECT r.a, r.d, r.seq, r.m, r.b, r.s, r.rc, r.ex FROM r)
+        SELECT array_agg(CASE WHEN o.i = ANY (fenced) THEN -1 ELSE COALESCE(r.seq, 0) END
+                         ORDER BY o.i) INTO seqs
+            FROM generate_subscripts(a, 1) AS o(i) LEFT JOIN r ON r.i = o.i;
+    END IF;
+    IF cardinality(ack_op) > 0 THEN
+        SELECT COALESCE(array_agg(DISTINCT y.o), '{}') INTO stale
+            FROM unnest(ack_op, ack_a, ack_d, ack_ep) AS y(o, a, d, e)
+            JOIN device_queues q ON q.account_id = y.a AND q.device_id = y.d
+            WHERE y.e IS NOT NULL AND q.epoch <> y.e;
+        WITH gone AS (DELETE FROM queue q
+                      USING unnest(ack_op, ack_a, ack_d, ack_m) AS y(o, a, d, m)
+                      WHERE q.message_id = y.m AND q.account_id = y.a AND q.device_id = y.d
+                        AND y.o <> ALL (stale)
+                      RETURNING y.o, q.account_id, q.device_id, q.size),
+             lower AS (UPDATE device_queues q
+                       SET depth = q.depth - g.n, bytes = q.bytes - g.s
+                       FROM (SELECT gone.account_id, gone.device_id, count(*) AS n,
+                                    sum(gone.size) AS s
+                             FROM gone GROUP BY 1, 2) g
+                       WHERE q.account_id = g.account_id AND q.device_id = g.device_id)
+        SELECT COALESCE(array_agg(gone.o), '{}') INTO acked FROM gone;
+    END IF;
+END $$;
+"""
+
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (1, _V1),
@@ -484,4 +584,5 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (3, _V3),
     (4, _V4),
     (5, _V5),
+    (6, _V6),
 )

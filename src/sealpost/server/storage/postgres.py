@@ -48,6 +48,7 @@ from sealpost.server.storage.base import (
     DeviceRecord,
     DeviceRevoked,
     Envelope,
+    Fence,
     InviteRecord,
     InviteRefused,
     InviteUse,
@@ -720,6 +721,7 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> int:
         return await self.enqueue_nowait(
             envelopes,
@@ -728,6 +730,7 @@ class PostgresStorage:
             expires_at=expires_at,
             max_depth=max_depth,
             max_bytes=max_bytes,
+            fence=fence,
         )
 
     def enqueue_nowait(
@@ -739,6 +742,7 @@ class PostgresStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> asyncio.Future[int]:
         return self.writes.enqueue(
             envelopes,
@@ -747,6 +751,7 @@ class PostgresStorage:
             expires_at=expires_at,
             max_depth=max_depth,
             max_bytes=max_bytes,
+            fence=fence,
         )
 
     async def enqueue_shared(
