@@ -188,6 +188,37 @@ def test_sqlite_a_claim_after_a_send_was_queued_fences_it(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
+def test_sqlite_bulk_batches_honour_the_fence(tmp_path: Path) -> None:
+    """A batch of sends and acks that passes its checks on memory runs in bulk on the
+    commit thread (:mod:`.sqlite_bulk`), without the operations' own code: a fence with
+    the device's epoch keeps a send in bulk, a stale one sends its batch operation by
+    operation, where it alone is refused, even with every other check known to pass."""
+
+    async def main() -> None:
+        storage = SqliteStorage(tmp_path / "db")
+        await storage.open()
+        try:
+            a = await _account(storage, devices=2)
+            old = Fence(a, 1, await storage.claim_device(a, 1))
+            await _send(storage, [_env(a, 2)], old)  # device ids and depth now in memory
+            bulk = storage.bulk_commits
+            sends = [_send(storage, [_env(a, 2)], old) for _ in range(5)]
+            assert await asyncio.gather(*sends) == [1] * 5
+            assert storage.bulk_commits == bulk + 1  # the current epoch: in bulk
+            queued = [_send(storage, [_env(a, 2)], old) for _ in range(3)]
+            new = Fence(a, 1, await storage.claim_device(a, 1))  # before the batch starts
+            mixed = [*queued, _send(storage, [_env(a, 2)], new)]
+            results = await asyncio.gather(*mixed, return_exceptions=True)
+            assert all(isinstance(r, StaleEpoch) for r in results[:3])
+            assert results[3] == 1
+            assert storage.bulk_commits == bulk + 1  # that batch ran operation by operation
+            assert await _rows(storage, a) == (7, 0)
+        finally:
+            await storage.close()
+
+    asyncio.run(main())
+
+
 @pytest.fixture
 def dsn() -> Iterator[str]:
     with fresh_database() as url:

@@ -38,7 +38,9 @@ The write path keeps three things in memory, each exact or on the safe side: the
 connected devices' queues (:mod:`.tail`: a push reads those, not the database), each
 account's device ids (for the check every send makes; dropped on any rollback, so never
 ahead of the database) and an upper bound of each device's queue depth (the real count is
-read again only near the limit).
+read again only near the limit). The connection epochs (:meth:`SqliteStorage.claim_device`)
+live only in memory, as one process holds the file; a fenced send reads its device's
+epoch when its batch starts (in bulk) or its operation runs, in its place among the writes.
 
 Reads (lookups) run on a small pool of reader threads, each with its own connection; WAL
 lets them proceed while a commit runs. Reads that must not race with a write (handing out
@@ -80,6 +82,7 @@ from sealpost.server.storage.base import (
     DeviceRecord,
     DeviceRevoked,
     Envelope,
+    Fence,
     InviteRecord,
     InviteRefused,
     InviteUse,
@@ -308,7 +311,15 @@ WRITE_CACHE: Final = 100_000
 class _Send:
     """What a plain send's operation does, as data (for :mod:`.sqlite_bulk`)."""
 
-    __slots__ = ("envelopes", "exempt", "expires_at", "max_bytes", "max_depth", "received_at")
+    __slots__ = (
+        "envelopes",
+        "exempt",
+        "expires_at",
+        "fence",
+        "max_bytes",
+        "max_depth",
+        "received_at",
+    )
 
     def __init__(
         self,
@@ -318,6 +329,7 @@ class _Send:
         expires_at: int,
         max_depth: int,
         max_bytes: int,
+        fence: Fence | None,
     ) -> None:
         self.envelopes = envelopes
         self.exempt = exempt
@@ -325,6 +337,7 @@ class _Send:
         self.expires_at = expires_at
         self.max_depth = max_depth
         self.max_bytes = max_bytes
+        self.fence = fence
 
 
 class _Op:
@@ -526,8 +539,10 @@ class SqliteStorage:
         """The batch as :mod:`.sqlite_bulk` runs it: the queue rows it inserts, the acked
         ids, and the queue depth bounds once it committed; ``None`` unless it is only
         sends and acks, every send's checks pass on the write path's memory (device ids
-        known and matching, every depth bound below its limit) and no message id occurs
-        twice in it. (Anything else runs operation by operation: :meth:`_run_batch`.)"""
+        known and matching, every depth bound below its limit, its fence if any the
+        device's epoch, read here as the batch starts, in its place among the writes) and
+        no message id occurs twice in it. (Anything else runs operation by operation:
+        :meth:`_run_batch`, where a stale send raises alone.)"""
         inserts: list[QueueRow] = []
         acks: list[AckRow] = []
         depth: dict[tuple[bytes, int], tuple[int, int]] = {}
@@ -544,7 +559,11 @@ class SqliteStorage:
                 ack_ops += 1
                 continue
             send = op.send
-            if send is None or not self._known_devices(send.envelopes, send.exempt):
+            if (
+                send is None
+                or (send.fence is not None and self._stale(send.fence))
+                or not self._known_devices(send.envelopes, send.exempt)
+            ):
                 return None
             for env in send.envelopes:
                 address, size = (env.account_id, env.device_id), len(env.body)
@@ -1178,6 +1197,7 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> int:
         return await self.enqueue_nowait(
             envelopes,
@@ -1186,6 +1206,7 @@ class SqliteStorage:
             expires_at=expires_at,
             max_depth=max_depth,
             max_bytes=max_bytes,
+            fence=fence,
         )
 
     def enqueue_nowait(
@@ -1197,8 +1218,11 @@ class SqliteStorage:
         expires_at: int,
         max_depth: int,
         max_bytes: int = 0,
+        fence: Fence | None = None,
     ) -> asyncio.Future[int]:
         def op(conn: sqlite3.Connection) -> int:
+            if fence is not None:  # read as the operation runs, in its place among the writes
+                self._check_fence(fence)
             self._check_devices(conn, envelopes, exempt)
             added = []
             for env in envelopes:
@@ -1227,7 +1251,7 @@ class SqliteStorage:
             self._effects.append(partial(self._tails.added, added))
             return len(added)  # stored anew
 
-        send = _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes)
+        send = _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence)
         return self._submit(op, send=send)
 
     async def enqueue_shared(
@@ -1301,6 +1325,14 @@ class SqliteStorage:
             return len(added)  # stored anew
 
         return self._submit(op)
+
+    def _stale(self, fence: Fence) -> bool:
+        """Whether a claim (:meth:`claim_device`) took a newer epoch than ``fence``'s."""
+        return self._epochs.get((fence.account_id, fence.device_id), 0) != fence.epoch
+
+    def _check_fence(self, fence: Fence) -> None:
+        if self._stale(fence):
+            raise StaleEpoch("a newer connection of this device took over")
 
     def _check_devices(
         self,
