@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import shutil
@@ -31,7 +32,16 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-from helpers import TIMEOUT, Client, Device, ServerProcess, unb64, unique_name, wait_for
+from helpers import (
+    TIMEOUT,
+    Client,
+    Device,
+    ServerProcess,
+    envelopes_json,
+    unb64,
+    unique_name,
+    wait_for,
+)
 from redis import Redis as SyncRedis
 from websockets.exceptions import ConnectionClosed
 
@@ -431,6 +441,53 @@ def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
                 assert [m["id"] for m in queued] == [frame["id"]]  # the stale ack deleted nothing
                 new.ack(frame["id"])
                 wait_for(lambda: bob.request("GET", "/v1/messages").json()["messages"] == [])
+    finally:
+        redis.kill()
+
+
+def test_without_redis_a_displaced_connections_send_is_fenced_off_by_its_epoch(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Redis is down, so process A never hears that device 1 connected to B. A send on the
+    old connection on A made after B's claim (a copy to the account's device 2) carries a
+    stale epoch: it is not stored, gets no answer, and the connection is closed with 4409.
+    What shows the fence: A cannot be told over Redis, and the old connection sends no ack
+    (whose epoch would close it too); a send on it before the claim, with Redis already
+    down, was stored and answered."""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    try:
+        a = start(redis=redis.url, poll="1")
+        b = start(redis=redis.url, poll="1")
+        bob = _register(a)
+        assert bob.device is not None
+        account = bob.device.account_id
+        second = Client(a.url, Device.generate(bob.device.account, device_id=2))
+        _opened.append(second)
+        assert second.add_device().status_code == 201
+
+        def send(stream: Any, req: int, body: bytes) -> None:
+            frame = {"type": "send", "req": req, **envelopes_json([(account, 2, body)])}
+            stream.ws.send(json.dumps(frame))
+
+        with _on(a, bob).stream() as old:
+            assert old.recv() == {"type": "empty"}
+            redis.kill()
+            send(old, 1, b"before the claim")
+            assert old.recv() == {"type": "sent", "req": 1, "stored": 1}
+            with _on(b, bob).stream() as new:
+                assert new.recv() == {"type": "empty"}  # after the claim (then the push)
+                send(old, 2, b"after the claim")
+                frames = []
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        frames.append(old.recv(timeout=5))
+                assert old.ws.close_code == 4409
+                assert frames == []  # no "sent" (nor anything else) for the refused send
+                send(new, 3, b"on the new connection")
+                assert new.recv() == {"type": "sent", "req": 3, "stored": 1}
+        queued = second.request("GET", "/v1/messages").json()["messages"]
+        assert [unb64(m["body"]) for m in queued] == [b"before the claim", b"on the new connection"]
     finally:
         redis.kill()
 

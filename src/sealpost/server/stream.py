@@ -29,10 +29,15 @@ A connection's sends are stored in the order sent, and answered in that order; a
 may pipeline up to ``MAX_IN_FLIGHT`` of them. A message is deleted only when this very
 device acks it; unacknowledged messages are sent again on the next connection, so a client
 must treat ids it has seen as duplicates. A second connection of the same device replaces
-the first, which is closed with 4409. Close codes: 4400 malformed frame, 4401
-authentication failed, 4403 the device was removed, 4408 no answer to the challenge in
-time (or, on ``/v1/sealed``, no frame for ``sealed_idle_timeout`` seconds), 4409 replaced by
-a newer connection of the same device, 4429 rate limited, 1009 frame over the size limit.
+the first, which is closed with 4409; each connection takes a new epoch for its device
+(:meth:`~.storage.base.Storage.claim_device`), and its acks and sends carry it, so those
+the first still makes (on another process, before it is told) are refused (a send stores
+nothing and is not answered, an ack deletes nothing) and close it with 4409 too.
+
+Close codes: 4400 malformed frame, 4401 authentication failed, 4403 the device was
+removed, 4408 no answer to the challenge in time (or, on ``/v1/sealed``, no frame for
+``sealed_idle_timeout`` seconds), 4409 replaced by a newer connection of the same device,
+4429 rate limited, 1009 frame over the size limit.
 A socket refused before it is accepted (the per-address rate limit, or on ``/v1/sealed``
 an address holding ``max_sockets_per_address`` sockets already) gets its upgrade
 answered with HTTP 403 instead: no WebSocket close code can be sent before the accept.
@@ -81,7 +86,7 @@ from sealpost.server.frames import (
 from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
-from sealpost.server.storage.base import StaleEpoch, StorageUnavailable
+from sealpost.server.storage.base import Fence, StaleEpoch, StorageUnavailable
 from sealpost.server.ws_protocol import ON_TEXT
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
@@ -389,8 +394,8 @@ class StreamEndpoint:
         device = await self._handshake(sock.ws)
         await sock.send({"type": "ready"})
         address = (device.account_id, device.device_id)
-        # A new epoch in the database: the fencing token of this connection. Acks of an
-        # older connection of this device, on any process, are refused from now on.
+        # A new epoch in the database: the fencing token of this connection. Acks and sends
+        # of an older connection of this device, on any process, are refused from now on.
         epoch = await self._ctx.storage.claim_device(*address)
         conn = _Connection(sock, epoch, address, self._acks)
         previous = self._current.get(address)
@@ -528,7 +533,11 @@ class StreamEndpoint:
         except ApiError as exc:
             await sock.send(_error(req, exc))
             return
-        conn.answers.append((req, self._messages.submit(prepared)))
+        # On /v1/stream, stored only while this connection's epoch is the device's: a send
+        # of a connection that a newer one replaced is refused, on whatever process it is
+        # (StaleEpoch, closing it with 4409 in ``_answer``), even before it hears of it.
+        fence = None if device is None else Fence(device.account_id, device.device_id, conn.epoch)
+        conn.answers.append((req, self._messages.submit(prepared, fence=fence)))
         if conn.answerer is None:
             conn.answerer = asyncio.create_task(self._answer(conn))
             conn.answerer.add_done_callback(conn.failed)
@@ -538,7 +547,9 @@ class StreamEndpoint:
 
     @staticmethod
     async def _answer(conn: _Connection) -> None:
-        """Answer the connection's sends in the order they came, each once stored."""
+        """Answer the connection's sends in the order they came, each once stored. A send
+        refused for a stale epoch (a newer connection of the device took over) closes the
+        connection with 4409, unanswered, as a stale ack does."""
         sock = conn.sock
         try:
             while conn.answers:
@@ -550,6 +561,8 @@ class StreamEndpoint:
                     stored = await task
                 except ApiError as exc:
                     await sock.send(_error(req, exc))
+                except StaleEpoch:
+                    raise _Close(4409, "replaced by a newer connection of this device") from None
                 else:
                     await sock.send_text(sent_text(req, stored))
         finally:

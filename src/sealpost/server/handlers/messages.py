@@ -64,6 +64,7 @@ from sealpost.server.schema import (
 )
 from sealpost.server.storage.base import (
     Envelope,
+    Fence,
     MismatchedDevices,
     QueueFull,
     SharedEnvelope,
@@ -283,12 +284,16 @@ class MessagesApi:
             exempt[sender.account_id] = sender.device_id
         return PreparedSend(envelopes, exempt)
 
-    def submit(self, prepared: PreparedSend) -> asyncio.Future[int]:
+    def submit(self, prepared: PreparedSend, *, fence: Fence | None = None) -> asyncio.Future[int]:
         """Start storing a prepared send: it is queued in storage at once, so sends
         submitted one after another reach the database in that order and a connection can
         pipeline its sends without reordering them (and without a task each: a WebSocket
         pipelines dozens). The future's result is the number stored, once durable; it
-        raises :class:`ApiError`."""
+        raises :class:`ApiError`, or :class:`~.storage.base.StaleEpoch` (nothing stored)
+        if ``fence``, the epoch of the device's stream the send came on, is no longer the
+        device's (a newer connection of it replaced that one). Sends over HTTP and on
+        ``/v1/sealed`` come on no device's connection and carry no fence; nor do
+        multi-recipient sends, which are sealed."""
         cfg = self._ctx.config
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         try:
@@ -316,6 +321,7 @@ class MessagesApi:
                 expires_at=now + cfg.message_ttl,
                 max_depth=cfg.max_queue_depth,
                 max_bytes=cfg.max_queue_bytes,
+                fence=fence,
             )
         stored.add_done_callback(partial(self._stored, prepared.envelopes, answer))
         return answer
