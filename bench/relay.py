@@ -6,7 +6,9 @@ traded for speed) and, in this process beside it on the same machine, N devices 
 loopback, for N = 10, 100 and 1000 (a fresh server and database for each N):
 
 - every device registers an account (one device each, over HTTP, concurrently) and holds
-  its authenticated ``/v1/stream`` socket, which receives pushes and acks each message;
+  its authenticated ``/v1/stream`` socket, which receives pushes and acks each message (as
+  the client does: at the end of each burst, in one ``acks`` frame where the server's
+  challenge offers it, else an ``ack`` frame each);
 - senders send pre-built 200-byte random envelopes (the first 9 bytes number them) with
   delivery tokens over anonymous ``/v1/sealed`` sockets, pipelined: ``--window`` sends in
   flight per socket, answered in order with ``{"type": "sent", "req": N}``. Sealed socket
@@ -225,6 +227,8 @@ class Stream(WSListener):  # type: ignore[misc]
         self.device = device
         self.tally = tally
         self.ready = asyncio.get_running_loop().create_future()
+        self.batch = False  # the server takes ``acks`` frames (its challenge says so)
+        self.held: list[bytes] = []  # acks held until the burst's ``empty``
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
@@ -237,7 +241,10 @@ class Stream(WSListener):  # type: ignore[misc]
             arrived = time.perf_counter()
             tally = self.tally
             number = int.from_bytes(base64.b64decode(doc["body"][:12]))
-            transport.send(WSMsgType.TEXT, b'{"type":"ack","id":"%s"}' % doc["id"].encode())
+            if self.batch:
+                self.held.append(doc["id"].encode())
+            else:
+                transport.send(WSMsgType.TEXT, b'{"type":"ack","id":"%s"}' % doc["id"].encode())
             tally.relayed += 1
             if number >= len(tally.target) or tally.target[number] != self.index:
                 tally.fail(f"device {self.index} got message {number} meant for another")
@@ -247,9 +254,20 @@ class Stream(WSListener):  # type: ignore[misc]
             if waiter is not None and not waiter.done():
                 waiter.set_result(arrived)
         elif kind == "empty":
+            # As the client does: what a burst brought is acked at its end, in one frame.
+            held, self.held = self.held, []
+            for i in range(0, len(held), 256):
+                ids = held[i : i + 256]
+                transport.send(
+                    WSMsgType.TEXT,
+                    b'{"type":"ack","id":"%s"}' % ids[0]
+                    if len(ids) == 1
+                    else b'{"type":"acks","ids":["%s"]}' % b'","'.join(ids),
+                )
             if not self.ready.done():
                 self.ready.set_result(None)
         elif kind == "challenge":
+            self.batch = "acks" in doc.get("features", ())
             d = self.device
             answer = sign_websocket_challenge(
                 d.keys.signing_key, d.account_id, d.device_id, base64.b64decode(doc["challenge"])

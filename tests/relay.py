@@ -57,7 +57,8 @@ class Faults:
     is stored); ``lose_answers``: the server stores the next send, and its ``sent`` answer
     never reaches the client. Either way the socket then hangs, with the client waiting for
     the answer, until :meth:`cut` closes it: the moment to take a :func:`crash` snapshot.
-    On ``/v1/stream``, ``lose_acks``: the next acknowledgements never reach the server, so
+    On ``/v1/stream``, ``lose_acks``: the next acknowledgements (the frames that carry
+    them, an ``acks`` frame whole) never reach the server, so
     it keeps those messages queued and pushes them again on the next connection (what
     happens when a receiver dies between storing a message and acknowledging it)."""
 
@@ -145,9 +146,11 @@ class Faults:
         async def from_client() -> Message:
             while True:
                 message = await receive()
-                if self.lose_acks and _frame_type(message) == "ack":
-                    self.lose_acks -= 1
-                    self.lost.append("ack")
+                kind = _frame_type(message) if self.lose_acks else None
+                if kind in ("ack", "acks"):  # an ``acks`` frame loses all of its ids
+                    count = 1 if kind == "ack" else len(json.loads(message["text"])["ids"])
+                    self.lose_acks = max(0, self.lose_acks - count)
+                    self.lost += ["ack"] * count
                     continue
                 return message
 

@@ -232,3 +232,77 @@ def test_a_client_flooding_frames_while_its_handler_is_blocked_is_held_back(
         assert {a["type"] for a in answers} == {"error"}
     finally:
         raw.close()
+
+
+def acks(message_ids: list[str]) -> str:
+    return json.dumps({"type": "acks", "ids": message_ids})
+
+
+def test_the_challenge_offers_the_acks_frame_and_one_frame_acks_many(
+    registered: Callable[..., Client],
+) -> None:
+    """``{"type":"acks","ids":[...]}`` deletes each of its messages, as as many ``ack``
+    frames would; the challenge says the server takes it, so a client of an older server
+    goes on with ``ack``."""
+    bob = registered()
+    assert bob.device is not None
+    fill(bob, 300)
+    raw = RawSocket(bob.url.replace("http://", "ws://", 1) + "/v1/stream")
+    try:
+        challenge = raw.recv()
+        assert challenge["features"] == ["acks"]
+        device = bob.device
+        raw.send(
+            json.dumps(
+                sign_websocket_challenge(
+                    device.keys.signing_key,
+                    device.account_id,
+                    device.device_id,
+                    unb64(challenge["challenge"]),
+                )
+            )
+        )
+        assert raw.recv() == {"type": "ready"}
+        ids: list[str] = []
+        while len(ids) < 300:
+            frame = raw.recv()
+            if frame["type"] == "message":
+                ids.append(frame["id"])
+        raw.send(acks(ids[:256]), acks(ids[256:299]))  # the last one stays queued
+        wait_for(lambda: queued(bob) == [ids[299]], what="299 acks in two frames to commit")
+        raw.send(ack(ids[299]))
+        wait_for(lambda: queued(bob) == [], what="the last ack")
+    finally:
+        raw.close()
+
+
+def test_an_acks_frame_out_of_bounds_closes_the_stream_and_deletes_nothing(
+    registered: Callable[..., Client],
+) -> None:
+    """No ids, more than 256, or an id that is not 16 bytes of hex: 4400, as any frame
+    that does not decode, and none of its ids is acked."""
+    bob = registered()
+    fill(bob, 3)
+    for bad in (
+        {"type": "acks", "ids": []},
+        {"type": "acks", "ids": ["00" * 16] * 257},
+        {"type": "acks", "ids": ["zz" * 16]},
+        {"type": "acks", "ids": "00" * 16},
+        {"type": "acks", "ids": ["00" * 16], "extra": 1},
+    ):
+        raw = stream_of(bob)
+        try:
+            ids = [raw.recv()["id"] for _ in range(3)]
+            assert raw.recv() == {"type": "empty"}
+            if bad["ids"] and isinstance(bad["ids"], list) and bad["ids"][0] == "00" * 16:
+                bad = {**bad, "ids": [ids[0], *bad["ids"][1:]]}  # a real id among them
+            raw.send(json.dumps(bad))
+            while True:
+                events = raw._read()
+                closes = [e for e in events if isinstance(e, Frame) and e.opcode is Opcode.CLOSE]
+                if closes:
+                    assert int.from_bytes(closes[0].data[:2]) == 4400, bad
+                    break
+        finally:
+            raw.close()
+        assert queued(bob) == ids, bad

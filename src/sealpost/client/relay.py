@@ -90,6 +90,9 @@ class RelayStream(Protocol):
 
     async def ack(self, server_id: bytes) -> None: ...
 
+    async def ack_all(self, server_ids: Sequence[bytes]) -> None:
+        """Acknowledge these pushes, in as few frames as the server takes."""
+
     async def send(self, messages: Sequence[Envelope]) -> asyncio.Future[int]: ...
 
     async def close(self) -> None: ...

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from sealpost.client.transport import Identity
 
 __all__ = [
+    "ACKS_FEATURE",
+    "MAX_ACKS",
     "TIMEOUT",
     "WINDOW",
     "LinkChannel",
@@ -52,6 +54,10 @@ __all__ = [
 TIMEOUT = 15.0
 #: Sends in flight on one socket; the server allows 64.
 WINDOW = 64
+#: Ids in one ``acks`` frame (the server takes up to 256).
+MAX_ACKS = 256
+#: The ``features`` entry of a server's challenge that offers the ``acks`` frame.
+ACKS_FEATURE = "acks"
 
 
 def b64(data: bytes) -> str:
@@ -145,6 +151,11 @@ def _envelope_text(account: bytes, device: int, body: bytes, seed: bytes) -> str
 def _ack_frame(server_id: bytes) -> str:
     """``{"type":"ack","id":HEX}`` (as :func:`_send_frame`, written as text)."""
     return f'{{"type":"ack","id":"{server_id.hex()}"}}'
+
+
+def _acks_frame(server_ids: Sequence[bytes]) -> str:
+    """``{"type":"acks","ids":[HEX, ...]}``: several pushes acknowledged at once."""
+    return '{"type":"acks","ids":["' + '","'.join(i.hex() for i in server_ids) + '"]}'
 
 
 def _multi_frame(
@@ -301,6 +312,8 @@ class Stream:
         self.idle = False
         #: Called when the server says this device's one-time prekeys run low.
         self.on_prekeys_low: Callable[[], None] | None = None
+        #: The server takes several acks in one frame (its challenge said so).
+        self.batch_acks = False
 
     async def authenticate(self, identity: Identity) -> None:
         ws = self._pipe.ws
@@ -309,6 +322,8 @@ class Stream:
                 challenge = json.loads(await ws.recv())
                 if challenge.get("type") != "challenge":
                     raise ServerError(0, "bad_response", "expected a challenge")
+                features = challenge.get("features")
+                self.batch_acks = isinstance(features, list) and ACKS_FEATURE in features
                 answer = sign_websocket_challenge(
                     identity.signing_key,
                     identity.account_id,
@@ -388,8 +403,21 @@ class Stream:
         return push
 
     async def ack(self, server_id: bytes) -> None:
+        await self.ack_all((server_id,))
+
+    async def ack_all(self, server_ids: Sequence[bytes]) -> None:
+        """Acknowledge these pushes: in ``acks`` frames of up to :data:`MAX_ACKS` where the
+        server offers them, else an ``ack`` frame each (what older servers take)."""
+        if self.batch_acks and len(server_ids) > 1:
+            frames = [
+                _acks_frame(server_ids[i : i + MAX_ACKS])
+                for i in range(0, len(server_ids), MAX_ACKS)
+            ]
+        else:
+            frames = [_ack_frame(server_id) for server_id in server_ids]
         try:
-            await self._pipe.ws.send(_ack_frame(server_id))
+            for frame in frames:
+                await self._pipe.ws.send(frame)
         except ConnectionClosed:
             raise ServerUnavailable("the connection to the server was lost") from None
 

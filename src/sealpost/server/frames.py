@@ -23,10 +23,13 @@ from sealpost.server.schema import (
 )
 
 __all__ = [
+    "ACKS_FEATURE",
+    "MAX_ACKS",
     "SEALED_CLIENT_FRAMES",
     "STREAM_CLIENT_FRAMES",
     "WEBSOCKETS",
     "AckFrame",
+    "AcksFrame",
     "AuthFrame",
     "ChallengeFrame",
     "ChannelFrame",
@@ -86,6 +89,20 @@ class AckFrame(_Frame, tag="ack", kw_only=True):
     id: MessageIdHex
 
 
+#: Ids one ``acks`` frame may carry: a client acks what it was pushed, at most
+#: ``PUSH_BATCH`` (100) a push, and a bound keeps one frame's work bounded.
+MAX_ACKS = 256
+#: The ``features`` entry of the challenge that offers the ``acks`` frame.
+ACKS_FEATURE = "acks"
+
+
+class AcksFrame(_Frame, tag="acks", kw_only=True):
+    """``/v1/stream``: delete these messages from this device's queue (what ``ack`` does
+    for each, in one frame), offered by the challenge's ``features``."""
+
+    ids: Annotated[list[MessageIdHex], Meta(min_length=1, max_length=MAX_ACKS)]
+
+
 class LinkOpenFrame(_Frame, tag="open", kw_only=True):
     """``/v1/link``: the new device's ML-KEM-768 public key."""
 
@@ -99,7 +116,7 @@ class NumberedFrame(Struct):
     req: Req
 
 
-STREAM_CLIENT_FRAMES = SendFrame | AckFrame
+STREAM_CLIENT_FRAMES = SendFrame | AckFrame | AcksFrame
 SEALED_CLIENT_FRAMES = SendFrame | SendMultiFrame
 
 
@@ -108,6 +125,9 @@ SEALED_CLIENT_FRAMES = SendFrame | SendMultiFrame
 
 class ChallengeFrame(_Frame, tag="challenge", kw_only=True):
     challenge: Annotated[bytes, Meta(min_length=32, max_length=32)]
+    #: What this server takes beyond the first version of the stream (a client ignores
+    #: what it does not know): ``"acks"``, the :class:`AcksFrame`.
+    features: list[str] = []
 
 
 class ReadyFrame(_Frame, tag="ready", kw_only=True):
@@ -163,7 +183,7 @@ class ProvisionFrame(_Frame, tag="provision", kw_only=True):
 WEBSOCKETS: dict[str, dict[str, Any]] = {
     "/v1/stream": {
         "summary": "A device's own socket: challenge, auth, then pushes, acks and sends",
-        "client": [AuthFrame, SendFrame, AckFrame],
+        "client": [AuthFrame, SendFrame, AckFrame, AcksFrame],
         "server": [
             ChallengeFrame,
             ReadyFrame,

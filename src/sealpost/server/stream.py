@@ -3,7 +3,7 @@
 
 Frames are JSON text. ``/v1/stream`` opens with a challenge::
 
-    server → {"type": "challenge", "challenge": B64(32 random bytes)}
+    server → {"type": "challenge", "challenge": B64(32 random bytes), "features": ["acks"]}
     client → {"type": "auth", "account": HEX, "device": INT, "signature": B64}
     server → {"type": "ready"}                      (or closes with 4401)
 
@@ -12,6 +12,7 @@ while it was offline::
 
     server → {"type": "message", "id": HEX, "body": B64, "received_at": INT}
     client → {"type": "ack", "id": HEX}             (deletes it from this device's queue)
+    client → {"type": "acks", "ids": [HEX, ...]}    (the same for up to 256 at once)
     server → {"type": "empty"}       (everything queued so far was pushed; again after
                                       each later burst)
     server → {"type": "prekeys_low"} (a bundle fetch left a one-time prekey stock under
@@ -75,9 +76,11 @@ from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.fanout.base import DeviceAddress
 from sealpost.server.frames import (
+    ACKS_FEATURE,
     SEALED_CLIENT_FRAMES,
     STREAM_CLIENT_FRAMES,
     AckFrame,
+    AcksFrame,
     AuthFrame,
     NumberedFrame,
     SendFrame,
@@ -97,7 +100,7 @@ CHALLENGE_LEN = 32
 PUSH_BATCH = 100
 #: Sends a connection may have submitted and not yet answered; the next waits.
 MAX_IN_FLIGHT = 64
-_ACK = decoder(AckFrame)
+_ACK = decoder(AckFrame | AcksFrame)
 
 
 class _Close(Exception):
@@ -257,10 +260,17 @@ class _Connection:
         if self.pending >= MAX_PENDING_ACKS:
             return False
         try:
-            frame: AckFrame = _ACK.decode(data)
+            frame: AckFrame | AcksFrame = _ACK.decode(data)
         except (msgspec.DecodeError, RecursionError):
             return False
-        self.committer.add(self, bytes.fromhex(frame.id))
+        if type(frame) is AckFrame:
+            self.committer.add(self, bytes.fromhex(frame.id))
+        else:
+            assert isinstance(frame, AcksFrame)
+            if self.pending + len(frame.ids) > MAX_PENDING_ACKS:
+                return False  # the reader waits for room, then takes it
+            for message_id in frame.ids:
+                self.committer.add(self, bytes.fromhex(message_id))
         return True
 
     async def wind_down(self) -> None:
@@ -355,7 +365,13 @@ class StreamEndpoint:
     async def _handshake(self, websocket: WebSocket) -> AuthenticatedDevice:
         challenge = self._ctx.rng(CHALLENGE_LEN)
         await websocket.send_text(
-            json.dumps({"type": "challenge", "challenge": base64.b64encode(challenge).decode()})
+            json.dumps(
+                {
+                    "type": "challenge",
+                    "challenge": base64.b64encode(challenge).decode(),
+                    "features": [ACKS_FEATURE],
+                }
+            )
         )
         try:
             async with asyncio.timeout(self._ctx.config.auth_handshake_timeout):
@@ -481,12 +497,14 @@ class StreamEndpoint:
                 except _Refused as refused:
                     await sock.send(_error(refused.req, refused.error))
                     continue
-                if isinstance(frame, AckFrame):
+                if isinstance(frame, AckFrame | AcksFrame):
                     committer = conn.committer
                     assert committer is not None
                     if conn.pending >= MAX_PENDING_ACKS:
                         await committer.room(conn)
-                    committer.add(conn, bytes.fromhex(frame.id))
+                    ids = [frame.id] if isinstance(frame, AckFrame) else frame.ids
+                    for message_id in ids:
+                        committer.add(conn, bytes.fromhex(message_id))
                 else:
                     await self._send(conn, frame, device)
         except asyncio.CancelledError:

@@ -229,8 +229,7 @@ class Receiver:
             break
         for reason in drops:
             log.warning("dropped an undecryptable message: %s", reason)
-        for push in pushes:
-            await stream.ack(push.server_id)
+        await stream.ack_all([push.server_id for push in pushes])
         for account_id, ids in state.reply_to.items():
             self._receipts_due.setdefault(account_id, []).extend(ids)
         self._prekeys_used += state.prekey_messages
