@@ -10,6 +10,8 @@ import asyncio
 import os
 from typing import Any
 
+import pytest
+
 from sealpost.server.acks import MAX_PENDING_ACKS, AckCommitter
 from sealpost.server.fanout.base import DeviceAddress
 from sealpost.server.metrics import Metrics
@@ -20,6 +22,8 @@ from sealpost.server.storage.base import (
     PreKeyUpload,
     StaleEpoch,
     Storage,
+    StorageUnavailable,
+    each_outcome,
 )
 from sealpost.server.storage.postgres import PostgresStorage
 from sealpost.server.storage.sqlite import SqliteStorage
@@ -175,3 +179,31 @@ def test_a_connection_past_its_bound_of_uncommitted_acks_waits_for_room(
         assert await storage.fetch(*address, after_seq=0, limit=9) == []
 
     _run(backend, body)
+
+
+def test_each_outcome_waits_for_every_device_whatever_the_order() -> None:
+    """Storage's helper for ack_each_nowait: each device's StaleEpoch or None once all are
+    done (even if they finish out of order, or the last is refused at once); the first
+    other error fails it whole."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_future(), loop.create_future()
+        stale: asyncio.Future[Any] = loop.create_future()
+        stale.set_exception(StaleEpoch("newer"))
+        outcome = each_outcome([first, second, stale])
+        second.set_result(1)
+        await asyncio.sleep(0)
+        assert not outcome.done()  # the first is still in flight
+        first.set_result(2)
+        results = await asyncio.wait_for(outcome, 1)
+        assert results[:2] == [None, None] and isinstance(results[2], StaleEpoch)
+        failing, ok = loop.create_future(), loop.create_future()
+        failed = each_outcome([failing, ok])
+        failing.set_exception(StorageUnavailable("down"))
+        ok.set_result(0)
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(failed, 1)
+        assert await each_outcome([]) == []
+
+    asyncio.run(run())

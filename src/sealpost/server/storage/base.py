@@ -107,22 +107,32 @@ class StaleEpoch(StorageError):
 
 
 def each_outcome(each: Sequence[asyncio.Future[Any]]) -> asyncio.Future[list[StaleEpoch | None]]:
-    """For :meth:`Storage.ack_each_nowait` built of one future a device: done once they
-    all are, with each one's :class:`StaleEpoch` or ``None``; failed with the first other
-    error (the commit's)."""
+    """For :meth:`Storage.ack_each_nowait` built of one future a device, queued in order:
+    done once they all are, with each one's :class:`StaleEpoch` or ``None``; failed with
+    the first other error (the commit's). Writes queued in order are done in order, so it
+    waits on the last one (not a callback for each), then on any still pending."""
     outcome: asyncio.Future[list[StaleEpoch | None]] = asyncio.get_running_loop().create_future()
 
-    def done(gathered: asyncio.Future[list[Any]]) -> None:
+    def done(_: object = None) -> None:
         if outcome.done():
             return
-        results = gathered.result()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, StaleEpoch):
-                outcome.set_exception(result)
+        pending = [f for f in each if not f.done()]
+        if pending:  # not in order after all: wait for the rest
+            asyncio.gather(*pending, return_exceptions=True).add_done_callback(done)
+            return
+        results: list[StaleEpoch | None] = []
+        for future in each:
+            exc = asyncio.CancelledError() if future.cancelled() else future.exception()
+            if exc is not None and not isinstance(exc, StaleEpoch):
+                outcome.set_exception(exc)
                 return
-        outcome.set_result([r if isinstance(r, StaleEpoch) else None for r in results])
+            results.append(exc)
+        outcome.set_result(results)
 
-    asyncio.gather(*each, return_exceptions=True).add_done_callback(done)
+    if each:
+        each[-1].add_done_callback(done)
+    else:
+        outcome.set_result([])
     return outcome
 
 
