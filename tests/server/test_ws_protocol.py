@@ -2,20 +2,30 @@
 behave as the asyncio queue and event they replace; reading pauses only past the inbox's
 bound, and a blocked handler still stops it; the text hook keeps the frames' order; and
 the server uses it with the uvicorn installed (an upgrade that renamed what it relies on
-would show here, and would get uvicorn's own class)."""
+would show here, and would get uvicorn's own class). Its own frame parser hands the
+application the same messages, and the server writes the same bytes, as websockets'
+parser does (the fast path off), for any sequence of client frames cut into any reads."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
+from websockets.protocol import Protocol
+from websockets.streams import StreamReader
 from websockets.uri import parse_uri
+from websockets.utils import apply_mask
 
+from sealpost.server import ws_protocol
 from sealpost.server.ws_protocol import (
     FRAME_COST,
     ON_TEXT,
@@ -113,8 +123,8 @@ class _Peer:
     """A client (websockets' sans-I/O one) talking to a :class:`LeanWebSocketProtocol`
     that runs ``app``, on a :class:`_Transport`."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        config = Config(app=app, ws_max_size=1 << 20, ws_ping_interval=None, log_level="error")
+    def __init__(self, app: Callable[..., Awaitable[None]], max_size: int = 1 << 20) -> None:
+        config = Config(app=app, ws_max_size=max_size, ws_ping_interval=None, log_level="error")
         config.load()
         self.protocol = LeanWebSocketProtocol(config, ServerState(), {})
         self.transport = _Transport()
@@ -269,3 +279,270 @@ def test_uvicorns_class_is_used_when_it_lacks_what_the_lean_one_relies_on() -> N
         def start_keepalive(self) -> None: ...
 
     assert websocket_protocol(Reshaped) is Reshaped
+
+
+# -- the fast path of data_received against websockets' parser -----------------------------
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+#: The servers' ``max_size`` in these tests: a 65,536-byte frame fits, 70,001 does not.
+MAX_SIZE = 70_000
+
+
+def _frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    mask: bytes = b"\x3c\xa5\x0f\x96",
+) -> bytes:
+    """A client's frame, by hand (so it can be malformed), in the shortest length form."""
+    n = len(payload)
+    bit = 0x80 if masked else 0
+    if n < 126:
+        length = bytes([bit | n])
+    elif n < 1 << 16:
+        length = bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([bit | 127]) + n.to_bytes(8, "big")
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode]) + length
+    return head + mask + apply_mask(payload, mask) if masked else head + payload
+
+
+def _record(reads: list[bytes], *, fast: bool, max_size: int = MAX_SIZE) -> list[tuple[str, Any]]:
+    """What an application sees (its text hook's calls and its ASGI messages, in order)
+    and what the server writes, read by read, with ``reads`` arriving one after another
+    (each once reading is not paused, none once the transport is closed)."""
+    log: list[tuple[str, Any]] = []
+
+    def hook(data: bytes | None) -> bool:
+        log.append(("hook", data))
+        return data is not None and data.startswith(b"h")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        scope["extensions"][ON_TEXT](hook)
+        while True:
+            message = await receive()
+            log.append(("receive", message))
+            if message["type"] == "websocket.disconnect":
+                return
+
+    async def run() -> None:
+        peer = _Peer(app, max_size=max_size)
+        await peer.accepted()
+        for data in reads:
+            for _ in range(20):
+                if not peer.transport.paused:
+                    break
+                await asyncio.sleep(0)
+            if peer.transport.closed:
+                break
+            peer.protocol.data_received(data)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            log.append(("wrote", bytes(peer.transport.written)))
+            peer.transport.written.clear()
+        log.append(("closed", peer.transport.closed))
+
+    was = ws_protocol.FAST_PARSE
+    ws_protocol.FAST_PARSE = fast
+    try:
+        asyncio.run(run())
+    finally:
+        ws_protocol.FAST_PARSE = was
+    return log
+
+
+def _same_either_way(reads: list[bytes], max_size: int = MAX_SIZE) -> list[tuple[str, Any]]:
+    fast = _record(reads, fast=True, max_size=max_size)
+    assert fast == _record(reads, fast=False, max_size=max_size)
+    return fast
+
+
+def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _text(kind: str, n: int) -> bytes:
+    """``n`` bytes of text: for the hook (``h...``), for ``receive`` (``k...``), or not
+    UTF-8 (``k\\xff...``)."""
+    body = {"hook": b"h", "receive": b"k", "invalid": b"k\xff"}[kind] + b"x" * n
+    return body[:n]
+
+
+_LENGTHS = st.sampled_from([0, 1, 2, 125, 126, 127, 600, 65_535, 65_536, 69_000])
+_SMALL = st.integers(0, 125)
+_MASKS = st.sampled_from([b"\x3c\xa5\x0f\x96", b"\x00\x00\x00\x00", b"\xff\x01\x80\x7f"])
+
+
+@st.composite
+def _frames(draw: st.DrawFn) -> bytes:
+    """One client frame, or a fragmented message, common or odd."""
+    mask = draw(_MASKS)
+    kind = draw(
+        st.sampled_from(
+            ["text"] * 6
+            + ["binary", "ping", "pong", "fragmented", "close", "unmasked", "rsv"]
+            + ["oversized", "bad opcode", "stray continuation"]
+        )
+    )
+    if kind == "text":
+        text = _text(draw(st.sampled_from(["hook", "receive", "invalid"])), draw(_LENGTHS))
+        return _frame(TEXT, text, mask=mask)
+    if kind == "binary":
+        return _frame(BINARY, b"b" * draw(_LENGTHS), mask=mask)
+    if kind in ("ping", "pong"):
+        return _frame(PING if kind == "ping" else PONG, b"p" * draw(_SMALL), mask=mask)
+    if kind == "fragmented":
+        opcode = draw(st.sampled_from([TEXT, BINARY]))
+        pieces = draw(st.lists(st.sampled_from([0, 1, 125, 126, 700]), min_size=2, max_size=4))
+        out = b""
+        for i, n in enumerate(pieces):
+            out += _frame(opcode if i == 0 else CONT, b"f" * n, fin=i == len(pieces) - 1)
+            if draw(st.booleans()):
+                out += _frame(PING, b"between")
+        return out
+    if kind == "close":
+        payload = draw(st.sampled_from([b"", (1000).to_bytes(2, "big") + b"bye"]))
+        return _frame(CLOSE, payload, mask=mask)
+    if kind == "unmasked":
+        return _frame(TEXT, b"k unmasked", masked=False)
+    if kind == "rsv":
+        return _frame(TEXT, b"k rsv", rsv=draw(st.sampled_from([1, 2, 4])), mask=mask)
+    if kind == "oversized":
+        return _frame(BINARY, b"o" * (MAX_SIZE + 1), mask=mask)
+    if kind == "bad opcode":
+        return _frame(0x3, b"k", mask=mask)
+    return _frame(CONT, b"k", mask=mask)
+
+
+@settings(max_examples=150)
+@given(st.lists(_frames(), min_size=1, max_size=8), st.data())
+def test_the_fast_path_changes_nothing_the_application_or_client_sees(
+    frames: list[bytes], data: st.DataObject
+) -> None:
+    """Any sequence of client frames (text and binary of every length form, control
+    frames, fragmented messages, and the odd ones websockets refuses), cut into reads
+    anywhere: the same hook calls and ASGI messages in the same order, and the same bytes
+    written after each read (pongs, close frames), with the fast path as without."""
+    stream = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    _same_either_way(_split(stream, cuts))
+
+
+#: Common and control frames, a fragmented message with a ping inside, and the close.
+_MIXED = [
+    _frame(TEXT, b'h{"type":"ack","id":"' + b"0" * 32 + b'"}'),
+    _frame(TEXT, _text("receive", 600)),
+    _frame(BINARY, b"b" * 130),
+    _frame(PING, b"ping"),
+    _frame(TEXT, b"k frag", fin=False),
+    _frame(PING, b"in"),
+    _frame(CONT, b"ment", fin=False),
+    _frame(CONT, b"ed", fin=True),
+    _frame(PONG, b""),
+    _frame(TEXT, b""),
+    _frame(TEXT, b"h last"),
+    _frame(CLOSE, (1000).to_bytes(2, "big")),
+]
+
+
+def test_a_read_cut_at_every_byte_offset_sees_the_same() -> None:
+    stream = b"".join(_MIXED)
+    whole = _same_either_way([stream])
+    assert ("wrote", b"\x8a\x04ping\x8a\x02in\x88\x02\x03\xe8") in whole  # pongs, close
+    texts = [m.get("text") for kind, m in whole if kind == "receive"]
+    # "h last" waits behind "" in the inbox, so the hook is not offered it; then the close
+    assert texts == [_text("receive", 600).decode(), None, "k fragmented", "", "h last", None]
+    for cut in range(1, len(stream)):
+        _same_either_way([stream[:cut], stream[cut:]])
+    _same_either_way([stream[i : i + 1] for i in range(len(stream))])
+
+
+def test_the_fast_path_takes_common_frames_without_websockets_parser() -> None:
+    """Whole text and binary frames reach the application with ``receive_data`` never
+    called; the first control frame and all after it go to websockets."""
+
+    async def run() -> list[int]:
+        got: list[Any] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            while True:
+                got.append(await receive())
+
+        peer = _Peer(app)
+        await peer.accepted()
+        fed: list[int] = []
+        conn = peer.protocol.conn
+        receive_data = conn.receive_data
+
+        def counted(data: bytes | bytearray) -> None:
+            fed.append(len(data))
+            receive_data(data)
+
+        conn.receive_data = counted  # type: ignore[method-assign]
+        peer.protocol.data_received(
+            _frame(TEXT, b"one") + _frame(BINARY, b"b" * 200) + _frame(TEXT, b"x" * 70_000)
+        )
+        assert fed == []
+        tail = _frame(PING, b"p") + _frame(TEXT, b"two")
+        peer.protocol.data_received(_frame(TEXT, b"three") + tail)
+        assert fed == [len(tail)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [m.get("text", m.get("bytes")) for m in got] == [
+            "one",
+            b"b" * 200,
+            "x" * 70_000,
+            "three",
+            "two",
+        ]
+        assert peer.transport.written == b"\x8a\x01p"  # the pong
+        return fed
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (_frame(TEXT, b"k unmasked", masked=False), 1002),
+        (_frame(BINARY, b"o" * (MAX_SIZE + 1)), 1009),
+        (_frame(TEXT, b"k\xff\xfe"), 1007),
+        (_frame(TEXT, b"k rsv", rsv=4), 1002),
+    ],
+    ids=["unmasked", "over max_size", "invalid UTF-8", "RSV bit"],
+)
+def test_a_bad_frame_after_good_ones_closes_as_before(bad: bytes, code: int) -> None:
+    """A bad frame in the same read as good ones before it, and in a read of its own:
+    the same close, with the same code, as websockets' parser and uvicorn give."""
+    good = _frame(TEXT, b"k good") + _frame(TEXT, b"h good")
+    for reads in ([good + bad + good], [good, bad, good]):
+        log = _same_either_way(reads)
+        assert log[-1] == ("closed", True)
+        closes = [m for kind, m in log if kind == "receive" and m["type"] == "websocket.disconnect"]
+        assert [m["code"] for m in closes] == [code]
+        assert any(kind == "wrote" and code.to_bytes(2, "big") in w for kind, w in log)
+
+
+def test_the_fast_path_is_off_when_websockets_parser_is_shaped_otherwise() -> None:
+    assert ws_protocol.FAST_PARSE and ws_protocol._fast_parse_works()
+
+    class Reader(StreamReader):
+        def at_eof(self):  # type: ignore[no-untyped-def]
+            return (yield from super().at_eof())
+
+    class Reshaped(Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.reader = Reader()
+            self.parser = self.parse()
+            next(self.parser)
+
+    assert not ws_protocol._fast_parse_works(Reshaped)

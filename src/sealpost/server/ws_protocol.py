@@ -38,14 +38,36 @@ Per frame, two things change. Reading:
   before the disconnect reaches ``receive``. ``on_text(None)`` removes it. The relay's
   streams take their acks so (:mod:`.acks`).
 
+Parsing: websockets' frame parser (``Protocol.receive_data``: a generator per frame, a
+``Frame`` object, ``events_received``) costs about 2 us a frame, the most of what a small
+frame costs the relay. ``data_received`` parses by hand the common frames at the start of
+each read, when websockets' parser stands at a frame boundary with nothing buffered (its
+generator waits in ``StreamReader.at_eof`` at the top of ``Protocol.parse``), the
+connection is OPEN, no fragmented message is in progress, no extension is in use and
+websockets does not log frames (``debug``): a whole frame with FIN set, the RSV bits
+clear, opcode TEXT or BINARY, masked and within ``max_size``. Its payload is unmasked
+with websockets' own ``apply_mask`` and handed on as ``handle_text`` / ``handle_bytes``
+would. At the first frame that is anything else (a control frame, a fragment, an
+unmasked or oversized one, RSV bits set, a frame cut by the end of the read), the rest of
+the read goes to websockets (``receive_data``), which therefore sees a stream starting at
+a frame boundary; the frames taken are handed on after that, then websockets' events, as
+uvicorn's own ``data_received`` does (it parses the whole read before handing on any
+frame, and hands on none when the read ends in a protocol error). Such frames change
+nothing in websockets' state (``recv_frame`` only appends them to ``events``), so
+skipping it changes nothing either. :data:`FAST_PARSE` is true when a self-test of the
+installed websockets (:func:`_fast_parse_works`) finds the structure described above;
+otherwise every read goes to websockets, as in uvicorn.
+
 It relies on names of uvicorn's ``WebSocketsSansIOProtocol``: the attributes ``queue``,
-``writable``, ``response``, ``frames``, ``curr_msg_data_type``, ``read_paused`` and
-``close_sent``; the methods ``receive``, ``send_receive_event_to_app`` (called for each
-whole message received), ``handle_connect``, ``handle_close``, ``connection_lost``,
-``handle_parser_exception`` and ``start_keepalive`` (called once the handshake response is
-written). :func:`websocket_protocol` checks they are there and otherwise returns uvicorn's
-class unchanged (which offers no :data:`ON_TEXT`: the application then takes every frame
-through ``receive``), so an upgrade of uvicorn costs memory and time, never service.
+``writable``, ``response``, ``frames``, ``curr_msg_data_type``, ``read_paused``,
+``close_sent``, ``handshake_complete`` and ``conn``; the methods ``receive``,
+``send_receive_event_to_app`` (called for each whole message received),
+``handle_connect``, ``handle_close``, ``connection_lost``, ``handle_parser_exception``,
+``start_keepalive`` (called once the handshake response is written), ``data_received``
+and ``handle_events``. :func:`websocket_protocol` checks they are there and otherwise
+returns uvicorn's class unchanged (which offers no :data:`ON_TEXT`: the application then
+takes every frame through ``receive``), so an upgrade of uvicorn costs memory and time,
+never service.
 
     >>> websocket_protocol() is LeanWebSocketProtocol
     True
@@ -58,8 +80,17 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import frames as _ws_frames
+from websockets.protocol import OPEN, Protocol, Side
+from websockets.streams import StreamReader
+
+try:  # as websockets.frames does
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 __all__ = [
+    "FAST_PARSE",
     "FRAME_COST",
     "ON_TEXT",
     "READ_AHEAD",
@@ -169,6 +200,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
         self.text_hook: TextHook | None = None
+        # ``conn.parser`` when last seen at a frame boundary with nothing buffered, no
+        # message in progress, no extension and no debug log, the handshake complete:
+        # only ``conn.receive_data`` moves it, and it is forgotten before each call.
+        self.boundary: Any = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -184,10 +219,84 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.response = None  # type: ignore[assignment]
         super().start_keepalive()
 
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if not (
+            FAST_PARSE
+            and conn.state is OPEN
+            and (conn.parser is self.boundary or self._at_boundary())
+        ):
+            self.boundary = None
+            super().data_received(data)
+            return
+        limit = conn.max_message_size
+        fragment = conn.max_fragment_size
+        if fragment is not None:
+            limit = fragment if limit is None else min(limit, fragment)
+        taken: list[tuple[int, bytes]] = []
+        end = len(data)
+        pos = 0
+        while end - pos >= 6:
+            head = data[pos]
+            if head != 0x81 and head != 0x82:  # FIN, no RSV bit, TEXT or BINARY
+                break
+            length = data[pos + 1] - 0x80  # negative: not masked
+            if length < 0:
+                break
+            start = pos + 6
+            if length == 126:
+                start = pos + 8
+                if start > end:
+                    break
+                length = data[pos + 2] << 8 | data[pos + 3]
+            elif length == 127:
+                start = pos + 14
+                if start > end:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            stop = start + length
+            if stop > end or (limit is not None and length > limit):
+                break
+            taken.append((head, apply_mask(data[start:stop], data[start - 4 : start])))
+            pos = stop
+        rest = pos < end
+        if rest:
+            self.boundary = None  # websockets' parser moves on, to where is its business
+            conn.receive_data(data[pos:] if pos else data)
+            if conn.parser_exc is not None:  # as uvicorn: no frame of this read handed on
+                self.handle_parser_exception()
+                return
+        for head, payload in taken:
+            self.curr_msg_data_type = "text" if head == 0x81 else "bytes"
+            self._deliver(payload)
+        if rest:
+            self.handle_events()
+
+    def _at_boundary(self) -> bool:
+        """Whether the fast path may parse the next read (then :attr:`boundary` is set)."""
+        conn = self.conn
+        if (
+            self.handshake_complete
+            and not conn.reader.buffer
+            and conn.current_size is None
+            and conn.parser_exc is None
+            and not conn.events
+            and not conn.extensions
+            and not conn.debug
+            and _at_frame_boundary(conn)
+        ):
+            self.boundary = conn.parser
+            return True
+        return False
+
     def send_receive_event_to_app(self) -> None:
         frames = self.frames
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         self.frames = []
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """A whole message received, ``curr_msg_data_type`` telling its kind."""
         if self.close_sent:
             # Past the application's close: discard it (uvicorn's own rule), so reading
             # goes on until the peer's close arrives.
@@ -237,9 +346,21 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
 #: What :class:`LeanWebSocketProtocol` reads or writes of uvicorn's protocol object.
 _ATTRIBUTES = frozenset(
-    ("queue", "writable", "response", "frames", "curr_msg_data_type", "read_paused", "close_sent")
+    (
+        "queue",
+        "writable",
+        "response",
+        "frames",
+        "curr_msg_data_type",
+        "read_paused",
+        "close_sent",
+        "handshake_complete",
+        "conn",
+    )
 )
 _METHODS = (
+    "data_received",
+    "handle_events",
     "receive",
     "send_receive_event_to_app",
     "handle_connect",
@@ -269,3 +390,63 @@ def websocket_protocol(
     if methods and _ATTRIBUTES.issubset(_names_used(base)):
         return LeanWebSocketProtocol
     return base
+
+
+_PARSE_CODE = Protocol.parse.__code__
+_AT_EOF_CODE = StreamReader.at_eof.__code__
+
+
+def _at_frame_boundary(conn: Protocol) -> bool:
+    """Whether ``conn``'s parser waits for a frame's first byte: its innermost generator
+    is ``StreamReader.at_eof``, called from ``Protocol.parse`` itself (not from
+    ``discard``, nor from within a frame, where ``Frame.parse`` waits in ``read_exact``)."""
+    outer: Any = None
+    gen: Any = conn.parser
+    while (inner := gen.gi_yieldfrom) is not None:
+        outer, gen = gen, inner
+    return gen.gi_code is _AT_EOF_CODE and outer is not None and outer.gi_code is _PARSE_CODE
+
+
+def _fast_parse_works(protocol: type[Protocol] = Protocol) -> bool:
+    """Whether the installed websockets is shaped as :meth:`LeanWebSocketProtocol.
+    data_received`'s fast path assumes: a server-side ``protocol`` fed a masked text frame
+    in two reads stands at a frame boundary before and after it (nothing buffered, no
+    message in progress), not between, and yields the frame."""
+    mask = b"\x01\x02\x03\x04"
+    frame = b"\x81\x82" + mask + apply_mask(b"hi", mask)
+    try:
+        conn = protocol(Side.SERVER, max_size=1 << 20)
+        before = (
+            conn.state is OPEN
+            and _at_frame_boundary(conn)
+            and not conn.reader.buffer
+            and conn.current_size is None
+            and conn.parser_exc is None
+            and conn.events == []
+            and conn.extensions == []
+            and conn.max_message_size == 1 << 20
+            and conn.max_fragment_size is None
+            and isinstance(conn.debug, bool)
+        )
+        conn.receive_data(frame[:3])
+        between = not _at_frame_boundary(conn)
+        conn.receive_data(frame[3:])
+        after = _at_frame_boundary(conn) and not conn.reader.buffer
+        events = conn.events_received()
+    except Exception:
+        return False
+    frames = [event for event in events if isinstance(event, _ws_frames.Frame)]
+    return (
+        before
+        and between
+        and after
+        and len(events) == len(frames) == 1
+        and frames[0].opcode is _ws_frames.Opcode.TEXT
+        and frames[0].data == b"hi"
+        and frames[0].fin
+    )
+
+
+#: Whether ``data_received`` takes the common frames itself (:func:`_fast_parse_works`);
+#: tests and ``bench/ws_parse.py`` turn it off to compare with websockets' parser.
+FAST_PARSE = _fast_parse_works()
