@@ -420,7 +420,7 @@ def _frames(draw: st.DrawFn) -> bytes:
     return _frame(CONT, b"k", mask=mask)
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(st.lists(_frames(), min_size=1, max_size=8), st.data())
 def test_the_fast_path_changes_nothing_the_application_or_client_sees(
     frames: list[bytes], data: st.DataObject
@@ -529,6 +529,17 @@ def test_a_bad_frame_after_good_ones_closes_as_before(bad: bytes, code: int) -> 
         closes = [m for kind, m in log if kind == "receive" and m["type"] == "websocket.disconnect"]
         assert [m["code"] for m in closes] == [code]
         assert any(kind == "wrote" and code.to_bytes(2, "big") in w for kind, w in log)
+
+
+def test_invalid_utf8_then_the_clients_close_in_one_read_answers_the_close() -> None:
+    """The close is parsed (and answered by websockets) before the text frame before it
+    is decoded: the frame is dropped and the client's close answered, where uvicorn's
+    1007 raised InvalidState out of ``data_received`` (found by the test above)."""
+    bad = _frame(TEXT, b"k\xff") + _frame(CLOSE, (1000).to_bytes(2, "big"))
+    log = _same_either_way([bad])
+    assert ("wrote", b"\x88\x02\x03\xe8") in log and log[-1] == ("closed", True)
+    closes = [m for kind, m in log if kind == "receive"]
+    assert closes == [{"type": "websocket.disconnect", "code": 1000, "reason": ""}]
 
 
 def test_the_fast_path_is_off_when_websockets_parser_is_shaped_otherwise() -> None:

@@ -310,8 +310,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 inbox.put_nowait(data.decode())
             except UnicodeDecodeError:
                 self.logger.info("invalid UTF-8 in a text frame")  # uvicorn's close: 1007
-                self.conn.send_close(1007)
-                self.handle_parser_exception()
+                if self.conn.state is OPEN:
+                    self.conn.send_close(1007)
+                    self.handle_parser_exception()
+                # else the client's close came in the same read, after this frame, and
+                # websockets already answered it (uvicorn's send_close raised here)
                 return
         else:
             inbox.put_nowait({"type": "websocket.receive", "bytes": data})
