@@ -39,24 +39,24 @@ Per frame, two things change. Reading:
   streams take their acks so (:mod:`.acks`).
 
 Parsing: websockets' frame parser (``Protocol.receive_data``: a generator per frame, a
-``Frame`` object, ``events_received``) costs about 2 us a frame, the most of what a small
-frame costs the relay. ``data_received`` parses by hand the common frames at the start of
-each read, when websockets' parser stands at a frame boundary with nothing buffered (its
-generator waits in ``StreamReader.at_eof`` at the top of ``Protocol.parse``), the
-connection is OPEN, no fragmented message is in progress, no extension is in use and
-websockets does not log frames (``debug``): a whole frame with FIN set, the RSV bits
-clear, opcode TEXT or BINARY, masked and within ``max_size``. Its payload is unmasked
-with websockets' own ``apply_mask`` and handed on as ``handle_text`` / ``handle_bytes``
-would. At the first frame that is anything else (a control frame, a fragment, an
-unmasked or oversized one, RSV bits set, a frame cut by the end of the read), the rest of
-the read goes to websockets (``receive_data``), which therefore sees a stream starting at
-a frame boundary; the frames taken are handed on after that, then websockets' events, as
-uvicorn's own ``data_received`` does (it parses the whole read before handing on any
-frame, and hands on none when the read ends in a protocol error). Such frames change
-nothing in websockets' state (``recv_frame`` only appends them to ``events``), so
-skipping it changes nothing either. :data:`FAST_PARSE` is true when a self-test of the
-installed websockets (:func:`_fast_parse_works`) finds the structure described above;
-otherwise every read goes to websockets, as in uvicorn.
+``Frame`` object, ``events_received``) costs 2 to 5 us a frame here, the most of what a
+small frame costs the relay. ``data_received`` parses by hand the common frames at the
+start of each read, when websockets' parser stands at a frame boundary with nothing
+buffered (its generator waits in ``StreamReader.at_eof`` at the top of
+``Protocol.parse``), the connection is OPEN, no fragmented message is in progress, no
+extension is in use and websockets does not log frames (``debug``): a whole frame with
+FIN set, the RSV bits clear, opcode TEXT or BINARY, masked and within ``max_size``. Its
+payload is unmasked with websockets' own ``apply_mask`` and handed on as ``handle_text``
+/ ``handle_bytes`` would. At the first frame that is anything else (a control frame, a
+fragment, an unmasked or oversized one, RSV bits set, a frame cut by the end of the
+read), the rest of the read goes to websockets (``receive_data``), which therefore sees a
+stream starting at a frame boundary; the frames taken are handed on after that, then
+websockets' events, as uvicorn's own ``data_received`` does (it parses the whole read
+before handing on any frame, and hands on none when the read ends in a protocol error).
+Such frames change nothing in websockets' state (``recv_frame`` only appends them to
+``events``), so skipping it changes nothing either. :data:`FAST_PARSE` is true when a
+self-test of the installed websockets (:func:`_fast_parse_works`) finds the structure
+described above; otherwise every read goes to websockets, as in uvicorn.
 
 It relies on names of uvicorn's ``WebSocketsSansIOProtocol``: the attributes ``queue``,
 ``writable``, ``response``, ``frames``, ``curr_msg_data_type``, ``read_paused``,
