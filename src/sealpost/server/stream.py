@@ -89,7 +89,12 @@ from sealpost.server.frames import (
 from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
-from sealpost.server.storage.base import Fence, StaleEpoch, StorageUnavailable
+from sealpost.server.storage.base import (
+    Fence,
+    MismatchedDevices,
+    StaleEpoch,
+    StorageUnavailable,
+)
 from sealpost.server.ws_protocol import ON_TEXT
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
@@ -222,7 +227,7 @@ class _Connection:
         self.committing: asyncio.Future[Any] | None = None
         # Sends in flight, oldest first (at most MAX_IN_FLIGHT + 1: a list, 56 bytes empty
         # where a deque is 600; idle connections are the many).
-        self.answers: list[tuple[int, asyncio.Future[int]]] = []
+        self.answers: list[tuple[int, int, asyncio.Future[int]]] = []  # req, envelopes, stored
         self.answerer: asyncio.Task[None] | None = None
         self.room: asyncio.Future[None] | None = None  # a send waiting for fewer in flight
         self.pusher: asyncio.Task[None] | None = None  # pushing, while the queue is not empty
@@ -555,7 +560,8 @@ class StreamEndpoint:
         # of a connection that a newer one replaced is refused, on whatever process it is
         # (StaleEpoch, closing it with 4409 in ``_answer``), even before it hears of it.
         fence = None if device is None else Fence(device.account_id, device.device_id, conn.epoch)
-        conn.answers.append((req, self._messages.submit(prepared, fence=fence)))
+        stored = self._messages.store(prepared, fence=fence)
+        conn.answers.append((req, len(prepared.envelopes), stored))
         if conn.answerer is None:
             conn.answerer = asyncio.create_task(self._answer(conn))
             conn.answerer.add_done_callback(conn.failed)
@@ -563,26 +569,47 @@ class StreamEndpoint:
             conn.room = asyncio.get_running_loop().create_future()
             await conn.room
 
-    @staticmethod
-    async def _answer(conn: _Connection) -> None:
-        """Answer the connection's sends in the order they came, each once stored. A send
-        refused for a stale epoch (a newer connection of the device took over) closes the
-        connection with 4409, unanswered, as a stale ack does."""
+    async def _answer(self, conn: _Connection) -> None:
+        """Answer the connection's sends in the order they came, each once stored: woken
+        when the oldest is stored (a group commit stores many at once), it answers every
+        send stored by then, in order, in one write. A send refused for a stale epoch (a
+        newer connection of the device took over) closes the connection with 4409,
+        unanswered, as a stale ack does; a failing database ends the connection."""
         sock = conn.sock
+        answers = conn.answers
+        loop = asyncio.get_running_loop()
         try:
-            while conn.answers:
-                req, task = conn.answers.pop(0)
+            while answers:
+                stored = answers[0][2]
+                if not stored.done():
+                    # Not the storage's future itself: cancelling this task (the connection
+                    # ends) must not cancel it, which would lose its devices' wake-up.
+                    waiter = loop.create_future()
+                    stored.add_done_callback(partial(_resolve, waiter))
+                    await waiter
+                texts = []
+                while answers and (stored := answers[0][2]).done():
+                    req, envelopes, _ = answers.pop(0)
+                    exc = stored.exception()
+                    if exc is None:
+                        texts.append(sent_text(req, envelopes))
+                        continue
+                    refusal = self._messages.refusal(exc)
+                    if refusal is None:
+                        if texts:  # the answers before it go out first
+                            await sock.send_texts(texts)
+                            texts = []
+                        if isinstance(exc, StaleEpoch):
+                            raise _Close(4409, "replaced by a newer connection of this device")
+                        if not isinstance(exc, MismatchedDevices):
+                            raise exc
+                        refusal = await self._messages.mismatch(exc)
+                    texts.append(json.dumps(_error(req, refusal)))
                 room = conn.room
                 if room is not None and not room.done():
                     room.set_result(None)
-                try:
-                    stored = await task
-                except ApiError as exc:
-                    await sock.send(_error(req, exc))
-                except StaleEpoch:
-                    raise _Close(4409, "replaced by a newer connection of this device") from None
-                else:
-                    await sock.send_text(sent_text(req, stored))
+                if texts:
+                    await sock.send_texts(texts)
         finally:
             conn.answerer = None
 
@@ -668,6 +695,11 @@ def message_text(message_id: bytes, body: bytes, received_at: int) -> str:
 def sent_text(req: int, stored: int) -> str:
     """A :class:`~.frames.SentFrame`, formatted by hand."""
     return f'{{"type":"sent","req":{req},"stored":{stored}}}'
+
+
+def _resolve(waiter: asyncio.Future[None], done: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _error(req: int, exc: ApiError) -> dict[str, Any]:

@@ -36,6 +36,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import weakref
 from dataclasses import dataclass
 from functools import partial
 
@@ -43,6 +45,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sealpost.entropy import Rng
 from sealpost.protocol.group_sealed import GROUP_SEALED_MIN, GROUP_SEALED_PREFIX
 from sealpost.protocol.sealed_multi import MULTI_SEALED_PREFIX, WRAP_LEN, assemble
 from sealpost.protocol.send_id import queued_message_id
@@ -83,6 +86,49 @@ log = logging.getLogger("sealpost.server.messages")
 
 DELIVERY_TOKEN_HEADER = "X-Sealpost-Delivery-Token"  # noqa: S105 (a header name)
 MESSAGE_ID_LEN = 16
+#: Random message ids drawn from the RNG at once (4 KiB): one read of the OS's CSPRNG for
+#: this many sends without a send id, instead of a system call each.
+ID_POOL = 256
+
+
+class _MessageIds:
+    """Random message ids for sends without a send id: ``MESSAGE_ID_LEN`` bytes each, cut
+    in turn from one draw of ``rng`` of ``ID_POOL`` of them. Each id is 16 bytes of the
+    CSPRNG's output used once, as if drawn alone: as unpredictable, and unique with the
+    same odds (a 128-bit collision). What is left of a draw is forgotten in a child process
+    after a fork, so that two processes never hand out the same ids (a second copy of an
+    id would be taken for a resend and not stored)."""
+
+    __slots__ = ("__weakref__", "_next", "_pool", "_rng")
+
+    def __init__(self, rng: Rng) -> None:
+        self._rng = rng
+        self._pool = b""
+        self._next = 0
+        _POOLS.add(self)
+
+    def __call__(self) -> bytes:
+        start = self._next
+        if start >= len(self._pool):
+            self._pool = self._rng(ID_POOL * MESSAGE_ID_LEN)
+            start = 0
+        self._next = start + MESSAGE_ID_LEN
+        return self._pool[start : start + MESSAGE_ID_LEN]
+
+    def forget(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+
+_POOLS: weakref.WeakSet[_MessageIds] = weakref.WeakSet()
+
+
+def _forget_pools() -> None:
+    for pool in list(_POOLS):
+        pool.forget()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def parse_delivery_tokens(value: str, limit: int) -> dict[bytes, bytes]:
@@ -130,6 +176,8 @@ class MessagesApi:
         self._auth = auth
         self._waking: set[tuple[bytes, int]] = set()  # devices to wake, next iteration
         self._publishing: set[asyncio.Task[None]] = set()
+        self._stored_anew = 0  # for the metric, counted with ``_waking``
+        self._new_id = _MessageIds(ctx.rng)
 
     def _envelopes(self, doc: SendRequest) -> list[Envelope]:
         cfg = self._ctx.config
@@ -139,7 +187,7 @@ class MessagesApi:
         seen: set[tuple[bytes, int]] = set()
         out = []
         total = 0
-        rng = self._ctx.rng
+        new_id = self._new_id
         for item in items:
             body = item.body
             if len(body) > cfg.max_envelope:
@@ -152,7 +200,7 @@ class MessagesApi:
                 raise bad_request("a device is named twice")
             seen.add(key)
             message_id = (
-                rng(MESSAGE_ID_LEN)
+                new_id()
                 if item.send_id is None
                 else queued_message_id(item.send_id, key[0], key[1])
             )
@@ -190,7 +238,7 @@ class MessagesApi:
                 raise bad_request("a device is named twice")
             seen.add(key)
             message_id = (
-                self._ctx.rng(MESSAGE_ID_LEN)
+                self._new_id()
                 if doc.send_id is None
                 else queued_message_id(doc.send_id, key[0], key[1])
             )
@@ -293,14 +341,27 @@ class MessagesApi:
         if ``fence``, the epoch of the device's stream the send came on, is no longer the
         device's (a newer connection of it replaced that one). Sends over HTTP and on
         ``/v1/sealed`` come on no device's connection and carry no fence; nor do
-        multi-recipient sends, which are sealed."""
-        cfg = self._ctx.config
+        multi-recipient sends, which are sealed.
+
+        :meth:`store` is the same without a future of its own: the stream, which answers
+        many sends at once, translates the storage's outcome itself (:meth:`refusal`)."""
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        stored = self.store(prepared, fence=fence)
+        stored.add_done_callback(partial(_answered, self, len(prepared.envelopes), answer))
+        return answer
+
+    def store(self, prepared: PreparedSend, *, fence: Fence | None = None) -> asyncio.Future[int]:
+        """Start storing a prepared send, as :meth:`submit`, and return the storage's own
+        future: once done, the send is answered with the number of its envelopes, or, if
+        it raised, with :meth:`refusal` of its exception. (Its devices are woken here;
+        cancelling the future would lose that: the stream never cancels it.)"""
+        cfg = self._ctx.config
         try:
             self._ctx.disk.check()
         except ApiError as exc:
-            answer.set_exception(exc)
-            return answer
+            refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused
         now = self._ctx.clock()
         storage = self._ctx.storage
         if prepared.shared is not None:
@@ -323,38 +384,30 @@ class MessagesApi:
                 max_bytes=cfg.max_queue_bytes,
                 fence=fence,
             )
-        stored.add_done_callback(partial(self._stored, prepared.envelopes, answer))
-        return answer
+        stored.add_done_callback(partial(self._stored, prepared.envelopes))
+        return stored
 
-    def _stored(
-        self, envelopes: list[Envelope], answer: asyncio.Future[int], stored: asyncio.Future[int]
-    ) -> None:
-        """A send's write is done: wake its devices and answer, or say why not. The answer
-        counts the envelopes accepted; the metric those stored anew (a resend of a message
-        still queued stores nothing)."""
-        exc = None if stored.cancelled() else stored.exception()
-        if exc is None and not stored.cancelled():  # stored, whether or not one still waits
+    def _stored(self, envelopes: list[Envelope], stored: asyncio.Future[int]) -> None:
+        """A send's write is done: if stored (whether or not one still waits), wake its
+        devices. The metric counts those stored anew (a resend of a message still queued
+        stores nothing)."""
+        if not stored.cancelled() and stored.exception() is None:
+            self._stored_anew += stored.result()
             self._wake({(e.account_id, e.device_id) for e in envelopes})
-            self._ctx.metrics.inc(
-                "sealpost_messages_stored_total", "envelopes durably queued", stored.result()
-            )
-        if answer.done():  # the caller gave up
-            return
-        if stored.cancelled():
-            answer.cancel()
-        elif exc is None:
-            answer.set_result(len(envelopes))
-        elif isinstance(exc, UnknownAccount):
-            answer.set_exception(ApiError(404, "not_found", "no such account"))
-        elif isinstance(exc, QueueFull):
-            answer.set_exception(
-                ApiError(507, "queue_full", "a destination device's queue is full")
-            )
-        elif isinstance(exc, MismatchedDevices):  # rare: the answer needs a read
-            task = asyncio.create_task(self._mismatch(exc))
-            task.add_done_callback(partial(_refuse, answer))
-        else:
-            answer.set_exception(exc)
+
+    @staticmethod
+    def refusal(exc: BaseException) -> ApiError | None:
+        """The answer to a send whose storing raised ``exc``; ``None`` if there is none to
+        give at once: :class:`~.storage.base.MismatchedDevices` (its answer needs a read:
+        :meth:`mismatch`), or what is no refusal of this send (``StaleEpoch``, a failing
+        database), which its caller raises."""
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, UnknownAccount):
+            return ApiError(404, "not_found", "no such account")
+        if isinstance(exc, QueueFull):
+            return ApiError(507, "queue_full", "a destination device's queue is full")
+        return None
 
     def _wake(self, addresses: set[tuple[bytes, int]]) -> None:
         """Tell the fanout, once for all the sends committed in this loop iteration (a
@@ -365,6 +418,8 @@ class MessagesApi:
 
     def _publish(self) -> None:
         addresses, self._waking = self._waking, set()
+        anew, self._stored_anew = self._stored_anew, 0
+        self._ctx.metrics.inc("sealpost_messages_stored_total", "envelopes durably queued", anew)
         task = asyncio.create_task(self._ctx.fanout.publish(addresses))
         self._publishing.add(task)
         task.add_done_callback(self._published)
@@ -391,7 +446,9 @@ class MessagesApi:
         )
         return json_response(Stored(stored=await self.submit(prepared)))
 
-    async def _mismatch(self, exc: MismatchedDevices) -> ApiError:
+    async def mismatch(self, exc: MismatchedDevices) -> ApiError:
+        """The answer to a send refused as :class:`~.storage.base.MismatchedDevices`: 409
+        with the devices each account named has now (read from storage)."""
         accounts = {}
         for account_id, (missing, extra) in exc.accounts.items():
             devices = devices_out(await self._ctx.storage.devices(account_id))
@@ -425,6 +482,26 @@ class MessagesApi:
         if not await self._ctx.storage.ack(device.account_id, device.device_id, message_id):
             raise ApiError(404, "not_found", "no such message in this device's queue")
         return Response(status_code=204)
+
+
+def _answered(
+    api: MessagesApi, envelopes: int, answer: asyncio.Future[int], stored: asyncio.Future[int]
+) -> None:
+    """:meth:`MessagesApi.submit`'s answer, once its write is done."""
+    if answer.done():  # the caller gave up
+        return
+    if stored.cancelled():
+        answer.cancel()
+        return
+    exc = stored.exception()
+    if exc is None:
+        answer.set_result(envelopes)
+    elif isinstance(exc, MismatchedDevices):  # rare: the answer needs a read
+        task = asyncio.create_task(api.mismatch(exc))
+        task.add_done_callback(partial(_refuse, answer))
+    else:
+        refusal = api.refusal(exc)
+        answer.set_exception(exc if refusal is None else refusal)
 
 
 def _refuse(answer: asyncio.Future[int], task: asyncio.Task[ApiError]) -> None:

@@ -1,0 +1,272 @@
+"""The answers of a connection's pipelined sends (:mod:`sealpost.server.stream`), in
+process against a real SQLite storage: sends stored in one group commit are answered in
+the order sent, in one write, including those refused in the middle of the batch (each
+with its own error); a send refused for a stale epoch closes the connection unanswered
+after the answers before it; and the random message ids (:mod:`.handlers.messages`) are
+distinct cuts of the RNG, drawn anew in a forked child."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocket
+
+from sealpost.crypto.sign import SigningKey
+from sealpost.server import stream
+from sealpost.server.authn import AuthenticatedDevice, Authenticator
+from sealpost.server.blobs import BlobStore
+from sealpost.server.config import ServerConfig
+from sealpost.server.connections import SEND_TEXTS
+from sealpost.server.context import Context
+from sealpost.server.diskspace import DiskSpace
+from sealpost.server.fanout.local import LocalFanout
+from sealpost.server.frames import SEALED_CLIENT_FRAMES, STREAM_CLIENT_FRAMES
+from sealpost.server.handlers.messages import ID_POOL, MESSAGE_ID_LEN, MessagesApi, _MessageIds
+from sealpost.server.limits import Limits
+from sealpost.server.metrics import Metrics
+from sealpost.server.ratelimit import LocalLimiters
+from sealpost.server.storage import (
+    AccountRecord,
+    DeviceRecord,
+    Envelope,
+    PreKeyUpload,
+    SqliteStorage,
+)
+
+Body = Callable[[SqliteStorage, stream.StreamEndpoint, list[bytes]], Awaitable[None]]
+TOKEN = b"t" * 32
+
+
+def _run(tmp_path: Path, body: Body, **config: Any) -> None:
+    async def main() -> None:
+        cfg = ServerConfig(data=tmp_path, **config)
+        storage = SqliteStorage(tmp_path / "relay.db")
+        await storage.open()
+        limiters = LocalLimiters(clock=time.monotonic)
+        ctx = Context(
+            config=cfg,
+            storage=storage,
+            fanout=LocalFanout(),
+            blobs=BlobStore(tmp_path / "blobs"),
+            server_key=SigningKey.generate(os.urandom),
+            metrics=Metrics(),
+            clock=lambda: int(time.time()),
+            rng=os.urandom,
+            per_account=limiters.limiter("per_account", 0),
+            per_address=limiters.limiter("per_address", 0),
+            sealed_per_address=limiters.limiter("sealed_per_address", 0),
+            limits=Limits.from_config(cfg, limiters),
+            disk=DiskSpace(tmp_path, min_free=0, clock=time.monotonic),
+        )
+        endpoint = stream.StreamEndpoint(ctx, MessagesApi(ctx, Authenticator(ctx)))
+        try:
+            accounts = []
+            for i in range(3):
+                account_id = os.urandom(16)
+                accounts.append(account_id)
+                await storage.create_account(
+                    AccountRecord(
+                        account_id, f"user{i}", b"k" * 32, hashlib.sha256(TOKEN).digest(), True, 0
+                    ),
+                    DeviceRecord(account_id, 1, b"cert", 0),
+                    PreKeyUpload(),
+                )
+            for account_id in accounts:  # as for a running server: the cache holds them
+                await storage.account_by_id(account_id)
+            await body(storage, endpoint, accounts)
+        finally:
+            await storage.close()
+
+    asyncio.run(main())
+
+
+class _Writes:
+    """The socket's ``SEND_TEXTS`` hook: every write, as the list of frames it carried."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, texts: Sequence[str]) -> bool:
+        self.writes.append([json.loads(t) for t in texts])
+        self.arrived.set()
+        return True
+
+    def frames(self) -> list[dict[str, Any]]:
+        return [frame for write in self.writes for frame in write]
+
+    async def until(self, count: int) -> None:
+        while len(self.frames()) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+
+
+def _connection(writes: _Writes, epoch: int = 0) -> stream._Connection:
+    async def receive() -> Any:
+        raise AssertionError("not read")
+
+    async def send(message: Any) -> None:
+        raise AssertionError("not sent by ASGI")
+
+    scope = {
+        "type": "websocket",
+        "path": "/v1/sealed",
+        "headers": [],
+        "client": ("127.0.0.1", 40000),
+        "extensions": {SEND_TEXTS: writes},
+    }
+    return stream._Connection(stream._Socket(WebSocket(scope, receive, send)), epoch)
+
+
+def _send_text(req: int, account_id: bytes, device_id: int = 1) -> str:
+    a = account_id.hex()
+    return json.dumps(
+        {
+            "type": "send",
+            "req": req,
+            "messages": [{"account_id": a, "device_id": device_id, "body": "AAAA"}],
+            "tokens": {a: base64.b64encode(TOKEN).decode()},
+        }
+    )
+
+
+async def _submit(
+    endpoint: stream.StreamEndpoint,
+    conn: stream._Connection,
+    text: str,
+    device: AuthenticatedDevice | None = None,
+) -> None:
+    kinds = SEALED_CLIENT_FRAMES if device is None else STREAM_CLIENT_FRAMES
+    message = {"type": "websocket.receive", "text": text}
+    await endpoint._send(conn, stream._frame(message, kinds, "a frame"), device)
+
+
+def test_answers_stay_in_send_order_when_sends_fail_in_the_middle_of_a_batch(
+    tmp_path: Path,
+) -> None:
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a, b, full = accounts
+        for _ in range(2):  # ``full``'s queue is at its bound (max_queue_depth 2)
+            await storage.enqueue(
+                [Envelope(os.urandom(16), full, 1, b"x")],
+                exempt={},
+                received_at=1,
+                expires_at=2**40,
+                max_depth=2,
+            )
+        writes = _Writes()
+        conn = _connection(writes)
+        commits = storage.commits
+        await _submit(endpoint, conn, _send_text(0, a))
+        await _submit(endpoint, conn, _send_text(1, b, device_id=2))  # b has device 1 only
+        await _submit(endpoint, conn, _send_text(2, b))
+        await _submit(endpoint, conn, _send_text(3, full))
+        await _submit(endpoint, conn, _send_text(4, a))
+        await writes.until(5)
+        frames = writes.frames()
+        assert [(f["type"], f["req"]) for f in frames] == [
+            ("sent", 0),
+            ("error", 1),
+            ("sent", 2),
+            ("error", 3),
+            ("sent", 4),
+        ]
+        assert frames[1]["error"] == "mismatched_devices"
+        assert frames[1]["accounts"][b.hex()]["extra"] == [2]
+        assert frames[3]["error"] == "queue_full"
+        assert storage.commits - commits == 1  # one group commit stored them all
+        # Those before the mismatched send went out in one write; the rest in another
+        # (its answer needs a read).
+        assert [[f["req"] for f in w] for w in writes.writes] == [[0], [1, 2, 3, 4]]
+        assert len(await storage.fetch(a, 1, after_seq=0, limit=10)) == 2
+        assert len(await storage.fetch(b, 1, after_seq=0, limit=10)) == 1
+        assert len(await storage.fetch(full, 1, after_seq=0, limit=10)) == 2
+
+    _run(tmp_path, body, max_queue_depth=2)
+
+
+def test_answers_of_one_group_commit_are_one_write(tmp_path: Path) -> None:
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        writes = _Writes()
+        conn = _connection(writes)
+        for req in range(20):
+            await _submit(endpoint, conn, _send_text(req, accounts[req % 3]))
+        await writes.until(20)
+        assert [[f["req"] for f in w] for w in writes.writes] == [list(range(20))]
+        assert conn.answerer is None and conn.answers == []
+
+    _run(tmp_path, body)
+
+
+def test_a_stale_send_closes_after_the_answers_before_it(tmp_path: Path) -> None:
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a, b, _ = accounts
+        epoch = await storage.claim_device(a, 1)
+        device = AuthenticatedDevice(a, 1, None)  # type: ignore[arg-type]
+        writes = _Writes()
+        conn = _connection(writes, epoch)
+
+        def copy(req: int) -> str:  # authenticated, as a device's stream sends
+            message = {"account_id": b.hex(), "device_id": 1, "body": "AAAA"}
+            return json.dumps({"type": "send", "req": req, "messages": [message]})
+
+        await _submit(endpoint, conn, copy(0), device)
+        await _submit(endpoint, conn, copy(1), device)
+        await asyncio.sleep(0)  # their batch starts (its fences read): it is being committed
+        newer = await storage.claim_device(a, 1)  # a newer connection of the device
+        await _submit(endpoint, conn, copy(2), device)  # stale: waits for the next batch
+        answerer = conn.answerer
+        assert answerer is not None
+        with pytest.raises(stream._Close) as closed:
+            await answerer
+        assert closed.value.code == 4409
+        assert [(f["type"], f["req"]) for f in writes.frames()] == [("sent", 0), ("sent", 1)]
+        assert newer > epoch
+        assert len(await storage.fetch(b, 1, after_seq=0, limit=10)) == 2  # not send 2
+
+    _run(tmp_path, body)
+
+
+def test_message_ids_are_distinct_cuts_of_one_draw() -> None:
+    draws: list[int] = []
+
+    def rng(n: int) -> bytes:
+        draws.append(n)
+        return os.urandom(n)
+
+    ids = _MessageIds(rng)
+    got = [ids() for _ in range(ID_POOL + 1)]
+    assert draws == [ID_POOL * MESSAGE_ID_LEN] * 2  # one draw per ID_POOL ids
+    assert all(len(i) == MESSAGE_ID_LEN for i in got)
+    assert len(set(got)) == len(got)
+
+
+def test_a_forked_child_draws_its_own_message_ids() -> None:
+    ids = _MessageIds(os.urandom)
+    ids()  # the pool is drawn, and most of it left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id must not be the parent's next
+        os.write(write, ids())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, MESSAGE_ID_LEN)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == MESSAGE_ID_LEN
+    assert child != ids()
