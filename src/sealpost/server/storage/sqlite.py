@@ -1220,39 +1220,42 @@ class SqliteStorage:
         max_bytes: int = 0,
         fence: Fence | None = None,
     ) -> asyncio.Future[int]:
-        def op(conn: sqlite3.Connection) -> int:
-            if fence is not None:  # read as the operation runs, in its place among the writes
-                self._check_fence(fence)
-            self._check_devices(conn, envelopes, exempt)
-            added = []
-            for env in envelopes:
-                address = (env.account_id, env.device_id)
-                cur = conn.execute(
-                    "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
-                    " expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (message_id) DO NOTHING",
-                    (
-                        env.account_id,
-                        env.device_id,
-                        env.message_id,
-                        env.body,
-                        received_at,
-                        expires_at,
-                        len(env.body),
-                    ),
-                )
-                if not cur.rowcount:  # a resend of a message still queued: stored once
-                    continue
-                self._reserve(conn, address, len(env.body), max_depth, max_bytes)
-                seq = cur.lastrowid
-                assert seq is not None
-                message = QueuedMessage(env.message_id, seq, env.body, received_at)
-                added.append((address, message))
-            self._effects.append(partial(self._tails.added, added))
-            return len(added)  # stored anew
-
         send = _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence)
-        return self._submit(op, send=send)
+        return self._submit(partial(self._run_send, send), send=send)
+
+    def _run_send(self, send: _Send, conn: sqlite3.Connection) -> int:
+        """A plain send's operation (a method, not a closure: no function and cells per
+        send)."""
+        if send.fence is not None:  # read as the operation runs, in its place among the writes
+            self._check_fence(send.fence)
+        self._check_devices(conn, send.envelopes, send.exempt)
+        added = []
+        received_at, expires_at = send.received_at, send.expires_at
+        for env in send.envelopes:
+            address = (env.account_id, env.device_id)
+            cur = conn.execute(
+                "INSERT INTO queue (account_id, device_id, message_id, body, received_at,"
+                " expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (message_id) DO NOTHING",
+                (
+                    env.account_id,
+                    env.device_id,
+                    env.message_id,
+                    env.body,
+                    received_at,
+                    expires_at,
+                    len(env.body),
+                ),
+            )
+            if not cur.rowcount:  # a resend of a message still queued: stored once
+                continue
+            self._reserve(conn, address, len(env.body), send.max_depth, send.max_bytes)
+            seq = cur.lastrowid
+            assert seq is not None
+            message = QueuedMessage(env.message_id, seq, env.body, received_at)
+            added.append((address, message))
+        self._effects.append(partial(self._tails.added, added))
+        return len(added)  # stored anew
 
     async def enqueue_shared(
         self,
