@@ -407,3 +407,21 @@ def test_a_frozen_redis_still_falls_back_within_the_timeout_with_a_lease(
         asyncio.run(run())
     finally:
         redis.kill()
+
+
+def test_take_now_answers_what_its_lease_covers_and_defers_the_rest(url: str, name: str) -> None:
+    async def run() -> None:
+        limiters = _limiters(url)
+        await limiters.open()
+        try:
+            limiter = limiters.limiter(name, 640)  # a lease of 10
+            assert limiter.take_now(ADDRESS) is None  # no lease yet: only Redis can say
+            assert await limiter.take(ADDRESS) == 0.0  # asks, for the lease too
+            assert limiter.take_now(ADDRESS, 4) == 0.0
+            assert limiter.take_now(ADDRESS, 4) == 0.0
+            assert limiter.take_now(ADDRESS, 5) is None  # 2 left: it spent nothing
+            assert limiter.take_now(ADDRESS, 2) == 0.0
+        finally:
+            await limiters.close()
+
+    asyncio.run(run())

@@ -16,7 +16,8 @@ Handlers see a :class:`Limiter` (awaited), made by a :class:`Limiters`: in one p
 :class:`LocalLimiters` (these buckets); with Redis, :mod:`.ratelimit_redis`, one bucket
 per key shared by every process (each leasing a slice of it at a time, so that most takes
 are answered in memory), which falls back to these buckets while Redis is away. A take
-answered in memory does not suspend its caller.
+answered in memory does not suspend its caller, and :meth:`Limiter.take_now` gives it
+without a coroutine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class Limiter(Protocol):
     async def take(self, key: Hashable, amount: float = 1.0) -> float:
         """Spend ``amount`` for ``key``: 0.0 if allowed, else seconds to wait (nothing
         spent then)."""
+
+    def take_now(self, key: Hashable, amount: float = 1.0) -> float | None:
+        """:meth:`take`, if it can be answered from memory (then as it would answer, and
+        spent the same); ``None`` (nothing spent) if it needs to wait for another process:
+        then await :meth:`take`. Spares the hot paths a coroutine per take."""
 
     async def blocked(self, key: Hashable) -> float:
         """Seconds until ``key`` has a token again (0.0 if it has one); spends nothing."""
@@ -107,6 +113,9 @@ class LocalLimiter:
         self.buckets = buckets
 
     async def take(self, key: Hashable, amount: float = 1.0) -> float:
+        return self.buckets.take(key, amount)
+
+    def take_now(self, key: Hashable, amount: float = 1.0) -> float:
         return self.buckets.take(key, amount)
 
     async def blocked(self, key: Hashable) -> float:

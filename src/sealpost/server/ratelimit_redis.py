@@ -350,20 +350,29 @@ class _RedisLimiter:
                 lease.tokens = 0.0  # lapsed: the bucket refilled them long ago
         return lease
 
-    async def take(self, key: Hashable, amount: float = 1.0) -> float:
+    def take_now(self, key: Hashable, amount: float = 1.0) -> float | None:
         if self._limit <= 0:
             return 0.0
         if not self._shared.available():
             return self._local.take(key, amount)
         if not self._lease:
-            exact = await self._ask("l", key, amount, amount)
-            return self._local.take(key, amount) if exact is None else exact[0]
+            return None
         lease = self._leased(key)
         if lease.tokens >= amount:  # the common case: no Redis, no suspension
             lease.tokens -= amount
             if lease.tokens < self._lease / 2 and not lease.refilling:
                 self._prefetch(key, lease)
             return 0.0
+        return None
+
+    async def take(self, key: Hashable, amount: float = 1.0) -> float:
+        now = self.take_now(key, amount)
+        if now is not None:
+            return now
+        if not self._lease:
+            exact = await self._ask("l", key, amount, amount)
+            return self._local.take(key, amount) if exact is None else exact[0]
+        lease = self._leased(key)
         have, lease.tokens = lease.tokens, 0.0
         lease.reserved += have
         need = amount - have

@@ -534,14 +534,19 @@ class StreamEndpoint:
         ctx = self._ctx
         sock = conn.sock
         try:
+            # Each take answered from memory where it can be, without a coroutine.
             if device is None:
                 address = client_address(sock.ws)
-                wait = await ctx.per_address.take(address)
+                wait = ctx.per_address.take_now(address)
+                if wait is None:
+                    wait = await ctx.per_address.take(address)
                 limit = ctx.config.max_multi_recipients if multi else ctx.config.max_envelopes
                 tokens = token_map(frame.tokens, limit)
             else:
                 address = ""
-                wait = await ctx.per_account.take(device.account_id)
+                wait = ctx.per_account.take_now(device.account_id)
+                if wait is None:
+                    wait = await ctx.per_account.take(device.account_id)
                 tokens = {}
             if wait:
                 raise ApiError(
