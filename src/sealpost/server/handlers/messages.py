@@ -405,7 +405,7 @@ class MessagesApi:
         stores nothing)."""
         if not stored.cancelled() and stored.exception() is None:
             self._stored_anew += stored.result()
-            self._wake({(e.account_id, e.device_id) for e in envelopes})
+            self._wake(envelopes)
 
     @staticmethod
     def refusal(exc: BaseException) -> ApiError | None:
@@ -421,12 +421,14 @@ class MessagesApi:
             return ApiError(507, "queue_full", "a destination device's queue is full")
         return None
 
-    def _wake(self, addresses: set[tuple[bytes, int]]) -> None:
-        """Tell the fanout, once for all the sends committed in this loop iteration (a
-        group commit finishes many at once)."""
-        if not self._waking:
+    def _wake(self, envelopes: list[Envelope]) -> None:
+        """Tell the fanout of these envelopes' devices, once for all the sends committed in
+        this loop iteration (a group commit finishes many at once)."""
+        waking = self._waking
+        if not waking:
             asyncio.get_running_loop().call_soon(self._publish)
-        self._waking |= addresses
+        for e in envelopes:
+            waking.add((e.account_id, e.device_id))
 
     def _publish(self) -> None:
         addresses, self._waking = self._waking, set()
