@@ -196,6 +196,38 @@ def test_answers_stay_in_send_order_when_sends_fail_in_the_middle_of_a_batch(
     _run(tmp_path, body, max_queue_depth=2)
 
 
+def test_a_send_refused_before_it_is_stored_is_answered_in_its_turn(tmp_path: Path) -> None:
+    """A wrong delivery token (403) or an over-size batch (413), refused before anything is
+    stored, between sends waiting for their commit: its error comes after their answers,
+    in the order of the sends; with nothing in flight, at once."""
+
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a, b, _ = accounts
+        writes = _Writes()
+        conn = _connection(writes)
+        wrong = json.loads(_send_text(1, b))
+        wrong["tokens"] = {b.hex(): base64.b64encode(b"w" * 32).decode()}
+        await _submit(endpoint, conn, _send_text(0, a))
+        await _submit(endpoint, conn, json.dumps(wrong))
+        await _submit(endpoint, conn, _send_text(2, b))
+        await writes.until(3)
+        frames = writes.frames()
+        assert [(f["type"], f["req"]) for f in frames] == [
+            ("sent", 0),
+            ("error", 1),
+            ("sent", 2),
+        ]
+        assert frames[1]["error"] == "forbidden"
+        await _submit(endpoint, conn, json.dumps({**wrong, "req": 3}))  # nothing in flight
+        await writes.until(4)
+        assert (writes.frames()[3]["type"], writes.frames()[3]["req"]) == ("error", 3)
+        assert len(await storage.fetch(b, 1, after_seq=0, limit=10)) == 1
+
+    _run(tmp_path, body)
+
+
 def test_answers_of_one_group_commit_are_one_write(tmp_path: Path) -> None:
     async def body(
         storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]

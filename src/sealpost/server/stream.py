@@ -500,7 +500,7 @@ class StreamEndpoint:
                 try:
                     frame = _frame(message, kinds, what)
                 except _Refused as refused:
-                    await sock.send(_error(refused.req, refused.error))
+                    await self._refuse(conn, refused.req, refused.error)
                     continue
                 if isinstance(frame, AckFrame | AcksFrame):
                     committer = conn.committer
@@ -559,7 +559,7 @@ class StreamEndpoint:
                     frame, sender=device, tokens=tokens, address=address
                 )
         except ApiError as exc:
-            await sock.send(_error(req, exc))
+            await self._refuse(conn, req, exc)
             return
         # On /v1/stream, stored only while this connection's epoch is the device's: a send
         # of a connection that a newer one replaced is refused, on whatever process it is
@@ -573,6 +573,20 @@ class StreamEndpoint:
         if len(conn.answers) > MAX_IN_FLIGHT:  # the next send waits for an answer
             conn.room = asyncio.get_running_loop().create_future()
             await conn.room
+
+    async def _refuse(self, conn: _Connection, req: int, error: ApiError) -> None:
+        """Answer a send refused before it was stored (its frame's content, a rate limit,
+        its authorization): at once if no send before it waits for its answer, else after
+        theirs, so that every answer comes in the order of the sends."""
+        if conn.answerer is None and not conn.answers:
+            await conn.sock.send(_error(req, error))
+            return
+        refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        refused.set_exception(error)
+        conn.answers.append((req, 0, refused))
+        if conn.answerer is None:
+            conn.answerer = asyncio.create_task(self._answer(conn))
+            conn.answerer.add_done_callback(conn.failed)
 
     async def _answer(self, conn: _Connection) -> None:
         """Answer the connection's sends in the order they came, each once stored: woken
