@@ -43,8 +43,9 @@ Targets (issue 3), the PASS/FAIL column: at least 10,000 msgs/s relayed at N = 1
 comparison, measured on this machine: Synapse about 32 msgs/s, Prosody 5,700 to 7,600
 msgs/s with in-memory routing); idle delivery latency p50 at most 0.7 ms and p99 at most
 3 ms; server RSS at most 150 MiB with 1000 devices connected (judged on the peak, VmHWM,
-which includes the load). With 10,000 devices (issue 16): peak RSS at most 300 MiB, and
-the rate at least 0.8x the rate at N = 100 of the same run (``--devices 100 10000``; the
+which includes the load). With 10,000 devices (issue 16): peak RSS at most 300 MiB, idle
+latency p50 at most 1 ms and p99 at most 5 ms, and the rate at least 0.8x the rate at
+N = 100 of the same run (``--devices 100 10000``; the
 machine's load varies between runs). The measured window starts after the warm-up and
 once about every device has had a message (a device's first one costs more than the
 next: its records are not yet in the server's caches). ``server CPU us per message`` is
@@ -102,6 +103,9 @@ from sealpost.protocol.signing import sign_websocket_challenge
 TARGET_RATE = 10_000.0  # msgs/s relayed at N = 100
 TARGET_P50_MS = 0.7
 TARGET_P99_MS = 3.0
+#: Issue 16's idle latency with 10,000 devices connected.
+TARGET_P50_10K_MS = 1.0
+TARGET_P99_10K_MS = 5.0
 TARGET_RSS_MIB = 150.0  # with 1000 devices connected
 # With 10,000 devices connected (issue 16): peak RSS, and the rate against N = 100's.
 TARGET_RSS_10K_MIB = 300.0
@@ -684,16 +688,21 @@ async def run_plan(
 
 
 def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    p50, p99 = (
+        (TARGET_P50_10K_MS, TARGET_P99_10K_MS)
+        if r["devices"] == 10_000
+        else (TARGET_P50_MS, TARGET_P99_MS)
+    )
     out = [
         {
-            "target": f"idle p50 <= {TARGET_P50_MS} ms",
+            "target": f"idle p50 <= {p50} ms",
             "measured": r["latency_p50_ms"],
-            "pass": r["latency_p50_ms"] <= TARGET_P50_MS,
+            "pass": r["latency_p50_ms"] <= p50,
         },
         {
-            "target": f"idle p99 <= {TARGET_P99_MS} ms",
+            "target": f"idle p99 <= {p99} ms",
             "measured": r["latency_p99_ms"],
-            "pass": r["latency_p99_ms"] <= TARGET_P99_MS,
+            "pass": r["latency_p99_ms"] <= p99,
         },
     ]
     if r["devices"] == 100:
