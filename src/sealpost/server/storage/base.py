@@ -73,6 +73,7 @@ __all__ = [
     "PurgeResult",
     "QueueFull",
     "QueuedMessage",
+    "QueuedSend",
     "Removal",
     "RemovedAccount",
     "SharedEnvelope",
@@ -279,6 +280,39 @@ class Fence(NamedTuple):
     account_id: bytes
     device_id: int
     epoch: int
+
+
+class QueuedSend:
+    """A plain send waiting in a group commit, as data: what :meth:`Storage.enqueue` was
+    given (both backends' batches hold these, and run or plan them together)."""
+
+    __slots__ = (
+        "envelopes",
+        "exempt",
+        "expires_at",
+        "fence",
+        "max_bytes",
+        "max_depth",
+        "received_at",
+    )
+
+    def __init__(
+        self,
+        envelopes: Sequence[Envelope],
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int,
+        fence: Fence | None,
+    ) -> None:
+        self.envelopes = envelopes
+        self.exempt = exempt
+        self.received_at = received_at
+        self.expires_at = expires_at
+        self.max_depth = max_depth
+        self.max_bytes = max_bytes
+        self.fence = fence
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from sealpost.server.storage.base import (
     Envelope,
     Fence,
     QueuedMessage,
+    QueuedSend,
     StaleEpoch,
     StorageError,
 )
@@ -74,17 +75,10 @@ Runner: TypeAlias = Callable[..., Awaitable[Any]]
 MAX_BATCH: Final = 512
 
 
-class _Send:
-    __slots__ = (
-        "envelopes",
-        "exempt",
-        "expires_at",
-        "fence",
-        "future",
-        "max_bytes",
-        "max_depth",
-        "received_at",
-    )
+class _Send(QueuedSend):
+    """A send in the batch, with the future its caller awaits."""
+
+    __slots__ = ("future",)
 
     def __init__(
         self,
@@ -97,13 +91,7 @@ class _Send:
         fence: Fence | None,
         future: asyncio.Future[Any],
     ) -> None:
-        self.envelopes = envelopes
-        self.exempt = exempt
-        self.received_at = received_at
-        self.expires_at = expires_at
-        self.max_depth = max_depth
-        self.max_bytes = max_bytes
-        self.fence = fence
+        super().__init__(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence)
         self.future = future
 
     async def alone(self, conn: Conn) -> int:

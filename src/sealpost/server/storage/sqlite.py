@@ -96,6 +96,7 @@ from sealpost.server.storage.base import (
     PreKeyUpload,
     PurgeResult,
     QueuedMessage,
+    QueuedSend,
     QueueFull,
     Removal,
     RemovedAccount,
@@ -308,38 +309,6 @@ TAIL_MESSAGES: Final = 1000
 WRITE_CACHE: Final = 100_000
 
 
-class _Send:
-    """What a plain send's operation does, as data (for :mod:`.sqlite_bulk`)."""
-
-    __slots__ = (
-        "envelopes",
-        "exempt",
-        "expires_at",
-        "fence",
-        "max_bytes",
-        "max_depth",
-        "received_at",
-    )
-
-    def __init__(
-        self,
-        envelopes: Sequence[Envelope],
-        exempt: Mapping[bytes, int],
-        received_at: int,
-        expires_at: int,
-        max_depth: int,
-        max_bytes: int,
-        fence: Fence | None,
-    ) -> None:
-        self.envelopes = envelopes
-        self.exempt = exempt
-        self.received_at = received_at
-        self.expires_at = expires_at
-        self.max_depth = max_depth
-        self.max_bytes = max_bytes
-        self.fence = fence
-
-
 class _Op:
     """A write: ``fn`` runs it in the batch's transaction; a send or an ack also says what
     it does as data (``send``; ``ack``: the device and the message ids), so that a batch of
@@ -351,7 +320,7 @@ class _Op:
         self,
         fn: Callable[[sqlite3.Connection], Any],
         future: asyncio.Future[Any],
-        send: _Send | None = None,
+        send: QueuedSend | None = None,
         ack: tuple[tuple[bytes, int], Sequence[bytes]] | None = None,
     ) -> None:
         self.fn = fn
@@ -467,7 +436,7 @@ class SqliteStorage:
         self,
         fn: Callable[[sqlite3.Connection], T],
         *,
-        send: _Send | None = None,
+        send: QueuedSend | None = None,
         ack: tuple[tuple[bytes, int], Sequence[bytes]] | None = None,
     ) -> asyncio.Future[T]:
         """Queue a write for the next batch; its future is done once committed."""
@@ -1220,10 +1189,10 @@ class SqliteStorage:
         max_bytes: int = 0,
         fence: Fence | None = None,
     ) -> asyncio.Future[int]:
-        send = _Send(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence)
+        send = QueuedSend(envelopes, exempt, received_at, expires_at, max_depth, max_bytes, fence)
         return self._submit(partial(self._run_send, send), send=send)
 
-    def _run_send(self, send: _Send, conn: sqlite3.Connection) -> int:
+    def _run_send(self, send: QueuedSend, conn: sqlite3.Connection) -> int:
         """A plain send's operation (a method, not a closure: no function and cells per
         send)."""
         if send.fence is not None:  # read as the operation runs, in its place among the writes
