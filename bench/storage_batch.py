@@ -26,12 +26,11 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sides import measure  # bench/sides.py
 
 DEVICES = 100
 IN_FLIGHT = 1600
@@ -113,19 +112,6 @@ def _child(rounds: int, warmup: int) -> None:
     print(json.dumps(asyncio.run(_measure(rounds, warmup))))
 
 
-def _run(src: Path, rounds: int, warmup: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(src))
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", "--rounds", str(rounds), "--warmup", str(warmup)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, metavar="SRC", help="the storage to compare")
@@ -138,19 +124,15 @@ def main() -> None:
     if args.child:
         _child(args.rounds, args.warmup)
         return
-    here = Path(__file__).resolve().parent.parent / "src"
-    sides = {"this tree": here}
-    if args.baseline is not None:
-        sides = {"baseline": args.baseline.resolve(), **sides}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
-    for _ in range(args.runs):
-        for name, src in sides.items():
-            runs[name].append(_run(src, args.rounds, args.warmup))
-    keys = ("loop_cpu_us", "process_cpu_us", "wall_us", "ops_per_commit")
-    medians = {
-        name: {k: statistics.median(r[k] for r in results) for k in keys}
-        for name, results in runs.items()
-    }
+    sides = measure(
+        __file__,
+        args.baseline,
+        runs=args.runs,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        keys=("loop_cpu_us", "process_cpu_us", "wall_us", "ops_per_commit"),
+    )
+    medians = sides.medians
     print(
         f"{IN_FLIGHT} sends in flight to {DEVICES} devices, with the acks of the round before;"
         f" medians of {args.runs} processes x {args.rounds} rounds"
@@ -167,17 +149,7 @@ def main() -> None:
         ratio = medians["baseline"]["loop_cpu_us"] / medians["this tree"]["loop_cpu_us"]
         print(f"loop CPU per message: baseline / this tree = {ratio:.2f}x")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "sources": {k: str(v) for k, v in sides.items()},
-                    "medians": medians,
-                    "runs": runs,
-                },
-                indent=2,
-            )
-        )
+        sides.write(args.json)
 
 
 if __name__ == "__main__":
