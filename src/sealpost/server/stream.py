@@ -566,10 +566,7 @@ class StreamEndpoint:
         # (StaleEpoch, closing it with 4409 in ``_answer``), even before it hears of it.
         fence = None if device is None else Fence(device.account_id, device.device_id, conn.epoch)
         stored = self._messages.store(prepared, fence=fence)
-        conn.answers.append((req, len(prepared.envelopes), stored))
-        if conn.answerer is None:
-            conn.answerer = asyncio.create_task(self._answer(conn))
-            conn.answerer.add_done_callback(conn.failed)
+        self._await_answer(conn, req, len(prepared.envelopes), stored)
         if len(conn.answers) > MAX_IN_FLIGHT:  # the next send waits for an answer
             conn.room = asyncio.get_running_loop().create_future()
             await conn.room
@@ -583,7 +580,14 @@ class StreamEndpoint:
             return
         refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         refused.set_exception(error)
-        conn.answers.append((req, 0, refused))
+        self._await_answer(conn, req, 0, refused)
+
+    def _await_answer(
+        self, conn: _Connection, req: int, envelopes: int, stored: asyncio.Future[int]
+    ) -> None:
+        """Queue the answer to send ``req`` after those before it: ``sent`` once ``stored``
+        is done, or its refusal; the answerer runs while any wait."""
+        conn.answers.append((req, envelopes, stored))
         if conn.answerer is None:
             conn.answerer = asyncio.create_task(self._answer(conn))
             conn.answerer.add_done_callback(conn.failed)
