@@ -268,14 +268,11 @@ class _Connection:
             frame: AckFrame | AcksFrame = _ACK.decode(data)
         except (msgspec.DecodeError, RecursionError):
             return False
-        if type(frame) is AckFrame:
-            self.committer.add(self, bytes.fromhex(frame.id))
-        else:
-            assert isinstance(frame, AcksFrame)
-            if self.pending + len(frame.ids) > MAX_PENDING_ACKS:
-                return False  # the reader waits for room, then takes it
-            for message_id in frame.ids:
-                self.committer.add(self, bytes.fromhex(message_id))
+        ids = _acked(frame)
+        if self.pending + len(ids) > MAX_PENDING_ACKS:
+            return False  # the reader waits for room, then takes it
+        for message_id in ids:
+            self.committer.add(self, message_id)
         return True
 
     async def wind_down(self) -> None:
@@ -507,9 +504,8 @@ class StreamEndpoint:
                     assert committer is not None
                     if conn.pending >= MAX_PENDING_ACKS:
                         await committer.room(conn)
-                    ids = [frame.id] if isinstance(frame, AckFrame) else frame.ids
-                    for message_id in ids:
-                        committer.add(conn, bytes.fromhex(message_id))
+                    for message_id in _acked(frame):
+                        committer.add(conn, message_id)
                 else:
                     await self._send(conn, frame, device)
         except asyncio.CancelledError:
@@ -704,6 +700,13 @@ class StreamEndpoint:
         finally:
             if conn.pusher is asyncio.current_task():
                 conn.pusher = None
+
+
+def _acked(frame: AckFrame | AcksFrame) -> list[bytes]:
+    """The message ids an ``ack`` or ``acks`` frame acknowledges, in order."""
+    if isinstance(frame, AckFrame):
+        return [bytes.fromhex(frame.id)]
+    return [bytes.fromhex(message_id) for message_id in frame.ids]
 
 
 def message_text(message_id: bytes, body: bytes, received_at: int) -> str:
