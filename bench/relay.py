@@ -99,6 +99,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integ
 from helpers import Client, Device, ServerProcess  # the integration tests' own client
 
 from sealpost.protocol.signing import sign_websocket_challenge
+from sealpost.server.frames import ACKS_FEATURE, MAX_ACKS
 
 TARGET_RATE = 10_000.0  # msgs/s relayed at N = 100
 TARGET_P50_MS = 0.7
@@ -260,8 +261,8 @@ class Stream(WSListener):  # type: ignore[misc]
         elif kind == "empty":
             # As the client does: what a burst brought is acked at its end, in one frame.
             held, self.held = self.held, []
-            for i in range(0, len(held), 256):
-                ids = held[i : i + 256]
+            for i in range(0, len(held), MAX_ACKS):
+                ids = held[i : i + MAX_ACKS]
                 transport.send(
                     WSMsgType.TEXT,
                     b'{"type":"ack","id":"%s"}' % ids[0]
@@ -271,7 +272,7 @@ class Stream(WSListener):  # type: ignore[misc]
             if not self.ready.done():
                 self.ready.set_result(None)
         elif kind == "challenge":
-            self.batch = "acks" in doc.get("features", ())
+            self.batch = ACKS_FEATURE in doc.get("features", ())
             d = self.device
             answer = sign_websocket_challenge(
                 d.keys.signing_key, d.account_id, d.device_id, base64.b64decode(doc["challenge"])
