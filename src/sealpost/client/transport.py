@@ -19,6 +19,13 @@ TLS: the HTTP client and the ``wss://`` sockets of every transport in the proces
 client context (:func:`tls_context`): the same trusted CAs on every channel to a server, and
 the CA bundle read once (reading it costs tens of milliseconds of CPU; a profile's create
 or link opens three transports, each of which read it before).
+
+Idle HTTP connections are kept for :data:`KEEP_ALIVE` seconds, less than the relay's
+(:data:`sealpost.server.run.KEEP_ALIVE`, uvicorn's 5): a connection reused just as the
+server closes it for idleness fails without an answer. A safe request (``GET``, ``HEAD``)
+that fails that way, on a connection closed before any answer, is sent once more, signed
+anew; any other is not resent (the server may have acted on it) and fails as
+:class:`ServerUnavailable`, as before.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ if TYPE_CHECKING:
     from sealpost.client.relay import RelayLink, RelaySealed, RelayStream, RelayTransport
 
 __all__ = [
+    "KEEP_ALIVE",
     "WINDOW",
     "Identity",
     "Push",
@@ -81,6 +89,13 @@ __all__ = [
 
 #: WebSocket frames we accept from the server (a push carries at most a 96 KiB envelope).
 MAX_FRAME = 1024 * 1024
+#: Seconds an idle HTTP connection is kept for reuse: well under the relay's keep-alive.
+KEEP_ALIVE = 2.0
+#: Methods that change nothing on the server, so that one is resent when its connection
+#: closed before any answer.
+_SAFE = frozenset({"GET", "HEAD"})
+#: The failures of a connection that closed under a request before any answer.
+_CLOSED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +159,12 @@ class Transport:
         #: The TLS context of the HTTP client and the secure WebSockets (an ``http://``
         #: server uses none); by default the process's :func:`tls_context`.
         self.tls = tls_context() if tls is None else tls
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT, verify=self.tls)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=TIMEOUT,
+            verify=self.tls,
+            limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE),
+        )
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -170,29 +190,35 @@ class Transport:
     ) -> Any:
         """One JSON request; returns the decoded answer (``None`` for 204)."""
         raw = b"" if body is None else json.dumps(body).encode()
-        all_headers = dict(headers or {})
+        base_headers = dict(headers or {})
         if body is not None:
-            all_headers["Content-Type"] = "application/json"
+            base_headers["Content-Type"] = "application/json"
         identity = signer or self.identity
-        if signed:
-            if identity is None:
-                raise RuntimeError("this request must be signed, and no device is set")
-            all_headers.update(
-                sign_request(
-                    identity.signing_key,
-                    identity.account_id,
-                    identity.device_id,
-                    method,
-                    path,
-                    raw,
-                    now=int(self._clock()),
-                    nonce=self._rng(NONCE_LEN),
+        if signed and identity is None:
+            raise RuntimeError("this request must be signed, and no device is set")
+        tries = 2 if method in _SAFE else 1
+        for attempt in range(tries):
+            all_headers = dict(base_headers)
+            if identity is not None and signed:
+                all_headers.update(
+                    sign_request(
+                        identity.signing_key,
+                        identity.account_id,
+                        identity.device_id,
+                        method,
+                        path,
+                        raw,
+                        now=int(self._clock()),
+                        nonce=self._rng(NONCE_LEN),
+                    )
                 )
-            )
-        try:
-            response = await self._http.request(method, path, content=raw, headers=all_headers)
-        except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            try:
+                response = await self._http.request(method, path, content=raw, headers=all_headers)
+                break
+            except httpx.HTTPError as exc:
+                if isinstance(exc, _CLOSED) and attempt + 1 < tries:
+                    continue  # closed under us before any answer: once more, signed anew
+                raise ServerUnavailable(f"cannot reach {self.url}: {type(exc).__name__}") from None
         _raise_for(response)
         if response.status_code == 204 or not response.content:
             return None

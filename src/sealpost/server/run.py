@@ -41,6 +41,7 @@ from sealpost.server.storage.sqlite import SqliteStorage
 from sealpost.server.ws_protocol import websocket_protocol
 
 __all__ = [
+    "KEEP_ALIVE",
     "StartupFailed",
     "bind_socket",
     "make_fanout",
@@ -93,6 +94,9 @@ log = logging.getLogger("sealpost.server")
 #: msgs/s). Reference counting frees almost everything here; the collector is only for
 #: cycles, which are rare, so it runs about thirty times less often.
 GC_THRESHOLDS = (20_000, 20, 20)
+#: Seconds an idle HTTP keep-alive connection is kept open (uvicorn's default, stated here
+#: because clients must keep theirs shorter: sealpost.client.transport.KEEP_ALIVE).
+KEEP_ALIVE = 5
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -217,6 +221,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         ssl_certfile=config.tls_cert or None,
         ssl_keyfile=config.tls_key or None,
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=5,
     )
     server = _Server(uv_config, url)
