@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from sealpost.client.transport import KEEP_ALIVE
 from sealpost.crypto.dh import DhPublicKey
 from sealpost.crypto.sign import VerifyKey
 from sealpost.protocol import (
@@ -235,7 +236,11 @@ class Client:
     def __init__(self, url: str, device: Device | None = None) -> None:
         self.url = url
         self.device = device
-        self.http = httpx.Client(base_url=url, timeout=TIMEOUT)
+        # idle connections dropped before the relay's keep-alive closes them, as the client
+        # does: a reuse racing that close fails unanswered
+        self.http = httpx.Client(
+            base_url=url, timeout=TIMEOUT, limits=httpx.Limits(keepalive_expiry=KEEP_ALIVE)
+        )
 
     def close(self) -> None:
         self.http.close()
