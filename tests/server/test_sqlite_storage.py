@@ -27,6 +27,7 @@ from sealpost.server.storage import (
     SqliteStorage,
 )
 from sealpost.server.storage import sqlite as sqlite_module
+from sealpost.server.storage.base import DeviceAcks, StaleEpoch
 from sealpost.server.storage.tail import QueueTails
 
 
@@ -602,6 +603,59 @@ def test_a_message_id_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
         assert await storage.fetch(account_id, 1, after_seq=0, limit=100) == truth
         await _enqueue(storage, [_env(account_id)])  # and the next batch runs in bulk again
         assert storage.bulk_commits == bulk + 1
+
+    _run(tmp_path, body)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_the_acks_of_many_devices_are_one_operation_and_a_stale_one_is_refused_alone(
+    tmp_path: Path, bulk: bool
+) -> None:
+    """ack_each_nowait queues one operation for every device whose epoch holds (with the
+    load spread over many devices each acks about one message a commit: an operation, a
+    future and an effect each cost more than the delete): in bulk beside sends, or, in a
+    batch that cannot run in bulk, operation by operation; each device's own acks only,
+    the queue tails exact, a stale device refused and deleting nothing."""
+
+    async def body(storage: SqliteStorage) -> None:
+        accounts = [await _with_account(storage, devices=2) for _ in range(4)]
+        queued = {}
+        for account_id in accounts:
+            await _warm(storage, account_id, devices=2)
+            await _enqueue(storage, [_env(account_id, 1), _env(account_id, 1), _env(account_id, 2)])
+            queued[account_id] = _truth(tmp_path / "db", account_id, 1, 0)
+            await storage.claim_device(account_id, 1)
+        stale = accounts[3]
+        await storage.claim_device(stale, 1)  # a newer connection of it: epoch 2
+        acks = [DeviceAcks(a, 1, [m.message_id for m in queued[a]], 1) for a in accounts[:2]] + [
+            # one of its two, and another device's message (not this device's to delete)
+            DeviceAcks(accounts[2], 2, [queued[accounts[2]][0].message_id], None),
+            DeviceAcks(accounts[2], 1, [queued[accounts[2]][1].message_id], 1),
+            DeviceAcks(stale, 1, [m.message_id for m in queued[stale]], 1),
+        ]
+        other = await _with_account(storage)
+        await _warm(storage, other)
+        ops, commits, bulk_commits = storage.committed_ops, storage.commits, storage.bulk_commits
+        sent = [_env(other)] + ([] if bulk else [_env(other, 2)])  # no such device 2
+        sends = [  # all in one iteration: one batch
+            storage.enqueue_nowait([e], exempt={}, received_at=1, expires_at=9, max_depth=50)
+            for e in sent
+        ]
+        outcome = storage.ack_each_nowait(acks)
+        results = await asyncio.gather(outcome, *sends, return_exceptions=True)
+        assert storage.commits - commits == 1
+        assert storage.committed_ops - ops == 1 + len(sends)  # the acks: one operation
+        assert storage.bulk_commits - bulk_commits == int(bulk)
+        assert results[0][:4] == [None] * 4
+        assert isinstance(results[0][4], StaleEpoch)
+        left = {a: [m.message_id for m in _truth(tmp_path / "db", a, 1, 0)] for a in accounts}
+        assert left[accounts[0]] == left[accounts[1]] == []
+        assert left[accounts[2]] == [queued[accounts[2]][0].message_id]
+        assert left[stale] == [m.message_id for m in queued[stale]]
+        for account_id in accounts:
+            for device_id in (1, 2):
+                truth = _truth(tmp_path / "db", account_id, device_id, 0)
+                assert await storage.fetch(account_id, device_id, after_seq=0, limit=99) == truth
 
     _run(tmp_path, body)
 

@@ -109,7 +109,6 @@ from sealpost.server.storage.base import (
     UnknownInvite,
     UsernameQuarantined,
     UsernameTaken,
-    each_outcome,
 )
 from sealpost.server.storage.invites import admits
 from sealpost.server.storage.sqlite_bulk import AckRow, QueueRow
@@ -309,10 +308,15 @@ TAIL_MESSAGES: Final = 1000
 WRITE_CACHE: Final = 100_000
 
 
+#: What an acking operation deletes: for each device, the message ids it acked.
+_Acked = Sequence[tuple[tuple[bytes, int], Sequence[bytes]]]
+
+
 class _Op:
     """A write: ``fn`` runs it in the batch's transaction; a send or an ack also says what
-    it does as data (``send``; ``ack``: the device and the message ids), so that a batch of
-    nothing else can run as a few statements (:mod:`.sqlite_bulk`)."""
+    it does as data (``send``; ``ack``: for each device, the message ids it acked; one
+    operation acks for every device of :meth:`SqliteStorage.ack_each_nowait`), so that a
+    batch of nothing else can run as a few statements (:mod:`.sqlite_bulk`)."""
 
     __slots__ = ("ack", "fn", "future", "send")
 
@@ -321,12 +325,29 @@ class _Op:
         fn: Callable[[sqlite3.Connection], Any],
         future: asyncio.Future[Any],
         send: QueuedSend | None = None,
-        ack: tuple[tuple[bytes, int], Sequence[bytes]] | None = None,
+        ack: _Acked | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
         self.send = send
         self.ack = ack
+
+
+def _settle(
+    outcome: asyncio.Future[list[StaleEpoch | None]],
+    outcomes: list[StaleEpoch | None],
+    committed: asyncio.Future[int],
+) -> None:
+    """:meth:`SqliteStorage.ack_each_nowait`'s answer once its operation is committed: each
+    device's outcome, or the commit's failure for all."""
+    if outcome.done():
+        return
+    if committed.cancelled():
+        outcome.cancel()
+    elif (exc := committed.exception()) is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(outcomes)
 
 
 def _commit(conn: sqlite3.Connection) -> None:
@@ -437,7 +458,7 @@ class SqliteStorage:
         fn: Callable[[sqlite3.Connection], T],
         *,
         send: QueuedSend | None = None,
-        ack: tuple[tuple[bytes, int], Sequence[bytes]] | None = None,
+        ack: _Acked | None = None,
     ) -> asyncio.Future[T]:
         """Queue a write for the next batch; its future is done once committed."""
         loop = self._loop
@@ -519,12 +540,12 @@ class SqliteStorage:
         ack_ops = 0
         for op in batch:
             if op.ack is not None:
-                (account_id, device_id), message_ids = op.ack
-                for message_id in dict.fromkeys(message_ids):
-                    if message_id in seen:
-                        return None
-                    seen.add(message_id)
-                    acks.append((ack_ops, message_id, account_id, device_id))
+                for (account_id, device_id), message_ids in op.ack:
+                    for message_id in dict.fromkeys(message_ids):
+                        if message_id in seen:
+                            return None
+                        seen.add(message_id)
+                        acks.append((ack_ops, message_id, account_id, device_id))
                 ack_ops += 1
                 continue
             send = op.send
@@ -607,7 +628,7 @@ class SqliteStorage:
         acked = iter(counts)
         for op in batch:
             if op.ack is not None:
-                effects.append(partial(self._tails.removed, *op.ack))
+                effects.append(partial(self._tails.removed_each, op.ack))
                 results.append((next(acked), None))
             else:  # a send: every envelope was stored anew
                 assert op.send is not None
@@ -1410,39 +1431,47 @@ class SqliteStorage:
     ) -> int:
         if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
             raise StaleEpoch("a newer connection of this device took over")
-        address = (account_id, device_id)
-        return await self._submit(self._ack_op(address, message_ids), ack=(address, message_ids))
+        acked = [((account_id, device_id), message_ids)]
+        return await self._submit(self._ack_op(acked), ack=acked)
 
     def ack_each_nowait(
         self, acks: Sequence[DeviceAcks]
     ) -> asyncio.Future[list[StaleEpoch | None]]:
-        # An operation a device, each marked as an ack (so that a batch of sends and acks
-        # still runs in bulk, .sqlite_bulk); a stale one refused at once.
+        # One operation for every device (marked as an ack, so that a batch of sends and
+        # acks still runs in bulk, .sqlite_bulk), not one a device: with the load spread
+        # over many devices, each acks about one message a commit. A stale one is refused
+        # at once and left out of it.
         loop = asyncio.get_running_loop()
-        each: list[asyncio.Future[Any]] = []
+        outcomes: list[StaleEpoch | None] = []
+        acked: list[tuple[tuple[bytes, int], Sequence[bytes]]] = []
+        epochs = self._epochs
         for account_id, device_id, message_ids, epoch in acks:
-            if epoch is not None and self._epochs.get((account_id, device_id), 0) != epoch:
-                refused: asyncio.Future[Any] = loop.create_future()
-                refused.set_exception(StaleEpoch("a newer connection of this device took over"))
-                each.append(refused)
-                continue
             address = (account_id, device_id)
-            op = self._ack_op(address, message_ids)
-            each.append(self._submit(op, ack=(address, message_ids)))
-        return each_outcome(each)
+            if epoch is not None and epochs.get(address, 0) != epoch:
+                outcomes.append(StaleEpoch("a newer connection of this device took over"))
+            else:
+                outcomes.append(None)
+                acked.append((address, message_ids))
+        outcome: asyncio.Future[list[StaleEpoch | None]] = loop.create_future()
+        if not acked:
+            outcome.set_result(outcomes)
+            return outcome
+        committed = self._submit(self._ack_op(acked), ack=acked)
+        committed.add_done_callback(partial(_settle, outcome, outcomes))
+        return outcome
 
-    def _ack_op(
-        self, address: tuple[bytes, int], message_ids: Sequence[bytes]
-    ) -> Callable[[sqlite3.Connection], int]:
-        account_id, device_id = address
-
+    def _ack_op(self, acked: _Acked) -> Callable[[sqlite3.Connection], int]:
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.executemany(
-                "DELETE FROM queue WHERE message_id = ? AND account_id = ? AND device_id = ?",
-                [(message_id, account_id, device_id) for message_id in message_ids],
-            )
-            self._effects.append(partial(self._tails.removed, address, list(message_ids)))
-            return cur.rowcount
+            deleted = 0
+            for address, message_ids in acked:
+                account_id, device_id = address
+                cur = conn.executemany(
+                    "DELETE FROM queue WHERE message_id = ? AND account_id = ? AND device_id = ?",
+                    [(message_id, account_id, device_id) for message_id in message_ids],
+                )
+                deleted += cur.rowcount
+            self._effects.append(partial(self._tails.removed_each, acked))
+            return deleted
 
         return op
 

@@ -114,6 +114,11 @@ class QueueTails:
                 tail.size -= cost
                 self._size -= cost
 
+    def removed_each(self, acked: Iterable[tuple[DeviceAddress, Iterable[bytes]]]) -> None:
+        """:meth:`removed` for each device's ids."""
+        for address, message_ids in acked:
+            self.removed(address, message_ids)
+
     def clear(self) -> None:
         self._tails.clear()
         self._size = 0
