@@ -4,8 +4,9 @@ The relay's write path as ``bench/relay.py --devices 100`` drives it, without th
 100 accounts of one device each, every device's queue tail known (as for a connected
 device), and rounds of 1600 sends in flight at once (``enqueue_nowait``, one 200-byte
 envelope each, device i to device i + 1), submitted together with the acks of the previous
-round's messages (``ack_all``, one call per device, interleaved with the sends as the
-stream's acks arrive between them), then all awaited. The database is a real file with
+round's messages (``ack_each_nowait``, as the streams' ack committer queues them, one call
+per device, interleaved with the sends as the stream's acks arrive between them), then all
+awaited. The database is a real file with
 the storage's own pragmas (WAL, ``synchronous=FULL``, ``secure_delete=ON``).
 
 Reported per message (one send and its ack): the CPU of the event loop's thread (where the
@@ -45,6 +46,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
         PreKeyUpload,
         SqliteStorage,
     )
+    from sealpost.server.storage.base import DeviceAcks
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = SqliteStorage(Path(tmp) / "relay.db")
@@ -85,8 +87,8 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
                     if k % per_device == 0 and acks[k // per_device]:
                         device = k // per_device
                         futures.append(
-                            asyncio.ensure_future(
-                                storage.ack_all(accounts[device], 1, acks[device], epoch=None)
+                            storage.ack_each_nowait(
+                                [DeviceAcks(accounts[device], 1, acks[device], None)]
                             )
                         )
                 await asyncio.gather(*futures)

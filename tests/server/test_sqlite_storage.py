@@ -660,6 +660,41 @@ def test_the_acks_of_many_devices_are_one_operation_and_a_stale_one_is_refused_a
     _run(tmp_path, body)
 
 
+def test_the_streams_acks_are_deleted_in_bulk_uncounted_and_ack_all_still_counts(
+    tmp_path: Path,
+) -> None:
+    """In a bulk batch, ack_each_nowait's acks (whose counts nobody reads) go straight to
+    the commit thread's DELETE, with no counting SELECT on the loop; an ack_all beside them
+    is still counted (its own rows only), and both delete what they name."""
+
+    async def body(storage: SqliteStorage) -> None:
+        first, second = await _with_account(storage), await _with_account(storage)
+        for account_id in (first, second):
+            await _warm(storage, account_id)
+            await _enqueue(storage, [_env(account_id), _env(account_id)])
+        ids = {a: [m.message_id for m in _truth(tmp_path / "db", a, 1, 0)] for a in (first, second)}
+        statements: list[str] = []
+        assert storage._write_conn is not None
+        storage._write_conn.set_trace_callback(statements.append)
+        bulk = storage.bulk_commits
+        outcome = storage.ack_each_nowait([DeviceAcks(first, 1, ids[first], None)])
+        assert await outcome == [None]
+        assert storage.bulk_commits == bulk + 1
+        assert not any("group_concat" in sql for sql in statements)
+        assert _truth(tmp_path / "db", first, 1, 0) == []
+        statements.clear()
+        # one batch: the task's first step (its submit) runs before the batch starts
+        counted = asyncio.ensure_future(storage.ack_all(second, 1, [*ids[second], b"y" * 16]))
+        each = storage.ack_each_nowait([DeviceAcks(first, 1, [b"x" * 16], None)])
+        assert await asyncio.gather(each, counted) == [[None], 2]
+        assert storage.bulk_commits == bulk + 2
+        assert sum("group_concat" in sql for sql in statements) == 1
+        assert _truth(tmp_path / "db", second, 1, 0) == []
+        storage._write_conn.set_trace_callback(None)
+
+    _run(tmp_path, body)
+
+
 def test_an_ack_and_a_send_of_one_message_in_a_batch_run_in_order(tmp_path: Path) -> None:
     async def body(storage: SqliteStorage) -> None:
         account_id = await _with_account(storage)

@@ -316,9 +316,11 @@ class _Op:
     """A write: ``fn`` runs it in the batch's transaction; a send or an ack also says what
     it does as data (``send``; ``ack``: for each device, the message ids it acked; one
     operation acks for every device of :meth:`SqliteStorage.ack_each_nowait`), so that a
-    batch of nothing else can run as a few statements (:mod:`.sqlite_bulk`)."""
+    batch of nothing else can run as a few statements (:mod:`.sqlite_bulk`). An ack whose
+    count nobody reads (``counted`` false: ``ack_each_nowait``'s) is not counted in bulk
+    (its value is then 0): no read on the loop before its ``DELETE``."""
 
-    __slots__ = ("ack", "fn", "future", "send")
+    __slots__ = ("ack", "counted", "fn", "future", "send")
 
     def __init__(
         self,
@@ -326,11 +328,13 @@ class _Op:
         future: asyncio.Future[Any],
         send: QueuedSend | None = None,
         ack: _Acked | None = None,
+        counted: bool = True,
     ) -> None:
         self.fn = fn
         self.future = future
         self.send = send
         self.ack = ack
+        self.counted = counted
 
 
 def _settle(
@@ -459,6 +463,7 @@ class SqliteStorage:
         *,
         send: QueuedSend | None = None,
         ack: _Acked | None = None,
+        counted: bool = True,
     ) -> asyncio.Future[T]:
         """Queue a write for the next batch; its future is done once committed."""
         loop = self._loop
@@ -467,7 +472,7 @@ class SqliteStorage:
         if asyncio.get_running_loop() is not loop:
             raise RuntimeError("storage is used from the event loop that opened it")
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(fn, future, send, ack))
+        self._pending.append(_Op(fn, future, send, ack, counted))
         if not self._scheduled and not self._committing:
             # Start at the end of this loop iteration, so that every write submitted in
             # it joins the batch.
@@ -497,12 +502,12 @@ class SqliteStorage:
         self,
         batch: list[_Op],
         inserts: list[QueueRow],
-        acks: list[AckRow],
+        acks: tuple[list[AckRow], int, list[AckRow]],
         depth: dict[tuple[bytes, int], tuple[int, int]],
     ) -> bool:
-        """Open the transaction, count the acks and hand the rest of the batch to the
-        commit thread (:func:`.sqlite_bulk.run`); ``False`` (rolled back) if counting
-        failed: the batch is to run operation by operation."""
+        """Open the transaction, count the acks that want a count and hand the rest of the
+        batch to the commit thread (:func:`.sqlite_bulk.run`); ``False`` (rolled back) if
+        counting failed: the batch is to run operation by operation."""
         conn, loop, committer = self._write_conn, self._loop, self._committer
         assert conn is not None and loop is not None and committer is not None
         try:
@@ -510,12 +515,15 @@ class SqliteStorage:
         except Exception as exc:  # the database failed: the batch fails whole
             self._finish_batch(batch, [], exc)
             return True
+        counted, counted_ops, uncounted = acks
         try:
-            ack_ops = sum(op.ack is not None for op in batch)
-            counts, deletes = sqlite_bulk.count_acks(conn, acks, ack_ops)
+            counts, deletes = (
+                sqlite_bulk.count_acks(conn, counted, counted_ops) if counted else ([], [])
+            )
         except Exception:
             conn.execute("ROLLBACK")
             return False
+        deletes += sqlite_bulk.ack_params(uncounted)
         self._committing = True
         done = loop.run_in_executor(
             committer, sqlite_bulk.run, conn, sqlite_bulk.Inserts(inserts), deletes, _commit
@@ -525,28 +533,40 @@ class SqliteStorage:
 
     def _plan_bulk(
         self, batch: Sequence[_Op]
-    ) -> tuple[list[QueueRow], list[AckRow], dict[tuple[bytes, int], tuple[int, int]]] | None:
+    ) -> (
+        tuple[
+            list[QueueRow],
+            tuple[list[AckRow], int, list[AckRow]],
+            dict[tuple[bytes, int], tuple[int, int]],
+        ]
+        | None
+    ):
         """The batch as :mod:`.sqlite_bulk` runs it: the queue rows it inserts, the acked
-        ids, and the queue depth bounds once it committed; ``None`` unless it is only
+        ids (those to count, numbered by their operation, how many operations want a
+        count, and those not to count), and the queue depth bounds once it committed;
+        ``None`` unless it is only
         sends and acks, every send's checks pass on the write path's memory (device ids
         known and matching, every depth bound below its limit, its fence if any the
         device's epoch, read here as the batch starts, in its place among the writes) and
         no message id occurs twice in it. (Anything else runs operation by operation:
         :meth:`_run_batch`, where a stale send raises alone.)"""
         inserts: list[QueueRow] = []
-        acks: list[AckRow] = []
+        counted: list[AckRow] = []
+        uncounted: list[AckRow] = []
         depth: dict[tuple[bytes, int], tuple[int, int]] = {}
         seen: set[bytes] = set()
         ack_ops = 0
         for op in batch:
             if op.ack is not None:
+                rows, index = (counted, ack_ops) if op.counted else (uncounted, 0)
                 for (account_id, device_id), message_ids in op.ack:
                     for message_id in dict.fromkeys(message_ids):
                         if message_id in seen:
                             return None
                         seen.add(message_id)
-                        acks.append((ack_ops, message_id, account_id, device_id))
-                ack_ops += 1
+                        rows.append((index, message_id, account_id, device_id))
+                if op.counted:
+                    ack_ops += 1
                 continue
             send = op.send
             if (
@@ -578,7 +598,7 @@ class SqliteStorage:
                         size,
                     )
                 )
-        return inserts, acks, depth
+        return inserts, (counted, ack_ops, uncounted), depth
 
     def _known_devices(self, envelopes: Sequence[Envelope], exempt: Mapping[bytes, int]) -> bool:
         """Whether :meth:`_check_devices` would pass without reading the database."""
@@ -629,7 +649,7 @@ class SqliteStorage:
         for op in batch:
             if op.ack is not None:
                 effects.append(partial(self._tails.removed_each, op.ack))
-                results.append((next(acked), None))
+                results.append((next(acked) if op.counted else 0, None))
             else:  # a send: every envelope was stored anew
                 assert op.send is not None
                 results.append((len(op.send.envelopes), None))
@@ -1439,8 +1459,9 @@ class SqliteStorage:
     ) -> asyncio.Future[list[StaleEpoch | None]]:
         # One operation for every device (marked as an ack, so that a batch of sends and
         # acks still runs in bulk, .sqlite_bulk), not one a device: with the load spread
-        # over many devices, each acks about one message a commit. A stale one is refused
-        # at once and left out of it.
+        # over many devices, each acks about one message a commit; uncounted (its outcome
+        # is each device's epoch check, not how many rows went). A stale one is refused at
+        # once and left out of it.
         loop = asyncio.get_running_loop()
         outcomes: list[StaleEpoch | None] = []
         acked: list[tuple[tuple[bytes, int], Sequence[bytes]]] = []
@@ -1456,7 +1477,7 @@ class SqliteStorage:
         if not acked:
             outcome.set_result(outcomes)
             return outcome
-        committed = self._submit(self._ack_op(acked), ack=acked)
+        committed = self._submit(self._ack_op(acked), ack=acked, counted=False)
         committed.add_done_callback(partial(_settle, outcome, outcomes))
         return outcome
 

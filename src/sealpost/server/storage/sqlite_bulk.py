@@ -5,12 +5,12 @@ deletes), and their checks pass on what the storage keeps in memory. Run one sta
 operation on the event loop, they took a fifth of its time (``bench/relay.py --devices
 100``, py-spy); run one per operation on a thread, each statement's return would wait for
 the GIL (the loop holds it), which cost more than the statement. Here the loop checks the
-batch from memory, counts each ack's rows in one ``SELECT`` (index lookups) and hands the
-commit thread a few statements for the rest: one multi-row ``INSERT ... ON CONFLICT
-(message_id) DO NOTHING`` per :data:`ROWS` queued messages, one ``DELETE`` per
-:data:`ROWS` acked ids, and the ``COMMIT``. ``sqlite3`` releases the GIL while SQLite runs
-a statement, so the inserts, the index updates and ``secure_delete``'s overwrites happen
-on the other core while the loop goes on.
+batch from memory, counts the rows of each ack that wants a count in one ``SELECT`` (index
+lookups) and hands the commit thread a few statements for the rest: one multi-row ``INSERT
+... ON CONFLICT (message_id) DO NOTHING`` per :data:`ROWS` queued messages, one ``DELETE``
+per :data:`ROWS` acked ids, and the ``COMMIT``. ``sqlite3`` releases the GIL while SQLite
+runs a statement, so the inserts, the index updates and ``secure_delete``'s overwrites
+happen on the other core while the loop goes on.
 
 What it must tell the loop, and how it knows without reading rows back (each row read
 would be another wait for the GIL):
@@ -24,8 +24,10 @@ would be another wait for the GIL):
   still queued inserts nothing and :func:`run` gives up (``None``, rolled back): the
   storage then runs the batch operation by operation, which stores it once and tells
   which;
-- each ack's count: :func:`count_acks` returns the acking operation's index once per row
-  the ``DELETE`` will remove, in one ``group_concat``.
+- each ack's count, where one is asked for (``ack_all``): :func:`count_acks` returns the
+  acking operation's index once per row the ``DELETE`` will remove, in one
+  ``group_concat``. The relay's streams ask for none (``ack_each_nowait``): their acks
+  go straight to the ``DELETE`` (:func:`ack_params`), with no read on the loop.
 
 The loop has made sure that no message id occurs twice among the batch's inserts and acks,
 so that counting the acks first and running every insert before every ack gives what
@@ -39,7 +41,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Final
 
-__all__ = ["ROWS", "AckRow", "Inserts", "QueueRow", "count_acks", "run"]
+__all__ = ["ROWS", "AckRow", "Inserts", "QueueRow", "ack_params", "count_acks", "run"]
 
 #: Most rows one statement inserts or names (7 or 4 parameters each, below SQLite's limit of
 #: 32766); a statement of n rows is padded to the next power of two from 8.
@@ -97,6 +99,18 @@ class Inserts:
             self.chunks.append((len(chunk), params))
 
 
+def ack_params(rows: Sequence[AckRow]) -> list[list[object]]:
+    """The parameters of the ``DELETE`` statements that remove ``rows`` (for :func:`run`),
+    uncounted."""
+    out: list[list[object]] = []
+    for start in range(0, len(rows), ROWS):
+        chunk = rows[start : start + ROWS]
+        params: list[object] = [value for row in chunk for value in row]
+        params += [None] * (4 * (_size(len(chunk)) - len(chunk)))
+        out.append(params)
+    return out
+
+
 def count_acks(
     conn: sqlite3.Connection, rows: Sequence[AckRow], ops: int
 ) -> tuple[list[int], list[list[object]]]:
@@ -104,10 +118,7 @@ def count_acks(
     and the parameters of the ``DELETE`` statements that remove them (for :func:`run`)."""
     counts = [0] * ops
     deletes: list[list[object]] = []
-    for start in range(0, len(rows), ROWS):
-        chunk = rows[start : start + ROWS]
-        params: list[object] = [value for row in chunk for value in row]
-        params += [None] * (4 * (_size(len(chunk)) - len(chunk)))
+    for params in ack_params(rows):
         (hits,) = conn.execute(_ack_sql(len(params) // 4)[0], params).fetchone()
         if hits:
             for index in str(hits).split(","):
