@@ -150,16 +150,23 @@ def _frame(message: MutableMapping[str, Any], kind: Any, what: str) -> Any:
 class _Socket:
     """One accepted WebSocket: its sends are serialized (push and answers share it).
     Frames go out at once through the server's :data:`~.connections.SEND_TEXTS` when it
-    can take them and no ASGI send is waiting (which keeps their order), else by ASGI."""
+    can take them and no ASGI send is waiting (which keeps their order), else by ASGI,
+    one at a time (``lock``: made by the first send that must wait; most sockets never
+    make one)."""
 
     __slots__ = ("fast", "lock", "ws")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
-        self.lock = asyncio.Lock()
+        self.lock: asyncio.Lock | None = None
         self.fast: Callable[[Sequence[str]], bool] | None = ws.scope.get("extensions", {}).get(
             SEND_TEXTS
         )
+
+    def waiting(self) -> bool:
+        """Whether an ASGI send is under way or waits (then frames queue behind it)."""
+        lock = self.lock
+        return lock is not None and lock.locked()
 
     async def send(self, doc: dict[str, Any]) -> None:
         await self.send_text(json.dumps(doc))
@@ -169,9 +176,12 @@ class _Socket:
 
     async def send_texts(self, texts: Sequence[str]) -> None:
         fast = self.fast
-        if fast is not None and not self.lock.locked() and fast(texts):
+        lock = self.lock
+        if fast is not None and (lock is None or not lock.locked()) and fast(texts):
             return
-        async with self.lock:
+        if lock is None:
+            lock = self.lock = asyncio.Lock()
+        async with lock:
             for text in texts:
                 await self.ws.send_text(text)
 
@@ -294,6 +304,13 @@ class StreamEndpoint:
         self._notices: set[asyncio.Task[None]] = set()
         self._acks = AckCommitter(ctx.storage, ctx.metrics)
         ctx.fanout.on_displace(self._displaced_elsewhere)
+        # Messages pushed: counted here (with the load spread over many devices, a push a
+        # message), read by /metrics.
+        self._pushed = 0
+        ctx.metrics.counter("sealpost_messages_pushed_total", "messages pushed", self._count)
+
+    def _count(self) -> int:
+        return self._pushed
 
     def prekeys_low(self, address: DeviceAddress) -> None:
         """A device's one-time prekeys run low: tell it, if connected, so it refills now
@@ -650,7 +667,7 @@ class StreamEndpoint:
         once; ``False`` (nothing done) otherwise. Like :meth:`_push`, then ``empty``."""
         sock = conn.sock
         fast = sock.fast
-        if fast is None or sock.lock.locked():
+        if fast is None or sock.waiting():
             return False
         batch = self._ctx.storage.fetch_known(*address, after_seq=conn.last, limit=PUSH_BATCH)
         if batch is None or len(batch) == PUSH_BATCH:
@@ -662,7 +679,7 @@ class StreamEndpoint:
                 return False
         if batch:
             conn.last = batch[-1].seq
-            self._ctx.metrics.inc("sealpost_messages_pushed_total", "messages pushed", len(batch))
+            self._pushed += len(batch)
         conn.idle = True
         return True
 
@@ -684,9 +701,7 @@ class StreamEndpoint:
                         [message_text(m.message_id, m.body, m.received_at) for m in batch]
                     )
                     conn.last = batch[-1].seq
-                    self._ctx.metrics.inc(
-                        "sealpost_messages_pushed_total", "messages pushed", len(batch)
-                    )
+                    self._pushed += len(batch)
                     if len(batch) == PUSH_BATCH or conn.again:
                         continue
                     # A short batch was the rest of the queue, and nothing was stored for

@@ -56,9 +56,10 @@ class LocalFanout:
         return sub
 
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None:
+        subs = self._subs
         for address in addresses:
-            for sub in self._subs.get(address, ()):
-                sub.notify()
+            for sub in subs.get(address, ()):
+                sub._wake()  # notify(), without its call: a device a message, spread thin
 
     def connected(self) -> int:
         return sum(len(s) for s in self._subs.values())
