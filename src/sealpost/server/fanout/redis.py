@@ -81,11 +81,7 @@ class RedisFanout(LocalFanout):
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None:
         remote = False
         for address in addresses:
-            subs = self._subs.get(address)
-            if subs:
-                for sub in subs:
-                    sub.notify()
-            else:
+            if not self._wake_here(address):
                 self._wake.add(address)
                 remote = True
         if remote:
@@ -135,7 +131,7 @@ class RedisFanout(LocalFanout):
         lost wake-up delays a delivery by at most that long."""
         while True:
             await asyncio.sleep(self._poll)
-            self._wake_all()
+            self._wake_everyone()
 
     async def _listen(self) -> None:
         while True:
@@ -145,7 +141,7 @@ class RedisFanout(LocalFanout):
             try:
                 await pubsub.subscribe(WAKE, DISPLACE)
                 self.subscribed = True
-                self._wake_all()  # anything published while we were not listening
+                self._wake_everyone()  # anything published while we were not listening
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
                     if message is not None:
@@ -159,21 +155,13 @@ class RedisFanout(LocalFanout):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(RETRY)
 
-    def _wake_all(self) -> None:
-        for subs in self._subs.values():
-            for sub in subs:
-                sub.notify()
-
     def _receive(self, channel: bytes | str, data: object) -> None:
         if not isinstance(data, bytes):
             return
         name = channel.decode() if isinstance(channel, bytes) else channel
         if name == WAKE:
             for pos in range(0, len(data) - _WAKE.size + 1, _WAKE.size):
-                subs = self._subs.get(_WAKE.unpack_from(data, pos))
-                if subs:
-                    for sub in subs:
-                        sub.notify()
+                self._wake_here(_WAKE.unpack_from(data, pos))
         elif name == DISPLACE and len(data) == _DISPLACE.size:
             account_id, device_id, epoch = _DISPLACE.unpack(data)
             for handler in self._handlers:
