@@ -38,7 +38,6 @@ import hmac
 import logging
 import os
 import weakref
-from dataclasses import dataclass
 from functools import partial
 
 import msgspec
@@ -157,9 +156,9 @@ def token_map(tokens: Tokens | None, limit: int) -> dict[bytes, bytes]:
     return {bytes.fromhex(account_hex): token for account_hex, token in tokens.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedSend:
-    """A checked send, ready to be stored: what :meth:`MessagesApi.submit` takes."""
+class PreparedSend(msgspec.Struct, frozen=True):
+    """A checked send, ready to be stored: what :meth:`MessagesApi.submit` takes (a struct,
+    as :class:`~.storage.base.Envelope`: one is made per send)."""
 
     envelopes: list[Envelope]
     exempt: dict[bytes, int]

