@@ -152,12 +152,14 @@ class _Socket:
     Frames go out at once through the server's :data:`~.connections.SEND_TEXTS` when it
     can take them and no ASGI send is waiting (which keeps their order), else by ASGI,
     one at a time (``lock``: made by the first send that must wait; most sockets never
-    make one)."""
+    make one). ``peer``: the client's address (:func:`~.requests.client_address`), read
+    once, not for each send (the sealed send limits are per address)."""
 
-    __slots__ = ("fast", "lock", "ws")
+    __slots__ = ("fast", "lock", "peer", "ws")
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, peer: str | None = None) -> None:
         self.ws = ws
+        self.peer = client_address(ws) if peer is None else peer
         self.lock: asyncio.Lock | None = None
         self.fast: Callable[[Sequence[str]], bool] | None = ws.scope.get("extensions", {}).get(
             SEND_TEXTS
@@ -345,7 +347,8 @@ class StreamEndpoint:
 
     async def _run(self, websocket: WebSocket, serve: Callable[[_Socket], Awaitable[None]]) -> None:
         ctx = self._ctx
-        if await ctx.per_address.take(client_address(websocket)):
+        peer = client_address(websocket)
+        if await ctx.per_address.take(peer):
             await websocket.close(code=4429)
             return
         await websocket.accept()
@@ -354,7 +357,7 @@ class StreamEndpoint:
         websocket.scope["headers"] = []
         ctx.metrics.inc("sealpost_websocket_connections_total", "WebSocket connections opened")
         try:
-            await serve(_Socket(websocket))
+            await serve(_Socket(websocket, peer))
         except _Close as close:
             with contextlib.suppress(Exception):
                 await websocket.close(code=close.code, reason=close.reason)
@@ -549,7 +552,7 @@ class StreamEndpoint:
         try:
             # Each take answered from memory where it can be, without a coroutine.
             if device is None:
-                address = client_address(sock.ws)
+                address = sock.peer
                 wait = ctx.per_address.take_now(address)
                 if wait is None:
                     wait = await ctx.per_address.take(address)

@@ -283,8 +283,9 @@ class MessagesApi:
             count, size = reached.get(e.account_id, (0, 0))
             reached[e.account_id] = (count + 1, size + len(e.body))
         strangers = []
+        storage = self._ctx.storage
         for account_id in reached:
-            account = await self._ctx.storage.account_by_id(account_id)
+            account = storage.account_known(account_id) or await storage.account_by_id(account_id)
             if account is None:
                 raise ApiError(404, "not_found", "no such account")
             token = tokens.get(account_id)

@@ -538,6 +538,11 @@ class Storage(Protocol):
 
     async def account_by_id(self, account_id: bytes) -> AccountRecord | None: ...
 
+    def account_known(self, account_id: bytes) -> AccountRecord | None:
+        """What :meth:`account_by_id` would answer, if this process holds the record in
+        memory (``None`` otherwise: await that), without a coroutine: every sealed send
+        looks up its recipients."""
+
     async def devices(self, account_id: bytes) -> list[DeviceRecord]: ...
 
     async def device(self, account_id: bytes, device_id: int) -> DeviceRecord | None: ...

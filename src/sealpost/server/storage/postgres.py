@@ -543,9 +543,8 @@ class PostgresStorage:
 
     async def account_by_id(self, account_id: bytes) -> AccountRecord | None:
         # Account records never change once created: cached, as in the SQLite backend.
-        cached = self._accounts.get(account_id)
+        cached = self.account_known(account_id)
         if cached is not None:
-            self._accounts.move_to_end(account_id)
             return cached
 
         async def op(conn: Conn) -> AccountRecord | None:
@@ -559,6 +558,12 @@ class PostgresStorage:
             while len(self._accounts) > ACCOUNT_CACHE:
                 self._accounts.popitem(last=False)
         return record
+
+    def account_known(self, account_id: bytes) -> AccountRecord | None:
+        cached = self._accounts.get(account_id)
+        if cached is not None:
+            self._accounts.move_to_end(account_id)
+        return cached
 
     async def devices(self, account_id: bytes) -> list[DeviceRecord]:
         async def op(conn: Conn) -> list[DeviceRecord]:

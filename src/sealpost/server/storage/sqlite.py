@@ -1003,9 +1003,8 @@ class SqliteStorage:
         # Account records never change once created (no method updates or deletes one),
         # so they are cached: every sealed send checks its recipient's token against one,
         # and a thread hop per send would bound a connection's pipelined sends.
-        cached = self._accounts.get(account_id)
+        cached = self.account_known(account_id)
         if cached is not None:
-            self._accounts.move_to_end(account_id)
             return cached
         record = await self._read(
             lambda c: _account(
@@ -1017,6 +1016,12 @@ class SqliteStorage:
             while len(self._accounts) > ACCOUNT_CACHE:
                 self._accounts.popitem(last=False)
         return record
+
+    def account_known(self, account_id: bytes) -> AccountRecord | None:
+        cached = self._accounts.get(account_id)
+        if cached is not None:
+            self._accounts.move_to_end(account_id)
+        return cached
 
     async def devices(self, account_id: bytes) -> list[DeviceRecord]:
         def op(conn: sqlite3.Connection) -> list[DeviceRecord]:
