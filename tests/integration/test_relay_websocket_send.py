@@ -56,6 +56,53 @@ def test_sealed_socket_pipelines_sends_in_order(
     assert [unb64(f["body"]) for f in frames] == bodies
 
 
+def test_pipelined_sealed_sends_and_refusals_are_answered_in_order(
+    server: ServerProcess, registered: Callable[..., Client]
+) -> None:
+    """Sends taken as the socket's frames are parsed (every check answered from memory)
+    and those its handler takes (a recipient it must read, a frame that does not decode,
+    a refusal once stored) interleave on one pipelined socket: every answer comes in the
+    order of the sends, and only the good ones are stored, in order."""
+    bob = registered()
+    assert bob.device is not None
+    account = bob.device.account_id
+    token = {account: bob.device.delivery_token}
+    stranger = bytes(16)  # no such account
+    with sealed_socket(server) as ws:
+        ws.send(send_frame(100, [(account, 1, b"warm")], token))  # its record now in memory
+        assert recv(ws) == {"type": "sent", "req": 100, "stored": 1}
+        frames = [
+            send_frame(0, [(account, 1, b"good 0")], token),
+            send_frame(1, [(account, 1, b"bad token")], {account: b"\x01" * 32}),
+            send_frame(2, [(account, 1, b"good 2")], token),
+            send_frame(3, [(account, 2, b"no such device")], token),
+            send_frame(4, [(account, 1, b"good 4")], token),
+            json.dumps({"type": "send", "req": 5, "messages": []}),
+            send_frame(6, [(account, 1, b"good 6")], token),
+            send_frame(7, [(stranger, 1, b"nobody")], {stranger: b"\x02" * 32}),
+            send_frame(8, [(account, 1, b"good 8")], token),
+        ]
+        for frame in frames:
+            ws.send(frame)
+        answers = [recv(ws) for _ in frames]
+    assert [a["req"] for a in answers] == list(range(len(frames)))
+    assert [a.get("error", a["type"]) for a in answers] == [
+        "sent",
+        "forbidden",
+        "sent",
+        "mismatched_devices",
+        "sent",
+        "invalid_request",
+        "sent",
+        "not_found",
+        "sent",
+    ]
+    with bob.stream() as stream:
+        pushed = stream.receive_messages(6)
+    stored = [b"warm", b"good 0", b"good 2", b"good 4", b"good 6", b"good 8"]
+    assert [unb64(f["body"]) for f in pushed] == stored
+
+
 def test_sealed_socket_errors_are_answered_and_store_nothing(
     server: ServerProcess, registered: Callable[..., Client]
 ) -> None:

@@ -48,7 +48,9 @@ the device's queue grew, so push order is queue order and a wake-up carries no c
 pusher runs only until the queue is empty (an idle connection holds no task for it).
 Acks are taken as the socket's frames are parsed, without waking the connection's task
 (the protocol's text hook, :data:`~.ws_protocol.ON_TEXT`), and those of every connection
-in one event-loop iteration are committed together (:mod:`.acks`).
+in one event-loop iteration are committed together (:mod:`.acks`). So are ``/v1/sealed``
+sends whose checks are all answered from memory (:meth:`StreamEndpoint._sealed_text`);
+the others are the handler's, in their turn.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ PUSH_BATCH = 100
 #: Sends a connection may have submitted and not yet answered; the next waits.
 MAX_IN_FLIGHT = 64
 _ACK = decoder(AckFrame | AcksFrame)
+_SEND = decoder(SendFrame)
 
 
 class _Close(Exception):
@@ -204,6 +207,7 @@ class _Connection:
         "again",
         "answerer",
         "answers",
+        "busy",
         "committer",
         "committing",
         "epoch",
@@ -230,6 +234,7 @@ class _Connection:
         self.address = address  # /v1/stream's device; None on /v1/sealed
         self.committer = committer
         self.reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
+        self.busy = False  # the handler is at a frame (not waiting for the next)
         self.reason: BaseException | None = None  # why it was stopped
         # Acks (:class:`~.acks.Acking`): checked against ``fence``, the epoch, until the
         # client closes (then its acks are its own, whatever connection of it came since).
@@ -509,9 +514,15 @@ class StreamEndpoint:
             hook = sock.ws.scope.get("extensions", {}).get(ON_TEXT)
             if hook is not None:
                 hook(conn.on_text)
+        elif device is None and seen is not None:
+            hook = sock.ws.scope.get("extensions", {}).get(ON_TEXT)
+            if hook is not None:
+                hook(partial(self._sealed_text, conn, seen))
         try:
             while conn.reason is None:
+                conn.busy = False
                 message = await sock.ws.receive()
+                conn.busy = True
                 if seen is not None:
                     seen[0] = loop.time()
                 try:
@@ -565,9 +576,7 @@ class StreamEndpoint:
                     wait = await ctx.per_account.take(device.account_id)
                 tokens = {}
             if wait:
-                raise ApiError(
-                    429, "rate_limited", "too many requests", extra={"retry_after": wait}
-                )
+                raise _too_many(wait)
             if isinstance(frame, SendMultiFrame):
                 prepared = await self._messages.prepare_multi(frame, tokens=tokens, address=address)
             else:
@@ -594,9 +603,59 @@ class StreamEndpoint:
         if conn.answerer is None and not conn.answers:
             await conn.sock.send(_error(req, error))
             return
+        self._refuse_later(conn, req, error)
+
+    def _refuse_later(self, conn: _Connection, req: int, error: ApiError) -> None:
+        """Queue the refusal of send ``req``: answered after the sends before it."""
         refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         refused.set_exception(error)
         self._await_answer(conn, req, 0, refused)
+
+    def _sealed_text(self, conn: _Connection, seen: list[float], data: bytes | None) -> bool:
+        """``/v1/sealed``'s text hook (:data:`~.ws_protocol.ON_TEXT`), while its handler
+        waits for a frame: a ``send`` whose checks are all answered from memory (its
+        recipients' account records, this process's own limits:
+        :meth:`~.handlers.messages.MessagesApi.sealed_known`) is checked, charged and
+        submitted here as the socket's frames are parsed, as :meth:`_send` does, without
+        waking the handler (its receive, and a coroutine for the send and each check).
+        Everything else is left to the handler, untouched: a frame that does not decode
+        as a send (it closes the socket or refuses the send), a multi-recipient send, a
+        recipient not in memory, a connection at :data:`MAX_IN_FLIGHT` (the handler waits
+        for room). Its answer, or refusal, comes in order after the sends before it."""
+        if data is None or conn.reason is not None or conn.busy:
+            return False
+        if len(conn.answers) >= MAX_IN_FLIGHT:
+            return False
+        try:
+            frame: SendFrame = _SEND.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            return False
+        messages = self._messages
+        accounts = messages.sealed_known(frame)
+        if accounts is None:
+            return False
+        ctx = self._ctx
+        seen[0] = asyncio.get_running_loop().time()
+        address = conn.sock.peer
+        try:
+            try:
+                wait = ctx.per_address.take_now(address)
+                if wait is None:  # not this process's own limit: sealed_known said so
+                    raise RuntimeError("the per-address limit is not answered from memory")
+                if wait:
+                    raise _too_many(wait)
+                tokens = token_map(frame.tokens, ctx.config.max_envelopes)
+                prepared = messages.prepare_now(
+                    frame, tokens=tokens, address=address, accounts=accounts
+                )
+            except ApiError as exc:
+                self._refuse_later(conn, frame.req, exc)
+                return True
+            stored = messages.store(prepared)
+            self._await_answer(conn, frame.req, len(prepared.envelopes), stored)
+        except Exception as exc:  # a bug: the connection ends, as it would in its handler
+            conn.stop(exc)
+        return True
 
     def _await_answer(
         self, conn: _Connection, req: int, envelopes: int, stored: asyncio.Future[int]
@@ -744,6 +803,10 @@ def sent_text(req: int, stored: int) -> str:
 def _resolve(waiter: asyncio.Future[None], done: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _too_many(wait: float) -> ApiError:
+    return ApiError(429, "rate_limited", "too many requests", extra={"retry_after": wait})
 
 
 def _error(req: int, exc: ApiError) -> dict[str, Any]:

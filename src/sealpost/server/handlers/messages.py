@@ -38,6 +38,7 @@ import hmac
 import logging
 import os
 import weakref
+from collections.abc import Hashable
 from functools import partial
 
 import msgspec
@@ -53,6 +54,7 @@ from sealpost.server.codec import decode_b64, json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, bad_request, too_large
 from sealpost.server.handlers.accounts import devices_out
+from sealpost.server.ratelimit import Limiter, LocalLimiter
 from sealpost.server.requests import client_address, read_body
 from sealpost.server.schema import (
     Mismatch,
@@ -65,6 +67,7 @@ from sealpost.server.schema import (
     decode,
 )
 from sealpost.server.storage.base import (
+    AccountRecord,
     Envelope,
     Fence,
     MismatchedDevices,
@@ -166,6 +169,33 @@ class PreparedSend(msgspec.Struct, frozen=True):
     shared: tuple[bytes, list[SharedEnvelope]] | None = None
 
 
+def _reached(envelopes: list[Envelope]) -> dict[bytes, tuple[int, int]]:
+    """A sealed send's destination accounts, each with its messages and bytes."""
+    reached: dict[bytes, tuple[int, int]] = {}
+    for e in envelopes:
+        count, size = reached.get(e.account_id, (0, 0))
+        reached[e.account_id] = (count + 1, size + len(e.body))
+    return reached
+
+
+def _authorized(
+    tokens: dict[bytes, bytes], account_id: bytes, account: AccountRecord | None
+) -> bool:
+    """Whether a sealed send may reach ``account``: by its delivery token (``False``), or
+    as a stranger, the account open to anyone (``True``). Raises :class:`ApiError`."""
+    if account is None:
+        raise ApiError(404, "not_found", "no such account")
+    token = tokens.get(account_id)
+    if token is not None:
+        digest = hashlib.sha256(token).digest()
+        if not hmac.compare_digest(digest, account.delivery_token_hash):
+            raise ApiError(403, "forbidden", "delivery token rejected")
+        return False
+    if account.sealed_from_anyone:
+        return True
+    raise ApiError(403, "forbidden", "recipient requires a delivery token")
+
+
 class MessagesApi:
     """Sends arrive over HTTP (``PUT /v1/messages``) or as ``send`` frames on a WebSocket
     (:mod:`sealpost.server.stream`); both go through :meth:`prepare` and :meth:`submit`."""
@@ -177,6 +207,19 @@ class MessagesApi:
         self._publishing: set[asyncio.Task[None]] = set()
         self._stored_anew = 0  # for the metric, counted with ``_waking``
         self._new_id = _MessageIds(ctx.rng)
+        # Whether every limit a sealed send takes is this process's own, answered from
+        # memory (then :meth:`prepare_now` can run it without a coroutine).
+        limits = ctx.limits
+        self._limits_now = all(
+            isinstance(limiter, LocalLimiter)
+            for limiter in (
+                ctx.per_address,
+                ctx.sealed_per_address,
+                limits.sealed_messages,
+                limits.sealed_bytes,
+                limits.sealed_bytes_per_address,
+            )
+        )
 
     def _envelopes(self, doc: SendRequest) -> list[Envelope]:
         cfg = self._ctx.config
@@ -278,51 +321,83 @@ class MessagesApi:
         byte quota, and for each account reached without a token (as a stranger) the
         messages and bytes queued for it against that pair's quota, so no address can fill
         an open account's queue. Raises :class:`ApiError`."""
-        reached: dict[bytes, tuple[int, int]] = {}  # account -> (messages, bytes)
-        for e in envelopes:
-            count, size = reached.get(e.account_id, (0, 0))
-            reached[e.account_id] = (count + 1, size + len(e.body))
+        reached = _reached(envelopes)
         strangers = []
         storage = self._ctx.storage
         for account_id in reached:
             account = storage.account_known(account_id) or await storage.account_by_id(account_id)
-            if account is None:
-                raise ApiError(404, "not_found", "no such account")
-            token = tokens.get(account_id)
-            if token is not None:
-                digest = hashlib.sha256(token).digest()
-                if not hmac.compare_digest(digest, account.delivery_token_hash):
-                    raise ApiError(403, "forbidden", "delivery token rejected")
-            elif account.sealed_from_anyone:
+            if _authorized(tokens, account_id, account):
                 strangers.append(account_id)
-            else:
-                raise ApiError(403, "forbidden", "recipient requires a delivery token")
-        limits = self._ctx.limits
         # Each take answered from memory where it can be (``take_now``), without a coroutine.
-        if strangers:
-            limiter = self._ctx.sealed_per_address
-            wait = limiter.take_now(address)
+        for limiter, key, amount in self._charges(reached, strangers, address, stored):
+            wait = limiter.take_now(key, amount)
             if wait is None:
-                wait = await limiter.take(address)
+                wait = await limiter.take(key, amount)
             if wait:
                 raise rate_limited(wait)
+
+    def _charges(
+        self,
+        reached: dict[bytes, tuple[int, int]],
+        strangers: list[bytes],
+        address: str,
+        stored: int,
+    ) -> list[tuple[Limiter, Hashable, float]]:
+        """What a sealed send is charged, in order (the first refusal ends it): with
+        strangers, a sealed send of the address, then each stranger's messages and bytes
+        for the pair; last its bytes against the address's quota."""
+        limits = self._ctx.limits
+        charges: list[tuple[Limiter, Hashable, float]] = []
+        if strangers:
+            charges.append((self._ctx.sealed_per_address, address, 1.0))
             for account_id in strangers:
                 count, size = reached[account_id]
                 pair = (address, account_id)
-                wait = limits.sealed_messages.take_now(pair, count)
-                if wait is None:
-                    wait = await limits.sealed_messages.take(pair, count)
-                if not wait:
-                    wait = limits.sealed_bytes.take_now(pair, size)
-                    if wait is None:
-                        wait = await limits.sealed_bytes.take(pair, size)
-                if wait:
-                    raise rate_limited(wait)
-        wait = limits.sealed_bytes_per_address.take_now(address, stored)
-        if wait is None:
-            wait = await limits.sealed_bytes_per_address.take(address, stored)
-        if wait:
-            raise rate_limited(wait)
+                charges.append((limits.sealed_messages, pair, count))
+                charges.append((limits.sealed_bytes, pair, size))
+        charges.append((limits.sealed_bytes_per_address, address, stored))
+        return charges
+
+    def sealed_known(self, doc: SendRequest) -> dict[bytes, AccountRecord] | None:
+        """What :meth:`prepare_now` needs to prepare the sealed send ``doc`` without a
+        coroutine: its recipients' account records, if this process holds every one in
+        memory and its sealed-send limits are its own (answered from memory); else
+        ``None``. Reads only."""
+        if not self._limits_now:
+            return None
+        storage = self._ctx.storage
+        known: dict[bytes, AccountRecord] = {}
+        for item in doc.messages:
+            account_id = bytes.fromhex(item.account_id)
+            if account_id not in known:
+                account = storage.account_known(account_id)
+                if account is None:
+                    return None
+                known[account_id] = account
+        return known
+
+    def prepare_now(
+        self,
+        doc: SendRequest,
+        *,
+        tokens: dict[bytes, bytes],
+        address: str,
+        accounts: dict[bytes, AccountRecord],
+    ) -> PreparedSend:
+        """:meth:`prepare` of a sealed send, without a coroutine, given what
+        :meth:`sealed_known` found: the same checks, charges and answers. Raises
+        :class:`ApiError`; stores nothing."""
+        envelopes = self._envelopes(doc)
+        stored = sum(len(e.body) for e in envelopes)
+        reached = _reached(envelopes)
+        strangers = [a for a in reached if _authorized(tokens, a, accounts[a])]
+        for limiter, key, amount in self._charges(reached, strangers, address, stored):
+            wait = limiter.take_now(key, amount)
+            if wait is None:  # not this process's own limit: sealed_known said so
+                raise RuntimeError("a sealed-send limit is not answered from memory")
+            if wait:
+                raise rate_limited(wait)
+        return PreparedSend(envelopes, {})
 
     async def prepare(
         self,
