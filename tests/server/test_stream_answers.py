@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,42 @@ def test_a_send_refused_before_it_is_stored_is_answered_in_its_turn(tmp_path: Pa
         await writes.until(4)
         assert (writes.frames()[3]["type"], writes.frames()[3]["req"]) == ("error", 3)
         assert len(await storage.fetch(b, 1, after_seq=0, limit=10)) == 1
+
+    _run(tmp_path, body)
+
+
+def test_stored_sends_wake_their_devices_commit_by_commit_with_one_callback_waiting(
+    tmp_path: Path,
+) -> None:
+    """The devices of the sends stored are woken once their group commit is done, one
+    commit after another, with a single done callback waiting (on the first send not yet
+    stored), not one a send; a send refused stores nothing and wakes nobody."""
+
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a, b, c = accounts
+        woken: list[bytes] = []
+        for account_id in accounts:
+            endpoint._ctx.fanout.subscribe((account_id, 1), partial(woken.append, account_id))
+        messages = endpoint._messages
+        writes = _Writes()
+        conn = _connection(writes)
+        wrong = json.loads(_send_text(1, c))
+        wrong["tokens"] = {c.hex(): base64.b64encode(b"w" * 32).decode()}
+        commits = storage.commits
+        await _submit(endpoint, conn, _send_text(0, a))  # the first commit
+        await asyncio.sleep(0)  # it is committing: what follows waits for the next
+        await _submit(endpoint, conn, json.dumps(wrong))
+        await _submit(endpoint, conn, _send_text(2, b))
+        await _submit(endpoint, conn, _send_text(3, a))
+        assert len(messages._storing) == 3 and messages._watching
+        await writes.until(4)
+        for _ in range(5):  # the publish task, then the wake-ups
+            await asyncio.sleep(0)
+        assert storage.commits - commits == 2
+        assert sorted(woken) == sorted([a, a, b])  # a: once a commit; c: never
+        assert not messages._storing and not messages._watching
 
     _run(tmp_path, body)
 
