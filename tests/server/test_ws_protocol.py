@@ -20,12 +20,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
-from websockets.protocol import Protocol
+from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
 from sealpost.server import ws_protocol
+from sealpost.server.connections import SEND_TEXTS, corked
 from sealpost.server.ws_protocol import (
     FRAME_COST,
     ON_TEXT,
@@ -123,10 +124,15 @@ class _Peer:
     """A client (websockets' sans-I/O one) talking to a :class:`LeanWebSocketProtocol`
     that runs ``app``, on a :class:`_Transport`."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_size: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        max_size: int = 1 << 20,
+        cls: type[Any] = LeanWebSocketProtocol,
+    ) -> None:
         config = Config(app=app, ws_max_size=max_size, ws_ping_interval=None, log_level="error")
         config.load()
-        self.protocol = LeanWebSocketProtocol(config, ServerState(), {})
+        self.protocol = cls(config, ServerState(), {})
         self.transport = _Transport()
         self.protocol.connection_made(self.transport)
         self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8765/v1/stream"))
@@ -262,6 +268,121 @@ def test_the_text_hook_takes_frames_only_while_nothing_waits_in_the_inbox() -> N
         assert [m.get("text") for m in received[:-1]] == ["keep 2", "take 3", "take 4"]
 
     asyncio.run(run())
+
+
+def _may_write_plain(protocol: Any) -> bool:
+    """What ``send_texts`` asked of the protocol at each call before ``plain_open``."""
+    conn = protocol.conn
+    return bool(
+        protocol.handshake_complete
+        and not protocol.close_sent
+        and conn.state is OPEN
+        and protocol.writable.is_set()
+        and not conn.extensions
+        and not conn.expect_continuation_frame
+    )
+
+
+def _kept(protocol: Any) -> bool:
+    assert protocol.plain_open == _may_write_plain(protocol)
+    return bool(protocol.plain_open)
+
+
+@pytest.mark.parametrize("end", ["client close", "server close", "bad frame", "lost"])
+def test_plain_open_follows_the_connection_through_every_change(end: str) -> None:
+    """The lean protocol's one flag equals the five checks it replaces at every step: the
+    handshake, the transport's buffer full and drained, a fragmented message being sent,
+    and each way a connection ends (websockets' state and uvicorn's close_sent)."""
+
+    async def run() -> None:
+        close = asyncio.Event()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await close.wait()
+            await send({"type": "websocket.close", "code": 1000})
+
+        peer = _Peer(app)
+        protocol = peer.protocol
+        assert not _kept(protocol)  # the handshake is not done
+        await peer.accepted()
+        assert _kept(protocol)
+        protocol.pause_writing()
+        assert not _kept(protocol)
+        protocol.resume_writing()
+        assert _kept(protocol)
+        protocol.conn.send_text(b"part", fin=False)
+        assert not _kept(protocol)
+        protocol.conn.send_continuation(b"", fin=True)
+        assert _kept(protocol)
+        protocol.conn.data_to_send()
+        if end == "client close":
+            peer.close()
+        elif end == "server close":
+            close.set()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert protocol.close_sent
+        elif end == "bad frame":
+            protocol.data_received(_frame(0x1, b"unmasked", masked=False))
+        else:
+            protocol.connection_lost(None)
+            assert peer.transport.is_closing()  # what send_texts asks besides the flag
+            assert _kept(protocol) == _may_write_plain(protocol)  # websockets: still OPEN
+            return
+        assert not _kept(protocol)
+        close.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not _kept(protocol)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("watch", [True, False])
+def test_send_texts_writes_only_while_the_socket_may_take_frames(watch: bool) -> None:
+    """``send_texts`` (SEND_TEXTS) through the flag, or through its five checks when the
+    protocol keeps none (``WATCH_STATE`` off: a websockets shaped otherwise): frames out
+    while open, nothing and ``False`` while the buffer is full or once the client closed."""
+
+    async def run() -> None:
+        sends: list[Any] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            sends.append(scope["extensions"][SEND_TEXTS])
+            await asyncio.Event().wait()
+
+        peer = _Peer(app, cls=corked(LeanWebSocketProtocol))
+        await peer.accepted()
+        await asyncio.sleep(0)
+        assert peer.protocol.plain_open is watch
+        (send_texts,) = sends
+        assert send_texts(["one", "two"])
+        await asyncio.sleep(0)
+        peer.client.receive_data(bytes(peer.transport.written))
+        peer.transport.written.clear()
+        got = [e.data for e in peer.client.events_received() if hasattr(e, "opcode")]
+        assert got == [b"one", b"two"]
+        peer.protocol.pause_writing()
+        assert not send_texts(["held"])
+        peer.protocol.resume_writing()
+        peer.transport.closed = True
+        assert not send_texts(["closing"])
+        peer.transport.closed = False
+        peer.close()
+        assert not send_texts(["closed"])
+        await asyncio.sleep(0)
+        assert b"held" not in peer.transport.written and b"closed" not in peer.transport.written
+
+    was = ws_protocol.WATCH_STATE
+    ws_protocol.WATCH_STATE = watch
+    try:
+        asyncio.run(run())
+    finally:
+        ws_protocol.WATCH_STATE = was
 
 
 def test_uvicorns_class_is_used_when_it_lacks_what_the_lean_one_relies_on() -> None:

@@ -38,6 +38,16 @@ Per frame, two things change. Reading:
   before the disconnect reaches ``receive``. ``on_text(None)`` removes it. The relay's
   streams take their acks so (:mod:`.acks`).
 
+Writing: whether the application may write text frames now as plain frames
+(:func:`~.connections.corked`'s ``send_texts``: pushes, answers) is one flag,
+:attr:`LeanWebSocketProtocol.plain_open`, kept as what it stands for changes (websockets'
+``state`` and ``expect_continuation_frame``, seen through a subclass of its
+``ServerProtocol`` whose setters say so; uvicorn's ``close_sent``, a property here; the
+transport's buffer, ``pause_writing`` / ``resume_writing``), rather than five objects'
+fields read at every write, each out of the CPU's caches with the load spread over
+10,000 sockets. :data:`WATCH_STATE` is false when websockets is shaped otherwise; then
+the flag stays false and every write asks the protocol itself, as before.
+
 Parsing: websockets' frame parser (``Protocol.receive_data``: a generator per frame, a
 ``Frame`` object, ``events_received``) costs 2 to 5 us a frame here, the most of what a
 small frame costs the relay. ``data_received`` parses by hand the common frames at the
@@ -63,11 +73,11 @@ It relies on names of uvicorn's ``WebSocketsSansIOProtocol``: the attributes ``q
 ``close_sent``, ``handshake_complete`` and ``conn``; the methods ``receive``,
 ``send_receive_event_to_app`` (called for each whole message received),
 ``handle_connect``, ``handle_close``, ``connection_lost``, ``handle_parser_exception``,
-``start_keepalive`` (called once the handshake response is written), ``data_received``
-and ``handle_events``. :func:`websocket_protocol` checks they are there and otherwise
-returns uvicorn's class unchanged (which offers no :data:`ON_TEXT`: the application then
-takes every frame through ``receive``), so an upgrade of uvicorn costs memory and time,
-never service.
+``start_keepalive`` (called once the handshake response is written), ``data_received``,
+``handle_events``, ``pause_writing`` and ``resume_writing``. :func:`websocket_protocol`
+checks they are there and otherwise returns uvicorn's class unchanged (which offers no
+:data:`ON_TEXT`: the application then takes every frame through ``receive``), so an
+upgrade of uvicorn costs memory and time, never service.
 
     >>> websocket_protocol() is LeanWebSocketProtocol
     True
@@ -77,11 +87,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets import frames as _ws_frames
-from websockets.protocol import OPEN, Protocol, Side
+from websockets.protocol import OPEN, Protocol, Side, State
+from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 try:  # as websockets.frames does
@@ -194,8 +205,48 @@ class Writable:
             await waiter
 
 
+class _WatchedServerProtocol(ServerProtocol):
+    """websockets' server protocol, telling its uvicorn protocol (``watcher``) each time
+    its ``state`` or ``expect_continuation_frame`` is set (websockets sets both only
+    through these names), so that :attr:`LeanWebSocketProtocol.plain_open` stays true."""
+
+    watcher: LeanWebSocketProtocol | None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        Protocol.state.fset(self, state)  # type: ignore[attr-defined]
+        watcher = self.__dict__.get("watcher")
+        if watcher is not None:
+            watcher.watch()
+
+    @property
+    def expect_continuation_frame(self) -> bool:
+        return bool(self.__dict__["expect_continuation_frame"])
+
+    @expect_continuation_frame.setter
+    def expect_continuation_frame(self, value: bool) -> None:
+        self.__dict__["expect_continuation_frame"] = value
+        watcher = self.__dict__.get("watcher")
+        if watcher is not None:
+            watcher.watch()
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    #: Whether text frames may be written now as plain frames, without websockets:
+    #: the connection OPEN, no extension, no fragmented message being sent, no close
+    #: sent by the application and the transport's buffer not full (what
+    #: :func:`~.connections.corked`'s ``send_texts`` checked at each call, five objects'
+    #: fields, each cold in the CPU's caches with the load spread over 10,000 sockets).
+    #: Kept by :meth:`watch`, called whenever one of them may have changed; the
+    #: transport's ``is_closing`` is still asked each time. False: ask them all.
+    plain_open = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._close_sent = False
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
@@ -204,6 +255,40 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # message in progress, no extension and no debug log, the handshake complete:
         # only ``conn.receive_data`` moves it, and it is forgotten before each call.
         self.boundary: Any = None
+        conn = self.conn
+        if type(conn) is ServerProtocol and WATCH_STATE:  # else plain_open stays False
+            conn.__class__ = _WatchedServerProtocol
+            cast(_WatchedServerProtocol, conn).watcher = self
+            self.watch()
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        if "plain_open" in self.__dict__:  # uvicorn's __init__ sets it before the conn
+            self.watch()
+
+    def watch(self) -> None:
+        """Set :attr:`plain_open` from what it stands for."""
+        conn = self.conn
+        self.plain_open = (
+            conn.state is OPEN
+            and not conn.extensions
+            and not conn.expect_continuation_frame
+            and not self._close_sent
+            and self.writable.is_set()
+        )
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.plain_open = False
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.watch()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -223,7 +308,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         conn = self.conn
         if not (
             FAST_PARSE
-            and conn.state is OPEN
+            and (self.plain_open or conn.state is OPEN)  # the first implies the second
             and (conn.parser is self.boundary or self._at_boundary())
         ):
             self.boundary = None
@@ -297,14 +382,14 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _deliver(self, data: bytes) -> None:
         """A whole message received, ``curr_msg_data_type`` telling its kind."""
-        if self.close_sent:
+        if self._close_sent:  # close_sent, without its property
             # Past the application's close: discard it (uvicorn's own rule), so reading
             # goes on until the peer's close arrives.
             return
         inbox: Inbox = self.queue  # type: ignore[assignment]
         if self.curr_msg_data_type == "text":
             hook = self.text_hook
-            if hook is not None and inbox.empty() and hook(data):
+            if hook is not None and not inbox.size and hook(data):  # size 0: empty
                 return
             try:
                 inbox.put_nowait(data.decode())
@@ -363,6 +448,8 @@ _ATTRIBUTES = frozenset(
 )
 _METHODS = (
     "data_received",
+    "pause_writing",
+    "resume_writing",
     "handle_events",
     "receive",
     "send_receive_event_to_app",
@@ -394,6 +481,30 @@ def websocket_protocol(
         return LeanWebSocketProtocol
     return base
 
+
+def _watch_state_works() -> bool:
+    """Whether websockets keeps a protocol's state as ``_state`` behind its ``state``
+    property and sets ``expect_continuation_frame`` by that name, as
+    :class:`_WatchedServerProtocol` assumes (else :attr:`LeanWebSocketProtocol.
+    plain_open` stays False and every send asks the protocol itself)."""
+    prop = getattr(Protocol, "state", None)
+    if not isinstance(prop, property) or prop.fset is None:
+        return False
+    names = set(Protocol.send_text.__code__.co_names) | set(Protocol.send_close.__code__.co_names)
+    try:
+        conn = ServerProtocol()
+        return (
+            conn._state is conn.state
+            and "expect_continuation_frame" in vars(conn)
+            and {"state", "expect_continuation_frame"} <= names
+        )
+    except Exception:  # pragma: no cover - a websockets shaped otherwise
+        return False
+
+
+#: Whether :class:`LeanWebSocketProtocol` tracks its connection's state
+#: (:func:`_watch_state_works`); tests turn it off to compare.
+WATCH_STATE = _watch_state_works()
 
 _PARSE_CODE = Protocol.parse.__code__
 _AT_EOF_CODE = StreamReader.at_eof.__code__
