@@ -265,6 +265,41 @@ def test_stored_sends_wake_their_devices_commit_by_commit_with_one_callback_wait
     _run(tmp_path, body)
 
 
+def test_the_sealed_hook_takes_a_send_answered_from_memory_and_leaves_one_over_the_bound(
+    tmp_path: Path,
+) -> None:
+    """The socket's text hook takes a sealed send whose recipients are in memory (answered
+    in its turn, stored); one naming more envelopes than ``max_envelopes`` is left to the
+    handler (which refuses it) before any account is looked up."""
+
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a = accounts[0]
+        writes = _Writes()
+        conn = _connection(writes)
+        seen = [0.0]
+        assert endpoint._sealed_text(conn, seen, _send_text(0, a).encode())
+        await writes.until(1)
+        assert writes.frames() == [{"type": "sent", "req": 0, "stored": 1}]
+        assert seen[0] > 0
+        over = json.loads(_send_text(1, a))
+        over["messages"] = over["messages"] * 3  # max_envelopes is 2
+        looked_up: list[bytes] = []
+        known = storage.account_known
+
+        def counting(account_id: bytes) -> Any:
+            looked_up.append(account_id)
+            return known(account_id)
+
+        storage.account_known = counting  # type: ignore[method-assign]
+        assert not endpoint._sealed_text(conn, seen, json.dumps(over).encode())
+        assert looked_up == []
+        assert len(await storage.fetch(a, 1, after_seq=0, limit=10)) == 1
+
+    _run(tmp_path, body, max_envelopes=2)
+
+
 def test_answers_of_one_group_commit_are_one_write(tmp_path: Path) -> None:
     async def body(
         storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]

@@ -368,8 +368,8 @@ class MessagesApi:
         coroutine: its recipients' account records, if this process holds every one in
         memory and its sealed-send limits are its own (answered from memory); else
         ``None``. Reads only."""
-        if not self._limits_now:
-            return None
+        if not self._limits_now or len(doc.messages) > self._ctx.config.max_envelopes:
+            return None  # (the handler refuses one over the bound, before any lookup)
         storage = self._ctx.storage
         known: dict[bytes, AccountRecord] = {}
         for item in doc.messages:
