@@ -38,6 +38,7 @@ import os
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
         conn = stream._Connection(sock, 1, address, endpoint._acks)
         scope["extensions"][ON_TEXT](conn.on_text)
         tails.known(address, 0, [])
-        ctx.fanout.subscribe(address, lambda: endpoint._wake(conn, address))
+        ctx.fanout.subscribe(address, partial(endpoint._wake, conn, address))  # as _serve
         conns.append(conn)
         if len(conns) == DEVICES:
             done.set_result(None)

@@ -207,3 +207,28 @@ def test_each_outcome_waits_for_every_device_whatever_the_order() -> None:
         assert await each_outcome([]) == []
 
     asyncio.run(run())
+
+
+def test_acks_queued_to_a_closed_storage_fail_their_connections_and_settle() -> None:
+    """ack_each_nowait raising at once (the storage is closed: shutting down) fails every
+    connection whose acks were queued, once each; their counts settle, nothing is left
+    committing, and drain returns; a connection holding nothing is left out."""
+
+    class Closed:
+        def ack_each_nowait(self, acks: object) -> asyncio.Future[Any]:
+            raise StorageUnavailable("closed")
+
+    async def run() -> None:
+        committer = AckCommitter(Closed(), Metrics())  # type: ignore[arg-type]
+        one, two, idle = (_Conn((os.urandom(16), 1), 1) for _ in range(3))
+        committer.add_all(one, [b"a" * 16, b"b" * 16])
+        committer.add(two, b"c" * 16)
+        committer._held.append(idle)  # as if its acks had gone out through drain already
+        await asyncio.sleep(0)
+        for conn in (one, two):
+            assert conn.pending == 0 and conn.committing is None and conn.acks == []
+            assert [type(e) for e in conn.failures] == [StorageUnavailable]
+        assert idle.failures == [] and idle.committing is None
+        await asyncio.wait_for(committer.drain(one), 1)
+
+    asyncio.run(run())

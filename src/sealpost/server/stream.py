@@ -288,8 +288,7 @@ class _Connection:
         ids = _acked(frame)
         if self.pending + len(ids) > MAX_PENDING_ACKS:
             return False  # the reader waits for room, then takes it
-        for message_id in ids:
-            self.committer.add(self, message_id)
+        self.committer.add_all(self, ids)
         return True
 
     async def wind_down(self) -> None:
@@ -535,8 +534,7 @@ class StreamEndpoint:
                     assert committer is not None
                     if conn.pending >= MAX_PENDING_ACKS:
                         await committer.room(conn)
-                    for message_id in _acked(frame):
-                        committer.add(conn, message_id)
+                    committer.add_all(conn, _acked(frame))
                 else:
                     await self._send(conn, frame, device)
         except asyncio.CancelledError:
