@@ -369,6 +369,9 @@ def test_send_texts_writes_only_while_the_socket_may_take_frames(watch: bool) ->
         peer.protocol.pause_writing()
         assert not send_texts(["held"])
         peer.protocol.resume_writing()
+        assert peer.protocol.plain_open is watch  # unwatched: never set, whatever happens
+        peer.protocol.close_sent = False
+        assert peer.protocol.plain_open is watch
         peer.transport.closed = True
         assert not send_texts(["closing"])
         peer.transport.closed = False

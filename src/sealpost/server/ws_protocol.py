@@ -272,10 +272,12 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.watch()
 
     def watch(self) -> None:
-        """Set :attr:`plain_open` from what it stands for."""
+        """Set :attr:`plain_open` from what it stands for (never true on a connection
+        not watched: websockets would change its state unseen)."""
         conn = self.conn
         self.plain_open = (
-            conn.state is OPEN
+            type(conn) is _WatchedServerProtocol
+            and conn.state is OPEN
             and not conn.extensions
             and not conn.expect_continuation_frame
             and not self._close_sent
