@@ -25,6 +25,8 @@ from sealpost.server.storage import (
     QueueFull,
     SharedEnvelope,
     SqliteStorage,
+    sqlite_core,
+    sqlite_upkeep,
 )
 from sealpost.server.storage import sqlite as sqlite_module
 from sealpost.server.storage.base import DeviceAcks, StaleEpoch
@@ -157,7 +159,7 @@ class _FailingCommits:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        real = sqlite_module._commit
+        real = sqlite_core._commit
 
         def commit(conn: sqlite3.Connection) -> None:
             if self.count:
@@ -165,7 +167,7 @@ class _FailingCommits:
                 raise sqlite3.OperationalError("database or disk is full")
             real(conn)
 
-        monkeypatch.setattr(sqlite_module, "_commit", commit)
+        monkeypatch.setattr(sqlite_core, "_commit", commit)  # where the commit path looks it up
 
 
 def test_a_known_tail_is_read_from_memory_and_matches_the_database(tmp_path: Path) -> None:
@@ -333,7 +335,7 @@ def test_purge_drops_expired_messages_from_memory(tmp_path: Path) -> None:
 def test_a_purge_larger_than_one_step_takes_several(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "PURGE_STEP", 3)
+    monkeypatch.setattr(sqlite_upkeep, "PURGE_STEP", 3)  # where purge() looks it up
 
     async def body(storage: SqliteStorage) -> None:
         account_id = await _with_account(storage)
