@@ -167,3 +167,20 @@ def test_the_client_drops_idle_connections_well_before_the_relay_does() -> None:
     ``transport.KEEP_ALIVE``, counted from when it read it. Seconds apart, so that a slow
     machine between the two clocks cannot put a reuse on a closing connection."""
     assert server_run.KEEP_ALIVE - client_transport.KEEP_ALIVE >= 2.0
+
+
+def test_a_prekey_bundle_get_closed_under_it_is_not_resent() -> None:
+    """``GET /v1/keys/{account}/{device}`` consumes one-time prekeys: the server may have
+    served the first (one taken, its answer lost), so it is not sent again (which would
+    take another, and charge its rate limit again) and fails as ``ServerUnavailable``."""
+    bundle = "/v1/keys/" + "ab" * 16 + "/1"
+
+    async def scenario() -> Seen:
+        async with closing_on_reuse() as (url, seen), Transport(url, _identity()) as transport:
+            await transport.request("GET", "/v1/keys/status")
+            with pytest.raises(ServerUnavailable, match="RemoteProtocolError"):
+                await transport.request("GET", bundle, signed=False)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [(number, m) for number, m, _ in seen.requests] == [(1, "GET"), (1, "GET")]

@@ -25,7 +25,8 @@ Idle HTTP connections are kept for :data:`KEEP_ALIVE` seconds, less than the rel
 server closes it for idleness fails without an answer. A safe request (``GET``, ``HEAD``)
 that fails that way, on a connection closed before any answer, is sent once more, signed
 anew; any other is not resent (the server may have acted on it) and fails as
-:class:`ServerUnavailable`, as before.
+:class:`ServerUnavailable`, as before. Nor is a prekey bundle's ``GET`` (it takes the
+device's one-time prekeys: a resend after a served but unanswered one would take more).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ KEEP_ALIVE = 2.0
 #: Methods that change nothing on the server, so that one is resent when its connection
 #: closed before any answer.
 _SAFE = frozenset({"GET", "HEAD"})
+#: The one GET that changes state: a prekey bundle's takes one-time prekeys (all of
+#: ``/v1/keys/`` but the device's own ``status``), so it is never resent.
+_BUNDLES = "/v1/keys/"
 #: The failures of a connection that closed under a request before any answer.
 _CLOSED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
@@ -196,7 +200,8 @@ class Transport:
         identity = signer or self.identity
         if signed and identity is None:
             raise RuntimeError("this request must be signed, and no device is set")
-        tries = 2 if method in _SAFE else 1
+        safe = method in _SAFE and not (path.startswith(_BUNDLES) and path != "/v1/keys/status")
+        tries = 2 if safe else 1
         for attempt in range(tries):
             all_headers = dict(base_headers)
             if identity is not None and signed:
