@@ -34,7 +34,7 @@ from sealpost.server.frames import SEALED_CLIENT_FRAMES, STREAM_CLIENT_FRAMES
 from sealpost.server.handlers.messages import ID_POOL, MESSAGE_ID_LEN, MessagesApi, _MessageIds
 from sealpost.server.limits import Limits
 from sealpost.server.metrics import Metrics
-from sealpost.server.ratelimit import LocalLimiters
+from sealpost.server.ratelimit import LocalLimiter, LocalLimiters, RateLimiter
 from sealpost.server.storage import (
     AccountRecord,
     DeviceRecord,
@@ -296,6 +296,35 @@ def test_the_sealed_hook_takes_a_send_answered_from_memory_and_leaves_one_over_t
         assert not endpoint._sealed_text(conn, seen, json.dumps(over).encode())
         assert looked_up == []
         assert len(await storage.fetch(a, 1, after_seq=0, limit=10)) == 1
+
+    _run(tmp_path, body, max_envelopes=2)
+
+
+def test_the_sealed_hook_refuses_a_send_as_the_handler_does_when_rate_limited(
+    tmp_path: Path,
+) -> None:
+    """A send with more delivery tokens than ``max_envelopes`` from an address out of sends
+    gets the same answer whether the text hook or the handler takes it (the tokens are
+    checked before the rate limit's answer, as ``_send`` does): which one takes a frame
+    depends on timing only."""
+
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a = accounts[0]
+        per_address = endpoint._ctx.per_address
+        assert isinstance(per_address, LocalLimiter)
+        per_address.buckets = RateLimiter(1, clock=time.monotonic)
+        hooked, handled = _Writes(), _Writes()
+        conn = _connection(hooked)
+        assert endpoint._sealed_text(conn, [0.0], _send_text(0, a).encode())  # the one send
+        many = json.loads(_send_text(1, a))
+        many["tokens"] = {x.hex(): base64.b64encode(TOKEN).decode() for x in accounts}
+        assert endpoint._sealed_text(conn, [0.0], json.dumps(many).encode())
+        await _submit(endpoint, _connection(handled), json.dumps(many))
+        await hooked.until(2)
+        await handled.until(1)
+        assert hooked.frames()[1]["error"] == handled.frames()[0]["error"] == "too_large"
 
     _run(tmp_path, body, max_envelopes=2)
 

@@ -640,9 +640,9 @@ class StreamEndpoint:
                 wait = ctx.per_address.take_now(address)
                 if wait is None:  # not this process's own limit: sealed_known said so
                     raise RuntimeError("the per-address limit is not answered from memory")
+                tokens = token_map(frame.tokens, ctx.config.max_envelopes)  # as _send: first
                 if wait:
                     raise _too_many(wait)
-                tokens = token_map(frame.tokens, ctx.config.max_envelopes)
                 prepared = messages.prepare_now(
                     frame, tokens=tokens, address=address, accounts=accounts
                 )
