@@ -43,9 +43,8 @@ A socket refused before it is accepted (the per-address rate limit, or on ``/v1/
 an address holding ``max_sockets_per_address`` sockets already) gets its upgrade
 answered with HTTP 403 instead: no WebSocket close code can be sent before the accept.
 
-Pushing reads from storage (after the last sequence number sent) whenever the fanout says
-the device's queue grew, so push order is queue order and a wake-up carries no content; a
-pusher runs only until the queue is empty (an idle connection holds no task for it).
+Pushing (a device's queue, in queue order, whenever the fanout says it grew) is
+:mod:`.push`'s: :class:`StreamEndpoint` has it from its base, :class:`~.push.Pushing`.
 Acks are taken as the socket's frames are parsed, without waking the connection's task
 (the protocol's text hook, :data:`~.ws_protocol.ON_TEXT`), and those of every connection
 in one event-loop iteration are committed together (:mod:`.acks`). So are ``/v1/sealed``
@@ -89,6 +88,8 @@ from sealpost.server.frames import (
     SendMultiFrame,
 )
 from sealpost.server.handlers.messages import MessagesApi, token_map
+from sealpost.server.push import PUSH_BATCH as PUSH_BATCH  # importable here as before
+from sealpost.server.push import Pushing, message_text
 from sealpost.server.requests import client_address
 from sealpost.server.schema import decoder, invalid
 from sealpost.server.storage.base import (
@@ -104,7 +105,6 @@ __all__ = ["StreamEndpoint", "message_text", "sent_text"]
 log = logging.getLogger("sealpost.server.stream")
 
 CHALLENGE_LEN = 32
-PUSH_BATCH = 100
 #: Sends a connection may have submitted and not yet answered; the next waits.
 MAX_IN_FLIGHT = 64
 _ACK = decoder(AckFrame | AcksFrame)
@@ -300,7 +300,7 @@ class _Connection:
             await self.committer.drain(self)
 
 
-class StreamEndpoint:
+class StreamEndpoint(Pushing):
     def __init__(self, ctx: Context, messages: MessagesApi) -> None:
         self._ctx = ctx
         self._messages = messages
@@ -709,88 +709,12 @@ class StreamEndpoint:
         finally:
             conn.answerer = None
 
-    def _wake(self, conn: _Connection, address: DeviceAddress) -> None:
-        """The device's queue may have grown (the fanout says so): push, unless a pusher is
-        at it already, which then reads the queue once more before it stops. What the
-        storage holds in memory goes out at once, with no pusher task."""
-        if conn.pusher is None:
-            if self._push_known(conn, address):
-                return
-            conn.pusher = asyncio.create_task(self._push(conn, address))
-            conn.pusher.add_done_callback(conn.failed)
-        else:
-            conn.again = True
-
-    def _push_known(self, conn: _Connection, address: DeviceAddress) -> bool:
-        """Push the rest of the queue now, if the storage knows it without a read
-        (:meth:`~.storage.base.Storage.fetch_known`) and the socket takes the frames at
-        once; ``False`` (nothing done) otherwise. Like :meth:`_push`, then ``empty``."""
-        sock = conn.sock
-        fast = sock.fast
-        if fast is None or sock.waiting():
-            return False
-        batch = self._ctx.storage.fetch_known(*address, after_seq=conn.last, limit=PUSH_BATCH)
-        if batch is None or len(batch) == PUSH_BATCH:
-            return False
-        texts = [message_text(m.message_id, m.body, m.received_at) for m in batch]
-        if batch or not conn.idle:
-            texts.append('{"type":"empty"}')
-            if not fast(texts):
-                return False
-        if batch:
-            conn.last = batch[-1].seq
-            self._pushed += len(batch)
-        conn.idle = True
-        return True
-
-    async def _push(self, conn: _Connection, address: DeviceAddress) -> None:
-        """Push what is queued after the last message pushed, in queue order, until the
-        queue is empty; then say ``empty`` (once a burst) and stop."""
-        storage = self._ctx.storage
-        sock = conn.sock
-        account_id, device_id = address
-        try:
-            while True:
-                conn.again = False
-                batch = await storage.fetch(
-                    account_id, device_id, after_seq=conn.last, limit=PUSH_BATCH
-                )
-                if batch:
-                    conn.idle = False
-                    await sock.send_texts(
-                        [message_text(m.message_id, m.body, m.received_at) for m in batch]
-                    )
-                    conn.last = batch[-1].seq
-                    self._pushed += len(batch)
-                    if len(batch) == PUSH_BATCH or conn.again:
-                        continue
-                    # A short batch was the rest of the queue, and nothing was stored for
-                    # this device since (that would have woken it: ``again``): no read to
-                    # find it empty (with a device's messages spread thin, a read a push).
-                if not conn.idle:
-                    await sock.send_text('{"type":"empty"}')
-                    conn.idle = True
-                if not conn.again:
-                    return
-        finally:
-            if conn.pusher is asyncio.current_task():
-                conn.pusher = None
-
 
 def _acked(frame: AckFrame | AcksFrame) -> list[bytes]:
     """The message ids an ``ack`` or ``acks`` frame acknowledges, in order."""
     if isinstance(frame, AckFrame):
         return [bytes.fromhex(frame.id)]
     return [bytes.fromhex(message_id) for message_id in frame.ids]
-
-
-def message_text(message_id: bytes, body: bytes, received_at: int) -> str:
-    """A :class:`~.frames.MessageFrame`, formatted by hand (the hottest frame): hex and
-    base64 need no JSON escaping."""
-    return (
-        f'{{"type":"message","id":"{message_id.hex()}","body":"'
-        f'{base64.b64encode(body).decode()}","received_at":{received_at}}}'
-    )
 
 
 def sent_text(req: int, stored: int) -> str:
