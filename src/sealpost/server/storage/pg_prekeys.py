@@ -1,6 +1,9 @@
-"""Devices and their prekeys in PostgreSQL (for :mod:`.postgres`): a one-time prekey is
-taken with ``FOR UPDATE SKIP LOCKED``, so concurrent fetchers on any processes never get
-the same one."""
+"""Devices and their prekeys in PostgreSQL: the statements (:func:`insert_device`,
+:func:`store_prekeys`, :func:`take_bundle`, :func:`prekey_stock`), each run in the caller's
+transaction, and :class:`PgPrekeys`, the storage's methods, each one transaction of them.
+A one-time prekey is taken with ``FOR UPDATE SKIP LOCKED``, so concurrent fetchers on any
+processes never get the same one.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ from sealpost.server.storage.base import (
     PreKeyStockFull,
     PreKeyUpload,
 )
+from sealpost.server.storage.pg_core import PgCore
 
-__all__ = ["insert_device", "prekey_stock", "store_prekeys", "take_bundle"]
+__all__ = ["PgPrekeys", "insert_device", "prekey_stock", "store_prekeys", "take_bundle"]
 
 Conn: TypeAlias = asyncpg.Connection
 
@@ -176,3 +180,23 @@ async def store_prekeys(
         )
         if otk > max_stock or kem > max_stock:
             raise PreKeyStockFull("one-time prekey stock would exceed its limit")
+
+
+class PgPrekeys(PgCore):
+    """Prekeys and bundles."""
+
+    async def store_prekeys(
+        self, account_id: bytes, device_id: int, prekeys: PreKeyUpload, *, max_stock: int
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            await store_prekeys(conn, account_id, device_id, prekeys, max_stock)
+
+        await self._tx(op)
+
+    async def take_bundle(
+        self, account_id: bytes, device_id: int, *, one_time: bool = True
+    ) -> BundleParts | None:
+        return await self._tx(lambda conn: take_bundle(conn, account_id, device_id, one_time))
+
+    async def prekey_stock(self, account_id: bytes, device_id: int) -> PreKeyStock:
+        return await self._tx(lambda conn: prekey_stock(conn, account_id, device_id))
