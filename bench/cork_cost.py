@@ -88,13 +88,12 @@ def syscw() -> int:
 
 
 async def writer(n: int, per: int, iterations: int, direct: bool) -> dict[str, Any]:
-    from uvicorn.config import Config
     from uvicorn.server import ServerState
 
     from sealpost._corked import CorkedTransport
-    from sealpost.server.connections import SEND_TEXTS, corked
+    from sealpost.server.connections import SEND_TEXTS
     from sealpost.server.stream import message_text
-    from sealpost.server.ws_protocol import websocket_protocol
+    from sides import relay_ws_config
 
     if direct:
 
@@ -121,16 +120,7 @@ async def writer(n: int, per: int, iterations: int, direct: bool) -> dict[str, A
             ready.set_result(None)
         await receive()
 
-    config = Config(
-        app,
-        ws=corked(websocket_protocol()),
-        lifespan="off",
-        ws_ping_interval=None,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    config.load()
+    config = relay_ws_config(app)
     state = ServerState()
     protocol = config.ws_protocol_class
     server = await loop.create_server(

@@ -91,16 +91,15 @@ def _ack_frame(message_id: bytes) -> bytes:
 
 async def _measure(rounds: int, warmup: int) -> dict[str, float]:
     from starlette.websockets import WebSocket
-    from uvicorn.config import Config
     from uvicorn.server import ServerState
 
     from sealpost.server import stream
     from sealpost.server.acks import AckCommitter
-    from sealpost.server.connections import corked
     from sealpost.server.fanout.local import LocalFanout
     from sealpost.server.storage.base import QueuedMessage
     from sealpost.server.storage.tail import QueueTails
-    from sealpost.server.ws_protocol import ON_TEXT, websocket_protocol
+    from sealpost.server.ws_protocol import ON_TEXT
+    from sides import relay_ws_config
 
     loop = asyncio.get_running_loop()
     tails = QueueTails(max_bytes=1 << 30, max_messages=1000)
@@ -152,16 +151,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
             done.set_result(None)
         await ws.receive()  # as the handler reads: held here, all its acks taken by the hook
 
-    config = Config(
-        app,
-        ws=corked(websocket_protocol()),
-        lifespan="off",
-        ws_ping_interval=None,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    config.load()
+    config = relay_ws_config(app)
     state = ServerState()
     protocols = []
     for _ in range(DEVICES):

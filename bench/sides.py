@@ -31,6 +31,29 @@ class Sides:
         path.write_text(json.dumps(document, indent=2))
 
 
+def relay_ws_config(app: Any) -> Any:
+    """uvicorn's ``Config``, loaded, with the relay's WebSocket protocol as ``sealpost
+    server`` runs it (``corked(websocket_protocol())``, from the tree on ``PYTHONPATH``),
+    no pings, lifespan or logs: for the benchmarks that drive that protocol's instances
+    themselves, in memory or on loopback."""
+    from uvicorn.config import Config
+
+    from sealpost.server.connections import corked
+    from sealpost.server.ws_protocol import websocket_protocol
+
+    config = Config(
+        app,
+        ws=corked(websocket_protocol()),
+        lifespan="off",
+        ws_ping_interval=None,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+    )
+    config.load()
+    return config
+
+
 def _child(script: Path, src: Path, rounds: int, warmup: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
