@@ -54,6 +54,7 @@ __all__ = [
     "AccountRecord",
     "AttachmentQuotaFull",
     "AttachmentRecord",
+    "AwaitedSends",
     "BundleParts",
     "DeviceAcks",
     "DeviceExists",
@@ -747,3 +748,51 @@ class Storage(Protocol):
     async def purge(self, now: int) -> PurgeResult:
         """Delete expired messages (and shared bodies left without one), nonces and
         attachment records, in bounded steps; the caller deletes the returned blobs."""
+
+
+class AwaitedSends:
+    """:meth:`Storage.enqueue` and :meth:`Storage.enqueue_shared` as every backend has them:
+    its ``enqueue_nowait`` and ``enqueue_shared_nowait``, awaited (a mixin of the backends'
+    queue classes; those two are theirs)."""
+
+    __slots__ = ()
+
+    async def enqueue(
+        self: Storage,
+        envelopes: Sequence[Envelope],
+        *,
+        exempt: Mapping[bytes, int],
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+        fence: Fence | None = None,
+    ) -> int:
+        return await self.enqueue_nowait(
+            envelopes,
+            exempt=exempt,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+            fence=fence,
+        )
+
+    async def enqueue_shared(
+        self: Storage,
+        body: bytes,
+        envelopes: Sequence[SharedEnvelope],
+        *,
+        received_at: int,
+        expires_at: int,
+        max_depth: int,
+        max_bytes: int = 0,
+    ) -> int:
+        return await self.enqueue_shared_nowait(
+            body,
+            envelopes,
+            received_at=received_at,
+            expires_at=expires_at,
+            max_depth=max_depth,
+            max_bytes=max_bytes,
+        )

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from sealpost.server.storage.base import (
+    AwaitedSends,
     DeviceAcks,
     Envelope,
     Fence,
@@ -26,29 +27,8 @@ from sealpost.server.storage.pg_queue import claim_device, device_epoch, enqueue
 __all__ = ["PgMessages"]
 
 
-class PgMessages(PgCore):
+class PgMessages(AwaitedSends, PgCore):
     """Sends, fetches, acks and connection epochs."""
-
-    async def enqueue(
-        self,
-        envelopes: Sequence[Envelope],
-        *,
-        exempt: Mapping[bytes, int],
-        received_at: int,
-        expires_at: int,
-        max_depth: int,
-        max_bytes: int = 0,
-        fence: Fence | None = None,
-    ) -> int:
-        return await self.enqueue_nowait(
-            envelopes,
-            exempt=exempt,
-            received_at=received_at,
-            expires_at=expires_at,
-            max_depth=max_depth,
-            max_bytes=max_bytes,
-            fence=fence,
-        )
 
     def enqueue_nowait(
         self,
@@ -69,25 +49,6 @@ class PgMessages(PgCore):
             max_depth=max_depth,
             max_bytes=max_bytes,
             fence=fence,
-        )
-
-    async def enqueue_shared(
-        self,
-        body: bytes,
-        envelopes: Sequence[SharedEnvelope],
-        *,
-        received_at: int,
-        expires_at: int,
-        max_depth: int,
-        max_bytes: int = 0,
-    ) -> int:
-        return await self.enqueue_shared_nowait(
-            body,
-            envelopes,
-            received_at=received_at,
-            expires_at=expires_at,
-            max_depth=max_depth,
-            max_bytes=max_bytes,
         )
 
     def enqueue_shared_nowait(

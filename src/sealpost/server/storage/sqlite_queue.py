@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from sealpost.server.storage.base import (
+    AwaitedSends,
     DeviceAcks,
     Envelope,
     Fence,
@@ -48,29 +49,8 @@ def _settle(
         outcome.set_result(outcomes)
 
 
-class SqliteQueue(SqliteCore):
+class SqliteQueue(AwaitedSends, SqliteCore):
     """Sends, fetches and acks, and the connection epochs that fence them."""
-
-    async def enqueue(
-        self,
-        envelopes: Sequence[Envelope],
-        *,
-        exempt: Mapping[bytes, int],
-        received_at: int,
-        expires_at: int,
-        max_depth: int,
-        max_bytes: int = 0,
-        fence: Fence | None = None,
-    ) -> int:
-        return await self.enqueue_nowait(
-            envelopes,
-            exempt=exempt,
-            received_at=received_at,
-            expires_at=expires_at,
-            max_depth=max_depth,
-            max_bytes=max_bytes,
-            fence=fence,
-        )
 
     def enqueue_nowait(
         self,
@@ -119,25 +99,6 @@ class SqliteQueue(SqliteCore):
             added.append((address, message))
         self._effects.append(partial(self._tails.added, added))
         return len(added)  # stored anew
-
-    async def enqueue_shared(
-        self,
-        body: bytes,
-        envelopes: Sequence[SharedEnvelope],
-        *,
-        received_at: int,
-        expires_at: int,
-        max_depth: int,
-        max_bytes: int = 0,
-    ) -> int:
-        return await self.enqueue_shared_nowait(
-            body,
-            envelopes,
-            received_at=received_at,
-            expires_at=expires_at,
-            max_depth=max_depth,
-            max_bytes=max_bytes,
-        )
 
     def enqueue_shared_nowait(
         self,
