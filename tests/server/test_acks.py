@@ -1,13 +1,17 @@
 """The process's ack collector (:mod:`sealpost.server.acks`) on every backend: the acks of
 many connections received in one event-loop iteration are one group commit; a stale epoch
 fails its own connection alone and deletes nothing of it; a connection that ends has what
-it holds committed with its fence as it is then; a connection past its bound of
-uncommitted acks waits for room; the metric counts what was committed."""
+it holds committed with its fence as it is then, and ends only once every batch of its
+acks is done (also when a later one is refused at once before an earlier one is
+committed); a connection past its bound of uncommitted acks waits for room; the metric
+counts what was committed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,6 +80,16 @@ async def _device_with_queue(storage: Storage, messages: int) -> tuple[DeviceAdd
         )
     queued = await storage.fetch(account_id, 1, after_seq=0, limit=10_000)
     return (account_id, 1), [m.message_id for m in queued]
+
+
+def _hold_commits(storage: SqliteStorage) -> threading.Event:
+    """Keep the storage's commit thread busy, as a slow disk would, until the event is set:
+    the next batch is written and waits there for its commit."""
+    gate = threading.Event()
+    thread = storage._committer
+    assert thread is not None
+    thread.submit(gate.wait, 10)
+    return gate
 
 
 def _commits(storage: Storage) -> int:
@@ -230,5 +244,91 @@ def test_acks_queued_to_a_closed_storage_fail_their_connections_and_settle() -> 
             assert [type(e) for e in conn.failures] == [StorageUnavailable]
         assert idle.failures == [] and idle.committing is None
         await asyncio.wait_for(committer.drain(one), 1)
+
+    asyncio.run(run())
+
+
+def test_a_displaced_connection_drains_its_acks_still_committing_past_those_refused(
+    tmp_path: Path,
+) -> None:
+    """Acks queued while the connection held the device are still committing when a newer
+    connection claims it; the next ones are refused at once (StaleEpoch), their batch done
+    first. drain waits for the earlier batch all the same: the acks the connection received
+    reach the database before it ends."""
+
+    async def run() -> None:
+        storage = SqliteStorage(tmp_path / "db")
+        await storage.open()
+        gate = threading.Event()
+        try:
+            metrics = Metrics()
+            committer = AckCommitter(storage, metrics)
+            address, ids = await _device_with_queue(storage, 2)
+            conn = _Conn(address, await storage.claim_device(*address))
+            gate = _hold_commits(storage)
+            committer.add(conn, ids[0])
+            await asyncio.sleep(0)  # queued: its commit waits for the disk
+            earlier = conn.committing
+            assert earlier is not None
+            await storage.claim_device(*address)  # a newer connection of the device
+            committer.add(conn, ids[1])
+            for _ in range(5):  # queued and refused at once
+                await asyncio.sleep(0)
+            assert [type(e) for e in conn.failures] == [StaleEpoch]
+            assert not earlier.done() and conn.pending == 1
+            draining = asyncio.create_task(committer.drain(conn))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not draining.done()  # the first batch is still committing
+            gate.set()
+            await asyncio.wait_for(draining, 10)
+            assert earlier.done() and conn.pending == 0 and conn.committing is None
+            left = await storage.fetch(*address, after_seq=0, limit=9)
+            assert [m.message_id for m in left] == [ids[1]]  # the first committed; not the refused
+            assert f"{ACKED}{{}} 1\n" in metrics.render()
+        finally:
+            gate.set()
+            await storage.close()
+
+    asyncio.run(run())
+
+
+def test_drain_waits_for_an_earlier_batch_when_the_storage_refuses_a_later_one_at_once() -> None:
+    """ack_each_nowait raising at once (the storage closing) for a later batch while an
+    earlier one of the same connection is still committing: the later fails the connection
+    and settles its count, and drain (and room) still wait for the earlier one."""
+
+    class Closing:
+        def __init__(self) -> None:
+            self.first: asyncio.Future[list[StaleEpoch | None]] | None = None
+
+        def ack_each_nowait(self, acks: object) -> asyncio.Future[Any]:
+            if self.first is not None:
+                raise StorageUnavailable("closed")
+            self.first = asyncio.get_running_loop().create_future()
+            return self.first
+
+    async def run() -> None:
+        storage = Closing()
+        committer = AckCommitter(storage, Metrics())  # type: ignore[arg-type]
+        conn = _Conn((os.urandom(16), 1), 1)
+        committer.add_all(conn, [b"a" * 16] * MAX_PENDING_ACKS)
+        await asyncio.sleep(0)  # the first batch: committing
+        committer.add(conn, b"b" * 16)
+        await asyncio.sleep(0)  # the second: refused at once
+        assert [type(e) for e in conn.failures] == [StorageUnavailable]
+        assert conn.pending == MAX_PENDING_ACKS
+        waiting = [
+            asyncio.create_task(committer.drain(conn)),
+            asyncio.create_task(committer.room(conn)),
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not any(w.done() for w in waiting)
+        assert storage.first is not None
+        storage.first.set_result([None])
+        await asyncio.wait_for(asyncio.gather(*waiting), 1)
+        assert conn.pending == 0 and conn.committing is None
+        assert len(conn.failures) == 1
 
     asyncio.run(run())

@@ -18,7 +18,9 @@ own:
   does any other failure.
 - A connection's acks are committed in the order received, and :meth:`AckCommitter.drain`
   commits those it holds and waits until all are: a connection that ends lets the acks it
-  received reach the database first.
+  received reach the database first, even when a later batch of them is refused at once
+  (a stale epoch, a storage closing) while an earlier one is still committing: its
+  ``pending`` counts exactly what it holds and has in flight.
 - A connection holds at most :data:`MAX_PENDING_ACKS` acks received and not yet committed:
   past that its hook takes no more and its reader waits (:meth:`AckCommitter.room`), so a
   client acking faster than the database commits is held back by the socket's reading,
@@ -68,6 +70,10 @@ class AckCommitter:
         self._metrics = metrics
         self._held: list[Acking] = []  # connections with acks not yet queued
         self._scheduled = False
+        # Every batch queued and not yet done (one entry a batch, not a connection: a few,
+        # one an iteration while its commit runs), for a connection whose last batch is
+        # done before an earlier one.
+        self._in_flight: set[asyncio.Future[None]] = set()
 
     def add(self, conn: Acking, message_id: bytes) -> None:
         """An ack ``conn`` received: queued to the storage at the end of this iteration."""
@@ -86,22 +92,34 @@ class AckCommitter:
         conn.pending += len(message_ids)
 
     async def room(self, conn: Acking) -> None:
-        """Wait until ``conn`` holds fewer than :data:`MAX_PENDING_ACKS` uncommitted."""
+        """Wait until ``conn`` holds fewer than :data:`MAX_PENDING_ACKS` uncommitted (or
+        none in flight: the count is settled)."""
         while conn.pending >= MAX_PENDING_ACKS:
             if conn.acks:
                 self._queue([conn])
-            future = conn.committing
-            if future is None:  # nothing left in flight: the count is settled
+            if not await self._one_done(conn):
                 return
-            await asyncio.wait((future,))
 
     async def drain(self, conn: Acking) -> None:
         """Queue the acks ``conn`` holds now (with its fence as it is now) and wait until
         all its acks are committed or failed (never raises)."""
         if conn.acks:
             self._queue([conn])
-        while (future := conn.committing) is not None:
+        while await self._one_done(conn):
+            pass
+
+    async def _one_done(self, conn: Acking) -> bool:
+        """Wait until a batch of ``conn``'s acks in flight is done; ``False`` at once if
+        none is (``pending`` is what it holds and what is in flight, exactly)."""
+        if conn.pending == len(conn.acks):
+            return False
+        future = conn.committing
+        if future is None:  # its last batch is done before an earlier one (refused at
+            # once): wait for any batch, as none is known to be conn's
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        else:
             await asyncio.wait((future,))
+        return True
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -129,6 +147,7 @@ class AckCommitter:
             conn.committing = done
         if not queued:
             return
+        self._in_flight.add(done)
         try:
             future = self._storage.ack_each_nowait(batch)
         except Exception as exc:  # the storage is not open (shutting down)
@@ -150,6 +169,7 @@ class AckCommitter:
         outcomes: Sequence[BaseException | None] = (
             future.result() if not cancelled and failure is None else [failure] * len(conns)
         )
+        self._in_flight.discard(done)
         committed = 0
         for conn, acks, outcome in zip(conns, batch, outcomes, strict=True):
             count = len(acks.message_ids)
