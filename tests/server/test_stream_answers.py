@@ -2,16 +2,20 @@
 process against a real SQLite storage: sends stored in one group commit are answered in
 the order sent, in one write, including those refused in the middle of the batch (each
 with its own error); a send refused for a stale epoch closes the connection unanswered
-after the answers before it; and the random message ids (:mod:`.handlers.messages`) are
-distinct cuts of the RNG, drawn anew in a forked child."""
+after the answers before it; an acks frame that would take the connection past its bound
+of uncommitted acks waits whole, the frames after it behind it; and the random message
+ids (:mod:`.handlers.messages`) are distinct cuts of the RNG, drawn anew in a forked
+child."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -19,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from wspeer import Peer
 
 from sealpost.crypto.sign import SigningKey
 from sealpost.server import stream
+from sealpost.server.acks import MAX_PENDING_ACKS
 from sealpost.server.authn import AuthenticatedDevice, Authenticator
 from sealpost.server.blobs import BlobStore
 from sealpost.server.config import ServerConfig
@@ -373,6 +379,98 @@ def test_a_stale_send_closes_after_the_answers_before_it(tmp_path: Path) -> None
         assert len(await storage.fetch(b, 1, after_seq=0, limit=10)) == 2  # not send 2
 
     _run(tmp_path, body)
+
+
+def test_an_acks_frame_past_the_bound_waits_whole_and_the_frames_after_it_behind_it(
+    tmp_path: Path,
+) -> None:
+    """A device's stream, over the relay's WebSocket protocol, with 1,000 acks committing
+    (the commit thread held, as by a slow disk), gets an ``acks`` frame of 100 ids, then an
+    ``ack``: it never holds more than MAX_PENDING_ACKS uncommitted (the reader waits for
+    room for the whole frame), the ``ack`` is not taken before it (it waits in the inbox),
+    and once the commit is done all 1,101 are committed."""
+
+    async def body(
+        storage: SqliteStorage, endpoint: stream.StreamEndpoint, accounts: list[bytes]
+    ) -> None:
+        a = accounts[0]
+        await storage.enqueue(
+            [Envelope(os.urandom(16), a, 1, b"x") for _ in range(1101)],
+            exempt={},
+            received_at=1,
+            expires_at=2**40,
+            max_depth=10_000,
+        )
+        ids = [m.message_id.hex() for m in await storage.fetch(a, 1, after_seq=0, limit=2000)]
+        assert len(ids) == 1101
+        epoch = await storage.claim_device(a, 1)
+        device = AuthenticatedDevice(a, 1, None)  # type: ignore[arg-type]
+        conns: list[stream._Connection] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            ws = WebSocket(scope, receive, send)
+            await ws.accept()
+            conn = stream._Connection(stream._Socket(ws), epoch, (a, 1), endpoint._acks)
+            conns.append(conn)
+            with contextlib.suppress(WebSocketDisconnect):
+                await endpoint._receive(conn, device)
+
+        def acks(chunk: list[str]) -> str:
+            return json.dumps({"type": "acks", "ids": chunk})
+
+        peer = Peer(app)
+        await peer.accepted()
+        for _ in range(10):  # the handler starts reading: its text hook is installed
+            await asyncio.sleep(0)
+        conn = conns[0]
+        gate = _hold_commits(storage)
+        try:
+            peer.send(*(acks(ids[i : i + 250]) for i in range(0, 1000, 250)))
+            assert conn.pending == 1000  # taken by the hook
+            most = [0]
+
+            async def watch() -> None:
+                while True:
+                    most[0] = max(most[0], conn.pending)
+                    await asyncio.sleep(0)
+
+            watcher = asyncio.create_task(watch())
+            for _ in range(5):  # queued: their commit waits for the disk
+                await asyncio.sleep(0)
+            assert conn.acks == [] and conn.committing is not None
+            peer.send(acks(ids[1000:1100]))
+            for _ in range(5):  # the reader has it, and waits for room
+                await asyncio.sleep(0)
+            assert conn.pending == 1000 and conn.busy
+            peer.send(json.dumps({"type": "ack", "id": ids[1100]}))
+            assert conn.pending == 1000 and peer.protocol.queue.qsize() == 1  # behind it
+        finally:
+            gate.set()
+        for _ in range(1000):
+            if conn.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        watcher.cancel()
+        assert conn.pending == 0 and conn.reason is None  # nothing failed
+        assert most[0] <= MAX_PENDING_ACKS
+        assert await storage.fetch(a, 1, after_seq=0, limit=10) == []
+        assert "sealpost_messages_acked_total{} 1101" in endpoint._ctx.metrics.render()
+        peer.close()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert conn.reader is None and conn.reason is None
+
+    _run(tmp_path, body)
+
+
+def _hold_commits(storage: SqliteStorage) -> threading.Event:
+    """Keep the storage's commit thread busy, as a slow disk would, until the event is set:
+    the next batch is written and waits there for its commit."""
+    gate = threading.Event()
+    thread = storage._committer
+    assert thread is not None
+    thread.submit(gate.wait, 10)
+    return gate
 
 
 def test_message_ids_are_distinct_cuts_of_one_draw() -> None:

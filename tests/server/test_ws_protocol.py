@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
-from websockets.client import ClientProtocol
 from websockets.protocol import OPEN, Protocol
 from websockets.streams import StreamReader
-from websockets.uri import parse_uri
 from websockets.utils import apply_mask
+from wspeer import Peer
 
 from sealpost.server import ws_protocol
 from sealpost.server.connections import SEND_TEXTS, corked
@@ -84,86 +80,6 @@ def test_the_server_runs_the_lean_protocol_with_this_uvicorn() -> None:
 # -- the protocol itself, driven by a client's bytes ---------------------------------------
 
 
-class _Transport(asyncio.Transport):
-    """What the protocol writes, and whether it asked to stop reading."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.paused = False
-        self.pauses = 0
-        self.resumes = 0
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def pause_reading(self) -> None:
-        assert not self.paused
-        self.paused = True
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        assert self.paused
-        self.paused = False
-        self.resumes += 1
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8765)}.get(
-            name, default
-        )
-
-
-class _Peer:
-    """A client (websockets' sans-I/O one) talking to a :class:`LeanWebSocketProtocol`
-    that runs ``app``, on a :class:`_Transport`."""
-
-    def __init__(
-        self,
-        app: Callable[..., Awaitable[None]],
-        max_size: int = 1 << 20,
-        cls: type[Any] = LeanWebSocketProtocol,
-    ) -> None:
-        config = Config(app=app, ws_max_size=max_size, ws_ping_interval=None, log_level="error")
-        config.load()
-        self.protocol = cls(config, ServerState(), {})
-        self.transport = _Transport()
-        self.protocol.connection_made(self.transport)
-        self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8765/v1/stream"))
-        self.client.send_request(self.client.connect())
-        self._push()
-
-    def _push(self) -> None:
-        for data in self.client.data_to_send():
-            if data:
-                self.protocol.data_received(data)
-
-    async def accepted(self) -> None:
-        for _ in range(100):
-            await asyncio.sleep(0)
-            if self.transport.written:
-                self.client.receive_data(bytes(self.transport.written))
-                self.transport.written.clear()
-                return
-        raise AssertionError("not accepted")
-
-    def send(self, *texts: str) -> None:
-        """Frames arriving in one read."""
-        for text in texts:
-            self.client.send_text(text.encode())
-        self.protocol.data_received(b"".join(self.client.data_to_send()))
-
-    def close(self) -> None:
-        self.client.send_close(1000)
-        self.protocol.data_received(b"".join(self.client.data_to_send()))
-
-
 def test_reading_pauses_only_once_the_inbox_holds_more_than_its_bound() -> None:
     """A handler that takes no frame (here: until told) stops the socket's reading once
     READ_AHEAD bytes of frames wait, not at the first frame; it resumes once the handler
@@ -182,7 +98,7 @@ def test_reading_pauses_only_once_the_inbox_holds_more_than_its_bound() -> None:
                 message = await receive()
                 received.append(message["text"])
 
-        peer = _Peer(app)
+        peer = Peer(app)
         await peer.accepted()
         under = READ_AHEAD // 1000
         for i in range(under):
@@ -210,7 +126,7 @@ def test_a_flood_while_the_handler_is_blocked_is_held_to_its_bound() -> None:
             await send({"type": "websocket.accept"})
             await asyncio.Event().wait()  # blocked for good
 
-        peer = _Peer(app)
+        peer = Peer(app)
         await peer.accepted()
         inbox = peer.protocol.queue
         assert isinstance(inbox, Inbox)
@@ -249,7 +165,7 @@ def test_the_text_hook_takes_frames_only_while_nothing_waits_in_the_inbox() -> N
             while not received or received[-1]["type"] != "websocket.disconnect":
                 received.append(await receive())
 
-        peer = _Peer(app)
+        peer = Peer(app)
         await peer.accepted()
         await installed.wait()
         peer.send("take 1", "keep 2", "take 3")
@@ -303,7 +219,7 @@ def test_plain_open_follows_the_connection_through_every_change(end: str) -> Non
             await close.wait()
             await send({"type": "websocket.close", "code": 1000})
 
-        peer = _Peer(app)
+        peer = Peer(app)
         protocol = peer.protocol
         assert not _kept(protocol)  # the handshake is not done
         await peer.accepted()
@@ -355,7 +271,7 @@ def test_send_texts_writes_only_while_the_socket_may_take_frames(watch: bool) ->
             sends.append(scope["extensions"][SEND_TEXTS])
             await asyncio.Event().wait()
 
-        peer = _Peer(app, cls=corked(LeanWebSocketProtocol))
+        peer = Peer(app, cls=corked(LeanWebSocketProtocol))
         await peer.accepted()
         await asyncio.sleep(0)
         assert peer.protocol.plain_open is watch
@@ -455,7 +371,7 @@ def _record(reads: list[bytes], *, fast: bool, max_size: int = MAX_SIZE) -> list
                 return
 
     async def run() -> None:
-        peer = _Peer(app, max_size=max_size)
+        peer = Peer(app, max_size=max_size)
         await peer.accepted()
         for data in reads:
             for _ in range(20):
@@ -600,7 +516,7 @@ def test_the_fast_path_takes_common_frames_without_websockets_parser() -> None:
             while True:
                 got.append(await receive())
 
-        peer = _Peer(app)
+        peer = Peer(app)
         await peer.accepted()
         fed: list[int] = []
         conn = peer.protocol.conn

@@ -22,9 +22,10 @@ own:
   (a stale epoch, a storage closing) while an earlier one is still committing: its
   ``pending`` counts exactly what it holds and has in flight.
 - A connection holds at most :data:`MAX_PENDING_ACKS` acks received and not yet committed:
-  past that its hook takes no more and its reader waits (:meth:`AckCommitter.room`), so a
-  client acking faster than the database commits is held back by the socket's reading,
-  not queued without end.
+  a frame that would take it past that is left by its hook to its reader, which waits
+  for room for the whole frame (:meth:`AckCommitter.room`; the frames after it wait
+  behind it, in the socket's inbox), so a client acking faster than the database commits
+  is held back by the socket's reading, not queued without end.
 - ``sealpost_messages_acked_total`` counts the acks committed, as before.
 """
 
@@ -91,10 +92,11 @@ class AckCommitter:
         acks += message_ids
         conn.pending += len(message_ids)
 
-    async def room(self, conn: Acking) -> None:
-        """Wait until ``conn`` holds fewer than :data:`MAX_PENDING_ACKS` uncommitted (or
-        none in flight: the count is settled)."""
-        while conn.pending >= MAX_PENDING_ACKS:
+    async def room(self, conn: Acking, need: int = 1) -> None:
+        """Wait until ``conn`` may take ``need`` more acks: until it holds at most
+        :data:`MAX_PENDING_ACKS` uncommitted with them (or none in flight: the count is
+        settled). Queues what it holds, not waiting for the iteration's end."""
+        while conn.pending + need > MAX_PENDING_ACKS:
             if conn.acks:
                 self._queue([conn])
             if not await self._one_done(conn):

@@ -532,9 +532,15 @@ class StreamEndpoint(Pushing):
                 if isinstance(frame, AckFrame | AcksFrame):
                     committer = conn.committer
                     assert committer is not None
-                    if conn.pending >= MAX_PENDING_ACKS:
-                        await committer.room(conn)
-                    committer.add_all(conn, _acked(frame))
+                    ids = _acked(frame)
+                    if conn.pending + len(ids) > MAX_PENDING_ACKS:
+                        # The hook's frames wait behind this one, in the inbox, meanwhile.
+                        if hook is not None:
+                            hook(None)
+                        await committer.room(conn, len(ids))
+                        if hook is not None:
+                            hook(conn.on_text)
+                    committer.add_all(conn, ids)
                 else:
                     await self._send(conn, frame, device)
         except asyncio.CancelledError:
