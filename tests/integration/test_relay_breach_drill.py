@@ -1,7 +1,8 @@
 """Breach drill: after a scripted exchange between three accounts, a thief copies everything
 the server holds (database, WAL, blobs, logs) and finds no plaintext, no private key, and
-nothing tying a sealed message to its sender. The first drill runs on both backends: with
-PostgreSQL the thief's copy is a ``pg_dump`` of the database beside the data directory."""
+nothing tying a sealed message to its sender. Both drills run on both backends: with
+PostgreSQL the thief's copy is also a ``pg_dump`` of the database (plain and custom
+formats) beside the data directory."""
 
 from __future__ import annotations
 
@@ -168,12 +169,7 @@ def test_a_copy_of_the_server_reveals_nothing(
     shutil.copytree(server.data, loot / "data")
     shutil.copytree(server.logs, loot / "logs")
     if database:  # and a dump of the database, in its plain (hex) and custom formats
-        for fmt in ("plain", "custom"):
-            dump = subprocess.run(
-                ["pg_dump", "--format", fmt, database], capture_output=True, timeout=60
-            )
-            assert dump.returncode == 0, dump.stderr
-            (loot / f"dump.{fmt}").write_bytes(dump.stdout)
+        _dump(database, loot)
     everything = collect_files(loot)
     logs = collect_files(loot / "logs")
     assert len(everything) > (50_000 if database else 100_000)  # the blob and the database
@@ -210,8 +206,18 @@ def test_a_copy_of_the_server_reveals_nothing(
     assert all(r[0] != devices["alice"].account_id for r in rows)
 
 
+def _dump(database: str, loot: Path) -> None:
+    """The thief's dump of the PostgreSQL database, in its plain (hex) and custom formats."""
+    for fmt in ("plain", "custom"):
+        dump = subprocess.run(
+            ["pg_dump", "--format", fmt, database], capture_output=True, timeout=60
+        )
+        assert dump.returncode == 0, dump.stderr
+        (loot / f"dump.{fmt}").write_bytes(dump.stdout)
+
+
 def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
-    make_server: Callable[..., ServerProcess], tmp_path: Path
+    make_server: Callable[..., ServerProcess], tmp_path: Path, database: str
 ) -> None:
     """The drill again with the real client: a group across a linked device, a file sent
     in it and a timer; the thief's copy holds no text, group name, file content or key."""
@@ -222,13 +228,15 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
 
     from sealpost.protocol.senderkeys import ReceivingSenderChain
 
-    server = make_server("--log-level", "debug")
+    extra = ("--database", database) if database else ()
+    server = make_server("--log-level", "debug", *extra)
     marker = "group marker " + os.urandom(12).hex()
     group_name = "secret-plans-" + os.urandom(6).hex()
     file_marker = b"file marker " + os.urandom(12).hex().encode()
     source = tmp_path / "report.txt"
     source.write_bytes(file_marker * 5000)
     secrets: list[bytes] = []
+    names: list[str] = []
 
     async def scenario() -> None:
         alice = await make_client(server, tmp_path)
@@ -245,6 +253,7 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
             assert texts == [marker, marker]
             saved = await bob.save_attachment(bob.history(group_name)[-1].id, tmp_path / "in")
             assert saved.read_bytes() == file_marker * 5000
+            names.extend(c.username for c in (alice, bob, carol))
             for client in (alice, alice2, bob, carol):
                 secrets.append(client._ctx.account.to_bytes()[18:])
                 secrets.append(client._ctx.device.to_bytes()[2:66])
@@ -261,8 +270,12 @@ def test_a_copy_of_the_server_reveals_nothing_of_groups_or_files(
     loot = tmp_path / "loot"
     shutil.copytree(server.data, loot / "data")
     shutil.copytree(server.logs, loot / "logs")
+    if database:
+        _dump(database, loot)
     server.stop()
     everything = collect_files(loot)
+    if database:  # the dump is the real database: the accounts' names are in it
+        assert all(name.encode() in (loot / "dump.plain").read_bytes() for name in names)
     assert len(everything) > len(file_marker) * 5000  # the blob is in the copy
     for plain in (marker.encode(), group_name.encode(), file_marker, b"report.txt"):
         for form in encodings(plain):
