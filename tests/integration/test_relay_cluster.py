@@ -1,6 +1,8 @@
 """Several real ``sealpost server`` processes on one PostgreSQL database and one Redis
 (each test a database of its own): a message crosses processes, a group's members sit on
-all three, a device reconnecting elsewhere displaces its old connection (4409), offline
+all three (a sealed send, and the shared-body send groups make, resent through another
+process and stored once), a send resent through another process after its own was killed
+is stored once, a device reconnecting elsewhere displaces its old connection (4409), offline
 messages wait for whichever process the device comes back to, one-time prekeys go out
 once across processes, the log is one log, a Redis that dies delays but loses nothing
 (``/healthz`` says degraded meanwhile), and a process without Redis refuses to share the
@@ -150,6 +152,103 @@ def test_messages_cross_processes_at_once_a_group_on_all_three(
     finally:
         for stream in streams:
             stream.close()
+
+
+def _multi(via: ServerProcess, members: list[Client], body: bytes, send_id: bytes) -> Any:
+    """A group's send as the client makes it: one group-sealed body for every member's
+    device (``PUT /v1/messages/multi``, stored once and shared), with a send id."""
+    doc = {
+        "body": base64.b64encode(body).decode(),
+        "recipients": [[m.device.account_id.hex(), 1] for m in members if m.device],
+        "tokens": {
+            m.device.account_id.hex(): base64.b64encode(m.device.delivery_token).decode()
+            for m in members
+            if m.device
+        },
+        "send_id": base64.b64encode(send_id).decode(),
+    }
+    with Client(via.url) as sender:
+        return sender.request("PUT", "/v1/messages/multi", json_body=doc, signed=False)
+
+
+def test_a_group_send_through_one_process_reaches_members_on_all_three_once(
+    trio: list[ServerProcess],
+) -> None:
+    """The shared-body path real groups take (one body stored for every member): sent
+    through A to members streaming on A, B and C, woken through Redis; the same send
+    again through C (its answer lost, say) stores nothing twice."""
+    from sealpost.protocol.group_sealed import seal_group
+
+    members = [_register(server) for server in trio]
+    streams = [_on(server, m).stream() for server, m in zip(trio, members, strict=True)]
+    try:
+        for stream in streams:
+            assert stream.recv() == {"type": "empty"}
+        body = seal_group(b"to the group", os.urandom(32), os.urandom)
+        send_id = os.urandom(16)
+        started = time.monotonic()
+        response = _multi(trio[0], members, body, send_id)
+        assert response.status_code == 200 and response.json() == {"stored": 3}, response.text
+        frames = [stream.receive_messages(1, timeout=5)[0] for stream in streams]
+        assert time.monotonic() - started < 5  # woken through Redis, not by the slow poll
+        assert [unb64(f["body"]) for f in frames] == [body] * 3
+        again = _multi(trio[2], members, body, send_id)
+        assert again.status_code == 200 and again.json() == {"stored": 3}, again.text
+        for stream, frame in zip(streams, frames, strict=True):
+            stream.ack(frame["id"])
+            with pytest.raises(TimeoutError):  # the resend was not queued a second time
+                stream.receive_messages(1, timeout=1.5)
+    finally:
+        for stream in streams:
+            stream.close()
+    for server, member in zip(trio, members, strict=True):
+        queued = _on(server, member).request("GET", "/v1/messages")
+        assert queued.status_code == 200 and queued.json()["messages"] == []
+
+
+def test_a_send_resent_through_another_process_after_a_kill_is_stored_once(
+    trio: list[ServerProcess],
+) -> None:
+    """A sender whose process was killed under it (SIGKILL: its answer may be lost)
+    resends through another process with the same send id: the message is queued once,
+    under the id derived from the send id, whichever process stored it."""
+    from sealpost.protocol.send_id import queued_message_id
+
+    a, b, c = trio
+    bob = _register(a)
+    assert bob.device is not None
+    item = {
+        "account_id": bob.device.account_id.hex(),
+        "device_id": 1,
+        "body": base64.b64encode(b"sent once").decode(),
+        "send_id": base64.b64encode(send_id := os.urandom(16)).decode(),
+    }
+    token = f"{bob.device.account_id.hex()}:" + base64.b64encode(bob.device.delivery_token).decode()
+
+    def put(via: ServerProcess) -> Any:
+        with Client(via.url) as sender:
+            return sender.request(
+                "PUT",
+                "/v1/messages",
+                json_body={"messages": [item]},
+                signed=False,
+                headers={"X-Sealpost-Delivery-Token": token},
+            )
+
+    assert put(c).status_code == 200
+    c.kill9()
+    for via in (b, a):
+        response = put(via)
+        assert response.status_code == 200 and response.json() == {"stored": 1}, response.text
+    queued = bob.request("GET", "/v1/messages")
+    assert queued.status_code == 200
+    expected = queued_message_id(send_id, bob.device.account_id, 1).hex()
+    assert [m["id"] for m in queued.json()["messages"]] == [expected]
+    with _on(b, bob).stream() as stream:
+        [frame] = stream.receive_messages(1)
+        assert frame["id"] == expected and unb64(frame["body"]) == b"sent once"
+        stream.ack(frame["id"])
+        assert stream.recv() == {"type": "empty"}
 
 
 def test_reconnecting_to_another_process_displaces_the_old_connection(
