@@ -57,7 +57,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
     from sealpost.crypto.sign import SigningKey
     from sealpost.server import stream
     from sealpost.server.authn import Authenticator
-    from sealpost.server.blobs import BlobStore
+    from sealpost.server.blobs import DirectoryBlobStore
     from sealpost.server.config import ServerConfig
     from sealpost.server.connections import SEND_TEXTS
     from sealpost.server.context import Context
@@ -83,7 +83,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
             config=config,
             storage=storage,
             fanout=LocalFanout(),
-            blobs=BlobStore(data / "blobs"),
+            blobs=DirectoryBlobStore(data / "blobs", upload_timeout=config.upload_timeout),
             server_key=SigningKey.generate(os.urandom),
             metrics=Metrics(),
             clock=lambda: int(time.time()),

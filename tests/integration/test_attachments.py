@@ -1,5 +1,6 @@
 """Encrypted attachments against a real server process: a 100 MiB round trip with flat
-memory, a tampered or truncated blob on the server's disk, and the upload's signatures."""
+memory, a tampered or truncated blob on the server's disk, the upload's signatures, a
+download's size and byte ranges, and an upload whose part another process removed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -291,3 +293,116 @@ def test_header_and_trailer_signatures_are_not_interchangeable(own_server: Serve
         assert _trailer_upload(alice, b"") == 201  # an empty blob with its proper trailer
         # the same request's header signature (over an empty body) is no trailer for b""
         assert _trailer_upload(alice, b"", header_as_trailer=True) == 401
+
+
+# --------------------------------------------------------------------------- the blob store
+
+
+def test_a_download_answers_its_size_and_one_byte_range(
+    own_server: ServerProcess, tmp_path: Path
+) -> None:
+    """Downloads stream through the blob store's interface, with the size the client
+    checks before a byte, and one byte range (a resumed download)."""
+    source = tmp_path / "clip.bin"
+    _write_random(source, 600_000)
+    with _register(own_server) as alice:
+        pointer = _upload(own_server.url, _identity(alice), source)
+        stored = (own_server.data / "blobs" / pointer.attachment_id.hex()).read_bytes()
+        path = f"/v1/attachments/{pointer.attachment_id.hex()}"
+        whole = alice.http.get(path)
+        part = alice.http.get(path, headers={"Range": "bytes=1000-299999"})
+        past = alice.http.get(path, headers={"Range": f"bytes={len(stored)}-"})
+        head = alice.http.head(path)
+    assert len(stored) == pointer.ciphertext_size
+    assert whole.status_code == 200 and whole.content == stored
+    assert whole.headers["content-length"] == str(len(stored))
+    assert part.status_code == 206 and part.content == stored[1000:300_000]
+    assert part.headers["content-range"] == f"bytes 1000-299999/{len(stored)}"
+    assert past.status_code == 416
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(stored))
+
+
+def test_an_upload_whose_part_vanished_is_refused_503_and_stores_nothing(
+    own_server: ServerProcess,
+) -> None:
+    """While an upload streams in, another process on the same blob directory with a clock
+    far ahead takes its part for stale and removes it. The upload is answered with a typed
+    error (it was an unhandled FileNotFoundError, a 500), nothing is stored, and the log
+    says what happened without naming the blob."""
+    from sealpost.server.blobs import PART_GRACE, DirectoryBlobStore
+
+    blobs = own_server.data / "blobs"
+    elsewhere = DirectoryBlobStore(
+        blobs, upload_timeout=900, clock=lambda: time.time() + 10 * (900 + PART_GRACE)
+    )
+    blob = os.urandom(300_000)
+    with _register(own_server) as alice:
+        assert alice.device is not None
+        target = "/v1/attachments?signature=trailer"
+        headers = sign_request(
+            alice.device.keys.signing_key,
+            alice.device.account_id,
+            1,
+            "POST",
+            target,
+            b"",
+            now=int(time.time()),
+            nonce=os.urandom(16),
+        )
+        message = trailer_message(
+            "POST",
+            target,
+            headers["X-Sealpost-Timestamp"],
+            headers["X-Sealpost-Nonce"],
+            hashlib.sha256(blob).digest(),
+        )
+        trailer = alice.device.keys.signing_key.sign(message)
+        swept: list[int] = []
+
+        def body() -> Iterator[bytes]:
+            yield blob[:100_000]
+            deadline = time.monotonic() + 10
+            while not list(blobs.glob("*.part")) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            swept.append(asyncio.run(elsewhere.purge_parts()))
+            yield blob[100_000:] + trailer
+
+        headers["Content-Length"] = str(len(blob) + len(trailer))
+        response = alice.http.post(target, content=body(), headers=headers)
+    assert swept == [1]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "upload_lost"
+    assert list(blobs.iterdir()) == []
+    log = (own_server.logs / "stderr.1.log").read_text()
+    assert "part vanished" in log
+    assert "Traceback" not in log and "FileNotFoundError" not in log
+    assert re.search(r"[0-9a-f]{64}", log) is None
+
+
+def test_stale_parts_go_at_start_and_by_the_purge_fresh_ones_stay(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """What a crashed upload left (a part older than upload_timeout and the grace) is
+    removed when the server starts and by its periodic purge; a younger part (an upload
+    another process may be receiving) is not."""
+    from sealpost.server.blobs import PART_GRACE
+
+    blobs = tmp_path / "server" / "data" / "blobs"
+    blobs.mkdir(parents=True)
+
+    def part(name: str, age: float) -> Path:
+        path = blobs / f"{name * 64}.part"
+        path.write_bytes(b"left over")
+        os.utime(path, (time.time() - age, time.time() - age))
+        return path
+
+    stale_age = 900 + PART_GRACE + 60
+    before_start, fresh = part("a", stale_age), part("b", 30)
+    make_server("--purge-interval", "1")
+    assert not before_start.exists()
+    while_running = part("c", stale_age)
+    deadline = time.monotonic() + 15
+    while while_running.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not while_running.exists()
+    assert fresh.exists()

@@ -11,7 +11,8 @@ database connections answer 503 and the process recovers by itself; ``database``
 ``redis`` work from the environment and from a TOML file as from flags; Redis is told
 device addresses and epochs only, never a message, a name or a client address;
 ``sealpost audit`` through a round-robin front sees one consistent log, and a file
-uploaded through one process is downloaded through the others."""
+uploaded through one process is downloaded through the others; a process that restarts
+leaves the uploads in flight on the others alone."""
 
 from __future__ import annotations
 
@@ -1146,3 +1147,58 @@ def test_sealpost_audit_through_a_balancer_sees_one_log_and_files_are_served_eve
         return got
 
     assert asyncio.run(round_trip()) == [source.read_bytes()] * 2
+
+
+def test_a_process_starting_keeps_the_uploads_in_flight_on_the_others(
+    trio: list[ServerProcess],
+) -> None:
+    """Issue 16's audit: a process that (re)starts on the shared data directory removed
+    every ``.part`` in ``blobs/``, so each restart killed the uploads in flight on the
+    others (their commit then failed with a 500). Now the restart leaves them alone: an
+    upload streaming into A while B restarts is stored, and served by B and C."""
+    import hashlib
+
+    from sealpost.protocol.signing import sign_request, trailer_message
+
+    a, b, c = trio
+    owner = _register(a)
+    assert owner.device is not None
+    blobs = a.data / "blobs"
+    blob = os.urandom(400_000)
+    target = "/v1/attachments?signature=trailer"
+    headers = sign_request(
+        owner.device.keys.signing_key,
+        owner.device.account_id,
+        1,
+        "POST",
+        target,
+        b"",
+        now=int(time.time()),
+        nonce=os.urandom(16),
+    )
+    message = trailer_message(
+        "POST",
+        target,
+        headers["X-Sealpost-Timestamp"],
+        headers["X-Sealpost-Nonce"],
+        hashlib.sha256(blob).digest(),
+    )
+    trailer = owner.device.keys.signing_key.sign(message)
+    parts_seen: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        yield blob[:150_000]
+        wait_for(lambda: list(blobs.glob("*.part")), what="the upload to start")
+        b.stop()
+        b.start()  # opens the blob store on the shared directory
+        parts_seen.append(len(list(blobs.glob("*.part"))))
+        yield blob[150_000:] + trailer
+
+    headers["Content-Length"] = str(len(blob) + len(trailer))
+    response = owner.http.post(target, content=body(), headers=headers, timeout=60)
+    assert parts_seen == [1]
+    assert response.status_code == 201, response.text
+    blob_id = response.json()["id"]
+    for server in (b, c):
+        fetched = httpx.get(f"{server.url}/v1/attachments/{blob_id}", timeout=TIMEOUT)
+        assert fetched.status_code == 200 and fetched.content == blob

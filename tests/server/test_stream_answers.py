@@ -30,7 +30,7 @@ from sealpost.crypto.sign import SigningKey
 from sealpost.server import stream
 from sealpost.server.acks import MAX_PENDING_ACKS
 from sealpost.server.authn import AuthenticatedDevice, Authenticator
-from sealpost.server.blobs import BlobStore
+from sealpost.server.blobs import DirectoryBlobStore
 from sealpost.server.config import ServerConfig
 from sealpost.server.connections import SEND_TEXTS
 from sealpost.server.context import Context
@@ -63,7 +63,7 @@ def _run(tmp_path: Path, body: Body, **config: Any) -> None:
             config=cfg,
             storage=storage,
             fanout=LocalFanout(),
-            blobs=BlobStore(tmp_path / "blobs"),
+            blobs=DirectoryBlobStore(tmp_path / "blobs", upload_timeout=cfg.upload_timeout),
             server_key=SigningKey.generate(os.urandom),
             metrics=Metrics(),
             clock=lambda: int(time.time()),

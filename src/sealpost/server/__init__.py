@@ -13,7 +13,8 @@ messages no sender. Modules, one concept each:
 - :mod:`.schema` every HTTP body and :mod:`.frames` every WebSocket frame, declared once
   (msgspec Structs: they decode the requests); :mod:`.routes` the route table;
   :mod:`.openapi` the document generated from those
-- :mod:`.blobs` attachments on disk; :mod:`.ratelimit`, :mod:`.metrics`
+- :mod:`.blobs` the blob store's interface and its directory implementation (attachment
+  bytes), :mod:`.blob_response` a download's answer; :mod:`.ratelimit`, :mod:`.metrics`
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from typing import Any, Final
 from sealpost import __version__
 from sealpost.crypto.sign import ED25519_LEN, SigningKey
 from sealpost.entropy import Rng
-from sealpost.server.blobs import BlobStore
+from sealpost.server.blobs import BlobStore, DirectoryBlobStore
 from sealpost.server.config import ServerConfig
 from sealpost.server.invites import new_invite
 from sealpost.server.storage.base import (
@@ -149,7 +149,7 @@ async def opened(config: ServerConfig) -> AsyncIterator[Storage]:
 
 
 def _blobs(config: ServerConfig) -> BlobStore:
-    return BlobStore(config.data / "blobs")  # never .open(): that tidies a live upload away
+    return DirectoryBlobStore(config.data / "blobs", upload_timeout=config.upload_timeout)
 
 
 async def stats(config: ServerConfig) -> ServerStats:
@@ -189,7 +189,7 @@ async def remove_account(
             raise AdminError(f"no account is named {username!r} (removed meanwhile)") from None
     blobs = _blobs(config)
     for blob_id in removed.attachments:
-        blobs.delete(blob_id)
+        await blobs.delete(blob_id)
     return removed
 
 
@@ -198,7 +198,7 @@ async def purge(config: ServerConfig, *, now: float | None = None) -> PurgeResul
         result = await storage.purge(int(time.time() if now is None else now))
     blobs = _blobs(config)
     for blob_id in result.attachments:
-        blobs.delete(blob_id)
+        await blobs.delete(blob_id)
     return result
 
 

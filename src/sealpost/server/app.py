@@ -11,8 +11,9 @@ RNG) and wires the handlers; nothing is global. Each HTTP endpoint is wrapped on
 - a count and a latency are recorded under the route template, never the path sent.
 
 The lifespan opens storage and the blob store, runs the purge of expired messages, nonces
-and attachments every ``purge_interval`` seconds, watches for accounts that ``sealpost
-admin`` removed (:func:`_removals_loop`), and closes everything on shutdown.
+and attachments (and of stale partial uploads) every ``purge_interval`` seconds, watches
+for accounts that ``sealpost admin`` removed (:func:`_removals_loop`), and closes
+everything on shutdown.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sealpost import __version__
 from sealpost.crypto.sign import SigningKey
 from sealpost.entropy import Rng
 from sealpost.server.authn import Authenticator, rate_limited
-from sealpost.server.blobs import BlobStore
+from sealpost.server.blobs import DirectoryBlobStore
 from sealpost.server.codec import json_response
 from sealpost.server.config import ServerConfig
 from sealpost.server.context import Context
@@ -161,7 +162,7 @@ async def _purge_loop(ctx: Context) -> None:
         try:
             result = await ctx.storage.purge(ctx.clock())
             for blob_id in result.attachments:
-                ctx.blobs.delete(blob_id)
+                await ctx.blobs.delete(blob_id)
             if result.messages or result.attachments:
                 log.info(
                     "purged %d expired messages and %d attachments",
@@ -170,6 +171,12 @@ async def _purge_loop(ctx: Context) -> None:
                 )
         except Exception:
             log.exception("purge failed")
+        try:  # the parts of uploads a crashed process left; no database needed
+            parts = await ctx.blobs.purge_parts()
+            if parts:
+                log.info("removed %d stale partial uploads", parts)
+        except Exception as exc:  # said without its file name: that holds an upload's id
+            log.warning("removing stale partial uploads failed: %s", type(exc).__name__)
 
 
 class _App(Starlette):
@@ -216,7 +223,7 @@ def create_app(
         config=config,
         storage=storage,
         fanout=fanout,
-        blobs=BlobStore(config.data / "blobs"),
+        blobs=DirectoryBlobStore(config.data / "blobs", upload_timeout=config.upload_timeout),
         server_key=server_key,
         metrics=Metrics(),
         clock=clock,
@@ -338,7 +345,7 @@ def create_app(
             raise
         await fanout.open()
         await limiters.open()
-        ctx.blobs.open()
+        await ctx.blobs.open()
         purge = asyncio.create_task(_purge_loop(ctx))
         sequencer = asyncio.create_task(log_service.run())
         removals = asyncio.create_task(_removals_loop(ctx, stream.revoke_account))

@@ -40,6 +40,9 @@ status  code                      when
 503     ``busy``                  the server is at ``max_connections``
                                   (:mod:`sealpost.server.connections`); ``Retry-After``
 503     ``unavailable``           an account not in the key-transparency log yet
+503     ``upload_lost``           an attachment upload's pending blob was lost before it was
+                                  stored (another process took it for stale); nothing was
+                                  kept: upload it again
 507     ``queue_full``            a destination device's queue is at its limit (messages
                                   or bytes)
 507     ``attachment_quota``      the uploading account's attachments are at their quota

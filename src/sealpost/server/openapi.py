@@ -39,7 +39,7 @@ _ERRORS = {
     413: "too_large: a body, list or item over its limit",
     429: "rate_limited",
     500: "internal: a bug, logged without request data",
-    503: "busy (the server is at max_connections) or unavailable; try again later",
+    503: "busy (the server is at max_connections), unavailable or upload_lost; try again",
     507: "queue_full, attachment_quota or insufficient_storage (low on disk)",
 }
 #: The request-signature headers (sealpost.protocol.signing), all five or none.

@@ -306,7 +306,7 @@ OPERATIONS: tuple[Operation, ...] = (
         AttachmentStored,
         status=201,
         body=OCTETS,
-        errors=(400, 401, 413, 507),
+        errors=(400, 401, 413, 503, 507),
         auth="required",
         params=(_TRAILER, _DIGEST),
     ),

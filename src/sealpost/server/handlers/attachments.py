@@ -2,11 +2,14 @@
 
 Two ways to sign an upload. In both the request is authenticated (signature verified,
 nonce spent) *before* a byte of its body is stored, so nobody without a device can make
-the server write to disk; the blob is written to a temporary ``.part`` file while hashed
-and becomes visible only once its SHA-256 is the one signed. A bad signature, an oversize
-or mismatching body, a body slower than ``upload_timeout`` or a client that goes away
-leaves nothing behind (the ``.part`` file is removed), and the blob counts against its
-account's ``max_attachment_bytes_per_account``:
+the server write to disk; the blob store (:class:`~sealpost.server.blobs.BlobStore`)
+receives the blob as a pending one while it is hashed, and it becomes visible only once its
+SHA-256 is the one signed. A bad signature, an oversize or mismatching body, a body slower
+than ``upload_timeout`` or a client that goes away leaves nothing behind (the pending blob
+is discarded), and the blob counts against its account's
+``max_attachment_bytes_per_account``. An upload whose pending blob was lost before it was
+stored (removed as stale by another process sharing the store) is answered ``503
+upload_lost`` and stores nothing:
 
 ``POST /v1/attachments``
     signed like any request: the signature header covers SHA-256(body), which the client
@@ -22,7 +25,8 @@ account's ``max_attachment_bytes_per_account``:
     signature or back.
 
 Downloads need no authentication: the 32-byte random id is the capability, and the content
-is ciphertext under a key only sender and recipients hold.
+is ciphertext under a key only sender and recipients hold. They stream from the blob store
+(:class:`~sealpost.server.blob_response.BlobResponse`: the size, one byte range).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from typing import Final
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from sealpost._errors import DecodeError, ProtocolError
 from sealpost.crypto.sign import VerifyKey
@@ -44,7 +49,8 @@ from sealpost.protocol.signing import (
     trailer_message,
 )
 from sealpost.server.authn import Authenticator, unauthorized
-from sealpost.server.blobs import ID_LEN, BlobTooLarge, PendingBlob
+from sealpost.server.blob_response import BlobResponse
+from sealpost.server.blobs import ID_LEN, BlobLost, BlobTooLarge, PendingBlob
 from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError, too_large
@@ -53,6 +59,8 @@ from sealpost.server.schema import AttachmentStored
 from sealpost.server.storage.base import AttachmentQuotaFull, AttachmentRecord
 
 __all__ = ["AttachmentsApi"]
+
+log = logging.getLogger("sealpost.server")
 
 _EMPTY_SHA256: Final = hashlib.sha256(b"").digest()
 
@@ -104,11 +112,20 @@ class AttachmentsApi:
                     pending,
                     certificate.signing_key,
                 )
-            elif not hmac.compare_digest(pending.sha256.digest(), signed):
+            elif not hmac.compare_digest(pending.digest, signed):
                 raise ApiError(400, "invalid_request", f"the body does not match {DIGEST_HEADER}")
-            pending.commit()
+            await pending.commit()
+        except BlobLost:
+            await pending.discard()
+            log.warning(
+                "an upload's part vanished before it was stored (removed as stale by a"
+                " process whose clock is ahead, or by hand); the upload was refused"
+            )
+            raise ApiError(
+                503, "upload_lost", "the upload was lost before it was stored; upload it again"
+            ) from None
         except BaseException:
-            pending.discard()
+            await pending.discard()
             raise
         now = self._ctx.clock()
         record = AttachmentRecord(
@@ -119,7 +136,7 @@ class AttachmentsApi:
                 record, max_owner_bytes=cfg.max_attachment_bytes_per_account
             )
         except AttachmentQuotaFull:
-            self._ctx.blobs.delete(blob_id)
+            await self._ctx.blobs.delete(blob_id)
             raise ApiError(
                 507,
                 "attachment_quota",
@@ -127,7 +144,7 @@ class AttachmentsApi:
                 " attachments at once; older ones free their share when they expire",
             ) from None
         except BaseException:
-            self._ctx.blobs.delete(blob_id)
+            await self._ctx.blobs.delete(blob_id)
             raise
         self._ctx.metrics.inc("sealpost_attachments_stored_total", "attachments stored")
         return json_response(
@@ -141,9 +158,7 @@ class AttachmentsApi:
     ) -> None:
         if len(pending.trailer) != SIGNATURE_LEN:
             raise ApiError(400, "invalid_request", "the body ends before its signature")
-        message = trailer_message(
-            "POST", raw_target(request), timestamp, nonce, pending.sha256.digest()
-        )
+        message = trailer_message("POST", raw_target(request), timestamp, nonce, pending.digest)
         try:
             VerifyKey.from_public_bytes(signing_key).verify(pending.trailer, message)
         except (DecodeError, ProtocolError):
@@ -152,7 +167,9 @@ class AttachmentsApi:
     async def download(self, request: Request) -> Response:
         blob_id = parse_hex(request.path_params["attachment_id"], ID_LEN, "attachment id")
         record = await self._ctx.storage.attachment(blob_id)
-        path = self._ctx.blobs.path(blob_id)
-        if record is None or record.expires_at <= self._ctx.clock() or not path.exists():
+        if record is None or record.expires_at <= self._ctx.clock():
             raise ApiError(404, "not_found", "no such attachment")
-        return FileResponse(path, media_type="application/octet-stream", filename=None)
+        blob = await self._ctx.blobs.read(blob_id)
+        if blob is None:  # expired and purged since the record was read
+            raise ApiError(404, "not_found", "no such attachment")
+        return BlobResponse(blob)
