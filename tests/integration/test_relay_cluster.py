@@ -365,13 +365,33 @@ def _heads_agree(trio: list[ServerProcess], size: int) -> bool:
     return len(seen) == 1
 
 
+def _refused(data: Path, *args: str) -> str:
+    """A server process that must refuse to start: what it said, which is one line on
+    stderr (no traceback), nothing on stdout, and a non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOST_")}
+    run = [sys.executable, "-m", "sealpost.cli", "server", "--data", str(data)]
+    done = subprocess.run(
+        [*run, "--host", "127.0.0.1", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""  # never listened
+    [line] = done.stderr.splitlines()  # no traceback, no uvicorn "Application startup failed"
+    assert line.startswith("sealpost: cannot start the server: "), line
+    return line
+
+
 def test_a_process_without_redis_refuses_a_shared_database(
     start: Callable[..., ServerProcess], tmp_path: Path, database: str
 ) -> None:
-    start(redis=None)
-    second = ServerProcess(tmp_path / "data2", tmp_path / "logs-x", "--database", database)
-    with pytest.raises(AssertionError, match="--redis"):
-        second.start()
+    first = start(redis=None)
+    said = _refused(first.data, "--database", database)  # the same keys: only Redis lacks
+    assert "another sealpost server uses this database" in said and "--redis" in said
+    with Client(first.url) as probe:  # the first one serves on
+        assert probe.request("GET", "/healthz", signed=False).status_code == 200
 
 
 def test_migrate_runs_the_migrations_alone(database: str) -> None:

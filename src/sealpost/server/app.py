@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -200,7 +200,24 @@ class _App(Starlette):
                 scope["app"] = self
                 await endpoint(WebSocket(scope, receive=receive, send=send))
                 return
+        elif scope["type"] == "lifespan":
+            send = self._stated(send)
         await super().__call__(scope, receive, send)
+
+    def _stated(self, send: Send) -> Send:
+        """The lifespan's messages, but for a start-up failure the lifespan stated
+        (``state.startup_error``), which goes without Starlette's traceback: the reason is
+        said once, by whoever called :func:`~.run.run_server` (``sealpost server``: one
+        line, ``cannot start the server: ...``); ``--log-level debug`` logs the traceback."""
+
+        async def forward(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.failed" and getattr(
+                self.state, "startup_error", None
+            ):
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        return forward
 
 
 def create_app(
@@ -341,7 +358,7 @@ def create_app(
             # Said once, plainly (another process holds the database, a newer schema, no
             # database at that URL); the reason never holds the URL's password.
             app.state.startup_error = f"{type(exc).__name__}: {exc}"
-            log.error("cannot start: %s", app.state.startup_error)
+            log.debug("cannot start: %s", app.state.startup_error, exc_info=exc)
             raise
         await fanout.open()
         await limiters.open()

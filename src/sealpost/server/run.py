@@ -15,6 +15,7 @@ uvicorn's keep-alive timeout closes idle ones.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -22,8 +23,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 import uvicorn
 
@@ -54,14 +55,35 @@ __all__ = [
 
 
 class StartupFailed(Exception):
-    """The server could not open its storage (the reason is the message)."""
+    """The server could not start: its storage did not open, or a part its settings ask
+    for is not installed (the reason is the message, one line)."""
+
+
+#: The modules of the ``postgres`` extra (``--database``, ``--redis``).
+_EXTRA_MODULES: Final = frozenset({"asyncpg", "redis"})
+
+
+@contextlib.contextmanager
+def _extra(setting: str) -> Iterator[None]:
+    """An import of the ``postgres`` extra that fails becomes :class:`StartupFailed` saying
+    what to install (any other import error is a broken installation: left as it is)."""
+    try:
+        yield
+    except ImportError as exc:
+        module = (exc.name or "").partition(".")[0]
+        if module not in _EXTRA_MODULES:
+            raise
+        raise StartupFailed(
+            f"{setting} needs {module}, which is not installed: pip install 'sealpost[postgres]'"
+        ) from None
 
 
 def make_storage(config: ServerConfig) -> Storage:
     """PostgreSQL when ``database`` is set (alone on it unless ``redis`` is set too), else
     the SQLite file in the data directory."""
     if config.database:
-        from sealpost.server.storage.postgres import PostgresStorage
+        with _extra("--database"):
+            from sealpost.server.storage.postgres import PostgresStorage
 
         return PostgresStorage(config.database, solo=not config.redis)
     return SqliteStorage(config.data / "sealpost.db")
@@ -69,7 +91,8 @@ def make_storage(config: ServerConfig) -> Storage:
 
 def make_fanout(config: ServerConfig) -> Fanout:
     if config.redis:
-        from sealpost.server.fanout.redis import RedisFanout
+        with _extra("--redis"):
+            from sealpost.server.fanout.redis import RedisFanout
 
         return RedisFanout(config.redis, poll_interval=config.poll_interval)
     return LocalFanout()
@@ -79,7 +102,8 @@ def make_limiters(config: ServerConfig, server_key: SigningKey) -> Limiters:
     """With Redis, rate limits shared by every process (keyed by an HMAC under a secret
     derived from the server key, which the processes share); else this process's own."""
     if config.redis:
-        from sealpost.server.ratelimit_redis import RedisLimiters, limiter_secret
+        with _extra("--redis"):
+            from sealpost.server.ratelimit_redis import RedisLimiters, limiter_secret
 
         return RedisLimiters(config.redis, secret=limiter_secret(server_key), clock=time.monotonic)
     return LocalLimiters(clock=time.monotonic)
@@ -125,9 +149,24 @@ class _Server(uvicorn.Server):
         self._url = url
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        """Uvicorn's, but a failed start-up returns instead of ``sys.exit(3)``, so that
+        :func:`run_server` raises :class:`StartupFailed` with the reason."""
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            self.should_exit = True
+            return
         if self.started:
             print(f"sealpost server listening on {self._url}", flush=True)
+
+
+class _SaidByCaller(logging.Filter):
+    """Drops uvicorn's "Application startup failed. Exiting.": :func:`run_server` raises
+    :class:`StartupFailed` instead, whose message says why (``sealpost server`` prints it,
+    one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Application startup failed. Exiting."
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -136,6 +175,7 @@ def _log_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "filters": {"said_by_caller": {"()": _SaidByCaller}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -146,6 +186,7 @@ def _log_config(level: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": uvicorn_level.upper(), "propagate": False},
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "uvicorn.error": {"filters": ["said_by_caller"]},
             "sealpost": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
         },
     }
@@ -180,9 +221,12 @@ def plaintext_warning(config: ServerConfig) -> str | None:
 
 
 def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
-    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound.
-    ``wrap`` wraps the ASGI application (the hostile-server tests put an operator who
-    misbehaves in front of it; ``sealpost server`` never passes one)."""
+    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound,
+    :class:`~.server_key.ServerKeyError` if a key file is unusable, :class:`StartupFailed`
+    if the storage does not open (the database is another server's alone or has a newer
+    schema; the reason said once, in its message). ``wrap`` wraps the
+    ASGI application (the hostile-server tests put an operator who misbehaves in front of
+    it; ``sealpost server`` never passes one)."""
     config.data.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
@@ -209,6 +253,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         app,
         log_config=_log_config(config.log_level),
         log_level=_uvicorn_level(config.log_level),
+        lifespan="on",  # a lifespan that fails stops the server, never serves without storage
         access_log=False,
         http=limited_protocol(
             header_timeout=config.header_timeout, max_connections=config.max_connections
