@@ -60,6 +60,6 @@ def test_another_import_error_is_not_called_a_missing_extra(
 ) -> None:
     for name in [n for n in sys.modules if n.startswith("sealpost.server.storage.p")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "sealpost.server.storage.postgres", None)  # type: ignore[arg-type]
-    with pytest.raises(ImportError, match=r"sealpost\.server\.storage\.postgres"):
+    monkeypatch.setitem(sys.modules, "sealpost.server.storage.pg_keys", None)  # type: ignore[arg-type]
+    with pytest.raises(ImportError, match=r"sealpost\.server\.storage\.pg_keys"):
         main(["server", "--data", str(tmp_path / "data"), "--port", "0", "--database", DATABASE])

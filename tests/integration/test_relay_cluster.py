@@ -41,6 +41,7 @@ from helpers import (
     Device,
     ServerProcess,
     envelopes_json,
+    server_public_key,
     unb64,
     unique_name,
     wait_for,
@@ -392,6 +393,38 @@ def test_a_process_without_redis_refuses_a_shared_database(
     assert "another sealpost server uses this database" in said and "--redis" in said
     with Client(first.url) as probe:  # the first one serves on
         assert probe.request("GET", "/healthz", signed=False).status_code == 200
+
+
+def test_a_process_with_another_data_directory_is_refused_saying_which_key_differs(
+    start: Callable[..., ServerProcess], tmp_path: Path, database: str
+) -> None:
+    """A process whose --data is not the deployment's (not mounted, another machine's)
+    would serve other keys, and leading sign tree heads with a log key no client pinned:
+    it is refused, the message naming each key that differs and what to do; with the keys
+    copied as it says, it starts and serves the deployment's keys."""
+    require_redis()
+    first = start()
+    shared = ("--database", database, "--redis", REDIS)
+    said = _refused(tmp_path / "elsewhere", *shared)
+    assert "KeyMismatch" in said and "mount the shared data directory" in said
+    assert "server key in DATA/server_key" in said and "log key in DATA/log_key" in said
+    partial = tmp_path / "partial"
+    partial.mkdir(mode=0o700)
+    shutil.copy2(first.data / "server_key", partial / "server_key")
+    said = _refused(partial, *shared)  # its own log key, created at this start
+    assert "log key in DATA/log_key" in said and "server key" not in said
+    shutil.copy2(first.data / "log_key", partial / "log_key")
+    copied = ServerProcess(partial, tmp_path / "logs-copied", *shared, *OPEN)
+    try:
+        copied.start()
+        keys = []
+        for server in (first, copied):
+            with Client(server.url) as client:
+                log_key = client.request("GET", "/v1/log/key", signed=False).json()
+                keys.append((server_public_key(client), log_key["public_key"]))
+        assert keys[0] == keys[1]
+    finally:
+        copied.stop()
 
 
 def test_migrate_runs_the_migrations_alone(database: str) -> None:

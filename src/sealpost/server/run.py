@@ -78,14 +78,20 @@ def _extra(setting: str) -> Iterator[None]:
         ) from None
 
 
-def make_storage(config: ServerConfig) -> Storage:
-    """PostgreSQL when ``database`` is set (alone on it unless ``redis`` is set too), else
-    the SQLite file in the data directory."""
+def make_storage(config: ServerConfig, server_key: SigningKey, log_key: SigningKey) -> Storage:
+    """PostgreSQL when ``database`` is set (alone on it unless ``redis`` is set too; it
+    refuses to open if the database's other processes serve other keys than ``server_key``
+    and ``log_key``: :mod:`.storage.pg_keys`), else the SQLite file in the data directory."""
     if config.database:
         with _extra("--database"):
+            from sealpost.server.storage.pg_keys import DeploymentKeys
             from sealpost.server.storage.postgres import PostgresStorage
 
-        return PostgresStorage(config.database, solo=not config.redis)
+        keys = DeploymentKeys(
+            server_key=server_key.public_key().public_bytes_raw(),
+            log_key=log_key.public_key().public_bytes_raw(),
+        )
+        return PostgresStorage(config.database, solo=not config.redis, keys=keys)
     return SqliteStorage(config.data / "sealpost.db")
 
 
@@ -223,8 +229,8 @@ def plaintext_warning(config: ServerConfig) -> str | None:
 def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
     """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound,
     :class:`~.server_key.ServerKeyError` if a key file is unusable, :class:`StartupFailed`
-    if the storage does not open (the database is another server's alone or has a newer
-    schema; the reason said once, in its message). ``wrap`` wraps the
+    if the storage does not open (the database is another server's alone, serves other
+    keys, has a newer schema; the reason said once, in its message). ``wrap`` wraps the
     ASGI application (the hostile-server tests put an operator who misbehaves in front of
     it; ``sealpost server`` never passes one)."""
     config.data.mkdir(parents=True, exist_ok=True)
@@ -233,7 +239,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
     log_key = load_or_create_server_key(config.data / "log_key", system_rng)
     app = inner = create_app(
         config,
-        storage=make_storage(config),
+        storage=make_storage(config, server_key, log_key),
         fanout=make_fanout(config),
         server_key=server_key,
         log_key=log_key,

@@ -21,6 +21,7 @@ import asyncpg
 from sealpost.server.storage.base import AccountRecord, QueuedMessage, StorageUnavailable
 from sealpost.server.storage.pg_batch import GroupCommit
 from sealpost.server.storage.pg_cluster import Cluster
+from sealpost.server.storage.pg_keys import DeploymentKeys
 from sealpost.server.storage.pg_log import NodeCache
 from sealpost.server.storage.pg_queue import Address, device_lists
 from sealpost.server.storage.tail import QueueTails
@@ -66,13 +67,23 @@ class PgCore:
     table's methods (the mixins of :class:`~.postgres.PostgresStorage`) share."""
 
     def __init__(
-        self, dsn: str, *, solo: bool = True, pool_size: int = POOL_SIZE, admin: bool = False
+        self,
+        dsn: str,
+        *,
+        solo: bool = True,
+        pool_size: int = POOL_SIZE,
+        admin: bool = False,
+        keys: DeploymentKeys | None = None,
     ) -> None:
         """``solo``: no other process may use the database meanwhile (there is no Redis
         to tell them about each other's sends); :meth:`open` refuses if one does.
         ``admin``: for ``sealpost admin`` beside running servers: no migration (a database
-        not at this version is refused), no process lock, never the leader."""
+        not at this version is refused), no process lock, never the leader.
+        ``keys``: this process's public keys, which :meth:`open` records if the database
+        has none and refuses to start with if it has others (:mod:`.pg_keys`); ``sealpost
+        server`` always passes them, tests of storage alone need not."""
         self._dsn = dsn
+        self._keys = keys
         self._pool_size = pool_size
         self._admin = admin
         self._pool: asyncpg.Pool | None = None

@@ -577,6 +577,19 @@ BEGIN
 END $$;
 """
 
+#: 7: the deployment's public keys (:mod:`.pg_keys`), recorded by the first process to open
+#: the database and compared by every process at start-up, so that one started with another
+#: data directory refuses to serve (and, leading, to sign tree heads with) keys no client
+#: pinned. One row: its key is a constant. Public keys only; nothing about any secret.
+_V7: Final = """
+CREATE TABLE server_keys (
+    one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+    server_key bytea NOT NULL,  -- public half of DATA/server_key
+    log_key    bytea NOT NULL,  -- public half of DATA/log_key
+    recorded   bigint NOT NULL  -- Unix time, seconds
+);
+"""
+
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (1, _V1),
@@ -585,4 +598,5 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (4, _V4),
     (5, _V5),
     (6, _V6),
+    (7, _V7),
 )

@@ -39,7 +39,8 @@ writes, so the tail cannot miss a commit.
 
 A lost database connection surfaces as :class:`~.base.StorageUnavailable` (the server
 answers 503); the pool connects again by itself. Process coordination (one process without
-Redis, one tree-head signer) is in :mod:`.pg_cluster`.
+Redis, one tree-head signer) is in :mod:`.pg_cluster`; the check that every process serves
+the same keys, in :mod:`.pg_keys`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from sealpost.server.storage.pg_core import TAIL_BYTES as TAIL_BYTES
 from sealpost.server.storage.pg_core import TAIL_MESSAGES as TAIL_MESSAGES
 from sealpost.server.storage.pg_core import Conn as Conn
 from sealpost.server.storage.pg_core import T as T
+from sealpost.server.storage.pg_keys import DeploymentKeys, check_keys
 from sealpost.server.storage.pg_messages import PgMessages
 from sealpost.server.storage.pg_prekeys import KEM_LAST_RESORT as KEM_LAST_RESORT
 from sealpost.server.storage.pg_prekeys import KEM_ONE_TIME as KEM_ONE_TIME
@@ -94,6 +96,8 @@ class PostgresStorage(
             return
         try:
             await migrate(self._dsn)
+            if self._keys is not None:
+                await self._check_keys(self._keys)
             await self.cluster.start()
             self._pool = await asyncpg.create_pool(
                 self._dsn,
@@ -112,6 +116,14 @@ class PostgresStorage(
             await self._pool.close()
             self._pool = None
         await self.cluster.stop()
+
+    async def _check_keys(self, keys: DeploymentKeys) -> None:
+        """Before any lock is taken: a process serving other keys never leads."""
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            await check_keys(conn, keys)
+        finally:
+            await conn.close()
 
     async def _check_schema(self) -> None:
         conn = await asyncpg.connect(self._dsn)
