@@ -322,3 +322,32 @@ def test_admin_on_postgresql_beside_the_running_server(
         doc = json.loads(admin(server.data, "--database", dsn, "stats", "--json").stdout)
         assert (doc["accounts"], doc["devices"], doc["removed_accounts"]) == (0, 0, 1)
         server.stop()
+
+
+def test_admin_with_another_log_key_removes_nothing_on_postgresql(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """``accounts remove`` signs a deletion entry with the log key of its --data: pointed at
+    another directory (with another log key) beside the deployment's database, it is
+    refused in one line naming the log key, and the account stays, its log unchanged."""
+    from services import fresh_database
+
+    with fresh_database() as dsn:
+        server = make_server("--database", dsn)
+        name = unique_name("kept")
+        with Client(server.url, Device.generate()) as client:
+            assert client.register(name).status_code == 201
+        before = json.loads(admin(server.data, "--database", dsn, "stats", "--json").stdout)
+        other = tmp_path / "other"
+        other.mkdir(mode=0o700)
+        (other / "log_key").write_bytes(os.urandom(32))
+        (other / "log_key").chmod(0o600)
+        refused = admin(other, "--database", dsn, "accounts", "remove", name, "--yes", check=False)
+        assert refused.returncode == 1, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert "the log key in DATA/log_key is" in line and "the database's" in line, line
+        with Client(server.url) as client:
+            assert client.lookup(name).status_code == 200
+        after = json.loads(admin(server.data, "--database", dsn, "stats", "--json").stdout)
+        assert (after["accounts"], after["log_entries"]) == (1, before["log_entries"]) == (1, 1)
+        server.stop()

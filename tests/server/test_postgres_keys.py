@@ -2,7 +2,8 @@
 first process to open it records its public keys, one with another server key or log key is
 refused at open (saying which differs, before it takes any lock: it never leads), several
 first processes at once record one set, and a database from before migration 7 that has
-signed tree heads is recorded only by a process whose log key signed them."""
+signed tree heads is recorded only by a process whose log key signed them; ``sealpost
+admin``'s check of the log key it signs with records nothing."""
 
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ def test_a_process_with_another_server_key_or_log_key_is_refused(dsn: str) -> No
             with pytest.raises(KeyMismatch):
                 await PostgresStorage(dsn, solo=True, keys=_keys()).open()
             assert await _recorded(dsn) == [(ours.server_key, ours.log_key)]  # unchanged
+            await first.check_log_key(ours.log_key)  # sealpost admin's check, before it signs
+            with pytest.raises(KeyMismatch, match="log key in DATA/log_key"):
+                await first.check_log_key(other_log.log_key)
         finally:
             await first.close()
         # the record outlives the processes: a later one with other keys is refused too

@@ -119,21 +119,33 @@ def _log_key(config: ServerConfig) -> SigningKey:
 
 
 @contextlib.asynccontextmanager
-async def opened(config: ServerConfig) -> AsyncIterator[Storage]:
+async def opened(
+    config: ServerConfig, *, log_key: SigningKey | None = None
+) -> AsyncIterator[Storage]:
     """The server's storage, opened beside the running server (SQLite: no checkpoint at
-    close; PostgreSQL: no migration, no process lock, never the leader)."""
+    close; PostgreSQL: no migration, no process lock, never the leader, and refused if
+    ``log_key``, about to sign, is not the key the deployment's processes serve)."""
     storage: Storage
     if config.database:
         from sealpost.server.storage.pg_cluster import ClusterError
         from sealpost.server.storage.postgres import PostgresStorage
 
-        storage = PostgresStorage(config.database, admin=True)
+        pg = storage = PostgresStorage(config.database, admin=True)
         try:
-            await storage.open()
+            await pg.open()
         except ClusterError as exc:
             raise AdminError(str(exc)) from None
         except Exception as exc:  # asyncpg: no such database, refused, unreachable
             raise AdminError(f"cannot open the database: {type(exc).__name__}: {exc}") from None
+        if log_key is not None:
+            try:
+                await pg.check_log_key(log_key.public_key().public_bytes_raw())
+            except ClusterError as exc:
+                await pg.close()
+                raise AdminError(str(exc)) from None
+            except BaseException:
+                await pg.close()
+                raise
     else:
         from sealpost.server.storage.sqlite import SqliteStorage
 
@@ -173,7 +185,7 @@ async def remove_account(
     _database(config)  # said first: the data directory is not a server's at all
     key = _log_key(config)
     now = time.time() if now is None else now
-    async with opened(config) as storage:
+    async with opened(config, log_key=key) as storage:
         account = await storage.account_by_username(username.lower())
         if account is None:
             raise AdminError(f"no account is named {username!r}")

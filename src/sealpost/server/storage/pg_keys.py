@@ -16,7 +16,10 @@ any lock (it never leads, never serves):
   are not those;
 - a database that had no row yet but has signed tree heads (one from before migration 7)
   is recorded only by a process whose log key verifies the latest of them, so the first
-  process after the upgrade cannot record a foreign key for all the others.
+  process after the upgrade cannot record a foreign key for all the others;
+- ``sealpost admin accounts remove``, which signs a deletion entry with the log key of its
+  own ``--data``, checks that key the same way first (:func:`check_log_key`, recording
+  nothing).
 
 Only public keys are stored. The third secret of a deployment, the rate-limit buckets' HMAC
 key, is derived from the server key (:func:`~sealpost.server.ratelimit_redis.limiter_secret`):
@@ -37,7 +40,7 @@ from sealpost.crypto.sign import VerifyKey
 from sealpost.server.storage.pg_cluster import ClusterError
 from sealpost.transparency.log import SignedTreeHead
 
-__all__ = ["DeploymentKeys", "KeyMismatch", "check_keys"]
+__all__ = ["DeploymentKeys", "KeyMismatch", "check_keys", "check_log_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +84,24 @@ async def check_keys(conn: asyncpg.Connection, keys: DeploymentKeys) -> None:
         raise KeyMismatch("; ".join(differs) + _WHAT_TO_DO)
 
 
+async def check_log_key(conn: asyncpg.Connection, log_key: bytes) -> None:
+    """Raise :class:`KeyMismatch` unless ``log_key`` is the deployment's: the recorded one,
+    or with none recorded the signer of the newest tree head (if any). Writes nothing:
+    for ``sealpost admin``, which signs deletion entries with the log key of its --data."""
+    recorded = await _recorded(conn)
+    if recorded is None:
+        await _check_heads(conn, log_key)
+    elif recorded[1] != log_key:
+        raise KeyMismatch(
+            f"the log key in DATA/log_key is {_b64(log_key)}, the database's"
+            f" {_b64(recorded[1])}" + _WHAT_TO_DO
+        )
+
+
 _WHAT_TO_DO = (
     ". This process's --data directory is not the one the other processes on this database"
     " use: mount the shared data directory, or copy server_key and log_key from it into"
-    ' --data (mode 0600), then start again (docs/OPERATIONS.md, "Several processes")'
+    ' --data (mode 0600), then try again (docs/OPERATIONS.md, "Several processes")'
 )
 
 

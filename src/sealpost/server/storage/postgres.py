@@ -59,7 +59,7 @@ from sealpost.server.storage.pg_core import TAIL_BYTES as TAIL_BYTES
 from sealpost.server.storage.pg_core import TAIL_MESSAGES as TAIL_MESSAGES
 from sealpost.server.storage.pg_core import Conn as Conn
 from sealpost.server.storage.pg_core import T as T
-from sealpost.server.storage.pg_keys import DeploymentKeys, check_keys
+from sealpost.server.storage.pg_keys import DeploymentKeys, check_keys, check_log_key
 from sealpost.server.storage.pg_messages import PgMessages
 from sealpost.server.storage.pg_prekeys import KEM_LAST_RESORT as KEM_LAST_RESORT
 from sealpost.server.storage.pg_prekeys import KEM_ONE_TIME as KEM_ONE_TIME
@@ -124,6 +124,12 @@ class PostgresStorage(
             await check_keys(conn, keys)
         finally:
             await conn.close()
+
+    async def check_log_key(self, log_key: bytes) -> None:
+        """Raise :class:`~.pg_keys.KeyMismatch` unless ``log_key`` (a public key) is the
+        deployment's (:func:`~.pg_keys.check_log_key`); for ``sealpost admin``, before it
+        signs anything."""
+        await self._tx(lambda conn: check_log_key(conn, log_key), snapshot=True)
 
     async def _check_schema(self) -> None:
         conn = await asyncpg.connect(self._dsn)
