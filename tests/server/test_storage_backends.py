@@ -1,7 +1,7 @@
 """The guarantees of :mod:`sealpost.server.storage.base`, checked against every backend
 (SQLite and PostgreSQL, see conftest.py): refusals change nothing, sends are all or none
 and kept in order, one-time prekeys go out once even to concurrent fetchers, stale epochs
-are fenced off, expired data is purged."""
+are fenced off, queue positions bound every message queued, expired data is purged."""
 
 from __future__ import annotations
 
@@ -309,6 +309,37 @@ def test_a_newer_connection_fences_off_acks_of_the_older(backend: MakeStorage) -
         assert len(await storage.fetch(a, 1, after_seq=0, limit=10)) == 2
         assert await storage.ack_all(a, 1, [first.message_id], epoch=new) == 1
         assert await storage.ack_all(a, 1, [second.message_id]) == 1
+
+    _run(backend, body)
+
+
+def test_queue_positions_bound_every_queued_message_and_carry_the_epoch(
+    backend: MakeStorage,
+) -> None:
+    """What the poll of several processes relies on: one read for many devices, in which
+    each device's position is at least every queued message's sequence number (so one past
+    the last pushed says there is more to push, and none past it says there is not), its
+    epoch the latest claimed, and a device with no queue (removed, or never one) absent."""
+
+    async def body(storage: Storage) -> None:
+        a = await _account(storage, devices=2)
+        b = await _account(storage)
+        await _send(storage, [_env(a), _env(a), _env(b)], exempt={a: 2})  # from device 2
+        epoch = await storage.claim_device(a, 1)
+        unknown = (os.urandom(16), 1)
+        positions = await storage.queue_positions([(a, 1), (a, 2), (b, 1), unknown])
+        assert set(positions) == {(a, 1), (a, 2), (b, 1)}
+        queued = await storage.fetch(a, 1, after_seq=0, limit=10)
+        assert positions[(a, 1)].seq == queued[-1].seq  # exactly the last, none acked
+        assert positions[(a, 1)].epoch == epoch
+        assert positions[(b, 1)].epoch == 0
+        await _send(storage, [_env(a)], exempt={a: 2})
+        later = await storage.queue_positions([(a, 1)])
+        assert later[(a, 1)].seq > positions[(a, 1)].seq  # a new message: past the old one
+        newest = await storage.fetch(a, 1, after_seq=positions[(a, 1)].seq, limit=10)
+        assert [m.seq for m in newest] == [later[(a, 1)].seq]
+        await storage.remove_device(a, 2, b"revocation")
+        assert await storage.queue_positions([(a, 2)]) == {}
 
     _run(backend, body)
 

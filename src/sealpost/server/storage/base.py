@@ -75,6 +75,7 @@ __all__ = [
     "PreKeyUpload",
     "PurgeResult",
     "QueueFull",
+    "QueuePosition",
     "QueuedMessage",
     "QueuedSend",
     "Removal",
@@ -286,6 +287,15 @@ class Fence(NamedTuple):
 
     account_id: bytes
     device_id: int
+    epoch: int
+
+
+class QueuePosition(NamedTuple):
+    """Where a device's queue stands (:meth:`Storage.queue_positions`): ``seq`` is at least
+    the sequence number of every message queued for it, and ``epoch`` is the device's
+    connection epoch (:meth:`Storage.claim_device`)."""
+
+    seq: int
     epoch: int
 
 
@@ -711,6 +721,17 @@ class Storage(Protocol):
         are committed, with each device's outcome in the order given, ``None`` or the
         :class:`StaleEpoch` that refused it (deleting nothing of it); it fails whole if the
         commit does. One device's acks queued one after another are committed in order."""
+
+    async def queue_positions(
+        self, addresses: Sequence[tuple[bytes, int]]
+    ) -> dict[tuple[bytes, int], QueuePosition]:
+        """Where each of these devices' queues stands, in one read (the poll of the
+        processes sharing a database: :mod:`sealpost.server.stream`): a device is absent
+        only if it has no queue (it was removed, or never was). A message committed before
+        the read has a sequence number of at most its device's ``seq``, so a device whose
+        ``seq`` is not past the last one pushed to it holds nothing to push; and the
+        ``epoch`` is the device's latest, so a connection holding an older one was
+        replaced. Not a write: it waits for none and changes nothing."""
 
     # -- connections (one stream per device, whichever process holds it)
     async def claim_device(self, account_id: bytes, device_id: int) -> int:

@@ -17,12 +17,19 @@ from sealpost.server.storage.base import (
     Envelope,
     Fence,
     QueuedMessage,
+    QueuePosition,
     SharedEnvelope,
     StaleEpoch,
     each_outcome,
 )
 from sealpost.server.storage.pg_core import Conn, PgCore
-from sealpost.server.storage.pg_queue import claim_device, device_epoch, enqueue_shared, fetch
+from sealpost.server.storage.pg_queue import (
+    claim_device,
+    device_epoch,
+    enqueue_shared,
+    fetch,
+    queue_positions,
+)
 
 __all__ = ["PgMessages"]
 
@@ -126,6 +133,11 @@ class PgMessages(AwaitedSends, PgCore):
         return each_outcome(
             [self.writes.ack_all_nowait((a, d), ids, epoch) for a, d, ids, epoch in acks]
         )
+
+    async def queue_positions(
+        self, addresses: Sequence[tuple[bytes, int]]
+    ) -> dict[tuple[bytes, int], QueuePosition]:
+        return await self._tx(lambda conn: queue_positions(conn, addresses), transaction=False)
 
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         return await self._tx(lambda conn: claim_device(conn, account_id, device_id))

@@ -23,6 +23,7 @@ from sealpost.server.storage.base import (
     QueuedMessage,
     QueuedSend,
     QueueFull,
+    QueuePosition,
     SharedEnvelope,
     StaleEpoch,
     UnknownAccount,
@@ -305,6 +306,28 @@ class SqliteQueue(AwaitedSends, SqliteCore):
             return deleted
 
         return op
+
+    async def queue_positions(
+        self, addresses: Sequence[tuple[bytes, int]]
+    ) -> dict[tuple[bytes, int], QueuePosition]:
+        # Never polled (one process holds the file, so no wake-up is lost); each device's
+        # highest queued sequence number (0 for none), a lookup of its index each.
+        def op(conn: sqlite3.Connection) -> dict[tuple[bytes, int], int]:
+            found = {}
+            for account_id, device_id in addresses:
+                row = conn.execute(
+                    "SELECT (SELECT COALESCE(MAX(q.seq), 0) FROM queue q"
+                    " WHERE q.account_id = d.account_id AND q.device_id = d.device_id)"
+                    " FROM devices d WHERE d.account_id = ? AND d.device_id = ?",
+                    (account_id, device_id),
+                ).fetchone()
+                if row is not None:
+                    found[(account_id, device_id)] = int(row[0])
+            return found
+
+        seqs = await self._read(op)
+        epochs = self._epochs
+        return {a: QueuePosition(seq, epochs.get(a, 0)) for a, seq in seqs.items()}
 
     async def claim_device(self, account_id: bytes, device_id: int) -> int:
         # One process holds a SQLite database, so the epochs live in its memory.
