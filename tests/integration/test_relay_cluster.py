@@ -5,7 +5,8 @@ process and stored once), a send resent through another process after its own wa
 is stored once, a device reconnecting elsewhere displaces its old connection (4409), offline
 messages wait for whichever process the device comes back to, one-time prekeys go out
 once across processes, the log is one log, a Redis that dies delays but loses nothing
-(``/healthz`` says degraded meanwhile), and a process without Redis refuses to share the
+(``/healthz`` says degraded meanwhile) and a displacement it did not carry is made by the
+poll within its interval, and a process without Redis refuses to share the
 database; a leader killed is replaced within seconds and heads are signed again; dropped
 database connections answer 503 and the process recovers by itself; ``database`` and
 ``redis`` work from the environment and from a TOML file as from flags; Redis is told
@@ -566,16 +567,51 @@ def test_killing_a_process_under_load_loses_and_reorders_nothing(
         assert len([b for b in acknowledged[i] if b.startswith(b"A")]) == 60
 
 
-def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
+def test_without_redis_a_displaced_connection_is_closed_by_the_poll_within_its_interval(
     start: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    """Redis is down, so process A never hears that the device connected to B: the old
-    connection's ack carries a stale epoch, is refused (4409) and deletes nothing."""
+    """Redis is down, so process A never hears that the device connected to B, and the old
+    connection neither acks nor sends (whose epoch would close it): A's poll reads the
+    device's newer epoch from the database and closes it with 4409 within the poll interval,
+    having pushed it nothing meanwhile; the new connection gets what is sent next."""
     redis = OwnRedis(tmp_path)
     redis.start()
     try:
         a = start(redis=redis.url, poll="1")
         b = start(redis=redis.url, poll="1")
+        bob = _register(a)
+        with _on(a, bob).stream() as old:
+            assert old.recv() == {"type": "empty"}
+            redis.kill()
+            with _on(b, bob).stream() as new:
+                assert new.recv() == {"type": "empty"}  # B has claimed the device
+                started = time.monotonic()
+                frames = []
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        frames.append(old.recv(timeout=1 + 1))
+                assert old.ws.close_code == 4409
+                assert time.monotonic() - started < 1 + 1  # poll_interval, and a second
+                assert frames == []
+                _send(a, [bob], b"only to the new one")
+                [frame] = new.receive_messages(1)  # found by B's poll
+                assert unb64(frame["body"]) == b"only to the new one"
+    finally:
+        redis.kill()
+
+
+def test_without_redis_a_displaced_connection_is_fenced_off_by_its_epoch(
+    start: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Redis is down, so process A never hears that the device connected to B: the old
+    connection's ack carries a stale epoch, is refused (4409) and deletes nothing. (A's
+    poll would close it too, within its interval: slow here, so that the ack comes
+    first.)"""
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    try:
+        a = start(redis=redis.url, poll=NO_POLL)
+        b = start(redis=redis.url, poll=NO_POLL)
         bob = _register(a)
         with _on(a, bob).stream() as old:
             assert old.recv() == {"type": "empty"}
@@ -604,14 +640,15 @@ def test_without_redis_a_displaced_connections_send_is_fenced_off_by_its_epoch(
     """Redis is down, so process A never hears that device 1 connected to B. A send on the
     old connection on A made after B's claim (a copy to the account's device 2) carries a
     stale epoch: it is not stored, gets no answer, and the connection is closed with 4409.
-    What shows the fence: A cannot be told over Redis, and the old connection sends no ack
-    (whose epoch would close it too); a send on it before the claim, with Redis already
-    down, was stored and answered."""
+    What shows the fence: A cannot be told over Redis, its poll is too slow to close the
+    old connection first, and the old connection sends no ack (whose epoch would close it
+    too); a send on it before the claim, with Redis already down, was stored and
+    answered."""
     redis = OwnRedis(tmp_path)
     redis.start()
     try:
-        a = start(redis=redis.url, poll="1")
-        b = start(redis=redis.url, poll="1")
+        a = start(redis=redis.url, poll=NO_POLL)
+        b = start(redis=redis.url, poll=NO_POLL)
         bob = _register(a)
         assert bob.device is not None
         account = bob.device.account_id

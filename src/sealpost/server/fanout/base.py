@@ -8,16 +8,18 @@ server processes has nothing secret to transport (the device address only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "Subscription", "Wake"]
+__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "PollHandler", "Subscription", "Wake"]
 
 DeviceAddress = tuple[bytes, int]  # (account id, device id)
 #: Called with (address, epoch) when another process's connection took that epoch.
 DisplaceHandler = Callable[[DeviceAddress, int], None]
 #: Called when a subscribed device's queue may have grown.
 Wake = Callable[[], None]
+#: Called where wake-ups can be lost, to find what they missed (:meth:`Fanout.on_poll`).
+PollHandler = Callable[[], Awaitable[None]]
 
 
 class Subscription(Protocol):
@@ -33,8 +35,9 @@ class Fanout(Protocol):
 
     def subscribe(self, address: DeviceAddress, wake: Wake) -> Subscription:
         """Call ``wake()`` (on the event loop; it must not block) whenever the device's
-        queue may have grown, and at least every poll interval where wake-ups can be lost
-        (Redis)."""
+        queue may have grown. Where wake-ups can be lost (Redis), what they missed is found
+        by the poll (:meth:`on_poll`); with no poll handler, every subscription is woken
+        each poll interval instead."""
 
     async def publish(self, addresses: Iterable[DeviceAddress]) -> None: ...
 
@@ -44,6 +47,12 @@ class Fanout(Protocol):
 
     def on_displace(self, handler: DisplaceHandler) -> None:
         """Call ``handler`` when another process says so."""
+
+    def on_poll(self, handler: PollHandler) -> None:
+        """Where wake-ups can be lost, await ``handler()`` every poll interval, and once
+        each time the bus is listened to again: it reads the connected devices' queue
+        positions and wakes those a lost wake-up missed (and closes, 4409, a connection
+        that a lost displacement did not reach). Never called where nothing is lost."""
 
     async def reachable(self) -> bool:
         """Whether the bus between processes answers (``/healthz``)."""

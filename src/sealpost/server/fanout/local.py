@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler, Wake
+from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler, PollHandler, Wake
 
 __all__ = ["LocalFanout", "LocalSubscription"]
 
@@ -46,6 +46,9 @@ class LocalFanout:
 
     def on_displace(self, handler: DisplaceHandler) -> None:
         pass
+
+    def on_poll(self, handler: PollHandler) -> None:
+        pass  # one process: no wake-up is lost
 
     async def reachable(self) -> bool:
         return True

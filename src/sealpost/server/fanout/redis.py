@@ -2,10 +2,13 @@
 
 A publish is only a hint: "device D has new messages" (D's account id and device id, 20
 bytes; never content). The process holding D's socket reads the queue from the database
-when woken, and on a slow timer besides (every local device is woken each
-``poll_interval``), so a lost pub/sub message, a Redis restart or a Redis
-that is down delays delivery by at most that interval and loses nothing: the database is
-the truth, Redis holds nothing that must survive.
+when woken, and polls on a slow timer besides (every ``poll_interval``: the poll handlers,
+:meth:`~.base.Fanout.on_poll`, read every local device's queue position in one query and
+wake those holding a message not yet pushed), so a lost pub/sub message, a Redis restart or
+a Redis that is down delays delivery by at most that interval and loses nothing: the
+database is the truth, Redis holds nothing that must survive. The same poll closes a
+connection whose epoch the database says was taken by another (a displacement lost with
+Redis), so while Redis is down two connections of a device overlap for at most that long.
 
 - A device connected to this process is woken here directly; only the others' addresses
   are published (one process with Redis sends nothing over it).
@@ -13,8 +16,8 @@ the truth, Redis holds nothing that must survive.
   committed, and its answer does not depend on Redis being up.
 - Every process subscribes to two channels: ``sealpost:wake`` (addresses) and
   ``sealpost:displace`` (address and epoch: another process's connection took the device,
-  see :mod:`sealpost.server.stream`). After (re)subscribing, every local device is woken
-  once, in case a wake-up was missed meanwhile.
+  see :mod:`sealpost.server.stream`). After (re)subscribing, the poll runs at once, in
+  case a wake-up was missed meanwhile.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler
+from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler, PollHandler
 from sealpost.server.fanout.local import LocalFanout
 
 __all__ = ["RedisFanout"]
@@ -55,6 +58,8 @@ class RedisFanout(LocalFanout):
         self._displace: list[tuple[DeviceAddress, int]] = []
         self._flush = asyncio.Event()
         self._handlers: list[DisplaceHandler] = []
+        self._polls: list[PollHandler] = []
+        self._poll_now = asyncio.Event()  # the listener subscribed again: poll at once
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = False  # listening now (a metric; tests wait for it)
 
@@ -94,6 +99,9 @@ class RedisFanout(LocalFanout):
     def on_displace(self, handler: DisplaceHandler) -> None:
         self._handlers.append(handler)
 
+    def on_poll(self, handler: PollHandler) -> None:
+        self._polls.append(handler)
+
     async def reachable(self) -> bool:
         if self._redis is None:
             return False
@@ -127,11 +135,28 @@ class RedisFanout(LocalFanout):
                 await asyncio.sleep(RETRY)
 
     async def _poller(self) -> None:
-        """Wake every local device each ``poll_interval``: one timer for all of them, so a
-        lost wake-up delays a delivery by at most that long."""
+        """Poll each ``poll_interval``, and at once when the listener subscribed again: one
+        timer for every local device, so a lost wake-up delays a delivery by at most that
+        long (plus the poll's own read)."""
         while True:
-            await asyncio.sleep(self._poll)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._poll_now.wait()
+            self._poll_now.clear()
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        """Await each poll handler in turn; with none, wake every local device. A failing
+        handler is logged (it should not fail: a database that is not reachable is its own
+        to report) and the next poll is tried all the same."""
+        if not self._polls:
             self._wake_everyone()
+            return
+        for handler in self._polls:
+            try:
+                await handler()
+            except Exception:
+                log.exception("poll failed")
 
     async def _listen(self) -> None:
         while True:
@@ -141,7 +166,7 @@ class RedisFanout(LocalFanout):
             try:
                 await pubsub.subscribe(WAKE, DISPLACE)
                 self.subscribed = True
-                self._wake_everyone()  # anything published while we were not listening
+                self._poll_now.set()  # anything published while we were not listening
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
                     if message is not None:
