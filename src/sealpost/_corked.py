@@ -53,8 +53,11 @@ class _Corks:
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         for transport in pending:
+            # transport.flush(), inline: with the load spread thin, this runs once a push
+            held, transport._held = transport._held, None
             try:
-                transport.flush()
+                if held and not (inner := transport._transport).is_closing():
+                    inner.write(b"".join(held) if isinstance(held, list) else held)
             except Exception as exc:  # one socket's fault is not the others': as a callback's
                 loop = self._loop()
                 if loop is not None:
@@ -91,7 +94,11 @@ class CorkedTransport:
         held = self._held
         if held is None:  # the first write of the iteration: held alone, no list
             self._held = data
-            self._corks.add(self)
+            pending = self._corks._pending
+            if pending:  # self._corks.add(self), inline: with the load spread thin, a push
+                pending.append(self)
+            else:
+                self._corks.add(self)
         elif isinstance(held, list):
             held.append(data)
         else:

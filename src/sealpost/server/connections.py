@@ -156,8 +156,9 @@ def corked(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
             scope["extensions"][SEND_TEXTS] = self.send_texts
 
     def send_texts(self: Any, texts: Sequence[str]) -> bool:
-        transport = self.transport
-        if self.plain_open and not transport.is_closing():  # what checked() asks, kept
+        transport = self.transport  # a CorkedTransport (connection_made): its own
+        # transport asked, without CorkedTransport.is_closing's frame (once a push)
+        if self.plain_open and not transport._transport.is_closing():  # what checked() asks
             transport.write(text_frames(texts))
             return True
         return checked(self, texts)

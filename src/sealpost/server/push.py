@@ -17,7 +17,7 @@ what they push in its ``_pushed``.
 from __future__ import annotations
 
 import asyncio
-import base64
+from binascii import b2a_base64
 from typing import TYPE_CHECKING
 
 from sealpost.server.context import Context
@@ -58,10 +58,15 @@ class Pushing:
         fast = sock.fast
         if fast is None or sock.waiting():
             return False
-        batch = self._ctx.storage.fetch_known(*address, after_seq=conn.last, limit=PUSH_BATCH)
+        account_id, device_id = address  # not *address: a call with no tuple or dict made
+        batch = self._ctx.storage.fetch_known(
+            account_id, device_id, after_seq=conn.last, limit=PUSH_BATCH
+        )
         if batch is None or len(batch) == PUSH_BATCH:
             return False
-        texts = [message_text(m.message_id, m.body, m.received_at) for m in batch]
+        texts = []  # not a comprehension: its frame, for the one message it mostly is
+        for m in batch:
+            texts.append(message_text(m.message_id, m.body, m.received_at))
         if batch or not conn.idle:
             texts.append('{"type":"empty"}')
             if not fast(texts):
@@ -108,8 +113,8 @@ class Pushing:
 
 def message_text(message_id: bytes, body: bytes, received_at: int) -> str:
     """A :class:`~.frames.MessageFrame`, formatted by hand (the hottest frame): hex and
-    base64 need no JSON escaping."""
+    base64 need no JSON escaping (``binascii``'s, without ``base64.b64encode``'s frame)."""
     return (
         f'{{"type":"message","id":"{message_id.hex()}","body":"'
-        f'{base64.b64encode(body).decode()}","received_at":{received_at}}}'
+        f'{b2a_base64(body, newline=False).decode()}","received_at":{received_at}}}'
     )
