@@ -205,6 +205,43 @@ def test_a_partial_read_does_not_pass_for_the_whole_queue(tmp_path: Path) -> Non
     _run(tmp_path, body)
 
 
+def test_a_one_envelope_send_in_bulk_names_every_device_less_the_exempt_one(
+    tmp_path: Path,
+) -> None:
+    """The bulk batch's check from memory of a send of one envelope (its own short path):
+    it passes, in bulk, only when that envelope is all the account's devices less the
+    exempt one; otherwise the batch runs operation by operation and the send is refused
+    there, storing nothing."""
+
+    def send(storage: SqliteStorage, env: Envelope, exempt: dict[bytes, int]) -> Any:
+        return storage.enqueue_nowait(
+            [env], exempt=exempt, received_at=1, expires_at=1000, max_depth=50
+        )
+
+    async def body(storage: SqliteStorage) -> None:
+        account_id = await _with_account(storage, devices=2)
+        for device_id, other in ((1, 2), (2, 1)):  # device ids and depth bounds now known
+            await send(storage, _env(account_id, device_id), {account_id: other})
+        refused = [
+            (_env(account_id, 2), {account_id: 2}),  # the exempt device named, 1 left out
+            (_env(account_id, 2), {}),  # device 1 left out
+            (_env(account_id, 1), {}),  # device 2 left out
+        ]
+        for env, exempt in refused:
+            # A refusal empties the device lists (a rollback): read again by this send.
+            await send(storage, _env(account_id, 2), {account_id: 1})
+            bulk = storage.bulk_commits
+            assert await send(storage, _env(account_id, 2), {account_id: 1}) == 1
+            assert storage.bulk_commits == bulk + 1  # checked from memory, in bulk
+            with pytest.raises(MismatchedDevices):
+                await send(storage, env, exempt)
+            assert storage.bulk_commits == bulk + 1
+        assert len(await storage.fetch(account_id, 1, after_seq=0, limit=10)) == 1
+        assert len(await storage.fetch(account_id, 2, after_seq=0, limit=10)) == 7
+
+    _run(tmp_path, body)
+
+
 def test_a_refused_send_in_a_batch_never_reaches_the_tail(tmp_path: Path) -> None:
     async def body(storage: SqliteStorage) -> None:
         account_id = await _with_account(storage, devices=2)

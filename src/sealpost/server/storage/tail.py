@@ -89,16 +89,19 @@ class QueueTails:
         self._trim(address)
 
     def added(self, items: Iterable[tuple[DeviceAddress, QueuedMessage]]) -> None:
+        tails = self._tails
+        most = self._max_messages
         for address, message in items:
-            tail = self._tails.get(address)
+            tail = tails.get(address)
             if tail is None:
                 continue
-            tail.messages[message.message_id] = message
+            messages = tail.messages
+            messages[message.message_id] = message
             cost = len(message.body) + _OVERHEAD
             tail.size += cost
             self._size += cost
             # _trim(address), inline: this runs once per message queued
-            if len(tail.messages) > self._max_messages:
+            if len(messages) > most:
                 self._drop(address)
             if self._size > self._max_bytes:
                 self._trim_bytes()
@@ -115,9 +118,22 @@ class QueueTails:
                 self._size -= cost
 
     def removed_each(self, acked: Iterable[tuple[DeviceAddress, Iterable[bytes]]]) -> None:
-        """:meth:`removed` for each device's ids."""
+        """:meth:`removed` for each device's ids (with the load spread over many devices,
+        one id each: no call a device)."""
+        tails = self._tails
+        freed = 0
         for address, message_ids in acked:
-            self.removed(address, message_ids)
+            tail = tails.get(address)
+            if tail is None:
+                continue
+            messages = tail.messages
+            for message_id in message_ids:
+                message = messages.pop(message_id, None)
+                if message is not None:
+                    cost = len(message.body) + _OVERHEAD
+                    tail.size -= cost
+                    freed += cost
+        self._size -= freed
 
     def clear(self) -> None:
         self._tails.clear()
