@@ -141,7 +141,7 @@ async def _account_at(storage: PostgresStorage, index: int) -> bytes:
 
 def test_migrations_run_once_and_a_newer_schema_is_refused(dsn: str) -> None:
     async def main() -> None:
-        assert await migrate(dsn) == [v for v, _ in MIGRATIONS] == list(range(1, 8))
+        assert await migrate(dsn) == [v for v, _ in MIGRATIONS] == list(range(1, 9))
         assert await migrate(dsn) == []
         conn = await asyncpg.connect(dsn)
         try:

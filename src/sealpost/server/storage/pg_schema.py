@@ -590,6 +590,27 @@ CREATE TABLE server_keys (
 );
 """
 
+#: 8: device-link channels shared by every process (issue 16's audit: the new device's
+#: socket, the key fetch and the provisioning PUT each reach any process), see
+#: :mod:`sealpost.server.links.shared`. A row is a channel in flight: the new device's
+#: public ML-KEM key, its two deadlines (on the database's clock, so that every process
+#: judges them alike), whether a device of the account fetched the key, the provisioning
+#: body once PUT (end-to-end encrypted to the new device: opaque here) and whether it was
+#: delivered (the body is then set NULL at once). Rows are deleted when the link ends, and
+#: by the leader's purge once past ``deadline`` (a process that died with channels open).
+#: No index but the key: the table holds the channels open now, a few thousand at most.
+_V8: Final = """
+CREATE TABLE link_channels (
+    channel_id   bytea PRIMARY KEY,
+    kem          bytea NOT NULL,
+    key_deadline timestamptz NOT NULL,
+    deadline     timestamptz NOT NULL,
+    fetched      boolean NOT NULL DEFAULT false,
+    body         bytea,
+    delivered    boolean NOT NULL DEFAULT false
+);
+"""
+
 #: ``(version, SQL)``, applied in order; a released migration is never edited.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (1, _V1),
@@ -599,4 +620,5 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (5, _V5),
     (6, _V6),
     (7, _V7),
+    (8, _V8),
 )

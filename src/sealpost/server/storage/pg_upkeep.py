@@ -1,7 +1,8 @@
 """Keeping the PostgreSQL relay: its counts for operators (:meth:`PgUpkeep.stats`, read in one
 ``REPEATABLE READ`` transaction) and the purge of what expired (queued messages, in their
 turn among the queue writes; nonces; attachment records), in steps of at most
-:data:`PURGE_STEP` rows, each its own transaction.
+:data:`PURGE_STEP` rows, each its own transaction; and device-link channels past their
+deadline (:mod:`.pg_links`: those of a process that died with them open).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class PgUpkeep(PgCore):
             )
             return [bytes(r[0]) for r in rows]
 
+        async def links(conn: Conn) -> None:
+            await conn.execute("DELETE FROM link_channels WHERE deadline <= now()")
+
         message_count = nonce_count = 0
         while (step := await self.writes.own(messages, forgets=True)) > 0:  # in queue order
             message_count += step
@@ -82,4 +86,5 @@ class PgUpkeep(PgCore):
         gone: list[bytes] = []
         while found := await self._tx(attachments):
             gone += found
+        await self._tx(links, transaction=False)  # a few rows: the channels open now
         return PurgeResult(message_count, nonce_count, gone)

@@ -11,6 +11,7 @@
 - :mod:`.pg_messages`: sends, fetches, acks and the connection epochs;
 - :mod:`.pg_attachments`: attachment records;
 - :mod:`.pg_admission`: request nonces and invites;
+- :mod:`.pg_links`: device-link channels (when several processes share the database);
 - :mod:`.pg_upkeep`: statistics and the purge of what expired.
 
 Beside them, the statements of the queues (:mod:`.pg_queue`), the log (:mod:`.pg_log`,
@@ -60,6 +61,7 @@ from sealpost.server.storage.pg_core import TAIL_MESSAGES as TAIL_MESSAGES
 from sealpost.server.storage.pg_core import Conn as Conn
 from sealpost.server.storage.pg_core import T as T
 from sealpost.server.storage.pg_keys import DeploymentKeys, check_keys, check_log_key
+from sealpost.server.storage.pg_links import PgLinks
 from sealpost.server.storage.pg_messages import PgMessages
 from sealpost.server.storage.pg_prekeys import KEM_LAST_RESORT as KEM_LAST_RESORT
 from sealpost.server.storage.pg_prekeys import KEM_ONE_TIME as KEM_ONE_TIME
@@ -79,6 +81,7 @@ class PostgresStorage(
     PgMessages,
     PgAttachments,
     PgAdmission,
+    PgLinks,
     PgUpkeep,
 ):
     """:class:`~sealpost.server.storage.base.Storage` on a PostgreSQL database."""
