@@ -10,10 +10,11 @@ poll within its interval, and a process without Redis refuses to share the
 database; a leader killed is replaced within seconds and heads are signed again; dropped
 database connections answer 503 and the process recovers by itself; ``database`` and
 ``redis`` work from the environment and from a TOML file as from flags; Redis is told
-device addresses and epochs only, never a message, a name or a client address;
-``sealpost audit`` through a round-robin front sees one consistent log, and a file
-uploaded through one process is downloaded through the others; a process that restarts
-leaves the uploads in flight on the others alone."""
+device addresses, epochs and link channel ids only, never a message, a name or a client
+address; ``sealpost audit`` through a round-robin front sees one consistent log, and a
+file uploaded through one process is downloaded through the others; a process that
+restarts leaves the uploads in flight on the others alone; a device links with the new
+device's socket, the key fetch and the PUT each on another process."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -41,6 +43,7 @@ from helpers import (
     Client,
     Device,
     ServerProcess,
+    b64,
     envelopes_json,
     server_public_key,
     unb64,
@@ -49,6 +52,7 @@ from helpers import (
 )
 from redis import Redis as SyncRedis
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from sealpost.transparency.log import SignedTreeHead
 from sealpost.transparency.merkle import leaf_hash, verify_inclusion
@@ -1016,14 +1020,16 @@ def test_database_and_redis_from_the_environment_and_from_a_toml_file(
             server.stop()
 
 
-def test_redis_carries_wake_ups_and_displacements_only(
+def test_redis_carries_wake_ups_displacements_and_link_ids_only(
     start: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     """Everything two processes say to a Redis of the test's own (every command, from its
     MONITOR, and every pub/sub message) while messages cross them, a device moves between
-    them and rate limits are checked: publishes are 20-byte device addresses (wake-ups) or
-    address and epoch (displacements) of the devices involved, and no message body, no
-    username and no client address reaches Redis, in a command or in a key."""
+    them, rate limits are checked and a device links across them: publishes are 20-byte
+    device addresses (wake-ups) or address and epoch (displacements) of the devices
+    involved, or the link channel's 16-byte id, and no message body, no username, no
+    client address, no KEM key and no provisioning body reaches Redis, in a command or in
+    a key."""
     redis = OwnRedis(tmp_path)
     redis.start()
     cli = shutil.which("redis-cli")
@@ -1078,6 +1084,15 @@ def test_redis_carries_wake_ups_and_displacements_only(
                 _send(b, [bob, carol], bodies[2])  # from B, to devices both on A
                 assert len(moved.receive_messages(1)) == 1
         _send(a, [bob], bodies[3])  # bob offline
+        # a device of bob's links through B to a new device whose socket is on A
+        kem, provision = os.urandom(1184), b"not-for-redis-" + os.urandom(8).hex().encode()
+        bob_on_b = _on(b, bob)
+        with connect(a.url.replace("http://", "ws://", 1) + "/v1/link", open_timeout=TIMEOUT) as ws:
+            channel = _open_link(ws, kem)
+            assert bob_on_b.request("GET", f"/v1/link/{channel}").status_code == 200
+            put = bob_on_b.request("PUT", f"/v1/link/{channel}", json_body={"body": b64(provision)})
+            assert put.status_code == 200, put.text
+            assert json.loads(ws.recv(timeout=TIMEOUT))["type"] == "provision"
         time.sleep(0.5)  # the last publishes reach the listener
     finally:
         stop.set()
@@ -1094,8 +1109,16 @@ def test_redis_carries_wake_ups_and_displacements_only(
     }
     wakes = [data for channel, data in published if channel == "sealpost:wake"]
     displaced = [data for channel, data in published if channel == "sealpost:displace"]
-    assert {channel for channel, _ in published} <= {"sealpost:wake", "sealpost:displace"}
-    assert wakes and displaced
+    links = [data for channel, data in published if channel == "sealpost:link"]
+    assert {name for name, _ in published} <= {
+        "sealpost:wake",
+        "sealpost:displace",
+        "sealpost:link",
+    }
+    assert wakes and displaced and links
+    for data in links:  # the channel's id, once or more: nothing else
+        assert data and len(data) % 16 == 0
+        assert {data[i : i + 16] for i in range(0, len(data), 16)} == {bytes.fromhex(channel)}
     for data in wakes:
         assert len(data) % 20 == 0
         assert {data[i : i + 20] for i in range(0, len(data), 20)} <= addresses
@@ -1107,11 +1130,80 @@ def test_redis_carries_wake_ups_and_displacements_only(
     assert b'"PUBLISH"' in commands.upper()  # the monitor did see the processes' traffic
     assert b'"EVALSHA"' in commands.upper() or b'"EVAL"' in commands.upper()  # rate limits
     said = [commands, *keys, *keys.values()]
-    for secret in (*bodies, *(base64.b64encode(x) for x in bodies), b"127.0.0.1"):
+    hidden = (*bodies, provision, kem[:30])  # 30: its base64 begins the key's
+    for secret in (*hidden, *(base64.b64encode(x) for x in hidden), b"127.0.0.1"):
         assert not any(secret in blob for blob in said), secret
     for name in names:
         assert not any(name.encode() in blob for blob in said), name
     assert all(key.startswith(b"sealpost:rl:") for key in keys)
+
+
+def _open_link(ws: ClientConnection, kem: bytes) -> str:
+    """Open a channel on a new device's ``/v1/link`` socket; its id."""
+    ws.send(json.dumps({"type": "open", "kem": b64(kem)}))
+    frame = json.loads(ws.recv(timeout=TIMEOUT))
+    assert frame["type"] == "channel"
+    return str(frame["id"])
+
+
+def test_a_device_links_with_its_socket_key_fetch_and_put_on_three_processes(
+    trio: list[ServerProcess], database: str
+) -> None:
+    """The new device's socket on A, the key fetched through B, the provisioning PUT on C
+    (each, behind a load balancer, wherever it lands): the provision reaches the socket,
+    which closes (1000), before the PUT is answered; a second PUT while the first waits
+    (A frozen with SIGSTOP meanwhile, so it cannot deliver) is 409 on another process; an
+    unknown channel is 404 on every process, and so is the channel once delivered, whose
+    row is then gone from the database."""
+    a, b, c = trio
+    alice = _register(a)
+    on_b, on_c = _on(b, alice), _on(c, alice)
+    kem = os.urandom(1184)
+    unknown = os.urandom(16).hex()
+    for client in (alice, on_b, on_c):
+        assert client.request("GET", f"/v1/link/{unknown}").status_code == 404
+        put = client.request("PUT", f"/v1/link/{unknown}", json_body={"body": b64(b"p")})
+        assert put.status_code == 404, put.text
+    with connect(a.url.replace("http://", "ws://", 1) + "/v1/link", open_timeout=TIMEOUT) as ws:
+        channel = _open_link(ws, kem)
+        key = on_b.request("GET", f"/v1/link/{channel}")
+        assert key.status_code == 200 and unb64(key.json()["kem"]) == kem
+        body = os.urandom(2000)  # sealed to the new device: opaque to the relay
+        answers: list[httpx.Response] = []
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            first = threading.Thread(
+                target=lambda: answers.append(
+                    on_c.request("PUT", f"/v1/link/{channel}", json_body={"body": b64(body)})
+                )
+            )
+            first.start()
+            wait_for(
+                lambda: (
+                    _admin(database, "SELECT count(*) FROM link_channels WHERE body IS NOT NULL")
+                    == 1
+                ),
+                what="the first PUT's body to be stored",
+            )
+            second = on_b.request("PUT", f"/v1/link/{channel}", json_body={"body": b64(b"x")})
+            assert second.status_code == 409, second.text
+            assert second.json()["error"] == "already_provisioned"
+            assert not answers  # waits for the delivery by the frozen process
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        first.join(TIMEOUT)
+        [answer] = answers
+        assert answer.status_code == 200 and answer.json() == {"delivered": True}, answer.text
+        # the PUT was answered after the socket got the provision and was closed
+        assert json.loads(ws.recv(timeout=TIMEOUT)) == {"type": "provision", "body": b64(body)}
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert _admin(database, "SELECT count(*) FROM link_channels") == 0
+    for client in (alice, on_b, on_c):
+        assert client.request("GET", f"/v1/link/{channel}").status_code == 404
+        late = client.request("PUT", f"/v1/link/{channel}", json_body={"body": b64(b"p")})
+        assert late.status_code == 404, late.text
 
 
 class _RoundRobin:

@@ -52,6 +52,7 @@ from sealpost.server.handlers.link import LinkApi
 from sealpost.server.handlers.log import LogApi, LogService
 from sealpost.server.handlers.messages import MessagesApi
 from sealpost.server.limits import Limits
+from sealpost.server.links import LinkChannels, LocalLinks
 from sealpost.server.metrics import Metrics
 from sealpost.server.openapi import openapi_document
 from sealpost.server.ratelimit import Limiters, LocalLimiters
@@ -231,11 +232,16 @@ def create_app(
     rng: Rng,
     monotonic: Callable[[], float] = time.monotonic,
     limiters: Limiters | None = None,
+    links: LinkChannels | None = None,
 ) -> Starlette:
     """The application; ``limiters`` are this process's own unless given (with Redis,
-    :class:`~.ratelimit_redis.RedisLimiters`: shared by every process)."""
+    :class:`~.ratelimit_redis.RedisLimiters`: shared by every process), and so are the
+    device-link channels ``links`` (with several processes on one database,
+    :class:`~.links.shared.SharedLinks`)."""
     if limiters is None:
         limiters = LocalLimiters(clock=monotonic)
+    if links is None:
+        links = LocalLinks(key_ttl=config.link_key_ttl, ttl=config.link_ttl)
     ctx = Context(
         config=config,
         storage=storage,
@@ -279,7 +285,7 @@ def create_app(
     )
     log_api = LogApi(ctx, log_service)
     accounts = AccountsApi(ctx, auth, log_service, on_revoke)
-    link = LinkApi(ctx, auth)
+    link = LinkApi(ctx, auth, links)
     messages = MessagesApi(ctx, auth)
     stream = StreamEndpoint(ctx, messages)
     keys = KeysApi(ctx, auth, on_low_stock=stream.prekeys_low)

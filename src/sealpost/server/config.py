@@ -121,7 +121,9 @@ class ServerConfig:
     )
     max_devices: int = field(default=5, metadata=_doc("devices one account may have"))
     link_ttl: int = field(default=600, metadata=_doc("seconds a device-link channel stays open"))
-    max_link_channels: int = field(default=1000, metadata=_doc("device-link channels open at once"))
+    max_link_channels: int = field(
+        default=1000, metadata=_doc("device-link channels one process holds open at once")
+    )
     max_prekeys: int = field(default=200, metadata=_doc("prekeys of each kind in one upload"))
     max_prekey_stock: int = field(
         default=1000, metadata=_doc("one-time prekeys of each kind a device may hold")

@@ -218,6 +218,7 @@ WEBSOCKETS: dict[str, dict[str, Any]] = {
             "4400": "expected an open frame",
             "4408": "the link expired",
             "4429": "rate limited, or too many link channels",
+            "1013": "the database is unavailable (several relay processes): retry",
         },
     },
 }

@@ -35,6 +35,7 @@ from sealpost.server.config import ServerConfig
 from sealpost.server.connections import corked, limited_protocol
 from sealpost.server.fanout.base import Fanout
 from sealpost.server.fanout.local import LocalFanout
+from sealpost.server.links import LinkChannels, LocalLinks
 from sealpost.server.ratelimit import Limiters, LocalLimiters
 from sealpost.server.server_key import load_or_create_server_key
 from sealpost.server.storage.base import Storage
@@ -47,6 +48,7 @@ __all__ = [
     "bind_socket",
     "make_fanout",
     "make_limiters",
+    "make_links",
     "make_storage",
     "plaintext_warning",
     "run_server",
@@ -102,6 +104,20 @@ def make_fanout(config: ServerConfig) -> Fanout:
 
         return RedisFanout(config.redis, poll_interval=config.poll_interval)
     return LocalFanout()
+
+
+def make_links(config: ServerConfig, storage: Storage, fanout: Fanout) -> LinkChannels:
+    """Device-link channels in the database, woken through Redis, when several processes
+    share it (PostgreSQL with Redis: the three requests of a link may reach three of
+    them); else in this process's memory."""
+    if config.database and config.redis:
+        from sealpost.server.links.shared import SharedLinks
+        from sealpost.server.storage.postgres import PostgresStorage
+
+        if not isinstance(storage, PostgresStorage):
+            raise TypeError("shared link channels need the PostgreSQL storage")
+        return SharedLinks(storage, fanout, key_ttl=config.link_key_ttl, ttl=config.link_ttl)
+    return LocalLinks(key_ttl=config.link_key_ttl, ttl=config.link_ttl)
 
 
 def make_limiters(config: ServerConfig, server_key: SigningKey) -> Limiters:
@@ -237,16 +253,19 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
     log_key = load_or_create_server_key(config.data / "log_key", system_rng)
+    storage = make_storage(config, server_key, log_key)
+    fanout = make_fanout(config)
     app = inner = create_app(
         config,
-        storage=make_storage(config, server_key, log_key),
-        fanout=make_fanout(config),
+        storage=storage,
+        fanout=fanout,
         server_key=server_key,
         log_key=log_key,
         clock=system_clock,
         rng=system_rng,
         monotonic=time.monotonic,
         limiters=make_limiters(config, server_key),
+        links=make_links(config, storage, fanout),
     )
     if wrap is not None:
         app = wrap(app)

@@ -4,6 +4,9 @@ The fanout carries no message content: a publish says only "device D has new mes
 and the stream that holds D's socket reads them from storage in queue order. So ordering
 and durability stay the storage's job, and a Redis pub/sub implementation for several
 server processes has nothing secret to transport (the device address only).
+
+The same bus wakes the two ends of a device-link channel (:mod:`sealpost.server.links`):
+a wake-up names the channel (its random 16-byte id) and says only "look at it again".
 """
 
 from __future__ import annotations
@@ -11,11 +14,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-__all__ = ["DeviceAddress", "DisplaceHandler", "Fanout", "PollHandler", "Subscription", "Wake"]
+__all__ = [
+    "DeviceAddress",
+    "DisplaceHandler",
+    "Fanout",
+    "LinkHandler",
+    "PollHandler",
+    "Subscription",
+    "Wake",
+]
 
 DeviceAddress = tuple[bytes, int]  # (account id, device id)
 #: Called with (address, epoch) when another process's connection took that epoch.
 DisplaceHandler = Callable[[DeviceAddress, int], None]
+#: Called with a link channel's id when its row may have changed (on any process).
+LinkHandler = Callable[[bytes], None]
 #: Called when a subscribed device's queue may have grown.
 Wake = Callable[[], None]
 #: Called where wake-ups can be lost, to find what they missed (:meth:`Fanout.on_poll`).
@@ -53,6 +66,14 @@ class Fanout(Protocol):
         each time the bus is listened to again: it reads the connected devices' queue
         positions and wakes those a lost wake-up missed (and closes, 4409, a connection
         that a lost displacement did not reach). Never called where nothing is lost."""
+
+    def wake_link(self, channel_id: bytes) -> None:
+        """Tell every process (this one too) that link channel ``channel_id`` changed.
+        Only a hint: it may be lost, and its receivers look at the channel on a timer too."""
+
+    def on_link(self, handler: LinkHandler) -> None:
+        """Call ``handler`` (on the event loop; it must not block) with each channel id
+        that :meth:`wake_link` names, on any process."""
 
     async def reachable(self) -> bool:
         """Whether the bus between processes answers (``/healthz``)."""

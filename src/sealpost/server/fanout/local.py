@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sealpost.server.fanout.base import DeviceAddress, DisplaceHandler, PollHandler, Wake
+from sealpost.server.fanout.base import (
+    DeviceAddress,
+    DisplaceHandler,
+    LinkHandler,
+    PollHandler,
+    Wake,
+)
 
 __all__ = ["LocalFanout", "LocalSubscription"]
 
@@ -34,6 +40,7 @@ class LocalSubscription:
 class LocalFanout:
     def __init__(self) -> None:
         self._subs: dict[DeviceAddress, LocalSubscription] = {}  # each device's newest
+        self._link_handlers: list[LinkHandler] = []
 
     async def open(self) -> None:
         pass
@@ -49,6 +56,16 @@ class LocalFanout:
 
     def on_poll(self, handler: PollHandler) -> None:
         pass  # one process: no wake-up is lost
+
+    def wake_link(self, channel_id: bytes) -> None:
+        self._wake_link_here(channel_id)
+
+    def on_link(self, handler: LinkHandler) -> None:
+        self._link_handlers.append(handler)
+
+    def _wake_link_here(self, channel_id: bytes) -> None:
+        for handler in self._link_handlers:
+            handler(channel_id)
 
     async def reachable(self) -> bool:
         return True

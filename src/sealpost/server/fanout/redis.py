@@ -14,10 +14,12 @@ Redis), so while Redis is down two connections of a device overlap for at most t
   are published (one process with Redis sends nothing over it).
 - Publishes are batched by a background task and never make a send wait: the send was
   committed, and its answer does not depend on Redis being up.
-- Every process subscribes to two channels: ``sealpost:wake`` (addresses) and
+- Every process subscribes to three channels: ``sealpost:wake`` (addresses),
   ``sealpost:displace`` (address and epoch: another process's connection took the device,
-  see :mod:`sealpost.server.stream`). After (re)subscribing, the poll runs at once, in
-  case a wake-up was missed meanwhile.
+  see :mod:`sealpost.server.stream`) and ``sealpost:link`` (16-byte ids of device-link
+  channels whose row changed, :mod:`sealpost.server.links.shared`; their waiters read the
+  database every second besides). After (re)subscribing, the poll runs at once, in case
+  a wake-up was missed meanwhile.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ log = logging.getLogger("sealpost.server.fanout")
 
 WAKE: Final = "sealpost:wake"
 DISPLACE: Final = "sealpost:displace"
+LINK: Final = "sealpost:link"
+LINK_ID: Final = 16  # bytes of a link channel's id
 RETRY: Final = 0.5  # seconds between attempts to reach Redis again
 _WAKE = struct.Struct(">16sI")
 _DISPLACE = struct.Struct(">16sIQ")
@@ -56,6 +60,7 @@ class RedisFanout(LocalFanout):
         self._redis: aioredis.Redis | None = None
         self._wake: set[DeviceAddress] = set()
         self._displace: list[tuple[DeviceAddress, int]] = []
+        self._links: list[bytes] = []
         self._flush = asyncio.Event()
         self._handlers: list[DisplaceHandler] = []
         self._polls: list[PollHandler] = []
@@ -102,6 +107,12 @@ class RedisFanout(LocalFanout):
     def on_poll(self, handler: PollHandler) -> None:
         self._polls.append(handler)
 
+    def wake_link(self, channel_id: bytes) -> None:
+        self._wake_link_here(channel_id)  # the other end may be on this process
+        if len(channel_id) == LINK_ID:
+            self._links.append(channel_id)
+            self._flush.set()
+
     async def reachable(self) -> bool:
         if self._redis is None:
             return False
@@ -119,12 +130,15 @@ class RedisFanout(LocalFanout):
             self._flush.clear()
             wake, self._wake = list(self._wake), set()
             displace, self._displace = self._displace, []
+            links, self._links = self._links, []
             redis = self._redis
             if redis is None:
                 continue
             try:
                 for (account_id, device_id), epoch in displace:
                     await redis.publish(DISPLACE, _DISPLACE.pack(account_id, device_id, epoch))
+                if links:
+                    await redis.publish(LINK, b"".join(links))
                 for start in range(0, len(wake), BATCH):
                     chunk = wake[start : start + BATCH]
                     await redis.publish(WAKE, b"".join(_WAKE.pack(a, d) for a, d in chunk))
@@ -164,7 +178,7 @@ class RedisFanout(LocalFanout):
             assert redis is not None
             pubsub = redis.pubsub()
             try:
-                await pubsub.subscribe(WAKE, DISPLACE)
+                await pubsub.subscribe(WAKE, DISPLACE, LINK)
                 self.subscribed = True
                 self._poll_now.set()  # anything published while we were not listening
                 while True:
@@ -187,6 +201,9 @@ class RedisFanout(LocalFanout):
         if name == WAKE:
             for pos in range(0, len(data) - _WAKE.size + 1, _WAKE.size):
                 self._wake_here(_WAKE.unpack_from(data, pos))
+        elif name == LINK:
+            for pos in range(0, len(data) - LINK_ID + 1, LINK_ID):
+                self._wake_link_here(data[pos : pos + LINK_ID])
         elif name == DISPLACE and len(data) == _DISPLACE.size:
             account_id, device_id, epoch = _DISPLACE.unpack(data)
             for handler in self._handlers:

@@ -12,15 +12,20 @@ provisioning socket). It only forwards opaque bytes between two devices and keep
    (1000), and only then answers the PUT (200). An unknown or expired channel is 404, a
    second PUT 409.
 
-Channels live in memory only: ``link_key_ttl`` seconds until a device of the account
-fetches the key, then up to ``link_ttl`` seconds from opening (then closed with 4408); at
-most ``max_link_channels`` at once and ``link_channels_per_address`` per client address
-(more are refused before the upgrade, which the client sees as HTTP 403; the socket also
-counts against ``max_sockets_per_address``), and opening one counts against the
-per-address rate limit like any connection. So nobody
-without an account can hold the channels everyone needs for long. Nothing about them is
-logged or stored; the provisioning message is end-to-end encrypted to the new device's
-keys.
+A channel lives ``link_key_ttl`` seconds until a device of the account fetches the key,
+then up to ``link_ttl`` seconds from opening (then closed with 4408); at most
+``max_link_channels`` at once on a process and ``link_channels_per_address`` per client
+address on a process (more are refused before the upgrade, which the client sees as HTTP
+403; the socket also counts against ``max_sockets_per_address``), and opening one counts
+against the per-address rate limit like any connection. So nobody without an account can
+hold the channels everyone needs for long.
+
+Where channels are kept is :mod:`sealpost.server.links`: in this process's memory when it
+serves alone, in the shared database when several processes do (PostgreSQL with Redis,
+:mod:`sealpost.server.links.shared`), so that each of the three requests may reach any
+process. Nothing about them is logged; what is kept, for a channel's few minutes only, is
+the new device's public KEM key and the provisioning message, which is end-to-end
+encrypted to the new device's keys.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -40,48 +44,47 @@ from sealpost.server.codec import json_response, parse_hex
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.frames import ChannelFrame, LinkOpenFrame, ProvisionFrame
+from sealpost.server.links.base import (
+    AlreadyProvisioned,
+    DeviceGone,
+    LinkChannel,
+    LinkChannels,
+    UnknownChannel,
+)
 from sealpost.server.requests import client_address, read_body
 from sealpost.server.schema import Delivered, KemKey, ProvisionRequest, decode, encode
+from sealpost.server.storage.base import StorageUnavailable
 
 __all__ = ["LinkApi"]
 
 CHANNEL_LEN = 16
 
 
-@dataclass(slots=True)
-class _Channel:
-    kem: bytes
-    deadline: float  # loop time at which it closes once its key was fetched
-    body: asyncio.Future[bytes] = field(default_factory=lambda: asyncio.Future())
-    delivered: asyncio.Future[None] = field(default_factory=lambda: asyncio.Future())
-    timeout: asyncio.Timeout | None = None  # the wait for ``body``
-
-    def fetched(self) -> None:
-        """The key was fetched: the channel may now live until its full deadline."""
-        if self.timeout is not None and not self.timeout.expired():
-            self.timeout.reschedule(self.deadline)
-
-
-async def _body_or_gone(websocket: WebSocket, channel: _Channel) -> bytes | None:
+async def _body_or_gone(websocket: WebSocket, channel: LinkChannel) -> bytes | None:
     """The provisioning message, or ``None`` as soon as the new device closes its socket
-    (so a channel nobody waits on is freed at once, not when it expires)."""
+    (so a channel nobody waits on is freed at once, not when it expires). Raises
+    ``TimeoutError`` when the channel expires."""
+    body: asyncio.Future[bytes] = asyncio.ensure_future(channel.receive())
     receiver: asyncio.Future[Any] = asyncio.ensure_future(websocket.receive())
-    waiters: set[asyncio.Future[Any]] = {channel.body, receiver}
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({body, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not receiver.done():
-            receiver.cancel()
-            with contextlib.suppress(BaseException):
-                await receiver
-    return channel.body.result() if channel.body.done() else None
+        for waiter in (body, receiver):
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiter
+    if body.done() and not body.cancelled():
+        return body.result()  # or its TimeoutError
+    return None
 
 
 class LinkApi:
-    def __init__(self, ctx: Context, auth: Authenticator) -> None:
+    def __init__(self, ctx: Context, auth: Authenticator, channels: LinkChannels) -> None:
         self._ctx = ctx
         self._auth = auth
-        self._channels: dict[bytes, _Channel] = {}
+        self._channels = channels
+        self._open = 0  # channels whose new device's socket this process holds
 
     async def handle(self, websocket: WebSocket) -> None:
         """``/v1/link``: the new device's end."""
@@ -96,32 +99,39 @@ class LinkApi:
     async def _handle(self, websocket: WebSocket) -> None:
         ctx = self._ctx
         if await ctx.per_address.take(client_address(websocket)) or (
-            len(self._channels) >= ctx.config.max_link_channels
+            self._open >= ctx.config.max_link_channels
         ):
             await websocket.close(code=4429)
             return
-        await websocket.accept()
-        channel_id = b""
+        self._open += 1
         try:
-            async with asyncio.timeout(ctx.config.auth_handshake_timeout):
-                message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            try:
-                kem = decode(message.get("text") or "", LinkOpenFrame).kem
-            except ApiError:  # also a binary frame
-                await websocket.close(code=4400, reason="expected an open frame")
-                return
-            channel_id = ctx.rng(CHANNEL_LEN)
-            loop = asyncio.get_running_loop()
-            channel = _Channel(kem, deadline=loop.time() + ctx.config.link_ttl)
-            self._channels[channel_id] = channel
+            await websocket.accept()
+            await self._serve(websocket)
+        except (TimeoutError, WebSocketDisconnect):
+            pass
+        except StorageUnavailable:  # the shared channels' database: the device tries again
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1013, reason="storage is unavailable; retry")
+        finally:
+            self._open -= 1
+
+    async def _serve(self, websocket: WebSocket) -> None:
+        ctx = self._ctx
+        async with asyncio.timeout(ctx.config.auth_handshake_timeout):
+            message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        try:
+            kem = decode(message.get("text") or "", LinkOpenFrame).kem
+        except ApiError:  # also a binary frame
+            await websocket.close(code=4400, reason="expected an open frame")
+            return
+        channel = await self._channels.open(ctx.rng(CHANNEL_LEN), kem)
+        try:
             ctx.metrics.inc("sealpost_link_channels_total", "device-link channels opened")
-            await websocket.send_text(encode(ChannelFrame(id=channel_id.hex())).decode())
-            unfetched = min(ctx.config.link_key_ttl, ctx.config.link_ttl)
+            await websocket.send_text(encode(ChannelFrame(id=channel.channel_id.hex())).decode())
             try:
-                async with asyncio.timeout(unfetched) as channel.timeout:
-                    body = await _body_or_gone(websocket, channel)
+                body = await _body_or_gone(websocket, channel)
             except TimeoutError:
                 await websocket.close(code=4408, reason="the link expired")
                 return
@@ -129,50 +139,44 @@ class LinkApi:
                 with contextlib.suppress(Exception):
                     await websocket.close(code=4400, reason="expected nothing until provision")
                 return
-            try:
-                await websocket.send_text(encode(ProvisionFrame(body=body)).decode())
-                await websocket.close(code=1000)
-            except Exception as exc:  # the new device went away: the PUT learns it
-                if not channel.delivered.done():
-                    channel.delivered.set_exception(exc)
-                raise
-            if not channel.delivered.done():
-                channel.delivered.set_result(None)
-        except (TimeoutError, WebSocketDisconnect):
-            pass
+            # If the new device went away meanwhile, this raises and the PUT learns it.
+            await websocket.send_text(encode(ProvisionFrame(body=body)).decode())
+            await websocket.close(code=1000)
+            await channel.delivered()
         finally:
-            left = self._channels.pop(channel_id, None) if channel_id else None
-            if left is not None and not left.delivered.done():
-                left.delivered.set_exception(ConnectionError("the new device went away"))
-                left.delivered.exception()  # retrieved: nobody may be waiting
+            await channel.close()
 
-    def _channel(self, request: Request) -> _Channel:
-        channel_id = parse_hex(request.path_params["channel_id"], CHANNEL_LEN, "channel id")
-        channel = self._channels.get(channel_id)
-        if channel is None:
-            raise ApiError(404, "not_found", "no such link channel (or it expired)")
-        return channel
+    @staticmethod
+    def _channel_id(request: Request) -> bytes:
+        return parse_hex(request.path_params["channel_id"], CHANNEL_LEN, "channel id")
 
     async def key(self, request: Request) -> Response:
         """``GET /v1/link/{id}`` (signed by a registered device)."""
         await self._auth.authenticate(request, hashlib.sha256(b"").digest())
-        channel = self._channel(request)
-        channel.fetched()
-        return json_response(KemKey(kem=channel.kem))
+        try:
+            kem = await self._channels.key(self._channel_id(request))
+        except UnknownChannel:
+            raise _unknown() from None
+        return json_response(KemKey(kem=kem))
 
     async def provision(self, request: Request) -> Response:
         """``PUT /v1/link/{id}`` (signed): forward the provisioning message."""
         body = await read_body(request, self._ctx.config.max_request)
         await self._auth.authenticate(request, hashlib.sha256(body).digest())
-        channel = self._channel(request)
+        channel_id = self._channel_id(request)
         message = decode(body, ProvisionRequest).body
-        if channel.body.done():
-            raise ApiError(409, "already_provisioned", "this link was already answered")
-        channel.body.set_result(message)
         try:
-            await asyncio.wait_for(asyncio.shield(channel.delivered), timeout=10)
-        except (TimeoutError, ConnectionError, OSError, WebSocketDisconnect):
+            await self._channels.provision(channel_id, message)
+        except UnknownChannel:
+            raise _unknown() from None
+        except AlreadyProvisioned:
+            raise ApiError(409, "already_provisioned", "this link was already answered") from None
+        except DeviceGone:
             raise ApiError(410, "gone", "the new device is no longer connected") from None
         with contextlib.suppress(Exception):
             self._ctx.metrics.inc("sealpost_devices_linked_total", "provisioning messages sent")
         return json_response(Delivered(delivered=True))
+
+
+def _unknown() -> ApiError:
+    return ApiError(404, "not_found", "no such link channel (or it expired)")
