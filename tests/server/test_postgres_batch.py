@@ -25,7 +25,7 @@ from sealpost.server.storage import (
     SharedEnvelope,
     UnknownAccount,
 )
-from sealpost.server.storage.base import StaleEpoch
+from sealpost.server.storage.base import StaleEpoch, StorageUnavailable
 from sealpost.server.storage.postgres import PostgresStorage
 from services import fresh_database
 
@@ -247,5 +247,73 @@ def test_alone_on_the_database_device_lists_kept_in_memory_follow_each_change(
         assert extra.value.accounts == {a: ([], [2])}
         await _send(storage, [_env(a, 1)])
         assert len(await _truth(storage, a, 1)) == 3
+
+    _run(dsn, body, solo=True)
+
+
+def _known(storage: PostgresStorage, account_id: bytes) -> list[bytes] | None:
+    """What the process answers from memory for the device's whole queue (``None``: it
+    would read the database)."""
+    known = storage.fetch_known(account_id, 1, after_seq=0, limit=100)
+    return None if known is None else [m.message_id for m in known]
+
+
+def test_a_batch_committed_but_unanswered_leaves_no_tail_that_lacks_it(dsn: str) -> None:
+    """Alone on its database, a batch that committed but whose answer was lost (the
+    connection dropped after COMMIT, an asyncpg timeout, a cancelled wait for a
+    synchronous replica) fails its callers, who retry; the tail kept in memory must not
+    go on claiming to be the whole queue without the committed message, or a connected
+    device is pushed the next message and never that one."""
+
+    async def body(storage: PostgresStorage) -> None:
+        a = await _account(storage)
+        await storage.fetch(a, 1, after_seq=0, limit=100)  # the tail is now known: empty
+        assert _known(storage, a) == []
+        real = storage.writes._run
+
+        async def committed_then_lost(fn: Any, **options: Any) -> Any:
+            await real(fn, **options)  # committed in the database
+            raise StorageUnavailable("the answer was lost")
+
+        first, second = _env(a), _env(a)
+        storage.writes._run = committed_then_lost
+        with pytest.raises(StorageUnavailable):
+            await _send(storage, [first])
+        storage.writes._run = real
+        assert await _truth(storage, a, 1) == [first.message_id]
+        assert _known(storage, a) is None  # forgotten: the next fetch reads the database
+        await _send(storage, [second])
+        queued = await storage.fetch(a, 1, after_seq=0, limit=100)
+        assert [m.message_id for m in queued] == [first.message_id, second.message_id]
+        assert _known(storage, a) in (None, [first.message_id, second.message_id])
+
+    _run(dsn, body, solo=True)
+
+
+def test_a_failure_while_the_tails_learn_of_a_commit_forgets_them(dsn: str) -> None:
+    """If keeping the tails up to date after a commit fails half-way (a bug), they are
+    dropped rather than left knowing part of the batch."""
+
+    async def body(storage: PostgresStorage) -> None:
+        a, b = await _account(storage), await _account(storage)
+        for account_id in (a, b):
+            await storage.fetch(account_id, 1, after_seq=0, limit=100)
+        tails = storage._tails
+        assert tails is not None
+        real = tails.added
+
+        def half(items: Any) -> None:
+            real(list(items)[:1])  # the first device learns of its message, then a bug
+            raise RuntimeError("a bug")
+
+        tails.added = half  # type: ignore[method-assign]
+        await asyncio.gather(_send(storage, [_env(a)]), _send(storage, [_env(b)]))
+        tails.added = real  # type: ignore[method-assign]
+        assert storage.writes.batches >= 1
+        assert _known(storage, a) is None and _known(storage, b) is None
+        for account_id in (a, b):
+            queued = await storage.fetch(account_id, 1, after_seq=0, limit=100)
+            assert [m.message_id for m in queued] == await _truth(storage, account_id, 1)
+            assert len(queued) == 1
 
     _run(dsn, body, solo=True)

@@ -29,7 +29,10 @@ The guarantees of :mod:`.base` hold per operation:
   sender's ``device_queues`` row is locked in the batch's sorted pass and its epoch read
   there), which stores nothing and counts against no quota;
 - if the database fails, every operation of the batch fails with it; a deadlock or
-  serialization failure (the batch was rolled back whole) runs the batch again.
+  serialization failure (the batch was rolled back whole) runs the batch again. A batch
+  that fails otherwise may have committed all the same (its answer lost with the
+  connection, a timeout or a cancel after COMMIT), so ``forget`` is told, as after any
+  batch whose changes ``committed`` was not told whole.
 
 Operations that keep their own transaction (a multi-recipient send, which stores a shared
 body first) still take their turn in this queue, so they are not reordered with a
@@ -167,8 +170,8 @@ class GroupCommit:
         lists: DeviceLists = device_lists,
     ) -> None:
         """``committed`` is told what each batch changed, in commit order, before anyone
-        is answered; ``forget`` when queues changed in a way it is not told (operations
-        run one by one, or with ``forgets``)."""
+        is answered; ``forget`` when queues changed, or may have, in a way it is not told
+        (operations run one by one or with ``forgets``, a batch that failed)."""
         self._run = run
         self._committed = committed
         self._forget = forget
@@ -258,9 +261,11 @@ class GroupCommit:
                 if isinstance(self._pending[0], _Own):
                     own = self._pending.popleft()
                     assert isinstance(own, _Own)
-                    result = await self._attempt(own)
-                    if own.forgets:
-                        self._forgotten()
+                    try:
+                        result = await self._attempt(own)
+                    finally:  # whatever its outcome, even unknown
+                        if own.forgets:
+                            self._forgotten()
                     await self._settle([own], [result])
                     continue
                 batch: list[_Send | _Ack] = []
@@ -291,19 +296,27 @@ class GroupCommit:
                 lambda conn: _statement(conn, batch, self._lists), transaction=False
             )
         except Exception as exc:  # the database failed: the whole batch with it
+            # It may have committed all the same (the connection dropped, or a timeout
+            # or a cancel came, after COMMIT): what ``committed`` keeps is not known exact.
+            self._forgotten()
             log.warning("group commit failed: %s", type(exc).__name__)
             return [(None, exc)] * len(batch)
+        except BaseException:  # cancelled while committing, or not: as above
+            self._forgotten()
+            raise
         if outcome is None:  # refused by a device or a quota: each on its own, in order
             self.fallbacks += 1
-            results = [await self._attempt(op) for op in batch]
-            self._forgotten()
-            return results
+            try:
+                return [await self._attempt(op) for op in batch]
+            finally:
+                self._forgotten()
         results, added, removed = outcome
         self.batches += 1
         if self._committed is not None and (added or removed):
             try:
                 self._committed(added, removed)
-            except Exception:  # a bug; the database is the truth and nothing is lost
+            except Exception:  # a bug, maybe half-way: the database is the truth
+                self._forgotten()
                 log.exception("after a group commit")
         return results
 
