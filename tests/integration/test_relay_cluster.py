@@ -6,9 +6,10 @@ is stored once, a device reconnecting elsewhere displaces its old connection (44
 messages wait for whichever process the device comes back to, one-time prekeys go out
 once across processes, the log is one log, a Redis that dies delays but loses nothing
 (``/healthz`` says degraded meanwhile) and a displacement it did not carry is made by the
-poll within its interval, and a process without Redis refuses to share the
-database; a leader killed is replaced within seconds and heads are signed again; dropped
-database connections answer 503 and the process recovers by itself; ``database`` and
+poll within its interval, and a process without Redis refuses to share the database, and
+stops if another takes it while its lock connection is down; a leader killed is replaced
+within seconds and heads are signed again; dropped database connections answer 503 and
+the process recovers by itself; ``database`` and
 ``redis`` work from the environment and from a TOML file as from flags; Redis is told
 device addresses, epochs and link channel ids only, never a message, a name or a client
 address; ``sealpost audit`` through a round-robin front sees one consistent log, and a
@@ -430,6 +431,52 @@ def test_a_process_with_another_data_directory_is_refused_saying_which_key_diffe
         assert keys[0] == keys[1]
     finally:
         copied.stop()
+
+
+def test_a_process_alone_that_loses_its_database_to_another_stops(
+    start: Callable[..., ServerProcess], database: str
+) -> None:
+    """A process without Redis whose lock connection is terminated, and whose lock
+    another process without Redis takes before it can take it again (here the test's
+    connection, waiting on the lock, is granted it the moment PostgreSQL releases it),
+    stops: exit status 1, the reason in its log and on stderr. Serving on, it would push
+    from tails the other's sends never reach, and strand its connected devices."""
+    from sealpost.server.storage.pg_schema import LOCK_PROCESSES
+
+    server = start(redis=None)
+    _register(server)
+
+    async def take_over() -> asyncpg.Connection:
+        conn = await asyncpg.connect(database)
+        holder = await conn.fetchval(  # advisory locks are cluster-wide: this database's
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objid = $1 AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            LOCK_PROCESSES,
+        )
+        assert holder is not None
+        await conn.execute("SELECT pg_terminate_backend($1)", holder)
+        await conn.execute(f"SET lock_timeout = '{TIMEOUT}s'")
+        await conn.execute("SELECT pg_advisory_lock($1)", LOCK_PROCESSES)
+        return conn
+
+    async def release(conn: asyncpg.Connection) -> None:
+        await conn.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        other = loop.run_until_complete(take_over())
+        try:
+            assert server.proc is not None
+            code = server.proc.wait(TIMEOUT)
+        finally:
+            loop.run_until_complete(release(other))
+    finally:
+        loop.close()
+    assert code == 1
+    stderr = _stderr(server)
+    assert "stopping: lost the database to another process" in stderr
+    assert "the server stopped: lost the database to another process" in stderr
 
 
 def test_migrate_runs_the_migrations_alone(database: str) -> None:

@@ -2,7 +2,8 @@
 statement; inside a batch a refused send, a stale ack or a send past a quota fails alone
 and the rest commit; a connection's sends keep their order across batches and beside
 operations with a transaction of their own; alone on its database the process's queue
-tails stay exactly what the database holds."""
+tails stay exactly what the database holds, even when a batch's answer is lost after it
+committed."""
 
 from __future__ import annotations
 

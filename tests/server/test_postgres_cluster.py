@@ -2,12 +2,14 @@
 pool of its own, as a process has): one process without Redis is alone or refused, one
 leader at a time and a new one when it goes, prekeys and log appends shared correctly,
 migrations applied once and a newer schema refused, dropped connections answered
-with StorageUnavailable and then recovered from, and a reader of a queue that several
-processes write never sees a gap."""
+with StorageUnavailable and then recovered from, a reader of a queue that several
+processes write never sees a gap, a process that loses its lock to another stops
+serving for good, and one that takes it again reads again what it kept in memory."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -18,11 +20,12 @@ from sealpost.server.storage.base import (
     AccountRecord,
     DeviceRecord,
     Envelope,
+    MismatchedDevices,
     PreKeyUpload,
     StorageUnavailable,
 )
 from sealpost.server.storage.pg_cluster import ClusterError, migrate
-from sealpost.server.storage.pg_schema import MIGRATIONS
+from sealpost.server.storage.pg_schema import LOCK_PROCESSES, MIGRATIONS
 from sealpost.server.storage.postgres import PostgresStorage
 from sealpost.transparency.merkle import leaf_hash, verify_consistency, verify_inclusion
 from services import fresh_database
@@ -178,7 +181,13 @@ def test_dropped_connections_are_unavailable_then_recovered(dsn: str) -> None:
                 await admin.close()
             with pytest.raises(StorageUnavailable):  # the request in flight: a 503
                 await in_flight
-            # the next ones find (or make) a working connection by themselves
+            # once it holds its lock again (a connection of its own, made at once), the
+            # next ones find (or make) a working connection by themselves
+            for _ in range(50):
+                with contextlib.suppress(StorageUnavailable):
+                    assert len(await storage.devices(account_id)) == 1
+                    break
+                await asyncio.sleep(0.1)
             assert len(await storage.devices(account_id)) == 1
             for _ in range(50):  # the cluster connection comes back too
                 if storage.leader():
@@ -244,5 +253,149 @@ def test_a_reader_never_sees_a_gap_while_processes_send_to_one_device(dsn: str) 
         finally:
             for storage in stores:
                 await storage.close()
+
+    asyncio.run(main())
+
+
+async def _refused_within(storage: PostgresStorage, account_id: bytes, seconds: float) -> bool:
+    """Whether the storage answers StorageUnavailable within ``seconds``."""
+    for _ in range(int(seconds * 20)):
+        try:
+            await storage.devices(account_id)
+        except StorageUnavailable:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("solo", [True, False])
+def test_a_process_that_loses_its_lock_to_another_stops_serving(dsn: str, solo: bool) -> None:
+    """Audit 16 (/tmp/audit16/solo_race.py): the process's lock connection is terminated
+    and, before it can take the lock again, a process without Redis takes it (here the
+    test's own connection, waiting on the lock, is granted it the moment PostgreSQL
+    releases it). The first process may no longer serve: the new one believes it is
+    alone, keeps its tails and device lists in memory and tells no one of its sends. So
+    every operation of the first is refused from then on, nothing is answered from
+    memory, and it says why (``stopped``), for good: not even once the other has gone."""
+
+    async def main() -> None:
+        a = PostgresStorage(dsn, solo=solo)
+        await a.open()
+        try:
+            account_id = await _register(a)
+            await a.fetch(account_id, 1, after_seq=0, limit=100)  # solo: the tail is known
+            await a.enqueue(
+                [Envelope(os.urandom(16), account_id, 1, b"m1")],
+                exempt={},
+                received_at=5,
+                expires_at=10**12,
+                max_depth=100,
+            )
+            assert a.stopped() is None
+            conn = a.cluster._conn
+            assert conn is not None
+            other = await asyncpg.connect(dsn)
+            try:
+                await other.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+                await other.execute("SELECT pg_advisory_lock($1)", LOCK_PROCESSES)
+                assert await _refused_within(a, account_id, 3)
+                assert a.fetch_known(account_id, 1, after_seq=0, limit=100) is None
+                with pytest.raises(StorageUnavailable):
+                    await a.fetch(account_id, 1, after_seq=0, limit=100)
+                with pytest.raises(StorageUnavailable):
+                    await a.enqueue(
+                        [Envelope(os.urandom(16), account_id, 1, b"m2")],
+                        exempt={},
+                        received_at=5,
+                        expires_at=10**12,
+                        max_depth=100,
+                    )
+                for _ in range(60):
+                    if a.stopped() is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                reason = a.stopped()
+                assert reason is not None and "lost the database to another process" in reason
+                assert not a.leader()
+            finally:
+                await other.close()  # the other process goes: its lock is free again
+            b = PostgresStorage(dsn, solo=True)
+            await b.open()  # a process without Redis is admitted: the first one is out
+            try:
+                await asyncio.sleep(1.5)  # past the first one's retry interval
+                assert await _refused_within(a, account_id, 0.1)
+                assert a.stopped() == reason
+            finally:
+                await b.close()
+        finally:
+            await a.close()
+
+    asyncio.run(main())
+
+
+def test_a_process_alone_that_takes_its_lock_again_reads_again_what_it_kept(dsn: str) -> None:
+    """A process without Redis whose lock connection dropped takes the lock again by
+    itself; another process may have written meanwhile (here ``sealpost admin``'s
+    storage, which takes no lock, adds a device and queues a message), so the queue
+    tails and device lists it kept are read again from the database: the message is
+    fetched and a send that names the old device list is refused."""
+
+    async def main() -> None:
+        a = PostgresStorage(dsn, solo=True)
+        await a.open()
+        writer = PostgresStorage(dsn, admin=True)
+        await writer.open()
+        try:
+            account_id = await _register(a)
+            assert await a.fetch(account_id, 1, after_seq=0, limit=100) == []
+            first = Envelope(os.urandom(16), account_id, 1, b"first")
+            await a.enqueue([first], exempt={}, received_at=5, expires_at=10**12, max_depth=100)
+            # behind its back, as another process would while it did not hold the lock
+            await writer.add_device(
+                DeviceRecord(account_id, 2, b"cert-2", 0), PreKeyUpload(), max_devices=5
+            )
+            behind = Envelope(os.urandom(16), account_id, 1, b"behind")
+            await writer.enqueue(
+                [behind, Envelope(os.urandom(16), account_id, 2, b"behind")],
+                exempt={},
+                received_at=5,
+                expires_at=10**12,
+                max_depth=100,
+            )
+            conn = a.cluster._conn
+            assert conn is not None
+            old = conn.get_server_pid()
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", old)
+            finally:
+                await admin.close()
+            for _ in range(100):  # it notices, and takes the lock again
+                conn = a.cluster._conn
+                if conn is not None and not conn.is_closed() and conn.get_server_pid() != old:
+                    break
+                await asyncio.sleep(0.05)
+            assert conn is not None and conn.get_server_pid() != old
+            assert a.stopped() is None
+            queued = None
+            for _ in range(60):
+                try:
+                    queued = await a.fetch(account_id, 1, after_seq=0, limit=100)
+                    break
+                except StorageUnavailable:
+                    await asyncio.sleep(0.05)
+            assert queued is not None
+            assert [m.message_id for m in queued] == [first.message_id, behind.message_id]
+            with pytest.raises(MismatchedDevices):
+                await a.enqueue(
+                    [Envelope(os.urandom(16), account_id, 1, b"stale list")],
+                    exempt={},
+                    received_at=5,
+                    expires_at=10**12,
+                    max_depth=100,
+                )
+        finally:
+            await writer.close()
+            await a.close()
 
     asyncio.run(main())

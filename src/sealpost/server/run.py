@@ -45,6 +45,7 @@ from sealpost.server.ws_protocol import websocket_protocol
 __all__ = [
     "KEEP_ALIVE",
     "StartupFailed",
+    "Stopped",
     "bind_socket",
     "make_fanout",
     "make_limiters",
@@ -59,6 +60,11 @@ __all__ = [
 class StartupFailed(Exception):
     """The server could not start: its storage did not open, or a part its settings ask
     for is not installed (the reason is the message, one line)."""
+
+
+class Stopped(Exception):
+    """The server stopped by itself: its storage serves no more (the reason is the
+    message), as when another process took over its PostgreSQL database."""
 
 
 #: The modules of the ``postgres`` extra (``--database``, ``--redis``).
@@ -166,9 +172,14 @@ def url_of(sock: socket.socket, *, tls: bool) -> str:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, url: str) -> None:
+    """Uvicorn's server, which prints its URL once listening and shuts down (as on
+    SIGTERM) within a tenth of a second of its storage saying it serves no more."""
+
+    def __init__(self, config: uvicorn.Config, url: str, storage: Storage) -> None:
         super().__init__(config)
         self._url = url
+        self._storage = storage
+        self.stopped: str | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Uvicorn's, but a failed start-up returns instead of ``sys.exit(3)``, so that
@@ -180,6 +191,12 @@ class _Server(uvicorn.Server):
             return
         if self.started:
             print(f"sealpost server listening on {self._url}", flush=True)
+
+    async def on_tick(self, counter: int) -> bool:
+        if await super().on_tick(counter):
+            return True
+        self.stopped = self._storage.stopped()
+        return self.stopped is not None
 
 
 class _SaidByCaller(logging.Filter):
@@ -243,12 +260,13 @@ def plaintext_warning(config: ServerConfig) -> str | None:
 
 
 def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None) -> None:
-    """Run until SIGINT/SIGTERM. Raises ``OSError`` if the address cannot be bound,
-    :class:`~.server_key.ServerKeyError` if a key file is unusable, :class:`StartupFailed`
-    if the storage does not open (the database is another server's alone, serves other
-    keys, has a newer schema; the reason said once, in its message). ``wrap`` wraps the
-    ASGI application (the hostile-server tests put an operator who misbehaves in front of
-    it; ``sealpost server`` never passes one)."""
+    """Run until SIGINT/SIGTERM, or until the storage serves no more (raises
+    :class:`Stopped`: another process took over its database). Raises ``OSError`` if the
+    address cannot be bound, :class:`~.server_key.ServerKeyError` if a key file is
+    unusable, :class:`StartupFailed` if the storage does not open (the database is another
+    server's alone, serves other keys, has a newer schema; the reason said once, in its
+    message). ``wrap`` wraps the ASGI application (the hostile-server tests put an operator
+    who misbehaves in front of it; ``sealpost server`` never passes one)."""
     config.data.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data, 0o700)
     server_key = load_or_create_server_key(config.data / "server_key", system_rng)
@@ -294,7 +312,7 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
         timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=5,
     )
-    server = _Server(uv_config, url)
+    server = _Server(uv_config, url, storage)
     gc.freeze()  # what start-up made (modules, the app) lives for good: never walk it again
     gc.set_threshold(*GC_THRESHOLDS)
     try:
@@ -304,3 +322,5 @@ def run_server(config: ServerConfig, *, wrap: Callable[[Any], Any] | None = None
     if not server.started:
         failure = getattr(inner.state, "startup_error", None)
         raise StartupFailed(str(failure or "see the log above"))
+    if server.stopped is not None:
+        raise Stopped(server.stopped)

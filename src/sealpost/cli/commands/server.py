@@ -85,13 +85,15 @@ def run_server_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), 2) from exc
     if args.action == "migrate":
         return _migrate(config)
-    from sealpost.server.run import StartupFailed, run_server
+    from sealpost.server.run import StartupFailed, Stopped, run_server
     from sealpost.server.server_key import ServerKeyError
 
     try:
         run_server(config)
     except (OSError, ServerKeyError, StartupFailed) as exc:
         raise CliError(f"cannot start the server: {exc}") from exc
+    except Stopped as exc:
+        raise CliError(f"the server stopped: {exc}") from exc
     return 0
 
 

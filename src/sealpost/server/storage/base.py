@@ -742,6 +742,11 @@ class Storage(Protocol):
         """Whether this process runs the jobs one process runs: signing tree heads and
         purging (always, with one process; one at a time, with several)."""
 
+    def stopped(self) -> str | None:
+        """Why this storage serves no more, for good (another process took over its
+        database), or ``None``: once it is not ``None`` every operation raises
+        :class:`StorageUnavailable` and the server process stops, saying why."""
+
     # -- attachments
     async def add_attachment(self, record: AttachmentRecord, *, max_owner_bytes: int = 0) -> None:
         """Keep an attachment's metadata. Unless ``max_owner_bytes`` is 0, raises

@@ -6,6 +6,15 @@
   advisory locks on it. A process without Redis takes ``LOCK_PROCESSES`` exclusively (it
   could not tell another process about a send, so it must be alone); a process with Redis
   takes it shared. Either way a process that cannot take it refuses to start, saying why.
+- The lock lasts as long as that connection. When it closes (PostgreSQL released the lock
+  with it, and may admit another process) the process is told at once (a termination
+  listener) and :attr:`Cluster.held` goes false: the storage then refuses everything and
+  answers nothing from memory (:mod:`.pg_core`). The cluster connects and takes the lock
+  again at once (then every :data:`LEADER_RETRY` seconds while the database does not
+  answer), drops what the process kept in memory (another process may have written in
+  between) and serves again. If another process holds the lock by then in a way this one
+  cannot share, it stops for good (:attr:`Cluster.stopped` says why; the server exits):
+  the other believes what it was told at its start.
 - The process holding ``LOCK_LEADER`` is the leader: it alone signs tree heads and runs the
   purge. The others try to take the lock every :data:`LEADER_RETRY` seconds, so when the
   leader dies (its connection closes and PostgreSQL releases its locks) another leads
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import asyncpg
@@ -72,15 +82,29 @@ async def migrate(dsn: str) -> list[int]:
 
 
 class Cluster:
-    def __init__(self, dsn: str, *, solo: bool) -> None:
+    """This process's place among those on the database: :attr:`held` (it holds
+    ``LOCK_PROCESSES`` now, and may use the database), :attr:`leader`, and :attr:`stopped`
+    (why it may not use the database again)."""
+
+    def __init__(self, dsn: str, *, solo: bool, forget: Callable[[], None] | None = None) -> None:
+        """``forget`` drops what the process keeps in memory of the database (queue
+        tails, device lists): called when the lock is lost and again when it is taken
+        again, since another process may have written in between."""
         self._dsn = dsn
         self._solo = solo
+        self._forget = forget
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # the lock connection closed: check now
+        self.held = False
+        self.losses = 0  # times :attr:`held` went false
         self.leader = False
+        self.stopped: str | None = None
 
     async def start(self) -> None:
+        self._wake = asyncio.Event()
         self._conn = await self._connect()
+        self.held = True
         self._task = asyncio.create_task(self._lead())
 
     async def stop(self) -> None:
@@ -89,11 +113,12 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.held = False
         self.leader = False
-        if self._conn is not None:
+        conn, self._conn = self._conn, None  # its closing is no loss (_dropped)
+        if conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+                await conn.close()
 
     async def _connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(self._dsn)
@@ -109,28 +134,66 @@ class Cluster:
                 "a sealpost server without --redis uses this database: stop it, or give it "
                 "--redis too"
             )
+        conn.add_termination_listener(self._dropped)
         return conn
+
+    def _dropped(self, conn: object) -> None:
+        """The lock connection closed (PostgreSQL released its locks with it): known at
+        once, not at the next check, so that nothing is served meanwhile."""
+        if conn is self._conn:
+            self._lose()
+            self._wake.set()
+
+    def _lose(self) -> None:
+        if self.held:
+            self.losses += 1
+            log.warning(
+                "lost the database connection that holds this process's lock: refusing"
+                " requests (503) until it holds the lock again"
+            )
+        self.held = False
+        if self.leader:
+            log.warning("lost the database connection: no longer leading")
+        self.leader = False
+        if self._forget is not None:
+            self._forget()
+
+    async def _retake(self) -> None:
+        self._lose()
+        self._conn = None
+        self._conn = await self._connect()
+        if self._forget is not None:  # what operations in flight meanwhile kept
+            self._forget()
+        self.held = True
+        log.warning(
+            "holds its database lock again: serving, with what it kept in memory read"
+            " again from the database"
+        )
 
     async def _lead(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 conn = self._conn
                 if conn is None or conn.is_closed():
-                    self.leader = False
-                    self._conn = None
-                    self._conn = conn = await self._connect()
+                    await self._retake()
+                    conn = self._conn
+                    assert conn is not None
                 if self.leader:
                     await conn.fetchval("SELECT 1")  # still connected: still holds the lock
                 elif await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_LEADER):
                     self.leader = True
                     log.info("this process now leads (signs tree heads, purges)")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ClusterError) as exc:
-                if self.leader:
-                    log.warning("lost the database connection: no longer leading")
-                self.leader = False
+            except ClusterError as exc:  # another process took the database meanwhile
+                self.stopped = f"lost the database to another process: {exc}"
+                log.error("stopping: %s", self.stopped)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._lose()
                 log.debug("cluster connection: %s", type(exc).__name__)
-                if self._conn is not None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
                     with contextlib.suppress(Exception):
-                        self._conn.terminate()
-                    self._conn = None
-            await asyncio.sleep(LEADER_RETRY)
+                        conn.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), LEADER_RETRY)

@@ -89,7 +89,7 @@ class PgCore:
         self._pool: asyncpg.Pool | None = None
         self._nodes = NodeCache()
         self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
-        self.cluster = Cluster(dsn, solo=solo)
+        self.cluster = Cluster(dsn, solo=solo, forget=self._forget_memory)
         # Alone on the database, this process sees every write to it: the queue tails it
         # read stay exact (updated after each commit, in commit order).
         self._tails = (
@@ -126,6 +126,8 @@ class PgCore:
         ``fn`` is its own, for those whose one writing statement does it all)."""
         if self._pool is None:
             raise RuntimeError("storage is not open")
+        if not self.cluster.held and not self._admin:
+            raise StorageUnavailable(self._why_not())
         options: dict[str, Any] = (
             {"isolation": "repeatable_read", "readonly": True} if snapshot else {}
         )
@@ -143,6 +145,18 @@ class PgCore:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _why_not(self) -> str:
+        if self.cluster.stopped is not None:
+            return "another process took over the database: this one serves no more"
+        return "this process does not hold its lock on the database now"
+
+    def _forget_memory(self) -> None:
+        """Another process may write to the database (this one lost its lock, or takes it
+        again after that): what this one kept of it is read again."""
+        self._forget_tails()
+        if self._device_ids is not None:
+            self._device_ids.clear()
 
     def _drop_devices(self, account_id: bytes) -> None:
         if self._device_ids is not None:

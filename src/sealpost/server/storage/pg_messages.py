@@ -86,7 +86,9 @@ class PgMessages(AwaitedSends, PgCore):
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
     ) -> list[QueuedMessage] | None:
         tails = self._tails
-        return None if tails is None else tails.fetch((account_id, device_id), after_seq, limit)
+        if tails is None or not self.cluster.held:  # not held: another may write (.pg_cluster)
+            return None
+        return tails.fetch((account_id, device_id), after_seq, limit)
 
     async def fetch(
         self, account_id: bytes, device_id: int, *, after_seq: int, limit: int
@@ -98,16 +100,19 @@ class PgMessages(AwaitedSends, PgCore):
                 transaction=False,
             )
         address = (account_id, device_id)
-        known = tails.fetch(address, after_seq, limit)
+        cluster = self.cluster
+        known = tails.fetch(address, after_seq, limit) if cluster.held else None
         if known is not None:
             return known
 
         # Read in its turn among the writes (none commits meanwhile), so that the tail
-        # it may set is exact.
+        # it may set is exact; unless the process lost its lock meanwhile (another one
+        # may have written since the read).
         async def op(conn: Conn) -> list[QueuedMessage]:
+            losses = cluster.losses
             found = await fetch(conn, account_id, device_id, after_seq, limit)
-            if len(found) < limit:  # the whole rest of the queue
-                tails.known(address, after_seq, found)
+            if len(found) < limit and cluster.held and cluster.losses == losses:
+                tails.known(address, after_seq, found)  # the whole rest of the queue
             return found
 
         found: list[QueuedMessage] = await self.writes.own(op, transaction=False)

@@ -40,8 +40,10 @@ writes, so the tail cannot miss a commit.
 
 A lost database connection surfaces as :class:`~.base.StorageUnavailable` (the server
 answers 503); the pool connects again by itself. Process coordination (one process without
-Redis, one tree-head signer) is in :mod:`.pg_cluster`; the check that every process serves
-the same keys, in :mod:`.pg_keys`.
+Redis, one tree-head signer) is in :mod:`.pg_cluster`: while the process does not hold its
+lock on the database, every method raises :class:`~.base.StorageUnavailable`, and once
+another process has taken the database from it, for good (:meth:`stopped`). The check
+that every process serves the same keys is in :mod:`.pg_keys`.
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class PostgresStorage(
 
     def leader(self) -> bool:
         return self.cluster.leader
+
+    def stopped(self) -> str | None:
+        return self.cluster.stopped
 
 
 async def _keep_session(conn: Conn) -> None:

@@ -337,3 +337,6 @@ class SqliteQueue(AwaitedSends, SqliteCore):
 
     def leader(self) -> bool:
         return True
+
+    def stopped(self) -> str | None:
+        return None  # one process holds the file, and nothing takes it over

@@ -11,10 +11,12 @@ The copy stays exact because only the storage's write path changes it, after eac
 and in commit order: a committed enqueue appends, a committed ack or purge removes, and a
 queue read run as a write (inside a batch's transaction, in its place among the batch's
 operations) sets a device's tail when it returned the whole rest of the queue. Nothing
-uncommitted is ever in it; a failed commit changes nothing. A device's tail is dropped (and
-the next fetch reads the database again) when it grows past ``max_messages`` or the tails
-together pass ``max_bytes``, least recently read first, so memory stays bounded whatever
-clients do. The database stays the truth: after a restart every tail starts empty.
+uncommitted is ever in it; a failed commit changes nothing (PostgreSQL's storage, which
+cannot tell whether a failed commit committed, drops every tail instead). A device's tail
+is dropped (and the next fetch reads the database again) when it grows past
+``max_messages`` or the tails together pass ``max_bytes``, least recently read first, so
+memory stays bounded whatever clients do. The database stays the truth: after a restart
+every tail starts empty.
 
     >>> tails = QueueTails(max_bytes=1 << 20, max_messages=100)
     >>> tails.fetch((b"a" * 16, 1), after_seq=0, limit=10) is None  # not known: read the db
