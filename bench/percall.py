@@ -93,7 +93,7 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
     from starlette.websockets import WebSocket
     from uvicorn.server import ServerState
 
-    from sealpost.server import stream
+    from sealpost.server import stream, stream_conn
     from sealpost.server.acks import AckCommitter
     from sealpost.server.fanout.local import LocalFanout
     from sealpost.server.storage.base import QueuedMessage
@@ -141,8 +141,8 @@ async def _measure(rounds: int, warmup: int) -> dict[str, float]:
         ws = WebSocket(scope, receive, send)
         await ws.accept()
         address = (os.urandom(16), 1)
-        sock = stream._Socket(ws)
-        conn = stream._Connection(sock, 1, address, endpoint._acks)
+        sock = stream_conn.Socket(ws)
+        conn = stream_conn.Connection(sock, 1, address, endpoint._acks)
         scope["extensions"][ON_TEXT](conn.on_text)
         tails.known(address, 0, [])
         ctx.fanout.subscribe(address, partial(endpoint._wake, conn, address))  # as _serve

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from starlette.websockets import WebSocket
 
-from sealpost.server import stream
+from sealpost.server import stream, stream_conn
 from sealpost.server.connections import SEND_TEXTS
 from sealpost.server.fanout.local import LocalFanout
 from sealpost.server.storage.base import Envelope
@@ -74,7 +74,7 @@ async def _send(message: Any) -> None:
     raise AssertionError("not sent by ASGI")
 
 
-def _connection(address: tuple[bytes, int], frames: _Frames) -> stream._Connection:
+def _connection(address: tuple[bytes, int], frames: _Frames) -> stream_conn.Connection:
     scope = {
         "type": "websocket",
         "path": "/v1/stream",
@@ -82,7 +82,7 @@ def _connection(address: tuple[bytes, int], frames: _Frames) -> stream._Connecti
         "client": ("127.0.0.1", 40000),
         "extensions": {SEND_TEXTS: frames},
     }
-    return stream._Connection(stream._Socket(WebSocket(scope, _receive, _send)), 1, address)
+    return stream_conn.Connection(stream_conn.Socket(WebSocket(scope, _receive, _send)), 1, address)
 
 
 async def _register(dsn: str, devices: int) -> list[tuple[tuple[bytes, int], int]]:
@@ -138,7 +138,7 @@ class _Endpoint:
         self.endpoint = endpoint
         self.frames = _Frames()
         self.start = dict(rows)  # each device's last pushed, where a round begins
-        self.conns: list[stream._Connection] = []
+        self.conns: list[stream_conn.Connection] = []
         for address, _ in rows:
             conn = _connection(address, self.frames)
             endpoint._current[address] = conn

@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from wspeer import Peer
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server import stream
+from sealpost.server import stream, stream_conn
 from sealpost.server.acks import MAX_PENDING_ACKS
 from sealpost.server.authn import AuthenticatedDevice, Authenticator
 from sealpost.server.blobs import DirectoryBlobStore
@@ -117,7 +117,7 @@ class _Writes:
             await asyncio.wait_for(self.arrived.wait(), 10)
 
 
-def _connection(writes: _Writes, epoch: int = 0) -> stream._Connection:
+def _connection(writes: _Writes, epoch: int = 0) -> stream_conn.Connection:
     async def receive() -> Any:
         raise AssertionError("not read")
 
@@ -131,7 +131,7 @@ def _connection(writes: _Writes, epoch: int = 0) -> stream._Connection:
         "client": ("127.0.0.1", 40000),
         "extensions": {SEND_TEXTS: writes},
     }
-    return stream._Connection(stream._Socket(WebSocket(scope, receive, send)), epoch)
+    return stream_conn.Connection(stream_conn.Socket(WebSocket(scope, receive, send)), epoch)
 
 
 def _send_text(req: int, account_id: bytes, device_id: int = 1) -> str:
@@ -148,13 +148,13 @@ def _send_text(req: int, account_id: bytes, device_id: int = 1) -> str:
 
 async def _submit(
     endpoint: stream.StreamEndpoint,
-    conn: stream._Connection,
+    conn: stream_conn.Connection,
     text: str,
     device: AuthenticatedDevice | None = None,
 ) -> None:
     kinds = SEALED_CLIENT_FRAMES if device is None else STREAM_CLIENT_FRAMES
     message = {"type": "websocket.receive", "text": text}
-    await endpoint._send(conn, stream._frame(message, kinds, "a frame"), device)
+    await endpoint._send(conn, stream_conn.read_frame(message, kinds, "a frame"), device)
 
 
 def test_answers_stay_in_send_order_when_sends_fail_in_the_middle_of_a_batch(
@@ -371,7 +371,7 @@ def test_a_stale_send_closes_after_the_answers_before_it(tmp_path: Path) -> None
         await _submit(endpoint, conn, copy(2), device)  # stale: waits for the next batch
         answerer = conn.answerer
         assert answerer is not None
-        with pytest.raises(stream._Close) as closed:
+        with pytest.raises(stream_conn.Close) as closed:
             await answerer
         assert closed.value.code == 4409
         assert [(f["type"], f["req"]) for f in writes.frames()] == [("sent", 0), ("sent", 1)]
@@ -405,12 +405,12 @@ def test_an_acks_frame_past_the_bound_waits_whole_and_the_frames_after_it_behind
         assert len(ids) == 1101
         epoch = await storage.claim_device(a, 1)
         device = AuthenticatedDevice(a, 1, None)  # type: ignore[arg-type]
-        conns: list[stream._Connection] = []
+        conns: list[stream_conn.Connection] = []
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             ws = WebSocket(scope, receive, send)
             await ws.accept()
-            conn = stream._Connection(stream._Socket(ws), epoch, (a, 1), endpoint._acks)
+            conn = stream_conn.Connection(stream_conn.Socket(ws), epoch, (a, 1), endpoint._acks)
             conns.append(conn)
             with contextlib.suppress(WebSocketDisconnect):
                 await endpoint._receive(conn, device)

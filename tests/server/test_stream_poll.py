@@ -21,7 +21,7 @@ import pytest
 from starlette.websockets import WebSocket
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server import stream
+from sealpost.server import stream, stream_conn
 from sealpost.server.authn import Authenticator
 from sealpost.server.blobs import DirectoryBlobStore
 from sealpost.server.config import ServerConfig
@@ -68,8 +68,8 @@ class _Device:
             "client": ("127.0.0.1", 40000),
             "extensions": {SEND_TEXTS: self._write},
         }
-        sock = stream._Socket(WebSocket(scope, receive, send))
-        self.conn = stream._Connection(sock, epoch, address)
+        sock = stream_conn.Socket(WebSocket(scope, receive, send))
+        self.conn = stream_conn.Connection(sock, epoch, address)
 
     def _write(self, texts: Sequence[str]) -> bool:
         self.frames.extend(texts)
@@ -254,7 +254,7 @@ def test_a_connection_whose_epoch_another_claimed_is_closed_with_4409(tmp_path: 
         await endpoint._poll()
         await _settled(devices)
         reason = displaced.conn.reason
-        assert isinstance(reason, stream._Close) and reason.code == 4409
+        assert isinstance(reason, stream_conn.Close) and reason.code == 4409
         assert displaced.messages() == 0  # the new connection's to push, not this one's
         assert displaced.address not in counted.fetched
         assert kept.conn.reason is None

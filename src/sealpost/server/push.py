@@ -24,7 +24,7 @@ from sealpost.server.context import Context
 from sealpost.server.fanout.base import DeviceAddress
 
 if TYPE_CHECKING:
-    from sealpost.server.stream import _Connection
+    from sealpost.server.stream_conn import Connection
 
 __all__ = ["PUSH_BATCH", "Pushing", "message_text"]
 
@@ -38,7 +38,7 @@ class Pushing:
     _ctx: Context
     _pushed: int
 
-    def _wake(self, conn: _Connection, address: DeviceAddress) -> None:
+    def _wake(self, conn: Connection, address: DeviceAddress) -> None:
         """The device's queue may have grown (the fanout says so): push, unless a pusher is
         at it already, which then reads the queue once more before it stops. What the
         storage holds in memory goes out at once, with no pusher task."""
@@ -50,7 +50,7 @@ class Pushing:
         else:
             conn.again = True
 
-    def _push_known(self, conn: _Connection, address: DeviceAddress) -> bool:
+    def _push_known(self, conn: Connection, address: DeviceAddress) -> bool:
         """Push the rest of the queue now, if the storage knows it without a read
         (:meth:`~.storage.base.Storage.fetch_known`) and the socket takes the frames at
         once; ``False`` (nothing done) otherwise. Like :meth:`_push`, then ``empty``."""
@@ -77,7 +77,7 @@ class Pushing:
         conn.idle = True
         return True
 
-    async def _push(self, conn: _Connection, address: DeviceAddress) -> None:
+    async def _push(self, conn: Connection, address: DeviceAddress) -> None:
         """Push what is queued after the last message pushed, in queue order, until the
         queue is empty; then say ``empty`` (once a burst) and stop."""
         storage = self._ctx.storage

@@ -45,8 +45,9 @@ A socket refused before it is accepted (the per-address rate limit, or on ``/v1/
 an address holding ``max_sockets_per_address`` sockets already) gets its upgrade
 answered with HTTP 403 instead: no WebSocket close code can be sent before the accept.
 
-Pushing (a device's queue, in queue order, whenever the fanout says it grew) is
-:mod:`.push`'s: :class:`StreamEndpoint` has it from its base, :class:`~.push.Pushing`.
+A connection's parts (its socket, its state, how a client frame is read) are
+:mod:`.stream_conn`'s. Pushing (a device's queue, in queue order, whenever the fanout says
+it grew) is :mod:`.push`'s: :class:`StreamEndpoint` has it from its base, :class:`~.push.Pushing`.
 Acks are taken as the socket's frames are parsed, without waking the connection's task
 (the protocol's text hook, :data:`~.ws_protocol.ON_TEXT`), and those of every connection
 in one event-loop iteration are committed together (:mod:`.acks`). So are ``/v1/sealed``
@@ -61,7 +62,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -74,7 +75,6 @@ from sealpost.protocol.signing import websocket_message
 from sealpost.protocol.wire import DeviceCertificate
 from sealpost.server.acks import MAX_PENDING_ACKS, AckCommitter
 from sealpost.server.authn import AuthenticatedDevice
-from sealpost.server.connections import SEND_TEXTS
 from sealpost.server.context import Context
 from sealpost.server.errors import ApiError
 from sealpost.server.fanout.base import DeviceAddress
@@ -85,7 +85,6 @@ from sealpost.server.frames import (
     AckFrame,
     AcksFrame,
     AuthFrame,
-    NumberedFrame,
     SendFrame,
     SendMultiFrame,
 )
@@ -93,13 +92,14 @@ from sealpost.server.handlers.messages import MessagesApi, token_map
 from sealpost.server.push import PUSH_BATCH as PUSH_BATCH  # importable here as before
 from sealpost.server.push import Pushing, message_text
 from sealpost.server.requests import client_address
-from sealpost.server.schema import decoder, invalid
+from sealpost.server.schema import decoder
 from sealpost.server.storage.base import (
     Fence,
     MismatchedDevices,
     StaleEpoch,
     StorageUnavailable,
 )
+from sealpost.server.stream_conn import Close, Connection, Refused, Socket, acked, read_frame
 from sealpost.server.ws_protocol import ON_TEXT
 
 __all__ = ["StreamEndpoint", "message_text", "sent_text"]
@@ -114,201 +114,7 @@ MAX_IN_FLIGHT = 64
 #: registered, on this 2-core machine shared with other work), so that no query holds a
 #: pool connection long; 10,000 devices connected take 5 queries a poll.
 POLL_BATCH = 2000
-_ACK = decoder(AckFrame | AcksFrame)
 _SEND = decoder(SendFrame)
-
-
-class _Close(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class _Refused(Exception):
-    """A send frame that did not decode, answered with an error frame (not a close)."""
-
-    def __init__(self, req: int, error: ApiError) -> None:
-        super().__init__(error.message)
-        self.req = req
-        self.error = error
-
-
-def _frame(message: MutableMapping[str, Any], kind: Any, what: str) -> Any:
-    """Decode a client frame as ``kind`` (:mod:`.frames`). A malformed frame closes the
-    socket (4400); a send with a readable request number that fails only in its content
-    is :class:`_Refused`, so the client learns which send and which field."""
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    text = message.get("text")
-    if text is None:
-        raise _Close(4400, "expected a JSON text frame")
-    try:
-        return decoder(kind).decode(text)
-    except msgspec.ValidationError as exc:
-        try:
-            numbered = decoder(NumberedFrame).decode(text)
-        except (msgspec.DecodeError, RecursionError):
-            raise _Close(4400, f"expected {what}") from None
-        if numbered.type not in ("send", "send_multi"):
-            raise _Close(4400, f"expected {what}") from None
-        raise _Refused(numbered.req, invalid(exc)) from None
-    except (msgspec.DecodeError, RecursionError):  # also deep nesting, huge integers
-        raise _Close(4400, "malformed JSON") from None
-
-
-class _Socket:
-    """One accepted WebSocket: its sends are serialized (push and answers share it).
-    Frames go out at once through the server's :data:`~.connections.SEND_TEXTS` when it
-    can take them and no ASGI send is waiting (which keeps their order), else by ASGI,
-    one at a time (``lock``: made by the first send that must wait; most sockets never
-    make one). ``peer``: the client's address (:func:`~.requests.client_address`), read
-    once, not for each send (the sealed send limits are per address)."""
-
-    __slots__ = ("fast", "lock", "peer", "ws")
-
-    def __init__(self, ws: WebSocket, peer: str | None = None) -> None:
-        self.ws = ws
-        self.peer = client_address(ws) if peer is None else peer
-        self.lock: asyncio.Lock | None = None
-        self.fast: Callable[[Sequence[str]], bool] | None = ws.scope.get("extensions", {}).get(
-            SEND_TEXTS
-        )
-
-    def waiting(self) -> bool:
-        """Whether an ASGI send is under way or waits (then frames queue behind it)."""
-        lock = self.lock
-        return lock is not None and lock.locked()
-
-    async def send(self, doc: dict[str, Any]) -> None:
-        await self.send_text(json.dumps(doc))
-
-    async def send_text(self, text: str) -> None:
-        await self.send_texts((text,))
-
-    async def send_texts(self, texts: Sequence[str]) -> None:
-        fast = self.fast
-        lock = self.lock
-        if fast is not None and (lock is None or not lock.locked()) and fast(texts):
-            return
-        if lock is None:
-            lock = self.lock = asyncio.Lock()
-        async with lock:
-            for text in texts:
-                await self.ws.send_text(text)
-
-
-class _Connection:
-    """One accepted socket's moving parts, kept small (a server holds tens of thousands):
-    an idle connection costs one task, its handler, which reads the client's frames; the
-    pusher and the answerer run only while there is something to do, and acks are taken
-    by :meth:`on_text` as they are parsed and committed by the process's
-    :class:`~.acks.AckCommitter` (an :class:`~.acks.Acking`). :meth:`stop` ends it from
-    outside (another connection of the device displacing it, a failed pusher, answerer or
-    commit of its acks, an idle timeout): the reading (:meth:`StreamEndpoint._receive`) is
-    interrupted and raises the reason."""
-
-    __slots__ = (
-        "acks",
-        "address",
-        "again",
-        "answerer",
-        "answers",
-        "busy",
-        "committer",
-        "committing",
-        "epoch",
-        "fence",
-        "idle",
-        "last",
-        "pending",
-        "pusher",
-        "reader",
-        "reason",
-        "room",
-        "seen",
-        "sock",
-    )
-
-    def __init__(
-        self,
-        sock: _Socket,
-        epoch: int = 0,
-        address: DeviceAddress | None = None,
-        committer: AckCommitter | None = None,
-    ) -> None:
-        self.sock = sock
-        self.epoch = epoch
-        self.address = address  # /v1/stream's device; None on /v1/sealed
-        self.committer = committer
-        self.reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
-        self.busy = False  # the handler is at a frame (not waiting for the next)
-        self.reason: BaseException | None = None  # why it was stopped
-        # Acks (:class:`~.acks.Acking`): checked against ``fence``, the epoch, until the
-        # client closes (then its acks are its own, whatever connection of it came since).
-        self.fence: int | None = epoch
-        self.acks: list[bytes] = []  # received, not yet queued to the storage
-        self.pending = 0  # received, not yet committed
-        self.committing: asyncio.Future[Any] | None = None
-        # Sends in flight, oldest first (at most MAX_IN_FLIGHT + 1: a list, 56 bytes empty
-        # where a deque is 600; idle connections are the many).
-        self.answers: list[tuple[int, int, asyncio.Future[int]]] = []  # req, envelopes, stored
-        self.answerer: asyncio.Task[None] | None = None
-        self.room: asyncio.Future[None] | None = None  # a send waiting for fewer in flight
-        self.pusher: asyncio.Task[None] | None = None  # pushing, while the queue is not empty
-        self.again = False  # woken while pushing: read the queue once more
-        self.idle = False  # "empty" was said since the last message pushed
-        self.last = 0  # the sequence number of the last message pushed
-        # The queue position a poll (:meth:`StreamEndpoint._poll`) last woke it for: the
-        # queue was read after that position was, so nothing up to it is left to push.
-        self.seen = 0
-
-    def stop(self, exc: BaseException) -> None:
-        if self.reason is None:
-            self.reason = exc
-            if self.reader is not None:
-                self.reader.cancel()
-
-    def failed(self, task: asyncio.Task[None]) -> None:
-        """A pusher or answerer ended: only a failure ends the connection."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self.stop(exc)
-
-    def ack_failed(self, exc: BaseException) -> None:
-        if isinstance(exc, StaleEpoch):
-            exc = _Close(4409, "replaced by a newer connection of this device")
-        self.stop(exc)
-
-    def on_text(self, data: bytes | None) -> bool:
-        """The socket's text hook (:data:`~.ws_protocol.ON_TEXT`), while its handler reads:
-        take an ack frame, as :meth:`StreamEndpoint._receive` would, without waking it.
-        Anything else (a send, a frame that does not decode) is left to the handler, and
-        so is an ack past :data:`~.acks.MAX_PENDING_ACKS` (its reader waits for room).
-        ``None``: the client closed."""
-        if self.reason is not None or self.committer is None:
-            return False
-        if data is None:
-            self.fence = None
-            return False
-        if self.pending >= MAX_PENDING_ACKS:
-            return False
-        try:
-            frame: AckFrame | AcksFrame = _ACK.decode(data)
-        except (msgspec.DecodeError, RecursionError):
-            return False
-        ids = _acked(frame)
-        if self.pending + len(ids) > MAX_PENDING_ACKS:
-            return False  # the reader waits for room, then takes it
-        self.committer.add_all(self, ids)
-        return True
-
-    async def wind_down(self) -> None:
-        tasks = [t for t in (self.answerer, self.pusher) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.committer is not None:  # let the acks received reach the database
-            await self.committer.drain(self)
 
 
 class StreamEndpoint(Pushing):
@@ -317,7 +123,7 @@ class StreamEndpoint(Pushing):
         self._messages = messages
         # The connection holding each device's stream here, with its epoch, to close it
         # when the device connects again, here or (told by the fanout) on another process.
-        self._current: dict[DeviceAddress, _Connection] = {}
+        self._current: dict[DeviceAddress, Connection] = {}
         self._notices: set[asyncio.Task[None]] = set()
         self._acks = AckCommitter(ctx.storage, ctx.metrics)
         ctx.fanout.on_displace(self._displaced_elsewhere)
@@ -341,14 +147,14 @@ class StreamEndpoint(Pushing):
         task.add_done_callback(self._notices.discard)
 
     @staticmethod
-    async def _notify(sock: _Socket) -> None:
+    async def _notify(sock: Socket) -> None:
         with contextlib.suppress(Exception):  # a socket closing: it refills on connecting
             await sock.send_text('{"type":"prekeys_low"}')
 
     def _displaced_elsewhere(self, address: DeviceAddress, epoch: int) -> None:
         current = self._current.get(address)
         if current is not None and current.epoch < epoch:
-            current.stop(_Close(4409, "replaced by a newer connection of this device"))
+            current.stop(Close(4409, "replaced by a newer connection of this device"))
 
     async def _poll(self) -> None:
         """The fanout's poll (where wake-ups and displacements can be lost: Redis): read
@@ -383,7 +189,7 @@ class StreamEndpoint(Pushing):
                 if position is None:
                     self._wake(conn, address)
                 elif position.epoch > conn.epoch:
-                    conn.stop(_Close(4409, "replaced by a newer connection of this device"))
+                    conn.stop(Close(4409, "replaced by a newer connection of this device"))
                 elif position.seq > conn.last and position.seq > conn.seen:
                     conn.seen = position.seq
                     self._wake(conn, address)
@@ -392,14 +198,14 @@ class StreamEndpoint(Pushing):
         """A device was removed: close its stream (4403)."""
         current = self._current.get(address)
         if current is not None:
-            current.stop(_Close(4403, "this device was removed from its account"))
+            current.stop(Close(4403, "this device was removed from its account"))
 
     def revoke_account(self, account_id: bytes) -> None:
         """An account was removed: close the streams of all its devices (4403)."""
         for address in [a for a in self._current if a[0] == account_id]:
             self.revoke(address)
 
-    async def _run(self, websocket: WebSocket, serve: Callable[[_Socket], Awaitable[None]]) -> None:
+    async def _run(self, websocket: WebSocket, serve: Callable[[Socket], Awaitable[None]]) -> None:
         ctx = self._ctx
         peer = client_address(websocket)
         if await ctx.per_address.take(peer):
@@ -411,8 +217,8 @@ class StreamEndpoint(Pushing):
         websocket.scope["headers"] = []
         ctx.metrics.inc("sealpost_websocket_connections_total", "WebSocket connections opened")
         try:
-            await serve(_Socket(websocket, peer))
-        except _Close as close:
+            await serve(Socket(websocket, peer))
+        except Close as close:
             with contextlib.suppress(Exception):
                 await websocket.close(code=close.code, reason=close.reason)
         except WebSocketDisconnect:
@@ -453,11 +259,11 @@ class StreamEndpoint(Pushing):
             async with asyncio.timeout(self._ctx.config.auth_handshake_timeout):
                 received = await websocket.receive()
         except TimeoutError:
-            raise _Close(4408, "no answer to the challenge") from None
+            raise Close(4408, "no answer to the challenge") from None
         try:
-            auth: AuthFrame = _frame(received, AuthFrame, "an auth frame")
-        except _Refused:
-            raise _Close(4400, "expected an auth frame") from None
+            auth: AuthFrame = read_frame(received, AuthFrame, "an auth frame")
+        except Refused:
+            raise Close(4400, "expected an auth frame") from None
         account_id = bytes.fromhex(auth.account)
         device_id = auth.device
         signature = auth.signature
@@ -466,33 +272,33 @@ class StreamEndpoint(Pushing):
         failures = self._ctx.limits.auth_failures
         address = client_address(websocket)
         if await failures.blocked(address):
-            raise _Close(4429, "rate limited")
+            raise Close(4429, "rate limited")
         record = await self._ctx.storage.device(account_id, device_id)
         if record is None:
             await failures.take(address)
-            raise _Close(4401, "authentication failed")
+            raise Close(4401, "authentication failed")
         cert = DeviceCertificate.decode(record.certificate)
         try:
             key = VerifyKey.from_public_bytes(cert.signing_key)
             key.verify(signature, websocket_message(challenge))
         except ProtocolError:
             await failures.take(address)
-            raise _Close(4401, "authentication failed") from None
+            raise Close(4401, "authentication failed") from None
         if await self._ctx.per_account.take(account_id):
-            raise _Close(4429, "rate limited")
+            raise Close(4429, "rate limited")
         return AuthenticatedDevice(account_id, device_id, cert)
 
-    async def _serve(self, sock: _Socket) -> None:
+    async def _serve(self, sock: Socket) -> None:
         device = await self._handshake(sock.ws)
         await sock.send({"type": "ready"})
         address = (device.account_id, device.device_id)
         # A new epoch in the database: the fencing token of this connection. Acks and sends
         # of an older connection of this device, on any process, are refused from now on.
         epoch = await self._ctx.storage.claim_device(*address)
-        conn = _Connection(sock, epoch, address, self._acks)
+        conn = Connection(sock, epoch, address, self._acks)
         previous = self._current.get(address)
         if previous is not None:
-            previous.stop(_Close(4409, "replaced by a newer connection of this device"))
+            previous.stop(Close(4409, "replaced by a newer connection of this device"))
         self._ctx.fanout.displace(address, epoch)
         self._current[address] = conn
         subscription = self._ctx.fanout.subscribe(address, partial(self._wake, conn, address))
@@ -510,8 +316,8 @@ class StreamEndpoint(Pushing):
             subscription.close()
             await conn.wind_down()  # the acks already received reach the database
 
-    async def _serve_sealed(self, sock: _Socket) -> None:
-        conn = _Connection(sock)
+    async def _serve_sealed(self, sock: Socket) -> None:
+        conn = Connection(sock)
         loop = asyncio.get_running_loop()
         seen = [loop.time()]  # when the client last sent a frame
         idle = self._ctx.config.sealed_idle_timeout
@@ -526,7 +332,7 @@ class StreamEndpoint(Pushing):
             if left > 0:
                 timer[0] = loop.call_later(left, watch)
             else:
-                conn.stop(_Close(4408, "idle for too long"))
+                conn.stop(Close(4408, "idle for too long"))
 
         watch()
         try:
@@ -538,14 +344,14 @@ class StreamEndpoint(Pushing):
 
     async def _receive(
         self,
-        conn: _Connection,
+        conn: Connection,
         device: AuthenticatedDevice | None,
         seen: list[float] | None = None,
     ) -> None:
         """Read the client's frames until it disconnects, a frame closes the socket, or
-        :meth:`_Connection.stop` interrupts the reading (then raise the reason given);
+        :meth:`Connection.stop` interrupts the reading (then raise the reason given);
         ``seen[0]`` is set to the loop time of each frame. Acks are taken by the socket's
-        text hook while it has one (:meth:`_Connection.on_text`), else here, and committed
+        text hook while it has one (:meth:`Connection.on_text`), else here, and committed
         by the :class:`~.acks.AckCommitter`; answers are sent by an answerer that runs
         while sends are in flight: an idle connection holds none."""
         loop = asyncio.get_running_loop()
@@ -575,14 +381,14 @@ class StreamEndpoint(Pushing):
                 if seen is not None:
                     seen[0] = loop.time()
                 try:
-                    frame = _frame(message, kinds, what)
-                except _Refused as refused:
+                    frame = read_frame(message, kinds, what)
+                except Refused as refused:
                     await self._refuse(conn, refused.req, refused.error)
                     continue
                 if isinstance(frame, AckFrame | AcksFrame):
                     committer = conn.committer
                     assert committer is not None
-                    ids = _acked(frame)
+                    ids = acked(frame)
                     if conn.pending + len(ids) > MAX_PENDING_ACKS:
                         # The hook's frames wait behind this one, in the inbox, meanwhile.
                         if hook is not None:
@@ -606,7 +412,7 @@ class StreamEndpoint(Pushing):
 
     async def _send(
         self,
-        conn: _Connection,
+        conn: Connection,
         frame: SendFrame | SendMultiFrame,
         device: AuthenticatedDevice | None,
     ) -> None:
@@ -650,7 +456,7 @@ class StreamEndpoint(Pushing):
             conn.room = asyncio.get_running_loop().create_future()
             await conn.room
 
-    async def _refuse(self, conn: _Connection, req: int, error: ApiError) -> None:
+    async def _refuse(self, conn: Connection, req: int, error: ApiError) -> None:
         """Answer a send refused before it was stored (its frame's content, a rate limit,
         its authorization): at once if no send before it waits for its answer, else after
         theirs, so that every answer comes in the order of the sends."""
@@ -659,13 +465,13 @@ class StreamEndpoint(Pushing):
             return
         self._refuse_later(conn, req, error)
 
-    def _refuse_later(self, conn: _Connection, req: int, error: ApiError) -> None:
+    def _refuse_later(self, conn: Connection, req: int, error: ApiError) -> None:
         """Queue the refusal of send ``req``: answered after the sends before it."""
         refused: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         refused.set_exception(error)
         self._await_answer(conn, req, 0, refused)
 
-    def _sealed_text(self, conn: _Connection, seen: list[float], data: bytes | None) -> bool:
+    def _sealed_text(self, conn: Connection, seen: list[float], data: bytes | None) -> bool:
         """``/v1/sealed``'s text hook (:data:`~.ws_protocol.ON_TEXT`), while its handler
         waits for a frame: a ``send`` whose checks are all answered from memory (its
         recipients' account records, this process's own limits:
@@ -712,7 +518,7 @@ class StreamEndpoint(Pushing):
         return True
 
     def _await_answer(
-        self, conn: _Connection, req: int, envelopes: int, stored: asyncio.Future[int]
+        self, conn: Connection, req: int, envelopes: int, stored: asyncio.Future[int]
     ) -> None:
         """Queue the answer to send ``req`` after those before it: ``sent`` once ``stored``
         is done, or its refusal; the answerer runs while any wait."""
@@ -721,7 +527,7 @@ class StreamEndpoint(Pushing):
             conn.answerer = asyncio.create_task(self._answer(conn))
             conn.answerer.add_done_callback(conn.failed)
 
-    async def _answer(self, conn: _Connection) -> None:
+    async def _answer(self, conn: Connection) -> None:
         """Answer the connection's sends in the order they came, each once stored: woken
         when the oldest is stored (a group commit stores many at once), it answers every
         send stored by then, in order, in one write. A send refused for a stale epoch (a
@@ -752,7 +558,7 @@ class StreamEndpoint(Pushing):
                             await sock.send_texts(texts)
                             texts = []
                         if isinstance(exc, StaleEpoch):
-                            raise _Close(4409, "replaced by a newer connection of this device")
+                            raise Close(4409, "replaced by a newer connection of this device")
                         if not isinstance(exc, MismatchedDevices):
                             raise exc
                         refusal = await self._messages.mismatch(exc)
@@ -764,13 +570,6 @@ class StreamEndpoint(Pushing):
                     await sock.send_texts(texts)
         finally:
             conn.answerer = None
-
-
-def _acked(frame: AckFrame | AcksFrame) -> list[bytes]:
-    """The message ids an ``ack`` or ``acks`` frame acknowledges, in order."""
-    if isinstance(frame, AckFrame):
-        return [bytes.fromhex(frame.id)]
-    return list(map(bytes.fromhex, frame.ids))  # no comprehension's frame: one an ack
 
 
 def sent_text(req: int, stored: int) -> str:
