@@ -23,6 +23,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from sealpost._files import fsync_dir
 from sealpost.crypto.sign import ED25519_LEN, SigningKey
 from sealpost.entropy import Rng
 
@@ -57,15 +58,6 @@ def _create(path: Path, key: bytes) -> None:
             os.fsync(fh.fileno())
         with contextlib.suppress(FileExistsError):  # another process's key won
             os.link(temporary, path)
-            _sync_directory(path.parent)
+            fsync_dir(path.parent)  # the new name survives a crash
     finally:
         os.unlink(temporary)
-
-
-def _sync_directory(directory: Path) -> None:
-    """The new name survives a crash as the file's content does."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

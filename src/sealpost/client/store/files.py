@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from sealpost._files import fsync_dir
 from sealpost.client.profilelock import LOCK_FILE
 
 __all__ = [
@@ -54,14 +55,6 @@ def tighten(directory: Path) -> None:
         with contextlib.suppress(OSError):
             if path.stat().st_mode & 0o777 != 0o600:
                 os.chmod(path, 0o600)
-
-
-def fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
