@@ -159,3 +159,81 @@ def test_a_new_device_gone_before_the_delivery_fails_the_put(pair: MakePair) -> 
                 await there.key(channel.channel_id)
 
     asyncio.run(main())
+
+
+class _Counted:
+    """A storage whose link reads are counted (the rows stay the real database's)."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self._storage = storage
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("link_state", "link_answered", "link_delivery"):
+            self.reads.append(name)
+        return getattr(self._storage, name)
+
+
+def test_waiting_channels_cost_one_query_a_poll_not_one_each() -> None:
+    """Strangers may hold max_link_channels sockets: with every wake-up lost, 20 waiting
+    channels (none fetched, one fetched) cost the process one query a poll, no read of
+    a row each, and the fetched one still gets its body by the poll."""
+
+    async def main(dsn: str) -> None:
+        a = PostgresStorage(dsn, solo=False, pool_size=4)
+        b = PostgresStorage(dsn, solo=False, pool_size=4)
+        await a.open()
+        await b.open()
+        try:
+            counted = _Counted(a)
+            here = SharedLinks(counted, LocalFanout(), key_ttl=30, ttl=60, poll=0.2)
+            there = SharedLinks(b, LocalFanout(), key_ttl=30, ttl=60, poll=0.2)
+            channels = [await here.open(os.urandom(16), KEM) for _ in range(20)]
+            receiving = [asyncio.ensure_future(c.receive()) for c in channels]
+            assert await there.key(channels[0].channel_id) == KEM
+            await asyncio.sleep(0.1)
+            counted.reads.clear()
+            await asyncio.sleep(1.0)
+            assert counted.reads.count("link_state") == 0
+            assert 3 <= counted.reads.count("link_answered") <= 6  # one a 0.2 s poll
+            putting = asyncio.ensure_future(there.provision(channels[0].channel_id, b"p"))
+            assert await asyncio.wait_for(receiving[0], 1.0) == b"p"
+            await channels[0].delivered()
+            await channels[0].close()
+            await asyncio.wait_for(putting, 1.0)
+            for task in receiving[1:]:
+                task.cancel()
+            await asyncio.gather(*receiving[1:], return_exceptions=True)
+            for channel in channels[1:]:
+                await channel.close()
+        finally:
+            await a.close()
+            await b.close()
+
+    with fresh_database() as dsn:
+        asyncio.run(main(dsn))
+
+
+@pytest.mark.parametrize("ending", ["received", "cancelled"])
+def test_a_key_fetched_after_the_wait_ended_is_still_answered(ending: str) -> None:
+    """Between the end of receive() (the body came, or the new device left) and close(),
+    a GET of the key is answered, not an error (the wait's timer is finished)."""
+
+    async def main() -> None:
+        links = LocalLinks(key_ttl=30, ttl=60)
+        channel = await links.open(os.urandom(16), KEM)
+        receiving = asyncio.ensure_future(channel.receive())
+        await asyncio.sleep(0)
+        if ending == "received":
+            putting = asyncio.ensure_future(links.provision(channel.channel_id, b"p"))
+            assert await receiving == b"p"
+        else:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+        assert await links.key(channel.channel_id) == KEM
+        await channel.delivered()
+        await channel.close()
+        if ending == "received":
+            await putting
+
+    asyncio.run(main())

@@ -63,14 +63,23 @@ def test_rows_take_one_body_keep_deadlines_and_clear_the_body_once_delivered(dsn
             assert await a.link_answer(channel, b"other") is LinkAnswer.ANSWERED
             row = await a.link_state(channel)
             assert row is not None and row.body == b"sealed" and row.fetched
+            other = os.urandom(16)  # open, not answered
+            await a.link_open(other, KEM, key_ttl=30, ttl=60)
+            assert await a.link_answered([channel, other, os.urandom(16)]) == [channel]
+            assert await a.link_answered([]) == []
+            assert await b.link_delivery(channel) is False
+            await a.link_drop(other)
             assert "sealed" not in repr(row)
             # an answered channel is not expired by its new device's process
             assert not await a.link_expire(channel, fetched_too=True)
             await a.link_delivered(channel)
             assert await _rows(a) == [(channel, None, True)]  # the body is gone at once
+            assert await a.link_answered([channel]) == []  # nothing left to deliver
+            assert await b.link_delivery(channel) is True
             assert await b.link_answer(channel, b"again") is LinkAnswer.ANSWERED
             await b.link_drop(channel)
             assert await a.link_state(channel) is None
+            assert await b.link_delivery(channel) is None
 
     asyncio.run(main())
 

@@ -40,8 +40,11 @@ class LocalChannel:
 
     async def receive(self) -> bytes:
         channel = self._channel
-        async with asyncio.timeout_at(self._links._deadline(channel)) as channel.timeout:
-            return await asyncio.shield(channel.body)
+        try:
+            async with asyncio.timeout_at(self._links._deadline(channel)) as channel.timeout:
+                return await asyncio.shield(channel.body)
+        finally:  # a finished timer cannot be moved: a key fetched now moves none
+            channel.timeout = None
 
     async def delivered(self) -> None:
         if not self._channel.done.done():

@@ -6,14 +6,15 @@ The channel is a row of ``link_channels`` (:mod:`sealpost.server.storage.pg_link
 database is the truth, and the processes only wake each other.
 
 1. The new device's process inserts the row and waits. It reads the row when woken and
-   every :data:`POLL` seconds, and at its deadlines: at ``key_ttl`` it ends the channel
-   unless the key was fetched (one statement, ordered with the fetch by the row lock),
-   at ``ttl`` it ends it unless a body came.
+   at its deadlines: at ``key_ttl`` it ends the channel unless the key was fetched (one
+   statement, ordered with the fetch by the row lock), at ``ttl`` it ends it unless a
+   body came. Every :data:`POLL` seconds, one query for all the channels the process
+   waits on finds those whose body came (:meth:`LinkRows.link_answered`) and wakes them.
 2. ``GET`` on any process marks the key fetched (only while the channel is alive, on the
    database's clock) and answers it.
 3. ``PUT`` on any process stores the body (unless one was), wakes the channel through the
    fanout (:meth:`~sealpost.server.fanout.base.Fanout.wake_link`: Redis, naming the
-   channel id), then waits for the delivered flag the same way, woken or every
+   channel id), then waits for the delivered flag, woken or reading the flag every
    :data:`POLL` seconds, up to :data:`~.base.DELIVERY_TIMEOUT`. The new device's process
    writes the body to the socket, closes it, sets the flag (dropping the body from the
    row) and wakes the channel; the PUT's process then deletes the row and answers 200. A
@@ -24,14 +25,18 @@ seconds and loses nothing. Redis carries channel ids only, never a key or a body
 process that dies with channels open leaves their rows: they answer until their deadline
 (a PUT then waits and gets 410) and the leader's purge deletes them after it.
 
-The cost: each channel waiting reads its row (by primary key) once a :data:`POLL`.
+The cost: one query a :data:`POLL` per process while it waits on any channel, however many
+(strangers may open ``max_link_channels`` of them: a channel is not a query a second), one
+primary-key read per wake-up and deadline of a channel, and one a :data:`POLL` per PUT
+waiting for its delivery (a PUT needs an account).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Final, Protocol
 
 from sealpost.server.fanout.base import Fanout
@@ -45,9 +50,11 @@ from sealpost.server.storage.pg_links import LinkAnswer, LinkRow
 
 __all__ = ["POLL", "LinkRows", "SharedChannel", "SharedLinks"]
 
-#: Seconds between reads of a channel's row by a process waiting on it, so that a lost
-#: wake-up delays a link by at most this long.
+#: Seconds between a process's queries for the channels it waits on (and a PUT's reads of
+#: its delivered flag), so that a lost wake-up delays a link by at most this long.
 POLL: Final = 1.0
+
+log = logging.getLogger("sealpost.server.links")
 
 
 class LinkRows(Protocol):
@@ -62,6 +69,10 @@ class LinkRows(Protocol):
     async def link_answer(self, channel_id: bytes, body: bytes) -> LinkAnswer: ...
 
     async def link_state(self, channel_id: bytes) -> LinkRow | None: ...
+
+    async def link_answered(self, channel_ids: Sequence[bytes]) -> list[bytes]: ...
+
+    async def link_delivery(self, channel_id: bytes) -> bool | None: ...
 
     async def link_expire(self, channel_id: bytes, *, fetched_too: bool) -> bool: ...
 
@@ -90,7 +101,7 @@ class SharedChannel:
     async def receive(self) -> bytes:
         links, channel_id = self._links, self.channel_id
         loop = asyncio.get_running_loop()
-        with links._listening(channel_id) as woken:
+        with links._listening(channel_id) as woken, links._receiving(channel_id):
             while True:
                 woken.clear()
                 row = await links._rows.link_state(channel_id)
@@ -103,7 +114,7 @@ class SharedChannel:
                     if await links._rows.link_expire(channel_id, fetched_too=row.fetched):
                         raise TimeoutError
                     continue  # fetched or answered just now: read it again
-                await _woken_or_after(woken, min(left, links._poll))
+                await _woken_or_after(woken, left)  # woken by a PUT, or by the poll
 
     async def delivered(self) -> None:
         await self._links._rows.link_delivered(self.channel_id)
@@ -134,9 +145,11 @@ class SharedLinks:
         self._fanout = fanout
         self._key_ttl = min(key_ttl, ttl)
         self._ttl = ttl
-        self._poll = poll
+        self._poll_every = poll
         self._delivery_timeout = delivery_timeout
         self._waiting: dict[bytes, list[asyncio.Event]] = {}
+        self._receivers: dict[bytes, int] = {}  # channel id: receive() waiting on it
+        self._poller: asyncio.Task[None] | None = None
         fanout.on_link(self._woken)
 
     def _woken(self, channel_id: bytes) -> None:
@@ -155,6 +168,34 @@ class SharedLinks:
             events.remove(event)
             if not events:
                 del self._waiting[channel_id]
+
+    @contextlib.contextmanager
+    def _receiving(self, channel_id: bytes) -> Iterator[None]:
+        """The channel is polled for its body while in the block."""
+        self._receivers[channel_id] = self._receivers.get(channel_id, 0) + 1
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            yield
+        finally:
+            left = self._receivers.pop(channel_id) - 1
+            if left:
+                self._receivers[channel_id] = left
+
+    async def _poll(self) -> None:
+        """Every :data:`POLL` seconds while a channel is received, wake those answered:
+        one query however many channels (a lost wake-up delays a body by that at most)."""
+        while self._receivers:
+            await asyncio.sleep(self._poll_every)
+            if not self._receivers:
+                return
+            try:
+                answered = await self._rows.link_answered(list(self._receivers))
+            except Exception:
+                log.exception("link poll failed")
+                continue
+            for channel_id in answered:
+                self._woken(channel_id)
 
     async def open(self, channel_id: bytes, kem: bytes) -> SharedChannel:
         opened = asyncio.get_running_loop().time()
@@ -179,12 +220,12 @@ class SharedLinks:
                 async with asyncio.timeout(self._delivery_timeout):
                     while True:
                         woken.clear()
-                        row = await self._rows.link_state(channel_id)
-                        if row is None:  # the new device's end closed without delivering
+                        delivered = await self._rows.link_delivery(channel_id)
+                        if delivered is None:  # the new device's end closed first
                             raise DeviceGone()
-                        if row.delivered:
+                        if delivered:
                             break
-                        await _woken_or_after(woken, self._poll)
+                        await _woken_or_after(woken, self._poll_every)
             except TimeoutError:
                 raise DeviceGone() from None
         await self._rows.link_drop(channel_id)

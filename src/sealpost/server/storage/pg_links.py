@@ -20,6 +20,7 @@ sealed to that device; the body is set NULL once delivered.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sealpost.server.storage.pg_core import Conn, PgCore
@@ -113,6 +114,31 @@ class PgLinks(PgCore):
             if row is None:
                 return None
             return LinkRow(row[0], None if row[1] is None else bytes(row[1]), row[2])
+
+        return await self._tx(op, transaction=False)
+
+    async def link_answered(self, channel_ids: Sequence[bytes]) -> list[bytes]:
+        """Those of ``channel_ids`` whose body was PUT and not yet delivered: one query
+        for every channel a process waits on."""
+
+        async def op(conn: Conn) -> list[bytes]:
+            rows = await conn.fetch(
+                "SELECT channel_id FROM link_channels"
+                " WHERE channel_id = ANY($1::bytea[]) AND body IS NOT NULL",
+                list(channel_ids),
+            )
+            return [bytes(row[0]) for row in rows]
+
+        return await self._tx(op, transaction=False)
+
+    async def link_delivery(self, channel_id: bytes) -> bool | None:
+        """Whether the channel's body was delivered; ``None`` once it was deleted."""
+
+        async def op(conn: Conn) -> bool | None:
+            delivered = await conn.fetchval(
+                "SELECT delivered FROM link_channels WHERE channel_id = $1", channel_id
+            )
+            return None if delivered is None else bool(delivered)
 
         return await self._tx(op, transaction=False)
 
