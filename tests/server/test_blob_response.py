@@ -38,13 +38,22 @@ SIZE = 1000
         ("bytes=9-0", None),
         ("bytes=-", None),
         ("bytes=x-1", None),
+        ("bytes=" + "0" * 17 + "1-", (1, 1000)),
+        # too long for int() (4,300 digits), or past 18: malformed, ignored
+        pytest.param("bytes=" + "9" * 5000 + "-", None, id="bytes=5000 digits-"),
+        pytest.param("bytes=0-" + "9" * 5000, None, id="bytes=0-5000 digits"),
+        pytest.param("bytes=-" + "9" * 5000, None, id="bytes=-5000 digits"),
+        pytest.param("bytes=" + "0" * 19 + "-", None, id="bytes=19 zeros-"),
+        ("bytes=\u0661-\u0662", None),  # digits, but not ASCII ones
     ],
 )
 def test_byte_range(header: str | None, expected: tuple[int, int] | None) -> None:
     assert byte_range(header, SIZE) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0"])
+@pytest.mark.parametrize(
+    "header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0", "bytes=999999999999999999-"]
+)
 def test_a_range_past_the_end_is_not_satisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):
         byte_range(header, SIZE)
@@ -88,10 +97,11 @@ def test_answers_carry_the_size_and_one_range(tmp_path: Path) -> None:
                 await client.get(path, headers={"Range": f"bytes={len(data)}-"}),
                 await client.get(path, headers={"Range": "bytes=0-1,5-9"}),
                 await client.get(path, headers={"Range": "bytes=0-9", "If-Range": '"x"'}),
+                await client.get(path, headers={"Range": "bytes=" + "1" * 5000 + "-"}),
                 await client.head(path),
             ]
 
-    whole, middle, suffix, past, several, if_range, head = asyncio.run(main())
+    whole, middle, suffix, past, several, if_range, huge, head = asyncio.run(main())
     assert whole.status_code == 200 and whole.content == data
     assert whole.headers["content-length"] == str(len(data))
     assert whole.headers["accept-ranges"] == "bytes"
@@ -105,6 +115,7 @@ def test_answers_carry_the_size_and_one_range(tmp_path: Path) -> None:
     assert past.headers["content-range"] == f"bytes */{len(data)}"
     assert several.status_code == 200 and several.content == data
     assert if_range.status_code == 200 and if_range.content == data
+    assert huge.status_code == 200 and huge.content == data  # malformed: ignored
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(len(data))
 

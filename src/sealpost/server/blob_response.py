@@ -4,7 +4,8 @@
 byte) and ``Accept-Ranges: bytes``; one byte range (``Range: bytes=a-b``, ``a-``, ``-n``)
 gives ``206`` with ``Content-Range``, a range that starts past the end ``416`` with
 ``Content-Range: bytes */SIZE``. A ``Range`` the answer may ignore (RFC 9110 14.2) is
-ignored, and the whole blob sent: another unit, a malformed one, several ranges, or any
+ignored, and the whole blob sent: another unit, a malformed one (a number of more than 18
+digits too), several ranges, or any
 ``If-Range`` (the answer carries no validator for it to match). ``HEAD`` gets the headers
 alone. No ``ETag`` or ``Last-Modified``: a blob never changes, and its time of upload is
 nobody's business.
@@ -30,7 +31,9 @@ from sealpost.server.blobs import StoredBlob
 
 __all__ = ["BlobResponse", "RangeNotSatisfiable", "byte_range"]
 
-_RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)")
+#: ASCII digits, 18 at most (a byte position below 2**63): a longer number is malformed and
+#: the header ignored, rather than a number int() refuses (over 4,300 digits) or a cost.
+_RANGE: Final = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 
 
 class RangeNotSatisfiable(Exception):
