@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from sealpost.server import blobs
 from sealpost.server.blobs import (
     PART_GRACE,
     READ_CHUNK,
@@ -187,3 +189,56 @@ def test_a_range_of_a_blob_is_those_bytes_across_pieces(tmp_path: Path) -> None:
         return got
 
     assert asyncio.run(main()) == [data[a:b] for a, b in cuts]
+
+
+def test_a_commit_fsyncs_the_directory_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed means durable: the rename is followed by an fsync of the directory (else
+    a crash may lose the name of a blob whose metadata was committed), off the event
+    loop's thread."""
+    root = tmp_path / "blobs"
+    synced: list[tuple[Path, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def fsync_dir(directory: Path) -> None:
+        synced.append((directory, threading.get_ident() != loop_thread))
+
+    monkeypatch.setattr(blobs, "fsync_dir", fsync_dir)
+
+    async def main() -> bytes:
+        store = _store(root)
+        await store.open()
+        blob_id = os.urandom(32)
+        pending = await store.receive(blob_id, _chunks(b"y" * 100), limit=10_000)
+        await pending.commit()
+        blob = await store.read(blob_id)
+        assert blob is not None
+        return await _read_all(blob)
+
+    assert asyncio.run(main()) == b"y" * 100
+    assert synced == [(root, True)]
+
+
+def test_a_commit_whose_fsync_fails_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "blobs"
+
+    def fsync_dir(directory: Path) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(blobs, "fsync_dir", fsync_dir)
+
+    async def main() -> None:
+        store = _store(root)
+        await store.open()
+        blob_id = os.urandom(32)
+        pending = await store.receive(blob_id, _chunks(b"y" * 100), limit=10_000)
+        with pytest.raises(OSError):
+            await pending.commit()
+        await pending.discard()
+        assert await store.read(blob_id) is None
+
+    asyncio.run(main())
+    assert list(root.iterdir()) == []

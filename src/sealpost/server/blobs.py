@@ -29,9 +29,9 @@ Errors::
 
 :class:`DirectoryBlobStore`: uploads stream into ``<id>.part`` in the same directory (so the
 final rename is atomic) with the size limit enforced chunk by chunk; the whole blob is never
-in memory. A blob becomes visible only after it is fsynced and renamed (and its metadata
-committed, by the handler). Reads go through an open file descriptor, in a worker thread,
-:data:`READ_CHUNK` at a time.
+in memory. A blob becomes visible only after it is fsynced and renamed, the directory
+fsynced after the rename (and its metadata committed, by the handler). Reads go through an
+open file descriptor, in a worker thread, :data:`READ_CHUNK` at a time.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from sealpost._files import fsync_dir
 
 __all__ = [
     "ID_LEN",
@@ -178,10 +180,21 @@ class _Part:
         return self.sha256.digest()
 
     async def commit(self) -> None:
+        """The rename and the directory's fsync (durable: the name survives a crash) run in
+        a worker thread; a commit that raises, or is cancelled, has kept nothing."""
+        renaming = asyncio.get_running_loop().run_in_executor(
+            None, _rename_durably, self.tmp, self.final
+        )
         try:
-            os.replace(self.tmp, self.final)
+            await asyncio.shield(renaming)
         except FileNotFoundError:
             raise BlobLost("the upload's part was removed before it was stored") from None
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await renaming  # cancelled: the thread ends first, then its blob is removed
+            with contextlib.suppress(FileNotFoundError):
+                self.final.unlink()
+            raise
 
     async def discard(self) -> None:
         self.remove()
@@ -189,6 +202,11 @@ class _Part:
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
+
+
+def _rename_durably(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
 
 
 class _OpenFile:
