@@ -2,7 +2,8 @@
 serving one database: the rows behind :class:`sealpost.server.links.shared.SharedLinks`.
 
 Each method is one transaction on the row of one channel (its primary key), so two
-processes acting on a channel at once are ordered by its row lock:
+processes acting on a channel at once are ordered by its row lock (but
+:meth:`PgLinks.link_answered`, one read of many channels' rows, changing none):
 
 - :meth:`PgLinks.link_key` marks the key fetched only while the channel is alive, and
   :meth:`PgLinks.link_expire` (the new device's process, at the deadline it keeps) ends it
