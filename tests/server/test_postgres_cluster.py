@@ -4,14 +4,18 @@ leader at a time and a new one when it goes, prekeys and log appends shared corr
 migrations applied once and a newer schema refused, dropped connections answered
 with StorageUnavailable and then recovered from, a reader of a queue that several
 processes write never sees a gap, a process that loses its lock to another stops
-serving for good, and one that takes it again reads again what it kept in memory."""
+serving for good, and one that takes it again reads again what it kept in memory, ends
+its own old backend if PostgreSQL kept it (a connection cut on one side only), gives up a
+lock connection that answers nothing, and lets no transaction in flight commit after the
+loss."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -24,7 +28,7 @@ from sealpost.server.storage.base import (
     PreKeyUpload,
     StorageUnavailable,
 )
-from sealpost.server.storage.pg_cluster import ClusterError, migrate
+from sealpost.server.storage.pg_cluster import CHECK_TIMEOUT, RETAKE_WAIT, ClusterError, migrate
 from sealpost.server.storage.pg_schema import LOCK_PROCESSES, MIGRATIONS
 from sealpost.server.storage.postgres import PostgresStorage
 from sealpost.transparency.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -396,6 +400,210 @@ def test_a_process_alone_that_takes_its_lock_again_reads_again_what_it_kept(dsn:
                 )
         finally:
             await writer.close()
+            await a.close()
+
+    asyncio.run(main())
+
+
+class Proxy:
+    """A TCP proxy in front of PostgreSQL that can cut one connection on the client side
+    only (the backend behind it lives on, as behind a NAT or proxy that dropped one side)
+    or freeze it (nothing passes either way, nothing is closed: a host gone silent)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._upstream = urlsplit(dsn)
+        self._pairs: dict[int, tuple[asyncio.StreamWriter, asyncio.Event]] = {}
+        self._cut: set[asyncio.Event] = set()  # the pairs whose server side is kept open
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.dsn = ""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Proxy]:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.dsn = self._upstream._replace(netloc=f"postgres@127.0.0.1:{port}").geturl()
+        try:
+            yield self
+        finally:
+            self._server.close()
+            for writer in self._held:
+                writer.close()
+            for task in self._tasks:
+                task.cancel()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        host, port = self._upstream.hostname or "127.0.0.1", self._upstream.port or 5432
+        server_r, server_w = await asyncio.open_connection(host, port)
+        flowing = asyncio.Event()
+        flowing.set()
+        # keyed by the port PostgreSQL sees as the client's (pg_stat_activity.client_port)
+        self._pairs[server_w.get_extra_info("sockname")[1]] = (client_w, flowing)
+        self._held += [client_w, server_w]
+        for r, w in ((client_r, server_w), (server_r, client_w)):
+            task = asyncio.ensure_future(self._pipe(r, w, flowing))
+            self._tasks.add(task)
+
+    async def _pipe(
+        self, r: asyncio.StreamReader, w: asyncio.StreamWriter, flowing: asyncio.Event
+    ) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                while data := await r.read(65536):
+                    await flowing.wait()
+                    w.write(data)
+                    await w.drain()
+        finally:
+            if flowing not in self._cut:  # the other end closed: so does this one
+                w.close()
+
+    async def _pair(self, backend: int) -> tuple[asyncio.StreamWriter, asyncio.Event]:
+        conn = await asyncpg.connect(self._upstream.geturl())
+        try:
+            port = await conn.fetchval(
+                "SELECT client_port FROM pg_stat_activity WHERE pid = $1", backend
+            )
+        finally:
+            await conn.close()
+        return self._pairs[port]
+
+    async def cut_client_side(self, backend: int) -> None:
+        client_w, flowing = await self._pair(backend)
+        self._cut.add(flowing)
+        client_w.transport.abort()
+
+    async def freeze(self, backend: int) -> None:
+        _, flowing = await self._pair(backend)
+        flowing.clear()
+
+
+async def _alive(dsn: str, pid: int) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(
+            await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+        )
+    finally:
+        await conn.close()
+
+
+async def _serves_again(
+    storage: PostgresStorage, account_id: bytes, old: int, seconds: float
+) -> None:
+    """Waits until the storage holds its lock on a connection other than ``old`` and
+    answers again."""
+    for _ in range(int(seconds * 20)):
+        conn = storage.cluster._conn
+        if conn is not None and not conn.is_closed() and conn.get_server_pid() != old:
+            with contextlib.suppress(StorageUnavailable):
+                await storage.devices(account_id)
+                return
+        assert storage.stopped() is None, storage.stopped()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not serving again within {seconds} s")
+
+
+@pytest.mark.parametrize("solo", [True, False])
+def test_a_lock_connection_cut_on_its_side_only_ends_its_own_backend_and_serves(
+    dsn: str, solo: bool
+) -> None:
+    """Review (/tmp/rv/zombie.py): the process's side of its lock connection drops while
+    the backend behind it lives on, holding the lock. Taking the lock again, the process
+    finds it held, by its own old backend: it ends that one and takes it, and serves on
+    (the leader too), instead of taking itself for the loser to another process and
+    stopping for good."""
+
+    async def main() -> None:
+        async with Proxy(dsn).running() as proxy:
+            a = PostgresStorage(proxy.dsn, solo=solo)
+            await a.open()
+            try:
+                account_id = await _register(a)
+                for _ in range(40):
+                    if a.leader():
+                        break
+                    await asyncio.sleep(0.05)
+                assert a.leader()
+                conn = a.cluster._conn
+                assert conn is not None
+                old = conn.get_server_pid()
+                await proxy.cut_client_side(old)
+                assert await _refused_within(a, account_id, 2)
+                await _serves_again(a, account_id, old, RETAKE_WAIT + 3)
+                assert a.stopped() is None
+                assert not await _alive(dsn, old)
+                for _ in range(60):  # the leader lock, which the old backend held, too
+                    if a.leader():
+                        break
+                    await asyncio.sleep(0.05)
+                assert a.leader()
+            finally:
+                await a.close()
+
+    asyncio.run(main())
+
+
+def test_a_lock_connection_that_answers_nothing_is_given_up(dsn: str) -> None:
+    """The lock connection's host goes silent (a failover whose old primary sends no
+    reset): the leader's check times out within :data:`CHECK_TIMEOUT`, so it stops
+    leading and refuses, rather than leading on while another process might lead on the
+    new primary; then it takes its lock again (ending its own old backend) and serves."""
+
+    async def main() -> None:
+        async with Proxy(dsn).running() as proxy:
+            a = PostgresStorage(proxy.dsn, solo=True)
+            await a.open()
+            try:
+                account_id = await _register(a)
+                for _ in range(40):
+                    if a.leader():
+                        break
+                    await asyncio.sleep(0.05)
+                assert a.leader()
+                conn = a.cluster._conn
+                assert conn is not None
+                old = conn.get_server_pid()
+                await proxy.freeze(old)
+                assert await _refused_within(a, account_id, CHECK_TIMEOUT + 2)
+                assert not a.leader()
+                await _serves_again(a, account_id, old, RETAKE_WAIT + 3)
+                assert a.stopped() is None
+            finally:
+                await a.close()
+
+    asyncio.run(main())
+
+
+def test_a_transaction_in_flight_when_the_lock_is_lost_does_not_commit(dsn: str) -> None:
+    """A transaction that began while the process held its lock and would commit after
+    the loss: its connection is ended at the loss, so it rolls back and its caller gets
+    StorageUnavailable, not a success."""
+
+    async def main() -> None:
+        a = PostgresStorage(dsn, solo=True)
+        await a.open()
+        try:
+            await _register(a)
+
+            async def slow(conn: asyncpg.Connection) -> None:
+                await conn.execute("SELECT pg_sleep(1)")
+                await conn.execute("CREATE TABLE written_after_the_loss ()")
+
+            in_flight = asyncio.ensure_future(a._tx(slow))
+            await asyncio.sleep(0.3)
+            conn = a.cluster._conn
+            assert conn is not None
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+                with pytest.raises(StorageUnavailable):
+                    await in_flight
+                await asyncio.sleep(1)
+                assert await admin.fetchval("SELECT to_regclass('written_after_the_loss')") is None
+            finally:
+                await admin.close()
+        finally:
             await a.close()
 
     asyncio.run(main())

@@ -89,7 +89,9 @@ class PgCore:
         self._pool: asyncpg.Pool | None = None
         self._nodes = NodeCache()
         self._accounts: OrderedDict[bytes, AccountRecord] = OrderedDict()
-        self.cluster = Cluster(dsn, solo=solo, forget=self._forget_memory)
+        self.cluster = Cluster(dsn, solo=solo, forget=self._forget_memory, lost=self._lost)
+        self._busy: set[Conn] = set()  # the pool connections in a transaction of _tx now
+        self._expiring: asyncio.Task[None] | None = None
         # Alone on the database, this process sees every write to it: the queue tails it
         # read stay exact (updated after each commit, in commit order).
         self._tails = (
@@ -134,10 +136,18 @@ class PgCore:
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn:
-                    if not transaction:
-                        return await fn(conn)
-                    async with conn.transaction(**options):
-                        return await fn(conn)
+                    # lost while this waited for a connection? (and from here on, a loss
+                    # ends this connection, _lost: nothing commits after it)
+                    if not self.cluster.held and not self._admin:
+                        raise StorageUnavailable(self._why_not())
+                    self._busy.add(conn)
+                    try:
+                        if not transaction:
+                            return await fn(conn)
+                        async with conn.transaction(**options):
+                            return await fn(conn)
+                    finally:
+                        self._busy.discard(conn)
             except _UNAVAILABLE as exc:
                 raise StorageUnavailable("the database is not reachable") from exc
             except _RETRY:  # rolled back whole: safe to run again
@@ -145,6 +155,18 @@ class PgCore:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _lost(self) -> None:
+        """The lock is lost: the transactions in flight are ended (their connections
+        closed, so PostgreSQL rolls back what did not commit, and their callers get
+        :class:`~.base.StorageUnavailable`, never a success), and the idle connections
+        are made anew before their next use (they may lead to a host that is no longer
+        the primary)."""
+        busy, self._busy = self._busy, set()
+        for conn in busy:
+            conn.terminate()
+        if self._pool is not None and (self._expiring is None or self._expiring.done()):
+            self._expiring = asyncio.get_running_loop().create_task(self._pool.expire_connections())
 
     def _why_not(self) -> str:
         if self.cluster.stopped is not None:
