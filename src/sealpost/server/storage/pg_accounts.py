@@ -3,7 +3,7 @@
 an account whole, and the lookups. Each change is logged in its own transaction
 (:mod:`.pg_log`); those that change device lists run in their turn among the queue writes
 (:mod:`.pg_batch`) and drop what this process keeps of the account (:mod:`.pg_core`).
-Account records never change once created, so they are cached (``ACCOUNT_CACHE``).
+Account records never change once created, so they are cached (:mod:`.account_cache`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from sealpost.crypto.sign import SigningKey
+from sealpost.server.storage.account_cache import AccountCache
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -28,7 +29,7 @@ from sealpost.server.storage.base import (
     UsernameTaken,
 )
 from sealpost.server.storage.pg_admission import _spend_invite
-from sealpost.server.storage.pg_core import ACCOUNT_CACHE, Conn, PgCore
+from sealpost.server.storage.pg_core import Conn, PgCore
 from sealpost.server.storage.pg_log import log_account_state, log_deletion
 from sealpost.server.storage.pg_prekeys import insert_device, store_prekeys
 from sealpost.server.storage.pg_queue import lock_queues
@@ -37,7 +38,7 @@ from sealpost.transparency.log import DeletionCause
 __all__ = ["PgAccounts"]
 
 
-class PgAccounts(PgCore):
+class PgAccounts(AccountCache, PgCore):
     """Accounts, devices, revocations and removals."""
 
     async def create_account(
@@ -290,16 +291,8 @@ class PgAccounts(PgCore):
 
         record = await self._tx(op)
         if record is not None:
-            self._accounts[account_id] = record
-            while len(self._accounts) > ACCOUNT_CACHE:
-                self._accounts.popitem(last=False)
+            self._remember_account(record)
         return record
-
-    def account_known(self, account_id: bytes) -> AccountRecord | None:
-        cached = self._accounts.get(account_id)
-        if cached is not None:
-            self._accounts.move_to_end(account_id)
-        return cached
 
     async def devices(self, account_id: bytes) -> list[DeviceRecord]:
         async def op(conn: Conn) -> list[DeviceRecord]:

@@ -36,7 +36,6 @@ Conn: TypeAlias = asyncpg.Connection
 #: and the other writes; 16 leaves room for three processes and tools under PostgreSQL's
 #: default ``max_connections`` of 100.
 POOL_SIZE: Final = 16
-ACCOUNT_CACHE: Final = 50_000
 #: Accounts whose device ids a process alone on its database keeps (about 100 bytes each).
 DEVICE_CACHE: Final = 100_000
 #: Queue tails kept in memory by a process alone on its database (as :mod:`.sqlite`).

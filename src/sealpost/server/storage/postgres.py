@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import asyncpg
 
+from sealpost.server.storage.account_cache import ACCOUNT_CACHE as ACCOUNT_CACHE
 from sealpost.server.storage.pg_accounts import PgAccounts
 from sealpost.server.storage.pg_admission import PgAdmission
 from sealpost.server.storage.pg_attachments import PgAttachments
 from sealpost.server.storage.pg_cluster import ClusterError, migrate
-from sealpost.server.storage.pg_core import ACCOUNT_CACHE as ACCOUNT_CACHE
 from sealpost.server.storage.pg_core import DEVICE_CACHE as DEVICE_CACHE
 from sealpost.server.storage.pg_core import POOL_SIZE as POOL_SIZE
 from sealpost.server.storage.pg_core import RETRIES as RETRIES

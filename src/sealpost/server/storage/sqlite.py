@@ -37,10 +37,10 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sealpost.server.storage.account_cache import ACCOUNT_CACHE as ACCOUNT_CACHE
 from sealpost.server.storage.sqlite_accounts import SqliteAccounts
 from sealpost.server.storage.sqlite_admission import SqliteAdmission
 from sealpost.server.storage.sqlite_attachments import SqliteAttachments
-from sealpost.server.storage.sqlite_core import ACCOUNT_CACHE as ACCOUNT_CACHE
 from sealpost.server.storage.sqlite_core import MAX_BATCH as MAX_BATCH
 from sealpost.server.storage.sqlite_core import MAX_BULK as MAX_BULK
 from sealpost.server.storage.sqlite_core import TAIL_BYTES as TAIL_BYTES

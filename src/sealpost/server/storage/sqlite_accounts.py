@@ -2,7 +2,7 @@
 adding, removing and revoking devices, removing an account whole, and the lookups. Each
 change is logged in its own transaction (:mod:`.sqlite_log`) and drops what the write path
 keeps of the account (:mod:`.sqlite_core`); account records never change once created, so
-they are cached (``ACCOUNT_CACHE``).
+they are cached (:mod:`.account_cache`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from sealpost.crypto.sign import SigningKey
+from sealpost.server.storage.account_cache import AccountCache
 from sealpost.server.storage.base import (
     AccountExists,
     AccountRecord,
@@ -30,7 +31,7 @@ from sealpost.server.storage.base import (
     UsernameTaken,
 )
 from sealpost.server.storage.sqlite_admission import _spend_invite
-from sealpost.server.storage.sqlite_core import ACCOUNT_CACHE, SqliteCore
+from sealpost.server.storage.sqlite_core import SqliteCore
 from sealpost.server.storage.sqlite_log import log_account_state, log_deletion
 from sealpost.server.storage.sqlite_prekeys import _store_prekeys
 from sealpost.transparency.log import DeletionCause
@@ -38,7 +39,7 @@ from sealpost.transparency.log import DeletionCause
 __all__ = ["SqliteAccounts"]
 
 
-class SqliteAccounts(SqliteCore):
+class SqliteAccounts(AccountCache, SqliteCore):
     """Account and device records, revocations and removals."""
 
     async def create_account(
@@ -292,16 +293,8 @@ class SqliteAccounts(SqliteCore):
             )
         )
         if record is not None:
-            self._accounts[account_id] = record
-            while len(self._accounts) > ACCOUNT_CACHE:
-                self._accounts.popitem(last=False)
+            self._remember_account(record)
         return record
-
-    def account_known(self, account_id: bytes) -> AccountRecord | None:
-        cached = self._accounts.get(account_id)
-        if cached is not None:
-            self._accounts.move_to_end(account_id)
-        return cached
 
     async def devices(self, account_id: bytes) -> list[DeviceRecord]:
         def op(conn: sqlite3.Connection) -> list[DeviceRecord]:

@@ -76,8 +76,6 @@ MAX_BATCH: Final = 256
 #: The same for a batch that runs in bulk (:mod:`.sqlite_bulk`): it holds the loop for
 #: little, and under load every batch is full, so its size bounds the rate.
 MAX_BULK: Final = 1024
-#: Account records kept in memory (least recently used dropped); about 200 bytes each.
-ACCOUNT_CACHE: Final = 50_000
 #: Queue tails kept in memory (:mod:`.tail`): all of them together, and one device's.
 TAIL_BYTES: Final = 16 * 1024 * 1024
 TAIL_MESSAGES: Final = 1000
