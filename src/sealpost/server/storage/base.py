@@ -93,6 +93,8 @@ __all__ = [
     "UsernameQuarantined",
     "UsernameTaken",
     "each_outcome",
+    "pack_list",
+    "unpack_list",
 ]
 
 
@@ -375,6 +377,22 @@ class LoggedEntry:
     def deletion(self) -> bool:
         """A removed account's last entry (a DeletionEntry: no devices)."""
         return self.entry[:2] == bytes([0x01, DELETION_ENTRY_TYPE])
+
+
+def pack_list(items: Sequence[bytes]) -> bytes:
+    """How both backends store a :class:`LoggedEntry`'s certificates or revocations in one
+    column: each item as a 4-byte big-endian length and its bytes."""
+    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
+
+
+def unpack_list(data: bytes) -> tuple[bytes, ...]:
+    """The items :func:`pack_list` packed, in order."""
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 import asyncpg
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server.storage.base import AccountRecord, LoggedEntry
+from sealpost.server.storage.base import AccountRecord, LoggedEntry, pack_list, unpack_list
 from sealpost.server.storage.pg_map import run_map
 from sealpost.server.storage.pg_schema import LOCK_LOG
 from sealpost.transparency.log import (
@@ -34,7 +34,7 @@ from sealpost.transparency.log import (
 from sealpost.transparency.merkle import LogStoreError, NodeKey, append, leaf_hash
 from sealpost.transparency.smt import insert as map_insert
 
-__all__ = ["NodeCache", "log_account_state", "log_deletion", "logged", "merkle", "pack_list"]
+__all__ = ["NodeCache", "log_account_state", "log_deletion", "logged", "merkle"]
 
 T = TypeVar("T")
 
@@ -120,25 +120,12 @@ async def store_nodes(conn: asyncpg.Connection, items: Sequence[tuple[NodeKey, b
     )
 
 
-def pack_list(items: Sequence[bytes]) -> bytes:
-    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
-
-
-def _unpack_list(data: bytes) -> tuple[bytes, ...]:
-    out, pos = [], 0
-    while pos < len(data):
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        out.append(data[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-    return tuple(out)
-
-
 def logged(row: asyncpg.Record) -> LoggedEntry:
     return LoggedEntry(
         row["idx"],
         bytes(row["entry"]),
-        _unpack_list(bytes(row["certificates"])),
-        _unpack_list(bytes(row["revocations"])),
+        unpack_list(bytes(row["certificates"])),
+        unpack_list(bytes(row["revocations"])),
     )
 
 

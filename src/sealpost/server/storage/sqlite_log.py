@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from sealpost.crypto.sign import SigningKey
-from sealpost.server.storage.base import AccountRecord, LoggedEntry, LogLookup, LogState
+from sealpost.server.storage.base import (
+    AccountRecord,
+    LoggedEntry,
+    LogLookup,
+    LogState,
+    pack_list,
+    unpack_list,
+)
 from sealpost.server.storage.sqlite_core import SqliteCore, _snapshot
 from sealpost.transparency.log import (
     DeletionCause,
@@ -125,23 +131,10 @@ class SqliteLog(SqliteCore):
         )
 
 
-def _pack_list(items: Sequence[bytes]) -> bytes:
-    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
-
-
-def _unpack_list(data: bytes) -> tuple[bytes, ...]:
-    out, pos = [], 0
-    while pos < len(data):
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        out.append(data[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-    return tuple(out)
-
-
 def _logged(row: tuple[Any, ...]) -> LoggedEntry:
     idx, entry, certificates, revocations = row
     return LoggedEntry(
-        idx, bytes(entry), _unpack_list(bytes(certificates)), _unpack_list(bytes(revocations))
+        idx, bytes(entry), unpack_list(bytes(certificates)), unpack_list(bytes(revocations))
     )
 
 
@@ -193,7 +186,7 @@ def log_account_state(
     conn.execute(
         "INSERT INTO log_entries (idx, account_id, sequence, entry, certificates, revocations)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (size, account_id, last + 1, entry, _pack_list(certificates), _pack_list(revocations)),
+        (size, account_id, last + 1, entry, pack_list(certificates), pack_list(revocations)),
     )
     append(SqliteNodeStore(conn), size, [leaf_hash(entry)])
     map_insert(

@@ -108,7 +108,7 @@ CREATE TABLE IF NOT EXISTS log_entries (
     account_id   BLOB NOT NULL,
     sequence     INTEGER NOT NULL,
     entry        BLOB NOT NULL,        -- LogEntry wire bytes
-    certificates BLOB NOT NULL,        -- what its devices commitment covers (_pack_list)
+    certificates BLOB NOT NULL,        -- what its devices commitment covers (base.pack_list)
     revocations  BLOB NOT NULL,
     UNIQUE (account_id, sequence)
 );
